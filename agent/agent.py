@@ -1,0 +1,229 @@
+"""The host agent: store, driver, monitor, operations, dispatcher and bus, composed.
+
+``async with Agent(config) as agent`` starts it and stops it gracefully on the way out.
+
+- ``stop()`` is graceful: stop consuming, finish the commands in flight, flush the
+  event outbox, publish ``agent.offline``, close.
+- ``kill()`` is urgent: cancel everything now. Commands not yet acked return to the
+  queue; events not yet confirmed stay in the outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from agent import __version__
+from agent.bus import Bus, Inbound
+from agent.config import Config
+from agent.credentials import RegistryCredentials
+from agent.dispatch import Dispatcher, Outcome
+from agent.domains import DomainTable
+from agent.driver import DockerDriver, Driver
+from agent.monitor import Monitor
+from agent.operations import Operations
+from agent.store import Store
+from schemas.commands import OPS
+from schemas.events import AgentEvent, Presence
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
+OUTBOX_BATCH = 256
+REPUBLISH_DELAY_S = 1.0
+
+
+class Agent:
+    def __init__(self, config: Config, driver: Driver | None = None) -> None:
+        self.config = config
+        self.host = config.host
+        self._driver = driver or DockerDriver(config.host, config.docker_url)
+        self._store = Store(config.host_dir)
+        self._domains = DomainTable()
+        self._bus = Bus(
+            config.amqp_url.get_secret_value(),
+            config.host,
+            config.groups,
+            config.queue_type,
+            config.prefetch,
+        )
+        self._queued = asyncio.Event()
+        self._outbox_empty = asyncio.Event()
+        self._monitor = Monitor(
+            config.host, self._domains, self._store, self._driver, self._queued.set
+        )
+        self._dispatcher: Dispatcher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: asyncio.Task[None] | None = None
+        self._answers: set[asyncio.Task[None]] = set()
+        self.ready = asyncio.Event()
+
+    async def __aenter__(self) -> Agent:
+        try:
+            await self.start()
+        except BaseException:
+            await self.kill()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.stop()
+        else:
+            await self.kill()
+
+    async def start(self) -> None:
+        log.info("virtbus agent %s starting: %s", __version__, self.config.describe())
+        self._store.open()
+        for domain in self._store.domains():
+            self._domains.add(domain)
+        engine = await self._driver.engine()
+        await self._bus.connect()
+        self._spawn(self._monitor.run(), "docker events")
+        await asyncio.wait_for(self._monitor.connected.wait(), READY_TIMEOUT_S)
+        self._spawn(self._publish_outbox(), "event outbox")
+        self._queued.set()
+        operations = Operations(
+            self.host,
+            list(self.config.groups),
+            self._domains,
+            self._driver,
+            self._monitor,
+            RegistryCredentials(self.config.host_dir / "registries.json"),
+            engine,
+        )
+        self._dispatcher = Dispatcher(
+            self.host, operations, self._domains, self._store, self.config.concurrency
+        )
+        await operations.autostart()
+        await self._presence("online")
+        self._spawn(self._heartbeat(), "heartbeat")
+        self._consumer = asyncio.create_task(self._consume(), name="commands")
+        self.ready.set()
+        log.info("agent %s ready with %d domains", self.host, len(self._domains))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        task.add_done_callback(_report_crash)
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        """Graceful: stop taking commands, finish those in flight, flush events, go offline."""
+        drain_s = self.config.drain_s
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+        if self._dispatcher is not None and not await self._dispatcher.drain(drain_s):
+            log.warning(
+                "commands still running after %.0f s; their messages will be redelivered", drain_s
+            )
+        if self._answers:
+            await asyncio.wait(self._answers, timeout=drain_s)
+        self._queued.set()
+        try:
+            await asyncio.wait_for(self._outbox_empty.wait(), drain_s)
+        except TimeoutError:
+            log.warning(
+                "%d events stay in the outbox for the next start", self._store.outbox_size()
+            )
+        if self.ready.is_set():
+            try:
+                await asyncio.wait_for(self._presence("offline"), drain_s)
+            except Exception as error:
+                log.warning("could not publish agent.offline: %s", error)
+        await self.kill()
+        log.info("agent %s stopped", self.host)
+
+    async def kill(self) -> None:
+        """Urgent: cancel everything and close; nothing waits."""
+        tasks = [*self._tasks, *self._answers]
+        if self._consumer is not None:
+            tasks.append(self._consumer)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._answers.clear()
+        self._consumer = None
+        self.ready.clear()
+        await self._bus.close()
+        await self._driver.close()
+        self._store.close()
+
+    async def _consume(self) -> None:
+        assert self._dispatcher is not None
+        async for inbound in self._bus.commands():
+            pending = self._dispatcher.submit(inbound.body, inbound.message_id)
+            answer = asyncio.create_task(self._answer(inbound, pending))
+            self._answers.add(answer)
+            answer.add_done_callback(self._answers.discard)
+
+    async def _answer(self, inbound: Inbound, pending: asyncio.Future[Outcome] | Any) -> None:
+        """The acknowledgement policy: reply first, then ack (or dead-letter if refused)."""
+        outcome: Outcome = await pending
+        if not outcome.accepted and outcome.reply.error is not None:
+            log.warning("refused command %s: %s", inbound.message_id, outcome.reply.error.message)
+        try:
+            await self._bus.reply(inbound, outcome.reply.id, outcome.body)
+            await self._bus.settle(inbound, outcome.accepted)
+        except Exception as error:
+            log.warning(
+                "could not answer command %s (%s); the broker will redeliver it",
+                outcome.reply.id,
+                error,
+            )
+
+    async def _publish_outbox(self) -> None:
+        """Publish queued events in ``seq`` order; each leaves the outbox once confirmed."""
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while batch := self._store.pending(OUTBOX_BATCH):
+                self._outbox_empty.clear()
+                try:
+                    for item in batch:
+                        await self._bus.publish_event(
+                            item.routing_key, item.body, f"{self.host}:{item.seq}"
+                        )
+                        self._store.confirmed(item.seq)
+                except Exception as error:
+                    log.warning("events wait in the outbox: %s", error)
+                    await asyncio.sleep(REPUBLISH_DELAY_S)
+            self._outbox_empty.set()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            try:
+                await self._presence("heartbeat")
+            except Exception as error:
+                log.warning("heartbeat not published: %s", error)
+
+    async def _presence(self, state: Presence) -> None:
+        event = AgentEvent(
+            host=self.host,
+            time=datetime.now(UTC),
+            state=state,
+            agent_version=__version__,
+            groups=list(self.config.groups),
+            capabilities=list(OPS),
+            heartbeat_s=self.config.heartbeat_s,
+            domains=len(self._domains),
+        )
+        await self._bus.publish_event(
+            event.routing_key, event.model_dump_json().encode(), message_id=None
+        )
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("agent task %s crashed", task.get_name(), exc_info=task.exception())

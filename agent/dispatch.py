@@ -1,0 +1,144 @@
+"""Command → operation → reply: validation, idempotency, ordering, deadlines, errors.
+
+Guarantees:
+- Commands for the same domain run one after another in the order they were submitted;
+  commands for different domains run concurrently, at most ``concurrency`` at once.
+- A command id seen before gets the reply recorded for it; the op does not run again.
+- A command past its deadline when its turn comes is answered OPERATION_ABORTED unrun.
+- Every submitted body gets exactly one reply; no exception escapes ``submit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from agent.domains import DomainTable
+from agent.errors import VirtError
+from agent.operations import Operations
+from agent.store import Store
+from schemas.codes import ErrorCode
+from schemas.commands import Command, CreateXml, Define, DomainCommand, InvalidCommand
+from schemas.commands import parse_command as parse
+from schemas.replies import ErrorBody, Reply
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A command's reply, and whether the command was accepted at all: a refused one
+    (unparseable or invalid) is dead-lettered after its reply."""
+
+    reply: Reply
+    body: bytes
+    accepted: bool
+    command: Command | None = None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        host: str,
+        operations: Operations,
+        domains: DomainTable,
+        store: Store,
+        concurrency: int,
+    ) -> None:
+        self.host = host
+        self._operations = operations
+        self._domains = domains
+        self._store = store
+        self._slots = asyncio.Semaphore(concurrency)
+        self._lanes: dict[str, asyncio.Task[Outcome]] = {}
+        self._running: dict[str, asyncio.Task[Outcome]] = {}
+
+    def submit(self, body: bytes, message_id: str | None) -> Awaitable[Outcome]:
+        """Take one command body; its place in its domain's order is fixed on return."""
+        try:
+            command = parse(body, message_id)
+        except InvalidCommand as error:
+            reply = self._error(message_id or "", ErrorCode.INVALID_ARG, error.reason)
+            return _done(Outcome(reply, _encode(reply), accepted=False))
+        recorded = self._store.recorded_reply(command.id)
+        if recorded is not None:
+            return _done(Outcome(Reply.model_validate_json(recorded), recorded, True, command))
+        running = self._running.get(command.id)
+        if running is not None:
+            return asyncio.shield(running)
+        lane = self._lane(command)
+        before = self._lanes.get(lane) if lane else None
+        task = asyncio.create_task(self._run(command, before), name=f"command {command.id}")
+        self._running[command.id] = task
+        task.add_done_callback(lambda _: self._running.pop(command.id, None))
+        if lane:
+            self._lanes[lane] = task
+            task.add_done_callback(
+                lambda done: self._lanes.pop(lane) if self._lanes.get(lane) is done else None
+            )
+        return task
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait for the commands in flight; False if some were still running at the end."""
+        if not self._running:
+            return True
+        _, pending = await asyncio.wait(list(self._running.values()), timeout=timeout_s)
+        return not pending
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def _lane(self, command: Command) -> str | None:
+        """Commands about one domain share a lane, keyed by the domain's name."""
+        if isinstance(command, Define | CreateXml):
+            return f"name:{command.args.spec.name}"
+        if isinstance(command, DomainCommand):
+            domain = self._domains.find(command.target)
+            return f"name:{domain.name}" if domain else f"target:{command.target}"
+        return None
+
+    async def _run(self, command: Command, before: asyncio.Task[Outcome] | None) -> Outcome:
+        if before is not None:
+            await asyncio.wait([before])
+        async with self._slots:
+            reply = await self._execute(command)
+        body = _encode(reply)
+        self._store.record_reply(command.id, body)
+        return Outcome(reply, body, accepted=True, command=command)
+
+    async def _execute(self, command: Command) -> Reply:
+        if command.expired(datetime.now(UTC)):
+            return self._error(
+                command.id,
+                ErrorCode.OPERATION_ABORTED,
+                f"deadline {command.deadline} passed before the command could run",
+            )
+        try:
+            result = await self._operations.run(command)
+        except VirtError as error:
+            return Reply(id=command.id, host=self.host, ok=False, error=error.to_wire())
+        except Exception as error:
+            log.exception("command %s (%s) failed", command.id, command.op)
+            return self._error(command.id, ErrorCode.INTERNAL_ERROR, repr(error))
+        return Reply(id=command.id, host=self.host, ok=True, result=result)
+
+    def _error(self, command_id: str, code: ErrorCode, detail: str) -> Reply:
+        error = VirtError(code, detail)
+        return Reply(id=command_id, host=self.host, ok=False, error=error.to_wire())
+
+
+def _encode(reply: Reply) -> bytes:
+    return reply.model_dump_json(exclude_none=True).encode()
+
+
+def _done(outcome: Outcome) -> asyncio.Future[Outcome]:
+    future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    future.set_result(outcome)
+    return future
+
+
+__all__ = ["Dispatcher", "ErrorBody", "Outcome"]

@@ -1,0 +1,136 @@
+"""The agent's view of its domains: what libvirt would keep in its domain list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from agent.errors import no_domain
+from agent.translate import Evidence
+from schemas.codes import DomainState, ShutoffReason
+from schemas.commands import ListFlag, Target
+from schemas.domain import DomainRecord, DomainSpec
+from schemas.events import DomainRef
+
+ACTIVE_STATES = frozenset(
+    {DomainState.RUNNING, DomainState.BLOCKED, DomainState.PAUSED, DomainState.SHUTDOWN}
+)
+
+
+@dataclass
+class Domain:
+    uuid: UUID
+    name: str
+    spec: DomainSpec
+    persistent: bool
+    autostart: bool
+    handle: str | None = None
+    """The driver's handle on the domain's container; None until it exists."""
+    state: DomainState = DomainState.SHUTOFF
+    reason: int = ShutoffReason.UNKNOWN
+    pid: int = 0
+    pending: DomainSpec | None = None
+    """A definition given while running, applied at the next start."""
+    evidence: Evidence = field(default_factory=Evidence)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def id(self) -> int:
+        return self.pid if self.active and self.pid > 0 else -1
+
+    def record(self) -> DomainRecord:
+        return DomainRecord(
+            name=self.name,
+            uuid=self.uuid,
+            id=self.id,
+            state=int(self.state),
+            reason=int(self.reason),
+            persistent=self.persistent,
+            autostart=self.autostart,
+        )
+
+    def ref(self) -> DomainRef:
+        return DomainRef(name=self.name, uuid=self.uuid, id=self.id)
+
+    def matches(self, flags: list[ListFlag]) -> bool:
+        """libvirt's list filter: any flag within a group, every group that has one."""
+        facts: dict[str, bool] = {
+            "active": self.active,
+            "inactive": not self.active,
+            "persistent": self.persistent,
+            "transient": not self.persistent,
+            "running": self.state == DomainState.RUNNING,
+            "paused": self.state == DomainState.PAUSED,
+            "shutoff": self.state == DomainState.SHUTOFF,
+            "autostart": self.autostart,
+            "no_autostart": not self.autostart,
+        }
+        for group in _FLAG_GROUPS:
+            asked = [flag for flag in flags if flag in group]
+            if asked and not any(facts[flag] for flag in asked):
+                return False
+        return True
+
+
+_FLAG_GROUPS: tuple[frozenset[str], ...] = (
+    frozenset({"active", "inactive"}),
+    frozenset({"persistent", "transient"}),
+    frozenset({"running", "paused", "shutoff"}),
+    frozenset({"autostart", "no_autostart"}),
+)
+
+
+class DomainTable:
+    """Domains by UUID and by name; the agent's single source of what exists."""
+
+    def __init__(self) -> None:
+        self._by_uuid: dict[UUID, Domain] = {}
+        self._by_name: dict[str, Domain] = {}
+
+    def __iter__(self) -> Iterator[Domain]:
+        return iter(list(self._by_uuid.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_uuid)
+
+    def add(self, domain: Domain) -> None:
+        self._by_uuid[domain.uuid] = domain
+        self._by_name[domain.name] = domain
+
+    def remove(self, domain: Domain) -> None:
+        self._by_uuid.pop(domain.uuid, None)
+        if self._by_name.get(domain.name) is domain:
+            del self._by_name[domain.name]
+
+    def rename(self, domain: Domain, new_name: str) -> None:
+        if self._by_name.get(domain.name) is domain:
+            del self._by_name[domain.name]
+        domain.name = new_name
+        self._by_name[new_name] = domain
+
+    def by_uuid(self, uuid: UUID) -> Domain | None:
+        return self._by_uuid.get(uuid)
+
+    def by_name(self, name: str) -> Domain | None:
+        return self._by_name.get(name)
+
+    def by_handle(self, handle: str) -> Domain | None:
+        return next((d for d in self._by_uuid.values() if d.handle == handle), None)
+
+    def find(self, target: Target) -> Domain | None:
+        if target.name is not None:
+            return self.by_name(target.name)
+        if target.uuid is not None:
+            return self.by_uuid(target.uuid)
+        return next((d for d in self._by_uuid.values() if d.id == target.id), None)
+
+    def get(self, target: Target) -> Domain:
+        """The targeted domain, or NO_DOMAIN."""
+        domain = self.find(target)
+        if domain is None:
+            raise no_domain(str(target))
+        return domain

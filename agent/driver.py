@@ -1,0 +1,440 @@
+"""The only module that knows Docker: domain operations over aiodocker.
+
+A domain is one container named ``<host>.<name>`` and labelled ``virtbus.host`` and
+``virtbus.uuid``; the driver lists, watches and touches only containers with its own
+host label, so a command can never reach anything else on the engine. ``Driver`` is the
+seam: the agent depends on the protocol, tests put a fake behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+import aiodocker
+import aiohttp
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agent.errors import VirtError, invalid
+from schemas.codes import ErrorCode
+from schemas.domain import DomainSpec
+
+HOST_LABEL = "virtbus.host"
+UUID_LABEL = "virtbus.uuid"
+
+
+@dataclass(frozen=True)
+class RuntimeEvent:
+    """One step Docker reported for a domain's container."""
+
+    action: str
+    handle: str
+    uuid: UUID
+    name: str
+    time_ns: int
+    exit_code: int | None = None
+    signal: int | None = None
+    pid: int = 0
+    """Host PID after a ``start`` or ``restart``; 0 otherwise."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A domain's container as Docker has it now."""
+
+    handle: str
+    uuid: UUID
+    name: str
+    status: str
+    pid: int
+    exit_code: int
+    oom_killed: bool
+    memory_kib: int | None
+    vcpus: int | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    memory_kib: int
+    cpu_time_ns: int
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    cpus: int
+    memory_kib: int
+    version: str
+
+
+Credentials = Mapping[str, tuple[str, str]]
+"""Registry → (username, password), for pulls."""
+
+
+class Driver(Protocol):
+    async def observe_all(self) -> list[Observed]: ...
+    async def observe(self, handle: str) -> Observed | None: ...
+    async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
+        """Create the container (not started); returns its handle."""
+        ...
+
+    async def remove(self, handle: str) -> None: ...
+    async def start(self, handle: str) -> None: ...
+    async def stop(self, handle: str, timeout_s: int) -> None: ...
+    async def kill(self, handle: str) -> None: ...
+    async def restart(self, handle: str) -> None: ...
+    async def pause(self, handle: str) -> None: ...
+    async def unpause(self, handle: str) -> None: ...
+    async def rename(self, handle: str, name: str) -> None: ...
+    async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None: ...
+    async def usage(self, handle: str) -> Usage: ...
+    async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
+        """The image's own command; pulls the image first when the host lacks it."""
+        ...
+
+    async def engine(self) -> EngineFacts: ...
+    def events(self, since_ns: int) -> AsyncIterator[RuntimeEvent]:
+        """Docker's events for this host's domains from ``since_ns``; ends when the
+        engine's stream ends."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _Edge(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Actor(_Edge):
+    ID: str
+    Attributes: dict[str, str] = {}
+
+
+class _DockerEvent(_Edge):
+    Type: str
+    Action: str
+    Actor: _Actor
+    timeNano: int
+
+
+class _State(_Edge):
+    Status: str
+    Pid: int = 0
+    ExitCode: int = 0
+    OOMKilled: bool = False
+
+
+class _Config(_Edge):
+    Labels: dict[str, str] | None = None
+    Cmd: list[str] | None = None
+    Entrypoint: list[str] | None = None
+
+
+class _HostConfig(_Edge):
+    Memory: int = 0
+    NanoCpus: int = 0
+
+
+class _Inspect(_Edge):
+    Id: str
+    Name: str
+    State: _State
+    Config: _Config
+    HostConfig: _HostConfig
+
+
+class _ImageInspect(_Edge):
+    Config: _Config | None = None
+
+
+class _Info(_Edge):
+    NCPU: int
+    MemTotal: int
+    ServerVersion: str
+
+
+class _CpuUsage(_Edge):
+    total_usage: int = 0
+
+
+class _CpuStats(_Edge):
+    cpu_usage: _CpuUsage = _CpuUsage()
+
+
+class _MemoryStats(_Edge):
+    usage: int = 0
+
+
+class _Stats(_Edge):
+    cpu_stats: _CpuStats = _CpuStats()
+    memory_stats: _MemoryStats = _MemoryStats()
+
+
+def registry_of(image: str) -> str:
+    """The registry part of an image reference, as Docker decides it."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+class DockerDriver:
+    """Driver over a real engine; ``url`` None means Docker's default socket."""
+
+    def __init__(self, host: str, url: str | None = None) -> None:
+        self.host = host
+        self._url = url
+        self._docker: aiodocker.Docker | None = None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self._url)
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    def container_name(self, name: str) -> str:
+        return f"{self.host}.{name}"
+
+    def domain_name(self, container_name: str) -> str:
+        bare = container_name.lstrip("/")
+        return bare.removeprefix(f"{self.host}.")
+
+    async def _call(self, coroutine: Any) -> Any:
+        try:
+            return await coroutine
+        except aiodocker.DockerError as error:
+            raise _docker_error(error) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise _unreachable(error) from None
+
+    async def observe_all(self) -> list[Observed]:
+        entries = await self._call(
+            self.docker.containers.list(
+                all=True, filters=json.dumps({"label": [f"{HOST_LABEL}={self.host}"]})
+            )
+        )
+        observed = await asyncio.gather(*(self.observe(entry.id) for entry in entries))
+        return [item for item in observed if item is not None]
+
+    async def observe(self, handle: str) -> Observed | None:
+        try:
+            raw = await self.docker._query_json(f"containers/{handle}/json")
+        except aiodocker.DockerError as error:
+            if error.status == 404:
+                return None
+            raise _docker_error(error) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise _unreachable(error) from None
+        facts = _Inspect.model_validate(raw)
+        labels = facts.Config.Labels or {}
+        if labels.get(HOST_LABEL) != self.host or UUID_LABEL not in labels:
+            return None
+        return Observed(
+            handle=facts.Id,
+            uuid=UUID(labels[UUID_LABEL]),
+            name=self.domain_name(facts.Name),
+            status=facts.State.Status,
+            pid=facts.State.Pid,
+            exit_code=facts.State.ExitCode,
+            oom_killed=facts.State.OOMKilled,
+            memory_kib=facts.HostConfig.Memory // 1024 or None,
+            vcpus=facts.HostConfig.NanoCpus // 1_000_000_000 or None,
+        )
+
+    async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
+        host_config: dict[str, Any] = {
+            "Init": spec.init,
+            "NetworkMode": spec.network,
+            "RestartPolicy": {"Name": "on-failure" if spec.on_crash == "restart" else "no"},
+            "Mounts": [
+                {"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.readonly}
+                for m in spec.mounts
+            ],
+        }
+        host_config.update(_limits(spec.memory_kib, spec.vcpus))
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Env": [f"{key}={value}" for key, value in spec.env.items()],
+            "Labels": {HOST_LABEL: self.host, UUID_LABEL: str(uuid)},
+            "HostConfig": host_config,
+        }
+        if spec.command is not None:
+            config["Cmd"] = spec.command
+        if spec.workdir is not None:
+            config["WorkingDir"] = spec.workdir
+        if spec.user is not None:
+            config["User"] = spec.user
+        container = await self._call(
+            self.docker.containers.create(config, name=self.container_name(name))
+        )
+        return str(container.id)
+
+    async def remove(self, handle: str) -> None:
+        await self._call(
+            self.docker._query_json(
+                f"containers/{handle}", method="DELETE", params={"force": "1", "v": "1"}
+            )
+        )
+
+    async def _post(self, handle: str, verb: str, params: dict[str, Any] | None = None) -> None:
+        await self._call(
+            self.docker._query_json(f"containers/{handle}/{verb}", method="POST", params=params)
+        )
+
+    async def start(self, handle: str) -> None:
+        await self._post(handle, "start")
+
+    async def stop(self, handle: str, timeout_s: int) -> None:
+        await self._post(handle, "stop", {"t": timeout_s})
+
+    async def kill(self, handle: str) -> None:
+        await self._post(handle, "kill", {"signal": "KILL"})
+
+    async def restart(self, handle: str) -> None:
+        await self._post(handle, "restart", {"t": 10})
+
+    async def pause(self, handle: str) -> None:
+        await self._post(handle, "pause")
+
+    async def unpause(self, handle: str) -> None:
+        await self._post(handle, "unpause")
+
+    async def rename(self, handle: str, name: str) -> None:
+        await self._post(handle, "rename", {"name": self.container_name(name)})
+
+    async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None:
+        await self._call(
+            self.docker._query_json(
+                f"containers/{handle}/update",
+                method="POST",
+                data=json.dumps(_limits(memory_kib, vcpus)),
+            )
+        )
+
+    async def usage(self, handle: str) -> Usage:
+        # one-shot: without it the engine waits a second for a second CPU sample
+        raw = await self._call(
+            self.docker._query_json(
+                f"containers/{handle}/stats", params={"stream": "0", "one-shot": "1"}
+            )
+        )
+        stats = _Stats.model_validate(raw)
+        return Usage(
+            memory_kib=stats.memory_stats.usage // 1024,
+            cpu_time_ns=stats.cpu_stats.cpu_usage.total_usage,
+        )
+
+    async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
+        try:
+            raw = await self.docker.images.inspect(image)
+        except aiodocker.DockerError as error:
+            if error.status != 404:
+                raise _docker_error(error) from None
+            await self._pull(image, credentials)
+            raw = await self._call(self.docker.images.inspect(image))
+        config = _ImageInspect.model_validate(raw).Config
+        if config is None:
+            return None
+        return config.Cmd or config.Entrypoint or None
+
+    async def _pull(self, image: str, credentials: Credentials) -> None:
+        registry = registry_of(image)
+        auth = None
+        if registry in credentials:
+            username, password = credentials[registry]
+            auth = {"username": username, "password": password, "serveraddress": registry}
+        try:
+            await self.docker.images.pull(image, auth=auth)
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            message = error.message if isinstance(error, aiodocker.DockerError) else str(error)
+            raise VirtError(
+                ErrorCode.OPERATION_FAILED, f"cannot pull image '{image}': {message}"
+            ) from None
+
+    async def engine(self) -> EngineFacts:
+        info = _Info.model_validate(await self._call(self.docker.system.info()))
+        return EngineFacts(
+            cpus=info.NCPU, memory_kib=info.MemTotal // 1024, version=info.ServerVersion
+        )
+
+    async def events(self, since_ns: int) -> AsyncIterator[RuntimeEvent]:
+        seconds, nanos = divmod(since_ns, 1_000_000_000)
+        params = {
+            "since": f"{seconds}.{nanos:09d}",
+            "filters": json.dumps({"type": ["container"], "label": [f"{HOST_LABEL}={self.host}"]}),
+        }
+        try:
+            async with self.docker._query(
+                "events", params=params, timeout=aiohttp.ClientTimeout(total=None)
+            ) as response:
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = await self._runtime_event(line)
+                    if event is not None:
+                        yield event
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            raise VirtError(
+                ErrorCode.OPERATION_FAILED, f"Docker event stream failed: {error}"
+            ) from None
+
+    async def _runtime_event(self, line: bytes) -> RuntimeEvent | None:
+        try:
+            raw = _DockerEvent.model_validate_json(line)
+        except ValidationError:
+            return None
+        labels = raw.Actor.Attributes
+        if raw.Type != "container" or UUID_LABEL not in labels:
+            return None
+        action = raw.Action.split(":", 1)[0]
+        pid = 0
+        if action in ("start", "restart"):
+            observed = await self.observe(raw.Actor.ID)
+            pid = observed.pid if observed else 0
+        return RuntimeEvent(
+            action=action,
+            handle=raw.Actor.ID,
+            uuid=UUID(labels[UUID_LABEL]),
+            name=self.domain_name(labels.get("name", "")),
+            time_ns=raw.timeNano,
+            exit_code=_int_or_none(labels.get("exitCode")),
+            signal=_int_or_none(labels.get("signal")),
+            pid=pid,
+        )
+
+
+def _limits(memory_kib: int | None, vcpus: int | None) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    if memory_kib is not None:
+        limits["Memory"] = limits["MemorySwap"] = memory_kib * 1024
+    if vcpus is not None:
+        limits["NanoCpus"] = vcpus * 1_000_000_000
+    return limits
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _docker_error(error: aiodocker.DockerError) -> VirtError:
+    message = str(error.message)
+    if error.status == 409 or "is not running" in message or "is paused" in message:
+        return invalid(message)
+    if error.status == 400:
+        return VirtError(ErrorCode.INVALID_ARG, message)
+    return VirtError(ErrorCode.OPERATION_FAILED, message)
+
+
+def _unreachable(error: Exception) -> VirtError:
+    return VirtError(ErrorCode.OPERATION_FAILED, f"cannot reach the Docker engine: {error}")

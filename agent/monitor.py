@@ -1,0 +1,320 @@
+"""Docker's event stream → translate → domain state and the event outbox.
+
+The monitor is the only writer of domain state transitions. Operations that act through
+Docker say what they expect (``expect``) and wait for the monitor to see it happen, so
+that by the time a command is answered its events are in the outbox, attributed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+from agent.domains import Domain, DomainTable
+from agent.driver import Driver, Observed, RuntimeEvent
+from agent.errors import VirtError
+from agent.store import Store, Transaction
+from agent.translate import Mode, Special, Transition, stop_cause_of_exit, translate
+from schemas.codes import DomainState, Lifecycle, PausedReason, RunningReason
+from schemas.events import DomainRef, LifecycleEvent, Origin, RebootEvent, TunableEvent
+
+log = logging.getLogger(__name__)
+
+STOPPED = frozenset(
+    {
+        Lifecycle.STOPPED_SHUTDOWN,
+        Lifecycle.STOPPED_DESTROYED,
+        Lifecycle.STOPPED_CRASHED,
+        Lifecycle.STOPPED_FAILED,
+    }
+)
+
+_DOCKER_STATES: dict[str, tuple[DomainState, int | None]] = {
+    "running": (DomainState.RUNNING, None),
+    "restarting": (DomainState.RUNNING, None),
+    "paused": (DomainState.PAUSED, PausedReason.USER),
+    "dead": (DomainState.CRASHED, 0),
+}
+"""Docker status → libvirt state; anything else (created, exited, removing) is shut off."""
+
+RESUBSCRIBE_DELAY_S = 1.0
+
+
+@dataclass
+class Expectation:
+    """An operation in flight on one domain: how to read Docker's steps, whom to credit,
+    and which transition ends it."""
+
+    cause: str
+    until: frozenset[Transition]
+    mode: Mode = Mode.PLAIN
+    params: dict[str, int] = field(default_factory=dict)
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self.reached.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Monitor:
+    def __init__(
+        self,
+        host: str,
+        domains: DomainTable,
+        store: Store,
+        driver: Driver,
+        on_queued: Callable[[], None],
+    ) -> None:
+        self.host = host
+        self._domains = domains
+        self._store = store
+        self._driver = driver
+        self._on_queued = on_queued
+        self._expectations: dict[UUID, Expectation] = {}
+        self._discards: dict[str, asyncio.Task[None]] = {}
+        self.connected = asyncio.Event()
+
+    @contextmanager
+    def expect(
+        self,
+        domain: Domain,
+        cause: str,
+        until: frozenset[Transition],
+        mode: Mode = Mode.PLAIN,
+        params: dict[str, int] | None = None,
+    ) -> Iterator[Expectation]:
+        expectation = Expectation(cause, until, mode, params or {})
+        self._expectations[domain.uuid] = expectation
+        try:
+            yield expectation
+        finally:
+            if self._expectations.get(domain.uuid) is expectation:
+                del self._expectations[domain.uuid]
+
+    async def name_free(self, name: str) -> None:
+        """Wait until the container of a transient domain that was named ``name`` is gone."""
+        task = self._discards.get(name)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def announce(self, domain: Domain, transition: Lifecycle, cause: str) -> None:
+        """Publish a transition that has no Docker event of its own."""
+        with self._store.transaction() as tx:
+            self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
+            if domain in list(self._domains):
+                tx.save(domain)
+        self._on_queued()
+
+    def save(self, domain: Domain) -> None:
+        with self._store.transaction() as tx:
+            tx.save(domain)
+
+    async def run(self) -> None:
+        """Follow Docker's events for good; after a broken stream, re-list and go on."""
+        since_ns = time.time_ns()
+        await self.reconcile()
+        while True:
+            try:
+                self.connected.set()
+                async for event in self._driver.events(since_ns):
+                    since_ns = event.time_ns + 1
+                    try:
+                        await self.apply(event)
+                    except Exception:
+                        log.exception("could not translate Docker event %s", event)
+            except VirtError as error:
+                log.warning("Docker event stream lost: %s", error)
+            self.connected.clear()
+            await asyncio.sleep(RESUBSCRIBE_DELAY_S)
+            with suppress(VirtError):
+                await self.reconcile()
+
+    async def apply(self, event: RuntimeEvent) -> None:
+        domain = self._domains.by_uuid(event.uuid)
+        if domain is None:
+            return
+        expectation = self._expectations.get(event.uuid)
+        domain.evidence.observe(event.action, event.signal)
+        transitions = translate(
+            event.action,
+            mode=expectation.mode if expectation else Mode.PLAIN,
+            persistent=domain.persistent,
+            evidence=domain.evidence,
+            exit_code=event.exit_code,
+        )
+        if not transitions:
+            return
+        params: dict[str, int] = {}
+        if Special.TUNABLE in transitions:
+            params = expectation.params if expectation else await self._tunables(domain)
+        origin: Origin = "agent" if expectation else "external"
+        cause = expectation.cause if expectation else None
+        when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
+        emitted: set[Transition] = set()
+        with self._store.transaction() as tx:
+            for transition in transitions:
+                if self._redundant(domain, transition):
+                    continue
+                if transition is Lifecycle.STARTED_BOOTED or transition is Special.REBOOT:
+                    domain.pid = event.pid
+                if transition is Lifecycle.UNDEFINED_RENAMED:
+                    self._emit(tx, domain, transition, origin, cause, when)
+                    self._domains.rename(domain, event.name)
+                    emitted.add(transition)
+                    continue
+                self._emit(tx, domain, transition, origin, cause, when, event.exit_code, params)
+                emitted.add(transition)
+                self._settle(tx, domain, transition)
+            if domain.uuid in {d.uuid for d in self._domains}:
+                tx.save(domain)
+        if emitted:
+            self._on_queued()
+        if expectation and expectation.until & emitted:
+            expectation.reached.set()
+
+    async def _tunables(self, domain: Domain) -> dict[str, int]:
+        observed = await self._driver.observe(domain.handle) if domain.handle else None
+        if observed is None:
+            return {}
+        params = {"memory_kib": observed.memory_kib, "vcpus": observed.vcpus}
+        return {key: value for key, value in params.items() if value is not None}
+
+    @staticmethod
+    def _redundant(domain: Domain, transition: Transition) -> bool:
+        """A transition the domain has already made: a replayed or re-listed step."""
+        if transition is Lifecycle.STARTED_BOOTED:
+            return domain.active
+        if transition in STOPPED:
+            return not domain.active
+        if transition is Lifecycle.SUSPENDED_PAUSED:
+            return domain.state is not DomainState.RUNNING
+        if transition is Lifecycle.RESUMED_UNPAUSED:
+            return domain.state is not DomainState.PAUSED
+        return False
+
+    def _settle(self, tx: Transaction, domain: Domain, transition: Transition) -> None:
+        """Bring the domain to where the transition leaves it."""
+        if transition is Special.REBOOT:
+            domain.state, domain.reason = DomainState.RUNNING, RunningReason.BOOTED
+        elif isinstance(transition, Lifecycle) and transition.outcome is not None:
+            domain.state, domain.reason = transition.outcome
+        if transition in STOPPED:
+            domain.pid = 0
+            restarts = domain.spec.on_crash == "restart" and transition in (
+                Lifecycle.STOPPED_CRASHED,
+                Lifecycle.STOPPED_FAILED,
+            )
+            if not domain.persistent and not restarts:
+                self._forget(tx, domain)
+                self._discard(domain)
+        elif transition is Lifecycle.UNDEFINED_REMOVED:
+            self._forget(tx, domain)
+
+    def _forget(self, tx: Transaction, domain: Domain) -> None:
+        self._domains.remove(domain)
+        tx.forget(domain)
+
+    def _discard(self, domain: Domain) -> None:
+        """Remove a transient domain's container now that it has stopped."""
+        handle = domain.handle
+        if handle is None:
+            return
+
+        async def remove() -> None:
+            try:
+                await self._driver.remove(handle)
+            except VirtError as error:
+                log.warning("could not remove stopped transient domain %s: %s", domain.name, error)
+            finally:
+                self._discards.pop(domain.name, None)
+
+        self._discards[domain.name] = asyncio.create_task(remove())
+
+    def _emit(
+        self,
+        tx: Transaction,
+        domain: Domain,
+        transition: Transition,
+        origin: Origin,
+        cause: str | None,
+        when: datetime,
+        exit_code: int | None = None,
+        params: dict[str, int] | None = None,
+    ) -> None:
+        ref = DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id)
+        if transition in STOPPED:
+            ref = DomainRef(name=domain.name, uuid=domain.uuid, id=-1)
+        common = {"host": self.host, "time": when, "domain": ref, "origin": origin, "cause": cause}
+        if isinstance(transition, Lifecycle):
+            lifecycle = transition
+            tx.enqueue(
+                lambda seq: LifecycleEvent(
+                    seq=seq,
+                    event=lifecycle.event,
+                    event_code=lifecycle.event_code,
+                    detail=lifecycle.detail,
+                    detail_code=lifecycle.detail_code,
+                    exit_code=exit_code if lifecycle in STOPPED else None,
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+        elif transition is Special.REBOOT:
+            tx.enqueue(lambda seq: RebootEvent(seq=seq, **common))  # type: ignore[arg-type]
+        else:
+            tx.enqueue(
+                lambda seq: TunableEvent(seq=seq, params=params or {}, **common)  # type: ignore[arg-type]
+            )
+
+    async def reconcile(self) -> None:
+        """Compare the domains with what Docker has now and publish what was missed."""
+        observed = {item.uuid: item for item in await self._driver.observe_all()}
+        now = datetime.now(UTC)
+        queued = 0
+        with self._store.transaction() as tx:
+            for domain in self._domains:
+                found = observed.get(domain.uuid)
+                for transition in self._missed(domain, found):
+                    if self._redundant(domain, transition):
+                        continue
+                    exit_code = found.exit_code if found and transition in STOPPED else None
+                    self._emit(tx, domain, transition, "reconcile", None, now, exit_code)
+                    self._settle(tx, domain, transition)
+                if found is not None:
+                    domain.handle = found.handle
+                    domain.pid = found.pid
+                if domain.uuid in {d.uuid for d in self._domains}:
+                    tx.save(domain)
+                elif found is not None and domain.persistent:
+                    self._discard(domain)
+            queued = tx.queued
+        for uuid in observed.keys() - {d.uuid for d in self._domains}:
+            log.warning("container %s carries this host's labels but no domain; left alone", uuid)
+        if queued:
+            self._on_queued()
+
+    @staticmethod
+    def _missed(domain: Domain, found: Observed | None) -> list[Transition]:
+        if found is None:
+            missed: list[Transition] = [Lifecycle.STOPPED_DESTROYED] if domain.active else []
+            if domain.persistent:
+                missed.append(Lifecycle.UNDEFINED_REMOVED)
+            return missed
+        state, _ = _DOCKER_STATES.get(found.status, (DomainState.SHUTOFF, None))
+        if state in (DomainState.SHUTOFF, DomainState.CRASHED):
+            return [stop_cause_of_exit(found.exit_code, found.oom_killed)] if domain.active else []
+        missed = [] if domain.active else [Lifecycle.STARTED_BOOTED]
+        if state is DomainState.PAUSED and domain.state is not DomainState.PAUSED:
+            missed.append(Lifecycle.SUSPENDED_PAUSED)
+        if state is DomainState.RUNNING and domain.state is DomainState.PAUSED:
+            missed.append(Lifecycle.RESUMED_UNPAUSED)
+        return missed
+

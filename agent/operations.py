@@ -1,0 +1,497 @@
+"""One method per op: libvirt's rules about domains, carried out through the driver.
+
+Every op that changes a domain through Docker opens an expectation with the monitor and
+returns only once the monitor has seen Docker report the change, so its reply describes
+the domain after the events it caused, and those events carry its command id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from agent import __version__
+from agent.credentials import RegistryCredentials
+from agent.domains import Domain, DomainTable
+from agent.driver import Driver, EngineFacts
+from agent.errors import VirtError, invalid
+from agent.monitor import STOPPED, Monitor
+from agent.translate import Mode, Special, Transition
+from schemas.codes import DomainState, ErrorCode, Lifecycle
+from schemas.commands import (
+    Command,
+    Create,
+    CreateXml,
+    Define,
+    Destroy,
+    GetHostInfo,
+    GetInfo,
+    GetState,
+    ListDomains,
+    Login,
+    Logout,
+    Lookup,
+    Ping,
+    Reboot,
+    Rename,
+    Resume,
+    SetAutostart,
+    SetMemory,
+    SetVcpus,
+    Shutdown,
+    Suspend,
+    Undefine,
+)
+from schemas.domain import DomainRecord, DomainSpec
+from schemas.replies import (
+    DomainCounts,
+    DomainInfo,
+    DomainList,
+    DomainStateInfo,
+    Done,
+    HostInfo,
+    Pong,
+    Result,
+)
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[], Awaitable[object]]
+
+EVENT_WAIT_S = 10.0
+"""How long an op waits for Docker's report of what it did, beyond its own duration."""
+
+
+class Operations:
+    def __init__(
+        self,
+        host: str,
+        groups: list[str],
+        domains: DomainTable,
+        driver: Driver,
+        monitor: Monitor,
+        credentials: RegistryCredentials,
+        engine: EngineFacts,
+    ) -> None:
+        self.host = host
+        self.groups = groups
+        self._domains = domains
+        self._driver = driver
+        self._monitor = monitor
+        self._credentials = credentials
+        self._engine = engine
+
+    async def run(self, command: Command) -> Result:
+        match command:
+            case Define():
+                return await self.define(command)
+            case CreateXml():
+                return await self.create_xml(command)
+            case Create():
+                return await self.create(command)
+            case Shutdown():
+                return await self.shutdown(command)
+            case Destroy():
+                return await self.destroy(command)
+            case Reboot():
+                return await self.reboot(command)
+            case Suspend():
+                return await self.suspend(command)
+            case Resume():
+                return await self.resume(command)
+            case Undefine():
+                return await self.undefine(command)
+            case Lookup():
+                return self._domains.get(command.target).record()
+            case GetInfo():
+                return await self.get_info(command)
+            case GetState():
+                domain = self._domains.get(command.target)
+                return DomainStateInfo(state=int(domain.state), reason=int(domain.reason))
+            case SetAutostart():
+                return self.set_autostart(command)
+            case SetMemory():
+                return await self.set_tunables(command, memory_kib=command.args.memory_kib)
+            case SetVcpus():
+                return await self.set_tunables(command, vcpus=command.args.vcpus)
+            case Rename():
+                return await self.rename(command)
+            case ListDomains():
+                records = [d.record() for d in self._domains if d.matches(command.args.flags)]
+                return DomainList(domains=sorted(records, key=lambda r: r.name))
+            case GetHostInfo():
+                return self.host_info()
+            case Ping():
+                return Pong(host=self.host, time=datetime.now(UTC))
+            case Login():
+                args = command.args
+                self._credentials.login(args.registry, args.username, args.password)
+                return Done()
+            case Logout():
+                if not self._credentials.logout(command.args.registry):
+                    raise VirtError(
+                        ErrorCode.INVALID_ARG, f"not logged in to '{command.args.registry}'"
+                    )
+                return Done()
+
+    async def _act(
+        self,
+        domain: Domain,
+        cause: str,
+        until: frozenset[Transition],
+        *steps: Step,
+        mode: Mode = Mode.PLAIN,
+        params: dict[str, int] | None = None,
+        wait_s: float = EVENT_WAIT_S,
+    ) -> None:
+        """Run driver steps on the domain and wait until the monitor sees ``until``."""
+        with self._monitor.expect(domain, cause, until, mode, params) as expectation:
+            for step in steps:
+                await step()
+            if not await expectation.wait(wait_s):
+                log.warning(
+                    "Docker did not report %s of domain %s within %.0f s",
+                    "/".join(sorted(str(t) for t in until)),
+                    domain.name,
+                    wait_s,
+                )
+
+    def _handle(self, domain: Domain) -> str:
+        if domain.handle is None:
+            raise VirtError(ErrorCode.OPERATION_FAILED, f"domain '{domain.name}' has no container")
+        return domain.handle
+
+    async def _check_image(self, spec: DomainSpec) -> None:
+        default = await self._driver.default_command(spec.image, self._credentials.for_pulls())
+        if spec.command is None and default is None:
+            raise VirtError(
+                ErrorCode.INVALID_ARG,
+                f"image '{spec.image}' has no default command: the spec needs 'command'",
+            )
+
+    def _check_vcpus(self, vcpus: int | None) -> None:
+        if vcpus is not None and vcpus > self._engine.cpus:
+            raise VirtError(
+                ErrorCode.INVALID_ARG,
+                f"requested vcpus is greater than max allowable vcpus for the host: "
+                f"{vcpus} > {self._engine.cpus}",
+            )
+
+    def _rebuild(self, domain: Domain, spec: DomainSpec) -> list[Step]:
+        """Steps that replace the domain's container by one built from ``spec``: built
+        beside the old one first, so a definition Docker refuses leaves the old in place."""
+        old = self._handle(domain)
+
+        async def build_beside() -> None:
+            domain.handle = await self._driver.create(f"_{domain.name}", domain.uuid, spec)
+
+        async def swap() -> None:
+            await self._driver.remove(old)
+            await self._driver.rename(self._handle(domain), domain.name)
+
+        return [build_beside, swap]
+
+    async def define(self, command: Define) -> DomainRecord:
+        spec = command.args.spec
+        self._check_vcpus(spec.vcpus)
+        same_uuid = self._domains.by_uuid(spec.uuid) if spec.uuid else None
+        if same_uuid is not None and same_uuid.name != spec.name:
+            raise VirtError(
+                ErrorCode.DOM_EXIST,
+                f"domain '{same_uuid.name}' is already defined with uuid {spec.uuid}",
+            )
+        existing = self._domains.by_name(spec.name)
+        if existing is not None:
+            if spec.uuid != existing.uuid:
+                raise VirtError(
+                    ErrorCode.DOM_EXIST,
+                    f"domain '{spec.name}' already exists with uuid {existing.uuid}",
+                )
+            return await self._redefine(existing, spec, command.id)
+        await self._check_image(spec)
+        domain = await self._new_domain(spec, persistent=True)
+        try:
+            await self._act(
+                domain, command.id, frozenset({Lifecycle.DEFINED_ADDED}), self._create(domain)
+            )
+        except VirtError:
+            self._domains.remove(domain)
+            raise
+        return self._saved(domain)
+
+    async def _new_domain(self, spec: DomainSpec, persistent: bool) -> Domain:
+        uuid = spec.uuid or uuid4()
+        await self._monitor.name_free(spec.name)
+        domain = Domain(
+            uuid=uuid,
+            name=spec.name,
+            spec=spec.model_copy(update={"uuid": uuid}),
+            persistent=persistent,
+            autostart=spec.autostart and persistent,
+        )
+        self._domains.add(domain)
+        return domain
+
+    async def _redefine(self, domain: Domain, spec: DomainSpec, cause: str) -> DomainRecord:
+        await self._check_image(spec)
+        domain.autostart = spec.autostart
+        if domain.active:
+            domain.pending = spec
+            was_persistent, domain.persistent = domain.persistent, True
+            added = Lifecycle.DEFINED_UPDATED if was_persistent else Lifecycle.DEFINED_ADDED
+            self._monitor.announce(domain, added, cause)
+            return domain.record()
+        steps = self._rebuild(domain, spec)
+        await self._act(
+            domain, cause, frozenset({Lifecycle.DEFINED_UPDATED}), *steps, mode=Mode.REDEFINE
+        )
+        domain.spec, domain.pending = spec, None
+        return self._saved(domain)
+
+    def _saved(self, domain: Domain) -> DomainRecord:
+        if self._domains.by_uuid(domain.uuid) is domain:
+            self._monitor.save(domain)
+        return domain.record()
+
+    async def create_xml(self, command: CreateXml) -> DomainRecord:
+        spec = command.args.spec
+        self._check_vcpus(spec.vcpus)
+        clash = self._domains.by_name(spec.name) or (
+            self._domains.by_uuid(spec.uuid) if spec.uuid else None
+        )
+        if clash is not None:
+            raise VirtError(
+                ErrorCode.DOM_EXIST, f"domain '{clash.name}' already exists with uuid {clash.uuid}"
+            )
+        await self._check_image(spec)
+        domain = await self._new_domain(spec, persistent=False)
+        try:
+            await self.start(domain, command.id, command.args.start_paused, [self._create(domain)])
+        except VirtError:
+            self._domains.remove(domain)
+            if domain.handle is not None:
+                await self._driver.remove(domain.handle)
+            raise
+        return self._saved(domain)
+
+    def _create(self, domain: Domain) -> Step:
+        async def create() -> None:
+            domain.handle = await self._driver.create(domain.name, domain.uuid, domain.spec)
+
+        return create
+
+    async def start(
+        self, domain: Domain, cause: str, paused: bool, before: list[Step] | None = None
+    ) -> DomainRecord:
+        """Start a domain, applying its pending definition first."""
+        steps = list(before or [])
+        mode = Mode.PLAIN
+        pending = domain.pending
+        if pending is not None:
+            steps += self._rebuild(domain, pending)
+            mode = Mode.REFRESH
+        steps.append(lambda: self._driver.start(self._handle(domain)))
+        until = Lifecycle.STARTED_BOOTED
+        if paused:
+            steps.append(lambda: self._driver.pause(self._handle(domain)))
+            until = Lifecycle.SUSPENDED_PAUSED
+        await self._act(domain, cause, frozenset({until}), *steps, mode=mode)
+        if pending is not None:
+            domain.spec, domain.pending = pending, None
+        return self._saved(domain)
+
+    async def create(self, command: Create) -> DomainRecord:
+        domain = self._domains.get(command.target)
+        if domain.active:
+            raise invalid("domain is already running")
+        return await self.start(domain, command.id, command.args.start_paused)
+
+    def _active(self, command: Shutdown | Destroy | Reboot | Suspend | Resume) -> Domain:
+        domain = self._domains.get(command.target)
+        if not domain.active:
+            raise invalid("domain is not running")
+        return domain
+
+    async def shutdown(self, command: Shutdown) -> DomainRecord:
+        domain = self._active(command)
+        timeout_s = command.args.timeout_s
+        await self._act(
+            domain,
+            command.id,
+            STOPPED,
+            lambda: self._driver.stop(self._handle(domain), timeout_s),
+            wait_s=timeout_s + EVENT_WAIT_S,
+        )
+        return domain.record()
+
+    async def destroy(self, command: Destroy) -> DomainRecord:
+        domain = self._active(command)
+        await self._act(
+            domain,
+            command.id,
+            STOPPED,
+            lambda: self._driver.kill(
+                self._handle(domain),
+            ),
+        )
+        return domain.record()
+
+    async def reboot(self, command: Reboot) -> DomainRecord:
+        domain = self._active(command)
+        await self._act(
+            domain,
+            command.id,
+            frozenset({Special.REBOOT}),
+            lambda: self._driver.restart(
+                self._handle(domain),
+            ),
+            mode=Mode.REBOOT,
+            wait_s=2 * EVENT_WAIT_S,
+        )
+        return domain.record()
+
+    async def suspend(self, command: Suspend) -> DomainRecord:
+        domain = self._active(command)
+        if domain.state is not DomainState.PAUSED:
+            await self._act(
+                domain,
+                command.id,
+                frozenset({Lifecycle.SUSPENDED_PAUSED}),
+                lambda: self._driver.pause(
+                    self._handle(domain),
+                ),
+            )
+        return domain.record()
+
+    async def resume(self, command: Resume) -> DomainRecord:
+        domain = self._active(command)
+        if domain.state is DomainState.PAUSED:
+            await self._act(
+                domain,
+                command.id,
+                frozenset({Lifecycle.RESUMED_UNPAUSED}),
+                lambda: self._driver.unpause(
+                    self._handle(domain),
+                ),
+            )
+        return domain.record()
+
+    async def undefine(self, command: Undefine) -> DomainRecord:
+        domain = self._domains.get(command.target)
+        if not domain.persistent:
+            raise invalid("cannot undefine transient domain")
+        if domain.active:
+            domain.persistent, domain.autostart, domain.pending = False, False, None
+            self._monitor.announce(domain, Lifecycle.UNDEFINED_REMOVED, command.id)
+            return domain.record()
+        await self._act(
+            domain,
+            command.id,
+            frozenset({Lifecycle.UNDEFINED_REMOVED}),
+            lambda: self._driver.remove(
+                self._handle(domain),
+            ),
+        )
+        domain.persistent, domain.autostart = False, False
+        return domain.record()
+
+    async def get_info(self, command: GetInfo) -> DomainInfo:
+        domain = self._domains.get(command.target)
+        max_mem_kib = domain.spec.memory_kib or self._engine.memory_kib
+        memory_kib, cpu_time_ns = max_mem_kib, 0
+        if domain.active:
+            usage = await self._driver.usage(self._handle(domain))
+            memory_kib, cpu_time_ns = usage.memory_kib, usage.cpu_time_ns
+        return DomainInfo(
+            state=int(domain.state),
+            max_mem_kib=max_mem_kib,
+            memory_kib=memory_kib,
+            nr_virt_cpu=domain.spec.vcpus or self._engine.cpus,
+            cpu_time_ns=cpu_time_ns,
+        )
+
+    def set_autostart(self, command: SetAutostart) -> DomainRecord:
+        domain = self._domains.get(command.target)
+        if not domain.persistent:
+            raise invalid("cannot set autostart for transient domain")
+        domain.autostart = command.args.autostart
+        return self._saved(domain)
+
+    async def set_tunables(
+        self,
+        command: SetMemory | SetVcpus,
+        memory_kib: int | None = None,
+        vcpus: int | None = None,
+    ) -> DomainRecord:
+        domain = self._domains.get(command.target)
+        self._check_vcpus(vcpus)
+        changes = {
+            key: value
+            for key, value in (("memory_kib", memory_kib), ("vcpus", vcpus))
+            if value is not None
+        }
+        await self._act(
+            domain,
+            command.id,
+            frozenset({Special.TUNABLE}),
+            lambda: self._driver.update(self._handle(domain), memory_kib, vcpus),
+            params=changes,
+        )
+        domain.spec = domain.spec.model_copy(update=changes)
+        if domain.pending is not None:
+            domain.pending = domain.pending.model_copy(update=changes)
+        return self._saved(domain)
+
+    async def rename(self, command: Rename) -> DomainRecord:
+        domain = self._domains.get(command.target)
+        new_name = command.args.new_name
+        if not domain.persistent:
+            raise invalid("cannot rename a transient domain")
+        if domain.active:
+            raise invalid("cannot rename active domain")
+        if new_name == domain.name:
+            raise invalid("Can't rename domain to itself")
+        if self._domains.by_name(new_name) is not None:
+            raise invalid(f"domain with name '{new_name}' already exists")
+        await self._monitor.name_free(new_name)
+        await self._act(
+            domain,
+            command.id,
+            frozenset({Lifecycle.DEFINED_RENAMED}),
+            lambda: self._driver.rename(self._handle(domain), new_name),
+        )
+        domain.spec = domain.spec.model_copy(update={"name": new_name})
+        if domain.pending is not None:
+            domain.pending = domain.pending.model_copy(update={"name": new_name})
+        return self._saved(domain)
+
+    def host_info(self) -> HostInfo:
+        domains = list(self._domains)
+        active = sum(d.active for d in domains)
+        persistent = sum(d.persistent for d in domains)
+        return HostInfo(
+            hostname=self.host,
+            groups=self.groups,
+            cpus=self._engine.cpus,
+            memory_kib=self._engine.memory_kib,
+            engine_version=self._engine.version,
+            agent_version=__version__,
+            domains=DomainCounts(
+                total=len(domains),
+                active=active,
+                inactive=len(domains) - active,
+                persistent=persistent,
+                transient=len(domains) - persistent,
+            ),
+        )
+
+    async def autostart(self) -> None:
+        """Start every shut-off domain marked autostart, as libvirtd does at its start."""
+        for domain in self._domains:
+            if domain.autostart and not domain.active:
+                try:
+                    await self.start(domain, f"autostart-{domain.uuid}", paused=False)
+                except VirtError as error:
+                    log.warning("autostart of domain %s failed: %s", domain.name, error)

@@ -1,0 +1,196 @@
+"""The agent's durable state: domains, event ``seq``, the event outbox and recorded replies.
+
+One sqlite file per host. Writes are small and local, so they run on the event loop;
+a domain change and the events it causes are committed in one transaction, so after a
+crash the store never holds a state whose event was lost, nor an event whose state was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from uuid import UUID
+
+from agent.domains import Domain
+from schemas.codes import DomainState
+from schemas.domain import DomainSpec
+from schemas.events import DomainEventBase
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS domains (
+    uuid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    persistent INTEGER NOT NULL,
+    autostart INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    pending TEXT,
+    handle TEXT,
+    state INTEGER NOT NULL,
+    reason INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    routing_key TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replies (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    at REAL NOT NULL DEFAULT (julianday('now'))
+);
+"""
+
+REPLIES_KEPT = 100_000
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An event written to the outbox and not yet confirmed by the broker."""
+
+    seq: int
+    routing_key: str
+    body: bytes
+
+
+class Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.queued = 0
+
+    def save(self, domain: Domain) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(domain.uuid),
+                domain.name,
+                domain.persistent,
+                domain.autostart,
+                domain.spec.model_dump_json(),
+                domain.pending.model_dump_json() if domain.pending else None,
+                domain.handle,
+                int(domain.state),
+                int(domain.reason),
+            ),
+        )
+
+    def forget(self, domain: Domain) -> None:
+        self._db.execute("DELETE FROM domains WHERE uuid = ?", (str(domain.uuid),))
+
+    def enqueue(self, build: Callable[[int], DomainEventBase]) -> DomainEventBase:
+        """Give the event the host's next ``seq`` and queue it for publishing."""
+        (seq,) = self._db.execute(
+            "INSERT INTO counters VALUES ('seq', 1) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value"
+        ).fetchone()
+        event = build(seq)
+        routing_key: str = getattr(event, "routing_key")  # noqa: B009
+        self._db.execute(
+            "INSERT INTO outbox VALUES (?, ?, ?)",
+            (seq, routing_key, event.model_dump_json().encode()),
+        )
+        self.queued += 1
+        return event
+
+
+class Store:
+    """The state directory of one host; an open sqlite connection while in use."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "state.db"
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> Store:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield Transaction(self.db)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def domains(self) -> list[Domain]:
+        rows = self.db.execute(
+            "SELECT uuid, name, persistent, autostart, spec, pending, handle, state, reason "
+            "FROM domains"
+        ).fetchall()
+        return [
+            Domain(
+                uuid=UUID(uuid),
+                name=name,
+                persistent=bool(persistent),
+                autostart=bool(autostart),
+                spec=DomainSpec.model_validate_json(spec),
+                pending=DomainSpec.model_validate_json(pending) if pending else None,
+                handle=handle,
+                state=DomainState(state),
+                reason=reason,
+            )
+            for uuid, name, persistent, autostart, spec, pending, handle, state, reason in rows
+        ]
+
+    def last_seq(self) -> int:
+        row = self.db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    def pending(self, limit: int) -> list[Pending]:
+        rows = self.db.execute(
+            "SELECT seq, routing_key, body FROM outbox ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [Pending(seq, key, bytes(body)) for seq, key, body in rows]
+
+    def confirmed(self, up_to_seq: int) -> None:
+        self.db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
+
+    def outbox_size(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def recorded_reply(self, command_id: str) -> bytes | None:
+        row = self.db.execute("SELECT body FROM replies WHERE id = ?", (command_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def record_reply(self, command_id: str, body: bytes) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO replies (id, body) VALUES (?, ?)", (command_id, body)
+        )
+
+    def prune_replies(self, keep: int = REPLIES_KEPT) -> None:
+        self.db.execute(
+            "DELETE FROM replies WHERE id NOT IN (SELECT id FROM replies ORDER BY at DESC LIMIT ?)",
+            (keep,),
+        )

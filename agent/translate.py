@@ -1,0 +1,166 @@
+"""Docker's container events → libvirt domain events, as a table.
+
+A Docker event alone does not say which libvirt transition happened: a ``die`` is a
+graceful shutdown, a destroy, a crash or a failure depending on the signals Docker sent
+before it, and a ``create`` is a new definition, an update or nothing at all depending on
+what the agent was doing. ``Evidence`` gathers what came before; ``Mode`` says what the
+agent is doing to the domain; ``TABLE`` and ``STOP_CAUSES`` say the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+
+from schemas.codes import Lifecycle
+
+
+class Mode(StrEnum):
+    """What the agent is doing to a domain while Docker reports its steps."""
+
+    PLAIN = "plain"
+    """Nothing special: every step is reported as it is."""
+    REBOOT = "reboot"
+    """``domain.reboot``: Docker's stop and start are one libvirt reboot."""
+    REDEFINE = "redefine"
+    """A definition update recreates the container: one defined/updated."""
+    REFRESH = "refresh"
+    """A pending definition is applied before a start: nothing to report."""
+
+
+class Special(Enum):
+    STOPPED = "stopped"
+    """A stopped event whose detail ``STOP_CAUSES`` decides."""
+    REBOOT = "reboot"
+    TUNABLE = "tunable"
+
+
+Transition = Lifecycle | Special
+
+
+@dataclass(frozen=True)
+class Row:
+    """Docker ``action`` in the given situation emits ``emits``; None matches anything."""
+
+    action: str
+    emits: tuple[Transition, ...]
+    mode: Mode | None = None
+    persistent: bool | None = None
+    stopping: bool | None = None
+
+    def matches(self, action: str, mode: Mode, persistent: bool, stopping: bool) -> bool:
+        return (
+            self.action == action
+            and self.mode in (None, mode)
+            and self.persistent in (None, persistent)
+            and self.stopping in (None, stopping)
+        )
+
+
+L = Lifecycle
+TABLE: tuple[Row, ...] = (
+    # A definition update builds the new container beside the old one, removes the old
+    # and renames the new into place: the rename is the moment the update takes effect.
+    Row("create", (), mode=Mode.REDEFINE),
+    Row("destroy", (), mode=Mode.REDEFINE),
+    Row("rename", (L.DEFINED_UPDATED,), mode=Mode.REDEFINE),
+    Row("create", (), mode=Mode.REFRESH),
+    Row("destroy", (), mode=Mode.REFRESH),
+    Row("rename", (), mode=Mode.REFRESH),
+    Row("create", (L.DEFINED_ADDED,), persistent=True),
+    Row("create", (), persistent=False),
+    Row("start", (), mode=Mode.REBOOT),
+    Row("start", (L.STARTED_BOOTED,)),
+    Row("pause", (L.SUSPENDED_PAUSED,)),
+    # Docker unpauses a paused container on its way down: not a resume.
+    Row("unpause", (), stopping=True),
+    Row("unpause", (L.RESUMED_UNPAUSED,)),
+    Row("die", (), mode=Mode.REBOOT),
+    Row("die", (Special.STOPPED,)),
+    Row("restart", (Special.REBOOT,)),
+    Row("destroy", (L.UNDEFINED_REMOVED,), persistent=True),
+    Row("destroy", (), persistent=False),
+    Row("rename", (L.UNDEFINED_RENAMED, L.DEFINED_RENAMED), persistent=True),
+    Row("rename", (), persistent=False),
+    Row("update", (Special.TUNABLE,)),
+)
+"""First matching row wins; an action with no row (kill, stop, oom, exec…) emits nothing."""
+
+SIGKILL = 9
+
+
+class StopCause(StrEnum):
+    OOM = "oom"
+    KILLED = "killed"
+    SIGNALLED = "signalled"
+    CLEAN_EXIT = "clean_exit"
+    ERROR_EXIT = "error_exit"
+    SIGNAL_EXIT = "signal_exit"
+
+
+STOP_CAUSES: dict[StopCause, Lifecycle] = {
+    StopCause.OOM: L.STOPPED_CRASHED,
+    StopCause.KILLED: L.STOPPED_DESTROYED,
+    StopCause.SIGNALLED: L.STOPPED_SHUTDOWN,
+    StopCause.CLEAN_EXIT: L.STOPPED_SHUTDOWN,
+    StopCause.ERROR_EXIT: L.STOPPED_FAILED,
+    StopCause.SIGNAL_EXIT: L.STOPPED_CRASHED,
+}
+
+
+@dataclass
+class Evidence:
+    """What Docker reported about a domain since it last started."""
+
+    signals: list[int] = field(default_factory=list)
+    oom: bool = False
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self.signals)
+
+    def stop_cause(self, exit_code: int | None) -> StopCause:
+        if self.oom:
+            return StopCause.OOM
+        if SIGKILL in self.signals:
+            return StopCause.KILLED
+        if self.signals:
+            return StopCause.SIGNALLED
+        if exit_code is None or exit_code == 0:
+            return StopCause.CLEAN_EXIT
+        if exit_code <= 128:
+            return StopCause.ERROR_EXIT
+        return StopCause.SIGNAL_EXIT
+
+    def observe(self, action: str, signal: int | None) -> None:
+        """Take in a Docker action; call before translating it."""
+        if action == "start":
+            self.signals.clear()
+            self.oom = False
+        elif action == "kill" and signal is not None:
+            self.signals.append(signal)
+        elif action == "oom":
+            self.oom = True
+
+
+def translate(
+    action: str,
+    *,
+    mode: Mode,
+    persistent: bool,
+    evidence: Evidence,
+    exit_code: int | None = None,
+) -> tuple[Transition, ...]:
+    """The libvirt transitions one Docker action stands for, with ``STOPPED`` resolved."""
+    for row in TABLE:
+        if row.matches(action, mode, persistent, evidence.stopping):
+            return tuple(
+                STOP_CAUSES[evidence.stop_cause(exit_code)] if emit is Special.STOPPED else emit
+                for emit in row.emits
+            )
+    return ()
+
+
+def stop_cause_of_exit(exit_code: int, oom_killed: bool) -> Lifecycle:
+    """The stopped detail for a stop seen only as a final state (reconciliation)."""
+    return STOP_CAUSES[Evidence(oom=oom_killed).stop_cause(exit_code)]

@@ -1,0 +1,316 @@
+"""Commands: the envelope, one model per op (discriminated by ``op``), and their args."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    Field,
+    SecretStr,
+    StringConstraints,
+    TypeAdapter,
+    field_serializer,
+    model_validator,
+)
+
+from schemas.base import WIRE_VERSION, DomainName, MessageId, WireModel
+from schemas.domain import MIN_MEMORY_KIB, DomainSpec
+
+
+class Target(WireModel):
+    """Names one domain: by exactly one of name, UUID or ID (as virDomainLookupBy*)."""
+
+    name: DomainName | None = None
+    uuid: UUID | None = None
+    id: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        given = [key for key in ("name", "uuid", "id") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError("target needs exactly one of name, uuid or id")
+        return self
+
+    def __str__(self) -> str:
+        if self.name is not None:
+            return f"name '{self.name}'"
+        if self.uuid is not None:
+            return f"uuid '{self.uuid}'"
+        return f"id '{self.id}'"
+
+
+class NoArgs(WireModel):
+    pass
+
+
+class DefineArgs(WireModel):
+    spec: DomainSpec
+
+
+class CreateXmlArgs(WireModel):
+    spec: DomainSpec
+    start_paused: bool = False
+
+
+class CreateArgs(WireModel):
+    start_paused: bool = False
+
+
+class ShutdownArgs(WireModel):
+    timeout_s: int = Field(default=10, ge=0, le=3600)
+
+
+class SetAutostartArgs(WireModel):
+    autostart: bool
+
+
+class SetMemoryArgs(WireModel):
+    memory_kib: int = Field(ge=MIN_MEMORY_KIB, le=2**40)
+
+
+class SetVcpusArgs(WireModel):
+    vcpus: int = Field(ge=1, le=4096)
+
+
+class RenameArgs(WireModel):
+    new_name: DomainName
+
+
+ListFlag = Literal[
+    "active",
+    "inactive",
+    "persistent",
+    "transient",
+    "running",
+    "paused",
+    "shutoff",
+    "autostart",
+    "no_autostart",
+]
+
+
+class ListDomainsArgs(WireModel):
+    """libvirt's ``virConnectListAllDomains`` flags: within a group (active/inactive,
+    persistent/transient, running/paused/shutoff, autostart/no_autostart) any flag may
+    match; across groups all must. No flags lists every domain."""
+
+    flags: list[ListFlag] = []
+
+
+RegistryName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?$", max_length=255)
+]
+
+
+class LoginArgs(WireModel):
+    registry: RegistryName
+    username: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    password: SecretStr = Field(min_length=1, max_length=4096)
+
+    @field_serializer("password", when_used="json")
+    def _reveal_on_wire(self, password: SecretStr) -> str:
+        return password.get_secret_value()
+
+
+class LogoutArgs(WireModel):
+    registry: RegistryName
+
+
+class CommandBase(WireModel):
+    v: Literal[1] = WIRE_VERSION
+    id: MessageId
+    deadline: AwareDatetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.deadline is not None and now > self.deadline
+
+
+class DomainCommand(CommandBase):
+    """A command about one existing domain."""
+
+    target: Target
+
+
+class Define(CommandBase):
+    op: Literal["domain.define"]
+    args: DefineArgs
+
+
+class CreateXml(CommandBase):
+    op: Literal["domain.create_xml"]
+    args: CreateXmlArgs
+
+
+class Create(DomainCommand):
+    op: Literal["domain.create"]
+    args: CreateArgs = CreateArgs()
+
+
+class Shutdown(DomainCommand):
+    op: Literal["domain.shutdown"]
+    args: ShutdownArgs = ShutdownArgs()
+
+
+class Destroy(DomainCommand):
+    op: Literal["domain.destroy"]
+    args: NoArgs = NoArgs()
+
+
+class Reboot(DomainCommand):
+    op: Literal["domain.reboot"]
+    args: NoArgs = NoArgs()
+
+
+class Suspend(DomainCommand):
+    op: Literal["domain.suspend"]
+    args: NoArgs = NoArgs()
+
+
+class Resume(DomainCommand):
+    op: Literal["domain.resume"]
+    args: NoArgs = NoArgs()
+
+
+class Undefine(DomainCommand):
+    op: Literal["domain.undefine"]
+    args: NoArgs = NoArgs()
+
+
+class Lookup(DomainCommand):
+    op: Literal["domain.lookup"]
+    args: NoArgs = NoArgs()
+
+
+class GetInfo(DomainCommand):
+    op: Literal["domain.get_info"]
+    args: NoArgs = NoArgs()
+
+
+class GetState(DomainCommand):
+    op: Literal["domain.get_state"]
+    args: NoArgs = NoArgs()
+
+
+class SetAutostart(DomainCommand):
+    op: Literal["domain.set_autostart"]
+    args: SetAutostartArgs
+
+
+class SetMemory(DomainCommand):
+    op: Literal["domain.set_memory"]
+    args: SetMemoryArgs
+
+
+class SetVcpus(DomainCommand):
+    op: Literal["domain.set_vcpus"]
+    args: SetVcpusArgs
+
+
+class Rename(DomainCommand):
+    op: Literal["domain.rename"]
+    args: RenameArgs
+
+
+class ListDomains(CommandBase):
+    op: Literal["host.list_domains"]
+    args: ListDomainsArgs = ListDomainsArgs()
+
+
+class GetHostInfo(CommandBase):
+    op: Literal["host.get_info"]
+    args: NoArgs = NoArgs()
+
+
+class Ping(CommandBase):
+    op: Literal["host.ping"]
+    args: NoArgs = NoArgs()
+
+
+class Login(CommandBase):
+    op: Literal["host.login"]
+    args: LoginArgs
+
+
+class Logout(CommandBase):
+    op: Literal["host.logout"]
+    args: LogoutArgs
+
+
+Command = Annotated[
+    Define
+    | CreateXml
+    | Create
+    | Shutdown
+    | Destroy
+    | Reboot
+    | Suspend
+    | Resume
+    | Undefine
+    | Lookup
+    | GetInfo
+    | GetState
+    | SetAutostart
+    | SetMemory
+    | SetVcpus
+    | Rename
+    | ListDomains
+    | GetHostInfo
+    | Ping
+    | Login
+    | Logout,
+    Field(discriminator="op"),
+]
+
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+OPS: tuple[str, ...] = tuple(
+    sorted(
+        get_args(model.model_fields["op"].annotation)[0] for model in get_args(get_args(Command)[0])
+    )
+)
+
+
+class InvalidCommand(ValueError):
+    """A command body that is not a valid command; ``reason`` says why, for a person."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_command(body: bytes, fallback_id: str | None = None) -> Command:
+    """Decode and validate one command body.
+
+    A body without ``id`` takes ``fallback_id`` (the AMQP ``message_id``). Raises
+    InvalidCommand with a readable reason for anything that is not a valid command.
+    """
+    try:
+        document: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidCommand(f"body is not UTF-8 JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidCommand("body must be a JSON object")
+    if "id" not in document and fallback_id is not None:
+        document["id"] = fallback_id
+    op = document.get("op")
+    if not isinstance(op, str) or op not in OPS:
+        raise InvalidCommand(f"unknown op {op!r}")
+    try:
+        return COMMAND_ADAPTER.validate_json(json.dumps(document))
+    except ValueError as error:
+        raise InvalidCommand(_describe(error)) from None
+
+
+def _describe(error: ValueError) -> str:
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return str(error)
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in item["loc"][1:]) or "body"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,96 @@
+"""Events on ``virtbus.events``: libvirt's lifecycle, reboot and tunable callbacks, and
+the agents' presence."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field, TypeAdapter
+
+from schemas.base import WIRE_VERSION, DomainName, HostName, WireModel
+from schemas.codes import Lifecycle
+
+Origin = Literal["agent", "external", "reconcile"]
+
+
+class DomainRef(WireModel):
+    name: DomainName
+    uuid: UUID
+    id: int
+
+
+class EventBase(WireModel):
+    v: Literal[1] = WIRE_VERSION
+    host: HostName
+    time: datetime
+
+
+class DomainEventBase(EventBase):
+    seq: int = Field(ge=1)
+    domain: DomainRef
+    origin: Origin
+    cause: str | None = None
+
+
+class LifecycleEvent(DomainEventBase):
+    kind: Literal["lifecycle"] = "lifecycle"
+    event: str
+    event_code: int
+    detail: str
+    detail_code: int
+    exit_code: int | None = None
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle.of(self.event, self.detail)
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.lifecycle.{self.event}.{self.detail}"
+
+
+class RebootEvent(DomainEventBase):
+    kind: Literal["reboot"] = "reboot"
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.reboot"
+
+
+class TunableEvent(DomainEventBase):
+    """Tunables that changed, by their spec names (``memory_kib``, ``vcpus``)."""
+
+    kind: Literal["tunable"] = "tunable"
+    params: dict[str, int]
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.tunable"
+
+
+Presence = Literal["online", "heartbeat", "offline"]
+
+
+class AgentEvent(EventBase):
+    """An agent's presence; carries no ``seq``."""
+
+    kind: Literal["agent"] = "agent"
+    state: Presence
+    agent_version: str
+    groups: list[str]
+    capabilities: list[str]
+    heartbeat_s: float
+    domains: int
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.agent.{self.state}"
+
+
+DomainEvent = Annotated[LifecycleEvent | RebootEvent | TunableEvent, Field(discriminator="kind")]
+Event = Annotated[
+    LifecycleEvent | RebootEvent | TunableEvent | AgentEvent, Field(discriminator="kind")
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

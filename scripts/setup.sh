@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Bring up everything virtbus needs on a Debian/Ubuntu machine, skipping what
+# is already there: system packages, dockerd, RabbitMQ, the tiny busybox test
+# images and the project virtualenv.  Safe to run repeatedly.
+#
+# Progress goes to stderr; the final summary goes to stdout.
+#
+# NOTE: traffic to private address ranges is forbidden on the machines this
+# runs on, so dockerd is started with --bridge=none and no bridge network is
+# ever created.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+DOCKERD_LOG=/var/log/virtbus-dockerd.log
+DOCKER_WAIT=60
+RABBIT_WAIT=90
+TEST_IMAGE_REPO="${VIRTBUS_TEST_IMAGE_REPO:-virtbus-test}"
+# Bump when the content of the test image changes; images carrying another
+# (or no) version label are rebuilt.
+TEST_IMAGE_VERSION=1
+TEST_IMAGE_LABEL=org.virtbus.test-image.version
+VENV="$REPO_ROOT/.venv"
+STAMP="$VENV/.installed"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+show_tail() { # file [lines]
+    local f="$1" n="${2:-40}"
+    if [[ -r "$f" ]]; then
+        printf -- '--- last %s lines of %s ---\n' "$n" "$f" >&2
+        tail -n "$n" "$f" >&2 || true
+        printf -- '--- end of %s ---\n' "$f" >&2
+    fi
+}
+
+need_root() {
+    [[ "$(id -u)" -eq 0 ]] || die "$1 needs root (re-run as root)"
+}
+
+# ---------------------------------------------------------------- packages --
+busybox_is_static() {
+    [[ -x /bin/busybox ]] || return 1
+    if command -v file >/dev/null 2>&1; then
+        file -L /bin/busybox | grep -q 'statically linked' && return 0
+    fi
+    # ldd prints "not a dynamic executable" (and exits 1) for static binaries.
+    LC_ALL=C ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable'
+}
+
+python_ok() { # python -> 0 if >= 3.11 and can create venvs with pip
+    "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' \
+        >/dev/null 2>&1
+}
+
+find_python() {
+    local p
+    for p in python3.11 python3; do
+        if command -v "$p" >/dev/null 2>&1 && python_ok "$p"; then
+            command -v "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_packages() {
+    local missing=()
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+    busybox_is_static || missing+=(busybox-static)
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+    find_python >/dev/null || missing+=(python3 python3-venv)
+
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        log "system packages: all present"
+        return 0
+    fi
+    need_root "installing ${missing[*]}"
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install manually: ${missing[*]}"
+
+    # There is no systemd/init here: keep maintainer scripts from trying to
+    # start services (we start dockerd and rabbitmq ourselves below).
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        created_policy=1
+    fi
+
+    log "installing: ${missing[*]}"
+    local rc=0 aptlog
+    aptlog="$(mktemp /tmp/virtbus-apt.XXXXXX)"
+    {
+        DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+                -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+                "${missing[@]}"
+    } >"$aptlog" 2>&1 || rc=$?
+    if [[ $created_policy -eq 1 ]]; then rm -f "$policy"; fi
+    if [[ $rc -ne 0 ]]; then
+        show_tail "$aptlog" 60
+        die "apt-get failed (exit $rc); full log: $aptlog"
+    fi
+    rm -f "$aptlog"
+
+    command -v dockerd >/dev/null 2>&1 || die "dockerd still missing after install"
+    command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server still missing after install"
+    busybox_is_static || die "/bin/busybox is not the static busybox after install"
+    command -v docker-compose >/dev/null 2>&1 || die "docker-compose still missing after install"
+    log "packages installed"
+}
+
+# ------------------------------------------------------------------ docker --
+docker_up() { timeout 15 docker info >/dev/null 2>&1; }
+
+start_docker() {
+    if docker_up; then
+        log "dockerd: already running"
+        return 0
+    fi
+    need_root "starting dockerd"
+    if pgrep -x dockerd >/dev/null 2>&1; then
+        log "dockerd: process exists but does not answer yet; waiting"
+    else
+        log "dockerd: starting (log: $DOCKERD_LOG)"
+        # --bridge=none: never create a bridge network (private ranges are off limits).
+        nohup setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+            </dev/null >"$DOCKERD_LOG" 2>&1 &
+    fi
+    local deadline=$((SECONDS + DOCKER_WAIT))
+    until docker_up; do
+        if ((SECONDS >= deadline)); then
+            show_tail "$DOCKERD_LOG"
+            die "dockerd did not answer within ${DOCKER_WAIT}s"
+        fi
+        sleep 1
+    done
+    log "dockerd: up"
+}
+
+# ---------------------------------------------------------------- rabbitmq --
+rabbit_ping() { timeout 20 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+amqp_port_open() { timeout 3 bash -c '</dev/tcp/127.0.0.1/5672' 2>/dev/null; }
+
+rabbit_logs() {
+    local f
+    for f in /var/log/rabbitmq/startup_err /var/log/rabbitmq/startup_log \
+        /var/log/rabbitmq/rabbit@*.log; do
+        [[ "$f" == *_upgrade.log ]] && continue
+        show_tail "$f" 30
+    done
+}
+
+start_rabbitmq() {
+    if rabbit_ping && amqp_port_open; then
+        log "rabbitmq: already running"
+    else
+        need_root "starting rabbitmq"
+        if ! rabbit_ping && ! pgrep -u rabbitmq -f 'beam.*rabbit' >/dev/null 2>&1; then
+            log "rabbitmq: starting (rabbitmq-server -detached)"
+            # The Debian wrapper drops to the rabbitmq user itself.
+            rabbitmq-server -detached >/dev/null 2>&1 || {
+                rabbit_logs
+                die "rabbitmq-server -detached failed"
+            }
+        else
+            log "rabbitmq: node exists but is not ready yet; waiting"
+        fi
+        local deadline=$((SECONDS + RABBIT_WAIT)) left
+        while :; do
+            left=$((deadline - SECONDS))
+            if ((left <= 0)); then
+                rabbit_logs
+                die "rabbitmq did not start within ${RABBIT_WAIT}s"
+            fi
+            # await_startup needs the Erlang node to be reachable already, so
+            # retry until the node is up and the app has finished booting.
+            if timeout "$left" rabbitmqctl -q -t "$left" await_startup >/dev/null 2>&1 &&
+                amqp_port_open; then
+                break
+            fi
+            sleep 2
+        done
+        log "rabbitmq: up"
+    fi
+
+    amqp_port_open || die "rabbitmq does not listen on 127.0.0.1:5672"
+
+    # Default guest/guest is allowed from loopback; recreate it if it is gone.
+    if ! timeout 30 rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1; then
+        need_root "restoring the guest user"
+        log "rabbitmq: guest/guest does not authenticate; (re)creating it"
+        if timeout 30 rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx guest; then
+            timeout 30 rabbitmqctl -q change_password guest guest >/dev/null
+        else
+            timeout 30 rabbitmqctl -q add_user guest guest >/dev/null
+        fi
+        timeout 30 rabbitmqctl -q set_user_tags guest administrator >/dev/null
+        timeout 30 rabbitmqctl -q set_permissions -p / guest '.*' '.*' '.*' >/dev/null
+        timeout 30 rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1 ||
+            die "guest/guest still does not authenticate"
+    fi
+}
+
+# ------------------------------------------------------------- test images --
+image_current() { # ref -> 0 if present and built by this version of the script
+    local v
+    v="$(docker image inspect --format "{{ index .Config.Labels \"$TEST_IMAGE_LABEL\" }}" "$1" 2>/dev/null)" ||
+        return 1
+    [[ "$v" == "$TEST_IMAGE_VERSION" ]]
+}
+
+ROOTFS=""
+cleanup_rootfs() { if [[ -n "$ROOTFS" ]]; then rm -rf "$ROOTFS"; fi; }
+
+make_rootfs() {
+    [[ -n "$ROOTFS" ]] && return 0
+    busybox_is_static || die "/bin/busybox is missing or not statically linked"
+    ROOTFS="$(mktemp -d /tmp/virtbus-rootfs.XXXXXX)"
+    trap cleanup_rootfs EXIT
+    local r="$ROOTFS" applet
+    mkdir -p "$r/bin" "$r/etc" "$r/tmp" "$r/root" "$r/home/user" "$r/proc" "$r/sys" "$r/dev"
+    chmod 1777 "$r/tmp"
+    chmod 0700 "$r/root"
+    cp /bin/busybox "$r/bin/busybox"
+    chmod 0755 "$r/bin/busybox"
+    while IFS= read -r applet; do
+        [[ -z "$applet" || "$applet" == busybox || "$applet" == */* ]] && continue
+        ln -sf busybox "$r/bin/$applet"
+    done < <(/bin/busybox --list)
+    for applet in sh sleep true false kill cat echo ls env id pwd yes head dd; do
+        [[ -e "$r/bin/$applet" ]] || die "busybox lacks applet '$applet'"
+    done
+    cat >"$r/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+user:x:1000:1000:user:/home/user:/bin/sh
+nobody:x:65534:65534:nobody:/:/bin/false
+EOF
+    cat >"$r/etc/group" <<'EOF'
+root:x:0:
+user:x:1000:
+nogroup:x:65534:
+EOF
+    chown 1000:1000 "$r/home/user" 2>/dev/null || true
+}
+
+import_image() { # tag [extra --change args...]
+    local ref="$TEST_IMAGE_REPO:$1"
+    shift
+    make_rootfs
+    log "image $ref: building"
+    local id
+    id="$(tar -C "$ROOTFS" --numeric-owner -c . |
+        docker import \
+            -c 'ENV PATH=/bin' \
+            -c "LABEL $TEST_IMAGE_LABEL=$TEST_IMAGE_VERSION" \
+            "$@" - "$ref")" || die "docker import of $ref failed"
+    log "image $ref: built ${id:0:19}"
+}
+
+build_images() {
+    if image_current "$TEST_IMAGE_REPO:latest"; then
+        log "image $TEST_IMAGE_REPO:latest: present"
+    else
+        import_image latest -c 'CMD ["/bin/sh"]'
+    fi
+    if image_current "$TEST_IMAGE_REPO:nocmd"; then
+        log "image $TEST_IMAGE_REPO:nocmd: present"
+    else
+        import_image nocmd # no CMD on purpose
+    fi
+    cleanup_rootfs
+    ROOTFS=""
+}
+
+# -------------------------------------------------------------------- venv --
+setup_venv() {
+    if [[ ! -f "$REPO_ROOT/pyproject.toml" ]]; then
+        log "WARNING: pyproject.toml not found; skipping the virtualenv step"
+        return 0
+    fi
+    local py
+    if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        :
+    else
+        py="$(find_python)" || die "no Python >= 3.11 with venv/ensurepip found"
+        log "venv: creating $VENV with $py"
+        rm -rf "$VENV"
+        "$py" -m venv "$VENV" || die "could not create $VENV"
+    fi
+    if [[ -f "$STAMP" && ! "$REPO_ROOT/pyproject.toml" -nt "$STAMP" ]]; then
+        log "venv: up to date"
+        return 0
+    fi
+    log "venv: pip install -e '.[dev]'"
+    local piplog
+    piplog="$(mktemp /tmp/virtbus-pip.XXXXXX)"
+    if ! {
+        "$VENV/bin/python" -m pip install -q --upgrade pip &&
+            "$VENV/bin/python" -m pip install -q -e "${REPO_ROOT}[dev]"
+    } >"$piplog" 2>&1; then
+        show_tail "$piplog" 60
+        die "pip install failed; full log: $piplog"
+    fi
+    rm -f "$piplog"
+    touch "$STAMP"
+    log "venv: installed"
+}
+
+# ------------------------------------------------------------------- main ---
+install_packages
+start_docker
+start_rabbitmq
+build_images
+setup_venv
+
+img_id="$(docker image inspect --format '{{.Id}}' "$TEST_IMAGE_REPO:latest")"
+nocmd_id="$(docker image inspect --format '{{.Id}}' "$TEST_IMAGE_REPO:nocmd")"
+echo "virtbus setup OK"
+echo "  docker:   $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')"
+echo "  rabbitmq: up on 127.0.0.1:5672 ($(rabbitmqctl -q version 2>/dev/null || echo '?'))"
+echo "  images:   $TEST_IMAGE_REPO:latest ${img_id:7:12}, $TEST_IMAGE_REPO:nocmd ${nocmd_id:7:12}"
+if [[ -x "$VENV/bin/python" ]]; then
+    echo "  venv:     $VENV ($("$VENV/bin/python" --version 2>&1))"
+else
+    echo "  venv:     (skipped: no pyproject.toml)"
+fi

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The project's test command: bring the machine up (scripts/setup.sh), lint,
+# type-check, then run pytest.  Extra arguments are forwarded to pytest.
+# CI is passed through unchanged (tests fail instead of skipping when CI=true).
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+log() { printf 'test: %s\n' "$*" >&2; }
+die() { printf 'test: FAILED: %s\n' "$*" >&2; exit 1; }
+
+bash "$REPO_ROOT/scripts/setup.sh" >&2 || die "scripts/setup.sh"
+
+[[ -x .venv/bin/pytest ]] || die ".venv is not set up (is pyproject.toml present with a [dev] extra?)"
+
+dirs=()
+for d in agent schemas tests bench; do
+    if [[ -d "$d" ]]; then dirs+=("$d"); fi
+done
+
+if [[ ${#dirs[@]} -gt 0 ]]; then
+    log "ruff check ${dirs[*]}"
+    .venv/bin/ruff check "${dirs[@]}" || die "ruff check"
+    log "ruff format --check ${dirs[*]}"
+    .venv/bin/ruff format --check "${dirs[@]}" || die "ruff format --check"
+else
+    log "no source directories to lint"
+fi
+
+log "mypy"
+.venv/bin/mypy || die "mypy"
+
+log "pytest $*"
+rc=0
+.venv/bin/pytest "$@" || rc=$?
+case $rc in
+    0) log "all passed" ;;
+    5) log "FAILED: pytest collected no tests (exit 5)"; exit 5 ;;
+    *) log "FAILED: pytest (exit $rc)"; exit "$rc" ;;
+esac
+exit "$rc"

@@ -1,0 +1,171 @@
+"""Test-side peers on the bus: a raw command sender and an event recorder.
+
+They speak plain AMQP with aio-pika, as any orchestrator would, so the integration
+tests see the agent only through the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+from schemas.events import EVENT_ADAPTER, Event, LifecycleEvent
+from schemas.topology import COMMANDS_EXCHANGE, DEAD_EXCHANGE, EVENTS_EXCHANGE
+
+WAIT_S = 30.0
+
+
+class BusPeer:
+    """Sends commands to a host and collects replies; ``async with BusPeer(url)``."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.extra_replies: list[dict[str, Any]] = []
+
+    async def __aenter__(self) -> BusPeer:
+        self._connection = await aio_pika.connect(self._url)
+        self.channel: AbstractChannel = await self._connection.channel()
+        self._reply_queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
+        await self._reply_queue.consume(self._on_reply, no_ack=True)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._connection.close()
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        body = json.loads(message.body)
+        future = self._replies.get(message.correlation_id or "")
+        if future is None or future.done():
+            self.extra_replies.append(body)
+        else:
+            future.set_result(body)
+
+    async def send(
+        self,
+        host: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        reply: bool = True,
+        exchange: str = COMMANDS_EXCHANGE,
+        routing_key: str | None = None,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Publish a raw body; the future resolves with the reply."""
+        correlation_id = message_id or uuid.uuid4().hex
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[correlation_id] = future
+        target = await self.channel.get_exchange(exchange, ensure=False)
+        await target.publish(
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                message_id=message_id,
+                correlation_id=correlation_id,
+                reply_to=self._reply_queue.name if reply else None,
+            ),
+            routing_key=routing_key or host,
+        )
+        return future
+
+    async def call(
+        self,
+        host: str,
+        op: str,
+        target: dict[str, Any] | None = None,
+        args: dict[str, Any] | None = None,
+        **envelope: Any,
+    ) -> dict[str, Any]:
+        """Send one command and wait for its reply."""
+        command_id = envelope.pop("id", None) or uuid.uuid4().hex
+        document: dict[str, Any] = {"v": 1, "id": command_id, "op": op, **envelope}
+        if target is not None:
+            document["target"] = target
+        if args is not None:
+            document["args"] = args
+        future = await self.send(host, json.dumps(document).encode(), message_id=command_id)
+        return await asyncio.wait_for(future, WAIT_S)
+
+    async def ok(
+        self,
+        host: str,
+        op: str,
+        target: dict[str, Any] | None = None,
+        args: dict[str, Any] | None = None,
+        **envelope: Any,
+    ) -> dict[str, Any]:
+        """``call`` that insists on success and returns the result."""
+        reply = await self.call(host, op, target, args, **envelope)
+        assert reply["ok"], reply
+        result: dict[str, Any] = reply["result"]
+        return result
+
+
+class EventRecorder:
+    """Every event published under a routing-key pattern, in arrival order."""
+
+    def __init__(self, channel: AbstractChannel, pattern: str) -> None:
+        self._channel = channel
+        self._pattern = pattern
+        self.events: list[Event] = []
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> EventRecorder:
+        exchange = await self._channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        self._queue: AbstractQueue = await self._channel.declare_queue(
+            exclusive=True, auto_delete=True
+        )
+        await self._queue.bind(exchange, routing_key=self._pattern)
+        await self._queue.consume(self._on_event, no_ack=True)
+        return self
+
+    async def _on_event(self, message: AbstractIncomingMessage) -> None:
+        event = EVENT_ADAPTER.validate_json(message.body)
+        assert getattr(event, "routing_key") == message.routing_key  # noqa: B009
+        async with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    async def wait_for(self, match: Callable[[Event], bool], timeout: float = WAIT_S) -> Event:
+        """The first recorded event that matches, waiting for it if need be."""
+
+        def found() -> Event | None:
+            return next((e for e in self.events if match(e)), None)
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: found() is not None), timeout)
+        event = found()
+        assert event is not None
+        return event
+
+    def domain_events(self) -> list[Event]:
+        return [e for e in self.events if e.kind != "agent"]
+
+
+def lifecycle(events: list[Event], name: str | None = None) -> list[tuple[str, str]]:
+    """(event, detail) of the lifecycle events, of one domain if named."""
+    return [
+        (e.event, e.detail)
+        for e in events
+        if isinstance(e, LifecycleEvent) and (name is None or e.domain.name == name)
+    ]
+
+
+async def dead_letters(channel: AbstractChannel) -> AbstractQueue:
+    """A fresh queue that receives every dead letter from now on."""
+    exchange = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange)
+    return queue
