@@ -98,7 +98,8 @@ class Dispatcher:
             return f"name:{command.args.spec.name}"
         if isinstance(command, DomainCommand):
             domain = self._domains.find(command.target)
-            return f"name:{domain.name}" if domain else f"target:{command.target}"
+            name = domain.name if domain else command.target.name
+            return f"name:{name}" if name else f"target:{command.target}"
         return None
 
     async def _run(self, command: Command, before: asyncio.Task[Outcome] | None) -> Outcome:

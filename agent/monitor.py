@@ -317,4 +317,3 @@ class Monitor:
         if state is DomainState.RUNNING and domain.state is DomainState.PAUSED:
             missed.append(Lifecycle.RESUMED_UNPAUSED)
         return missed
-

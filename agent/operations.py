@@ -157,6 +157,8 @@ class Operations:
                     domain.name,
                     wait_s,
                 )
+        if not domain.persistent and not domain.active:
+            await self._monitor.name_free(domain.name)
 
     def _handle(self, domain: Domain) -> str:
         if domain.handle is None:
@@ -216,7 +218,7 @@ class Operations:
             await self._act(
                 domain, command.id, frozenset({Lifecycle.DEFINED_ADDED}), self._create(domain)
             )
-        except VirtError:
+        except BaseException:
             self._domains.remove(domain)
             raise
         return self._saved(domain)
@@ -269,7 +271,7 @@ class Operations:
         domain = await self._new_domain(spec, persistent=False)
         try:
             await self.start(domain, command.id, command.args.start_paused, [self._create(domain)])
-        except VirtError:
+        except BaseException:
             self._domains.remove(domain)
             if domain.handle is not None:
                 await self._driver.remove(domain.handle)

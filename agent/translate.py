@@ -114,10 +114,8 @@ class Evidence:
 
     signals: list[int] = field(default_factory=list)
     oom: bool = False
-
-    @property
-    def stopping(self) -> bool:
-        return bool(self.signals)
+    stopping: bool = False
+    """The step before this one was a signal: Docker is taking the domain down."""
 
     def stop_cause(self, exit_code: int | None) -> StopCause:
         if self.oom:
@@ -134,10 +132,12 @@ class Evidence:
 
     def observe(self, action: str, signal: int | None) -> None:
         """Take in a Docker action; call before translating it."""
+        signalled = action == "kill" and signal is not None
+        self.stopping = signalled or (action == "unpause" and self.stopping)
         if action == "start":
             self.signals.clear()
             self.oom = False
-        elif action == "kill" and signal is not None:
+        elif signalled and signal is not None:
             self.signals.append(signal)
         elif action == "oom":
             self.oom = True

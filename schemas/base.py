@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 WIRE_VERSION: Literal[1] = 1
 
@@ -21,3 +23,8 @@ HostName = Annotated[
 ]
 GroupName = HostName
 MessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,127}$")]
+
+# Strings on the wire: accepted as text from JSON and from decoded JSON alike.
+Uuid = Annotated[UUID, Field(strict=False)]
+Timestamp = Annotated[datetime, Field(strict=False)]
+AwareTimestamp = Annotated[AwareDatetime, Field(strict=False)]

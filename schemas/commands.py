@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
-from uuid import UUID
 
 from pydantic import (
-    AwareDatetime,
     Field,
     SecretStr,
     StringConstraints,
@@ -17,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.base import WIRE_VERSION, DomainName, MessageId, WireModel
+from schemas.base import WIRE_VERSION, AwareTimestamp, DomainName, MessageId, Uuid, WireModel
 from schemas.domain import MIN_MEMORY_KIB, DomainSpec
 
 
@@ -25,7 +23,7 @@ class Target(WireModel):
     """Names one domain: by exactly one of name, UUID or ID (as virDomainLookupBy*)."""
 
     name: DomainName | None = None
-    uuid: UUID | None = None
+    uuid: Uuid | None = None
     id: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -123,7 +121,7 @@ class LogoutArgs(WireModel):
 class CommandBase(WireModel):
     v: Literal[1] = WIRE_VERSION
     id: MessageId
-    deadline: AwareDatetime | None = None
+    deadline: AwareTimestamp | None = None
 
     def expired(self, now: datetime) -> bool:
         return self.deadline is not None and now > self.deadline

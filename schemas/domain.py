@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from uuid import UUID
 
 from pydantic import Field, StringConstraints, field_validator
 
-from schemas.base import DomainName, WireModel
+from schemas.base import DomainName, Uuid, WireModel
 
 AbsolutePath = Annotated[
     str, StringConstraints(pattern=r"^/[^\x00]*$", min_length=1, max_length=4096)
@@ -48,7 +47,7 @@ class DomainSpec(WireModel):
     """A domain's definition (DESIGN §6). The image must be on the host or pullable."""
 
     name: DomainName
-    uuid: UUID | None = None
+    uuid: Uuid | None = None
     image: ImageRef
     command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
         default=None, min_length=1
@@ -79,7 +78,7 @@ class DomainRecord(WireModel):
     """A domain as it stands: libvirt's identity, state and reason numbers."""
 
     name: DomainName
-    uuid: UUID
+    uuid: Uuid
     id: int
     state: int
     reason: int

@@ -3,13 +3,11 @@ the agents' presence."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
-from uuid import UUID
 
 from pydantic import Field, TypeAdapter
 
-from schemas.base import WIRE_VERSION, DomainName, HostName, WireModel
+from schemas.base import WIRE_VERSION, DomainName, HostName, Timestamp, Uuid, WireModel
 from schemas.codes import Lifecycle
 
 Origin = Literal["agent", "external", "reconcile"]
@@ -17,14 +15,14 @@ Origin = Literal["agent", "external", "reconcile"]
 
 class DomainRef(WireModel):
     name: DomainName
-    uuid: UUID
+    uuid: Uuid
     id: int
 
 
 class EventBase(WireModel):
     v: Literal[1] = WIRE_VERSION
     host: HostName
-    time: datetime
+    time: Timestamp
 
 
 class DomainEventBase(EventBase):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import WIRE_VERSION, HostName, WireModel
+from schemas.base import WIRE_VERSION, HostName, Timestamp, WireModel
 from schemas.codes import ErrorCode
 from schemas.domain import DomainRecord
 
@@ -63,7 +62,7 @@ class HostInfo(WireModel):
 
 class Pong(WireModel):
     host: HostName
-    time: datetime
+    time: Timestamp
 
 
 class Done(WireModel):

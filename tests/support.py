@@ -16,7 +16,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from schemas.events import EVENT_ADAPTER, Event, LifecycleEvent
+from schemas.events import EVENT_ADAPTER, AgentEvent, DomainEvent, Event, LifecycleEvent
 from schemas.topology import COMMANDS_EXCHANGE, DEAD_EXCHANGE, EVENTS_EXCHANGE
 
 WAIT_S = 30.0
@@ -29,6 +29,8 @@ class BusPeer:
         self._url = url
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.extra_replies: list[dict[str, Any]] = []
+        self._received: dict[str, list[dict[str, Any]]] = {}
+        self._arrived = asyncio.Condition()
 
     async def __aenter__(self) -> BusPeer:
         self._connection = await aio_pika.connect(self._url)
@@ -47,6 +49,9 @@ class BusPeer:
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         body = json.loads(message.body)
+        async with self._arrived:
+            self._received.setdefault(message.correlation_id or "", []).append(body)
+            self._arrived.notify_all()
         future = self._replies.get(message.correlation_id or "")
         if future is None or future.done():
             self.extra_replies.append(body)
@@ -79,6 +84,20 @@ class BusPeer:
             routing_key=routing_key or host,
         )
         return future
+
+    async def replies(
+        self, correlation_id: str, hosts: set[str], timeout: float = WAIT_S
+    ) -> dict[str, dict[str, Any]]:
+        """Every reply to one (broadcast) command, by host, once ``hosts`` have answered."""
+
+        def by_host() -> dict[str, dict[str, Any]]:
+            return {r["host"]: r for r in self._received.get(correlation_id, [])}
+
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: hosts <= by_host().keys()), timeout
+            )
+        return by_host()
 
     async def call(
         self,
@@ -150,11 +169,11 @@ class EventRecorder:
         assert event is not None
         return event
 
-    def domain_events(self) -> list[Event]:
-        return [e for e in self.events if e.kind != "agent"]
+    def domain_events(self) -> list[DomainEvent]:
+        return [e for e in self.events if not isinstance(e, AgentEvent)]
 
 
-def lifecycle(events: list[Event], name: str | None = None) -> list[tuple[str, str]]:
+def lifecycle(events: list[DomainEvent], name: str | None = None) -> list[tuple[str, str]]:
     """(event, detail) of the lifecycle events, of one domain if named."""
     return [
         (e.event, e.detail)
@@ -163,9 +182,19 @@ def lifecycle(events: list[Event], name: str | None = None) -> list[tuple[str, s
     ]
 
 
-async def dead_letters(channel: AbstractChannel) -> AbstractQueue:
-    """A fresh queue that receives every dead letter from now on."""
-    exchange = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange)
-    return queue
+class DeadLetters:
+    """Every dead letter from the moment ``start`` returns."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        self._letters: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+
+    async def start(self) -> DeadLetters:
+        exchange = await self._channel.get_exchange(DEAD_EXCHANGE, ensure=False)
+        queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+        await queue.consume(self._letters.put, no_ack=True)
+        return self
+
+    async def next(self, timeout: float = WAIT_S) -> AbstractIncomingMessage:
+        return await asyncio.wait_for(self._letters.get(), timeout)

@@ -1,0 +1,219 @@
+"""A fake Docker behind the ``Driver`` protocol, for unit tests.
+
+It reports the same event sequences the real engine does (recorded in
+tests/fixtures/docker_events), so the monitor cannot tell it from Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from uuid import UUID
+
+from agent.driver import Credentials, EngineFacts, Observed, RuntimeEvent, Usage
+from agent.errors import VirtError, invalid
+from schemas.codes import ErrorCode
+from schemas.domain import DomainSpec
+
+
+@dataclass
+class FakeContainer:
+    handle: str
+    uuid: UUID
+    name: str
+    spec: DomainSpec
+    status: str = "created"
+    pid: int = 0
+    exit_code: int = 0
+    memory_kib: int | None = None
+    vcpus: int | None = None
+
+
+class FakeDriver:
+    def __init__(self, cpus: int = 2) -> None:
+        self.cpus = cpus
+        self.containers: dict[str, FakeContainer] = {}
+        self.images: dict[str, list[str] | None] = {
+            "virtbus-test:latest": ["/bin/sh"],
+            "virtbus-test:nocmd": None,
+        }
+        self.calls: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        """Verb → event: a call of that verb waits until the event is set."""
+        self.failures: dict[str, Exception] = {}
+        """Verb → exception raised (once) by the next call of that verb."""
+        self.called = asyncio.Condition()
+        self._events: asyncio.Queue[RuntimeEvent | None] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._pids = itertools.count(1000)
+
+    async def _enter(self, verb: str) -> None:
+        self.calls.append(verb)
+        async with self.called:
+            self.called.notify_all()
+        gate = self.gates.get(verb)
+        if gate is not None:
+            await gate.wait()
+        failure = self.failures.pop(verb, None)
+        if failure is not None:
+            raise failure
+
+    def _emit(self, container: FakeContainer, action: str, **facts: int | None) -> None:
+        self._events.put_nowait(
+            RuntimeEvent(
+                action=action,
+                handle=container.handle,
+                uuid=container.uuid,
+                name=container.name,
+                time_ns=time.time_ns(),
+                exit_code=facts.get("exit_code"),
+                signal=facts.get("signal"),
+                pid=container.pid if action in ("start", "restart") else 0,
+            )
+        )
+
+    def _get(self, handle: str) -> FakeContainer:
+        container = self.containers.get(handle)
+        if container is None:
+            raise VirtError(ErrorCode.OPERATION_FAILED, f"No such container: {handle}")
+        return container
+
+    async def wait_calls(self, verb: str, count: int, timeout_s: float = 5.0) -> None:
+        async with self.called:
+            await asyncio.wait_for(
+                self.called.wait_for(lambda: self.calls.count(verb) >= count), timeout_s
+            )
+
+    def end_stream(self) -> None:
+        self._events.put_nowait(None)
+
+    async def observe_all(self) -> list[Observed]:
+        return [self._observed(c) for c in self.containers.values()]
+
+    async def observe(self, handle: str) -> Observed | None:
+        container = self.containers.get(handle)
+        return self._observed(container) if container else None
+
+    @staticmethod
+    def _observed(c: FakeContainer) -> Observed:
+        return Observed(
+            handle=c.handle,
+            uuid=c.uuid,
+            name=c.name,
+            status=c.status,
+            pid=c.pid,
+            exit_code=c.exit_code,
+            oom_killed=False,
+            memory_kib=c.memory_kib,
+            vcpus=c.vcpus,
+        )
+
+    async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
+        await self._enter("create")
+        if any(c.name == name for c in self.containers.values()):
+            raise invalid(f"Conflict. The container name '{name}' is already in use")
+        handle = f"c{next(self._ids)}"
+        container = FakeContainer(handle, uuid, name, spec, memory_kib=spec.memory_kib)
+        self.containers[handle] = container
+        self._emit(container, "create")
+        return handle
+
+    async def remove(self, handle: str) -> None:
+        await self._enter("remove")
+        container = self._get(handle)
+        if container.status in ("running", "paused"):
+            self._die(container, signal=9, exit_code=137)
+        del self.containers[handle]
+        self._emit(container, "destroy")
+
+    async def start(self, handle: str) -> None:
+        await self._enter("start")
+        container = self._get(handle)
+        if container.status in ("running", "paused"):
+            raise invalid("container is already running")
+        container.status, container.pid = "running", next(self._pids)
+        self._emit(container, "start")
+
+    def _die(self, container: FakeContainer, signal: int, exit_code: int) -> None:
+        self._emit(container, "kill", signal=signal)
+        if container.status == "paused" and signal != 9:
+            self._emit(container, "unpause")
+        container.status, container.pid, container.exit_code = "exited", 0, exit_code
+        self._emit(container, "die", exit_code=exit_code)
+
+    async def stop(self, handle: str, timeout_s: int) -> None:
+        await self._enter("stop")
+        container = self._get(handle)
+        if container.status in ("running", "paused"):
+            self._die(container, signal=15, exit_code=143)
+            self._emit(container, "stop")
+
+    async def kill(self, handle: str) -> None:
+        await self._enter("kill")
+        container = self._get(handle)
+        if container.status not in ("running", "paused"):
+            raise invalid(f"Container {handle} is not running")
+        self._die(container, signal=9, exit_code=137)
+
+    async def restart(self, handle: str) -> None:
+        await self._enter("restart")
+        container = self._get(handle)
+        self._die(container, signal=15, exit_code=143)
+        self._emit(container, "stop")
+        container.status, container.pid = "running", next(self._pids)
+        self._emit(container, "start")
+        self._emit(container, "restart")
+
+    async def pause(self, handle: str) -> None:
+        await self._enter("pause")
+        container = self._get(handle)
+        container.status = "paused"
+        self._emit(container, "pause")
+
+    async def unpause(self, handle: str) -> None:
+        await self._enter("unpause")
+        container = self._get(handle)
+        container.status = "running"
+        self._emit(container, "unpause")
+
+    async def rename(self, handle: str, name: str) -> None:
+        await self._enter("rename")
+        container = self._get(handle)
+        container.name = name
+        self._emit(container, "rename")
+
+    async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None:
+        await self._enter("update")
+        container = self._get(handle)
+        container.memory_kib = memory_kib or container.memory_kib
+        container.vcpus = vcpus or container.vcpus
+        self._emit(container, "update")
+
+    async def usage(self, handle: str) -> Usage:
+        await self._enter("usage")
+        return Usage(memory_kib=1024, cpu_time_ns=42)
+
+    async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
+        await self._enter("default_command")
+        if image not in self.images:
+            raise VirtError(ErrorCode.OPERATION_FAILED, f"cannot pull image '{image}'")
+        return self.images[image]
+
+    async def engine(self) -> EngineFacts:
+        return EngineFacts(cpus=self.cpus, memory_kib=1 << 20, version="fake")
+
+    async def events(self, since_ns: int) -> AsyncIterator[RuntimeEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    def exit(self, handle: str, exit_code: int) -> None:
+        """The domain's main process exits by itself."""
+        container = self._get(handle)
+        container.status, container.pid, container.exit_code = "exited", 0, exit_code
+        self._emit(container, "die", exit_code=exit_code)
+
+    async def close(self) -> None:
+        self.end_stream()

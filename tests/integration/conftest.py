@@ -1,0 +1,193 @@
+"""Fixtures for the integration suite: a real RabbitMQ, a real dockerd, real agents.
+
+Under CI (``CI=true``) a missing service fails the suite instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiodocker
+import pytest
+
+from agent.agent import Agent
+from agent.config import Config
+from agent.driver import HOST_LABEL
+from schemas.events import DomainEvent, LifecycleEvent
+from schemas.topology import host_queue
+from tests.support import BusPeer, EventRecorder
+
+AMQP_URL = os.environ.get("VIRTBUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+IMAGE = "virtbus-test:latest"
+NOCMD_IMAGE = "virtbus-test:nocmd"
+
+
+def _unavailable(what: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is not available (required under CI)")
+    pytest.skip(f"{what} is not available; run scripts/setup.sh")
+
+
+async def _probe() -> tuple[str | None, str | None]:
+    broker = docker = None
+    try:
+        connection = await asyncio.wait_for(aio_pika.connect(AMQP_URL), 10)
+        await connection.close()
+    except Exception as error:
+        broker = f"RabbitMQ at {AMQP_URL} ({error!r})"
+    client = aiodocker.Docker()
+    try:
+        await asyncio.wait_for(client.images.inspect(IMAGE), 10)
+    except Exception as error:
+        docker = f"dockerd with image {IMAGE} ({error!r})"
+    finally:
+        await client.close()
+    return broker, docker
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    broker, docker = asyncio.run(_probe())
+    for missing in (broker, docker):
+        if missing:
+            _unavailable(missing)
+
+
+def new_host() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Fleet:
+    """Agents started by a test; stopped, and their containers and queues removed, after."""
+
+    state_dir: Path
+    agents: list[Agent] = field(default_factory=list)
+    hosts: set[str] = field(default_factory=set)
+
+    async def start(
+        self,
+        host: str | None = None,
+        groups: tuple[str, ...] = (),
+        **settings: Any,
+    ) -> Agent:
+        config = Config(
+            host=host or new_host(),
+            amqp_url=AMQP_URL,
+            groups=list(groups),
+            state_dir=self.state_dir,
+            drain_s=15,
+            **settings,
+        )
+        agent = Agent(config)
+        self.hosts.add(config.host)
+        await agent.start()
+        self.agents.append(agent)
+        return agent
+
+
+AgentFactory = Callable[..., Awaitable[Agent]]
+
+
+@pytest.fixture
+async def fleet(services: None, tmp_path: Path) -> AsyncIterator[Fleet]:
+    fleet = Fleet(tmp_path / "state")
+    yield fleet
+    for agent in fleet.agents:
+        if agent.ready.is_set():
+            await agent.stop()
+    client = aiodocker.Docker()
+    try:
+        for host in fleet.hosts:
+            filters = json.dumps({"label": [f"{HOST_LABEL}={host}"]})
+            for container in await client.containers.list(all=True, filters=filters):
+                await container.delete(force=True)
+    finally:
+        await client.close()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for host in fleet.hosts:
+            await channel.queue_delete(host_queue(host))
+
+
+@pytest.fixture
+async def peer(services: None) -> AsyncIterator[BusPeer]:
+    async with BusPeer(AMQP_URL) as bus_peer:
+        yield bus_peer
+
+
+@pytest.fixture
+async def docker(services: None) -> AsyncIterator[aiodocker.Docker]:
+    client = aiodocker.Docker()
+    yield client
+    await client.close()
+
+
+def spec(name: str, *command: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": IMAGE,
+        "command": list(command or ("sleep", "3600")),
+        **fields,
+    }
+
+
+@dataclass
+class Host:
+    """One agent as a test sees it: through the bus only, plus its event stream."""
+
+    name: str
+    peer: BusPeer
+    events: EventRecorder
+    agent: Agent
+    fences: int = 0
+
+    async def ok(
+        self, op: str, target: str | None = None, args: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return await self.peer.ok(self.name, op, {"name": target} if target else None, args)
+
+    async def call(
+        self, op: str, target: str | None = None, args: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return await self.peer.call(self.name, op, {"name": target} if target else None, args)
+
+    async def fence(self) -> list[DomainEvent]:
+        """Every domain event published before now, once all of them have arrived.
+
+        Defines a throwaway domain and waits for its defined/added: events reach a
+        subscriber in ``seq`` order, so whatever came before it is all there is.
+        """
+        self.fences += 1
+        name = f"fence-{self.fences}"
+        result = await self.ok("domain.define", args={"spec": spec(name)})
+        fence_uuid = result["uuid"]
+        await self.events.wait_for(
+            lambda e: isinstance(e, LifecycleEvent) and str(e.domain.uuid) == fence_uuid
+        )
+        seen = self.events.domain_events()
+        cut = next(
+            i
+            for i, e in enumerate(seen)
+            if isinstance(e, LifecycleEvent) and str(e.domain.uuid) == fence_uuid
+        )
+        return [e for e in seen[:cut] if not e.domain.name.startswith("fence-")]
+
+    def container_name(self, domain: str) -> str:
+        return f"{self.name}.{domain}"
+
+
+@pytest.fixture
+async def host(fleet: Fleet, peer: BusPeer) -> Host:
+    agent = await fleet.start()
+    recorder = await EventRecorder(peer.channel, f"{agent.host}.#").start()
+    return Host(agent.host, peer, recorder, agent)

@@ -1,0 +1,292 @@
+"""The dispatcher and operations over a fake driver: libvirt's rules, ordering,
+idempotency, deadlines and errors, without Docker or a broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.credentials import RegistryCredentials
+from agent.dispatch import Dispatcher
+from agent.domains import DomainTable
+from agent.monitor import Monitor
+from agent.operations import Operations
+from agent.store import Store
+from schemas.events import EVENT_ADAPTER, LifecycleEvent
+from schemas.replies import Reply
+from tests.fakes import FakeDriver
+
+SPEC = {"name": "web", "image": "virtbus-test:latest", "command": ["sleep", "60"]}
+
+
+@dataclass
+class Rig:
+    driver: FakeDriver
+    store: Store
+    dispatcher: Dispatcher
+    counter: int = 0
+
+    async def call(
+        self,
+        op: str,
+        target: dict[str, Any] | None = None,
+        args: dict[str, Any] | None = None,
+        **envelope: Any,
+    ) -> Reply:
+        outcome = await self.submit(op, target, args, **envelope)
+        return outcome
+
+    def submit(
+        self,
+        op: str,
+        target: dict[str, Any] | None = None,
+        args: dict[str, Any] | None = None,
+        **envelope: Any,
+    ) -> asyncio.Future[Reply]:
+        self.counter += 1
+        document: dict[str, Any] = {"id": f"cmd-{self.counter}", "op": op, **envelope}
+        if target is not None:
+            document["target"] = target
+        if args is not None:
+            document["args"] = args
+        pending = self.dispatcher.submit(json.dumps(document).encode(), None)
+
+        async def reply() -> Reply:
+            return (await pending).reply
+
+        return asyncio.ensure_future(reply())
+
+    def lifecycle(self, name: str | None = None) -> list[tuple[str, str]]:
+        events = [EVENT_ADAPTER.validate_json(p.body) for p in self.store.pending(10_000)]
+        return [
+            (e.event, e.detail)
+            for e in events
+            if isinstance(e, LifecycleEvent) and (name is None or e.domain.name == name)
+        ]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    driver = FakeDriver()
+    domains = DomainTable()
+    with Store(tmp_path / "h1") as store:
+        monitor = Monitor("h1", domains, store, driver, lambda: None)
+        watching = asyncio.create_task(monitor.run())
+        await asyncio.wait_for(monitor.connected.wait(), 5)
+        operations = Operations(
+            "h1",
+            [],
+            domains,
+            driver,
+            monitor,
+            RegistryCredentials(tmp_path / "registries.json"),
+            await driver.engine(),
+        )
+        yield Rig(driver, store, Dispatcher("h1", operations, domains, store, concurrency=2))
+        watching.cancel()
+
+
+def error_code(reply: Reply) -> str | None:
+    return reply.error.code if reply.error else None
+
+
+async def test_lifecycle_ops_follow_libvirt_sequences(rig: Rig) -> None:
+    web = {"name": "web"}
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    for op in ("domain.create", "domain.suspend", "domain.resume", "domain.reboot"):
+        assert (await rig.call(op, web)).ok, op
+    assert (await rig.call("domain.shutdown", web)).ok
+    assert (await rig.call("domain.undefine", web)).ok
+    assert rig.lifecycle() == [
+        ("defined", "added"),
+        ("started", "booted"),
+        ("suspended", "paused"),
+        ("resumed", "unpaused"),
+        ("stopped", "shutdown"),
+        ("undefined", "removed"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setup", "op", "args", "code"),
+    [
+        ([], "domain.create", None, "NO_DOMAIN"),
+        (["domain.define"], "domain.destroy", None, "OPERATION_INVALID"),
+        (["domain.define"], "domain.shutdown", None, "OPERATION_INVALID"),
+        (["domain.define"], "domain.suspend", None, "OPERATION_INVALID"),
+        (["domain.define", "domain.create"], "domain.create", None, "OPERATION_INVALID"),
+        (
+            ["domain.define", "domain.create"],
+            "domain.rename",
+            {"new_name": "x"},
+            "OPERATION_INVALID",
+        ),
+        (["domain.define"], "domain.rename", {"new_name": "web"}, "OPERATION_INVALID"),
+        (["domain.create_xml"], "domain.undefine", None, "OPERATION_INVALID"),
+        (["domain.create_xml"], "domain.set_autostart", {"autostart": True}, "OPERATION_INVALID"),
+        (["domain.define"], "domain.set_vcpus", {"vcpus": 3}, "INVALID_ARG"),
+    ],
+    ids=[
+        "start-unknown",
+        "destroy-shutoff",
+        "shutdown-shutoff",
+        "suspend-shutoff",
+        "start-running",
+        "rename-running",
+        "rename-to-itself",
+        "undefine-transient",
+        "autostart-transient",
+        "vcpus-above-host",
+    ],
+)
+async def test_libvirt_refusals(
+    rig: Rig, setup: list[str], op: str, args: dict[str, Any] | None, code: str
+) -> None:
+    for step in setup:
+        if step in ("domain.define", "domain.create_xml"):
+            assert (await rig.call(step, args={"spec": SPEC})).ok
+        else:
+            assert (await rig.call(step, {"name": "web"})).ok
+    reply = await rig.call(op, {"name": "web"}, args)
+    assert error_code(reply) == code, reply
+
+
+async def test_define_conflicts_are_dom_exist(rig: Rig) -> None:
+    first = await rig.call("domain.define", args={"spec": SPEC})
+    assert first.ok and first.result is not None
+    uuid = str(getattr(first.result, "uuid"))  # noqa: B009
+    other_uuid = await rig.call(
+        "domain.define", args={"spec": {**SPEC, "uuid": "6f1c2d3e-0000-4000-8000-000000000001"}}
+    )
+    other_name = await rig.call("domain.define", args={"spec": {**SPEC, "name": "x", "uuid": uuid}})
+    assert error_code(other_uuid) == "DOM_EXIST"
+    assert error_code(other_name) == "DOM_EXIST"
+    assert "already exists" in (other_uuid.error.message if other_uuid.error else "")
+
+
+async def test_image_without_command_needs_one(rig: Rig) -> None:
+    spec = {"name": "web", "image": "virtbus-test:nocmd"}
+    reply = await rig.call("domain.define", args={"spec": spec})
+    assert error_code(reply) == "INVALID_ARG"
+    assert "command" in (reply.error.message if reply.error else "")
+    assert "create" not in rig.driver.calls
+
+
+async def test_same_domain_runs_in_order_other_domains_do_not_wait(rig: Rig) -> None:
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.define", args={"spec": {**SPEC, "name": "db"}})).ok
+    gate = rig.driver.gates["start"] = asyncio.Event()
+    start_web = rig.submit("domain.create", {"name": "web"})
+    suspend_web = rig.submit("domain.suspend", {"name": "web"})
+    state_db = await asyncio.wait_for(rig.call("domain.get_state", {"name": "db"}), 5)
+    assert state_db.ok
+    assert not start_web.done() and not suspend_web.done()
+    gate.set()
+    assert (await asyncio.wait_for(start_web, 5)).ok
+    assert (await asyncio.wait_for(suspend_web, 5)).ok
+    assert rig.lifecycle("web")[-2:] == [("started", "booted"), ("suspended", "paused")]
+
+
+async def test_concurrency_is_bounded(rig: Rig) -> None:
+    for name in ("a", "b", "c"):
+        assert (await rig.call("domain.define", args={"spec": {**SPEC, "name": name}})).ok
+    gate = rig.driver.gates["start"] = asyncio.Event()
+    starts = [rig.submit("domain.create", {"name": name}) for name in ("a", "b", "c")]
+    await rig.driver.wait_calls("start", 2)
+    for _ in range(20):  # let every runnable task take its turn
+        await asyncio.sleep(0)
+    assert rig.driver.calls.count("start") == 2
+    gate.set()
+    assert all(r.ok for r in await asyncio.wait_for(asyncio.gather(*starts), 5))
+
+
+async def test_repeated_id_answers_the_recorded_reply_without_acting(rig: Rig) -> None:
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    first = await rig.call("domain.create", {"name": "web"}, id="same")
+    again = await rig.call("domain.create", {"name": "web"}, id="same")
+    assert first.ok and again == first
+    assert rig.driver.calls.count("start") == 1
+
+
+async def test_past_deadline_is_aborted_unrun(rig: Rig) -> None:
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    reply = await rig.call("domain.define", args={"spec": SPEC}, deadline=past)
+    assert error_code(reply) == "OPERATION_ABORTED"
+    assert reply.error is not None and reply.error.vir_error == 78
+    assert "create" not in rig.driver.calls
+
+
+async def test_invalid_command_is_refused_and_marked_for_dead_letter(rig: Rig) -> None:
+    outcome = await rig.dispatcher.submit(b'{"op": "domain.explode", "id": "x"}', "x")
+    assert not outcome.accepted
+    assert error_code(outcome.reply) == "INVALID_ARG"
+    assert outcome.reply.id == "x"
+
+
+async def test_unexpected_failure_is_internal_error_and_dispatcher_goes_on(rig: Rig) -> None:
+    rig.driver.failures["create"] = RuntimeError("boom")
+    reply = await rig.call("domain.define", args={"spec": SPEC})
+    assert error_code(reply) == "INTERNAL_ERROR"
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+
+
+async def test_define_of_running_domain_applies_at_next_start(rig: Rig) -> None:
+    web = {"name": "web"}
+    defined = await rig.call("domain.define", args={"spec": SPEC})
+    assert defined.ok and defined.result is not None
+    uuid = str(getattr(defined.result, "uuid"))  # noqa: B009
+    assert (await rig.call("domain.create", web)).ok
+    update = {**SPEC, "uuid": uuid, "command": ["sleep", "99"]}
+    assert (await rig.call("domain.define", args={"spec": update})).ok
+    running = next(iter(rig.driver.containers.values()))
+    assert running.spec.command == ["sleep", "60"]
+    assert (await rig.call("domain.destroy", web)).ok
+    assert (await rig.call("domain.create", web)).ok
+    (fresh,) = rig.driver.containers.values()
+    assert fresh.spec.command == ["sleep", "99"]
+    assert fresh.name == "web"
+    assert rig.lifecycle() == [
+        ("defined", "added"),
+        ("started", "booted"),
+        ("defined", "updated"),
+        ("stopped", "destroyed"),
+        ("started", "booted"),
+    ]
+
+
+async def test_transient_domain_is_gone_once_stopped(rig: Rig) -> None:
+    assert (await rig.call("domain.create_xml", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.destroy", {"name": "web"})).ok
+    assert error_code(await rig.call("domain.lookup", {"name": "web"})) == "NO_DOMAIN"
+    assert rig.lifecycle() == [("started", "booted"), ("stopped", "destroyed")]
+    assert (await rig.call("domain.create_xml", args={"spec": SPEC})).ok
+
+
+async def test_list_filters_by_flag_groups(rig: Rig) -> None:
+    for name in ("off", "on", "paused"):
+        assert (await rig.call("domain.define", args={"spec": {**SPEC, "name": name}})).ok
+    for name in ("on", "paused"):
+        assert (await rig.call("domain.create", {"name": name})).ok
+    assert (await rig.call("domain.suspend", {"name": "paused"})).ok
+    assert (await rig.call("domain.set_autostart", {"name": "off"}, {"autostart": True})).ok
+    cases = {
+        (): ["off", "on", "paused"],
+        ("active",): ["on", "paused"],
+        ("inactive",): ["off"],
+        ("running", "shutoff"): ["off", "on"],
+        ("active", "paused"): ["paused"],
+        ("autostart",): ["off"],
+        ("transient",): [],
+    }
+    for flags, names in cases.items():
+        reply = await rig.call("host.list_domains", args={"flags": list(flags)})
+        assert reply.ok and reply.result is not None
+        listed = [d.name for d in getattr(reply.result, "domains")]  # noqa: B009
+        assert listed == names, flags
