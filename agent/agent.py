@@ -84,6 +84,7 @@ class Agent:
     async def start(self) -> None:
         log.info("virtbus agent %s starting: %s", __version__, self.config.describe())
         self._store.open()
+        self._store.prune_replies()
         for domain in self._store.domains():
             self._domains.add(domain)
         engine = await self._driver.engine()

@@ -1,0 +1,92 @@
+"""``virtbus agent`` as an operator runs it: a process, configured by flags and
+VIRTBUS_* variables, that drains its work and says goodbye on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiodocker
+import pytest
+
+from agent.driver import HOST_LABEL
+from schemas.commands import OPS
+from schemas.events import AgentEvent
+from tests.integration.conftest import AMQP_URL, Fleet, new_host, spec
+from tests.support import BusPeer, EventRecorder
+
+pytestmark = pytest.mark.integration
+
+VIRTBUS = Path(sys.executable).parent / "virtbus"
+
+
+async def _docker_action(docker: aiodocker.Docker, host: str, action: str) -> None:
+    """Returns once Docker reports ``action`` on a container of ``host``."""
+    filters = json.dumps({"label": [f"{HOST_LABEL}={host}"], "event": [action]})
+    subscriber = docker.events.subscribe(filters=filters)  # type: ignore[no-untyped-call]
+    try:
+        while (event := await subscriber.get()) is not None:
+            if event.get("Action") == action:
+                return
+    finally:
+        await docker.events.stop()  # type: ignore[no-untyped-call]
+
+
+async def test_agent_process_serves_and_drains_on_sigterm(
+    fleet: Fleet, peer: BusPeer, docker: aiodocker.Docker, tmp_path: Path
+) -> None:
+    host = new_host()
+    fleet.hosts.add(host)
+    presence = await EventRecorder(peer.channel, f"{host}.agent.*").start()
+    environment = {
+        **os.environ,
+        "VIRTBUS_HOST": host,
+        "VIRTBUS_AMQP_URL": AMQP_URL,
+        "VIRTBUS_STATE_DIR": str(tmp_path / "state"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        str(VIRTBUS),
+        "agent",
+        "--heartbeat-s",
+        "0.2",
+        "--queue-type",
+        "classic",
+        env=environment,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        online = await presence.wait_for(lambda e: isinstance(e, AgentEvent))
+        assert isinstance(online, AgentEvent)
+        assert online.state == "online"
+        assert set(online.capabilities) == set(OPS)
+        await presence.wait_for(lambda e: isinstance(e, AgentEvent) and e.state == "heartbeat")
+        stubborn = 'trap "" TERM; while true; do sleep 1; done'
+        await peer.ok(
+            host, "domain.define", args={"spec": spec("slow", "sh", "-c", stubborn, init=False)}
+        )
+        await peer.ok(host, "domain.create", {"name": "slow"})
+        watching = asyncio.create_task(_docker_action(docker, host, "kill"))
+        shutdown = peer.call(host, "domain.shutdown", {"name": "slow"}, {"timeout_s": 2})
+        in_flight = asyncio.create_task(shutdown)
+        await asyncio.wait_for(watching, 30)
+        process.send_signal(signal.SIGTERM)
+        reply = await asyncio.wait_for(in_flight, 30)
+        assert reply["ok"], reply
+        assert reply["result"]["state"] == 5
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        offline = await presence.wait_for(
+            lambda e: isinstance(e, AgentEvent) and e.state == "offline"
+        )
+        assert offline.time >= online.time
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    log = (await process.stderr.read()).decode()
+    assert "guest:guest" not in log
+    assert "stopped" in log

@@ -1,0 +1,64 @@
+"""Configuration: flags, then VIRTBUS_* variables, then defaults; secrets masked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.cli import build_parser, config_from, main
+from agent.config import DEFAULT_AMQP_URL, mask_url
+
+
+def parse(*argv: str) -> dict[str, object]:
+    config = config_from(build_parser().parse_args(["agent", *argv]))
+    return config.model_dump()
+
+
+def test_flags_beat_environment_beats_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTBUS_HOST", "from-env")
+    monkeypatch.setenv("VIRTBUS_GROUPS", "red, blue")
+    monkeypatch.setenv("VIRTBUS_QUEUE_TYPE", "classic")
+    config = parse("--host", "from-flag", "--concurrency", "4")
+    assert config["host"] == "from-flag"
+    assert config["groups"] == ["red", "blue"]
+    assert config["queue_type"] == "classic"
+    assert config["concurrency"] == 4
+    assert config["prefetch"] == 64
+
+
+def test_repeated_group_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTBUS_GROUPS", "ignored")
+    assert parse("--group", "a", "--group", "b")["groups"] == ["a", "b"]
+
+
+def test_defaults() -> None:
+    config = config_from(build_parser().parse_args(["agent", "--host", "h1"]))
+    assert config.amqp_url.get_secret_value() == DEFAULT_AMQP_URL
+    assert config.queue_type == "quorum"
+    assert str(config.host_dir) == "/var/lib/virtbus/h1"
+
+
+def test_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTBUS_AMQP_URL", "amqp://agent:s3cret-pw@broker:5671/vh")
+    config = config_from(build_parser().parse_args(["agent", "--host", "h1"]))
+    assert "s3cret-pw" not in repr(config)
+    assert "s3cret-pw" not in str(config)
+    assert "s3cret-pw" not in config.describe()
+    assert "amqp://agent:***@broker:5671/vh" in config.describe()
+    assert mask_url("amqp://127.0.0.1/") == "amqp://127.0.0.1/"
+
+
+@pytest.mark.parametrize("argv", [["--host", "Bad_Host"], ["--concurrency", "0"]])
+def test_invalid_configuration_is_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["agent", *argv]) == 2
+    assert "invalid configuration" in capsys.readouterr().err
+
+
+def test_schema_command_prints_every_wire_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schemas = json.loads(capsys.readouterr().out)
+    assert set(schemas) == {"Command", "Reply", "Event", "DomainSpec", "DomainRecord"}
+    assert "domain.set_vcpus" in json.dumps(schemas["Command"])
