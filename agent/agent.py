@@ -163,7 +163,9 @@ class Agent:
     async def _consume(self) -> None:
         assert self._dispatcher is not None
         async for inbound in self._bus.commands():
-            pending = self._dispatcher.submit(inbound.body, inbound.message_id)
+            pending = self._dispatcher.submit(
+                inbound.body, inbound.message_id or inbound.correlation_id
+            )
             answer = asyncio.create_task(self._answer(inbound, pending))
             self._answers.add(answer)
             answer.add_done_callback(self._answers.discard)

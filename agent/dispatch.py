@@ -57,7 +57,11 @@ class Dispatcher:
         self._running: dict[str, asyncio.Task[Outcome]] = {}
 
     def submit(self, body: bytes, message_id: str | None) -> Awaitable[Outcome]:
-        """Take one command body; its place in its domain's order is fixed on return."""
+        """Take one command body; its place in its domain's order is fixed on return.
+
+        ``message_id`` stands in for a body without ``id`` and names the reply to a body
+        that cannot be parsed.
+        """
         try:
             command = parse(body, message_id)
         except InvalidCommand as error:

@@ -290,3 +290,32 @@ async def test_external_restart_reports_each_step(host: Host, docker: aiodocker.
         ("lifecycle", "booted"),
         ("reboot", None),
     ]
+
+
+async def test_new_definition_of_running_domain_applies_at_next_start(
+    host: Host, docker: aiodocker.Docker
+) -> None:
+    uuid = (await host.ok("domain.define", args={"spec": spec("web")}))["uuid"]
+    await host.ok("domain.create", "web")
+    updated = await host.ok("domain.define", args={"spec": spec("web", "sleep", "1234", uuid=uuid)})
+    assert updated["state"] == 1
+    before = await (await _container(docker, host, "web")).show()
+    assert before["Config"]["Cmd"] == ["sleep", "3600"]
+    await host.ok("domain.destroy", "web")
+    restarted = await host.ok("domain.create", "web")
+    after = await (await _container(docker, host, "web")).show()
+    assert after["Config"]["Cmd"] == ["sleep", "1234"]
+    assert after["Config"]["Labels"]["virtbus.uuid"] == uuid == restarted["uuid"]
+    assert lifecycle(await host.fence()) == [
+        ("defined", "added"),
+        ("started", "booted"),
+        ("defined", "updated"),
+        ("stopped", "destroyed"),
+        ("started", "booted"),
+    ]
+
+
+async def test_create_paused_reports_start_then_suspend(host: Host) -> None:
+    record = await host.ok("domain.create_xml", args={"spec": spec("web"), "start_paused": True})
+    assert (record["state"], record["reason"]) == (3, 1)
+    assert lifecycle(await host.fence()) == [("started", "booted"), ("suspended", "paused")]
