@@ -85,6 +85,10 @@ class BusPeer:
         )
         return future
 
+    def answered(self, correlation_id: str) -> set[str]:
+        """The hosts that have replied to one command so far."""
+        return {r["host"] for r in self._received.get(correlation_id, [])}
+
     async def replies(
         self, correlation_id: str, hosts: set[str], timeout: float = WAIT_S
     ) -> dict[str, dict[str, Any]]:

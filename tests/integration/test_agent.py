@@ -214,22 +214,30 @@ async def test_foreign_container_is_invisible(host: Host, docker: aiodocker.Dock
 async def test_broadcast_reaches_all_and_groups(fleet: Fleet, peer: BusPeer) -> None:
     red = await fleet.start(groups=("red",))
     blue = await fleet.start(groups=("blue",))
-    everyone = {red.host, blue.host}
+    probe = {"name": "probe"}
 
-    async def gather(routing_key: str, expected: set[str]) -> set[str]:
+    async def broadcast(routing_key: str, expected: set[str]) -> str:
         command_id = uuid.uuid4().hex
-        body = json.dumps({"v": 1, "id": command_id, "op": "host.ping"}).encode()
+        body = {"v": 1, "id": command_id, "op": "domain.lookup", "target": probe}
         await peer.send(
             "",
-            body,
+            json.dumps(body).encode(),
             message_id=command_id,
             exchange=BROADCAST_EXCHANGE,
             routing_key=routing_key,
         )
-        return set(await peer.replies(command_id, expected))
+        replies = await peer.replies(command_id, expected)
+        assert all(r["error"]["code"] == "NO_DOMAIN" for r in replies.values())
+        return command_id
 
-    assert await gather("all", everyone) == everyone
-    assert await gather("group.red", {red.host}) == {red.host}
+    to_all = await broadcast("all", {red.host, blue.host})
+    assert {red.host, blue.host} <= peer.answered(to_all)
+    to_red = await broadcast("group.red", {red.host})
+    # A command for the same domain, queued behind it: had the group command reached
+    # blue, blue would have answered that first.
+    await peer.call(blue.host, "domain.lookup", probe)
+    assert red.host in peer.answered(to_red)
+    assert blue.host not in peer.answered(to_red)
 
 
 async def test_seq_continues_across_restart_and_autostart_runs(fleet: Fleet, peer: BusPeer) -> None:
