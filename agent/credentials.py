@@ -33,9 +33,10 @@ class RegistryCredentials:
         self._save()
 
     def logout(self, registry: str) -> bool:
-        known = self._entries.pop(registry, None) is not None
+        if self._entries.pop(registry, None) is None:
+            return False
         self._save()
-        return known
+        return True
 
     def for_pulls(self) -> dict[str, tuple[str, str]]:
         return {

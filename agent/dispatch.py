@@ -116,11 +116,11 @@ class Dispatcher:
         return Outcome(reply, body, accepted=True, command=command)
 
     async def _execute(self, command: Command) -> Reply:
-        if command.expired(datetime.now(UTC)):
+        if command.deadline is not None and command.expired(datetime.now(UTC)):
             return self._error(
                 command.id,
                 ErrorCode.OPERATION_ABORTED,
-                f"deadline {command.deadline} passed before the command could run",
+                f"deadline {command.deadline.isoformat()} passed before the command could run",
             )
         try:
             result = await self._operations.run(command)

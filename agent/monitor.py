@@ -171,9 +171,9 @@ class Monitor:
                     self._domains.rename(domain, event.name)
                     emitted.add(transition)
                     continue
+                self._settle(tx, domain, transition)
                 self._emit(tx, domain, transition, origin, cause, when, event.exit_code, params)
                 emitted.add(transition)
-                self._settle(tx, domain, transition)
             if domain.uuid in {d.uuid for d in self._domains}:
                 tx.save(domain)
         if emitted:
@@ -251,8 +251,6 @@ class Monitor:
         params: dict[str, int] | None = None,
     ) -> None:
         ref = DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id)
-        if transition in STOPPED:
-            ref = DomainRef(name=domain.name, uuid=domain.uuid, id=-1)
         common = {"host": self.host, "time": when, "domain": ref, "origin": origin, "cause": cause}
         if isinstance(transition, Lifecycle):
             lifecycle = transition
@@ -282,15 +280,14 @@ class Monitor:
         with self._store.transaction() as tx:
             for domain in self._domains:
                 found = observed.get(domain.uuid)
+                if found is not None:
+                    domain.handle, domain.pid = found.handle, found.pid
                 for transition in self._missed(domain, found):
                     if self._redundant(domain, transition):
                         continue
                     exit_code = found.exit_code if found and transition in STOPPED else None
-                    self._emit(tx, domain, transition, "reconcile", None, now, exit_code)
                     self._settle(tx, domain, transition)
-                if found is not None:
-                    domain.handle = found.handle
-                    domain.pid = found.pid
+                    self._emit(tx, domain, transition, "reconcile", None, now, exit_code)
                 if domain.uuid in {d.uuid for d in self._domains}:
                     tx.save(domain)
                 elif found is not None and domain.persistent:

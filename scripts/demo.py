@@ -153,9 +153,10 @@ class EventLog:
 class Client:
     """One connection: a reply queue, and optionally an event subscription."""
 
-    def __init__(self, url: str, host: str) -> None:
+    def __init__(self, url: str, host: str, agent_pid: int | None = None) -> None:
         self.url = url
         self.host = host
+        self.agent_pid = agent_pid
         self.run_id = secrets.token_hex(3)
         self._count = 0
         self._replies: dict[str, asyncio.Future[JSON]] = {}
@@ -238,17 +239,35 @@ class Client:
         )
         return command_id, future
 
+    @property
+    def agent_gone(self) -> bool:
+        return self.agent_pid is not None and not alive(self.agent_pid)
+
+    async def reply(self, command_id: str, future: asyncio.Future[JSON], timeout_s: float) -> JSON:
+        """The reply, or TimeoutError once ``timeout_s`` passed or the agent is gone."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not future.done():
+                left = deadline - time.monotonic()
+                if left <= 0 or self.agent_gone:
+                    raise TimeoutError
+                await asyncio.wait([future], timeout=min(left, 0.5))
+            return future.result()
+        finally:
+            self._replies.pop(command_id, None)
+
     async def call(
         self, op: str, target: JSON | None = None, args: JSON | None = None, timeout_s: float = 0
     ) -> tuple[str, JSON | None]:
         """Send a command, print it and its reply; None when no reply came in time."""
         started = time.monotonic()
+        timeout_s = timeout_s or REPLY_TIMEOUT_S
         command_id, future = await self.send(op, target, args)
         try:
-            reply = await asyncio.wait_for(future, timeout_s or REPLY_TIMEOUT_S)
+            reply = await self.reply(command_id, future, timeout_s)
         except TimeoutError:
-            self._replies.pop(command_id, None)
-            say("reply", red(f"none within {timeout_s or REPLY_TIMEOUT_S:.0f} s"))
+            why = f"the agent (pid {self.agent_pid}) is gone" if self.agent_gone else None
+            say("reply", red(f"none: {why or f'nothing within {timeout_s:.0f} s'}"))
             return command_id, None
         took = (time.monotonic() - started) * 1000
         say("reply", f"{compact(reply)}  {dim(f'({took:.0f} ms)')}")
@@ -317,9 +336,12 @@ async def run_steps(client: Client, problems: list[str]) -> None:
 
 async def leave_nothing_behind(client: Client) -> None:
     """If the demo domain still exists, destroy and undefine it through the agent."""
-    _, future = await client.send("domain.lookup", {"name": SPEC["name"]}, quiet=True)
+    if client.agent_gone:
+        print(red("cleanup: the agent is gone; scripts/demo.sh removes what is left"))
+        return
+    command_id, future = await client.send("domain.lookup", {"name": SPEC["name"]}, quiet=True)
     try:
-        reply = await asyncio.wait_for(future, REPLY_TIMEOUT_S)
+        reply = await client.reply(command_id, future, REPLY_TIMEOUT_S)
     except TimeoutError:
         print(red("cleanup: the agent did not answer domain.lookup"))
         return
@@ -347,7 +369,11 @@ def alive(pid: int) -> bool:
 async def stop_agent(client: Client, pid: int, problems: list[str]) -> None:
     print(f"\n{bold('stopping the agent')}: SIGTERM to pid {pid}", flush=True)
     offline = f"{client.host}.agent.offline"
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        problems.append(f"the agent (pid {pid}) was already gone")
+        return
     seen = await client.log.wait_for(
         lambda e: e.get("kind") == "agent" and e.get("state") == "offline",
         OFFLINE_TIMEOUT_S,
@@ -423,7 +449,7 @@ def read_pid(path: Path) -> int | None:
 
 async def run(url: str, host: str, pid: int | None) -> int:
     problems: list[str] = []
-    async with Client(url, host) as client:
+    async with Client(url, host, pid) as client:
         print(bold(f"virtbus demo: host {host}, run {client.run_id}, broker {mask(url)}"))
         await client.subscribe(f"{host}.#")
         try:

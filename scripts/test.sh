@@ -15,7 +15,7 @@ bash "$REPO_ROOT/scripts/setup.sh" >&2 || die "scripts/setup.sh"
 [[ -x .venv/bin/pytest ]] || die ".venv is not set up (is pyproject.toml present with a [dev] extra?)"
 
 dirs=()
-for d in agent schemas tests bench; do
+for d in agent schemas tests bench scripts; do
     if [[ -d "$d" ]]; then dirs+=("$d"); fi
 done
 

@@ -253,6 +253,7 @@ async def test_seq_continues_across_restart_and_autostart_runs(fleet: Fleet, pee
         lambda e: isinstance(e, LifecycleEvent) and e.event == "started"
     )
     assert isinstance(started, LifecycleEvent) and started.domain.name == "auto"
+    assert started.domain.id > 0
     await peer.ok(agent.host, "domain.create", {"name": "manual"})
     await events.wait_for(
         lambda e: (

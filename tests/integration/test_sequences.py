@@ -149,6 +149,11 @@ async def test_reference_sequence(
     events = await host.fence()
     assert lifecycle(events) == expected
     assert all(e.origin == "agent" and e.cause for e in events)
+    for event in events:
+        if isinstance(event, LifecycleEvent) and event.event in ("started", "suspended"):
+            assert event.domain.id > 0, event
+        if isinstance(event, LifecycleEvent) and event.event in ("stopped", "defined"):
+            assert event.domain.id == -1, event
 
 
 async def test_reboot_is_one_reboot_event(host: Host) -> None:
