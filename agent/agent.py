@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from agent import __version__
-from agent.bus import Bus, Inbound
+from agent.bus import Bus, CommandFeed, Inbound
 from agent.config import Config
 from agent.credentials import RegistryCredentials
 from agent.dispatch import Dispatcher, Outcome
@@ -58,6 +58,7 @@ class Agent:
         )
         self._dispatcher: Dispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._feed: CommandFeed | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
@@ -101,6 +102,7 @@ class Agent:
             self._monitor,
             RegistryCredentials(self.config.host_dir / "registries.json"),
             engine,
+            self.config.heartbeat_s,
         )
         self._dispatcher = Dispatcher(
             self.host, operations, self._domains, self._store, self.config.concurrency
@@ -108,7 +110,8 @@ class Agent:
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")
-        self._consumer = asyncio.create_task(self._consume(), name="commands")
+        self._feed = await self._bus.commands()
+        self._consumer = asyncio.create_task(self._consume(self._feed), name="commands")
         self.ready.set()
         log.info("agent %s ready with %d domains", self.host, len(self._domains))
 
@@ -120,8 +123,9 @@ class Agent:
     async def stop(self) -> None:
         """Graceful: stop taking commands, finish those in flight, flush events, go offline."""
         drain_s = self.config.drain_s
+        if self._feed is not None:
+            await self._feed.close()
         if self._consumer is not None:
-            self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
         if self._dispatcher is not None and not await self._dispatcher.drain(drain_s):
             log.warning(
@@ -155,14 +159,15 @@ class Agent:
         self._tasks.clear()
         self._answers.clear()
         self._consumer = None
+        self._feed = None
         self.ready.clear()
         await self._bus.close()
         await self._driver.close()
         self._store.close()
 
-    async def _consume(self) -> None:
+    async def _consume(self, feed: CommandFeed) -> None:
         assert self._dispatcher is not None
-        async for inbound in self._bus.commands():
+        async for inbound in feed:
             pending = self._dispatcher.submit(
                 inbound.body, inbound.message_id or inbound.correlation_id
             )

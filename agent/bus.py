@@ -15,6 +15,7 @@ import aio_pika
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractQueueIterator,
     AbstractRobustChannel,
     AbstractRobustConnection,
     AbstractRobustExchange,
@@ -47,6 +48,31 @@ class Inbound:
     reply_to: str | None
     redelivered: bool
     message: AbstractIncomingMessage
+
+
+class CommandFeed:
+    """Commands as they arrive; ``close`` stops consuming and returns the commands
+    taken but not yet handed out to the queue."""
+
+    def __init__(self, iterator: AbstractQueueIterator) -> None:
+        self._iterator = iterator
+
+    def __aiter__(self) -> AsyncIterator[Inbound]:
+        return self._inbound()
+
+    async def _inbound(self) -> AsyncIterator[Inbound]:
+        async for message in self._iterator:
+            yield Inbound(
+                body=message.body,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                reply_to=message.reply_to,
+                redelivered=bool(message.redelivered),
+                message=message,
+            )
+
+    async def close(self) -> None:
+        await self._iterator.close()
 
 
 class Bus:
@@ -125,20 +151,13 @@ class Bus:
             await queue.bind(broadcast, routing_key=group_key(group))
         self._queue = queue
 
-    async def commands(self) -> AsyncIterator[Inbound]:
-        """Commands from the host queue in arrival order, until the iterator is closed."""
+    async def commands(self) -> CommandFeed:
+        """Start consuming the host queue: the feed yields commands in arrival order."""
         if self._queue is None:
             raise RuntimeError("bus is not connected")
-        async with self._queue.iterator() as messages:
-            async for message in messages:
-                yield Inbound(
-                    body=message.body,
-                    message_id=message.message_id,
-                    correlation_id=message.correlation_id,
-                    reply_to=message.reply_to,
-                    redelivered=bool(message.redelivered),
-                    message=message,
-                )
+        iterator = self._queue.iterator()
+        await iterator.consume()
+        return CommandFeed(iterator)
 
     async def reply(self, inbound: Inbound, command_id: str, body: bytes) -> None:
         """Send a reply to the command's ``reply_to``; returns once the broker has it."""

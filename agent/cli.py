@@ -1,5 +1,9 @@
-"""``virtbus``: the command line. ``virtbus agent`` runs a host agent; ``virtbus schema``
-prints the JSON Schema of every wire model."""
+"""``virtbus``: the operator's virsh for a fleet of Docker hosts, and the agent.
+
+Domain verbs talk to one host (``--host``), one group (``--group``) or every host
+(``--all-hosts``). Tables for people, ``--json`` for scripts; errors go to stderr as
+``error: <message>`` with exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,483 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agent import __version__
 from agent.agent import Agent
-from agent.config import Config
+from agent.client import (
+    BroadcastResult,
+    Connection,
+    EventKind,
+    HostStatus,
+    VirtbusError,
+    connect,
+)
+from agent.config import DEFAULT_AMQP_URL, Config
 from schemas import json_schemas
+from schemas.codes import DomainState, ErrorCode
+from schemas.commands import ListFlag
+from schemas.domain import DomainRecord
+from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
+from schemas.replies import DomainInfo, DomainList, DomainStateInfo, Reply, Result
+
+STATE_NAMES = {
+    DomainState.NOSTATE: "no state",
+    DomainState.RUNNING: "running",
+    DomainState.BLOCKED: "idle",
+    DomainState.PAUSED: "paused",
+    DomainState.SHUTDOWN: "in shutdown",
+    DomainState.SHUTOFF: "shut off",
+    DomainState.CRASHED: "crashed",
+    DomainState.PMSUSPENDED: "pmsuspended",
+}
+REASON_NAMES: dict[tuple[int, int], str] = {
+    (1, 0): "unknown",
+    (1, 1): "booted",
+    (1, 5): "unpaused",
+    (3, 0): "unknown",
+    (3, 1): "user",
+    (5, 0): "unknown",
+    (5, 1): "shutdown",
+    (5, 2): "destroyed",
+    (5, 3): "crashed",
+    (5, 6): "failed",
+    (6, 0): "unknown",
+}
+
+
+def state_name(state: int) -> str:
+    return STATE_NAMES.get(DomainState(state), "unknown")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """virsh's layout: a leading space, aligned columns, a rule under the headers."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return " " + "   ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    rule = "-" * (sum(widths) + 3 * (len(widths) - 1) + 2)
+    return "\n".join([line(headers), rule, *(line(r) for r in cells)])
+
+
+def target_of(domain: str) -> dict[str, Any]:
+    """A DOMAIN argument as virsh takes it: an ID, a UUID or a name."""
+    if domain.isdigit():
+        return {"id": int(domain)}
+    try:
+        return {"uuid": str(uuid.UUID(domain))}
+    except ValueError:
+        return {"name": domain}
+
+
+def read_spec(path: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, f"cannot read {path}: {error}") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, f"{path} is not JSON: {error}") from None
+    if not isinstance(spec, dict):
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, f"{path} must hold a JSON object")
+    return spec
+
+
+@dataclass(frozen=True)
+class Request:
+    """One verb as a command: the op, its args and target, and how to print the result."""
+
+    op: str
+    args: dict[str, Any] | None
+    target: dict[str, Any] | None
+    render: Callable[[Result], str]
+
+
+def record_line(message: str) -> Callable[[Result], str]:
+    def render(result: Result) -> str:
+        name = result.name if isinstance(result, DomainRecord) else "?"
+        return message.format(name=name)
+
+    return render
+
+
+def render_list(result: Result) -> str:
+    assert isinstance(result, DomainList)
+    rows = [(d.id if d.id > 0 else "-", d.name, state_name(d.state)) for d in result.domains]
+    return table(["Id", "Name", "State"], rows)
+
+
+def render_state(with_reason: bool) -> Callable[[Result], str]:
+    def render(result: Result) -> str:
+        assert isinstance(result, DomainStateInfo)
+        name = state_name(result.state)
+        if with_reason:
+            name += f" ({REASON_NAMES.get((result.state, result.reason), 'unknown')})"
+        return name
+
+    return render
+
+
+def render_field(field: str) -> Callable[[Result], str]:
+    def render(result: Result) -> str:
+        assert isinstance(result, DomainRecord)
+        value = getattr(result, field)
+        return "-" if field == "id" and value < 0 else str(value)
+
+    return render
+
+
+LIST_FLAGS: dict[str, ListFlag] = {
+    "state_running": "running",
+    "state_paused": "paused",
+    "state_shutoff": "shutoff",
+    "persistent": "persistent",
+    "transient": "transient",
+    "autostart": "autostart",
+    "no_autostart": "no_autostart",
+    "inactive": "inactive",
+}
+
+
+def list_flags(args: argparse.Namespace) -> list[ListFlag]:
+    flags = [flag for option, flag in LIST_FLAGS.items() if getattr(args, option)]
+    if not args.all and not any(f in flags for f in ("running", "paused", "shutoff", "inactive")):
+        flags.append("active")
+    return flags
+
+
+def request_of(args: argparse.Namespace) -> Request:
+    """The command a domain verb stands for."""
+    verb = args.verb
+    if verb == "list":
+        return Request("host.list_domains", {"flags": list_flags(args)}, None, render_list)
+    if verb in ("define", "create"):
+        spec = read_spec(args.file)
+        op, message = {
+            "define": ("domain.define", "Domain '{name}' defined from " + args.file),
+            "create": ("domain.create_xml", "Domain '{name}' created from " + args.file),
+        }[verb]
+        extra = {"start_paused": True} if verb == "create" and args.paused else {}
+        return Request(op, {"spec": spec, **extra}, None, record_line(message))
+    target = target_of(args.domain)
+    simple: dict[str, tuple[str, str]] = {
+        "shutdown": ("domain.shutdown", "Domain '{name}' is being shutdown"),
+        "destroy": ("domain.destroy", "Domain '{name}' destroyed"),
+        "reboot": ("domain.reboot", "Domain '{name}' is being rebooted"),
+        "suspend": ("domain.suspend", "Domain '{name}' suspended"),
+        "resume": ("domain.resume", "Domain '{name}' resumed"),
+        "undefine": ("domain.undefine", "Domain '{name}' has been undefined"),
+    }
+    if verb in simple:
+        op, message = simple[verb]
+        return Request(op, None, target, record_line(message))
+    if verb == "start":
+        return Request(
+            "domain.create",
+            {"start_paused": args.paused},
+            target,
+            record_line("Domain '{name}' started"),
+        )
+    if verb == "domstate":
+        return Request("domain.get_state", None, target, render_state(args.reason))
+    if verb in ("domid", "domuuid", "domname"):
+        return Request("domain.lookup", None, target, render_field(verb[3:]))
+    if verb == "autostart":
+        message = (
+            "Domain '{name}' " + ("unmarked" if args.disable else "marked") + " as autostarted"
+        )
+        return Request(
+            "domain.set_autostart", {"autostart": not args.disable}, target, record_line(message)
+        )
+    if verb == "setmem":
+        return Request("domain.set_memory", {"memory_kib": args.size}, target, record_line(""))
+    if verb == "setvcpus":
+        return Request("domain.set_vcpus", {"vcpus": args.count}, target, record_line(""))
+    if verb == "domrename":
+        return Request(
+            "domain.rename",
+            {"new_name": args.new_name},
+            target,
+            record_line("Domain successfully renamed"),
+        )
+    raise AssertionError(f"no command for verb {verb}")
+
+
+def dominfo_text(record: DomainRecord, info: DomainInfo) -> str:
+    rows = [
+        ("Id", record.id if record.id > 0 else "-"),
+        ("Name", record.name),
+        ("UUID", record.uuid),
+        ("OS Type", "exe"),
+        ("State", state_name(record.state)),
+        ("CPU(s)", info.nr_virt_cpu),
+        ("CPU time", f"{info.cpu_time_ns / 1e9:.1f}s"),
+        ("Max memory", f"{info.max_mem_kib} KiB"),
+        ("Used memory", f"{info.memory_kib} KiB"),
+        ("Persistent", "yes" if record.persistent else "no"),
+        ("Autostart", "enable" if record.autostart else "disable"),
+    ]
+    return "\n".join(f"{label + ':':<15} {value}" for label, value in rows)
+
+
+class Output:
+    """Where results go: text for people or JSON for scripts; errors always to stderr."""
+
+    def __init__(self, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.err = err
+
+    def result(self, value: Any, text: str) -> None:
+        if self.as_json:
+            json.dump(_jsonable(value), self.out, indent=2, default=str)
+            self.out.write("\n")
+        elif text:
+            print(text, file=self.out)
+
+    def error(self, message: str) -> None:
+        print(f"error: {message}", file=self.err)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+async def run_domain_verb(conn: Connection, args: argparse.Namespace, output: Output) -> int:
+    if args.verb == "dominfo":
+        target = target_of(args.domain)
+        record = await conn.call(args.host, "domain.lookup", target=target)
+        info = await conn.call(args.host, "domain.get_info", target=target)
+        assert isinstance(record, DomainRecord) and isinstance(info, DomainInfo)
+        output.result({"record": record, "info": info}, dominfo_text(record, info))
+        return 0
+    request = request_of(args)
+    result = await conn.call(args.host, request.op, request.args, request.target)
+    output.result(result, request.render(result))
+    return 0
+
+
+class Progress:
+    """Hosts answered / expected, redrawn on one stderr line while replies come in."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._live = stream.isatty()
+
+    def __call__(self, host: str, answered: int, expected: int | None) -> None:
+        total = "?" if expected is None else str(expected)
+        if self._live:
+            self._stream.write(f"\r{answered}/{total} hosts answered (last: {host})\x1b[K")
+            self._stream.flush()
+
+    def done(self, result: BroadcastResult) -> None:
+        total = "?" if result.expected is None else str(len(result.expected))
+        summary = f"{len(result.replies)}/{total} hosts answered in {result.elapsed_s:.2f} s"
+        self._stream.write(f"\r{summary}\x1b[K\n" if self._live else f"{summary}\n")
+
+
+async def run_broadcast(conn: Connection, args: argparse.Namespace, output: Output) -> int:
+    request = request_of(args)
+    expect = expected_hosts(args)
+    progress = Progress(output.err)
+    result = await conn.broadcast(
+        request.op,
+        request.args,
+        target=request.target,
+        group=args.group,
+        expect=expect,
+        timeout_s=args.timeout,
+        progress=progress,
+    )
+    progress.done(result)
+    remember(result.replies)
+    if output.as_json:
+        output.result(
+            {
+                "replies": result.replies,
+                "expected": sorted(result.expected) if result.expected is not None else None,
+                "missing": sorted(result.missing),
+            },
+            "",
+        )
+    else:
+        for host in sorted(result.replies):
+            reply = result.replies[host]
+            print(f"== {host}", file=output.out)
+            if reply.error is not None:
+                print(f"error: {reply.error.message}", file=output.out)
+            elif reply.result is not None:
+                print(request.render(reply.result), file=output.out)
+        for host in sorted(result.missing):
+            print(f"== {host}\nerror: no reply within {args.timeout:g} s", file=output.out)
+    for host in sorted(result.missing):
+        output.error(f"host {host} did not answer within {args.timeout:g} s")
+    return 1 if result.failed or result.missing else 0
+
+
+def known_hosts_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(os.environ.get("VIRTBUS_KNOWN_HOSTS", Path(base) / "virtbus" / "hosts.json"))
+
+
+def load_known() -> dict[str, dict[str, Any]]:
+    path = known_hosts_path()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def save_known(known: dict[str, dict[str, Any]]) -> None:
+    path = known_hosts_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(known, indent=1, sort_keys=True))
+    except OSError:
+        return
+
+
+def remember(replies: dict[str, Reply], statuses: Iterable[HostStatus] = ()) -> None:
+    """Keep the hosts seen, so that a later broadcast knows whom to expect."""
+    known = load_known()
+    now = datetime.now(UTC).isoformat()
+    for host in replies:
+        known.setdefault(host, {})["last_seen"] = now
+    for status in statuses:
+        known[status.host] = {
+            "last_seen": status.last_seen.isoformat(),
+            "state": status.state,
+            "groups": status.groups,
+            "heartbeat_s": status.heartbeat_s,
+            "agent_version": status.agent_version,
+        }
+    save_known(known)
+
+
+def expected_hosts(args: argparse.Namespace) -> set[str] | None:
+    if args.expect:
+        return {h for item in args.expect for h in item.split(",") if h}
+    known = load_known()
+    chosen = {
+        host
+        for host, facts in known.items()
+        if facts.get("state") != "offline"
+        and (args.group is None or args.group in facts.get("groups", []))
+    }
+    return chosen or None
+
+
+async def run_hosts(conn: Connection, args: argparse.Namespace, output: Output) -> int:
+    known = load_known()
+    async with conn.hosts(misses=args.misses, discover_s=args.timeout) as registry:
+        now = datetime.now(UTC)
+        for host, facts in known.items():
+            if host in registry.hosts:
+                continue
+            last_seen = datetime.fromisoformat(facts.get("last_seen", now.isoformat()))
+            heartbeat_s = float(facts.get("heartbeat_s", 10.0))
+            silent_s = (now - last_seen).total_seconds()
+            registry.hosts[host] = HostStatus(
+                host=host,
+                state="offline"
+                if facts.get("state") == "offline"
+                else ("lost" if silent_s > args.misses * heartbeat_s else "alive"),
+                last_seen=last_seen,
+                agent_version=str(facts.get("agent_version", "")),
+                groups=list(facts.get("groups", [])),
+                heartbeat_s=heartbeat_s,
+            )
+        statuses = sorted(registry.hosts.values(), key=lambda s: s.host)
+    remember({}, statuses)
+    rows = [
+        (
+            s.host,
+            s.state,
+            s.last_seen.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            s.agent_version or "-",
+            s.domains,
+            ",".join(s.groups) or "-",
+        )
+        for s in statuses
+        if args.group is None or args.group in s.groups
+    ]
+    output.result(
+        [s.__dict__ for s in statuses],
+        table(["Host", "State", "Last seen (UTC)", "Version", "Domains", "Groups"], rows),
+    )
+    return 0
+
+
+def event_text(event: Event) -> str:
+    if isinstance(event, LifecycleEvent):
+        return (
+            f"event 'lifecycle' for domain '{event.domain.name}' on host '{event.host}': "
+            f"{event.event.capitalize()} {event.detail.capitalize()}"
+        )
+    if isinstance(event, RebootEvent):
+        return f"event 'reboot' for domain '{event.domain.name}' on host '{event.host}'"
+    if isinstance(event, TunableEvent):
+        params = "".join(f"\n\t{key}: {value}" for key, value in event.params.items())
+        return f"event 'tunable' for domain '{event.domain.name}' on host '{event.host}':{params}"
+    assert isinstance(event, AgentEvent)
+    return f"event 'agent' for host '{event.host}': {event.state}"
+
+
+async def run_event(conn: Connection, args: argparse.Namespace, output: Output) -> int:
+    if not args.all and args.event is None:
+        output.error("one of --event or --all is required")
+        return 1
+    kind: EventKind | None = None
+    event: str | None = None
+    if args.event in ("reboot", "tunable", "agent"):
+        kind = args.event
+    elif args.event == "lifecycle":
+        kind = "lifecycle"
+    elif args.event is not None:
+        event = args.event
+    received = 0
+    async with conn.events(
+        host=args.host or "*", domain=args.domain, kind=kind, event=event
+    ) as stream:
+        if args.ready:
+            print("ready", file=output.err, flush=True)
+        loop = asyncio.get_running_loop()
+        deadline = None if args.timeout is None else loop.time() + args.timeout
+        while True:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                break
+            try:
+                item = await (stream.next(left) if left is not None else stream.__anext__())
+            except VirtbusError:
+                break
+            received += 1
+            output.result(item, event_text(item))
+            output.out.flush()
+            if not args.loop:
+                break
+    print(f"events received: {received}", file=output.err)
+    return 0
 
 
 def _agent_parser(commands: Any) -> None:
@@ -42,13 +512,129 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
+def _client_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "-c",
+        "--connect",
+        default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL),
+        help="broker URL (VIRTBUS_AMQP_URL)",
+    )
+    options.add_argument("--json", action="store_true", help="print JSON for scripts")
+    options.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for replies (default 10)"
+    )
+    return options
+
+
+def _targeting() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    where = options.add_mutually_exclusive_group()
+    where.add_argument("--host", default=os.environ.get("VIRTBUS_HOST"), help="one host")
+    where.add_argument("--group", help="every host of a group (broadcast)")
+    where.add_argument("--all-hosts", action="store_true", help="every host (broadcast)")
+    options.add_argument(
+        "--expect",
+        action="append",
+        help="hosts expected to answer a broadcast (comma-separated; repeatable); "
+        "default: the hosts seen before",
+    )
+    return options
+
+
+DOMAIN_VERBS: dict[str, str] = {
+    "dominfo": "domain information",
+    "domstate": "domain state",
+    "domid": "domain id",
+    "domuuid": "domain UUID",
+    "domname": "domain name",
+    "start": "start a defined domain",
+    "shutdown": "gracefully shut a domain down",
+    "destroy": "stop a domain at once",
+    "reboot": "reboot a domain",
+    "suspend": "suspend a domain",
+    "resume": "resume a suspended domain",
+    "undefine": "undefine a domain",
+    "autostart": "start a domain when its agent starts",
+    "setmem": "set a domain's memory (KiB)",
+    "setvcpus": "set a domain's vCPU count",
+    "domrename": "rename a shut-off domain",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="virtbus", description=__doc__)
     parser.add_argument("--version", action="version", version=f"virtbus {__version__}")
     commands = parser.add_subparsers(dest="verb", required=True)
     _agent_parser(commands)
-    commands.add_parser("schema", help="print the JSON Schema of every wire model")
+    schema = commands.add_parser("schema", help="print the wire models' schemas")
+    schema.add_argument(
+        "--asyncapi", action="store_true", help="an AsyncAPI 3.0 document of the whole bus"
+    )
+    client, targeting = _client_options(), _targeting()
+    listing = commands.add_parser("list", parents=[client, targeting], help="list domains")
+    listing.add_argument("--all", action="store_true", help="active and inactive domains")
+    listing.add_argument("--inactive", action="store_true")
+    for option in ("state-running", "state-paused", "state-shutoff", "persistent"):
+        listing.add_argument(f"--{option}", action="store_true")
+    for option in ("transient", "autostart", "no-autostart"):
+        listing.add_argument(f"--{option}", action="store_true")
+    for verb in ("define", "create"):
+        command = commands.add_parser(
+            verb, parents=[client, targeting], help=f"{verb} a domain from a JSON spec file"
+        )
+        command.add_argument("file", help="JSON spec file, or - for standard input")
+        if verb == "create":
+            command.add_argument("--paused", action="store_true")
+    for verb, summary in DOMAIN_VERBS.items():
+        command = commands.add_parser(verb, parents=[client, targeting], help=summary)
+        command.add_argument("domain", help="name, UUID or ID")
+        if verb == "start":
+            command.add_argument("--paused", action="store_true")
+        elif verb == "domstate":
+            command.add_argument("--reason", action="store_true")
+        elif verb == "autostart":
+            command.add_argument("--disable", action="store_true")
+        elif verb == "setmem":
+            command.add_argument("size", type=int, help="KiB")
+        elif verb == "setvcpus":
+            command.add_argument("count", type=int)
+        elif verb == "domrename":
+            command.add_argument("new_name")
+    event = commands.add_parser("event", parents=[client], help="wait for domain events")
+    event.add_argument("domain", nargs="?", help="only this domain (by name)")
+    event.add_argument("--host", default=None, help="only this host (default: all)")
+    event.add_argument(
+        "--event",
+        help="lifecycle, reboot, tunable, agent, or a lifecycle event "
+        "(defined, undefined, started, suspended, resumed, stopped)",
+    )
+    event.add_argument("--all", action="store_true", help="every domain event")
+    event.add_argument("--loop", action="store_true", help="keep going after the first event")
+    event.add_argument("--ready", action="store_true", help="say 'ready' on stderr once listening")
+    event.set_defaults(timeout=None)
+    hosts = commands.add_parser("hosts", parents=[client], help="the fleet and its presence")
+    hosts.add_argument("--group", help="only this group")
+    hosts.add_argument("--misses", type=int, default=3, help="heartbeats missed before lost")
+    hosts.set_defaults(timeout=2.0)
     return parser
+
+
+async def run_client(args: argparse.Namespace, output: Output) -> int:
+    async with connect(args.connect, timeout_s=args.timeout or 10.0) as conn:
+        if args.verb == "event":
+            return await run_event(conn, args, output)
+        if args.verb == "hosts":
+            return await run_hosts(conn, args, output)
+        if args.group or args.all_hosts:
+            if args.verb == "dominfo":
+                output.error("dominfo takes one host: use --host")
+                return 1
+            return await run_broadcast(conn, args, output)
+        if not args.host:
+            output.error("no host: give --host, --group or --all-hosts (or set VIRTBUS_HOST)")
+            return 1
+        return await run_domain_verb(conn, args, output)
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -65,12 +651,39 @@ async def run_agent(config: Config) -> None:
         await stop.wait()
 
 
+def _run(work: Awaitable[int], output: Output) -> int:
+    try:
+        return asyncio.run(_guarded(work, output))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (| head): nothing left to say, and nobody to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+async def _guarded(work: Awaitable[int], output: Output) -> int:
+    try:
+        return await work
+    except VirtbusError as error:
+        output.error(error.message)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verb == "schema":
-        json.dump(json_schemas(), sys.stdout, indent=2)
+        if args.asyncapi:
+            from schemas.asyncapi import asyncapi_document
+
+            document = asyncapi_document(__version__)
+        else:
+            document = json_schemas()
+        json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    if args.verb != "agent":
+        return _run(run_client(args, Output(args.json)), Output(args.json))
     try:
         config = config_from(args)
     except ValidationError as error:

@@ -74,8 +74,10 @@ class Operations:
         monitor: Monitor,
         credentials: RegistryCredentials,
         engine: EngineFacts,
+        heartbeat_s: float = 10.0,
     ) -> None:
         self.host = host
+        self.heartbeat_s = heartbeat_s
         self.groups = groups
         self._domains = domains
         self._driver = driver
@@ -480,6 +482,7 @@ class Operations:
             memory_kib=self._engine.memory_kib,
             engine_version=self._engine.version,
             agent_version=__version__,
+            heartbeat_s=self.heartbeat_s,
             domains=DomainCounts(
                 total=len(domains),
                 active=active,

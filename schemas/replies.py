@@ -57,6 +57,7 @@ class HostInfo(WireModel):
     memory_kib: int
     engine_version: str
     agent_version: str
+    heartbeat_s: float
     domains: DomainCounts
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bring up everything virtbus needs on a Debian/Ubuntu machine, skipping what
 # is already there: system packages, dockerd, RabbitMQ, the tiny busybox test
-# images and the project virtualenv.  Safe to run repeatedly.
+# images, the project virtualenv and the AsyncAPI parser the tests validate
+# the bus's AsyncAPI document with.  Safe to run repeatedly.
 #
 # Progress goes to stderr; the final summary goes to stdout.
 #
@@ -23,6 +24,10 @@ TEST_IMAGE_VERSION=1
 TEST_IMAGE_LABEL=org.virtbus.test-image.version
 VENV="$REPO_ROOT/.venv"
 STAMP="$VENV/.installed"
+ASYNCAPI_TOOLS="$REPO_ROOT/tools/asyncapi"
+ASYNCAPI_STAMP="$ASYNCAPI_TOOLS/node_modules/.installed"
+NPM_WAIT=300
+NODE_MIN_MAJOR=18
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -73,6 +78,8 @@ install_packages() {
     busybox_is_static || missing+=(busybox-static)
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
     find_python >/dev/null || missing+=(python3 python3-venv)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
 
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "system packages: all present"
@@ -110,6 +117,8 @@ install_packages() {
     command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server still missing after install"
     busybox_is_static || die "/bin/busybox is not the static busybox after install"
     command -v docker-compose >/dev/null 2>&1 || die "docker-compose still missing after install"
+    command -v node >/dev/null 2>&1 || die "node still missing after install"
+    command -v npm >/dev/null 2>&1 || die "npm still missing after install"
     log "packages installed"
 }
 
@@ -310,12 +319,52 @@ setup_venv() {
     log "venv: installed"
 }
 
+# --------------------------------------------------------- asyncapi parser --
+node_ok() { # -> 0 if node is recent enough for @asyncapi/parser
+    node -e "process.exit(Number(process.versions.node.split('.')[0]) >= $NODE_MIN_MAJOR ? 0 : 1)" \
+        >/dev/null 2>&1
+}
+
+setup_asyncapi() {
+    local dir="$ASYNCAPI_TOOLS"
+    if [[ ! -f "$dir/package-lock.json" ]]; then
+        log "WARNING: $dir/package-lock.json not found; skipping the AsyncAPI parser step"
+        return 0
+    fi
+    node_ok || die "the AsyncAPI parser needs Node.js >= $NODE_MIN_MAJOR (found: $(node --version 2>/dev/null || echo none))"
+    if [[ -f "$ASYNCAPI_STAMP" && ! "$dir/package-lock.json" -nt "$ASYNCAPI_STAMP" &&
+        ! "$dir/package.json" -nt "$ASYNCAPI_STAMP" ]]; then
+        log "asyncapi parser: up to date"
+        return 0
+    fi
+    log "asyncapi parser: npm ci in ${dir#"$REPO_ROOT"/}"
+    local rc=0 npmlog
+    npmlog="$(mktemp /tmp/virtbus-npm.XXXXXX)"
+    # --ignore-scripts: the parser needs no install scripts (one dependency's
+    # only script is telemetry).
+    timeout "$NPM_WAIT" npm ci --prefix "$dir" --no-audit --no-fund --ignore-scripts \
+        --loglevel=error >"$npmlog" 2>&1 || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        show_tail "$npmlog" 60
+        if [[ $rc -eq 124 ]]; then
+            die "npm ci did not finish within ${NPM_WAIT}s; full log: $npmlog"
+        fi
+        die "npm ci failed (exit $rc); full log: $npmlog"
+    fi
+    rm -f "$npmlog"
+    [[ -f "$dir/node_modules/@asyncapi/parser/package.json" ]] ||
+        die "npm ci finished but @asyncapi/parser is not in $dir/node_modules"
+    touch "$ASYNCAPI_STAMP"
+    log "asyncapi parser: installed"
+}
+
 # ------------------------------------------------------------------- main ---
 install_packages
 start_docker
 start_rabbitmq
 build_images
 setup_venv
+setup_asyncapi
 
 img_id="$(docker image inspect --format '{{.Id}}' "$TEST_IMAGE_REPO:latest")"
 nocmd_id="$(docker image inspect --format '{{.Id}}' "$TEST_IMAGE_REPO:nocmd")"
@@ -327,4 +376,11 @@ if [[ -x "$VENV/bin/python" ]]; then
     echo "  venv:     $VENV ($("$VENV/bin/python" --version 2>&1))"
 else
     echo "  venv:     (skipped: no pyproject.toml)"
+fi
+if [[ -f "$ASYNCAPI_STAMP" ]]; then
+    parser_version="$(node -p 'require(process.argv[1]).version' \
+        "$ASYNCAPI_TOOLS/node_modules/@asyncapi/parser/package.json" 2>/dev/null || echo '?')"
+    echo "  asyncapi: @asyncapi/parser $parser_version (node $(node --version 2>/dev/null || echo '?'))"
+else
+    echo "  asyncapi: (skipped: no tools/asyncapi/package-lock.json)"
 fi

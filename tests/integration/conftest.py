@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -191,3 +192,52 @@ async def host(fleet: Fleet, peer: BusPeer) -> Host:
     agent = await fleet.start()
     recorder = await EventRecorder(peer.channel, f"{agent.host}.#").start()
     return Host(agent.host, peer, recorder, agent)
+
+
+VIRTBUS = Path(sys.executable).parent / "virtbus"
+
+
+@dataclass(frozen=True)
+class Ran:
+    status: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+class CLI:
+    def __init__(self, tmp_path: Path) -> None:
+        self.env = {
+            **os.environ,
+            "VIRTBUS_AMQP_URL": AMQP_URL,
+            "VIRTBUS_KNOWN_HOSTS": str(tmp_path / "known-hosts.json"),
+        }
+        self.tmp_path = tmp_path
+
+    async def start(self, *argv: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            str(VIRTBUS),
+            *argv,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    async def __call__(self, *argv: str, timeout_s: float = 60) -> Ran:
+        process = await self.start(*argv)
+        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+        assert process.returncode is not None
+        return Ran(process.returncode, out.decode(), err.decode())
+
+    def spec_file(self, name: str, **fields: Any) -> str:
+        path = self.tmp_path / f"{name}.json"
+        path.write_text(json.dumps(spec(name, **fields)))
+        return str(path)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CLI:
+    """The ``virtbus`` command, with a known-hosts file of its own."""
+    return CLI(tmp_path)

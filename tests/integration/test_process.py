@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import aiodocker
@@ -16,12 +15,10 @@ import pytest
 from agent.driver import HOST_LABEL
 from schemas.commands import OPS
 from schemas.events import AgentEvent
-from tests.integration.conftest import AMQP_URL, Fleet, new_host, spec
+from tests.integration.conftest import AMQP_URL, VIRTBUS, Fleet, new_host, spec
 from tests.support import BusPeer, EventRecorder
 
 pytestmark = pytest.mark.integration
-
-VIRTBUS = Path(sys.executable).parent / "virtbus"
 
 
 async def _docker_action(docker: aiodocker.Docker, host: str, action: str) -> None:

@@ -244,6 +244,7 @@ RESULTS: dict[str, BaseModel] = {
         memory_kib=1 << 20,
         engine_version="20.10",
         agent_version="0.1.0",
+        heartbeat_s=10.0,
         domains=DomainCounts(total=1, active=1, inactive=0, persistent=1, transient=0),
     ),
     "pong": Pong(host="h1", time=NOW),

@@ -1,0 +1,779 @@
+"""The whole bus as an AsyncAPI 3.0.0 document, generated from the wire models. No I/O.
+
+Every schema comes from pydantic (validation mode, as ``virtbus schema``). Pydantic speaks
+JSON Schema 2020-12, with an OpenAPI-style ``discriminator`` object on the command union;
+AsyncAPI's own Schema Object wants ``discriminator`` to be a string. Rather than rewrite
+the generated schemas, every schema is declared in draft-07 format through a Multi Format
+Schema Object (``{"schemaFormat": ..., "schema": ...}``), which AsyncAPI validates against
+the draft-07 meta-schema, where ``discriminator`` is an annotation like any other. Apart
+from that, the keywords pydantic uses for these models (``const``, ``anyOf``, ``oneOf``,
+``pattern``, ``format``, ``$ref``) mean the same in draft-07; only a ``default`` next to a
+``$ref`` goes unread there, and it is an annotation anyway. ``$defs`` are hoisted into
+``components.schemas`` and, since a reference must stay within one schema format, ``$ref``s
+point at ``#/components/schemas/<Model>/schema``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any, get_args
+
+from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
+
+from schemas.codes import Lifecycle
+from schemas.commands import COMMAND_ADAPTER
+from schemas.events import AgentEvent, LifecycleEvent, Presence, RebootEvent, TunableEvent
+from schemas.replies import Reply
+from schemas.topology import (
+    BROADCAST_ALL,
+    BROADCAST_EXCHANGE,
+    COMMANDS_EXCHANGE,
+    DEAD_EXCHANGE,
+    DEAD_QUEUE,
+    EVENTS_EXCHANGE,
+    group_key,
+    host_queue,
+)
+
+__all__ = [
+    "ASYNCAPI_VERSION",
+    "SCHEMA_FORMAT",
+    "asyncapi_document",
+    "dangling_refs",
+    "resolve_ref",
+]
+
+ASYNCAPI_VERSION = "3.0.0"
+SCHEMA_FORMAT = "application/schema+json;version=draft-07"
+JSON = "application/json"
+AMQP_BINDING_VERSION = "0.3.0"
+VHOST = "/"
+
+_SCHEMAS = "#/components/schemas/"
+_REF_TEMPLATE = _SCHEMAS + "{model}/schema"
+
+# Message name -> what generates its payload schema.
+_PAYLOADS: dict[str, TypeAdapter[Any]] = {
+    "Command": COMMAND_ADAPTER,
+    "Reply": TypeAdapter(Reply),
+    "LifecycleEvent": TypeAdapter(LifecycleEvent),
+    "RebootEvent": TypeAdapter(RebootEvent),
+    "TunableEvent": TypeAdapter(TunableEvent),
+    "AgentEvent": TypeAdapter(AgentEvent),
+}
+
+_DESCRIPTION = """\
+virtbus gives Docker hosts the management model of libvirt, over RabbitMQ (AMQP 0-9-1).
+A host agent runs on every Docker host: it takes libvirt-style domain commands
+(`domain.define`, `domain.create`, `domain.suspend`, ...) from its queue, runs them
+against the local Docker engine, replies, and publishes domain events shaped like
+libvirt's event callbacks (the same event types, detail codes, states, reasons and
+`virErrorNumber` error codes). A *domain* is one container. Every body is UTF-8 JSON.
+
+**Point of view.** The operations below are written from the side of a client of the
+bus, consistently: an orchestrator that sends commands and a subscriber that follows
+events. `send` means the client publishes, `receive` means the client consumes. The
+agent does the opposite of each.
+
+**The contract in short.**
+
+- Commands go to `virtbus.commands` (routing key: the host name) or to
+  `virtbus.broadcast` (`all`, or `group.<g>`). Validation is strict: unknown fields are
+  refused at every level and types are not coerced.
+- Each agent that receives a command replies to its `reply_to` queue through the
+  default exchange, with the command's `correlation_id` (default: the command id) and
+  the header `host`. A broadcast gets one reply per matching agent.
+- A command is acked only after its reply is confirmed by the broker. A command id runs
+  at most once: a redelivered or re-sent id gets the recorded reply.
+- Commands about one domain run in arrival order; a `deadline` that has passed when the
+  command's turn comes answers `OPERATION_ABORTED` and nothing runs.
+- A body that is not a valid command gets an `INVALID_ARG` reply (when it has a
+  `reply_to`) and is dead-lettered to `virtbus.dead`.
+- Events go to the topic exchange `virtbus.events` as persistent messages published
+  with confirms. Domain events carry `seq`, one more per event per host, kept across
+  agent restarts, so a subscriber can see a gap; presence events carry none.
+
+**Schemas** are generated from virtbus's pydantic models and declared in JSON Schema
+draft-07 format (`schemaFormat`), so they stay exactly as generated: the command union
+keeps pydantic's `discriminator` object (`propertyName` `op` and its `mapping`).
+"""
+
+
+# ------------------------------------------------------------------ schemas --
+
+
+def _multi_format(schema: Any) -> dict[str, Any]:
+    return {"schemaFormat": SCHEMA_FORMAT, "schema": schema}
+
+
+def _component_schemas() -> dict[str, Any]:
+    """Every payload schema and everything it refers to, by model name."""
+    mode: JsonSchemaMode = "validation"
+    inputs = [(name, mode, adapter) for name, adapter in _PAYLOADS.items()]
+    tops, definitions = TypeAdapter.json_schemas(inputs, ref_template=_REF_TEMPLATE)
+    schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
+    for name in _PAYLOADS:
+        top = tops[(name, mode)]
+        if top.get("$ref") == _REF_TEMPLATE.format(model=name):
+            continue  # a model: already among the definitions under its own name
+        if name in schemas:
+            raise ValueError(f"two schemas named {name}")
+        schemas[name] = {"title": name, **top}
+    schemas["Command"]["description"] = (
+        "A command: one model per op, told apart by `op`. Send the fields of that op's "
+        "model only; `id` may be left out when the AMQP `message_id` (else "
+        "`correlation_id`) is set."
+    )
+    return {name: _multi_format(schemas[name]) for name in sorted(schemas)}
+
+
+def _payload(name: str) -> dict[str, Any]:
+    return {"$ref": f"{_SCHEMAS}{name}"}
+
+
+# --------------------------------------------------------------- channels --
+
+
+def _exchange(name: str, kind: str) -> dict[str, Any]:
+    return {
+        "amqp": {
+            "is": "routingKey",
+            "exchange": {
+                "name": name,
+                "type": kind,
+                "durable": True,
+                "autoDelete": False,
+                "vhost": VHOST,
+            },
+            "bindingVersion": AMQP_BINDING_VERSION,
+        }
+    }
+
+
+def _queue(**queue: Any) -> dict[str, Any]:
+    return {
+        "amqp": {
+            "is": "queue",
+            "queue": {**queue, "vhost": VHOST},
+            "bindingVersion": AMQP_BINDING_VERSION,
+        }
+    }
+
+
+def _messages(*names: str) -> dict[str, Any]:
+    return {_lower(name): {"$ref": f"#/components/messages/{name}"} for name in names}
+
+
+def _lower(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def _unique(values: Iterator[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+_HOST = (
+    "Host name of an agent: a DNS label, `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?` (no dots: "
+    "it is one routing-key word)."
+)
+
+
+def _host(location: str | None = None) -> dict[str, Any]:
+    parameter: dict[str, Any] = {"description": _HOST, "examples": ["h1", "demo1"]}
+    if location is not None:
+        parameter["location"] = location
+    return parameter
+
+
+def _event_channel(
+    address: str, title: str, description: str, message: str, **parameters: Any
+) -> dict[str, Any]:
+    return {
+        "address": address,
+        "title": title,
+        "description": description,
+        "messages": _messages(message),
+        "parameters": {"host": _host("$message.payload#/host"), **parameters},
+        "bindings": _exchange(EVENTS_EXCHANGE, "topic"),
+    }
+
+
+def _channels() -> dict[str, Any]:
+    presence: list[str] = list(get_args(Presence))
+    return {
+        "hostCommands": {
+            "address": "{host}",
+            "title": "Commands for one host",
+            "description": (
+                f"The direct exchange `{COMMANDS_EXCHANGE}`; the routing key is the host "
+                f"name, so the command lands in that host's queue `{host_queue('{host}')}`."
+                " Set `reply_to` to get an answer, `message_id` to the command id, and "
+                "`delivery_mode` 2 if the command must survive a broker restart on a "
+                "classic queue. An optional `expiration` is a per-message TTL: a command "
+                f"that expires in the queue is dead-lettered to `{DEAD_EXCHANGE}`."
+            ),
+            "messages": _messages("Command"),
+            "parameters": {"host": _host()},
+            "bindings": _exchange(COMMANDS_EXCHANGE, "direct"),
+        },
+        "broadcastCommands": {
+            "address": "{selector}",
+            "title": "Commands for the fleet or a group",
+            "description": (
+                f"The topic exchange `{BROADCAST_EXCHANGE}`. Every agent binds its queue "
+                f"with `{BROADCAST_ALL}` and with `{group_key('<g>')}` for each group it "
+                "joined, so a command reaches every matching agent and each replies to the "
+                "same `reply_to` with the same `correlation_id` and its own `host`. "
+                "Gathering the replies (and naming the hosts that stayed silent) is up to "
+                "the client."
+            ),
+            "messages": _messages("Command"),
+            "parameters": {
+                "selector": {
+                    "description": (
+                        f"`{BROADCAST_ALL}` for every agent, or `{group_key('<g>')}` for the "
+                        "agents of group `<g>` (group names follow the host-name syntax)."
+                    ),
+                    "examples": [BROADCAST_ALL, group_key("web")],
+                }
+            },
+            "bindings": _exchange(BROADCAST_EXCHANGE, "topic"),
+        },
+        "replies": {
+            "address": None,
+            "title": "Replies",
+            "description": (
+                "The client's own queue, named by the command's `reply_to` (the address is "
+                "dynamic, hence null: see the reply address of the send operations). The "
+                "agent publishes the reply to the default exchange with routing key "
+                "`reply_to`, so it goes straight into that queue, with the properties "
+                "`correlation_id` (the command's, else its id), `content_type` "
+                "`application/json`, `message_id` `<host>:<command id>`, and the header "
+                "`host`."
+            ),
+            "messages": _messages("Reply"),
+            "bindings": _queue(),
+        },
+        "lifecycleEvents": _event_channel(
+            "{host}.lifecycle.{event}.{detail}",
+            "Lifecycle events",
+            "libvirt's VIR_DOMAIN_EVENT_ID_LIFECYCLE (0): `virDomainEventType` and its "
+            "detail, by name in the routing key and by number in the body. Useful "
+            "bindings: `*.lifecycle.#`, `h1.lifecycle.#`, `*.lifecycle.stopped.*`.",
+            "LifecycleEvent",
+            event={
+                "description": "The lifecycle event (`virDomainEventType`), by name.",
+                "enum": _unique(member.event for member in Lifecycle),
+                "location": "$message.payload#/event",
+            },
+            detail={
+                "description": (
+                    "The event's detail, by name. Each event uses some of them: defined "
+                    "added/updated/renamed, undefined removed/renamed, started booted, "
+                    "suspended paused, resumed unpaused, stopped "
+                    "shutdown/destroyed/crashed/failed."
+                ),
+                "enum": _unique(member.detail for member in Lifecycle),
+                "location": "$message.payload#/detail",
+            },
+        ),
+        "rebootEvents": _event_channel(
+            "{host}.reboot",
+            "Reboot events",
+            "libvirt's VIR_DOMAIN_EVENT_ID_REBOOT (1): a domain was rebooted (one event, "
+            "no stopped/started pair).",
+            "RebootEvent",
+        ),
+        "tunableEvents": _event_channel(
+            "{host}.tunable",
+            "Tunable events",
+            "libvirt's VIR_DOMAIN_EVENT_ID_TUNABLE (17): tunables of a domain changed "
+            "(`memory_kib`, `vcpus`).",
+            "TunableEvent",
+        ),
+        "presence": _event_channel(
+            "{host}.agent.{state}",
+            "Agent presence",
+            "An agent came online, is alive (every `heartbeat_s` seconds) or went "
+            "offline after a graceful stop. Presence events carry no `seq`. Bind "
+            "`*.agent.*` to follow the fleet.",
+            "AgentEvent",
+            state={
+                "description": "The agent's presence.",
+                "enum": presence,
+                "location": "$message.payload#/state",
+            },
+        ),
+        "deadLetterExchange": {
+            "address": None,
+            "title": "Dead-letter exchange",
+            "description": (
+                f"The fanout exchange `{DEAD_EXCHANGE}`, the dead-letter exchange of every "
+                "host queue. The broker routes here the commands that were refused at the "
+                "edge (rejected without requeue) or that expired in a host queue; they keep "
+                "their original routing key, which a fanout ignores (hence no address). "
+                f"The queue `{DEAD_QUEUE}` is bound to it so nothing is dropped."
+            ),
+            "messages": _messages("DeadLetter"),
+            "bindings": _exchange(DEAD_EXCHANGE, "fanout"),
+        },
+        "deadLetters": {
+            "address": DEAD_QUEUE,
+            "title": "Dead-letter queue",
+            "description": (
+                f"The durable classic queue `{DEAD_QUEUE}`, bound to the `{DEAD_EXCHANGE}` "
+                "exchange. Nothing consumes it: drain it yourself."
+            ),
+            "messages": _messages("DeadLetter"),
+            "bindings": _queue(name=DEAD_QUEUE, durable=True, exclusive=False, autoDelete=False),
+        },
+        "hostQueue": {
+            "address": host_queue("{host}"),
+            "title": "A host's command queue",
+            "description": (
+                "Declared by the agent at start-up and consumed by it only. Durable; "
+                "arguments `x-queue-type` `quorum` (the default) or `classic` (the agent's "
+                f"`--queue-type`) and `x-dead-letter-exchange` `{DEAD_EXCHANGE}`. Bound to "
+                f"`{COMMANDS_EXCHANGE}` with `{{host}}`, and to `{BROADCAST_EXCHANGE}` with "
+                f"`{BROADCAST_ALL}` and `{group_key('<g>')}` for each group of the agent. "
+                "Clients publish to the exchanges, never to this queue."
+            ),
+            "messages": _messages("Command"),
+            "parameters": {"host": _host()},
+            "bindings": _queue(
+                name=host_queue("{host}"), durable=True, exclusive=False, autoDelete=False
+            ),
+            "x-amqp-queue-arguments": {
+                "x-queue-type": {"enum": ["quorum", "classic"], "default": "quorum"},
+                "x-dead-letter-exchange": DEAD_EXCHANGE,
+            },
+        },
+    }
+
+
+# ------------------------------------------------------------- operations --
+
+
+def _channel_ref(channel: str) -> dict[str, str]:
+    return {"$ref": f"#/channels/{channel}"}
+
+
+def _channel_messages(channel: str, *names: str) -> list[dict[str, str]]:
+    return [{"$ref": f"#/channels/{channel}/messages/{_lower(name)}"} for name in names]
+
+
+def _amqp_operation(**fields: Any) -> dict[str, Any]:
+    return {"amqp": {**fields, "bindingVersion": AMQP_BINDING_VERSION}}
+
+
+def _reply() -> dict[str, Any]:
+    return {
+        "address": {
+            "location": "$message.header#/reply_to",
+            "description": (
+                "The AMQP property `reply_to` of the command: the queue the reply goes to. "
+                "Without it the command still runs but nothing is answered."
+            ),
+        },
+        "channel": _channel_ref("replies"),
+        "messages": _channel_messages("replies", "Reply"),
+    }
+
+
+def _receive(channel: str, message: str, title: str, summary: str) -> dict[str, Any]:
+    return {
+        "action": "receive",
+        "channel": _channel_ref(channel),
+        "title": title,
+        "summary": summary,
+        "messages": _channel_messages(channel, message),
+        "bindings": _amqp_operation(deliveryMode=2),
+    }
+
+
+def _operations() -> dict[str, Any]:
+    return {
+        "sendCommand": {
+            "action": "send",
+            "channel": _channel_ref("hostCommands"),
+            "title": "Send a command to one host",
+            "summary": "Publish a command to one host and get its reply.",
+            "description": (
+                "The agent of the host runs the command against its Docker engine and "
+                "replies once. Persistent delivery (`delivery_mode` 2) is recommended."
+            ),
+            "messages": _channel_messages("hostCommands", "Command"),
+            "reply": _reply(),
+            "bindings": _amqp_operation(deliveryMode=2),
+        },
+        "broadcastCommand": {
+            "action": "send",
+            "channel": _channel_ref("broadcastCommands"),
+            "title": "Send a command to the fleet or a group",
+            "summary": "Publish a command to every agent, or to the agents of one group.",
+            "description": (
+                "Every matching agent runs the command and replies to the same `reply_to` "
+                "with the same `correlation_id` and its own `host`: collect replies until "
+                "every host you expect has answered or your deadline passes."
+            ),
+            "messages": _channel_messages("broadcastCommands", "Command"),
+            "reply": _reply(),
+            "bindings": _amqp_operation(deliveryMode=2),
+        },
+        "receiveLifecycleEvents": _receive(
+            "lifecycleEvents",
+            "LifecycleEvent",
+            "Follow lifecycle events",
+            "Domains defined, undefined, started, suspended, resumed and stopped.",
+        ),
+        "receiveRebootEvents": _receive(
+            "rebootEvents", "RebootEvent", "Follow reboot events", "Domains rebooted."
+        ),
+        "receiveTunableEvents": _receive(
+            "tunableEvents", "TunableEvent", "Follow tunable events", "Domain tunables changed."
+        ),
+        "receivePresence": _receive(
+            "presence",
+            "AgentEvent",
+            "Follow agent presence",
+            "Agents coming online, alive, and going offline.",
+        ),
+        "receiveDeadLetters": {
+            "action": "receive",
+            "channel": _channel_ref("deadLetters"),
+            "title": "Drain dead letters",
+            "summary": "Commands the agents refused at the edge, and commands that expired.",
+            "messages": _channel_messages("deadLetters", "DeadLetter"),
+        },
+    }
+
+
+# --------------------------------------------------------------- messages --
+
+_CORRELATION_ID = "$message.header#/correlation_id"
+
+_EXAMPLE_RECORD = {
+    "name": "web",
+    "uuid": "90d31472-e84f-44ad-ac57-e60bed91a399",
+    "id": 17628,
+    "state": 3,
+    "reason": 1,
+    "persistent": True,
+    "autostart": False,
+}
+_EXAMPLE_DOMAIN = {"name": "web", "uuid": "90d31472-e84f-44ad-ac57-e60bed91a399", "id": 17628}
+
+EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "Command": [
+        {
+            "v": 1,
+            "id": "6f1c2a",
+            "op": "domain.suspend",
+            "target": {"name": "web"},
+            "args": {},
+            "deadline": "2026-11-28T21:00:05Z",
+        },
+        {"v": 1, "id": "6f1c2c", "op": "host.list_domains", "args": {"flags": ["active"]}},
+    ],
+    "Reply": [
+        {"v": 1, "id": "6f1c2a", "host": "h1", "ok": True, "result": _EXAMPLE_RECORD},
+        {
+            "v": 1,
+            "id": "6f1c2b",
+            "host": "h1",
+            "ok": False,
+            "error": {
+                "code": "NO_DOMAIN",
+                "vir_error": 42,
+                "message": "Domain not found: no domain with matching name 'web'",
+            },
+        },
+    ],
+    "LifecycleEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:00:00.123456Z",
+            "seq": 1042,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "agent",
+            "cause": "6f1c2a",
+            "kind": "lifecycle",
+            "event": "suspended",
+            "event_code": 3,
+            "detail": "paused",
+            "detail_code": 0,
+            "exit_code": None,
+        }
+    ],
+    "RebootEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:01:00Z",
+            "seq": 1043,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "external",
+            "cause": None,
+            "kind": "reboot",
+        }
+    ],
+    "TunableEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:02:00Z",
+            "seq": 1044,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "agent",
+            "cause": "6f1c2d",
+            "kind": "tunable",
+            "params": {"memory_kib": 131072},
+        }
+    ],
+    "AgentEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:00:00Z",
+            "kind": "agent",
+            "state": "online",
+            "agent_version": "0.1.0",
+            "groups": ["web"],
+            "capabilities": ["domain.create", "host.ping"],
+            "heartbeat_s": 10.0,
+            "domains": 3,
+        }
+    ],
+}
+"""Message examples, by message name; each one valid for its pydantic model."""
+
+
+def _message(name: str, title: str, summary: str, description: str, **extra: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "name": name,
+        "title": title,
+        "summary": summary,
+        "description": description,
+        "contentType": JSON,
+        "payload": _payload(name),
+        **extra,
+    }
+    examples = EXAMPLES.get(name)
+    if examples:
+        message["examples"] = [
+            {"name": f"{_lower(name)}{index}", "payload": copy.deepcopy(example)}
+            for index, example in enumerate(examples, 1)
+        ]
+    return message
+
+
+_EVENT_PROPERTIES = (
+    "Published persistent (`delivery_mode` 2) with publisher confirms; `message_id` is "
+    "`<host>:<seq>`."
+)
+
+
+def _messages_components() -> dict[str, Any]:
+    return {
+        "Command": _message(
+            "Command",
+            "Command",
+            "A libvirt-style command for an agent.",
+            "One op with its target and arguments. AMQP properties: `message_id` (the "
+            "command id; used as `id` when the body has none), `reply_to` (queue for the "
+            "reply), `correlation_id` (echoed in the reply; defaults to the command id), "
+            "`content_type` `application/json` (expected, not checked), optional "
+            "`expiration`.",
+            correlationId={
+                "location": _CORRELATION_ID,
+                "description": (
+                    "The AMQP property `correlation_id`, echoed in every reply to this "
+                    "command; when absent the replies carry the command id."
+                ),
+            },
+        ),
+        "Reply": _message(
+            "Reply",
+            "Reply",
+            "An agent's answer to one command.",
+            "`ok` with `result`, or not `ok` with `error` (a libvirt `virErrorNumber` code "
+            "and libvirt-worded message); fields that do not apply are left out. AMQP "
+            "properties: `correlation_id`, `content_type` `application/json`, `message_id` "
+            "`<host>:<command id>`; header `host`.",
+            correlationId={
+                "location": _CORRELATION_ID,
+                "description": "The command's `correlation_id`, or its id.",
+            },
+            headers=_multi_format(
+                {
+                    "type": "object",
+                    "properties": {
+                        "host": {
+                            "type": "string",
+                            "description": "The agent that answered.",
+                            "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+                            "maxLength": 63,
+                        }
+                    },
+                    "required": ["host"],
+                }
+            ),
+        ),
+        "LifecycleEvent": _message(
+            "LifecycleEvent",
+            "Lifecycle event",
+            "A domain changed state (VIR_DOMAIN_EVENT_ID_LIFECYCLE).",
+            "libvirt's event and detail codes; `exit_code` on stopped events; `origin` "
+            "says whether the agent, something outside it, or reconciliation after a gap "
+            "caused it, and `cause` names the causing command. " + _EVENT_PROPERTIES,
+        ),
+        "RebootEvent": _message(
+            "RebootEvent",
+            "Reboot event",
+            "A domain was rebooted (VIR_DOMAIN_EVENT_ID_REBOOT).",
+            _EVENT_PROPERTIES,
+        ),
+        "TunableEvent": _message(
+            "TunableEvent",
+            "Tunable event",
+            "Tunables of a domain changed (VIR_DOMAIN_EVENT_ID_TUNABLE).",
+            "`params` holds the new values by their spec names. " + _EVENT_PROPERTIES,
+        ),
+        "AgentEvent": _message(
+            "AgentEvent",
+            "Agent presence",
+            "An agent's presence: online, heartbeat or offline.",
+            "With the agent's version, groups, capabilities (its ops), heartbeat period "
+            "and number of domains. Published persistent with publisher confirms; no "
+            "`seq`, no `message_id`.",
+        ),
+        "DeadLetter": {
+            "name": "DeadLetter",
+            "title": "Dead letter",
+            "summary": "A command the broker dead-lettered, body untouched.",
+            "description": (
+                "The original message as it was published: a body an agent refused at the "
+                "edge (after its `INVALID_ARG` reply) need not be JSON at all, so the "
+                "payload is not constrained. RabbitMQ adds the `x-death` headers."
+            ),
+            "payload": _multi_format(
+                {"description": "The original body, as published (usually a command)."}
+            ),
+            "headers": _multi_format(
+                {
+                    "type": "object",
+                    "properties": {
+                        "x-death": {
+                            "type": "array",
+                            "items": {"type": "object"},
+                            "description": "RabbitMQ's dead-letter history.",
+                        },
+                        "x-first-death-exchange": {"type": "string"},
+                        "x-first-death-queue": {"type": "string"},
+                        "x-first-death-reason": {
+                            "type": "string",
+                            "description": (
+                                "`rejected` (refused at the edge) or `expired` "
+                                "(its `expiration` ran out in the queue), among "
+                                "RabbitMQ's reasons."
+                            ),
+                        },
+                    },
+                }
+            ),
+        },
+    }
+
+
+# --------------------------------------------------------------- document --
+
+
+def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document of the whole bus; ``version`` is the API's version."""
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "id": "urn:virtbus:bus",
+        "info": {
+            "title": "virtbus",
+            "version": version,
+            "description": _DESCRIPTION,
+            "license": {
+                "name": "Apache-2.0",
+                "url": "https://www.apache.org/licenses/LICENSE-2.0",
+            },
+        },
+        "defaultContentType": JSON,
+        "servers": {
+            "local": {
+                "host": "localhost:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0.9.1",
+                "title": "RabbitMQ",
+                "description": (
+                    "A RabbitMQ broker (AMQP 0-9-1); agents and clients take its URL from "
+                    "`--amqp-url` / `VIRTBUS_AMQP_URL`, here the default."
+                ),
+            }
+        },
+        "channels": _channels(),
+        "operations": _operations(),
+        "components": {
+            "schemas": _component_schemas(),
+            "messages": _messages_components(),
+        },
+    }
+
+
+# ------------------------------------------------------------- references --
+
+
+def resolve_ref(document: Any, ref: str) -> Any:
+    """The value a local ``$ref`` (``#/a/b``, JSON Pointer) names; KeyError if none."""
+    if not ref.startswith("#"):
+        raise KeyError(f"not a local reference: {ref}")
+    node = document
+    pointer = ref[1:]
+    if pointer == "":
+        return node
+    if not pointer.startswith("/"):
+        raise KeyError(f"not a JSON Pointer: {ref}")
+    for raw in pointer[1:].split("/"):
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            raise KeyError(f"{ref}: nothing at {token!r}")
+    return node
+
+
+def _references(node: Any, path: str = "#") -> Iterator[tuple[str, str]]:
+    """Every ``$ref`` and discriminator mapping target under node, with where it is."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            yield path, ref
+        mapping = node.get("discriminator", {})
+        if isinstance(mapping, dict):
+            for key, target in mapping.get("mapping", {}).items():
+                yield f"{path}/discriminator/mapping/{key}", target
+        for key, value in node.items():
+            yield from _references(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _references(value, f"{path}/{index}")
+
+
+def dangling_refs(document: Any) -> list[str]:
+    """Each reference in the document that does not resolve, as ``where -> ref``."""
+    problems = []
+    for where, ref in _references(document):
+        try:
+            resolve_ref(document, ref)
+        except KeyError:
+            problems.append(f"{where} -> {ref}")
+    return problems
