@@ -92,6 +92,18 @@ def target_of(domain: str) -> dict[str, Any]:
         return {"name": domain}
 
 
+SIZE_UNITS = {"": 1, "k": 1, "kib": 1, "m": 1024, "mib": 1024, "g": 1024**2, "gib": 1024**2}
+
+
+def kib(text: str) -> int:
+    """A size as virsh takes it: KiB by default, or with a unit (``512M``, ``1GiB``)."""
+    number = text.rstrip("kKmMgGiB")
+    unit = text[len(number) :].lower()
+    if not number.isdigit() or unit not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"invalid size '{text}' (KiB, or with K, M or G)")
+    return int(number) * SIZE_UNITS[unit]
+
+
 def read_spec(path: str) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -556,7 +568,7 @@ DOMAIN_VERBS: dict[str, str] = {
     "resume": "resume a suspended domain",
     "undefine": "undefine a domain",
     "autostart": "start a domain when its agent starts",
-    "setmem": "set a domain's memory (KiB)",
+    "setmem": "set a domain's memory",
     "setvcpus": "set a domain's vCPU count",
     "domrename": "rename a shut-off domain",
 }
@@ -596,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif verb == "autostart":
             command.add_argument("--disable", action="store_true")
         elif verb == "setmem":
-            command.add_argument("size", type=int, help="KiB")
+            command.add_argument("size", type=kib, help="KiB, or with a unit: 64M, 1G")
         elif verb == "setvcpus":
             command.add_argument("count", type=int)
         elif verb == "domrename":

@@ -46,7 +46,7 @@ async def test_every_verb(host: Host, cli: CLI) -> None:
     assert (await cli("domstate", "web", "--reason", *on)).out.strip() == "paused (user)"
     assert (await cli("resume", "web", *on)).out.strip() == "Domain 'web' resumed"
     assert (await cli("reboot", "web", *on)).out.strip() == "Domain 'web' is being rebooted"
-    assert (await cli("setmem", "web", "32768", *on)).status == 0
+    assert (await cli("setmem", "web", "32M", *on)).status == 0
     assert (await cli("setvcpus", "web", "1", *on)).status == 0
     info_json = (await cli("dominfo", "web", "--json", *on)).json()
     assert (info_json["info"]["max_mem_kib"], info_json["info"]["nr_virt_cpu"]) == (32768, 1)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
-from agent.cli import build_parser, config_from, main
+from agent.cli import build_parser, config_from, kib, main
 from agent.config import DEFAULT_AMQP_URL, mask_url
 
 
@@ -62,3 +63,16 @@ def test_schema_command_prints_every_wire_model(capsys: pytest.CaptureFixture[st
     schemas = json.loads(capsys.readouterr().out)
     assert set(schemas) == {"Command", "Reply", "Event", "DomainSpec", "DomainRecord"}
     assert "domain.set_vcpus" in json.dumps(schemas["Command"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("65536", 65536), ("64M", 65536), ("1GiB", 1048576), ("8k", 8)]
+)
+def test_sizes_take_virsh_units(text: str, expected: int) -> None:
+    assert kib(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "12X", "M", "1.5G", "-4"])
+def test_bad_sizes_are_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        kib(text)
