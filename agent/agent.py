@@ -24,9 +24,11 @@ from agent.credentials import RegistryCredentials
 from agent.dispatch import Dispatcher, Outcome
 from agent.domains import DomainTable
 from agent.driver import DockerDriver, Driver
+from agent.metrics import Metrics, MetricsServer, Readings
 from agent.monitor import Monitor
 from agent.operations import Operations
 from agent.store import Store
+from schemas.codes import DomainState
 from schemas.commands import OPS
 from schemas.events import AgentEvent, Presence
 
@@ -44,18 +46,39 @@ class Agent:
         self._driver = driver or DockerDriver(config.host, config.docker_url)
         self._store = Store(config.host_dir)
         self._domains = DomainTable()
+        self.metrics = Metrics()
         self._bus = Bus(
             config.amqp_url.get_secret_value(),
             config.host,
             config.groups,
             config.queue_type,
             config.prefetch,
+            on_reconnect=self.metrics.reconnects.labels("broker").inc,
         )
         self._queued = asyncio.Event()
-        self._outbox_empty = asyncio.Event()
+        self._confirmed = asyncio.Condition()
+        self._confirmed_seq = 0
         self._monitor = Monitor(
-            config.host, self._domains, self._store, self._driver, self._queued.set
+            config.host,
+            self._domains,
+            self._store,
+            self._driver,
+            self._queued.set,
+            on_reconnect=self.metrics.reconnects.labels("docker").inc,
         )
+        self.metrics.read(
+            Readings(
+                broker_connected=lambda: self._bus.connected,
+                docker_connected=self._monitor.connected.is_set,
+                events_pending=self._pending_events,
+                domains_by_state=self._domains_by_state,
+            )
+        )
+        self._server: MetricsServer | None = None
+        if config.metrics_port is not None:
+            self._server = MetricsServer(
+                self.metrics, self.health, config.metrics_host, config.metrics_port
+            )
         self._dispatcher: Dispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._feed: CommandFeed | None = None
@@ -84,6 +107,8 @@ class Agent:
 
     async def start(self) -> None:
         log.info("virtbus agent %s starting: %s", __version__, self.config.describe())
+        if self._server is not None:
+            await self._server.start()
         self._store.open()
         self._store.prune_replies()
         for domain in self._store.domains():
@@ -105,7 +130,12 @@ class Agent:
             self.config.heartbeat_s,
         )
         self._dispatcher = Dispatcher(
-            self.host, operations, self._domains, self._store, self.config.concurrency
+            self.host,
+            operations,
+            self._domains,
+            self._store,
+            self.config.concurrency,
+            self.metrics,
         )
         await operations.autostart()
         await self._presence("online")
@@ -135,7 +165,7 @@ class Agent:
             await asyncio.wait(self._answers, timeout=drain_s)
         self._queued.set()
         try:
-            await asyncio.wait_for(self._outbox_empty.wait(), drain_s)
+            await self.flushed(drain_s)
         except TimeoutError:
             log.warning(
                 "%d events stay in the outbox for the next start", self._store.outbox_size()
@@ -164,6 +194,8 @@ class Agent:
         await self._bus.close()
         await self._driver.close()
         self._store.close()
+        if self._server is not None:
+            await self._server.stop()
 
     async def _consume(self, feed: CommandFeed) -> None:
         assert self._dispatcher is not None
@@ -196,17 +228,19 @@ class Agent:
             await self._queued.wait()
             self._queued.clear()
             while batch := self._store.pending(OUTBOX_BATCH):
-                self._outbox_empty.clear()
                 try:
                     for item in batch:
                         await self._bus.publish_event(
                             item.routing_key, item.body, f"{self.host}:{item.seq}"
                         )
                         self._store.confirmed(item.seq)
+                        self.metrics.events.labels(item.routing_key.split(".")[1]).inc()
+                        async with self._confirmed:
+                            self._confirmed_seq = item.seq
+                            self._confirmed.notify_all()
                 except Exception as error:
                     log.warning("events wait in the outbox: %s", error)
                     await asyncio.sleep(REPUBLISH_DELAY_S)
-            self._outbox_empty.set()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -230,6 +264,31 @@ class Agent:
         await self._bus.publish_event(
             event.routing_key, event.model_dump_json().encode(), message_id=None
         )
+        self.metrics.events.labels("agent").inc()
+
+    async def flushed(self, timeout_s: float) -> None:
+        """Returns once every domain event queued so far is confirmed by the broker."""
+        target = self._store.last_seq()
+        async with self._confirmed:
+            await asyncio.wait_for(
+                self._confirmed.wait_for(
+                    lambda: self._confirmed_seq >= target or self._store.outbox_size() == 0
+                ),
+                timeout_s,
+            )
+
+    def health(self) -> dict[str, bool]:
+        """Ready means the broker and Docker are both reachable now."""
+        return {"broker": self._bus.connected, "docker": self._monitor.connected.is_set()}
+
+    def _pending_events(self) -> int:
+        return self._store.outbox_size() if self._store.is_open else 0
+
+    def _domains_by_state(self) -> dict[str, int]:
+        counts = {state.name.lower(): 0 for state in DomainState}
+        for domain in self._domains:
+            counts[domain.state.name.lower()] += 1
+        return counts
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

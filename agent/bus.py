@@ -6,7 +6,7 @@ Published means the broker confirmed it (publisher confirms), not that anyone co
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -85,7 +85,9 @@ class Bus:
         groups: list[str],
         queue_type: QueueType = "quorum",
         prefetch: int = 64,
+        on_reconnect: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_reconnect = on_reconnect
         self._url = url
         self.host = host
         self.groups = groups
@@ -110,12 +112,13 @@ class Bus:
 
     @property
     def connected(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        return self._connection is not None and self._connection.connected.is_set()
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": f"virtbus-agent {self.host}"}
         )
+        self._connection.reconnect_callbacks.add(lambda *_: self._on_reconnect())
         channel = await self._connection.channel(publisher_confirms=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, ValidationError
 
-from agent import __version__
+from agent import __version__, logs
 from agent.agent import Agent
 from agent.client import (
     BroadcastResult,
@@ -522,6 +521,9 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--heartbeat-s", type=float, help="seconds between heartbeats")
     parser.add_argument("--drain-s", type=float, help="graceful stop bound, in seconds")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--metrics-port", type=int, help="serve /metrics and /health on this port")
+    parser.add_argument("--metrics-host", help="address of the metrics endpoint (127.0.0.1)")
 
 
 def _client_options() -> argparse.ArgumentParser:
@@ -701,10 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:
         print(f"error: invalid configuration: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, config.log_format, config.host)
     try:
         asyncio.run(run_agent(config))
     except OSError as error:

@@ -48,6 +48,10 @@ class Config(BaseSettings):
     heartbeat_s: float = Field(default=10.0, gt=0)
     drain_s: float = Field(default=30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve /metrics and /health on this port; None: no endpoint."""
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("groups", mode="before")
     @classmethod

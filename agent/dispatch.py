@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from agent.domains import DomainTable
 from agent.errors import VirtError
+from agent.logs import command_context
+from agent.metrics import Metrics
 from agent.operations import Operations
 from agent.store import Store
 from schemas.codes import ErrorCode
@@ -47,8 +50,10 @@ class Dispatcher:
         domains: DomainTable,
         store: Store,
         concurrency: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.host = host
+        self._metrics = metrics or Metrics()
         self._operations = operations
         self._domains = domains
         self._store = store
@@ -66,6 +71,7 @@ class Dispatcher:
             command = parse(body, message_id)
         except InvalidCommand as error:
             reply = self._error(message_id or "", ErrorCode.INVALID_ARG, error.reason)
+            self._metrics.commands.labels("invalid", ErrorCode.INVALID_ARG.name).inc()
             return _done(Outcome(reply, _encode(reply), accepted=False))
         recorded = self._store.recorded_reply(command.id)
         if recorded is not None:
@@ -109,8 +115,15 @@ class Dispatcher:
     async def _run(self, command: Command, before: asyncio.Task[Outcome] | None) -> Outcome:
         if before is not None:
             await asyncio.wait([before])
+        command_context.set(
+            {"command_id": command.id, "op": command.op, "domain": _domain_of(command)}
+        )
         async with self._slots:
+            started = time.perf_counter()
             reply = await self._execute(command)
+            self._metrics.command_seconds.labels(command.op).observe(time.perf_counter() - started)
+        outcome = reply.error.code if reply.error else "ok"
+        self._metrics.commands.labels(command.op, outcome).inc()
         body = _encode(reply)
         self._store.record_reply(command.id, body)
         return Outcome(reply, body, accepted=True, command=command)
@@ -134,6 +147,14 @@ class Dispatcher:
     def _error(self, command_id: str, code: ErrorCode, detail: str) -> Reply:
         error = VirtError(code, detail)
         return Reply(id=command_id, host=self.host, ok=False, error=error.to_wire())
+
+
+def _domain_of(command: Command) -> str:
+    if isinstance(command, Define | CreateXml):
+        return command.args.spec.name
+    if isinstance(command, DomainCommand):
+        return str(command.target).split(" ", 1)[1].strip("'")
+    return ""
 
 
 def _encode(reply: Reply) -> bytes:

@@ -73,8 +73,10 @@ class Monitor:
         store: Store,
         driver: Driver,
         on_queued: Callable[[], None],
+        on_reconnect: Callable[[], None] = lambda: None,
     ) -> None:
         self.host = host
+        self._on_reconnect = on_reconnect
         self._domains = domains
         self._store = store
         self._driver = driver
@@ -137,6 +139,7 @@ class Monitor:
             await asyncio.sleep(RESUBSCRIBE_DELAY_S)
             with suppress(VirtError):
                 await self.reconcile()
+            self._on_reconnect()
 
     async def apply(self, event: RuntimeEvent) -> None:
         domain = self._domains.by_uuid(event.uuid)
