@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from agent import __version__
-from agent.bus import Bus, CommandFeed, Inbound
+from agent.bus import Bus, Inbound
 from agent.config import Config
 from agent.credentials import RegistryCredentials
 from agent.dispatch import Dispatcher, Outcome
@@ -48,7 +48,7 @@ class Agent:
         self._domains = DomainTable()
         self.metrics = Metrics()
         self._bus = Bus(
-            config.amqp_url.get_secret_value(),
+            config.amqp_urls,
             config.host,
             config.groups,
             config.queue_type,
@@ -81,7 +81,6 @@ class Agent:
             )
         self._dispatcher: Dispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._feed: CommandFeed | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
@@ -140,8 +139,8 @@ class Agent:
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")
-        self._feed = await self._bus.commands()
-        self._consumer = asyncio.create_task(self._consume(self._feed), name="commands")
+        commands = await self._bus.commands()
+        self._consumer = asyncio.create_task(self._consume(commands), name="commands")
         self.ready.set()
         log.info("agent %s ready with %d domains", self.host, len(self._domains))
 
@@ -153,8 +152,7 @@ class Agent:
     async def stop(self) -> None:
         """Graceful: stop taking commands, finish those in flight, flush events, go offline."""
         drain_s = self.config.drain_s
-        if self._feed is not None:
-            await self._feed.close()
+        await self._bus.stop_consuming()
         if self._consumer is not None:
             await asyncio.gather(self._consumer, return_exceptions=True)
         if self._dispatcher is not None and not await self._dispatcher.drain(drain_s):
@@ -189,7 +187,6 @@ class Agent:
         self._tasks.clear()
         self._answers.clear()
         self._consumer = None
-        self._feed = None
         self.ready.clear()
         await self._bus.close()
         await self._driver.close()
@@ -197,9 +194,9 @@ class Agent:
         if self._server is not None:
             await self._server.stop()
 
-    async def _consume(self, feed: CommandFeed) -> None:
+    async def _consume(self, commands: AsyncIterator[Inbound]) -> None:
         assert self._dispatcher is not None
-        async for inbound in feed:
+        async for inbound in commands:
             pending = self._dispatcher.submit(
                 inbound.body, inbound.message_id or inbound.correlation_id
             )
@@ -241,6 +238,7 @@ class Agent:
                 except Exception as error:
                     log.warning("events wait in the outbox: %s", error)
                     await asyncio.sleep(REPUBLISH_DELAY_S)
+                    await self._bus.wait_connected()
 
     async def _heartbeat(self) -> None:
         while True:

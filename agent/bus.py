@@ -1,10 +1,17 @@
 """The only module that knows AMQP: topology, consuming commands, replies, events.
 
 Published means the broker confirmed it (publisher confirms), not that anyone consumed it.
+
+The bus keeps its own connection alive instead of trusting a robust connection to put
+consumers back: when the connection is lost it reconnects with backoff (trying each
+broker URL in turn), declares the topology again and registers the command consumer
+again, holding strong references to all of it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -13,14 +20,14 @@ from typing import Literal
 
 import aio_pika
 from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractQueueIterator,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-    AbstractRobustExchange,
 )
 
+from agent.config import mask_url
 from schemas.topology import (
     BROADCAST_ALL,
     BROADCAST_EXCHANGE,
@@ -36,6 +43,12 @@ log = logging.getLogger(__name__)
 
 QueueType = Literal["quorum", "classic"]
 JSON = "application/json"
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+CONNECT_TIMEOUT_S = 10.0
+
+
+class BusUnavailable(ConnectionError):
+    """The broker cannot be reached right now; the bus is reconnecting."""
 
 
 @dataclass(frozen=True)
@@ -50,53 +63,34 @@ class Inbound:
     message: AbstractIncomingMessage
 
 
-class CommandFeed:
-    """Commands as they arrive; ``close`` stops consuming and returns the commands
-    taken but not yet handed out to the queue."""
-
-    def __init__(self, iterator: AbstractQueueIterator) -> None:
-        self._iterator = iterator
-
-    def __aiter__(self) -> AsyncIterator[Inbound]:
-        return self._inbound()
-
-    async def _inbound(self) -> AsyncIterator[Inbound]:
-        async for message in self._iterator:
-            yield Inbound(
-                body=message.body,
-                message_id=message.message_id,
-                correlation_id=message.correlation_id,
-                reply_to=message.reply_to,
-                redelivered=bool(message.redelivered),
-                message=message,
-            )
-
-    async def close(self) -> None:
-        await self._iterator.close()
-
-
 class Bus:
     """One host's connection to the broker; ``async with Bus(...) as bus``."""
 
     def __init__(
         self,
-        url: str,
+        urls: list[str],
         host: str,
         groups: list[str],
         queue_type: QueueType = "quorum",
         prefetch: int = 64,
         on_reconnect: Callable[[], None] = lambda: None,
     ) -> None:
-        self._on_reconnect = on_reconnect
-        self._url = url
+        self._urls = urls
         self.host = host
         self.groups = groups
         self._queue_type = queue_type
         self._prefetch = prefetch
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractRobustChannel | None = None
-        self._events: AbstractRobustExchange | None = None
+        self._on_reconnect = on_reconnect
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._events: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._inbox: asyncio.Queue[Inbound | None] | None = None
+        self._up = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def __aenter__(self) -> Bus:
         await self.connect()
@@ -112,20 +106,77 @@ class Bus:
 
     @property
     def connected(self) -> bool:
-        return self._connection is not None and self._connection.connected.is_set()
+        return self._up.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._up.wait()
 
     async def connect(self) -> None:
-        self._connection = await aio_pika.connect_robust(
-            self._url, client_properties={"connection_name": f"virtbus-agent {self.host}"}
+        """Connect (retrying with backoff until a broker answers) and keep connected."""
+        self._closing = False
+        await self._establish()
+        self._supervisor = asyncio.create_task(self._supervise(), name="broker connection")
+
+    async def _establish(self) -> None:
+        attempt = 0
+        while True:
+            url = self._urls[attempt % len(self._urls)]
+            try:
+                await self._open(url)
+                return
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as error:
+                await self._drop()
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                log.warning(
+                    "broker %s unreachable (%s); retrying in %.1f s",
+                    mask_url(url),
+                    error or type(error).__name__,
+                    delay,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _open(self, url: str) -> None:
+        connection = await aio_pika.connect(
+            url,
+            timeout=CONNECT_TIMEOUT_S,
+            client_properties={"connection_name": f"virtbus-agent {self.host}"},
         )
-        self._connection.reconnect_callbacks.add(lambda *_: self._on_reconnect())
-        channel = await self._connection.channel(publisher_confirms=True)
-        assert isinstance(channel, AbstractRobustChannel)
+        self._connection = connection
+        lost = asyncio.Event()
+        self._lost = lost
+        connection.close_callbacks.add(lambda *_: lost.set())
+        channel = await connection.channel(publisher_confirms=True)
+        channel.close_callbacks.add(lambda *_: lost.set())
         self._channel = channel
         await channel.set_qos(prefetch_count=self._prefetch)
         await self._declare(channel)
+        if self._inbox is not None:
+            await self._consume()
+        self._up.set()
+        log.info("connected to broker %s", mask_url(url))
 
-    async def _declare(self, channel: AbstractRobustChannel) -> None:
+    async def _supervise(self) -> None:
+        while not self._closing:
+            await self._lost.wait()
+            if self._closing:
+                return
+            self._up.clear()
+            log.warning("broker connection lost; reconnecting")
+            await self._drop()
+            await self._establish()
+            self._on_reconnect()
+
+    async def _drop(self) -> None:
+        self._up.clear()
+        connection, self._connection = self._connection, None
+        self._channel = self._events = self._queue = None
+        self._consumer_tag = None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def _declare(self, channel: AbstractChannel) -> None:
         """The topology of DESIGN §2, idempotently."""
         commands = await channel.declare_exchange(
             COMMANDS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
@@ -133,11 +184,9 @@ class Bus:
         broadcast = await channel.declare_exchange(
             BROADCAST_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        events = await channel.declare_exchange(
+        self._events = await channel.declare_exchange(
             EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        assert isinstance(events, AbstractRobustExchange)
-        self._events = events
         dead = await channel.declare_exchange(
             DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
@@ -154,19 +203,65 @@ class Bus:
             await queue.bind(broadcast, routing_key=group_key(group))
         self._queue = queue
 
-    async def commands(self) -> CommandFeed:
-        """Start consuming the host queue: the feed yields commands in arrival order."""
-        if self._queue is None:
-            raise RuntimeError("bus is not connected")
-        iterator = self._queue.iterator()
-        await iterator.consume()
-        return CommandFeed(iterator)
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        self._consumer_tag = await self._queue.consume(self._take)
+
+    async def _take(self, message: AbstractIncomingMessage) -> None:
+        if self._inbox is None:
+            await message.nack(requeue=True)
+            return
+        self._inbox.put_nowait(
+            Inbound(
+                body=message.body,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                reply_to=message.reply_to,
+                redelivered=bool(message.redelivered),
+                message=message,
+            )
+        )
+
+    async def commands(self) -> AsyncIterator[Inbound]:
+        """Commands from the host queue in arrival order, across reconnections, until
+        ``stop_consuming``."""
+        self._inbox = asyncio.Queue()
+        if self._queue is not None:
+            await self._consume()
+        return self._drain(self._inbox)
+
+    @staticmethod
+    async def _drain(inbox: asyncio.Queue[Inbound | None]) -> AsyncIterator[Inbound]:
+        while (inbound := await inbox.get()) is not None:
+            yield inbound
+
+    async def stop_consuming(self) -> None:
+        """Take no more commands; those taken but not handed out go back to the queue."""
+        inbox, self._inbox = self._inbox, None
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._consumer_tag)
+        self._consumer_tag = None
+        if inbox is None:
+            return
+        while not inbox.empty():
+            left = inbox.get_nowait()
+            if left is not None:
+                with contextlib.suppress(Exception):
+                    await left.message.nack(requeue=True)
+        inbox.put_nowait(None)
+
+    def _live_channel(self) -> AbstractChannel:
+        channel = self._channel
+        if channel is None or channel.is_closed or not self._up.is_set():
+            raise BusUnavailable("not connected to the broker")
+        return channel
 
     async def reply(self, inbound: Inbound, command_id: str, body: bytes) -> None:
         """Send a reply to the command's ``reply_to``; returns once the broker has it."""
         if inbound.reply_to is None:
             return
-        await self._channel_or_fail().default_exchange.publish(
+        await self._live_channel().default_exchange.publish(
             aio_pika.Message(
                 body,
                 content_type=JSON,
@@ -178,15 +273,16 @@ class Bus:
         )
 
     async def settle(self, inbound: Inbound, accepted: bool) -> None:
-        """Ack a command that was answered; dead-letter one that was refused at the edge."""
+        """Ack a command that was answered; dead-letter one that was refused."""
         if accepted:
             await inbound.message.ack()
         else:
             await inbound.message.reject(requeue=False)
 
     async def publish_event(self, routing_key: str, body: bytes, message_id: str | None) -> None:
+        self._live_channel()
         if self._events is None:
-            raise RuntimeError("bus is not connected")
+            raise BusUnavailable("not connected to the broker")
         await self._events.publish(
             aio_pika.Message(
                 body,
@@ -197,15 +293,10 @@ class Bus:
             routing_key=routing_key,
         )
 
-    def _channel_or_fail(self) -> AbstractRobustChannel:
-        if self._channel is None:
-            raise RuntimeError("bus is not connected")
-        return self._channel
-
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
-            self._channel = None
-            self._events = None
-            self._queue = None
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
+        await self._drop()

@@ -61,6 +61,11 @@ class Config(BaseSettings):
         return value
 
     @property
+    def amqp_urls(self) -> list[str]:
+        """The brokers to try in turn (the setting may list several, comma-separated)."""
+        return [url.strip() for url in self.amqp_url.get_secret_value().split(",") if url.strip()]
+
+    @property
     def host_dir(self) -> Path:
         """The state directory of this host: one per host, so agents can share a base."""
         return self.state_dir / self.host
@@ -69,7 +74,7 @@ class Config(BaseSettings):
         """One line for logs, secrets masked."""
         return (
             f"host={self.host} groups={','.join(self.groups) or '-'} "
-            f"amqp={mask_url(self.amqp_url.get_secret_value())} "
+            f"amqp={','.join(mask_url(url) for url in self.amqp_urls)} "
             f"docker={self.docker_url or 'default'} state={self.host_dir} "
             f"queue={self.queue_type}"
         )
