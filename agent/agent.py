@@ -109,7 +109,7 @@ class Agent:
         if self._server is not None:
             await self._server.start()
         self._store.open()
-        self._store.prune_replies()
+        self._store.prune()
         for domain in self._store.domains():
             self._domains.add(domain)
         engine = await self._driver.engine()
@@ -127,6 +127,7 @@ class Agent:
             RegistryCredentials(self.config.host_dir / "registries.json"),
             engine,
             self.config.heartbeat_s,
+            gone=self._store.gone,
         )
         self._dispatcher = Dispatcher(
             self.host,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -34,7 +35,7 @@ from agent.client import (
 )
 from agent.config import DEFAULT_AMQP_URL, Config
 from schemas import json_schemas
-from schemas.codes import DomainState, ErrorCode
+from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import ListFlag
 from schemas.domain import DomainRecord
 from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
@@ -96,7 +97,7 @@ SIZE_UNITS = {"": 1, "k": 1, "kib": 1, "m": 1024, "mib": 1024, "g": 1024**2, "gi
 
 def kib(text: str) -> int:
     """A size as virsh takes it: KiB by default, or with a unit (``512M``, ``1GiB``)."""
-    number = text.rstrip("kKmMgGiB")
+    number = text.lower().rstrip("kmgib")
     unit = text[len(number) :].lower()
     if not number.isdigit() or unit not in SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"invalid size '{text}' (KiB, or with K, M or G)")
@@ -204,7 +205,8 @@ def request_of(args: argparse.Namespace) -> Request:
     }
     if verb in simple:
         op, message = simple[verb]
-        return Request(op, None, target, record_line(message))
+        args_of = {"timeout_s": args.grace} if verb == "shutdown" and args.grace else None
+        return Request(op, args_of, target, record_line(message))
     if verb == "start":
         return Request(
             "domain.create",
@@ -292,7 +294,10 @@ async def run_domain_verb(conn: Connection, args: argparse.Namespace, output: Ou
         output.result({"record": record, "info": info}, dominfo_text(record, info))
         return 0
     request = request_of(args)
-    result = await conn.call(args.host, request.op, request.args, request.target)
+    timeout_s = args.timeout
+    if request.args and "timeout_s" in request.args:
+        timeout_s = max(timeout_s, request.args["timeout_s"] + 10.0)
+    result = await conn.call(args.host, request.op, request.args, request.target, timeout_s)
     output.result(result, request.render(result))
     return 0
 
@@ -311,8 +316,14 @@ class Progress:
             self._stream.flush()
 
     def done(self, result: BroadcastResult) -> None:
-        total = "?" if result.expected is None else str(len(result.expected))
-        summary = f"{len(result.replies)}/{total} hosts answered in {result.elapsed_s:.2f} s"
+        if result.expected is None:
+            summary = f"{len(result.replies)} hosts answered"
+        else:
+            answered = len(result.expected & result.replies.keys())
+            others = len(result.replies) - answered
+            summary = f"{answered}/{len(result.expected)} expected hosts answered"
+            summary += f" (+{others} others)" if others else ""
+        summary += f" in {result.elapsed_s:.2f} s"
         self._stream.write(f"\r{summary}\x1b[K\n" if self._live else f"{summary}\n")
 
 
@@ -383,7 +394,7 @@ def remember(replies: dict[str, Reply], statuses: Iterable[HostStatus] = ()) -> 
     known = load_known()
     now = datetime.now(UTC).isoformat()
     for host in replies:
-        known.setdefault(host, {})["last_seen"] = now
+        known.setdefault(host, {}).update(last_seen=now, state="alive")
     for status in statuses:
         known[status.host] = {
             "last_seen": status.last_seen.isoformat(),
@@ -410,6 +421,11 @@ def expected_hosts(args: argparse.Namespace) -> set[str] | None:
 
 async def run_hosts(conn: Connection, args: argparse.Namespace, output: Output) -> int:
     known = load_known()
+    if args.forget:
+        for host in args.forget:
+            known.pop(host, None)
+        save_known(known)
+        return 0
     async with conn.hosts(misses=args.misses, discover_s=args.timeout) as registry:
         now = datetime.now(UTC)
         for host, facts in known.items():
@@ -430,6 +446,7 @@ async def run_hosts(conn: Connection, args: argparse.Namespace, output: Output) 
             )
         statuses = sorted(registry.hosts.values(), key=lambda s: s.host)
     remember({}, statuses)
+    shown = [s for s in statuses if args.group is None or args.group in s.groups]
     rows = [
         (
             s.host,
@@ -439,11 +456,10 @@ async def run_hosts(conn: Connection, args: argparse.Namespace, output: Output) 
             s.domains,
             ",".join(s.groups) or "-",
         )
-        for s in statuses
-        if args.group is None or args.group in s.groups
+        for s in shown
     ]
     output.result(
-        [s.__dict__ for s in statuses],
+        [{**s.__dict__, "last_seen": s.last_seen.isoformat()} for s in shown],
         table(["Host", "State", "Last seen (UTC)", "Version", "Domains", "Groups"], rows),
     )
     return 0
@@ -493,7 +509,10 @@ async def run_event(conn: Connection, args: argparse.Namespace, output: Output) 
             except VirtbusError:
                 break
             received += 1
-            output.result(item, event_text(item))
+            if output.as_json:
+                print(json.dumps(_jsonable(item)), file=output.out)
+            else:
+                print(event_text(item), file=output.out)
             output.out.flush()
             if not args.loop:
                 break
@@ -556,6 +575,14 @@ def _targeting() -> argparse.ArgumentParser:
     return options
 
 
+EVENT_CHOICES = (
+    "lifecycle",
+    "reboot",
+    "tunable",
+    "agent",
+    *dict.fromkeys(member.event for member in Lifecycle),
+)
+
 DOMAIN_VERBS: dict[str, str] = {
     "dominfo": "domain information",
     "domstate": "domain state",
@@ -585,8 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "--asyncapi", action="store_true", help="an AsyncAPI 3.0 document of the whole bus"
     )
-    client, targeting = _client_options(), _targeting()
-    listing = commands.add_parser("list", parents=[client, targeting], help="list domains")
+    listing = commands.add_parser(
+        "list", parents=[_client_options(), _targeting()], help="list domains"
+    )
     listing.add_argument("--all", action="store_true", help="active and inactive domains")
     listing.add_argument("--inactive", action="store_true")
     for option in ("state-running", "state-paused", "state-shutoff", "persistent"):
@@ -595,16 +623,22 @@ def build_parser() -> argparse.ArgumentParser:
         listing.add_argument(f"--{option}", action="store_true")
     for verb in ("define", "create"):
         command = commands.add_parser(
-            verb, parents=[client, targeting], help=f"{verb} a domain from a JSON spec file"
+            verb,
+            parents=[_client_options(), _targeting()],
+            help=f"{verb} a domain from a JSON spec file",
         )
         command.add_argument("file", help="JSON spec file, or - for standard input")
         if verb == "create":
             command.add_argument("--paused", action="store_true")
     for verb, summary in DOMAIN_VERBS.items():
-        command = commands.add_parser(verb, parents=[client, targeting], help=summary)
+        command = commands.add_parser(verb, parents=[_client_options(), _targeting()], help=summary)
         command.add_argument("domain", help="name, UUID or ID")
         if verb == "start":
             command.add_argument("--paused", action="store_true")
+        elif verb == "shutdown":
+            command.add_argument(
+                "--grace", type=int, help="seconds before the domain is killed (default 10)"
+            )
         elif verb == "domstate":
             command.add_argument("--reason", action="store_true")
         elif verb == "autostart":
@@ -615,21 +649,26 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("count", type=int)
         elif verb == "domrename":
             command.add_argument("new_name")
-    event = commands.add_parser("event", parents=[client], help="wait for domain events")
+    event = commands.add_parser("event", parents=[_client_options()], help="wait for domain events")
     event.add_argument("domain", nargs="?", help="only this domain (by name)")
     event.add_argument("--host", default=None, help="only this host (default: all)")
     event.add_argument(
         "--event",
-        help="lifecycle, reboot, tunable, agent, or a lifecycle event "
-        "(defined, undefined, started, suspended, resumed, stopped)",
+        choices=EVENT_CHOICES,
+        help="an event kind, or a lifecycle event",
     )
     event.add_argument("--all", action="store_true", help="every domain event")
     event.add_argument("--loop", action="store_true", help="keep going after the first event")
     event.add_argument("--ready", action="store_true", help="say 'ready' on stderr once listening")
     event.set_defaults(timeout=None)
-    hosts = commands.add_parser("hosts", parents=[client], help="the fleet and its presence")
+    hosts = commands.add_parser(
+        "hosts", parents=[_client_options()], help="the fleet and its presence"
+    )
     hosts.add_argument("--group", help="only this group")
     hosts.add_argument("--misses", type=int, default=3, help="heartbeats missed before lost")
+    hosts.add_argument(
+        "--forget", action="append", metavar="HOST", help="stop expecting a retired host"
+    )
     hosts.set_defaults(timeout=2.0)
     return parser
 
@@ -697,6 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("\n")
         return 0
     if args.verb != "agent":
+        # the client's own errors are reported as `error: …`; library chatter is not
+        logging.basicConfig(level=logging.CRITICAL)
         return _run(run_client(args, Output(args.json)), Output(args.json))
     try:
         config = config_from(args)

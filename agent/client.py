@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -67,6 +68,7 @@ from schemas.topology import (
 )
 
 DEFAULT_TIMEOUT_S = 30.0
+log = logging.getLogger(__name__)
 EventKind = Literal["lifecycle", "reboot", "tunable", "agent"]
 R = TypeVar("R", bound=Result)
 _KINDS: dict[EventId, EventKind] = {
@@ -392,9 +394,12 @@ class Connection:
             async with contextlib.AsyncExitStack() as stack:
                 stack.push_async_callback(stream.stop)
                 async for item in stream:
-                    outcome = callback(item)
-                    if outcome is not None:
-                        await outcome
+                    try:
+                        outcome = callback(item)
+                        if outcome is not None:
+                            await outcome
+                    except Exception:
+                        log.exception("event callback %d failed on %s", callback_id, item)
 
         callback_id = self._next_callback
         self._next_callback += 1

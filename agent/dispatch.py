@@ -6,6 +6,9 @@ Guarantees:
 - A command id seen before gets the reply recorded for it; the op does not run again.
 - A command past its deadline when its turn comes is answered OPERATION_ABORTED unrun.
 - Every submitted body gets exactly one reply; no exception escapes ``submit``.
+- A command delivered again without a recorded reply (the agent died while running it)
+  runs again as a retry: an op whose effect is already there answers success. One
+  delivered more than ``max_deliveries`` times is abandoned and dead-lettered.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from schemas.replies import ErrorBody, Reply
 
 log = logging.getLogger(__name__)
 
+MAX_DELIVERIES = 5
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -51,7 +56,9 @@ class Dispatcher:
         store: Store,
         concurrency: int,
         metrics: Metrics | None = None,
+        max_deliveries: int = MAX_DELIVERIES,
     ) -> None:
+        self._max_deliveries = max_deliveries
         self.host = host
         self._metrics = metrics or Metrics()
         self._operations = operations
@@ -79,9 +86,14 @@ class Dispatcher:
         running = self._running.get(command.id)
         if running is not None:
             return asyncio.shield(running)
+        attempts = self._store.attempt(command.id)
+        if attempts > self._max_deliveries:
+            return _done(self._abandon(command, attempts))
         lane = self._lane(command)
         before = self._lanes.get(lane) if lane else None
-        task = asyncio.create_task(self._run(command, before), name=f"command {command.id}")
+        task = asyncio.create_task(
+            self._run(command, before, retry=attempts > 1), name=f"command {command.id}"
+        )
         self._running[command.id] = task
         task.add_done_callback(lambda _: self._running.pop(command.id, None))
         if lane:
@@ -112,7 +124,21 @@ class Dispatcher:
             return f"name:{name}" if name else f"target:{command.target}"
         return None
 
-    async def _run(self, command: Command, before: asyncio.Task[Outcome] | None) -> Outcome:
+    def _abandon(self, command: Command, attempts: int) -> Outcome:
+        reply = self._error(
+            command.id,
+            ErrorCode.OPERATION_ABORTED,
+            f"command delivered {attempts} times without completing; abandoned",
+        )
+        log.error("abandoned command %s (%s) after %d deliveries", command.id, command.op, attempts)
+        self._metrics.commands.labels(command.op, ErrorCode.OPERATION_ABORTED.name).inc()
+        body = _encode(reply)
+        self._store.record_reply(command.id, body)
+        return Outcome(reply, body, accepted=False, command=command)
+
+    async def _run(
+        self, command: Command, before: asyncio.Task[Outcome] | None, retry: bool
+    ) -> Outcome:
         if before is not None:
             await asyncio.wait([before])
         command_context.set(
@@ -120,7 +146,7 @@ class Dispatcher:
         )
         async with self._slots:
             started = time.perf_counter()
-            reply = await self._execute(command)
+            reply = await self._execute(command, retry)
             self._metrics.command_seconds.labels(command.op).observe(time.perf_counter() - started)
         outcome = reply.error.code if reply.error else "ok"
         self._metrics.commands.labels(command.op, outcome).inc()
@@ -128,7 +154,7 @@ class Dispatcher:
         self._store.record_reply(command.id, body)
         return Outcome(reply, body, accepted=True, command=command)
 
-    async def _execute(self, command: Command) -> Reply:
+    async def _execute(self, command: Command, retry: bool) -> Reply:
         if command.deadline is not None and command.expired(datetime.now(UTC)):
             return self._error(
                 command.id,
@@ -136,7 +162,7 @@ class Dispatcher:
                 f"deadline {command.deadline.isoformat()} passed before the command could run",
             )
         try:
-            result = await self._operations.run(command)
+            result = await self._operations.run(command, retry)
         except VirtError as error:
             return Reply(id=command.id, host=self.host, ok=False, error=error.to_wire())
         except Exception as error:

@@ -96,9 +96,10 @@ class Driver(Protocol):
         ...
 
     async def engine(self) -> EngineFacts: ...
-    def events(self, since_ns: int) -> AsyncIterator[RuntimeEvent]:
-        """Docker's events for this host's domains from ``since_ns``; ends when the
-        engine's stream ends."""
+    def events(self, since_ns: int, until_ns: int | None = None) -> AsyncIterator[RuntimeEvent]:
+        """Docker's events for this host's domains from ``since_ns``: up to ``until_ns``
+        (a replay of what the engine still holds), or for good; ends when the engine's
+        stream ends."""
         ...
 
     async def close(self) -> None: ...
@@ -365,12 +366,15 @@ class DockerDriver:
             cpus=info.NCPU, memory_kib=info.MemTotal // 1024, version=info.ServerVersion
         )
 
-    async def events(self, since_ns: int) -> AsyncIterator[RuntimeEvent]:
-        seconds, nanos = divmod(since_ns, 1_000_000_000)
+    async def events(
+        self, since_ns: int, until_ns: int | None = None
+    ) -> AsyncIterator[RuntimeEvent]:
         params = {
-            "since": f"{seconds}.{nanos:09d}",
+            "since": _docker_time(since_ns),
             "filters": json.dumps({"type": ["container"], "label": [f"{HOST_LABEL}={self.host}"]}),
         }
+        if until_ns is not None:
+            params["until"] = _docker_time(until_ns)
         try:
             async with self.docker._query(
                 "events", params=params, timeout=aiohttp.ClientTimeout(total=None)
@@ -409,6 +413,11 @@ class DockerDriver:
             signal=_int_or_none(labels.get("signal")),
             pid=pid,
         )
+
+
+def _docker_time(ns: int) -> str:
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return f"{seconds}.{nanos:09d}"
 
 
 def _limits(memory_kib: int | None, vcpus: int | None) -> dict[str, int]:

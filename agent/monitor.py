@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
@@ -44,6 +45,9 @@ _DOCKER_STATES: dict[str, tuple[DomainState, int | None]] = {
 """Docker status → libvirt state; anything else (created, exited, removing) is shut off."""
 
 RESUBSCRIBE_DELAY_S = 1.0
+APPLIED_KEPT = 1024
+DOCKER_TIME = "docker_ns"
+"""Store counter: Docker's time of the last event applied, where a replay resumes."""
 
 
 @dataclass
@@ -83,6 +87,8 @@ class Monitor:
         self._on_queued = on_queued
         self._expectations: dict[UUID, Expectation] = {}
         self._discards: dict[str, asyncio.Task[None]] = {}
+        self._lock = asyncio.Lock()
+        self._applied: OrderedDict[tuple[int, str, str], None] = OrderedDict()
         self.connected = asyncio.Event()
 
     @contextmanager
@@ -112,7 +118,7 @@ class Monitor:
         """Publish a transition that has no Docker event of its own."""
         with self._store.transaction() as tx:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
-            if domain in list(self._domains):
+            if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
         self._on_queued()
 
@@ -121,27 +127,50 @@ class Monitor:
             tx.save(domain)
 
     async def run(self) -> None:
-        """Follow Docker's events for good; after a broken stream, re-list and go on."""
-        since_ns = time.time_ns()
-        await self.reconcile()
+        """Follow Docker's events for good. Each time the stream (re)starts, first catch
+        up: replay what Docker still holds since the last event applied, then re-list."""
+        first = True
         while True:
             try:
+                live_from = time.time_ns()
+                await self._catch_up(live_from)
                 self.connected.set()
-                async for event in self._driver.events(since_ns):
-                    since_ns = event.time_ns + 1
-                    try:
-                        await self.apply(event)
-                    except Exception:
-                        log.exception("could not translate Docker event %s", event)
+                if not first:
+                    self._on_reconnect()
+                first = False
+                async for event in self._driver.events(live_from):
+                    await self._apply_once(event, None)
             except VirtError as error:
                 log.warning("Docker event stream lost: %s", error)
             self.connected.clear()
             await asyncio.sleep(RESUBSCRIBE_DELAY_S)
-            with suppress(VirtError):
-                await self.reconcile()
-            self._on_reconnect()
 
-    async def apply(self, event: RuntimeEvent) -> None:
+    async def _catch_up(self, until_ns: int) -> None:
+        applied_ns = self._store.counter(DOCKER_TIME)
+        if applied_ns:
+            async for event in self._driver.events(applied_ns + 1, until_ns):
+                await self._apply_once(event, "reconcile")
+        await self.reconcile()
+
+    async def _apply_once(self, event: RuntimeEvent, origin: Origin | None) -> None:
+        """Apply an event not applied before (a replay overlaps the live stream)."""
+        key = (event.time_ns, event.handle, event.action)
+        if key in self._applied:
+            return
+        self._applied[key] = None
+        if len(self._applied) > APPLIED_KEPT:
+            self._applied.popitem(last=False)
+        try:
+            await self.apply(event, origin)
+        except Exception:
+            log.exception("could not translate Docker event %s", event)
+
+    async def apply(self, event: RuntimeEvent, origin: Origin | None = None) -> None:
+        """Translate one Docker event; ``origin`` overrides who is credited."""
+        async with self._lock:
+            await self._apply(event, origin)
+
+    async def _apply(self, event: RuntimeEvent, origin_override: Origin | None) -> None:
         domain = self._domains.by_uuid(event.uuid)
         if domain is None:
             return
@@ -159,8 +188,8 @@ class Monitor:
         params: dict[str, int] = {}
         if Special.TUNABLE in transitions:
             params = expectation.params if expectation else await self._tunables(domain)
-        origin: Origin = "agent" if expectation else "external"
-        cause = expectation.cause if expectation else None
+        origin: Origin = origin_override or ("agent" if expectation else "external")
+        cause = expectation.cause if expectation and origin == "agent" else None
         when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
         emitted: set[Transition] = set()
         with self._store.transaction() as tx:
@@ -177,8 +206,9 @@ class Monitor:
                 self._settle(tx, domain, transition)
                 self._emit(tx, domain, transition, origin, cause, when, event.exit_code, params)
                 emitted.add(transition)
-            if domain.uuid in {d.uuid for d in self._domains}:
+            if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
+            tx.set_counter(DOCKER_TIME, event.time_ns)
         if emitted:
             self._on_queued()
         if expectation and expectation.until & emitted:
@@ -220,6 +250,7 @@ class Monitor:
                 self._forget(tx, domain)
                 self._discard(domain)
         elif transition is Lifecycle.UNDEFINED_REMOVED:
+            domain.persistent = domain.autostart = False
             self._forget(tx, domain)
 
     def _forget(self, tx: Transaction, domain: Domain) -> None:
@@ -276,12 +307,21 @@ class Monitor:
             )
 
     async def reconcile(self) -> None:
-        """Compare the domains with what Docker has now and publish what was missed."""
-        observed = {item.uuid: item for item in await self._driver.observe_all()}
+        """Compare the domains with what Docker has now and publish what was missed.
+
+        Domains with an operation in flight are left to it: their events are coming.
+        """
+        async with self._lock:
+            observed = {item.uuid: item for item in await self._driver.observe_all()}
+            self._reconcile(observed)
+
+    def _reconcile(self, observed: dict[UUID, Observed]) -> None:
         now = datetime.now(UTC)
         queued = 0
         with self._store.transaction() as tx:
             for domain in self._domains:
+                if domain.uuid in self._expectations:
+                    continue
                 found = observed.get(domain.uuid)
                 if found is not None:
                     domain.handle, domain.pid = found.handle, found.pid
@@ -291,10 +331,8 @@ class Monitor:
                     exit_code = found.exit_code if found and transition in STOPPED else None
                     self._settle(tx, domain, transition)
                     self._emit(tx, domain, transition, "reconcile", None, now, exit_code)
-                if domain.uuid in {d.uuid for d in self._domains}:
+                if self._domains.by_uuid(domain.uuid) is domain:
                     tx.save(domain)
-                elif found is not None and domain.persistent:
-                    self._discard(domain)
             queued = tx.queued
         for uuid in observed.keys() - {d.uuid for d in self._domains}:
             log.warning("container %s carries this host's labels but no domain; left alone", uuid)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from agent import __version__
 from agent.credentials import RegistryCredentials
@@ -26,6 +26,7 @@ from schemas.commands import (
     CreateXml,
     Define,
     Destroy,
+    DomainCommand,
     GetHostInfo,
     GetInfo,
     GetState,
@@ -75,7 +76,9 @@ class Operations:
         credentials: RegistryCredentials,
         engine: EngineFacts,
         heartbeat_s: float = 10.0,
+        gone: Callable[[str | None, UUID | None], DomainRecord | None] = lambda *_: None,
     ) -> None:
+        self._gone = gone
         self.host = host
         self.heartbeat_s = heartbeat_s
         self.groups = groups
@@ -85,7 +88,43 @@ class Operations:
         self._credentials = credentials
         self._engine = engine
 
-    async def run(self, command: Command) -> Result:
+    async def run(self, command: Command, retry: bool = False) -> Result:
+        """Carry out one command. A ``retry`` (a command delivered again after the agent
+        died running it) whose effect is already there answers success, as the first
+        delivery would have."""
+        try:
+            return await self._run(command)
+        except VirtError as error:
+            done = self._already_done(command, error) if retry else None
+            if done is None:
+                raise
+            log.info("retried %s %s: already done", command.op, command.id)
+            return done
+
+    def _already_done(self, command: Command, error: VirtError) -> DomainRecord | None:
+        if isinstance(command, Define | CreateXml):
+            spec = command.args.spec
+            existing = self._domains.by_name(spec.name)
+            same = existing is not None and existing.spec.model_copy(
+                update={"uuid": None}
+            ) == spec.model_copy(update={"uuid": None})
+            if error.code is ErrorCode.DOM_EXIST and existing is not None and same:
+                return existing.record()
+            return None
+        if not isinstance(command, DomainCommand):
+            return None
+        domain = self._domains.find(command.target)
+        if error.code is ErrorCode.NO_DOMAIN and isinstance(command, Undefine | Destroy | Shutdown):
+            return self._gone(command.target.name, command.target.uuid)
+        if error.code is not ErrorCode.OPERATION_INVALID or domain is None:
+            return None
+        if isinstance(command, Create) and domain.active:
+            return domain.record()
+        if isinstance(command, Destroy | Shutdown) and not domain.active:
+            return domain.record()
+        return None
+
+    async def _run(self, command: Command) -> Result:
         match command:
             case Define():
                 return await self.define(command)
@@ -336,9 +375,7 @@ class Operations:
             domain,
             command.id,
             STOPPED,
-            lambda: self._driver.kill(
-                self._handle(domain),
-            ),
+            lambda: self._driver.kill(self._handle(domain)),
         )
         return domain.record()
 
@@ -348,9 +385,7 @@ class Operations:
             domain,
             command.id,
             frozenset({Special.REBOOT}),
-            lambda: self._driver.restart(
-                self._handle(domain),
-            ),
+            lambda: self._driver.restart(self._handle(domain)),
             mode=Mode.REBOOT,
             wait_s=2 * EVENT_WAIT_S,
         )
@@ -363,9 +398,7 @@ class Operations:
                 domain,
                 command.id,
                 frozenset({Lifecycle.SUSPENDED_PAUSED}),
-                lambda: self._driver.pause(
-                    self._handle(domain),
-                ),
+                lambda: self._driver.pause(self._handle(domain)),
             )
         return domain.record()
 
@@ -376,9 +409,7 @@ class Operations:
                 domain,
                 command.id,
                 frozenset({Lifecycle.RESUMED_UNPAUSED}),
-                lambda: self._driver.unpause(
-                    self._handle(domain),
-                ),
+                lambda: self._driver.unpause(self._handle(domain)),
             )
         return domain.record()
 
@@ -394,11 +425,8 @@ class Operations:
             domain,
             command.id,
             frozenset({Lifecycle.UNDEFINED_REMOVED}),
-            lambda: self._driver.remove(
-                self._handle(domain),
-            ),
+            lambda: self._driver.remove(self._handle(domain)),
         )
-        domain.persistent, domain.autostart = False, False
         return domain.record()
 
     async def get_info(self, command: GetInfo) -> DomainInfo:

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from agent.domains import Domain
 from schemas.codes import DomainState
-from schemas.domain import DomainSpec
+from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import DomainEventBase
 
 _SCHEMA = """
@@ -41,6 +41,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS replies (
     id TEXT PRIMARY KEY,
     body BLOB NOT NULL,
+    at REAL NOT NULL DEFAULT (julianday('now'))
+);
+CREATE TABLE IF NOT EXISTS attempts (id TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS gone (
+    uuid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    record TEXT NOT NULL,
     at REAL NOT NULL DEFAULT (julianday('now'))
 );
 """
@@ -79,7 +86,19 @@ class Transaction:
         )
 
     def forget(self, domain: Domain) -> None:
+        """Drop a domain, keeping its last record for a command that is retried after the
+        domain went away (``Store.gone``)."""
         self._db.execute("DELETE FROM domains WHERE uuid = ?", (str(domain.uuid),))
+        self._db.execute(
+            "INSERT OR REPLACE INTO gone (uuid, name, record) VALUES (?, ?, ?)",
+            (str(domain.uuid), domain.name, domain.record().model_dump_json()),
+        )
+
+    def set_counter(self, name: str, value: int) -> None:
+        self._db.execute(
+            "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = ?",
+            (name, value, value),
+        )
 
     def enqueue(self, build: Callable[[int], DomainEventBase]) -> DomainEventBase:
         """Give the event the host's next ``seq`` and queue it for publishing."""
@@ -168,9 +187,29 @@ class Store:
             for uuid, name, persistent, autostart, spec, pending, handle, state, reason in rows
         ]
 
-    def last_seq(self) -> int:
-        row = self.db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+    def counter(self, name: str) -> int:
+        row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
+
+    def last_seq(self) -> int:
+        return self.counter("seq")
+
+    def attempt(self, command_id: str) -> int:
+        """Count one more delivery of a command; returns how many there have been."""
+        (count,) = self.db.execute(
+            "INSERT INTO attempts VALUES (?, 1) "
+            "ON CONFLICT(id) DO UPDATE SET count = count + 1 RETURNING count",
+            (command_id,),
+        ).fetchone()
+        return int(count)
+
+    def gone(self, name: str | None, uuid: UUID | None) -> DomainRecord | None:
+        """The last record of a domain that no longer exists."""
+        row = self.db.execute(
+            "SELECT record FROM gone WHERE name = ? OR uuid = ? ORDER BY at DESC LIMIT 1",
+            (name, str(uuid) if uuid else None),
+        ).fetchone()
+        return DomainRecord.model_validate_json(row[0]) if row else None
 
     def pending(self, limit: int) -> list[Pending]:
         rows = self.db.execute(
@@ -189,12 +228,17 @@ class Store:
         return bytes(row[0]) if row else None
 
     def record_reply(self, command_id: str, body: bytes) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO replies (id, body) VALUES (?, ?)", (command_id, body)
-        )
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO replies (id, body) VALUES (?, ?)", (command_id, body)
+            )
+            self.db.execute("DELETE FROM attempts WHERE id = ?", (command_id,))
 
-    def prune_replies(self, keep: int = REPLIES_KEPT) -> None:
-        self.db.execute(
-            "DELETE FROM replies WHERE id NOT IN (SELECT id FROM replies ORDER BY at DESC LIMIT ?)",
-            (keep,),
-        )
+    def prune(self, keep: int = REPLIES_KEPT) -> None:
+        """Keep the newest ``keep`` recorded replies and records of gone domains."""
+        for table, key in (("replies", "id"), ("gone", "uuid")):
+            self.db.execute(
+                f"DELETE FROM {table} WHERE {key} NOT IN "
+                f"(SELECT {key} FROM {table} ORDER BY at DESC LIMIT ?)",
+                (keep,),
+            )

@@ -205,7 +205,11 @@ class FakeDriver:
     async def engine(self) -> EngineFacts:
         return EngineFacts(cpus=self.cpus, memory_kib=1 << 20, version="fake")
 
-    async def events(self, since_ns: int) -> AsyncIterator[RuntimeEvent]:
+    async def events(
+        self, since_ns: int, until_ns: int | None = None
+    ) -> AsyncIterator[RuntimeEvent]:
+        if until_ns is not None:
+            return
         while (event := await self._events.get()) is not None:
             yield event
 

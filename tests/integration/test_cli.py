@@ -79,7 +79,10 @@ async def test_every_verb(host: Host, cli: CLI) -> None:
     [
         (["suspend", "ghost"], "error: Domain not found: no domain with matching name 'ghost'"),
         (["destroy", "web"], "error: Requested operation is not valid: domain is not running"),
-        (["start", "web", "--paused", "--timeout", "0.000001"], "error: Timed out during"),
+        (
+            ["start", "web", "--host", "no-such-host", "--timeout", "0.5"],
+            "error: Timed out during operation: no reply from host no-such-host",
+        ),
     ],
     ids=["no-domain", "not-running", "timeout"],
 )
@@ -87,7 +90,7 @@ async def test_errors_go_to_stderr_with_status(
     host: Host, cli: CLI, argv: list[str], message: str
 ) -> None:
     await host.ok("domain.define", args={"spec": spec("web")})
-    ran = await cli(*argv, "--host", host.name)
+    ran = await cli(*argv[:2], "--host", host.name, *argv[2:])
     assert ran.status == 1
     assert ran.out == ""
     assert ran.err.startswith(message)

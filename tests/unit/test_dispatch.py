@@ -88,6 +88,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             monitor,
             RegistryCredentials(tmp_path / "registries.json"),
             await driver.engine(),
+            gone=store.gone,
         )
         yield Rig(driver, store, Dispatcher("h1", operations, domains, store, concurrency=2))
         watching.cancel()
@@ -290,3 +291,58 @@ async def test_list_filters_by_flag_groups(rig: Rig) -> None:
         assert reply.ok and reply.result is not None
         listed = [d.name for d in getattr(reply.result, "domains")]  # noqa: B009
         assert listed == names, flags
+
+
+def forget_reply(rig: Rig, command_id: str) -> None:
+    """As if the agent died after acting and before recording the reply."""
+    rig.store.db.execute("DELETE FROM replies WHERE id = ?", (command_id,))
+    rig.store.attempt(command_id)
+
+
+@pytest.mark.parametrize(
+    ("setup", "op", "target"),
+    [
+        (["domain.define"], "domain.create", {"name": "web"}),
+        (["domain.define", "domain.create"], "domain.destroy", {"name": "web"}),
+        (["domain.define", "domain.create"], "domain.shutdown", {"name": "web"}),
+        (["domain.define"], "domain.undefine", {"name": "web"}),
+        (["domain.create_xml"], "domain.destroy", {"name": "web"}),
+        ([], "domain.define", None),
+    ],
+    ids=["start", "destroy", "shutdown", "undefine", "destroy-transient", "define"],
+)
+async def test_retried_command_whose_effect_happened_answers_success(
+    rig: Rig, setup: list[str], op: str, target: dict[str, Any] | None
+) -> None:
+    for step in setup:
+        if step in ("domain.define", "domain.create_xml"):
+            assert (await rig.call(step, args={"spec": SPEC})).ok
+        else:
+            assert (await rig.call(step, {"name": "web"})).ok
+    args = {"spec": SPEC} if op == "domain.define" else None
+    first = await rig.call(op, target, args, id="retried")
+    assert first.ok, first
+    calls = list(rig.driver.calls)
+    forget_reply(rig, "retried")
+    again = await rig.call(op, target, args, id="retried")
+    assert again.ok, again
+    assert again.result == first.result
+    assert [c for c in rig.driver.calls[len(calls) :] if c != "default_command"] == []
+
+
+async def test_fresh_command_gets_the_ordinary_refusal(rig: Rig) -> None:
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", {"name": "web"})).ok
+    assert error_code(await rig.call("domain.create", {"name": "web"})) == "OPERATION_INVALID"
+
+
+async def test_command_delivered_too_often_is_abandoned(rig: Rig) -> None:
+    for _ in range(5):
+        rig.store.attempt("poison")
+    body = json.dumps({"id": "poison", "op": "host.ping"}).encode()
+    outcome = await rig.dispatcher.submit(body, "poison")
+    assert not outcome.accepted
+    assert error_code(outcome.reply) == "OPERATION_ABORTED"
+    assert "6 times" in (outcome.reply.error.message if outcome.reply.error else "")
+    again = await rig.dispatcher.submit(body, "poison")
+    assert again.reply == outcome.reply
