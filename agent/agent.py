@@ -24,6 +24,7 @@ from agent.credentials import RegistryCredentials
 from agent.dispatch import Dispatcher, Outcome
 from agent.domains import DomainTable
 from agent.driver import DockerDriver, Driver
+from agent.errors import VirtError
 from agent.metrics import Metrics, MetricsServer, Readings
 from agent.monitor import Monitor
 from agent.operations import Operations
@@ -110,6 +111,7 @@ class Agent:
             await self._server.start()
         self._store.open()
         self._store.prune()
+        self._confirmed_seq = self._store.last_seq() - self._store.outbox_size()
         for domain in self._store.domains():
             self._domains.add(domain)
         engine = await self._driver.engine()
@@ -140,6 +142,7 @@ class Agent:
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")
+        self._spawn(self._reconcile_periodically(), "reconcile")
         commands = await self._bus.commands()
         self._consumer = asyncio.create_task(self._consume(commands), name="commands")
         self.ready.set()
@@ -198,6 +201,12 @@ class Agent:
     async def _consume(self, commands: AsyncIterator[Inbound]) -> None:
         assert self._dispatcher is not None
         async for inbound in commands:
+            if self._pending_events() >= self.config.outbox_limit:
+                log.warning("outbox full: commands wait for the broker to take events")
+                async with self._confirmed:
+                    await self._confirmed.wait_for(
+                        lambda: self._pending_events() < self.config.outbox_limit
+                    )
             pending = self._dispatcher.submit(
                 inbound.body, inbound.message_id or inbound.correlation_id
             )
@@ -241,6 +250,14 @@ class Agent:
                     await asyncio.sleep(REPUBLISH_DELAY_S)
                     await self._bus.wait_connected()
 
+    async def _reconcile_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reconcile_s)
+            try:
+                await self._monitor.reconcile()
+            except VirtError as error:
+                log.warning("periodic re-list failed: %s", error)
+
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_s)
@@ -281,7 +298,8 @@ class Agent:
         return {"broker": self._bus.connected, "docker": self._monitor.connected.is_set()}
 
     def _pending_events(self) -> int:
-        return self._store.outbox_size() if self._store.is_open else 0
+        """Events queued and not yet confirmed: ``seq`` is gap-free, so a subtraction."""
+        return self._store.last_seq() - self._confirmed_seq if self._store.is_open else 0
 
     def _domains_by_state(self) -> dict[str, int]:
         counts = {state.name.lower(): 0 for state in DomainState}

@@ -268,6 +268,7 @@ class Bus:
                 correlation_id=inbound.correlation_id or command_id,
                 message_id=f"{self.host}:{command_id}",
                 headers={"host": self.host},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=inbound.reply_to,
         )

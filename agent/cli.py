@@ -539,6 +539,10 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--prefetch", type=int, help="commands taken from the queue at once")
     parser.add_argument("--heartbeat-s", type=float, help="seconds between heartbeats")
     parser.add_argument("--drain-s", type=float, help="graceful stop bound, in seconds")
+    parser.add_argument("--reconcile-s", type=float, help="seconds between re-lists of Docker")
+    parser.add_argument(
+        "--outbox-limit", type=int, help="pending events beyond which commands wait"
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /health on this port")

@@ -47,6 +47,10 @@ class Config(BaseSettings):
     prefetch: int = Field(default=64, ge=1, le=65535)
     heartbeat_s: float = Field(default=10.0, gt=0)
     drain_s: float = Field(default=30.0, ge=0)
+    reconcile_s: float = Field(default=30.0, gt=0)
+    """Seconds between re-lists of Docker, the safety net behind the event stream."""
+    outbox_limit: int = Field(default=100_000, ge=1)
+    """Events waiting for the broker beyond which no new command is taken."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
