@@ -130,6 +130,7 @@ class Agent:
             engine,
             self.config.heartbeat_s,
             gone=self._store.gone,
+            intent_reached=self._store.intent_reached,
         )
         self._dispatcher = Dispatcher(
             self.host,

@@ -46,6 +46,7 @@ _DOCKER_STATES: dict[str, tuple[DomainState, int | None]] = {
 
 RESUBSCRIBE_DELAY_S = 1.0
 APPLIED_KEPT = 1024
+ORPHAN_TTL_S = 60.0
 DOCKER_TIME = "docker_ns"
 """Store counter: Docker's time of the last event applied, where a replay resumes."""
 
@@ -60,6 +61,9 @@ class Expectation:
     mode: Mode = Mode.PLAIN
     params: dict[str, int] = field(default_factory=dict)
     reached: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: bool = True
+    """False for an operation of a previous run that nobody waits for any more."""
+    since: float = field(default_factory=time.monotonic)
 
     async def wait(self, timeout_s: float) -> bool:
         try:
@@ -101,10 +105,14 @@ class Monitor:
         params: dict[str, int] | None = None,
     ) -> Iterator[Expectation]:
         expectation = Expectation(cause, until, mode, params or {})
+        log.debug("expect %s on %s: %s", cause, domain.name, sorted(t.name for t in until))
         self._expectations[domain.uuid] = expectation
+        with self._store.transaction() as tx:
+            tx.intend(cause, domain.uuid, mode.value, sorted(t.name for t in until))
         try:
             yield expectation
         finally:
+            log.debug("done %s on %s", cause, domain.name)
             if self._expectations.get(domain.uuid) is expectation:
                 del self._expectations[domain.uuid]
 
@@ -146,11 +154,81 @@ class Monitor:
             await asyncio.sleep(RESUBSCRIBE_DELAY_S)
 
     async def _catch_up(self, until_ns: int) -> None:
+        """Replay, re-list, then settle the operations whose events were lost."""
+        self._adopt_intents()
         applied_ns = self._store.counter(DOCKER_TIME)
         if applied_ns:
             async for event in self._driver.events(applied_ns + 1, until_ns):
                 await self._apply_once(event, "reconcile")
         await self.reconcile()
+        for uuid in list(self._expectations):
+            domain = self._domains.by_uuid(uuid)
+            if domain is not None:
+                await self.resync(domain)
+
+    def _adopt_intents(self) -> None:
+        """Operations a previous run of the agent left acting (Docker may still be
+        finishing them): read their events in the operation's mode and credit the
+        command, until their effect is seen, a new operation takes the domain over, or
+        ORPHAN_TTL_S passes."""
+        for intent in self._store.intents():
+            if intent.reached or intent.uuid in self._expectations:
+                continue
+            until = frozenset(_transition(name) for name in intent.until)
+            self._expectations[intent.uuid] = Expectation(
+                intent.command_id, until, Mode(intent.mode), waiting=False
+            )
+
+    async def orphan_settled(self, command_id: str, timeout_s: float) -> bool:
+        """For a command retried after a restart: wait (bounded) for the effect of its
+        first attempt, which Docker may still be carrying out. True once seen."""
+        orphan = next(
+            (e for e in self._expectations.values() if e.cause == command_id and not e.waiting),
+            None,
+        )
+        if orphan is None:
+            return False
+        return await orphan.wait(timeout_s)
+
+    def _settled(
+        self, uuid: UUID, expectation: Expectation | None, emitted: set[Transition]
+    ) -> None:
+        if expectation is None or not expectation.until & emitted:
+            return
+        expectation.reached.set()
+        if not expectation.waiting and self._expectations.get(uuid) is expectation:
+            del self._expectations[uuid]
+
+    def _drop_stale_orphans(self) -> None:
+        now = time.monotonic()
+        for uuid, expectation in list(self._expectations.items()):
+            if not expectation.waiting and now - expectation.since > ORPHAN_TTL_S:
+                del self._expectations[uuid]
+
+    async def resync(self, domain: Domain) -> None:
+        """Bring one domain in line with what Docker has now, crediting the operation in
+        flight on it: for when Docker's events of that operation were lost."""
+        async with self._lock:
+            found = await self._driver.observe(domain.handle) if domain.handle else None
+            expectation = self._expectations.get(domain.uuid)
+            cause = expectation.cause if expectation else None
+            emitted: set[Transition] = set()
+            with self._store.transaction() as tx:
+                for transition in self._missed(domain, found):
+                    if self._redundant(domain, transition):
+                        continue
+                    exit_code = found.exit_code if found and transition in STOPPED else None
+                    self._settle(tx, domain, transition)
+                    when = datetime.now(UTC)
+                    self._emit(tx, domain, transition, "reconcile", cause, when, exit_code)
+                    emitted.add(transition)
+                if self._domains.by_uuid(domain.uuid) is domain:
+                    tx.save(domain)
+                if expectation and expectation.until & emitted:
+                    tx.reached(expectation.cause)
+            if emitted:
+                self._on_queued()
+            self._settled(domain.uuid, expectation, emitted)
 
     async def _apply_once(self, event: RuntimeEvent, origin: Origin | None) -> None:
         """Apply an event not applied before (a replay overlaps the live stream)."""
@@ -188,8 +266,12 @@ class Monitor:
         params: dict[str, int] = {}
         if Special.TUNABLE in transitions:
             params = expectation.params if expectation else await self._tunables(domain)
-        origin: Origin = origin_override or ("agent" if expectation else "external")
-        cause = expectation.cause if expectation and origin == "agent" else None
+        # an operation of a previous run is credited only with the effect it was after
+        credited = expectation is not None and (
+            expectation.waiting or bool(expectation.until & set(transitions))
+        )
+        origin: Origin = origin_override or ("agent" if credited else "external")
+        cause = expectation.cause if expectation and credited and origin == "agent" else None
         when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
         emitted: set[Transition] = set()
         with self._store.transaction() as tx:
@@ -209,10 +291,11 @@ class Monitor:
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
             tx.set_counter(DOCKER_TIME, event.time_ns)
+            if expectation and expectation.until & emitted:
+                tx.reached(expectation.cause)
         if emitted:
             self._on_queued()
-        if expectation and expectation.until & emitted:
-            expectation.reached.set()
+        self._settled(event.uuid, expectation, emitted)
 
     async def _tunables(self, domain: Domain) -> dict[str, int]:
         observed = await self._driver.observe(domain.handle) if domain.handle else None
@@ -314,13 +397,15 @@ class Monitor:
         async with self._lock:
             observed = {item.uuid: item for item in await self._driver.observe_all()}
             self._reconcile(observed)
+            self._drop_stale_orphans()
 
     def _reconcile(self, observed: dict[UUID, Observed]) -> None:
         now = datetime.now(UTC)
         queued = 0
         with self._store.transaction() as tx:
             for domain in self._domains:
-                if domain.uuid in self._expectations:
+                expectation = self._expectations.get(domain.uuid)
+                if expectation is not None and expectation.waiting:
                     continue
                 found = observed.get(domain.uuid)
                 if found is not None:
@@ -330,7 +415,11 @@ class Monitor:
                         continue
                     exit_code = found.exit_code if found and transition in STOPPED else None
                     self._settle(tx, domain, transition)
-                    self._emit(tx, domain, transition, "reconcile", None, now, exit_code)
+                    cause = expectation.cause if expectation else None
+                    self._emit(tx, domain, transition, "reconcile", cause, now, exit_code)
+                    if expectation and transition in expectation.until:
+                        tx.reached(expectation.cause)
+                        self._settled(domain.uuid, expectation, {transition})
                 if self._domains.by_uuid(domain.uuid) is domain:
                     tx.save(domain)
             queued = tx.queued
@@ -355,3 +444,7 @@ class Monitor:
         if state is DomainState.RUNNING and domain.state is DomainState.PAUSED:
             missed.append(Lifecycle.RESUMED_UNPAUSED)
         return missed
+
+
+def _transition(name: str) -> Transition:
+    return Lifecycle[name] if name in Lifecycle.__members__ else Special[name]

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 Step = Callable[[], Awaitable[object]]
 
 EVENT_WAIT_S = 10.0
+ORPHAN_WAIT_S = 20.0
+"""How long a retried command waits for Docker to finish its first attempt's work."""
 """How long an op waits for Docker's report of what it did, beyond its own duration."""
 
 
@@ -77,7 +79,9 @@ class Operations:
         engine: EngineFacts,
         heartbeat_s: float = 10.0,
         gone: Callable[[str | None, UUID | None], DomainRecord | None] = lambda *_: None,
+        intent_reached: Callable[[str], bool] = lambda _: False,
     ) -> None:
+        self._intent_reached = intent_reached
         self._gone = gone
         self.host = host
         self.heartbeat_s = heartbeat_s
@@ -92,6 +96,16 @@ class Operations:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
         died running it) whose effect is already there answers success, as the first
         delivery would have."""
+        if retry and (
+            self._intent_reached(command.id)
+            or await self._monitor.orphan_settled(command.id, ORPHAN_WAIT_S)
+        ):
+            done = self._record_of(command)
+            if done is not None:
+                log.info(
+                    "retried %s %s: its effect was seen before the restart", command.op, command.id
+                )
+                return done
         try:
             return await self._run(command)
         except VirtError as error:
@@ -100,6 +114,17 @@ class Operations:
                 raise
             log.info("retried %s %s: already done", command.op, command.id)
             return done
+
+    def _record_of(self, command: Command) -> DomainRecord | None:
+        if isinstance(command, Define | CreateXml):
+            domain = self._domains.by_name(command.args.spec.name)
+            return domain.record() if domain else None
+        if isinstance(command, DomainCommand):
+            domain = self._domains.find(command.target)
+            if domain is not None:
+                return domain.record()
+            return self._gone(command.target.name, command.target.uuid)
+        return None
 
     def _already_done(self, command: Command, error: VirtError) -> DomainRecord | None:
         if isinstance(command, Define | CreateXml):
@@ -192,6 +217,8 @@ class Operations:
             for step in steps:
                 await step()
             if not await expectation.wait(wait_s):
+                await self._monitor.resync(domain)
+            if not expectation.reached.is_set():
                 log.warning(
                     "Docker did not report %s of domain %s within %.0f s",
                     "/".join(sorted(str(t) for t in until)),

@@ -44,6 +44,14 @@ CREATE TABLE IF NOT EXISTS replies (
     at REAL NOT NULL DEFAULT (julianday('now'))
 );
 CREATE TABLE IF NOT EXISTS attempts (id TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (
+    command_id TEXT PRIMARY KEY,
+    uuid TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    until TEXT NOT NULL,
+    reached INTEGER NOT NULL DEFAULT 0,
+    at REAL NOT NULL DEFAULT (julianday('now'))
+);
 CREATE TABLE IF NOT EXISTS gone (
     uuid TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -62,6 +70,17 @@ class Pending:
     seq: int
     routing_key: str
     body: bytes
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An operation that was acting through Docker; ``reached`` once its effect was seen."""
+
+    command_id: str
+    uuid: UUID
+    mode: str
+    until: list[str]
+    reached: bool
 
 
 class Transaction:
@@ -93,6 +112,17 @@ class Transaction:
             "INSERT OR REPLACE INTO gone (uuid, name, record) VALUES (?, ?, ?)",
             (str(domain.uuid), domain.name, domain.record().model_dump_json()),
         )
+
+    def intend(self, command_id: str, uuid: UUID, mode: str, until: list[str]) -> None:
+        """Note an operation about to act through Docker, so that its effect can be told
+        after a crash: replayed events are read in its mode, and a retry knows."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO intents (command_id, uuid, mode, until) VALUES (?, ?, ?, ?)",
+            (command_id, str(uuid), mode, ",".join(until)),
+        )
+
+    def reached(self, command_id: str) -> None:
+        self._db.execute("UPDATE intents SET reached = 1 WHERE command_id = ?", (command_id,))
 
     def set_counter(self, name: str, value: int) -> None:
         self._db.execute(
@@ -194,6 +224,21 @@ class Store:
     def last_seq(self) -> int:
         return self.counter("seq")
 
+    def intents(self) -> list[Intent]:
+        rows = self.db.execute(
+            "SELECT command_id, uuid, mode, until, reached FROM intents ORDER BY at"
+        ).fetchall()
+        return [
+            Intent(command_id, UUID(uuid), mode, until.split(","), bool(reached))
+            for command_id, uuid, mode, until, reached in rows
+        ]
+
+    def intent_reached(self, command_id: str) -> bool:
+        row = self.db.execute(
+            "SELECT reached FROM intents WHERE command_id = ?", (command_id,)
+        ).fetchone()
+        return bool(row and row[0])
+
     def attempt(self, command_id: str) -> int:
         """Count one more delivery of a command; returns how many there have been."""
         (count,) = self.db.execute(
@@ -233,9 +278,11 @@ class Store:
                 "INSERT OR IGNORE INTO replies (id, body) VALUES (?, ?)", (command_id, body)
             )
             self.db.execute("DELETE FROM attempts WHERE id = ?", (command_id,))
+            self.db.execute("DELETE FROM intents WHERE command_id = ?", (command_id,))
 
     def prune(self, keep: int = REPLIES_KEPT) -> None:
         """Keep the newest ``keep`` recorded replies and records of gone domains."""
+        self.db.execute("DELETE FROM intents WHERE at < julianday('now') - 1")
         for table, key in (("replies", "id"), ("gone", "uuid")):
             self.db.execute(
                 f"DELETE FROM {table} WHERE {key} NOT IN "

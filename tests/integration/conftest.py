@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,46 +23,10 @@ from agent.config import Config
 from agent.driver import HOST_LABEL
 from schemas.events import DomainEvent, LifecycleEvent
 from schemas.topology import host_queue
+from tests.conftest import AMQP_URL, IMAGE, new_host
 from tests.support import BusPeer, EventRecorder
 
-AMQP_URL = os.environ.get("VIRTBUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-IMAGE = "virtbus-test:latest"
 NOCMD_IMAGE = "virtbus-test:nocmd"
-
-
-def _unavailable(what: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is not available (required under CI)")
-    pytest.skip(f"{what} is not available; run scripts/setup.sh")
-
-
-async def _probe() -> tuple[str | None, str | None]:
-    broker = docker = None
-    try:
-        connection = await asyncio.wait_for(aio_pika.connect(AMQP_URL), 10)
-        await connection.close()
-    except Exception as error:
-        broker = f"RabbitMQ at {AMQP_URL} ({error!r})"
-    client = aiodocker.Docker()
-    try:
-        await asyncio.wait_for(client.images.inspect(IMAGE), 10)
-    except Exception as error:
-        docker = f"dockerd with image {IMAGE} ({error!r})"
-    finally:
-        await client.close()
-    return broker, docker
-
-
-@pytest.fixture(scope="session")
-def services() -> None:
-    broker, docker = asyncio.run(_probe())
-    for missing in (broker, docker):
-        if missing:
-            _unavailable(missing)
-
-
-def new_host() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
 
 
 @dataclass

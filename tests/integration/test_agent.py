@@ -14,7 +14,8 @@ import pytest
 from schemas.events import AgentEvent, LifecycleEvent, TunableEvent
 from schemas.replies import DomainInfo, DomainList, HostInfo, Reply
 from schemas.topology import BROADCAST_EXCHANGE
-from tests.integration.conftest import IMAGE, NOCMD_IMAGE, Fleet, Host, spec
+from tests.conftest import IMAGE
+from tests.integration.conftest import NOCMD_IMAGE, Fleet, Host, spec
 from tests.support import BusPeer, DeadLetters, EventRecorder, lifecycle
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.integration.conftest import CLI, IMAGE, Host, spec
+from tests.conftest import IMAGE
+from tests.integration.conftest import CLI, Host, spec
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ import pytest
 from agent.client import Connection, EventStream, VirtbusError, connect
 from schemas.codes import EventId
 from schemas.events import Event, LifecycleEvent
-from tests.integration.conftest import AMQP_URL, CLI, VIRTBUS, Fleet, Host, new_host, spec
+from tests.conftest import AMQP_URL, new_host
+from tests.integration.conftest import CLI, VIRTBUS, Fleet, Host, spec
 from tests.support import BusPeer, EventRecorder
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ import pytest
 from agent.driver import HOST_LABEL
 from schemas.commands import OPS
 from schemas.events import AgentEvent
-from tests.integration.conftest import AMQP_URL, VIRTBUS, Fleet, new_host, spec
+from tests.conftest import AMQP_URL, new_host
+from tests.integration.conftest import VIRTBUS, Fleet, spec
 from tests.support import BusPeer, EventRecorder
 
 pytestmark = pytest.mark.integration

@@ -89,6 +89,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             RegistryCredentials(tmp_path / "registries.json"),
             await driver.engine(),
             gone=store.gone,
+            intent_reached=store.intent_reached,
         )
         yield Rig(driver, store, Dispatcher("h1", operations, domains, store, concurrency=2))
         watching.cancel()

@@ -1,0 +1,123 @@
+"""A three-node RabbitMQ cluster on this machine, for the fault suite.
+
+Nodes ``vbf1..3@localhost`` listen on 127.0.0.1 ports 5701-5703, keep their data in a
+directory of their own and run as the ``rabbitmq`` user next to the default node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_PORT = 5700
+TIMEOUT_S = 120
+
+
+def rabbitmqctl(node: str, *argv: str, timeout_s: float = TIMEOUT_S) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", "-n", node, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl -n {node} {' '.join(argv)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Node:
+    index: int
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return f"vbf{self.index}@localhost"
+
+    @property
+    def port(self) -> int:
+        return BASE_PORT + self.index
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def directory(self) -> Path:
+        return self.root / f"vbf{self.index}"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        shutil.chown(self.directory, "rabbitmq", "rabbitmq")
+        for path in self.directory.iterdir():
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+        environment = {
+            "HOME": "/var/lib/rabbitmq",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.port + 20000),
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+            "RABBITMQ_PID_FILE": str(self.directory / "pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(self.directory / "plugins-expand"),
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq"),
+        }
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "rabbitmq",
+                "--",
+                "env",
+                *(f"{key}={value}" for key, value in environment.items()),
+                "/usr/lib/rabbitmq/bin/rabbitmq-server",
+                "-detached",
+            ],
+            check=True,
+            timeout=TIMEOUT_S,
+            cwd="/var/lib/rabbitmq",
+        )
+        rabbitmqctl(self.name, "wait", str(self.directory / "pid"), "--timeout", str(TIMEOUT_S))
+
+    def stop(self) -> None:
+        rabbitmqctl(self.name, "stop")
+
+
+class Cluster:
+    def __init__(self, root: Path, size: int = 3) -> None:
+        self.nodes = [Node(index, root) for index in range(1, size + 1)]
+        self.root = root
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.root, "rabbitmq", "rabbitmq")
+        first, *others = self.nodes
+        first.start()
+        for node in others:
+            node.start()
+            rabbitmqctl(node.name, "stop_app")
+            rabbitmqctl(node.name, "reset")
+            rabbitmqctl(node.name, "join_cluster", first.name)
+            rabbitmqctl(node.name, "start_app")
+            rabbitmqctl(node.name, "await_startup")
+
+    def stop(self, keep: bool = False) -> None:
+        for node in self.nodes:
+            try:
+                node.stop()
+            except (RuntimeError, subprocess.TimeoutExpired):
+                continue
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,314 @@
+"""Faults injected for real into a stream of commands: nothing lost, nothing doubled.
+
+Each scenario runs an agent process, drives a few hundred commands over many domains,
+injects one fault a third of the way in, and checks every reply and every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiodocker
+import pytest
+
+from agent.driver import HOST_LABEL
+from schemas.topology import host_queue
+from tests.conftest import AMQP_URL, new_host
+from tests.faults.cluster import Cluster, rabbitmqctl
+from tests.faults.harness import (
+    AgentProcess,
+    Client,
+    Recorder,
+    Report,
+    Run,
+    Sent,
+    check,
+    workload,
+)
+from tests.faults.proxy import Proxy
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
+
+DOMAINS = 16
+ROUNDS = 2
+FAULT_AT = DOMAINS * ROUNDS * 12 // 3
+Fault = Callable[[AgentProcess], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Stage:
+    """Where a scenario runs: the brokers to use and the host queues' type."""
+
+    urls: list[str]
+    queue_type: str
+
+
+@pytest.fixture
+def single(services: None) -> Stage:
+    return Stage([AMQP_URL], "classic")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmq-server is not installed; run scripts/setup.sh")
+    cluster = Cluster(Path("/tmp") / f"virtbus-cluster-{os.getpid()}")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+async def run_scenario(
+    name: str,
+    stage: Stage,
+    fault: Fault,
+    tmp_path: Path,
+    agent_urls: list[str] | None = None,
+    before: Callable[[Client], Coroutine[Any, Any, list[Sent]]] | None = None,
+    external: Counter[str] | None = None,
+    tolerant: bool = False,
+) -> Report:
+    host = new_host()
+    agent = AgentProcess(
+        host, tmp_path / "state", agent_urls or stage.urls, stage.queue_type, tmp_path / "agent.log"
+    )
+    recorder = Recorder(stage.urls, host, stage.queue_type)
+    client = Client(stage.urls, host, stage.queue_type)
+    try:
+        await recorder.start()
+        await agent.start()
+        await client.call("host.ping")
+        prelude = await before(client) if before else []
+        run, injected = await workload(client, DOMAINS, ROUNDS, FAULT_AT, lambda: fault(agent))
+        assert injected is not None
+        await injected
+        run.sent[:0] = prelude
+        fence = await client.call(
+            "domain.define",
+            spec={"name": "fence", "image": "virtbus-test:latest", "command": ["sleep", "9"]},
+        )
+        assert fence["ok"], fence
+        events = await recorder.drain(until=lambda seen: any(e.cause == fence["id"] for e in seen))
+        listing = await client.call("host.list_domains")
+        listed = {d["name"]: d["state"] for d in listing["result"]["domains"]}
+        listed.pop("fence")
+        events = [e for e in events if e.domain.name != "fence"]
+        assert await agent.stop() == 0
+        report = check(name, run, events, listed, external, tolerant)
+    finally:
+        await agent.stop()
+        await client.close()
+        await cleanup(stage.urls, host, client.reply_queue)
+    print(report.line())
+    for problem in [*report.lost, *report.duplicated]:
+        print("  ", problem)
+    if report.lost or report.duplicated:
+        for event in events:
+            print(
+                "  ",
+                event.seq,
+                event.domain.name,
+                event.kind,
+                getattr(event, "event", ""),
+                getattr(event, "detail", ""),
+                event.origin,
+                event.cause,
+            )
+    assert report.lost == []
+    assert report.duplicated == []
+    return report
+
+
+async def cleanup(urls: list[str], host: str, reply_queue: str) -> None:
+    docker = aiodocker.Docker()
+    try:
+        filters = json.dumps({"label": [f"{HOST_LABEL}={host}"]})
+        for container in await docker.containers.list(all=True, filters=filters):
+            await container.delete(force=True)
+    finally:
+        await docker.close()
+    connection = await aio_pika.connect(urls[0])
+    async with connection:
+        channel = await connection.channel()
+        for queue in (host_queue(host), reply_queue):
+            await channel.queue_delete(queue)
+
+
+def ctl(*argv: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *argv], check=True, timeout=120, capture_output=True)
+
+
+async def test_broker_restarted_mid_stream(single: Stage, tmp_path: Path) -> None:
+    async def restart_broker(agent: AgentProcess) -> None:
+        await asyncio.to_thread(ctl, "stop_app")
+        await asyncio.sleep(2)
+        await asyncio.to_thread(ctl, "start_app")
+        await asyncio.to_thread(ctl, "await_startup")
+
+    await run_scenario("broker restarted", single, restart_broker, tmp_path)
+
+
+async def test_dockerd_restarted_mid_stream(single: Stage, tmp_path: Path) -> None:
+    async def restart_dockerd(agent: AgentProcess) -> None:
+        await asyncio.to_thread(restart_docker_engine)
+
+    await run_scenario("dockerd restarted", single, restart_dockerd, tmp_path, tolerant=True)
+
+
+def restart_docker_engine() -> None:
+    pids = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        os.kill(int(pid), signal.SIGTERM)
+    subprocess.run(
+        ["timeout", "60", "sh", "-c", "while pgrep -x dockerd >/dev/null; do sleep 0.2; done"],
+        check=True,
+    )
+    subprocess.Popen(
+        ["setsid", "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false"],
+        stdout=subprocess.DEVNULL,
+        stderr=open("/var/log/virtbus-dockerd.log", "ab"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    subprocess.run(
+        ["timeout", "60", "sh", "-c", "until docker info >/dev/null 2>&1; do sleep 0.2; done"],
+        check=True,
+    )
+
+
+async def test_agent_killed_mid_command(single: Stage, tmp_path: Path) -> None:
+    async def kill_and_restart(agent: AgentProcess) -> None:
+        await agent.kill()
+        await asyncio.sleep(1)
+        await agent.start()
+
+    await run_scenario("agent SIGKILLed", single, kill_and_restart, tmp_path)
+
+
+async def test_domain_crashes_while_agent_is_down(single: Stage, tmp_path: Path) -> None:
+    async def start_victim(client: Client) -> list[Sent]:
+        spec = {
+            "name": "victim",
+            "image": "virtbus-test:latest",
+            "command": ["sh", "-c", "while true; do sleep 1; done"],
+        }
+        defined = await client.call("domain.define", spec=spec)
+        created = await client.call("domain.create", {"name": "victim"})
+        return [Sent("victim", "define", defined), Sent("victim", "create", created)]
+
+    async def crash_while_down(agent: AgentProcess) -> None:
+        await agent.kill()
+        docker = aiodocker.Docker()
+        try:
+            container = await docker.containers.get(f"{agent.host}.victim")
+            init = (await container.show())["State"]["Pid"]
+            # the shell under Docker's init: a namespace's PID 1 ignores such signals
+            children = Path(f"/proc/{init}/task/{init}/children")
+            shell = (await asyncio.to_thread(children.read_text)).split()[0]
+            os.kill(int(shell), signal.SIGSEGV)
+            await asyncio.wait_for(container.wait(), 30)
+        finally:
+            await docker.close()
+        await agent.start()
+
+    await run_scenario(
+        "domain crashed while agent down",
+        single,
+        crash_while_down,
+        tmp_path,
+        before=start_victim,
+        external=Counter({"victim": 1}),
+    )
+
+
+async def test_cluster_node_stopped_and_started(cluster: Cluster, tmp_path: Path) -> None:
+    stage = Stage(cluster.urls, "quorum")
+
+    async def bounce_first_node(agent: AgentProcess) -> None:
+        node = cluster.nodes[0]
+        await asyncio.to_thread(node.stop)
+        await asyncio.sleep(2)
+        await asyncio.to_thread(node.start)
+        await asyncio.to_thread(rabbitmqctl, node.name, "await_startup")
+
+    await run_scenario("cluster node stopped", stage, bounce_first_node, tmp_path)
+
+
+@pytest.fixture
+async def proxy(services: None) -> AsyncIterator[Proxy]:
+    proxy = await Proxy(5672).start()
+    yield proxy
+    await proxy.stop()
+
+
+async def test_network_cut_longer_than_heartbeat(
+    single: Stage, proxy: Proxy, tmp_path: Path
+) -> None:
+    heartbeat_s = 2
+
+    async def cut_and_restore(agent: AgentProcess) -> None:
+        proxy.cut()
+        await asyncio.sleep(3 * heartbeat_s)
+        proxy.restore()
+
+    await run_scenario(
+        "network cut",
+        single,
+        cut_and_restore,
+        tmp_path,
+        agent_urls=[proxy.url(heartbeat_s)],
+    )
+
+
+def test_the_checker_catches_loss_and_duplicates() -> None:
+    """The checker itself can fail: a lost event and a doubled effect are reported."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from schemas.events import DomainEvent, DomainRef, LifecycleEvent
+
+    domain = DomainRef(name="f00", uuid=uuid4(), id=-1)
+
+    def event(seq: int, kind: str, detail: str, cause: str) -> LifecycleEvent:
+        codes = {"defined": (0, 0), "started": (2, 0)}
+        return LifecycleEvent(
+            host="h1",
+            time=datetime.now(UTC),
+            seq=seq,
+            domain=domain,
+            origin="agent",
+            cause=cause,
+            event=kind,
+            event_code=codes[kind][0],
+            detail=detail,
+            detail_code=codes[kind][1],
+        )
+
+    run = Run(
+        [
+            Sent("f00", "define", {"id": "a", "ok": True}),
+            Sent("f00", "create", {"id": "b", "ok": True}),
+        ]
+    )
+    gap: list[DomainEvent] = [
+        event(1, "defined", "added", "a"),
+        event(3, "started", "booted", "b"),
+    ]
+    assert check("gap", run, gap, {"f00": 1}).lost == ["seq 2 missing"]
+    doubled: list[DomainEvent] = [
+        *gap[:1],
+        event(2, "started", "booted", "b"),
+        event(3, "started", "booted", "b"),
+    ]
+    report = check("doubled", run, doubled, {"f00": 1})
+    assert report.duplicated == ["command b caused 2 events"]
