@@ -252,6 +252,8 @@ class Monitor:
         domain = self._domains.by_uuid(event.uuid)
         if domain is None:
             return
+        if event.action in ("pause", "unpause") and await self._stale(domain, event.action):
+            return
         expectation = self._expectations.get(event.uuid)
         domain.evidence.observe(event.action, event.signal)
         transitions = translate(
@@ -296,6 +298,13 @@ class Monitor:
         if emitted:
             self._on_queued()
         self._settled(event.uuid, expectation, emitted)
+
+    async def _stale(self, domain: Domain, action: str) -> bool:
+        """Docker 20.10 may report a pause or unpause twice (from its API and from
+        containerd's event, racing); the late copy no longer matches the container."""
+        observed = await self._driver.observe(domain.handle) if domain.handle else None
+        paused = observed is not None and observed.status == "paused"
+        return paused != (action == "pause")
 
     async def _tunables(self, domain: Domain) -> dict[str, int]:
         observed = await self._driver.observe(domain.handle) if domain.handle else None
