@@ -1,0 +1,241 @@
+"""B8: fleet simulation — 1,000 hosts (agents over the fake driver, 250 per worker
+process, classic host queues).
+
+1. Broadcast gather: ``host.ping`` to the fleet's group, gathered by the typed client
+   until every host has answered. Goals: p50 ≤ 1 s, no lost replies.
+2. Event fan-in: one broadcast ``domain.create_xml`` gives every agent a domain; then
+   every agent's domain is paused/resumed N times behind its back (the fake engine
+   reports each step, as Docker would), so each agent publishes N lifecycle events; one
+   subscriber bound to ``*.lifecycle.suspended.*`` and ``*.lifecycle.resumed.*`` counts
+   them by (host, seq). Goal: no event lost; the rate is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from dataclasses import asdict
+
+from bench.b5_broadcast import memory_row
+from bench.core import IMAGE, BenchError, BenchResult, Context, fmt
+from bench.fleetrun import (
+    Fleet,
+    broker_memory,
+    choose_connections,
+    fleet_meter,
+    gather_raw,
+    memory_per_agent,
+    per_unit,
+    queue_memory,
+)
+from bench.rpc import Arrival, EventTap, RpcClient
+
+QUEUE_TYPE = "classic"
+GATHER_GOAL_S = 1.0
+PING_TIMEOUT_S = 30.0
+CREATE_TIMEOUT_S = 120.0
+FAN_IN_IDLE_S = 30.0
+DOMAIN = "ev"
+
+
+class FanIn:
+    """Counts the fleet's events by (host, seq): duplicates, gaps, order, latency."""
+
+    def __init__(self, hosts: set[str]) -> None:
+        self.hosts = hosts
+        self.seen: set[tuple[str, int]] = set()
+        self.last_seq: dict[str, int] = {}
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.first_ns = 0
+        self.last_ns = 0
+        self.latencies: list[float] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, arrival: Arrival) -> None:
+        host = arrival.body.get("host")
+        if host not in self.hosts:
+            return
+        seq = int(arrival.body["seq"])
+        if (host, seq) in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add((host, seq))
+        if seq < self.last_seq.get(host, 0):
+            self.out_of_order += 1
+        self.last_seq[host] = max(seq, self.last_seq.get(host, 0))
+        self.first_ns = self.first_ns or arrival.received_ns
+        self.last_ns = arrival.received_ns
+        self.changed.set()
+
+    async def wait(self, expected: int, idle_s: float) -> None:
+        while len(self.seen) < expected:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), idle_s)
+            except TimeoutError:
+                return
+
+
+async def run(ctx: Context, client: RpcClient) -> BenchResult:
+    scale = ctx.scale
+    size, workers = scale.b8_hosts, scale.b8_workers
+    result = BenchResult("B8", f"fleet simulation: {size:,} hosts, {workers} processes")
+    shared, how = await choose_connections(size, workers)
+    ctx.log(f"B8 starting {size} agents in {workers} processes ({how})")
+    before = await broker_memory() if ctx.scale.broker_memory else None
+    fleet = await Fleet.start(ctx, "f", size, workers, QUEUE_TYPE, shared)
+    ctx.log(f"B8 fleet ready in {fleet.startup_s:.1f} s")
+    per_event = scale.b8_events_per_host
+    expected = size * per_event
+    try:
+        per_agent = memory_per_agent(before, await broker_memory() if before else None, size)
+        per_queue = await queue_memory(f"virtbus.host.bench-{ctx.run_id}-f") if before else {}
+        async with AsyncExitStack() as stack:
+            for worker in fleet.workers:
+                await stack.enter_async_context(worker.window("B8 broadcast pings"))
+            await gather_raw(client, fleet, 0, PING_TIMEOUT_S, warmup=2)
+            meter = fleet_meter(fleet)
+            gathered = await gather_raw(client, fleet, scale.b8_rounds, PING_TIMEOUT_S, warmup=0)
+            gather_cpu = per_unit(meter.stop(), scale.b8_rounds * size)
+        ctx.log(f"B8 gather: {gathered.dist.brief()}, missing {gathered.missing}")
+        spec = {"name": DOMAIN, "image": IMAGE, "command": ["sleep", "3600"]}
+        created = await client.broadcast(
+            fleet.group,
+            "domain.create_xml",
+            set(fleet.hosts),
+            args={"spec": spec},
+            timeout_s=CREATE_TIMEOUT_S,
+        )
+        if created.missing or created.failed:
+            raise BenchError(
+                f"create_xml broadcast: {created.missing} silent, {created.failed} failed"
+            )
+        fan_in = FanIn(set(fleet.hosts))
+        tap = await EventTap(
+            client.channel,
+            ["*.lifecycle.suspended.*", "*.lifecycle.resumed.*"],
+            on_event=fan_in,
+            keep=False,
+        ).start()
+        try:
+            async with AsyncExitStack() as stack:
+                for worker in fleet.workers:
+                    await stack.enter_async_context(worker.window("B8 event fan-in"))
+                meter = fleet_meter(fleet)
+                emit_ns = time.time_ns()
+                answers = await fleet.request_all({"cmd": "emit", "domain": DOMAIN, "n": per_event})
+                emitted = sum(int(a["emitted"]) for a in answers)
+                await fan_in.wait(expected, FAN_IN_IDLE_S)
+                fan_in_cpu = per_unit(meter.stop(), max(len(fan_in.seen), 1))
+        finally:
+            await tap.stop()
+        rss = [int(a["rss_kib"]) for a in await fleet.request_all({"cmd": "rss"})]
+    finally:
+        ctx.log(f"B8 stopping {size} agents")
+        await fleet.stop()
+
+    dist = gathered.dist
+    received = len(fan_in.seen)
+    seconds = (fan_in.last_ns - emit_ns) / 1e9 if fan_in.last_ns else float("nan")
+    rate = received / seconds if seconds > 0 else 0.0
+    lost = expected - received
+    result.metrics = {
+        "hosts": size,
+        "workers": workers,
+        "queue_type": QUEUE_TYPE,
+        "connections": how,
+        "shared_connection": shared,
+        "fleet_startup_s": fleet.startup_s,
+        "gather_ms": asdict(dist),
+        "gather_missing": gathered.missing,
+        "gather_failed": gathered.failed,
+        "create_xml_gather_s": created.elapsed_s,
+        "events_expected": expected,
+        "events_emitted": emitted,
+        "events_received": received,
+        "events_lost": lost,
+        "events_duplicated": fan_in.duplicates,
+        "events_out_of_order": fan_in.out_of_order,
+        "fan_in_s": seconds,
+        "fan_in_rate": rate,
+        "worker_rss_kib": rss,
+        "cpu_us_per_reply": gather_cpu,
+        "cpu_us_per_event": fan_in_cpu,
+        "broker_bytes_per_agent": per_agent,
+        "broker_bytes_per_queue": per_queue,
+    }
+    result.table(
+        f"B8 fleet of {size:,} agents ({QUEUE_TYPE} queues, {workers} processes)",
+        ["measure", "value"],
+        [
+            ["fleet start (all agents online)", f"{fleet.startup_s:.1f} s"],
+            [
+                "broadcast host.ping gather p50 / p99 / max",
+                f"{fmt(dist.p50)} / {fmt(dist.p99)} / {fmt(dist.max)} ms (n={dist.n})",
+            ],
+            ["replies missing (all rounds)", str(gathered.missing)],
+            ["broadcast domain.create_xml gather", f"{created.elapsed_s:.2f} s"],
+            ["events expected / received", f"{expected:,} / {received:,}"],
+            [
+                "events lost / duplicated / out of order",
+                f"{lost} / {fan_in.duplicates} / {fan_in.out_of_order}",
+            ],
+            ["fan-in time, rate", f"{seconds:.2f} s, {fmt(rate)} events/s"],
+            ["worker RSS", " / ".join(f"{kib / 1024:.0f} MB" for kib in rss)],
+            ["CPU per broadcast reply, µs", cpu_line(gather_cpu)],
+            ["CPU per fanned-in event, µs", cpu_line(fan_in_cpu)],
+        ],
+    )
+    if per_agent:
+        result.table(
+            "Broker memory per agent (idle fleet just started), KiB",
+            [
+                "host queues",
+                "connection",
+                "channel",
+                "queue (process)",
+                "all, per agent",
+                "host queue (list_queues)",
+            ],
+            [memory_row(QUEUE_TYPE, per_agent, per_queue)],
+        )
+    result.notes.append(f"connections: {how}.")
+    result.notes.append(
+        "broadcasts are published transient with plain aio-pika and gathered by host: a "
+        "persistent command opens a file in every durable classic queue it lands in "
+        "(measured: +1 broker descriptor per host queue), which a broker under the "
+        "default ulimit of 1024 cannot do for 1,000 queues. The typed client (always "
+        "persistent) is measured in B5."
+    )
+    result.goal(
+        f"broadcast gather p50, {size:,} hosts",
+        dist.p50 / 1000,
+        "s",
+        f"≤ {GATHER_GOAL_S:g} s",
+        dist.p50 / 1000 <= GATHER_GOAL_S,
+        f"p99 {fmt(dist.p99 / 1000)} s over {dist.n} rounds",
+    )
+    result.goal(
+        "lost broadcast replies",
+        gathered.missing,
+        "",
+        "0",
+        gathered.missing == 0,
+        f"over {dist.n} rounds x {size} hosts",
+    )
+    result.goal(
+        "lost events (fan-in to one subscriber)",
+        lost,
+        "",
+        "0",
+        lost == 0 and fan_in.duplicates == 0,
+        f"{received:,} of {expected:,} in {seconds:.2f} s = {fmt(rate)} events/s",
+    )
+    return result
+
+
+def cpu_line(cpu: dict[str, float]) -> str:
+    names = {"broker": "broker", "agents": "agents", "client": "gatherer/subscriber"}
+    return " · ".join(f"{names.get(name, name)} {value:.0f}" for name, value in cpu.items())

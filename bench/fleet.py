@@ -1,0 +1,194 @@
+"""A fleet worker: many in-process agents over the fake driver (``tests.fakes``) in one
+process, steered over standard input by the benchmark.
+
+    python -m bench.fleet '<json config>'
+
+Each agent is a real ``agent.agent.Agent`` (store, monitor, dispatcher, bus) whose
+Docker is a ``FakeDriver``. With ``shared_connection`` the agents of the worker open
+their channels on one AMQP connection instead of one connection each (a broker started
+with the default ``ulimit -n`` of 1024 allows 832 sockets, fewer than a 1,000-host fleet
+needs); every agent still has its own channel, queue, bindings, consumer and publisher
+confirms. The shim replaces ``aio_pika.connect`` in the worker process only.
+
+Protocol: one JSON object per line. The worker first prints ``{"ready": …}``; then for
+every request line it prints one reply line. Requests: ``{"cmd": "emit", "domain": D,
+"n": N}`` (each agent pauses/unpauses its domain D N times behind its own back: N
+events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
+``{"cmd": "profile_stop"}``, ``{"cmd": "stop"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from agent.agent import Agent
+from agent.config import Config
+from bench.core import rss_kib
+from bench.profiling import Window
+from tests.fakes import FakeDriver
+
+START_AT_ONCE = 25
+HEARTBEAT_S = 3600.0
+
+
+class SharedConnection:
+    """Stands in for one agent's connection: its channels live on a shared one, and
+    closing it closes only them."""
+
+    def __init__(self, real: AbstractConnection) -> None:
+        self._real = real
+        self._channels: list[AbstractChannel] = []
+        self._closed = False
+        self.close_callbacks: set[Any] = set()
+        """Kept for the bus's sake; a lost shared connection closes every channel on it,
+        and the bus watches its channel too."""
+
+    def channel(self, *args: Any, **kwargs: Any) -> AbstractChannel:
+        channel = self._real.channel(*args, **kwargs)
+        self._channels.append(channel)
+        return channel
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or self._real.is_closed
+
+    async def close(self, *args: Any, **kwargs: Any) -> None:
+        self._closed = True
+        for channel in self._channels:
+            if not channel.is_closed:
+                await channel.close()
+        self._channels.clear()
+
+
+def share_connections(url: str) -> list[AbstractConnection]:
+    """Make ``aio_pika.connect`` (as the agents' bus calls it) hand out channels of one
+    real connection per worker; returns the list that will hold that connection."""
+    shared: list[AbstractConnection] = []
+    lock = asyncio.Lock()
+    real_connect = aio_pika.connect
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        async with lock:
+            if not shared:
+                shared.append(
+                    await real_connect(
+                        url, client_properties={"connection_name": "virtbus bench fleet worker"}
+                    )
+                )
+        return SharedConnection(shared[0])
+
+    aio_pika.connect = connect
+    aio_pika.connect_robust = connect
+    return shared
+
+
+def reply(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def emit(agents: list[tuple[Agent, FakeDriver]], domain: str, n: int) -> int:
+    """Every agent's domain is paused and resumed behind the agent's back, ``n`` steps."""
+    emitted = 0
+    for _, driver in agents:
+        handle = next((c.handle for c in driver.containers.values() if c.name == domain), None)
+        if handle is None:
+            continue
+        for step in range(n):
+            if step % 2 == 0:
+                await driver.pause(handle)
+            else:
+                await driver.unpause(handle)
+            emitted += 1
+    return emitted
+
+
+async def serve(config: dict[str, Any]) -> None:
+    url: str = config["amqp_url"]
+    shared = share_connections(url) if config["shared_connection"] else []
+    window = Window(config["profile_out"]) if config.get("profile_out") else None
+    agents: list[tuple[Agent, FakeDriver]] = []
+    for host in config["hosts"]:
+        driver = FakeDriver()
+        settings = Config(
+            host=host,
+            amqp_url=url,
+            groups=[config["group"]],
+            state_dir=Path(config["state_dir"]),
+            queue_type=config["queue_type"],
+            heartbeat_s=HEARTBEAT_S,
+            drain_s=5.0,
+        )
+        agents.append((Agent(settings, driver=driver), driver))
+    started = time.perf_counter()
+    slots = asyncio.Semaphore(START_AT_ONCE)
+
+    async def start(agent: Agent) -> None:
+        async with slots:
+            await agent.start()
+
+    await asyncio.gather(*(start(agent) for agent, _ in agents))
+    reply(
+        {
+            "ready": len(agents),
+            "startup_s": time.perf_counter() - started,
+            "rss_kib": rss_kib_self(),
+            "connections": len(shared) if shared else len(agents),
+        }
+    )
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        request = json.loads(line)
+        command = request["cmd"]
+        if command == "emit":
+            began = time.perf_counter()
+            count = await emit(agents, request["domain"], request["n"])
+            reply({"emitted": count, "elapsed_s": time.perf_counter() - began})
+        elif command == "rss":
+            reply({"rss_kib": rss_kib_self()})
+        elif command == "profile_start":
+            if window is not None:
+                window.start()
+            reply({"profiling": window is not None})
+        elif command == "profile_stop":
+            path = window.stop() if window is not None else None
+            reply({"profile": str(path) if path else None})
+        elif command == "stop":
+            break
+        else:
+            reply({"error": f"unknown command {command}"})
+    began = time.perf_counter()
+    await asyncio.gather(*(agent.stop() for agent, _ in agents), return_exceptions=True)
+    for connection in shared:
+        await connection.close()
+    reply({"stopped": len(agents), "elapsed_s": time.perf_counter() - began})
+
+
+def rss_kib_self() -> int:
+    return rss_kib(os.getpid())[0]
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(json.loads(sys.argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Fleets of in-process agents over the fake driver, spread over worker processes
+(``bench.fleet``), and broadcast gathering against them (used by B5 and B8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.client import Connection
+from bench.core import BenchError, Context, CpuMeter, Dist, broker_pid, run_tool
+from bench.procs import FleetProcess
+from bench.rpc import RpcClient
+
+
+@dataclass
+class Fleet:
+    ctx: Context
+    hosts: list[str]
+    group: str
+    workers: list[FleetProcess] = field(default_factory=list)
+    startup_s: float = 0.0
+
+    @classmethod
+    async def start(
+        cls,
+        ctx: Context,
+        label: str,
+        size: int,
+        processes: int,
+        queue_type: str,
+        shared_connection: bool,
+    ) -> Fleet:
+        hosts = [ctx.host(f"{label}{index:04d}") for index in range(size)]
+        group = f"bench-{ctx.run_id}-{label}"
+        fleet = cls(ctx, hosts, group)
+        per = -(-size // processes)
+        for index in range(processes):
+            chunk = hosts[index * per : (index + 1) * per]
+            if chunk:
+                fleet.workers.append(
+                    FleetProcess(
+                        ctx, f"{label}-worker{index}", chunk, group, queue_type, shared_connection
+                    )
+                )
+        began = time.perf_counter()
+        try:
+            await asyncio.gather(*(worker.start() for worker in fleet.workers))
+        except BaseException:
+            await fleet.stop()
+            raise
+        fleet.startup_s = time.perf_counter() - began
+        return fleet
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self.workers), return_exceptions=True)
+        await self.ctx.cleanup.sweep(self.ctx.docker, self.hosts)
+
+    async def request_all(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(w.request(command) for w in self.workers)))
+
+
+@dataclass
+class Gathering:
+    times_s: list[float]
+    missing: int
+    failed: int
+
+    @property
+    def dist(self) -> Dist:
+        return Dist.of(self.times_s)
+
+
+async def gather_typed(
+    conn: Connection, fleet: Fleet, rounds: int, timeout_s: float, warmup: int = 2
+) -> Gathering:
+    """``host.ping`` to the fleet's group ``rounds`` times through the typed client
+    (persistent command, every reply validated), each gathered until every host has
+    answered (or ``timeout_s``)."""
+    expect = set(fleet.hosts)
+    times: list[float] = []
+    missing = failed = 0
+    for round_ in range(warmup + rounds):
+        outcome = await conn.broadcast(
+            "host.ping", group=fleet.group, expect=expect, timeout_s=timeout_s
+        )
+        if round_ < warmup:
+            continue
+        times.append(outcome.elapsed_s)
+        missing += len(outcome.missing)
+        failed += len(outcome.failed)
+    return Gathering(times, missing, failed)
+
+
+async def gather_raw(
+    client: RpcClient, fleet: Fleet, rounds: int, timeout_s: float, warmup: int = 2
+) -> Gathering:
+    """``host.ping`` to the fleet's group ``rounds`` times with plain aio-pika (transient
+    command, replies parsed for their host only)."""
+    expect = set(fleet.hosts)
+    times: list[float] = []
+    missing = failed = 0
+    for round_ in range(warmup + rounds):
+        outcome = await client.broadcast(fleet.group, "host.ping", expect, timeout_s=timeout_s)
+        if round_ < warmup:
+            continue
+        times.append(outcome.elapsed_s)
+        missing += outcome.missing
+        failed += outcome.failed
+    return Gathering(times, missing, failed)
+
+
+@dataclass(frozen=True)
+class Descriptors:
+    """The local RabbitMQ node's file descriptors, as ``rabbitmq-diagnostics`` has them."""
+
+    sockets_limit: int
+    sockets_used: int
+    total_limit: int
+    total_used: int
+
+
+async def broker_descriptors() -> Descriptors | None:
+    output = await run_tool("rabbitmq-diagnostics", "-q", "status", "--formatter", "json")
+    if output is None:
+        return None
+    try:
+        found = json.loads(output)["file_descriptors"]
+        return Descriptors(
+            int(found["sockets_limit"]),
+            int(found["sockets_used"]),
+            int(found["total_limit"]),
+            int(found["total_used"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+SPARE_DESCRIPTORS = 200
+"""Left free on the broker for everything else (other clients, queue files, Erlang)."""
+
+
+async def choose_connections(agents: int, workers: int) -> tuple[bool, str]:
+    """One connection per agent if the broker has the sockets for it, else one shared
+    connection per worker. Refuses to start a fleet the broker cannot hold: a RabbitMQ
+    node that runs out of file descriptors stops accepting connections and can crash."""
+    found = await broker_descriptors()
+    if found is None:
+        return True, "broker limits unknown: agents share one AMQP connection per worker"
+    if found.total_limit - found.total_used < workers + SPARE_DESCRIPTORS:
+        raise BenchError(
+            f"the broker has {found.total_used} of {found.total_limit} file descriptors in "
+            "use: too few left for a fleet"
+        )
+    sockets_free = found.sockets_limit - found.sockets_used
+    files_free = found.total_limit - found.total_used
+    if min(sockets_free, files_free) >= agents + SPARE_DESCRIPTORS:
+        return False, (
+            f"one AMQP connection per agent (broker: {found.sockets_used}/"
+            f"{found.sockets_limit} sockets in use)"
+        )
+    return True, (
+        "agents share one AMQP connection per worker process, each agent with its own "
+        f"channel, queue and consumer: the broker allows {found.sockets_limit} sockets "
+        f"({found.total_limit} descriptors in all, {found.total_used} in use), fewer than "
+        f"{agents} agents need"
+    )
+
+
+def need(condition: bool, message: str) -> None:
+    if not condition:
+        raise BenchError(message)
+
+
+async def broker_memory() -> dict[str, int] | None:
+    """The local RabbitMQ node's memory by category, in bytes."""
+    output = await run_tool(
+        "rabbitmq-diagnostics", "-q", "memory_breakdown", "--unit", "bytes", "--formatter", "json"
+    )
+    if output is None:
+        return None
+    try:
+        return {key: int(value["bytes"]) for key, value in json.loads(output).items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+MEMORY_GROUPS: dict[str, tuple[str, ...]] = {
+    "connections": ("connection_readers", "connection_writers", "connection_other"),
+    "channels": ("connection_channels",),
+    "queues": ("queue_procs", "quorum_queue_procs", "quorum_ets", "msg_index"),
+}
+ALSO_COUNTED = ("mnesia", "metrics", "other_ets")
+"""Bindings and queue records (mnesia), per-object stats (metrics), routing tables."""
+
+
+def memory_per_agent(
+    before: dict[str, int] | None, after: dict[str, int] | None, agents: int
+) -> dict[str, float]:
+    """Broker memory the fleet added, per agent and by group (bytes)."""
+    if before is None or after is None or agents == 0:
+        return {}
+    delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    per = {
+        group: sum(delta.get(key, 0) for key in keys) / agents
+        for group, keys in MEMORY_GROUPS.items()
+    }
+    counted = [key for keys in MEMORY_GROUPS.values() for key in keys] + list(ALSO_COUNTED)
+    per["total"] = sum(delta.get(key, 0) for key in counted) / agents
+    return per
+
+
+async def queue_memory(prefix: str) -> dict[str, float]:
+    """Mean memory (bytes) of the queues whose name starts with ``prefix``, by type."""
+    output = await run_tool(
+        "rabbitmqctl",
+        "-q",
+        "list_queues",
+        "name",
+        "type",
+        "memory",
+        "--formatter",
+        "json",
+        timeout_s=120,
+    )
+    if output is None:
+        return {}
+    sizes: dict[str, list[int]] = {}
+    try:
+        for row in json.loads(output):
+            if str(row["name"]).startswith(prefix):
+                sizes.setdefault(str(row["type"]), []).append(int(row["memory"]))
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return {kind: sum(values) / len(values) for kind, values in sizes.items()}
+
+
+def fleet_meter(fleet: Fleet) -> CpuMeter:
+    """Meters the broker, the fleet's worker processes and this process (the client)."""
+    broker = broker_pid()
+    meter = CpuMeter(
+        {
+            "broker": [broker] if broker else [],
+            "agents": [worker.pid for worker in fleet.workers],
+            "client": [os.getpid()],
+        }
+    )
+    meter.start()
+    return meter
+
+
+def per_unit(used: dict[str, float], units: int) -> dict[str, float]:
+    """CPU microseconds per unit (reply, event) of each metered party."""
+    return {name: 1e6 * seconds / max(units, 1) for name, seconds in used.items()}

@@ -1,0 +1,252 @@
+"""``python -m bench``: run the benchmarks of issue 4 and write the results.
+
+    bench/run.sh [--quick] [--only B1,B3] [--profile]
+
+Writes ``bench/results/<timestamp>.json`` (everything), ``bench/results/<timestamp>.md``
+and ``bench/results/latest.md`` (the report), and prints the report on standard output;
+progress goes to standard error. With ``--profile``, every benchmark that missed a goal
+is run once more under pyinstrument (agents and fleet workers profiled over the measured
+part only) and the profiles are added to its section; the figures of the report always
+come from the run without the profiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aio_pika
+import aiodocker
+import aiohttp
+
+from agent.config import DEFAULT_AMQP_URL
+from bench import (
+    b1_latency,
+    b2_throughput,
+    b3_events,
+    b4_bulk,
+    b5_broadcast,
+    b6_scale,
+    b7_cli,
+    b8_fleet,
+    baseline,
+)
+from bench.core import BenchResult, Cleanup, Context, Scale, sweep_stale, write_pidfile
+from bench.machine import describe
+from bench.report import write
+from bench.rpc import RpcClient, wait_for_broker
+
+Bench = Callable[[Context, RpcClient], Awaitable[BenchResult]]
+BENCHES: dict[str, tuple[str, Bench]] = {
+    "B1": ("per-op latency vs raw aiodocker", b1_latency.run),
+    "B2": ("get_state throughput vs echo", b2_throughput.run),
+    "B3": ("event latency", b3_events.run),
+    "B4": ("100 domains concurrently vs raw", b4_bulk.run),
+    "B7": ("docker CLI vs virtbus CLI/library", b7_cli.run),
+    "B5": ("broadcast to 50 agents", b5_broadcast.run),
+    "B6": ("1,000 domains on one host", b6_scale.run),
+    "B8": ("fleet of 1,000 hosts", b8_fleet.run),
+}
+"""In the order they run: those needing only one agent first, the big ones last."""
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.sh", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", help="comma-separated benchmark ids, e.g. B1,B3")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="re-run each benchmark that missed a goal under pyinstrument",
+    )
+    parser.add_argument(
+        "--profile-all", action="store_true", help="re-run every benchmark under pyinstrument"
+    )
+    parser.add_argument("--amqp-url", default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL))
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where results go")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep state and logs")
+    args = parser.parse_args(argv)
+    if args.only:
+        wanted = [item.strip().upper() for item in args.only.split(",") if item.strip()]
+        unknown = [item for item in wanted if item not in BENCHES]
+        if unknown:
+            parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+        args.only = wanted
+    args.profile = args.profile or args.profile_all
+    if args.profile:
+        try:
+            import pyinstrument  # noqa: F401
+        except ImportError:
+            parser.error("--profile needs pyinstrument: .venv/bin/pip install pyinstrument")
+    return args
+
+
+def service_trouble(error: BaseException) -> bool:
+    """The broker or the Docker engine went away (restarted by someone else, say)."""
+    return isinstance(
+        error,
+        aio_pika.exceptions.AMQPError
+        | aio_pika.exceptions.ChannelInvalidStateError
+        | aiohttp.ClientConnectionError
+        | ConnectionError,
+    )
+
+
+async def docker_up(docker: aiodocker.Docker, timeout_s: float = 180.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            await docker.version()
+            return True
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError):
+            await asyncio.sleep(2)
+    return False
+
+
+async def run_bench(ctx: Context, bench_id: str, title: str, bench: Bench) -> BenchResult:
+    """One benchmark with a client of its own; run again once if the broker went away
+    under it (a broker restarted by someone else, say)."""
+    ctx.current = bench_id
+    began = time.monotonic()
+    for attempt in (1, 2):
+        ctx.log(f"{bench_id}: {title}{' (profiled)' if ctx.profiling else ''}")
+        lost = False
+        try:
+            async with RpcClient(ctx.amqp_url) as client:
+                try:
+                    result = await bench(ctx, client)
+                finally:
+                    lost = client.lost
+            break
+        except Exception as error:
+            traceback.print_exc(file=sys.stderr)
+            await ctx.cleanup.stop_processes()
+            if attempt == 1 and (lost or service_trouble(error)):
+                ctx.log(f"{bench_id}: lost the broker or Docker; running again once both are up")
+                if await wait_for_broker(ctx.amqp_url) and await docker_up(ctx.docker):
+                    with contextlib.suppress(Exception):
+                        await ctx.cleanup.sweep(ctx.docker)
+                    continue
+            result = BenchResult(bench_id, title, error=f"{type(error).__name__}: {error}")
+            break
+    if attempt == 2 and not result.error:
+        result.notes.append(
+            "run a second time: the broker or Docker went away during the first run"
+        )
+    result.duration_s = time.monotonic() - began
+    ctx.log(f"{bench_id} done in {result.duration_s:.0f} s")
+    return result
+
+
+async def amain(args: argparse.Namespace) -> int:
+    run_id = secrets.token_hex(3)
+    timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    pidfile = write_pidfile(run_id)
+    workdir = Path(tempfile.mkdtemp(prefix=f"virtbus-bench-{run_id}-"))
+    docker = aiodocker.Docker()
+    cleanup = Cleanup(args.amqp_url)
+    ctx = Context(
+        run_id=run_id,
+        quick=args.quick,
+        scale=Scale.quick() if args.quick else Scale.full(),
+        amqp_url=args.amqp_url,
+        workdir=workdir,
+        profile_dir=args.results / f"{timestamp}-profiles",
+        cleanup=cleanup,
+        docker=docker,
+    )
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, lambda: main_task.cancel() if main_task else None)
+    command = os.environ.get("BENCH_COMMAND") or shlex.join(
+        ["python", "-m", "bench", *sys.argv[1:]]
+    )
+    status = 1
+    try:
+        stale = await sweep_stale(docker, args.amqp_url)
+        if any(stale):
+            ctx.log(f"removed {stale[0]} containers and {stale[1]} queues of dead bench runs")
+        async with RpcClient(args.amqp_url) as probe:
+            machine = await describe(docker, probe)
+        load_before = os.getloadavg()
+        ctx.log(f"run {run_id} ({'quick' if args.quick else 'full'}), work dir {workdir}")
+        results: list[BenchResult] = []
+        base = await run_bench(ctx, "RPC", "bare RPC echo", baseline.run)
+        selected = [b for b in BENCHES if not args.only or b in args.only]
+        for bench_id in selected:
+            title, bench = BENCHES[bench_id]
+            if base.error:
+                results.append(BenchResult(bench_id, title, error="no RPC baseline"))
+                continue
+            results.append(await run_bench(ctx, bench_id, title, bench))
+        if args.profile:
+            ctx.profiling = True
+            for result in results:
+                if not (result.missed or args.profile_all):
+                    continue
+                ctx.profiles = []
+                title, bench = BENCHES[result.id]
+                again = await run_bench(ctx, result.id, title, bench)
+                result.profiles = ctx.profiles
+                result.notes.append(
+                    "profiled re-run (figures under the profiler, for orientation only): "
+                    + "; ".join(
+                        f"{g.what} = {g.measured:.4g} {g.unit}".rstrip() for g in again.goals
+                    )
+                    + (f" - error: {again.error}" if again.error else "")
+                )
+            ctx.profiling = False
+        ordered = [base, *sorted(results, key=lambda r: r.id)]
+        run = {
+            "id": run_id,
+            "timestamp": timestamp,
+            "quick": args.quick,
+            "command": command,
+            "cwd": os.getcwd(),
+            "duration_s": time.monotonic() - ctx.started,
+            "machine": machine,
+            "load_average": {"start": load_before, "end": os.getloadavg()},
+            "scale": asdict(ctx.scale),
+        }
+        path, text = write(args.results, run, ordered)
+        print(text)
+        ctx.log(f"wrote {path} and {args.results / 'latest.md'}")
+        errors = [r.id for r in ordered if r.error]
+        status = 1 if errors else 0
+        if errors:
+            ctx.log(f"benchmarks that failed to run: {', '.join(errors)}")
+    except asyncio.CancelledError:
+        ctx.log("interrupted; cleaning up")
+        status = 130
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(cleanup.run(docker))
+        await docker.close()
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        pidfile.unlink(missing_ok=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    return asyncio.run(amain(args))

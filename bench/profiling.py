@@ -1,0 +1,150 @@
+"""Profiling windows with pyinstrument, and a summary a report can quote.
+
+A window is opened and closed while a process runs (by a signal for agent processes, by
+a command for fleet workers), so a profile shows only the measured part of a benchmark,
+not start-up. pyinstrument samples the main thread every millisecond (async mode off:
+every task the event loop runs is in it). Time spent waiting in the event loop's
+``select`` is idle; percentages are of busy (non-idle) time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyinstrument import Profiler
+    from pyinstrument.session import Session
+
+TOP = 15
+INTERVAL_S = 0.001
+
+
+@dataclass(frozen=True)
+class Frame:
+    function: str
+    path: str
+    line: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.path == "<built-in>"
+
+    def label(self) -> str:
+        return f"{self.function} ({short_path(self.path)}:{self.line})"
+
+
+def parse_frame(identifier: str) -> Frame:
+    bare = identifier.split("\x01", 1)[0]
+    parts = bare.split("\x00")
+    while len(parts) < 3:
+        parts.append("")
+    return Frame(parts[0], parts[1], parts[2])
+
+
+def short_path(path: str) -> str:
+    if path == "<built-in>":
+        return path
+    for marker in ("site-packages/", "/lib/python3.11/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    root = str(Path(__file__).resolve().parent.parent) + "/"
+    return path.removeprefix(root)
+
+
+def package_of(frame: Frame) -> str:
+    path = short_path(frame.path)
+    if path.startswith(("agent/", "schemas/", "bench/", "tests/")):
+        return path.split("/", 1)[0]
+    head = path.split("/", 1)[0].removesuffix(".py")
+    return {"aio_pika": "aio-pika", "aiormq": "aiormq", "pamqp": "pamqp"}.get(head, head)
+
+
+def _idle(frames: list[Frame]) -> bool:
+    return any(f.function == "select" and f.path.endswith("selectors.py") for f in frames)
+
+
+def _leaf_label(frames: list[Frame]) -> tuple[str, str]:
+    """The leaf's label and package; a C function is named with its Python caller."""
+    leaf = frames[-1]
+    if leaf.builtin and len(frames) > 1:
+        caller = frames[-2]
+        return f"{leaf.function} [C] ← {caller.label()}", package_of(caller)
+    return leaf.label(), package_of(leaf)
+
+
+def summarize(session: Session) -> dict[str, Any]:
+    records: list[tuple[list[str], float]] = list(session.frame_records)
+    total = sum(seconds for _, seconds in records)
+    self_time: defaultdict[str, float] = defaultdict(float)
+    inclusive: defaultdict[str, float] = defaultdict(float)
+    packages: defaultdict[str, float] = defaultdict(float)
+    busy = 0.0
+    for stack, seconds in records:
+        frames = [parse_frame(identifier) for identifier in stack]
+        frames = [f for f in frames if f.path != "<thread>"]
+        if not frames or _idle(frames):
+            continue
+        busy += seconds
+        label, package = _leaf_label(frames)
+        self_time[label] += seconds
+        packages[package] += seconds
+        for name in {f.label() for f in frames}:
+            inclusive[name] += seconds
+
+    def top(times: dict[str, float], skip_above: float = 1.01) -> list[dict[str, Any]]:
+        rows = []
+        for name, seconds in sorted(times.items(), key=lambda item: -item[1]):
+            share = seconds / busy if busy else 0.0
+            if share >= skip_above:
+                continue
+            rows.append({"frame": name, "pct": round(100 * share, 1), "s": round(seconds, 3)})
+            if len(rows) == TOP:
+                break
+        return rows
+
+    return {
+        "wall_s": round(total, 3),
+        "busy_s": round(busy, 3),
+        "busy_pct": round(100 * busy / total, 1) if total else 0.0,
+        "top_self": top(self_time),
+        # frames on (nearly) every busy stack, such as the event loop's own, say nothing
+        "top_inclusive": top(inclusive, skip_above=0.9),
+        "by_package": top(packages),
+    }
+
+
+class Window:
+    """Profiles between ``start`` and ``stop``; each ``stop`` writes ``<prefix>-<n>.json``
+    (the summary) and ``<prefix>-<n>.txt`` (pyinstrument's call tree)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.count = 0
+        self._profiler: Profiler | None = None
+
+    def start(self) -> None:
+        from pyinstrument import Profiler
+
+        if self._profiler is not None:
+            return
+        self._profiler = Profiler(interval=INTERVAL_S, async_mode="disabled")
+        self._profiler.start()
+
+    def stop(self) -> Path | None:
+        profiler, self._profiler = self._profiler, None
+        if profiler is None:
+            return None
+        session = profiler.stop()
+        path = Path(f"{self.prefix}-{self.count}.json")
+        self.count += 1
+        text = profiler.output_text(unicode=True, color=False, show_all=False)
+        path.with_suffix(".txt").write_text(text)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(summarize(session)))
+        os.replace(partial, path)
+        return path
