@@ -29,7 +29,7 @@ from agent.store import Store
 from schemas.codes import ErrorCode
 from schemas.commands import Command, CreateXml, Define, DomainCommand, InvalidCommand
 from schemas.commands import parse_command as parse
-from schemas.replies import ErrorBody, Reply
+from schemas.replies import Reply
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,6 @@ class Dispatcher:
         _, pending = await asyncio.wait(list(self._running.values()), timeout=timeout_s)
         return not pending
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._running)
-
     def _lane(self, command: Command) -> str | None:
         """Commands about one domain share a lane, keyed by the domain's name."""
         if isinstance(command, Define | CreateXml):
@@ -192,5 +188,3 @@ def _done(outcome: Outcome) -> asyncio.Future[Outcome]:
     future.set_result(outcome)
     return future
 
-
-__all__ = ["Dispatcher", "ErrorBody", "Outcome"]

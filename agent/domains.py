@@ -118,9 +118,6 @@ class DomainTable:
     def by_name(self, name: str) -> Domain | None:
         return self._by_name.get(name)
 
-    def by_handle(self, handle: str) -> Domain | None:
-        return next((d for d in self._by_uuid.values() if d.handle == handle), None)
-
     def find(self, target: Target) -> Domain | None:
         if target.name is not None:
             return self.by_name(target.name)

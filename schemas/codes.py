@@ -81,10 +81,6 @@ class ShutoffReason(IntEnum):
     FAILED = 6
 
 
-class CrashedReason(IntEnum):
-    UNKNOWN = 0
-
-
 class EventId(IntEnum):
     """``virDomainEventID`` of the event kinds virtbus publishes."""
 
