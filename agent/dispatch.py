@@ -187,4 +187,3 @@ def _done(outcome: Outcome) -> asyncio.Future[Outcome]:
     future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
     future.set_result(outcome)
     return future
-

@@ -250,6 +250,14 @@ class Monitor:
 
     async def _apply(self, event: RuntimeEvent, origin_override: Origin | None) -> None:
         domain = self._domains.by_uuid(event.uuid)
+        log.debug(
+            "docker %s on %s (signal %s, exit %s)%s",
+            event.action,
+            domain.name if domain else event.uuid,
+            event.signal,
+            event.exit_code,
+            f" as {origin_override}" if origin_override else "",
+        )
         if domain is None:
             return
         if event.action in ("pause", "unpause") and await self._stale(domain, event.action):
