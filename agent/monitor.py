@@ -210,25 +210,34 @@ class Monitor:
         flight on it: for when Docker's events of that operation were lost."""
         async with self._lock:
             found = await self._driver.observe(domain.handle) if domain.handle else None
-            expectation = self._expectations.get(domain.uuid)
-            cause = expectation.cause if expectation else None
-            emitted: set[Transition] = set()
             with self._store.transaction() as tx:
-                for transition in self._missed(domain, found):
-                    if self._redundant(domain, transition):
-                        continue
-                    exit_code = found.exit_code if found and transition in STOPPED else None
-                    self._settle(tx, domain, transition)
-                    when = datetime.now(UTC)
-                    self._emit(tx, domain, transition, "reconcile", cause, when, exit_code)
-                    emitted.add(transition)
-                if self._domains.by_uuid(domain.uuid) is domain:
-                    tx.save(domain)
-                if expectation and expectation.until & emitted:
-                    tx.reached(expectation.cause)
-            if emitted:
+                self._catch_up_domain(tx, domain, found, datetime.now(UTC))
+                queued = tx.queued
+            if queued:
                 self._on_queued()
-            self._settled(domain.uuid, expectation, emitted)
+
+    def _catch_up_domain(
+        self, tx: Transaction, domain: Domain, found: Observed | None, when: datetime
+    ) -> None:
+        """Publish the transitions Docker's present state shows were missed (origin
+        reconcile), credited to the operation in flight on the domain, if any."""
+        expectation = self._expectations.get(domain.uuid)
+        if found is not None:
+            domain.handle, domain.pid = found.handle, found.pid
+        emitted: set[Transition] = set()
+        for transition in self._missed(domain, found):
+            if self._redundant(domain, transition):
+                continue
+            exit_code = found.exit_code if found and transition in STOPPED else None
+            self._settle(tx, domain, transition)
+            cause = expectation.cause if expectation else None
+            self._emit(tx, domain, transition, "reconcile", cause, when, exit_code)
+            emitted.add(transition)
+        if self._domains.by_uuid(domain.uuid) is domain:
+            tx.save(domain)
+        if expectation and expectation.until & emitted:
+            tx.reached(expectation.cause)
+        self._settled(domain.uuid, expectation, emitted)
 
     async def _apply_once(self, event: RuntimeEvent, origin: Origin | None) -> None:
         """Apply an event not applied before (a replay overlaps the live stream)."""
@@ -418,27 +427,11 @@ class Monitor:
 
     def _reconcile(self, observed: dict[UUID, Observed]) -> None:
         now = datetime.now(UTC)
-        queued = 0
         with self._store.transaction() as tx:
             for domain in self._domains:
                 expectation = self._expectations.get(domain.uuid)
-                if expectation is not None and expectation.waiting:
-                    continue
-                found = observed.get(domain.uuid)
-                if found is not None:
-                    domain.handle, domain.pid = found.handle, found.pid
-                for transition in self._missed(domain, found):
-                    if self._redundant(domain, transition):
-                        continue
-                    exit_code = found.exit_code if found and transition in STOPPED else None
-                    self._settle(tx, domain, transition)
-                    cause = expectation.cause if expectation else None
-                    self._emit(tx, domain, transition, "reconcile", cause, now, exit_code)
-                    if expectation and transition in expectation.until:
-                        tx.reached(expectation.cause)
-                        self._settled(domain.uuid, expectation, {transition})
-                if self._domains.by_uuid(domain.uuid) is domain:
-                    tx.save(domain)
+                if expectation is None or not expectation.waiting:
+                    self._catch_up_domain(tx, domain, observed.get(domain.uuid), now)
             queued = tx.queued
         for uuid in observed.keys() - {d.uuid for d in self._domains}:
             log.warning("container %s carries this host's labels but no domain; left alone", uuid)
