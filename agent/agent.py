@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -215,9 +215,9 @@ class Agent:
             self._answers.add(answer)
             answer.add_done_callback(self._answers.discard)
 
-    async def _answer(self, inbound: Inbound, pending: asyncio.Future[Outcome] | Any) -> None:
+    async def _answer(self, inbound: Inbound, pending: Awaitable[Outcome]) -> None:
         """The acknowledgement policy: reply first, then ack (or dead-letter if refused)."""
-        outcome: Outcome = await pending
+        outcome = await pending
         if not outcome.accepted and outcome.reply.error is not None:
             log.warning("refused command %s: %s", inbound.message_id, outcome.reply.error.message)
         try:
