@@ -97,9 +97,9 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
                 raise BenchError(f"listed {len(listed)} domains, expected {total}")
         startups = []
         restart_rss = []
-        for _ in range(scale.b6_restarts):
+        for restart in range(scale.b6_restarts):
             await agent.stop()
-            startups.append(await agent.start())
+            startups.append(await agent.start(profile_startup=restart == 0))
             body = await client.command_raw(host, "host.list_domains")
             count = len(json.loads(body)["result"]["domains"])
             if count != total:

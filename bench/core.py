@@ -256,6 +256,8 @@ class Context:
     profiling: bool = False
     """Set while a benchmark is re-run under the profiler."""
     profiles: list[dict[str, Any]] = field(default_factory=list)
+    waited_s: float = 0.0
+    """Time spent waiting for a quiet machine (``--quiet-load``)."""
 
     def host(self, suffix: str) -> str:
         """A host name of this run; its containers and queue are removed at the end."""

@@ -12,8 +12,8 @@ confirms. The shim replaces ``aio_pika.connect`` in the worker process only.
 
 Protocol: one JSON object per line. The worker first prints ``{"ready": …}``; then for
 every request line it prints one reply line. Requests: ``{"cmd": "emit", "domain": D,
-"n": N}`` (each agent pauses/unpauses its domain D N times behind its own back: N
-events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
+"n": N}`` (each agent's domain D is killed/started N times in all behind the agent's
+back: N events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
 ``{"cmd": "profile_stop"}``, ``{"cmd": "stop"}``.
 """
 
@@ -39,6 +39,8 @@ from tests.fakes import FakeDriver
 
 START_AT_ONCE = 25
 HEARTBEAT_S = 3600.0
+QUIET: dict[str, Any] = {"reconcile_s": 3600.0} if "reconcile_s" in Config.model_fields else {}
+"""No periodic re-list during a run (a fake engine has nothing to catch up on)."""
 
 
 class SharedConnection:
@@ -98,7 +100,11 @@ def reply(message: dict[str, Any]) -> None:
 
 
 async def emit(agents: list[tuple[Agent, FakeDriver]], domain: str, n: int) -> int:
-    """Every agent's domain is paused and resumed behind the agent's back, ``n`` steps."""
+    """Every agent's (running) domain is killed and started again behind the agent's
+    back, ``n`` steps in all: one lifecycle event per step (stopped/destroyed, then
+    started/booted). Not pause/unpause: the monitor checks a pause against the
+    container's state at the time it reads the event, and drops it as a stale duplicate
+    if a later step has already changed that state."""
     emitted = 0
     for _, driver in agents:
         handle = next((c.handle for c in driver.containers.values() if c.name == domain), None)
@@ -106,9 +112,9 @@ async def emit(agents: list[tuple[Agent, FakeDriver]], domain: str, n: int) -> i
             continue
         for step in range(n):
             if step % 2 == 0:
-                await driver.pause(handle)
+                await driver.kill(handle)
             else:
-                await driver.unpause(handle)
+                await driver.start(handle)
             emitted += 1
     return emitted
 
@@ -128,6 +134,7 @@ async def serve(config: dict[str, Any]) -> None:
             queue_type=config["queue_type"],
             heartbeat_s=HEARTBEAT_S,
             drain_s=5.0,
+            **QUIET,
         )
         agents.append((Agent(settings, driver=driver), driver))
     started = time.perf_counter()

@@ -29,7 +29,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aio_pika
 import aiodocker
 import aiohttp
 
@@ -81,6 +80,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--profile-all", action="store_true", help="re-run every benchmark under pyinstrument"
     )
     parser.add_argument("--amqp-url", default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL))
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        help="before each benchmark, wait (up to 15 min) for the 1-minute load average "
+        "to drop to this (on a machine shared with other work)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--keep-workdir", action="store_true", help="keep state and logs")
     args = parser.parse_args(argv)
@@ -99,17 +104,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def service_trouble(error: BaseException) -> bool:
-    """The broker or the Docker engine went away (restarted by someone else, say)."""
-    return isinstance(
-        error,
-        aio_pika.exceptions.AMQPError
-        | aio_pika.exceptions.ChannelInvalidStateError
-        | aiohttp.ClientConnectionError
-        | ConnectionError,
-    )
-
-
 async def docker_up(docker: aiodocker.Docker, timeout_s: float = 180.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -121,39 +115,84 @@ async def docker_up(docker: aiodocker.Docker, timeout_s: float = 180.0) -> bool:
     return False
 
 
-async def run_bench(ctx: Context, bench_id: str, title: str, bench: Bench) -> BenchResult:
-    """One benchmark with a client of its own; run again once if the broker went away
-    under it (a broker restarted by someone else, say)."""
+async def run_bench(
+    ctx: Context, bench_id: str, title: str, bench: Bench, quiet_load: float | None = None
+) -> BenchResult:
+    """One benchmark with a client of its own. If it fails (the broker or Docker
+    restarted by someone else on a shared machine, say), it runs once more after both are
+    reachable; a benchmark that fails twice is reported as an error."""
     ctx.current = bench_id
     began = time.monotonic()
     for attempt in (1, 2):
+        if quiet_load is not None:
+            await wait_quiet(ctx, quiet_load)
         ctx.log(f"{bench_id}: {title}{' (profiled)' if ctx.profiling else ''}")
-        lost = False
+        load = MachineLoad()
         try:
             async with RpcClient(ctx.amqp_url) as client:
-                try:
-                    result = await bench(ctx, client)
-                finally:
-                    lost = client.lost
+                result = await bench(ctx, client)
             break
         except Exception as error:
             traceback.print_exc(file=sys.stderr)
             await ctx.cleanup.stop_processes()
-            if attempt == 1 and (lost or service_trouble(error)):
-                ctx.log(f"{bench_id}: lost the broker or Docker; running again once both are up")
+            with contextlib.suppress(Exception):
                 if await wait_for_broker(ctx.amqp_url) and await docker_up(ctx.docker):
-                    with contextlib.suppress(Exception):
-                        await ctx.cleanup.sweep(ctx.docker)
-                    continue
+                    await ctx.cleanup.sweep(ctx.docker)
+            if attempt == 1:
+                ctx.log(f"{bench_id} failed ({type(error).__name__}); running it again")
+                continue
             result = BenchResult(bench_id, title, error=f"{type(error).__name__}: {error}")
-            break
     if attempt == 2 and not result.error:
-        result.notes.append(
-            "run a second time: the broker or Docker went away during the first run"
-        )
+        result.notes.append("run a second time: the first run failed (see the run's log)")
+    result.metrics["machine_load"] = load.done()
+    busy = result.metrics["machine_load"]["cpu_busy_pct"]
+    result.notes.append(
+        f"machine during the run: CPUs {busy:.0f} % busy (every process, this run's "
+        f"included), load average {load.start:.1f} → {os.getloadavg()[0]:.1f}"
+    )
     result.duration_s = time.monotonic() - began
-    ctx.log(f"{bench_id} done in {result.duration_s:.0f} s")
+    ctx.log(f"{bench_id} done in {result.duration_s:.0f} s (CPUs {busy:.0f} % busy)")
     return result
+
+
+class MachineLoad:
+    """How busy all the CPUs were, from ``/proc/stat``, between creation and ``done``."""
+
+    def __init__(self) -> None:
+        self.start = os.getloadavg()[0]
+        self._busy, self._total = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        except (OSError, ValueError):
+            return 0, 0
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields) - idle, sum(fields)
+
+    def done(self) -> dict[str, float]:
+        busy, total = self._read()
+        share = (busy - self._busy) / (total - self._total) if total > self._total else 0.0
+        return {
+            "cpu_busy_pct": 100 * share,
+            "load_start": self.start,
+            "load_end": os.getloadavg()[0],
+        }
+
+
+async def wait_quiet(ctx: Context, threshold: float, limit_s: float = 900.0) -> None:
+    """Wait (at most ``limit_s``) until the 1-minute load average is at most ``threshold``."""
+    if os.getloadavg()[0] > threshold:
+        ctx.log(f"waiting for the machine to calm down (load {os.getloadavg()[0]:.1f})")
+    began = time.monotonic()
+    try:
+        for _ in range(int(limit_s / 5)):
+            if os.getloadavg()[0] <= threshold:
+                return
+            await asyncio.sleep(5)
+    finally:
+        ctx.waited_s += time.monotonic() - began
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -190,14 +229,14 @@ async def amain(args: argparse.Namespace) -> int:
         load_before = os.getloadavg()
         ctx.log(f"run {run_id} ({'quick' if args.quick else 'full'}), work dir {workdir}")
         results: list[BenchResult] = []
-        base = await run_bench(ctx, "RPC", "bare RPC echo", baseline.run)
+        base = await run_bench(ctx, "RPC", "bare RPC echo", baseline.run, args.quiet_load)
         selected = [b for b in BENCHES if not args.only or b in args.only]
         for bench_id in selected:
             title, bench = BENCHES[bench_id]
             if base.error:
                 results.append(BenchResult(bench_id, title, error="no RPC baseline"))
                 continue
-            results.append(await run_bench(ctx, bench_id, title, bench))
+            results.append(await run_bench(ctx, bench_id, title, bench, args.quiet_load))
         if args.profile:
             ctx.profiling = True
             for result in results:
@@ -205,7 +244,7 @@ async def amain(args: argparse.Namespace) -> int:
                     continue
                 ctx.profiles = []
                 title, bench = BENCHES[result.id]
-                again = await run_bench(ctx, result.id, title, bench)
+                again = await run_bench(ctx, result.id, title, bench, args.quiet_load)
                 result.profiles = ctx.profiles
                 result.notes.append(
                     "profiled re-run (figures under the profiler, for orientation only): "
@@ -223,6 +262,7 @@ async def amain(args: argparse.Namespace) -> int:
             "command": command,
             "cwd": os.getcwd(),
             "duration_s": time.monotonic() - ctx.started,
+            "waited_s": ctx.waited_s,
             "machine": machine,
             "load_average": {"start": load_before, "end": os.getloadavg()},
             "scale": asdict(ctx.scale),

@@ -124,16 +124,22 @@ class AgentProcess:
             raise RuntimeError("agent is not running")
         return self.process.pid
 
-    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> float:
-        """Spawn the agent; returns the seconds from spawn to its ``agent.online``."""
+    async def start(
+        self, timeout_s: float = READY_TIMEOUT_S, profile_startup: bool = False
+    ) -> float:
+        """Spawn the agent; returns the seconds from spawn to its ``agent.online``. With
+        ``profile_startup`` (in profile runs) start-up up to ``agent.online`` is profiled."""
         tap = await EventTap(self.client.channel, [f"{self.host}.agent.online"]).start()
         env = child_env(self.ctx)
         self._spawns += 1
         self._windows = 0
         self._prefix = str(self.ctx.profile_dir / f"{self.ctx.current}-{self.host}-{self._spawns}")
+        profile_startup = profile_startup and self.ctx.profiling
         if self.ctx.profiling:
             self.ctx.profile_dir.mkdir(parents=True, exist_ok=True)
             env["BENCH_PROFILE_OUT"] = self._prefix
+            if profile_startup:
+                env["BENCH_PROFILE_STARTUP"] = "1"
         with log_file(self.ctx, self.host) as log:
             spawned_ns = time.time_ns()
             self.process = await asyncio.create_subprocess_exec(
@@ -159,7 +165,24 @@ class AgentProcess:
                 f"agent {self.host} exited ({self.process.returncode}) before it was ready:\n"
                 + log_tail(self.ctx, self.host)
             )
-        return (online.result().received_ns - spawned_ns) / 1e9
+        startup_s = (online.result().received_ns - spawned_ns) / 1e9
+        if profile_startup:
+            await self._collect(self.process.pid, "start-up to agent.online")
+        return startup_s
+
+    async def _collect(self, pid: int, label: str) -> None:
+        path = Path(f"{self._prefix}-{self._windows}.json")
+        self._windows += 1
+        os.kill(pid, signal.SIGUSR2)
+        summary = await wait_file(path, 60)
+        self.ctx.profiles.append(
+            {
+                "process": f"agent {self.host} (pid {pid})",
+                "window": label,
+                "call_tree": str(path.with_suffix(".txt")),
+                **summary,
+            }
+        )
 
     async def stop(self) -> int:
         if self.process is None:
@@ -180,18 +203,7 @@ class AgentProcess:
         try:
             yield
         finally:
-            path = Path(f"{self._prefix}-{self._windows}.json")
-            self._windows += 1
-            os.kill(pid, signal.SIGUSR2)
-            summary = await wait_file(path, 60)
-            self.ctx.profiles.append(
-                {
-                    "process": f"agent {self.host} (pid {pid})",
-                    "window": label,
-                    "call_tree": str(path.with_suffix(".txt")),
-                    **summary,
-                }
-            )
+            await self._collect(pid, label)
 
 
 class EchoProcess:

@@ -34,7 +34,12 @@ def markdown(run: dict[str, Any], results: list[BenchResult]) -> str:
     lines = [
         f"# virtbus benchmarks — {run['timestamp']} ({'quick' if run['quick'] else 'full'} run)",
         "",
-        f"- **Command**: `{run['command']}` (in `{run['cwd']}`), {run['duration_s']:.0f} s",
+        f"- **Command**: `{run['command']}` (in `{run['cwd']}`), {run['duration_s']:.0f} s"
+        + (
+            f" (of which {run['waited_s']:.0f} s waiting for a quiet machine)"
+            if run.get("waited_s")
+            else ""
+        ),
         f"- **Machine**: {one_line(machine)}",
         f"- **Load average** (1/5/15 min) at start {_load(run, 'start')}, "
         f"at end {_load(run, 'end')}",

@@ -187,6 +187,7 @@ class RpcClient:
         args: dict[str, Any] | None = None,
         timeout_s: float = CALL_TIMEOUT_S,
         persistent: bool = False,
+        target: dict[str, Any] | None = None,
     ) -> Gathered:
         """Publish one command to ``virtbus.broadcast`` (``group.<group>``) and gather the
         replies until every host in ``expect`` has answered or ``timeout_s`` has passed.
@@ -201,7 +202,7 @@ class RpcClient:
             gathered.started = time.perf_counter()
             await exchange.publish(
                 aio_pika.Message(
-                    command_body(command_id, op, None, args),
+                    command_body(command_id, op, target, args),
                     content_type=JSON,
                     message_id=command_id,
                     correlation_id=command_id,
