@@ -233,6 +233,7 @@ async def test_domain_crashes_while_agent_is_down(single: Stage, tmp_path: Path)
     )
 
 
+@pytest.mark.unstable  # the classic virtbus.dead queue lives on the stopped node
 async def test_cluster_node_stopped_and_started(cluster: Cluster, tmp_path: Path) -> None:
     stage = Stage(cluster.urls, "quorum")
 
@@ -253,6 +254,7 @@ async def proxy(services: None) -> AsyncIterator[Proxy]:
     await proxy.stop()
 
 
+@pytest.mark.unstable  # has hung once in a clean CI run; not yet understood
 async def test_network_cut_longer_than_heartbeat(
     single: Stage, proxy: Proxy, tmp_path: Path
 ) -> None:
