@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -77,6 +78,11 @@ Credentials = Mapping[str, tuple[str, str]]
 class Driver(Protocol):
     async def observe_all(self) -> list[Observed]: ...
     async def observe(self, handle: str) -> Observed | None: ...
+    async def paused(self, handle: str, pid: int) -> bool | None:
+        """Whether the container (whose init has host PID ``pid``, 0 if unknown) is
+        paused now; None once it is gone."""
+        ...
+
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
         """Create the container (not started); returns its handle."""
         ...
@@ -224,6 +230,16 @@ class DockerDriver:
         )
         observed = await asyncio.gather(*(self.observe(entry.id) for entry in entries))
         return [item for item in observed if item is not None]
+
+    async def paused(self, handle: str, pid: int) -> bool | None:
+        """The kernel's freezer answers when this host's /proc and cgroup tree show the
+        container's init: an inspect waits for the container's lock, which a pause in
+        progress holds for milliseconds. Otherwise Docker's inspect answers."""
+        frozen = _frozen(handle, pid) if pid > 0 else None
+        if frozen is not None:
+            return frozen
+        observed = await self.observe(handle)
+        return None if observed is None else observed.status == "paused"
 
     async def observe(self, handle: str) -> Observed | None:
         try:
@@ -447,3 +463,26 @@ def _docker_error(error: aiodocker.DockerError) -> VirtError:
 
 def _unreachable(error: Exception) -> VirtError:
     return VirtError(ErrorCode.OPERATION_FAILED, f"cannot reach the Docker engine: {error}")
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _frozen(handle: str, pid: int) -> bool | None:
+    """The freezer state of the cgroup of host process ``pid``, if that cgroup is the
+    container's (cgroup v1 freezer or v2 ``cgroup.events``); None when it cannot be read."""
+    try:
+        memberships = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        for line in memberships:
+            _, controllers, path = line.split(":", 2)
+            if handle not in path:
+                continue
+            if controllers == "freezer":
+                state = (CGROUP_ROOT / "freezer" / path.lstrip("/") / "freezer.state").read_text()
+                return state.strip() != "THAWED"
+            if controllers == "":
+                events = (CGROUP_ROOT / path.lstrip("/") / "cgroup.events").read_text()
+                return "frozen 1" in events.splitlines()
+    except (OSError, ValueError):
+        return None
+    return None

@@ -269,9 +269,13 @@ class Monitor:
         )
         if domain is None:
             return
-        if event.action in ("pause", "unpause") and await self._stale(domain, event.action):
-            return
         expectation = self._expectations.get(event.uuid)
+        if (
+            event.action in _TOGGLES
+            and not _awaited(expectation, _TOGGLES[event.action])
+            and await self._stale(domain, event.action)
+        ):
+            return
         domain.evidence.observe(event.action, event.signal)
         transitions = translate(
             event.action,
@@ -318,10 +322,11 @@ class Monitor:
 
     async def _stale(self, domain: Domain, action: str) -> bool:
         """Docker 20.10 may report a pause or unpause twice (from its API and from
-        containerd's event, racing); the late copy no longer matches the container."""
-        observed = await self._driver.observe(domain.handle) if domain.handle else None
-        paused = observed is not None and observed.status == "paused"
-        return paused != (action == "pause")
+        containerd's event, racing); the late copy no longer matches the container.
+        Checked only when no operation awaits that very change: the check may wait for
+        the pause in progress to finish."""
+        paused = await self._driver.paused(domain.handle, domain.pid) if domain.handle else None
+        return bool(paused) != (action == "pause")
 
     async def _tunables(self, domain: Domain) -> dict[str, int]:
         observed = await self._driver.observe(domain.handle) if domain.handle else None
@@ -454,6 +459,14 @@ class Monitor:
         if state is DomainState.RUNNING and domain.state is DomainState.PAUSED:
             missed.append(Lifecycle.RESUMED_UNPAUSED)
         return missed
+
+
+_TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UNPAUSED}
+
+
+def _awaited(expectation: Expectation | None, transition: Transition) -> bool:
+    """The event an operation in flight is waiting for: taken as it comes."""
+    return expectation is not None and expectation.waiting and transition in expectation.until
 
 
 def _transition(name: str) -> Transition:

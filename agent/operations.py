@@ -7,6 +7,7 @@ the domain after the events it caused, and those events carry its command id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from agent.credentials import RegistryCredentials
 from agent.domains import Domain, DomainTable
 from agent.driver import Driver, EngineFacts
 from agent.errors import VirtError, invalid
-from agent.monitor import STOPPED, Monitor
+from agent.monitor import STOPPED, Expectation, Monitor
 from agent.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
@@ -62,9 +63,9 @@ log = logging.getLogger(__name__)
 Step = Callable[[], Awaitable[object]]
 
 EVENT_WAIT_S = 10.0
+"""How long an op waits for Docker's report of what it did, beyond its own duration."""
 ORPHAN_WAIT_S = 20.0
 """How long a retried command waits for Docker to finish its first attempt's work."""
-"""How long an op waits for Docker's report of what it did, beyond its own duration."""
 
 
 class Operations:
@@ -91,6 +92,7 @@ class Operations:
         self._monitor = monitor
         self._credentials = credentials
         self._engine = engine
+        self._finishing: set[asyncio.Future[object]] = set()
 
     async def run(self, command: Command, retry: bool = False) -> Result:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
@@ -211,11 +213,20 @@ class Operations:
         mode: Mode = Mode.PLAIN,
         params: dict[str, int] | None = None,
         wait_s: float = EVENT_WAIT_S,
+        answer_at_report: bool = False,
     ) -> None:
-        """Run driver steps on the domain and wait until the monitor sees ``until``."""
+        """Run driver steps on the domain and wait until the monitor sees ``until``.
+
+        ``answer_at_report``: the last step only acts on the container (its answer
+        carries nothing the domain needs), so the op may end at Docker's report."""
         with self._monitor.expect(domain, cause, until, mode, params) as expectation:
-            for step in steps:
+            *before, last = steps
+            for step in before:
                 await step()
+            if answer_at_report:
+                await self._until_reported(last, expectation)
+            else:
+                await last()
             if not await expectation.wait(wait_s):
                 await self._monitor.resync(domain)
             if not expectation.reached.is_set():
@@ -227,6 +238,31 @@ class Operations:
                 )
         if not domain.persistent and not domain.active:
             await self._monitor.name_free(domain.name)
+
+    async def _until_reported(self, step: Step, expectation: Expectation) -> None:
+        """Run the step that brings the effect about, returning when Docker reports the
+        effect or answers the call, whichever comes first. Docker reports before it
+        answers (a pause is answered after its state is written to disk, a kill after
+        the container's cleanup); the rest of the call finishes in the background."""
+        acting = asyncio.ensure_future(step())
+        reported = asyncio.ensure_future(expectation.reached.wait())
+        try:
+            await asyncio.wait({acting, reported}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            acting.cancel()
+            raise
+        finally:
+            reported.cancel()
+        if acting.done():
+            acting.result()
+            return
+        self._finishing.add(acting)
+        acting.add_done_callback(self._finished)
+
+    def _finished(self, acting: asyncio.Future[object]) -> None:
+        self._finishing.discard(acting)
+        if not acting.cancelled() and acting.exception() is not None:
+            log.warning("Docker failed after reporting the effect: %s", acting.exception())
 
     def _handle(self, domain: Domain) -> str:
         if domain.handle is None:
@@ -367,7 +403,7 @@ class Operations:
         if paused:
             steps.append(lambda: self._driver.pause(self._handle(domain)))
             until = Lifecycle.SUSPENDED_PAUSED
-        await self._act(domain, cause, frozenset({until}), *steps, mode=mode)
+        await self._act(domain, cause, frozenset({until}), *steps, mode=mode, answer_at_report=True)
         if pending is not None:
             domain.spec, domain.pending = pending, None
         return self._saved(domain)
@@ -393,6 +429,7 @@ class Operations:
             STOPPED,
             lambda: self._driver.stop(self._handle(domain), timeout_s),
             wait_s=timeout_s + EVENT_WAIT_S,
+            answer_at_report=True,
         )
         return domain.record()
 
@@ -403,6 +440,7 @@ class Operations:
             command.id,
             STOPPED,
             lambda: self._driver.kill(self._handle(domain)),
+            answer_at_report=True,
         )
         return domain.record()
 
@@ -415,6 +453,7 @@ class Operations:
             lambda: self._driver.restart(self._handle(domain)),
             mode=Mode.REBOOT,
             wait_s=2 * EVENT_WAIT_S,
+            answer_at_report=True,
         )
         return domain.record()
 
@@ -426,6 +465,7 @@ class Operations:
                 command.id,
                 frozenset({Lifecycle.SUSPENDED_PAUSED}),
                 lambda: self._driver.pause(self._handle(domain)),
+                answer_at_report=True,
             )
         return domain.record()
 
@@ -437,6 +477,7 @@ class Operations:
                 command.id,
                 frozenset({Lifecycle.RESUMED_UNPAUSED}),
                 lambda: self._driver.unpause(self._handle(domain)),
+                answer_at_report=True,
             )
         return domain.record()
 

@@ -93,6 +93,10 @@ class FakeDriver:
     async def observe_all(self) -> list[Observed]:
         return [self._observed(c) for c in self.containers.values()]
 
+    async def paused(self, handle: str, pid: int) -> bool | None:
+        container = self.containers.get(handle)
+        return None if container is None else container.status == "paused"
+
     async def observe(self, handle: str) -> Observed | None:
         container = self.containers.get(handle)
         return self._observed(container) if container else None
