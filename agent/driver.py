@@ -465,23 +465,22 @@ def _unreachable(error: Exception) -> VirtError:
     return VirtError(ErrorCode.OPERATION_FAILED, f"cannot reach the Docker engine: {error}")
 
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def _frozen(handle: str, pid: int) -> bool | None:
+def _frozen(
+    handle: str, pid: int, proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")
+) -> bool | None:
     """The freezer state of the cgroup of host process ``pid``, if that cgroup is the
     container's (cgroup v1 freezer or v2 ``cgroup.events``); None when it cannot be read."""
     try:
-        memberships = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        memberships = (proc / str(pid) / "cgroup").read_text().splitlines()
         for line in memberships:
             _, controllers, path = line.split(":", 2)
             if handle not in path:
                 continue
             if controllers == "freezer":
-                state = (CGROUP_ROOT / "freezer" / path.lstrip("/") / "freezer.state").read_text()
+                state = (cgroups / "freezer" / path.lstrip("/") / "freezer.state").read_text()
                 return state.strip() != "THAWED"
             if controllers == "":
-                events = (CGROUP_ROOT / path.lstrip("/") / "cgroup.events").read_text()
+                events = (cgroups / path.lstrip("/") / "cgroup.events").read_text()
                 return "frozen 1" in events.splitlines()
     except (OSError, ValueError):
         return None

@@ -43,6 +43,9 @@ class FakeDriver:
         self.calls: list[str] = []
         self.gates: dict[str, asyncio.Event] = {}
         """Verb → event: a call of that verb waits until the event is set."""
+        self.answers: dict[str, asyncio.Event] = {}
+        """Verb → event: a call of that verb, having acted and reported, answers only
+        once the event is set (Docker reports an effect before it answers the call)."""
         self.failures: dict[str, Exception] = {}
         """Verb → exception raised (once) by the next call of that verb."""
         self.called = asyncio.Condition()
@@ -60,6 +63,11 @@ class FakeDriver:
         failure = self.failures.pop(verb, None)
         if failure is not None:
             raise failure
+
+    async def _answer(self, verb: str) -> None:
+        answer = self.answers.get(verb)
+        if answer is not None:
+            await answer.wait()
 
     def _emit(self, container: FakeContainer, action: str, **facts: int | None) -> None:
         self._events.put_nowait(
@@ -123,6 +131,7 @@ class FakeDriver:
         container = FakeContainer(handle, uuid, name, spec, memory_kib=spec.memory_kib)
         self.containers[handle] = container
         self._emit(container, "create")
+        await self._answer("create")
         return handle
 
     async def remove(self, handle: str) -> None:
@@ -176,6 +185,7 @@ class FakeDriver:
         container = self._get(handle)
         container.status = "paused"
         self._emit(container, "pause")
+        await self._answer("pause")
 
     async def unpause(self, handle: str) -> None:
         await self._enter("unpause")

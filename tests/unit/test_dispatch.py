@@ -19,6 +19,7 @@ from agent.domains import DomainTable
 from agent.monitor import Monitor
 from agent.operations import Operations
 from agent.store import Store
+from schemas.codes import DomainState
 from schemas.events import EVENT_ADAPTER, LifecycleEvent
 from schemas.replies import Reply
 from tests.fakes import FakeDriver
@@ -194,6 +195,31 @@ async def test_same_domain_runs_in_order_other_domains_do_not_wait(rig: Rig) -> 
     assert (await asyncio.wait_for(start_web, 5)).ok
     assert (await asyncio.wait_for(suspend_web, 5)).ok
     assert rig.lifecycle("web")[-2:] == [("started", "booted"), ("suspended", "paused")]
+
+
+async def test_an_op_answers_at_dockers_report_before_dockers_answer(rig: Rig) -> None:
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", {"name": "web"})).ok
+    late = rig.driver.answers["pause"] = asyncio.Event()
+    suspended = await asyncio.wait_for(rig.call("domain.suspend", {"name": "web"}), 5)
+    assert suspended.ok and suspended.result is not None
+    assert getattr(suspended.result, "state") == DomainState.PAUSED  # noqa: B009
+    assert rig.lifecycle("web")[-1] == ("suspended", "paused")
+    late.set()
+    assert (await asyncio.wait_for(rig.call("domain.resume", {"name": "web"}), 5)).ok
+
+
+async def test_define_waits_for_dockers_answer_which_names_the_container(rig: Rig) -> None:
+    late = rig.driver.answers["create"] = asyncio.Event()
+    define = rig.submit("domain.define", args={"spec": SPEC})
+    await rig.driver.wait_calls("create", 1)
+    for _ in range(20):  # let every runnable task take its turn
+        await asyncio.sleep(0)
+    assert rig.lifecycle("web") == [("defined", "added")]
+    assert not define.done()
+    late.set()
+    assert (await asyncio.wait_for(define, 5)).ok
+    assert (await asyncio.wait_for(rig.call("domain.create", {"name": "web"}), 5)).ok
 
 
 async def test_concurrency_is_bounded(rig: Rig) -> None:
