@@ -21,7 +21,14 @@ from agent.domains import Domain, DomainTable
 from agent.driver import Driver, Observed, RuntimeEvent
 from agent.errors import VirtError
 from agent.store import Store, Transaction
-from agent.translate import Mode, Special, Transition, stop_cause_of_exit, translate
+from agent.translate import (
+    Evidence,
+    Mode,
+    Special,
+    Transition,
+    stop_cause_of_exit,
+    translate,
+)
 from schemas.codes import DomainState, Lifecycle, PausedReason, RunningReason
 from schemas.events import DomainRef, LifecycleEvent, Origin, RebootEvent, TunableEvent
 
@@ -285,6 +292,9 @@ class Monitor:
             exit_code=event.exit_code,
         )
         if not transitions:
+            with self._store.transaction() as tx:
+                tx.save(domain)
+                tx.set_counter(DOCKER_TIME, event.time_ns)
             return
         params: dict[str, int] = {}
         if Special.TUNABLE in transitions:
@@ -350,6 +360,8 @@ class Monitor:
 
     def _settle(self, tx: Transaction, domain: Domain, transition: Transition) -> None:
         """Bring the domain to where the transition leaves it."""
+        if transition is Lifecycle.STARTED_BOOTED or transition is Special.REBOOT:
+            domain.evidence = Evidence()
         if transition is Special.REBOOT:
             domain.state, domain.reason = DomainState.RUNNING, RunningReason.BOOTED
         elif isinstance(transition, Lifecycle) and transition.outcome is not None:
@@ -452,7 +464,9 @@ class Monitor:
             return missed
         state, _ = _DOCKER_STATES.get(found.status, (DomainState.SHUTOFF, None))
         if state in (DomainState.SHUTOFF, DomainState.CRASHED):
-            return [stop_cause_of_exit(found.exit_code, found.oom_killed)] if domain.active else []
+            if not domain.active:
+                return []
+            return [stop_cause_of_exit(found.exit_code, found.oom_killed, domain.evidence)]
         missed = [] if domain.active else [Lifecycle.STARTED_BOOTED]
         if state is DomainState.PAUSED and domain.state is not DomainState.PAUSED:
             missed.append(Lifecycle.SUSPENDED_PAUSED)

@@ -7,15 +7,17 @@ crash the store never holds a state whose event was lost, nor an event whose sta
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from uuid import UUID
 
 from agent.domains import Domain
+from agent.translate import Evidence
 from schemas.codes import DomainState
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import DomainEventBase
@@ -30,7 +32,8 @@ CREATE TABLE IF NOT EXISTS domains (
     pending TEXT,
     handle TEXT,
     state INTEGER NOT NULL,
-    reason INTEGER NOT NULL
+    reason INTEGER NOT NULL,
+    evidence TEXT
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -90,7 +93,7 @@ class Transaction:
 
     def save(self, domain: Domain) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(domain.uuid),
                 domain.name,
@@ -101,6 +104,7 @@ class Transaction:
                 domain.handle,
                 int(domain.state),
                 int(domain.reason),
+                json.dumps(asdict(domain.evidence)),
             ),
         )
 
@@ -159,6 +163,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(domains)")}
+        if "evidence" not in columns:
+            self._db.execute("ALTER TABLE domains ADD COLUMN evidence TEXT")
 
     def close(self) -> None:
         if self._db is not None:
@@ -198,23 +205,22 @@ class Store:
         self.db.execute("COMMIT")
 
     def domains(self) -> list[Domain]:
-        rows = self.db.execute(
-            "SELECT uuid, name, persistent, autostart, spec, pending, handle, state, reason "
-            "FROM domains"
-        ).fetchall()
+        cursor = self.db.execute("SELECT * FROM domains")
+        cursor.row_factory = sqlite3.Row
         return [
             Domain(
-                uuid=UUID(uuid),
-                name=name,
-                persistent=bool(persistent),
-                autostart=bool(autostart),
-                spec=DomainSpec.model_validate_json(spec),
-                pending=DomainSpec.model_validate_json(pending) if pending else None,
-                handle=handle,
-                state=DomainState(state),
-                reason=reason,
+                uuid=UUID(row["uuid"]),
+                name=row["name"],
+                persistent=bool(row["persistent"]),
+                autostart=bool(row["autostart"]),
+                spec=DomainSpec.model_validate_json(row["spec"]),
+                pending=DomainSpec.model_validate_json(row["pending"]) if row["pending"] else None,
+                handle=row["handle"],
+                state=DomainState(row["state"]),
+                reason=row["reason"],
+                evidence=Evidence(**json.loads(row["evidence"])) if row["evidence"] else Evidence(),
             )
-            for uuid, name, persistent, autostart, spec, pending, handle, state, reason in rows
+            for row in cursor
         ]
 
     def counter(self, name: str) -> int:

@@ -161,6 +161,10 @@ def translate(
     return ()
 
 
-def stop_cause_of_exit(exit_code: int, oom_killed: bool) -> Lifecycle:
-    """The stopped detail for a stop seen only as a final state (reconciliation)."""
-    return STOP_CAUSES[Evidence(oom=oom_killed).stop_cause(exit_code)]
+def stop_cause_of_exit(
+    exit_code: int, oom_killed: bool, evidence: Evidence | None = None
+) -> Lifecycle:
+    """The stopped detail for a stop seen only as a final state (reconciliation), read
+    with the signals Docker reported before its events were lost."""
+    signals = list(evidence.signals) if evidence else []
+    return STOP_CAUSES[Evidence(signals, oom=oom_killed).stop_cause(exit_code)]

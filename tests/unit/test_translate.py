@@ -367,3 +367,10 @@ def test_lifecycle_outcome(member: Lifecycle, outcome: tuple[int, int] | None) -
 def test_unknown_lifecycle_is_refused() -> None:
     with pytest.raises(ValueError, match="stopped/rebooted"):
         Lifecycle.of("stopped", "rebooted")
+
+
+def test_a_stop_seen_late_is_read_with_the_signals_reported_before() -> None:
+    terminated = Evidence()
+    terminated.observe("kill", 15)
+    assert stop_cause_of_exit(143, False, terminated) is L.STOPPED_SHUTDOWN
+    assert stop_cause_of_exit(143, False) is L.STOPPED_CRASHED
