@@ -166,19 +166,19 @@ class _Reader:
 
     def __init__(self) -> None:
         self.fields: dict[str, Any] = {}
-        self.refused: list[str] = []
+        self.refused: dict[str, int] = {}
         self.memory_kib: int | None = None
-        self.current_kib: int | None = None
+        self.current: tuple[int, Element] | None = None
 
-    def refuse(self, what: str) -> None:
-        if what not in self.refused:
-            self.refused.append(what)
+    def refuse(self, what: str, at: Element) -> None:
+        """Note what virtbus cannot do; ``at`` places it in the document's order."""
+        self.refused.setdefault(what, at.sourceline or 0)
 
     def only(self, element: Element, where: str, allowed: Iterable[str] = ()) -> None:
         """Refuse the attributes of ``element`` not in ``allowed``."""
         for name, value in element.attrib.items():
             if name not in allowed:
-                self.refuse(f"{where[:-1]} {name}='{value}'>")
+                self.refuse(f"{where[:-1]} {name}='{value}'>", element)
 
     def children(
         self,
@@ -197,7 +197,7 @@ class _Reader:
             if key in allowed:
                 found.setdefault(key, []).append(child)
             else:
-                self.refuse(f"{where}<{_shown(child)}>")
+                self.refuse(f"{where}<{_shown(child)}>", child)
         for key, group in found.items():
             if len(group) > 1 and key not in repeatable:
                 raise XmlError(ErrorCode.XML_ERROR, f"more than one {where}<{key}>")
@@ -205,7 +205,7 @@ class _Reader:
 
     def domain(self, root: Element, kind: str) -> dict[str, Any]:
         if kind not in DOMAIN_TYPES:
-            self.refuse(f"<domain type='{kind}'>")
+            self.refuse(f"<domain type='{kind}'>", root)
         self.only(root, f"<domain type='{kind}'>", ("type", "id"))
         readers: dict[str, Callable[[Element], None]] = {
             "name": self.name,
@@ -228,7 +228,9 @@ class _Reader:
         self.settle_memory()
         if self.refused:
             raise XmlError(
-                ErrorCode.CONFIG_UNSUPPORTED, "not supported by virtbus: " + ", ".join(self.refused)
+                ErrorCode.CONFIG_UNSUPPORTED,
+                "not supported by virtbus: "
+                + ", ".join(sorted(self.refused, key=self.refused.__getitem__)),
             )
         if not self.fields.get("name"):
             raise XmlError(ErrorCode.XML_ERROR, "missing <name>")
@@ -265,28 +267,27 @@ class _Reader:
 
     def current_memory(self, element: Element) -> None:
         self.only(element, "<currentMemory>", ("unit",))
-        self.current_kib = _kib(element, "<currentMemory>")
+        self.current = (_kib(element, "<currentMemory>"), element)
 
     def settle_memory(self) -> None:
         """One limit: a <currentMemory> above <memory> is lowered to it, as libvirt does;
         one below it would be a balloon, which a container does not have."""
-        memory, current = self.memory_kib, self.current_kib
-        if memory is not None and current is not None and current < memory:
-            self.refuse("<currentMemory> below <memory> (memory ballooning)")
-        limit = memory if memory is not None else current
+        memory, current = self.memory_kib, self.current
+        if memory is not None and current is not None and current[0] < memory:
+            self.refuse("<currentMemory> below <memory> (memory ballooning)", current[1])
+        limit = memory if memory is not None or current is None else current[0]
         if limit is not None:
             self.fields["memory_kib"] = limit
 
     def vcpu(self, element: Element) -> None:
         placement = element.get("placement", "static")
-        where = f"<vcpu placement='{placement}'>"
-        self.only(element, where, ("placement", "current"))
+        self.only(element, "<vcpu>", ("placement", "current"))
         if placement != "static":
-            self.refuse(where)
+            self.refuse(f"<vcpu placement='{placement}'>", element)
         count = _number(_text(element, "<vcpu>"), "<vcpu>")
         current = element.get("current")
         if current is not None and _number(current, "<vcpu current>") != count:
-            self.refuse(f"<vcpu current='{current}'> (vCPU hot-plug)")
+            self.refuse(f"<vcpu current='{current}'> (vCPU hot-plug)", element)
         self.fields["vcpus"] = count
 
     def os(self, element: Element) -> None:
@@ -297,7 +298,7 @@ class _Reader:
             self.only(kind, "<os><type>", ("arch",))
             value = _text(kind, "<os><type>").strip()
             if value != OS_TYPE:
-                self.refuse(f"<os><type>{value}")
+                self.refuse(f"<os><type>{value}", kind)
         args = [_text(arg, "<os><initarg>") for arg in found.get("initarg", [])]
         for init in found.get("init", []):
             self.only(init, "<os><init>")
@@ -324,7 +325,7 @@ class _Reader:
         for element in (*users, *groups):
             self.only(element, f"<os><{_shown(element)}>")
         if groups and not users:
-            self.refuse("<os><initgroup> without <os><inituser>")
+            self.refuse("<os><initgroup> without <os><inituser>", groups[0])
         if users:
             user = _text(users[0], "<os><inituser>").strip()
             if groups:
@@ -343,7 +344,7 @@ class _Reader:
         self.only(element, where, ("offset",))
         self.children(element, where, ())
         if offset != "utc":
-            self.refuse(where)
+            self.refuse(where, element)
 
     def action(self, element: Element) -> None:
         tag = str(element.tag)
@@ -353,7 +354,7 @@ class _Reader:
         if value not in known:
             raise XmlError(ErrorCode.XML_ERROR, f"invalid <{tag}> value '{value}'")
         if value not in supported:
-            self.refuse(f"<{tag}>{value}")
+            self.refuse(f"<{tag}>{value}", element)
         elif tag == "on_crash":
             self.fields["on_crash"] = value
 
@@ -372,9 +373,9 @@ class _Reader:
         self.only(element, where, ("type", "accessmode"))
         access = element.get("accessmode", "passthrough")
         if access != "passthrough":
-            self.refuse(f"<devices><filesystem accessmode='{access}'>")
+            self.refuse(f"<devices><filesystem accessmode='{access}'>", element)
         if kind not in ("template", "mount"):
-            self.refuse(where)
+            self.refuse(where, element)
             return
         found = self.children(element, where, ("source", "target", "readonly"))
         source_key = "name" if kind == "template" else "dir"
@@ -386,14 +387,16 @@ class _Reader:
             _text(flag, f"{where}<readonly>")
         if kind == "template":
             if target != "/":
-                self.refuse(f"{where}<target dir='{target}'>")
+                self.refuse(f"{where}<target dir='{target}'>", element)
             if readonly:
-                self.refuse(f"{where}<readonly>")
+                self.refuse(f"{where}<readonly>", element)
             if "image" in self.fields:
-                self.refuse(f"{where} (a second image)")
+                self.refuse(f"{where} (a second image)", element)
             self.fields["image"] = source
         elif target == "/":
-            self.refuse(f"{where}<target dir='/'> (a host directory as the root filesystem)")
+            self.refuse(
+                f"{where}<target dir='/'> (a host directory as the root filesystem)", element
+            )
         else:
             mount = {"source": source, "target": target, "readonly": bool(readonly)}
             self.fields.setdefault("mounts", []).append(mount)
@@ -415,11 +418,11 @@ class _Reader:
         where = f"<devices><interface type='{kind}'>"
         self.only(element, where, ("type",))
         if kind != "network":
-            self.refuse(where)
+            self.refuse(where, element)
             return
         network = self.place(self.children(element, where, ("source",)), "source", "network", where)
         if "network" in self.fields:
-            self.refuse("<devices><interface> (a second interface)")
+            self.refuse("<devices><interface> (a second interface)", element)
         self.fields["network"] = network
 
     def config(self, element: Element) -> None:

@@ -1,8 +1,9 @@
 """XML text read safely, and the fragments of it a domain keeps. No I/O.
 
-Guarantees: a document with a DTD is refused before anything in it is used, so no
-entity is ever expanded and nothing outside the text is ever fetched (no external
-entity, no network); every failure is an XmlError carrying libvirt's error code.
+Guarantees: a document with a DTD is refused before the parser reads it, so no entity
+is ever declared or expanded and nothing outside the text is ever fetched (the parser
+is also set to resolve no entity, load no DTD and use no network); every failure is an
+XmlError carrying libvirt's error code.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _PARSER = etree.XMLParser(
     remove_comments=True,
     remove_pis=True,
 )
+_PROLOG_ITEM = re.compile(r"\s+|<\?.*?\?>|<!--.*?-->", re.DOTALL)
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -54,14 +56,21 @@ def parse_xml(text: str) -> etree._Element:
     """
     if len(text) > MAX_XML_CHARS:
         raise XmlError(ErrorCode.INVALID_ARG, f"XML longer than {MAX_XML_CHARS} characters")
+    if _declares_doctype(text):
+        raise XmlError(ErrorCode.XML_ERROR, "a document type declaration (DTD) is not accepted")
     try:
-        root = etree.fromstring(text.encode(errors="surrogatepass"), _PARSER)
+        return etree.fromstring(text.encode(errors="surrogatepass"), _PARSER)
     except etree.XMLSyntaxError as error:
         raise XmlError(ErrorCode.XML_ERROR, str(error.msg or error)) from None
-    docinfo = root.getroottree().docinfo
-    if docinfo.internalDTD is not None or docinfo.doctype:
-        raise XmlError(ErrorCode.XML_ERROR, "a document type declaration (DTD) is not accepted")
-    return root
+
+
+def _declares_doctype(text: str) -> bool:
+    """Whether the prolog (all a DOCTYPE may follow) holds one: found before the parser
+    sees it, so no declaration in it is ever read."""
+    position = 1 if text.startswith("\ufeff") else 0
+    while (item := _PROLOG_ITEM.match(text, position)) is not None and item.end() > position:
+        position = item.end()
+    return text.startswith("<!DOCTYPE", position)
 
 
 def fragment_of(elements: list[etree._Element]) -> str:
