@@ -100,8 +100,7 @@ def domain_fields(xml: str) -> dict[str, Any]:
     kind = root.get("type")
     if kind is None:
         raise XmlError(ErrorCode.XML_ERROR, "missing domain type attribute")
-    reader = _Reader()
-    return reader.domain(root, kind)
+    return _Reader().domain(root, kind)
 
 
 def _shown(element: Element) -> str:
@@ -126,12 +125,17 @@ def _text(element: Element, where: str) -> str:
     return element.text or ""
 
 
+def _quoted(text: str) -> str:
+    """``text`` quoted for a message, cut short if long."""
+    return f"'{text}'" if len(text) <= 64 else f"'{text[:64]}…'"
+
+
 def _number(text: str, where: str) -> int:
     digits = text.strip()
     if not re.fullmatch(r"[0-9]+", digits):
-        raise XmlError(ErrorCode.XML_ERROR, f"invalid value '{text}' of {where}")
+        raise XmlError(ErrorCode.XML_ERROR, f"invalid value {_quoted(text)} of {where}")
     if len(digits) > _MAX_DIGITS:
-        raise XmlError(ErrorCode.XML_ERROR, f"value of {where} too large: {digits}")
+        raise XmlError(ErrorCode.XML_ERROR, f"value of {where} too large: {_quoted(digits)}")
     return int(digits)
 
 
@@ -178,7 +182,7 @@ class _Reader:
         """Refuse the attributes of ``element`` not in ``allowed``."""
         for name, value in element.attrib.items():
             if name not in allowed:
-                self.refuse(f"{where[:-1]} {name}='{value}'>", element)
+                self.refuse(f"{where[:-1]} {name}={_quoted(value)}>", element)
 
     def children(
         self,
@@ -252,7 +256,7 @@ class _Reader:
         try:
             self.fields["uuid"] = str(UUID(text))
         except ValueError:
-            raise XmlError(ErrorCode.XML_ERROR, f"malformed <uuid> '{text}'") from None
+            raise XmlError(ErrorCode.XML_ERROR, f"malformed <uuid> {_quoted(text)}") from None
 
     def metadata(self, element: Element) -> None:
         self.only(element, "<metadata>")
@@ -352,7 +356,7 @@ class _Reader:
         value = _text(element, f"<{tag}>").strip()
         supported, known = _ACTIONS[tag]
         if value not in known:
-            raise XmlError(ErrorCode.XML_ERROR, f"invalid <{tag}> value '{value}'")
+            raise XmlError(ErrorCode.XML_ERROR, f"invalid <{tag}> value {_quoted(value)}")
         if value not in supported:
             self.refuse(f"<{tag}>{value}", element)
         elif tag == "on_crash":
@@ -436,7 +440,8 @@ class _Reader:
                 value = _text(flag, f"<{_shown(flag)}>").strip()
                 if value not in _YES_NO:
                     raise XmlError(
-                        ErrorCode.XML_ERROR, f"<{_shown(flag)}> must be yes or no, not '{value}'"
+                        ErrorCode.XML_ERROR,
+                        f"<{_shown(flag)}> must be yes or no, not {_quoted(value)}",
                     )
                 self.fields[name] = _YES_NO[value]
         metadata: dict[str, str] = {}
