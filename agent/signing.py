@@ -133,8 +133,9 @@ class SigningKey:
         """From a file: the HMAC secret itself, or an unencrypted PEM Ed25519 private key."""
         if algorithm == "hmac-sha256":
             return cls(key_id, algorithm, _secret(key_id, path))
+        data = _read(key_id, path)
         try:
-            private = load_pem_private_key(_read(key_id, path), password=None)
+            private = load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
             raise ValueError(
                 f"key {key_id}: {path} is not an unencrypted PEM private key"
@@ -192,8 +193,9 @@ class TrustedKey:
         """From a file: the HMAC secret itself, or a PEM Ed25519 public key."""
         if algorithm == "hmac-sha256":
             return cls(key_id, algorithm, _secret(key_id, path))
+        data = _read(key_id, path)
         try:
-            public = load_pem_public_key(_read(key_id, path))
+            public = load_pem_public_key(data)
         except (ValueError, TypeError):
             raise ValueError(f"key {key_id}: {path} is not a PEM public key") from None
         if not isinstance(public, Ed25519PublicKey):
