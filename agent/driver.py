@@ -356,8 +356,11 @@ class DockerDriver:
             await self.docker.images.pull(image, auth=auth)
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
             message = error.message if isinstance(error, aiodocker.DockerError) else str(error)
+            # the engine's own words can hide a refused login (an HTTP fallback's error)
+            login = "with the host.login" if auth else "without a host.login"
             raise VirtError(
-                ErrorCode.OPERATION_FAILED, f"cannot pull image '{image}': {message}"
+                ErrorCode.OPERATION_FAILED,
+                f"cannot pull image '{image}' {login} for registry '{registry}': {message}",
             ) from None
 
     async def engine(self) -> EngineFacts:

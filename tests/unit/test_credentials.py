@@ -1,0 +1,76 @@
+"""Registry credentials on disk: owner-only modes, whole-file replacement, nothing shown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from agent.credentials import RegistryCredentials
+
+PASSWORD = "hunter2-registry-password"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_login_is_kept_owner_only_and_survives_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    path = tmp_path / "h1" / "registries.json"
+    credentials = RegistryCredentials(path)
+    credentials.login("127.0.0.1:5443", "tester", SecretStr(PASSWORD))
+    assert (mode(path.parent), mode(path)) == (0o700, 0o600)
+    assert json.loads(path.read_text()) == {
+        "127.0.0.1:5443": {"username": "tester", "password": PASSWORD}
+    }
+    again = RegistryCredentials(path)
+    assert again.for_pulls() == {"127.0.0.1:5443": ("tester", PASSWORD)}
+    assert PASSWORD not in repr(again)
+    assert PASSWORD not in caplog.text
+    assert "logged in to registry 127.0.0.1:5443 as tester" in caplog.text
+    assert again.logout("127.0.0.1:5443")
+    assert not again.logout("127.0.0.1:5443")
+    assert json.loads(path.read_text()) == {}
+    assert RegistryCredentials(path).for_pulls() == {}
+
+
+def test_loose_modes_are_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "h1" / "registries.json"
+    RegistryCredentials(path).login("r.example", "u", SecretStr(PASSWORD))
+    path.parent.chmod(0o755)
+    path.chmod(0o644)
+    RegistryCredentials(path)
+    assert (mode(path.parent), mode(path)) == (0o700, 0o600)
+
+
+def test_a_leftover_partial_file_does_not_loosen_the_mode(tmp_path: Path) -> None:
+    path = tmp_path / "registries.json"
+    partial = path.with_suffix(".tmp")
+    partial.write_text("left over")
+    partial.chmod(0o666)
+    RegistryCredentials(path).login("r.example", "u", SecretStr(PASSWORD))
+    assert mode(path) == 0o600
+    assert not partial.exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not json " + PASSWORD.encode(), json.dumps({"r.example": {"password": PASSWORD}}).encode()],
+    ids=["garbage", "no-username"],
+)
+def test_an_unreadable_file_means_no_logins_and_is_reported_without_its_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    path = tmp_path / "registries.json"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    assert RegistryCredentials(path).for_pulls() == {}
+    assert "ignoring registry logins" in caplog.text
+    assert PASSWORD not in caplog.text
