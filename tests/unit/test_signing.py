@@ -31,6 +31,7 @@ from agent.metrics import Metrics
 from agent.monitor import Monitor
 from agent.operations import Operations
 from agent.signing import (
+    KEY_ID,
     KEY_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -41,6 +42,7 @@ from agent.signing import (
     signed_bytes,
 )
 from agent.store import Store
+from schemas.asyncapi import asyncapi_document
 from tests.fakes import FakeDriver
 
 SECRET = b"0123456789abcdef0123456789abcdef-orch1"
@@ -501,3 +503,10 @@ async def test_dispatcher_without_a_verifier_ignores_signatures(
     dispatcher = Dispatcher("h1", operations, domains, store, concurrency=1)
     body = json.dumps({"id": "c9", "op": "host.ping"}).encode()
     assert (await dispatcher.submit(body, "c9")).reply.ok
+
+
+def test_asyncapi_documents_the_signature_headers() -> None:
+    command = asyncapi_document()["components"]["messages"]["Command"]
+    headers = command["headers"]["schema"]["properties"]
+    assert set(headers) == {KEY_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER}
+    assert headers[KEY_ID_HEADER]["pattern"] == KEY_ID.pattern
