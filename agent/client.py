@@ -236,7 +236,7 @@ class Connection:
             raise RuntimeError("connection is not open")
         target = await self.channel.get_exchange(exchange, ensure=False)
         body = command.model_dump_json(exclude_none=True).encode()
-        headers: dict[str, str | int] = {}
+        headers: dict[str, Any] = {}
         if self._signing_key is not None:
             headers = self._signing_key.headers(body, exchange, routing_key, command.id, command.id)
         await target.publish(
@@ -247,7 +247,7 @@ class Connection:
                 correlation_id=command.id,
                 reply_to=self._reply_queue.name,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                headers=dict(headers),
+                headers=headers,
             ),
             routing_key=routing_key,
         )
