@@ -135,8 +135,15 @@ class Sender:
     ) -> dict[str, Any]:
         return dict(key.headers(body, exchange, host, command_id, command_id, now))
 
-    async def reply(self, command_id: str) -> dict[str, Any]:
-        return await asyncio.wait_for(self._replies[command_id].get(), WAIT_S)
+    async def reply(self, command_id: str, host: str) -> dict[str, Any]:
+        """The reply of ``host`` (a broadcast reaches every agent on the broker)."""
+
+        async def from_host() -> dict[str, Any]:
+            while (reply := await self._replies[command_id].get())["host"] != host:
+                pass
+            return reply
+
+        return await asyncio.wait_for(from_host(), WAIT_S)
 
     async def dead_letter(self, command_id: str) -> AbstractIncomingMessage:
         return await asyncio.wait_for(self._dead[command_id].get(), WAIT_S)
@@ -149,9 +156,15 @@ async def sender(services: None) -> AsyncIterator[Sender]:
         yield await Sender(await connection.channel()).start()
 
 
-async def signed_agent(fleet: Fleet, key_files: KeyFiles, host: str | None = None) -> Agent:
+async def signed_agent(
+    fleet: Fleet, key_files: KeyFiles, host: str | None = None, groups: tuple[str, ...] = ()
+) -> Agent:
     return await fleet.start(
-        host=host, queue_type="classic", trusted_keys=key_files.trusted, signing_window_s=60
+        host=host,
+        groups=groups,
+        queue_type="classic",
+        trusted_keys=key_files.trusted,
+        signing_window_s=60,
     )
 
 
@@ -181,12 +194,13 @@ async def test_unsigned_forged_stale_and_replayed_commands_get_auth_failed(
     fleet: Fleet, key_files: KeyFiles, sender: Sender, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="agent.dispatch")
-    agent = await signed_agent(fleet, key_files)
+    group = f"g{uuid.uuid4().hex[:12]}"
+    agent = await signed_agent(fleet, key_files, groups=(group,))
     host = agent.host
     key = key_files.ed25519()
 
     async def refused(command_id: str, reason: str) -> None:
-        reply = await sender.reply(command_id)
+        reply = await sender.reply(command_id, host)
         assert reply["ok"] is False, reply
         assert (reply["error"]["code"], reply["error"]["vir_error"]) == ("AUTH_FAILED", 45)
         assert reply["error"]["message"].startswith(f"authentication failed: {reason}: "), reply
@@ -197,7 +211,7 @@ async def test_unsigned_forged_stale_and_replayed_commands_get_auth_failed(
     async def still_serving() -> None:
         command_id, body = sender.command()
         await sender.publish(host, command_id, body, sender.signed(key, host, command_id, body))
-        assert (await sender.reply(command_id))["ok"] is True
+        assert (await sender.reply(command_id, host))["ok"] is True
 
     unsigned_id, body = sender.command("domain.define", args={"spec": spec("intruder")})
     await sender.publish(host, unsigned_id, body)
@@ -221,7 +235,7 @@ async def test_unsigned_forged_stale_and_replayed_commands_get_auth_failed(
     replay_id, body = sender.command()
     headers = sender.signed(key, host, replay_id, body)
     await sender.publish(host, replay_id, body, headers)
-    assert (await sender.reply(replay_id))["ok"] is True
+    assert (await sender.reply(replay_id, host))["ok"] is True
     await sender.publish(host, replay_id, body, headers)
     await refused(replay_id, "replayed")
     await still_serving()
@@ -233,7 +247,7 @@ async def test_unsigned_forged_stale_and_replayed_commands_get_auth_failed(
 
     rerouted_id, body = sender.command()
     headers = sender.signed(key, host, rerouted_id, body)
-    await sender.publish(host, rerouted_id, body, headers, BROADCAST_EXCHANGE, "all")
+    await sender.publish(host, rerouted_id, body, headers, BROADCAST_EXCHANGE, f"group.{group}")
     await refused(rerouted_id, "bad signature")
     await still_serving()
 
@@ -249,7 +263,7 @@ async def test_unsigned_forged_stale_and_replayed_commands_get_auth_failed(
     assert headers[SIGNATURE_HEADER] not in logged
     list_id, body = sender.command("host.list_domains")
     await sender.publish(host, list_id, body, sender.signed(key, host, list_id, body))
-    assert (await sender.reply(list_id))["result"] == {"domains": []}
+    assert (await sender.reply(list_id, host))["result"] == {"domains": []}
 
 
 async def test_replay_is_refused_after_the_agent_restarts(
@@ -261,18 +275,18 @@ async def test_replay_is_refused_after_the_agent_restarts(
     command_id, body = sender.command()
     headers = sender.signed(key, host, command_id, body)
     await sender.publish(host, command_id, body, headers)
-    assert (await sender.reply(command_id))["ok"] is True
+    assert (await sender.reply(command_id, host))["ok"] is True
     await agent.stop()
 
     restarted = await signed_agent(fleet, key_files, host)
     await sender.publish(host, command_id, body, headers)
-    reply = await sender.reply(command_id)
+    reply = await sender.reply(command_id, host)
     assert reply["error"]["code"] == "AUTH_FAILED"
     assert reply["error"]["message"].startswith("authentication failed: replayed: ")
     assert auth_failures(restarted, "replayed") == 1
     fresh_id, body = sender.command()
     await sender.publish(host, fresh_id, body, sender.signed(key, host, fresh_id, body))
-    assert (await sender.reply(fresh_id))["ok"] is True
+    assert (await sender.reply(fresh_id, host))["ok"] is True
 
 
 async def test_cli_signs_with_the_key_from_its_environment(
