@@ -6,11 +6,16 @@ import json
 import logging
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
+import aiodocker
 import pytest
 from pydantic import SecretStr
 
 from agent.credentials import RegistryCredentials
+from agent.driver import DockerDriver
+from agent.errors import VirtError
+from schemas.codes import ErrorCode
 
 PASSWORD = "hunter2-registry-password"
 
@@ -74,3 +79,45 @@ def test_an_unreadable_file_means_no_logins_and_is_reported_without_its_content(
     assert RegistryCredentials(path).for_pulls() == {}
     assert "ignoring registry logins" in caplog.text
     assert PASSWORD not in caplog.text
+
+
+class _Images:
+    """The engine's image API as far as a pull goes: records it, then fails it."""
+
+    def __init__(self) -> None:
+        self.pulls: list[tuple[str, dict[str, str] | None]] = []
+
+    async def pull(self, reference: str, *, auth: dict[str, str] | None = None) -> None:
+        self.pulls.append((reference, auth))
+        raise aiodocker.DockerError(500, "no route to the registry")
+
+
+@pytest.mark.parametrize(
+    ("image", "reference", "registry"),
+    [
+        ("127.0.0.1:5443/virtbus/test:1", "127.0.0.1:5443/virtbus/test:1", "127.0.0.1:5443"),
+        ("alpine:3", "docker.io/library/alpine:3", "docker.io"),
+        ("team/app:2", "team/app:2", "docker.io"),
+    ],
+)
+async def test_a_pull_sends_the_login_of_the_image_registry_and_says_so_when_it_fails(
+    image: str, reference: str, registry: str
+) -> None:
+    images = _Images()
+    driver = DockerDriver("h1")
+    driver._docker = SimpleNamespace(images=images)  # type: ignore[assignment]
+    logins = {registry: ("tester", PASSWORD), "other.example": ("x", "y")}
+    with pytest.raises(VirtError) as raised:
+        await driver._pull(image, logins)
+    auth = {"username": "tester", "password": PASSWORD, "serveraddress": registry}
+    assert images.pulls == [(reference, auth)]
+    assert raised.value.code == ErrorCode.OPERATION_FAILED
+    assert raised.value.detail == (
+        f"cannot pull image '{image}' with the host.login for registry '{registry}': "
+        "no route to the registry"
+    )
+    with pytest.raises(VirtError) as anonymous:
+        await driver._pull(image, {})
+    assert images.pulls[-1] == (reference, None)
+    assert f"without a host.login for registry '{registry}'" in anonymous.value.detail
+    assert PASSWORD not in str(raised.value) + str(anonymous.value)
