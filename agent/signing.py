@@ -325,9 +325,10 @@ class Verifier:
             raise Refused("bad_signature", f"the signature does not match key '{key_id}'", key_id)
         now = self._clock()
         if abs(now - timestamp) > self.window_s:
+            side = "behind" if timestamp < now else "ahead of"
             raise Refused(
                 "stale",
-                f"timestamp {timestamp} is {now - timestamp:+.0f} s from the agent's clock, "
+                f"timestamp {timestamp} is {abs(now - timestamp):.0f} s {side} the agent's clock, "
                 f"outside ±{self.window_s:g} s (key '{key_id}')",
                 key_id,
             )

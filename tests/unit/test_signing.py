@@ -262,7 +262,8 @@ def test_outside_the_window_is_stale(
     clock.now = NOW + offset_s
     refused = refusal(verifier, signed(key))
     assert refused.reason == "stale"
-    assert "±60 s" in str(refused)
+    side = "ahead of" if offset_s < 0 else "behind"
+    assert f"is {abs(offset_s):.0f} s {side} the agent's clock, outside ±60 s" in str(refused)
 
 
 @pytest.mark.parametrize("offset_s", [-60.0, 59.0])
