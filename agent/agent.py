@@ -28,6 +28,7 @@ from agent.errors import VirtError
 from agent.metrics import Metrics, MetricsServer, Readings
 from agent.monitor import Monitor
 from agent.operations import Operations
+from agent.signing import Verifier
 from agent.store import Store
 from schemas.codes import DomainState
 from schemas.commands import OPS
@@ -139,6 +140,9 @@ class Agent:
             self._store,
             self.config.concurrency,
             self.metrics,
+            verifier=Verifier(self.config.trusted_keys, self.config.signing_window_s, self._store)
+            if self.config.trusted_keys
+            else None,
         )
         await operations.autostart()
         await self._presence("online")
@@ -209,7 +213,7 @@ class Agent:
                         lambda: self._pending_events() < self.config.outbox_limit
                     )
             pending = self._dispatcher.submit(
-                inbound.body, inbound.message_id or inbound.correlation_id
+                inbound.body, inbound.message_id or inbound.correlation_id, inbound
             )
             answer = asyncio.create_task(self._answer(inbound, pending))
             self._answers.add(answer)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -61,6 +61,9 @@ class Inbound:
     reply_to: str | None
     redelivered: bool
     message: AbstractIncomingMessage
+    exchange: str
+    routing_key: str
+    headers: Mapping[str, object]
 
 
 class Bus:
@@ -219,6 +222,9 @@ class Bus:
                 reply_to=message.reply_to,
                 redelivered=bool(message.redelivered),
                 message=message,
+                exchange=message.exchange or "",
+                routing_key=message.routing_key or "",
+                headers=dict(message.headers),
             )
         )
 

@@ -34,6 +34,7 @@ from agent.client import (
     connect,
 )
 from agent.config import DEFAULT_AMQP_URL, Config
+from agent.signing import SigningKey
 from schemas import json_schemas
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import ListFlag
@@ -560,6 +561,24 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /health on this port")
     parser.add_argument("--metrics-host", help="address of the metrics endpoint (127.0.0.1)")
+    parser.add_argument(
+        "--trusted-key",
+        dest="trusted_keys",
+        action="append",
+        metavar="ID=ALGORITHM:PATH",
+        help="accept commands signed by this key (hmac-sha256 secret or ed25519 public key "
+        "file); repeatable; any one makes signatures required (VIRTBUS_TRUSTED_KEYS)",
+    )
+    parser.add_argument(
+        "--signing-window-s", type=float, help="allowed clock difference of a signed command"
+    )
+
+
+def _signing_key(text: str) -> SigningKey:
+    try:
+        return SigningKey.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _client_options() -> argparse.ArgumentParser:
@@ -571,6 +590,14 @@ def _client_options() -> argparse.ArgumentParser:
         help="broker URL (VIRTBUS_AMQP_URL)",
     )
     options.add_argument("--json", action="store_true", help="print JSON for scripts")
+    options.add_argument(
+        "--signing-key",
+        type=_signing_key,
+        default=os.environ.get("VIRTBUS_SIGNING_KEY"),
+        metavar="ID=ALGORITHM:PATH",
+        help="sign every command with this key (hmac-sha256 secret or ed25519 private key "
+        "file) (VIRTBUS_SIGNING_KEY)",
+    )
     options.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for replies (default 10)"
     )
@@ -698,7 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_client(args: argparse.Namespace, output: Output) -> int:
-    async with connect(args.connect, timeout_s=args.timeout or 10.0) as conn:
+    async with connect(
+        args.connect, timeout_s=args.timeout or 10.0, signing_key=args.signing_key
+    ) as conn:
         if args.verb == "event":
             return await run_event(conn, args, output)
         if args.verb == "hosts":

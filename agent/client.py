@@ -37,6 +37,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
+from agent.signing import SigningKey
 from schemas.codes import ErrorCode, EventId
 from schemas.commands import COMMAND_ADAPTER, Command, ListFlag
 from schemas.domain import DomainRecord, DomainSpec
@@ -143,9 +144,12 @@ Progress = Callable[[str, int, int | None], None]
 class Connection:
     """One connection to the broker and one reply queue, shared by every call."""
 
-    def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S, signing_key: SigningKey | None = None
+    ) -> None:
         self._url = url
         self.timeout_s = timeout_s
+        self._signing_key = signing_key
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._reply_queue: AbstractQueue | None = None
@@ -235,14 +239,19 @@ class Connection:
         if self._reply_queue is None:
             raise RuntimeError("connection is not open")
         target = await self.channel.get_exchange(exchange, ensure=False)
+        body = command.model_dump_json(exclude_none=True).encode()
+        headers: dict[str, Any] = {}
+        if self._signing_key is not None:
+            headers = self._signing_key.headers(body, exchange, routing_key, command.id, command.id)
         await target.publish(
             aio_pika.Message(
-                command.model_dump_json(exclude_none=True).encode(),
+                body,
                 content_type="application/json",
                 message_id=command.id,
                 correlation_id=command.id,
                 reply_to=self._reply_queue.name,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers=headers,
             ),
             routing_key=routing_key,
         )
@@ -420,9 +429,13 @@ class Connection:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Connection:
-    """``async with connect(url) as conn``: one connection for every call."""
-    return Connection(url, timeout_s)
+def connect(
+    url: str, timeout_s: float = DEFAULT_TIMEOUT_S, signing_key: SigningKey | None = None
+) -> Connection:
+    """``async with connect(url) as conn``: one connection for every call; with a
+    ``signing_key`` (``SigningKey.parse("orch1=ed25519:/path/key.pem")``), every command
+    is signed with it."""
+    return Connection(url, timeout_s, signing_key)
 
 
 def _spec(spec: DomainSpec | dict[str, Any]) -> dict[str, Any]:

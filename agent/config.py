@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent.signing import DEFAULT_WINDOW_S, TrustedKey
 from schemas.base import HostName
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -56,6 +57,26 @@ class Config(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve /metrics and /health on this port; None: no endpoint."""
     metrics_host: str = "127.0.0.1"
+
+    # signed commands (agent/signing.py): required as soon as one key is trusted
+    trusted_keys: Annotated[dict[str, TrustedKey], NoDecode] = {}
+    """Key id → key; given as ``ID=ALGORITHM:PATH`` items (comma-separated in the
+    environment, one per ``--trusted-key`` flag)."""
+    signing_window_s: float = Field(default=DEFAULT_WINDOW_S, gt=0, le=3600)
+    """How far a signed command's timestamp may be from the agent's clock, either way."""
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _load_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            keys = [TrustedKey.parse(item) for item in value]
+            ids = [key.key_id for key in keys]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"a key id is given twice: {sorted(ids)}")
+            return {key.key_id: key for key in keys}
+        return value
 
     @field_validator("groups", mode="before")
     @classmethod

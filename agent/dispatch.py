@@ -25,6 +25,7 @@ from agent.errors import VirtError
 from agent.logs import command_context
 from agent.metrics import Metrics
 from agent.operations import Operations
+from agent.signing import Delivery, Refused, Verifier
 from agent.store import Store
 from schemas.codes import ErrorCode
 from schemas.commands import Command, CreateXml, Define, DomainCommand, InvalidCommand
@@ -57,8 +58,10 @@ class Dispatcher:
         concurrency: int,
         metrics: Metrics | None = None,
         max_deliveries: int = MAX_DELIVERIES,
+        verifier: Verifier | None = None,
     ) -> None:
         self._max_deliveries = max_deliveries
+        self._verifier = verifier
         self.host = host
         self._metrics = metrics or Metrics()
         self._operations = operations
@@ -68,12 +71,20 @@ class Dispatcher:
         self._lanes: dict[str, asyncio.Task[Outcome]] = {}
         self._running: dict[str, asyncio.Task[Outcome]] = {}
 
-    def submit(self, body: bytes, message_id: str | None) -> Awaitable[Outcome]:
+    def submit(
+        self, body: bytes, message_id: str | None, delivery: Delivery | None = None
+    ) -> Awaitable[Outcome]:
         """Take one command body; its place in its domain's order is fixed on return.
 
         ``message_id`` stands in for a body without ``id`` and names the reply to a body
-        that cannot be parsed.
+        that cannot be parsed. With a verifier, ``delivery`` (the message the body came
+        in) must carry a valid signature, or the body is refused unread.
         """
+        if self._verifier is not None:
+            try:
+                self._verifier.check(delivery)
+            except Refused as refusal:
+                return _done(self._unauthentic(message_id or "", refusal))
         try:
             command = parse(body, message_id)
         except InvalidCommand as error:
@@ -119,6 +130,20 @@ class Dispatcher:
             name = domain.name if domain else command.target.name
             return f"name:{name}" if name else f"target:{command.target}"
         return None
+
+    def _unauthentic(self, command_id: str, refusal: Refused) -> Outcome:
+        """AUTH_FAILED, never recorded: a command id seen unauthenticated stays free for
+        the authentic command."""
+        log.warning(
+            "authentication failed for command %r (key %r): %s",
+            command_id,
+            refusal.key_id,
+            refusal,
+        )
+        self._metrics.auth_failures.labels(refusal.reason).inc()
+        self._metrics.commands.labels("invalid", ErrorCode.AUTH_FAILED.name).inc()
+        reply = self._error(command_id, ErrorCode.AUTH_FAILED, str(refusal))
+        return Outcome(reply, _encode(reply), accepted=False)
 
     def _abandon(self, command: Command, attempts: int) -> Outcome:
         reply = self._error(

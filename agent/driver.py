@@ -368,12 +368,17 @@ class DockerDriver:
         if registry in credentials:
             username, password = credentials[registry]
             auth = {"username": username, "password": password, "serveraddress": registry}
+        # aiodocker sends credentials only with a reference that names its registry
+        reference = image if "/" in image else f"docker.io/library/{image}"
         try:
-            await self.docker.images.pull(image, auth=auth)
+            await self.docker.images.pull(reference, auth=auth)
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
             message = error.message if isinstance(error, aiodocker.DockerError) else str(error)
+            # the engine's own words can hide a refused login (an HTTP fallback's error)
+            login = "with the host.login" if auth else "without a host.login"
             raise VirtError(
-                ErrorCode.OPERATION_FAILED, f"cannot pull image '{image}': {message}"
+                ErrorCode.OPERATION_FAILED,
+                f"cannot pull image '{image}' {login} for registry '{registry}': {message}",
             ) from None
 
     async def engine(self) -> EngineFacts:

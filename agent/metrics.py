@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.signing import REASONS
+
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -93,6 +95,14 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "virtbus_auth_failures",
+            "Commands refused as not authentic (AUTH_FAILED), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REASONS:
+            self.auth_failures.labels(reason)
         self.reconnects = Counter(
             "virtbus_reconnects",
             "Connections re-established, by peer (broker or docker)",

@@ -80,6 +80,9 @@ install_packages() {
     find_python >/dev/null || missing+=(python3 python3-venv)
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
+    # the registry-credentials tests run a real registry with basic auth
+    command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+    command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "system packages: all present"
@@ -119,6 +122,8 @@ install_packages() {
     command -v docker-compose >/dev/null 2>&1 || die "docker-compose still missing after install"
     command -v node >/dev/null 2>&1 || die "node still missing after install"
     command -v npm >/dev/null 2>&1 || die "npm still missing after install"
+    command -v docker-registry >/dev/null 2>&1 || die "docker-registry still missing after install"
+    command -v htpasswd >/dev/null 2>&1 || die "htpasswd still missing after install"
     log "packages installed"
 }
 
