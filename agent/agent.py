@@ -44,7 +44,9 @@ class Agent:
     def __init__(self, config: Config, driver: Driver | None = None) -> None:
         self.config = config
         self.host = config.host
-        self._driver = driver or DockerDriver(config.host, config.docker_url)
+        self._driver = driver or DockerDriver(
+            config.host, config.docker_endpoint, config.docker_ssl_context
+        )
         self._store = Store(config.host_dir)
         self._domains = DomainTable()
         self.metrics = Metrics()
@@ -55,6 +57,7 @@ class Agent:
             config.queue_type,
             config.prefetch,
             on_reconnect=self.metrics.reconnects.labels("broker").inc,
+            ssl_context=config.amqp_ssl_context,
         )
         self._queued = asyncio.Event()
         self._confirmed = asyncio.Condition()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -74,8 +75,10 @@ class Bus:
         queue_type: QueueType = "quorum",
         prefetch: int = 64,
         on_reconnect: Callable[[], None] = lambda: None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._urls = urls
+        self._ssl_context = ssl_context
         self.host = host
         self.groups = groups
         self._queue_type = queue_type
@@ -140,6 +143,7 @@ class Bus:
         connection = await aio_pika.connect(
             url,
             timeout=CONNECT_TIMEOUT_S,
+            ssl_context=self._ssl_context,
             client_properties={"connection_name": f"virtbus-agent {self.host}"},
         )
         self._connection = connection

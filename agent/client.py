@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -141,8 +142,14 @@ Progress = Callable[[str, int, int | None], None]
 class Connection:
     """One connection to the broker and one reply queue, shared by every call."""
 
-    def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._url = url
+        self._ssl_context = ssl_context
         self.timeout_s = timeout_s
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -166,7 +173,9 @@ class Connection:
     async def open(self) -> None:
         try:
             self._connection = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": "virtbus client"}
+                self._url,
+                ssl_context=self._ssl_context,
+                client_properties={"connection_name": "virtbus client"},
             )
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             raise VirtbusError.of(
@@ -416,9 +425,12 @@ class Connection:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Connection:
-    """``async with connect(url) as conn``: one connection for every call."""
-    return Connection(url, timeout_s)
+def connect(
+    url: str, timeout_s: float = DEFAULT_TIMEOUT_S, ssl_context: ssl.SSLContext | None = None
+) -> Connection:
+    """``async with connect(url) as conn``: one connection for every call. For ``amqps``
+    URLs, ``ssl_context`` (``agent.tls.client_context``) sets the CA and client certificate."""
+    return Connection(url, timeout_s, ssl_context)
 
 
 def _spec(spec: DomainSpec | dict[str, Any]) -> dict[str, Any]:
