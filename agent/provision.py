@@ -12,10 +12,10 @@ agent of host H
     ``H.``; binds its queue to ``virtbus.broadcast`` with ``all`` and its own groups only.
 orchestrator
     publishes to ``virtbus.commands`` and ``virtbus.broadcast``; reads replies and events
-    through server-named queues (``amq.gen-…``) it declares for itself.
+    through unnamed queues it declares for itself.
 subscriber
-    reads events (optionally of some hosts only) through server-named queues; publishes
-    nothing anywhere.
+    reads events (optionally of some hosts only) through unnamed queues of its own;
+    publishes to no exchange of the bus.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ DEFAULT_MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15672/"
 DEFAULT_VHOST = "/"
 TIMEOUT_S = 30.0
 NOTHING = "^$"
-SERVER_NAMED = r"amq\.gen-.*"
-"""Queues the broker names (``declare_queue()`` without a name): replies, event streams."""
+PRIVATE_QUEUES = r"amq\.gen-.*|amq_[0-9a-f]{32}"
+"""Queues declared without a name (replies, event streams), named by the broker or, on a
+robust aio-pika connection (the client library's), by aio-pika. The client's are
+exclusive: no other connection can bind, read or delete them."""
 DEFAULT_EXCHANGE = "amq.default"
 """Publishing to the default exchange (replies) is checked against this name."""
 
@@ -105,9 +107,9 @@ def agent_grant(host: str, groups: Sequence[str] = ()) -> Grant:
 
 def orchestrator_grant() -> Grant:
     return Grant(
-        configure=_names(SERVER_NAMED),
-        write=_names(re.escape(COMMANDS_EXCHANGE), re.escape(BROADCAST_EXCHANGE), SERVER_NAMED),
-        read=_names(re.escape(EVENTS_EXCHANGE), SERVER_NAMED),
+        configure=_names(PRIVATE_QUEUES),
+        write=_names(re.escape(COMMANDS_EXCHANGE), re.escape(BROADCAST_EXCHANGE), PRIVATE_QUEUES),
+        read=_names(re.escape(EVENTS_EXCHANGE), PRIVATE_QUEUES),
         topics=(TopicGrant(EVENTS_EXCHANGE, write=NOTHING, read=".*"),),
     )
 
@@ -116,10 +118,10 @@ def subscriber_grant(hosts: Sequence[str] = ()) -> Grant:
     """Events of every host, or of ``hosts`` only."""
     keys = f"^{_any_of(hosts)}\\." if hosts else ".*"
     return Grant(
-        configure=_names(SERVER_NAMED),
+        configure=_names(PRIVATE_QUEUES),
         # write on its own queues is what binding them takes; no exchange matches
-        write=_names(SERVER_NAMED),
-        read=_names(re.escape(EVENTS_EXCHANGE), SERVER_NAMED),
+        write=_names(PRIVATE_QUEUES),
+        read=_names(re.escape(EVENTS_EXCHANGE), PRIVATE_QUEUES),
         topics=(TopicGrant(EVENTS_EXCHANGE, write=NOTHING, read=keys),),
     )
 
