@@ -12,7 +12,12 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from aiormq.exceptions import ChannelAccessRefused
 from yarl import URL
 
@@ -117,18 +122,11 @@ async def test_agent_cannot_touch_another_hosts_queue_or_speak_for_it(
     host = new_host()
     url = await users.add(agent_grant(host, ["blue"]))
     async with await _login(url) as connection:
-        for attempt in ("consume", "get", "bind", "purge"):
+        for attempt in ("consume", "get", "bind", "purge", "delete"):
             channel = await connection.channel()
             queue = await channel.get_queue(host_queue(other.host), ensure=False)
             with pytest.raises(ChannelAccessRefused):
-                if attempt == "consume":
-                    await queue.consume(_ignore)
-                elif attempt == "get":
-                    await queue.get(fail=False)
-                elif attempt == "bind":
-                    await queue.bind(COMMANDS_EXCHANGE, host)
-                else:
-                    await queue.purge()
+                await _touch(queue, attempt)
         for exchange, key in (
             (EVENTS_EXCHANGE, f"{other.host}.lifecycle.stopped.destroyed"),
             (COMMANDS_EXCHANGE, other.host),
@@ -218,3 +216,15 @@ async def test_provision_command_prints_a_working_password_once(cli: CLI, users:
 
 async def _ignore(message: AbstractIncomingMessage) -> None:
     return None
+
+
+async def _touch(queue: AbstractQueue, how: str) -> object:
+    if how == "consume":
+        return await queue.consume(_ignore)
+    if how == "get":
+        return await queue.get(fail=False)
+    if how == "bind":
+        return await queue.bind(COMMANDS_EXCHANGE, "any")
+    if how == "purge":
+        return await queue.purge()
+    return await queue.delete(if_unused=False, if_empty=False)
