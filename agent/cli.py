@@ -45,6 +45,7 @@ from agent.provision import (
     orchestrator_grant,
     subscriber_grant,
 )
+from agent.tls import client_context
 from schemas import json_schemas
 from schemas.base import HostName
 from schemas.codes import DomainState, ErrorCode, Lifecycle
@@ -559,6 +560,12 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /health on this port")
     parser.add_argument("--metrics-host", help="address of the metrics endpoint (127.0.0.1)")
+    for peer, prefix in (("amqp", "amqps"), ("docker", "Docker over TLS")):
+        for what, meaning in TLS_FILES.items():
+            parser.add_argument(
+                f"--{peer}-{what}-file",
+                help=f"{prefix}: {meaning} (VIRTBUS_{peer.upper()}_{what.upper()}_FILE)",
+            )
 
 
 HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
@@ -668,6 +675,13 @@ async def run_provision(args: argparse.Namespace, output: Output) -> int:
         return 0
 
 
+TLS_FILES = {
+    "ca": "CA bundle that signed the peer's certificate",
+    "cert": "client certificate",
+    "key": "client certificate's key",
+}
+
+
 def _client_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
@@ -680,6 +694,13 @@ def _client_options() -> argparse.ArgumentParser:
     options.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for replies (default 10)"
     )
+    for what, meaning in TLS_FILES.items():
+        options.add_argument(
+            f"--{what}-file",
+            type=Path,
+            default=os.environ.get(f"VIRTBUS_AMQP_{what.upper()}_FILE"),
+            help=f"amqps: {meaning} (VIRTBUS_AMQP_{what.upper()}_FILE)",
+        )
     return options
 
 
@@ -798,7 +819,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_client(args: argparse.Namespace, output: Output) -> int:
-    async with connect(args.connect, timeout_s=args.timeout or 10.0) as conn:
+    try:
+        tls = client_context(args.ca_file, args.cert_file, args.key_file)
+    except ValueError as error:
+        output.error(str(error))
+        return 1
+    async with connect(args.connect, timeout_s=args.timeout or 10.0, ssl_context=tls) as conn:
         if args.verb == "event":
             return await run_event(conn, args, output)
         if args.verb == "hosts":

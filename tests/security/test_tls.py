@@ -31,6 +31,7 @@ from agent.config import Config
 from agent.driver import DockerDriver
 from agent.tls import client_context
 from tests.conftest import _unavailable, new_host
+from tests.integration.conftest import VIRTBUS
 
 NODE = "vbtls@localhost"
 AMQPS_PORT = 5711
@@ -195,6 +196,26 @@ async def test_agent_serves_over_amqps_without_showing_its_password(
             assert (await conn.ping(serving.host)).host == serving.host
             assert await conn.list_all_domains(serving.host) == []
             assert tls_broker.password not in repr(conn)
+        listed = await asyncio.create_subprocess_exec(
+            str(VIRTBUS),
+            "list",
+            "--host",
+            serving.host,
+            "-c",
+            tls_broker.url,
+            "--key-file",
+            str(pki.key_file),
+            env={
+                **os.environ,
+                "VIRTBUS_AMQP_CA_FILE": str(pki.ca_file),
+                "VIRTBUS_AMQP_CERT_FILE": str(pki.cert_file),
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(listed.communicate(), WAIT_S)
+        assert listed.returncode == 0, err.decode()
+        assert out.decode().split()[:3] == ["Id", "Name", "State"]
     finally:
         await serving.stop()
     assert f"connected to broker amqps://{tls_broker.user}:***@localhost" in caplog.text
