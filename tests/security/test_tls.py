@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -242,7 +243,8 @@ async def test_broker_refuses_a_client_without_a_certificate(tls_broker: TlsBrok
         ):
             pass
     assert refused.value.code == "OPERATION_FAILED"
-    assert "certificate required" in refused.value.message
+    # TLS 1.3 sends the alert after the handshake: it may be read, or lost to the reset
+    assert re.search("certificate required|connection reset", refused.value.message, re.I)
     assert tls_broker.password not in refused.value.message
 
 
