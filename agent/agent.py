@@ -58,6 +58,7 @@ class Agent:
             config.prefetch,
             on_reconnect=self.metrics.reconnects.labels("broker").inc,
             ssl_context=config.amqp_ssl_context,
+            declare_topology=config.declare_topology,
         )
         self._queued = asyncio.Event()
         self._confirmed = asyncio.Condition()

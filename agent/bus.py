@@ -76,9 +76,11 @@ class Bus:
         prefetch: int = 64,
         on_reconnect: Callable[[], None] = lambda: None,
         ssl_context: ssl.SSLContext | None = None,
+        declare_topology: bool = True,
     ) -> None:
         self._urls = urls
         self._ssl_context = ssl_context
+        self._declare_topology = declare_topology
         self.host = host
         self.groups = groups
         self._queue_type = queue_type
@@ -181,7 +183,12 @@ class Bus:
                 await connection.close()
 
     async def _declare(self, channel: AbstractChannel) -> None:
-        """The topology of DESIGN §2, idempotently."""
+        """The topology of DESIGN §2, idempotently; or, without ``declare_topology``, a
+        check that `virtbus provision` declared it (passive: takes no permission)."""
+        if not self._declare_topology:
+            self._events = await channel.get_exchange(EVENTS_EXCHANGE)
+            self._queue = await channel.get_queue(host_queue(self.host))
+            return
         commands = await channel.declare_exchange(
             COMMANDS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )

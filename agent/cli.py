@@ -560,6 +560,13 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /health on this port")
     parser.add_argument("--metrics-host", help="address of the metrics endpoint (127.0.0.1)")
+    parser.add_argument(
+        "--declare-topology",
+        action=argparse.BooleanOptionalAction,
+        help="declare exchanges, the host queue and its bindings at start (default); "
+        "--no-declare-topology for a user made by `virtbus provision agent` "
+        "(VIRTBUS_DECLARE_TOPOLOGY)",
+    )
     for peer, prefix in (("amqp", "amqps"), ("docker", "Docker over TLS")):
         for what, meaning in TLS_FILES.items():
             parser.add_argument(
@@ -614,6 +621,18 @@ def _provision_parser(commands: Any) -> None:
         help="a group it may join; repeatable",
     )
     agent.add_argument("--user", help="user name (default agent-HOST)")
+    agent.add_argument(
+        "--queue-type",
+        choices=["quorum", "classic"],
+        default="quorum",
+        help="type of the host queue declared here (default quorum)",
+    )
+    agent.add_argument(
+        "--agent-declares",
+        action="store_true",
+        help="let the agent declare the topology itself (run without --no-declare-topology); "
+        "it can then also bind its queue to other hosts' commands and delete shared exchanges",
+    )
     orchestrator = roles.add_parser(
         "orchestrator", parents=[common], help="sends commands, reads replies and events"
     )
@@ -639,10 +658,11 @@ def _role(args: argparse.Namespace) -> tuple[str, Grant, str]:
     """The user, its grant, and what it may do in words."""
     if args.role == "agent":
         groups = f" (groups: {', '.join(args.groups)})" if args.groups else ""
+        run = "" if args.agent_declares else "; run it with --no-declare-topology"
         return (
             args.user or f"agent-{args.host}",
-            agent_grant(args.host, args.groups),
-            f"the agent of host {args.host}{groups}",
+            agent_grant(args.host, args.groups, args.agent_declares),
+            f"the agent of host {args.host}{groups}{run}",
         )
     if args.role == "orchestrator":
         return args.user, orchestrator_grant(), "an orchestrator"
@@ -669,6 +689,9 @@ async def run_provision(args: argparse.Namespace, output: Output) -> int:
             return 1
         user, grant, what = _role(args)
         await api.provision(user, password, grant, args.vhost)
+        await api.declare_topology(args.vhost)
+        if args.role == "agent" and not args.agent_declares:
+            await api.declare_host_queue(args.host, args.groups, args.queue_type, args.vhost)
         if not (args.password_stdin or args.password_env):
             print(password.get_secret_value())
         print(f"user {user!r} is now {what} on vhost {args.vhost!r}", file=sys.stderr)

@@ -61,6 +61,10 @@ class Config(BaseSettings):
     """Serve /metrics and /health on this port; None: no endpoint."""
     metrics_host: str = "127.0.0.1"
 
+    declare_topology: bool = True
+    """False: `virtbus provision` declared the topology; the agent only checks it is there,
+    so its broker user needs no permission to declare, bind or delete anything."""
+
     # TLS: to the broker over amqps, and to a Docker engine over tcp:// (agent/tls.py)
     amqp_ca_file: FilePath | None = None
     """CA bundle that signed the broker's certificate; None: the system's CAs."""

@@ -34,7 +34,13 @@ from agent.provision import (
     subscriber_grant,
 )
 from schemas.events import LifecycleEvent
-from schemas.topology import BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, EVENTS_EXCHANGE, host_queue
+from schemas.topology import (
+    BROADCAST_EXCHANGE,
+    COMMANDS_EXCHANGE,
+    DEAD_EXCHANGE,
+    EVENTS_EXCHANGE,
+    host_queue,
+)
 from tests.conftest import AMQP_URL, _unavailable, new_host
 from tests.integration.conftest import CLI, Fleet, spec
 from tests.support import EventRecorder
@@ -115,12 +121,25 @@ async def test_subscriber_of_some_hosts_cannot_follow_others(users: Users) -> No
             await queue.bind(events, "#")
 
 
+async def _agent_user(
+    users: Users, fleet: Fleet, host: str, groups: list[str], agent_declares: bool
+) -> str:
+    """An agent user as ``virtbus provision agent`` makes it; the host's queue is removed
+    with the fleet."""
+    url = await users.add(agent_grant(host, groups, agent_declares))
+    fleet.hosts.add(host)
+    if not agent_declares:
+        await users.api.declare_topology()
+        await users.api.declare_host_queue(host, groups, "classic")
+    return url
+
+
+@pytest.mark.parametrize("agent_declares", [False, True], ids=["provisioned", "declares"])
 async def test_agent_cannot_touch_another_hosts_queue_or_speak_for_it(
-    users: Users, fleet: Fleet
+    users: Users, fleet: Fleet, agent_declares: bool
 ) -> None:
     other = await fleet.start(queue_type="classic")
-    host = new_host()
-    url = await users.add(agent_grant(host, ["blue"]))
+    url = await _agent_user(users, fleet, new_host(), ["blue"], agent_declares)
     async with await _login(url) as connection:
         for attempt in ("consume", "get", "bind", "purge", "delete"):
             channel = await connection.channel()
@@ -133,27 +152,52 @@ async def test_agent_cannot_touch_another_hosts_queue_or_speak_for_it(
             (BROADCAST_EXCHANGE, "all"),
         ):
             await _refused(await connection.channel(publisher_confirms=True), exchange, key)
+
+
+async def test_agent_on_a_provisioned_topology_can_change_nothing(
+    users: Users, fleet: Fleet
+) -> None:
+    host = new_host()
+    url = await _agent_user(users, fleet, host, ["blue"], agent_declares=False)
+    async with await _login(url) as connection:
+        channel = await connection.channel()
+        own = await channel.get_queue(host_queue(host))
+        assert await own.get(fail=False) is None
+        for exchange, key in ((COMMANDS_EXCHANGE, "another-host"), (BROADCAST_EXCHANGE, "all")):
+            channel = await connection.channel()
+            own = await channel.get_queue(host_queue(host), ensure=False)
+            with pytest.raises(ChannelAccessRefused):
+                await own.bind(exchange, key)
+        channel = await connection.channel()
+        with pytest.raises(ChannelAccessRefused):
+            await channel.exchange_delete(COMMANDS_EXCHANGE)
+        channel = await connection.channel()
+        with pytest.raises(ChannelAccessRefused):
+            await channel.declare_queue(host_queue(host), durable=True)
+
+
+async def test_agent_that_declares_joins_only_its_own_groups(users: Users, fleet: Fleet) -> None:
+    host = new_host()
+    url = await _agent_user(users, fleet, host, ["blue"], agent_declares=True)
+    async with await _login(url) as connection:
         channel = await connection.channel()
         own = await channel.declare_queue(
             host_queue(host),
             durable=True,
-            arguments={"x-queue-type": "classic", "x-dead-letter-exchange": "virtbus.dead"},
+            arguments={"x-queue-type": "classic", "x-dead-letter-exchange": DEAD_EXCHANGE},
         )
-        try:
-            broadcast = await channel.get_exchange(BROADCAST_EXCHANGE, ensure=False)
-            await own.bind(broadcast, "group.blue")
-            with pytest.raises(ChannelAccessRefused):
-                await own.bind(broadcast, "group.red")
-        finally:
-            cleanup = await connection.channel()
-            await cleanup.queue_delete(host_queue(host))
+        broadcast = await channel.get_exchange(BROADCAST_EXCHANGE, ensure=False)
+        await own.bind(broadcast, "group.blue")
+        with pytest.raises(ChannelAccessRefused):
+            await own.bind(broadcast, "group.red")
 
 
+@pytest.mark.parametrize("agent_declares", [False, True], ids=["provisioned", "declares"])
 async def test_provisioned_agent_serves_an_orchestrator_and_a_subscriber(
-    users: Users, fleet: Fleet, tmp_path: Path
+    users: Users, fleet: Fleet, tmp_path: Path, agent_declares: bool
 ) -> None:
     host = new_host()
-    agent_url = await users.add(agent_grant(host, ["blue"]))
+    agent_url = await _agent_user(users, fleet, host, ["blue"], agent_declares)
     orchestrator_url = await users.add(orchestrator_grant())
     subscriber_url = await users.add(subscriber_grant([host]))
     agent = Agent(
@@ -163,10 +207,10 @@ async def test_provisioned_agent_serves_an_orchestrator_and_a_subscriber(
             groups=["blue"],
             state_dir=tmp_path / "state",
             queue_type="classic",
+            declare_topology=agent_declares,
             drain_s=15,
         )
     )
-    fleet.hosts.add(host)
     await asyncio.wait_for(agent.start(), WAIT_S)
     fleet.agents.append(agent)
     async with await _login(subscriber_url) as watching:
@@ -228,3 +272,42 @@ async def _touch(queue: AbstractQueue, how: str) -> object:
     if how == "purge":
         return await queue.purge()
     return await queue.delete(if_unused=False, if_empty=False)
+
+
+async def test_provision_agent_declares_its_queue_with_exactly_its_groups(
+    cli: CLI, users: Users, fleet: Fleet
+) -> None:
+    host = new_host()
+    user = f"vbtest-{uuid.uuid4().hex[:10]}"
+    users.names.append(user)
+    fleet.hosts.add(host)
+    cli.env = {**cli.env, "VIRTBUS_MANAGEMENT_URL": MANAGEMENT_URL}
+    argv = ("provision", "agent", host, "--user", user, "--queue-type", "classic")
+    made = await cli(*argv, "--group", "blue")
+    assert made.status == 0, made.err
+    assert "run it with --no-declare-topology" in made.err
+
+    async def routed() -> set[str]:
+        """The routing keys that reach the host's queue, of those tried."""
+        async with await _login(AMQP_URL) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            queue = await channel.get_queue(host_queue(host))
+            await queue.purge()
+            for exchange, key in (
+                (COMMANDS_EXCHANGE, host),
+                (COMMANDS_EXCHANGE, "another-host"),
+                (BROADCAST_EXCHANGE, "all"),
+                (BROADCAST_EXCHANGE, "group.blue"),
+                (BROADCAST_EXCHANGE, "group.red"),
+            ):
+                target = await channel.get_exchange(exchange)
+                await target.publish(aio_pika.Message(key.encode()), routing_key=key)
+            keys = set()
+            while (message := await queue.get(fail=False, no_ack=True)) is not None:
+                keys.add(message.body.decode())
+            return keys
+
+    assert await routed() == {host, "all", "group.blue"}
+    again = await cli(*argv, "--group", "red")
+    assert again.status == 0, again.err
+    assert await routed() == {host, "all", "group.red"}
