@@ -658,11 +658,10 @@ def _role(args: argparse.Namespace) -> tuple[str, Grant, str]:
     """The user, its grant, and what it may do in words."""
     if args.role == "agent":
         groups = f" (groups: {', '.join(args.groups)})" if args.groups else ""
-        run = "" if args.agent_declares else "; run it with --no-declare-topology"
         return (
             args.user or f"agent-{args.host}",
             agent_grant(args.host, args.groups, args.agent_declares),
-            f"the agent of host {args.host}{groups}{run}",
+            f"the agent of host {args.host}{groups}",
         )
     if args.role == "orchestrator":
         return args.user, orchestrator_grant(), "an orchestrator"
@@ -688,13 +687,19 @@ async def run_provision(args: argparse.Namespace, output: Output) -> int:
             output.error("the password is empty")
             return 1
         user, grant, what = _role(args)
+        declares_queue = args.role == "agent" and not args.agent_declares
         await api.provision(user, password, grant, args.vhost)
         await api.declare_topology(args.vhost)
-        if args.role == "agent" and not args.agent_declares:
+        if declares_queue:
             await api.declare_host_queue(args.host, args.groups, args.queue_type, args.vhost)
         if not (args.password_stdin or args.password_env):
             print(password.get_secret_value())
         print(f"user {user!r} is now {what} on vhost {args.vhost!r}", file=sys.stderr)
+        if declares_queue:
+            print(
+                "run the agent with --no-declare-topology: its queue and bindings are declared",
+                file=sys.stderr,
+            )
         return 0
 
 

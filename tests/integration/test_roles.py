@@ -285,7 +285,7 @@ async def test_provision_agent_declares_its_queue_with_exactly_its_groups(
     argv = ("provision", "agent", host, "--user", user, "--queue-type", "classic")
     made = await cli(*argv, "--group", "blue")
     assert made.status == 0, made.err
-    assert "run it with --no-declare-topology" in made.err
+    assert "run the agent with --no-declare-topology" in made.err
 
     async def routed() -> set[str]:
         """The routing keys that reach the host's queue, of those tried."""
