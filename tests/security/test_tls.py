@@ -132,6 +132,10 @@ def tls_broker(pki: Pki) -> Iterator[TlsBroker]:
     )
     for path in (root, server, *server.iterdir()):
         shutil.chown(path, "rabbitmq", "rabbitmq")
+    # a node left running by an interrupted run of these tests
+    subprocess.run(
+        ["rabbitmqctl", "-q", "-n", NODE, "stop"], capture_output=True, timeout=60, check=False
+    )
     environment = {
         "HOME": "/var/lib/rabbitmq",
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
