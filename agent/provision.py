@@ -15,7 +15,9 @@ agent of host H
     shared exchanges and read on the command exchanges; topic permissions still keep its
     broadcast bindings to ``all`` and its own groups, but nothing stops it from binding
     its queue to ``virtbus.commands`` with another host's name and reading a copy of that
-    host's commands, or from deleting a shared exchange.
+    host's commands, or from deleting a shared exchange. Either way, publishing to the
+    default exchange is checked against ``amq.default`` alone, so an agent can put a
+    message into any queue it can name: signed commands are what refuse those.
 orchestrator
     publishes to ``virtbus.commands`` and ``virtbus.broadcast``; reads replies and events
     through unnamed queues it declares for itself.
@@ -50,7 +52,6 @@ from schemas.topology import (
     host_queue,
 )
 
-Role = Literal["agent", "orchestrator", "subscriber"]
 DEFAULT_MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15672/"
 DEFAULT_VHOST = "/"
 TIMEOUT_S = 30.0
