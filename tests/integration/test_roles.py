@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import pytest
 from aio_pika.abc import (
     AbstractChannel,
@@ -39,6 +40,7 @@ from schemas.topology import (
     COMMANDS_EXCHANGE,
     DEAD_EXCHANGE,
     EVENTS_EXCHANGE,
+    group_key,
     host_queue,
 )
 from tests.conftest import AMQP_URL, _unavailable, new_host
@@ -139,7 +141,7 @@ async def test_agent_cannot_touch_another_hosts_queue_or_speak_for_it(
     users: Users, fleet: Fleet, agent_declares: bool
 ) -> None:
     other = await fleet.start(queue_type="classic")
-    url = await _agent_user(users, fleet, new_host(), ["blue"], agent_declares)
+    url = await _agent_user(users, fleet, new_host(), [new_group()], agent_declares)
     async with await _login(url) as connection:
         for attempt in ("consume", "get", "bind", "purge", "delete"):
             channel = await connection.channel()
@@ -158,7 +160,7 @@ async def test_agent_on_a_provisioned_topology_can_change_nothing(
     users: Users, fleet: Fleet
 ) -> None:
     host = new_host()
-    url = await _agent_user(users, fleet, host, ["blue"], agent_declares=False)
+    url = await _agent_user(users, fleet, host, [new_group()], agent_declares=False)
     async with await _login(url) as connection:
         channel = await connection.channel()
         own = await channel.get_queue(host_queue(host))
@@ -178,7 +180,8 @@ async def test_agent_on_a_provisioned_topology_can_change_nothing(
 
 async def test_agent_that_declares_joins_only_its_own_groups(users: Users, fleet: Fleet) -> None:
     host = new_host()
-    url = await _agent_user(users, fleet, host, ["blue"], agent_declares=True)
+    blue, red = new_group(), new_group()
+    url = await _agent_user(users, fleet, host, [blue], agent_declares=True)
     async with await _login(url) as connection:
         channel = await connection.channel()
         own = await channel.declare_queue(
@@ -187,9 +190,9 @@ async def test_agent_that_declares_joins_only_its_own_groups(users: Users, fleet
             arguments={"x-queue-type": "classic", "x-dead-letter-exchange": DEAD_EXCHANGE},
         )
         broadcast = await channel.get_exchange(BROADCAST_EXCHANGE, ensure=False)
-        await own.bind(broadcast, "group.blue")
+        await own.bind(broadcast, group_key(blue))
         with pytest.raises(ChannelAccessRefused):
-            await own.bind(broadcast, "group.red")
+            await own.bind(broadcast, group_key(red))
 
 
 @pytest.mark.parametrize("agent_declares", [False, True], ids=["provisioned", "declares"])
@@ -197,14 +200,15 @@ async def test_provisioned_agent_serves_an_orchestrator_and_a_subscriber(
     users: Users, fleet: Fleet, tmp_path: Path, agent_declares: bool
 ) -> None:
     host = new_host()
-    agent_url = await _agent_user(users, fleet, host, ["blue"], agent_declares)
+    blue = new_group()
+    agent_url = await _agent_user(users, fleet, host, [blue], agent_declares)
     orchestrator_url = await users.add(orchestrator_grant())
     subscriber_url = await users.add(subscriber_grant([host]))
     agent = Agent(
         Config(
             host=host,
             amqp_url=agent_url,
-            groups=["blue"],
+            groups=[blue],
             state_dir=tmp_path / "state",
             queue_type="classic",
             declare_topology=agent_declares,
@@ -220,7 +224,7 @@ async def test_provisioned_agent_serves_an_orchestrator_and_a_subscriber(
             domain = await conn.create_xml(host, spec("roles"))
             await domain.destroy()
             gathered = await conn.broadcast(
-                "host.ping", group="blue", expect={host}, timeout_s=WAIT_S
+                "host.ping", group=blue, expect={host}, timeout_s=WAIT_S
             )
             assert set(gathered.replies) == {host}
             assert not gathered.failed
@@ -283,31 +287,43 @@ async def test_provision_agent_declares_its_queue_with_exactly_its_groups(
     fleet.hosts.add(host)
     cli.env = {**cli.env, "VIRTBUS_MANAGEMENT_URL": MANAGEMENT_URL}
     argv = ("provision", "agent", host, "--user", user, "--queue-type", "classic")
-    made = await cli(*argv, "--group", "blue")
+    blue, red = new_group(), new_group()
+    made = await cli(*argv, "--group", blue)
     assert made.status == 0, made.err
     assert "run the agent with --no-declare-topology" in made.err
-
-    async def routed() -> set[str]:
-        """The routing keys that reach the host's queue, of those tried."""
-        async with await _login(AMQP_URL) as connection:
-            channel = await connection.channel(publisher_confirms=True)
-            queue = await channel.get_queue(host_queue(host))
-            await queue.purge()
-            for exchange, key in (
-                (COMMANDS_EXCHANGE, host),
-                (COMMANDS_EXCHANGE, "another-host"),
-                (BROADCAST_EXCHANGE, "all"),
-                (BROADCAST_EXCHANGE, "group.blue"),
-                (BROADCAST_EXCHANGE, "group.red"),
-            ):
-                target = await channel.get_exchange(exchange)
-                await target.publish(aio_pika.Message(key.encode()), routing_key=key)
-            keys = set()
-            while (message := await queue.get(fail=False, no_ack=True)) is not None:
-                keys.add(message.body.decode())
-            return keys
-
-    assert await routed() == {host, "all", "group.blue"}
-    again = await cli(*argv, "--group", "red")
+    assert await _bindings(host) == {
+        (COMMANDS_EXCHANGE, host),
+        (BROADCAST_EXCHANGE, "all"),
+        (BROADCAST_EXCHANGE, group_key(blue)),
+    }
+    again = await cli(*argv, "--group", red)
     assert again.status == 0, again.err
-    assert await routed() == {host, "all", "group.red"}
+    assert await _bindings(host) == {
+        (COMMANDS_EXCHANGE, host),
+        (BROADCAST_EXCHANGE, "all"),
+        (BROADCAST_EXCHANGE, group_key(red)),
+    }
+
+
+def new_group() -> str:
+    """A group no other test or agent on the shared broker is in."""
+    return f"g{uuid.uuid4().hex[:12]}"
+
+
+async def _bindings(host: str) -> set[tuple[str, str]]:
+    """The host queue's bindings as the management API lists them (publishing to
+    ``all`` to find out would reach every agent on the shared broker)."""
+    api = URL(MANAGEMENT_URL)
+    url = (
+        api.with_user(None)
+        .with_password(None)
+        .with_path(f"/api/queues/%2F/{host_queue(host)}/bindings", encoded=True)
+    )
+    auth = aiohttp.encode_basic_auth(api.user or "", api.password or "")
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": auth}) as session,
+        session.get(url, timeout=aiohttp.ClientTimeout(total=WAIT_S)) as response,
+    ):
+        assert response.status == 200, await response.text()
+        listed = await response.json()
+    return {(b["source"], b["routing_key"]) for b in listed if b["source"]}
