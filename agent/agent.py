@@ -45,7 +45,9 @@ class Agent:
     def __init__(self, config: Config, driver: Driver | None = None) -> None:
         self.config = config
         self.host = config.host
-        self._driver = driver or DockerDriver(config.host, config.docker_url)
+        self._driver = driver or DockerDriver(
+            config.host, config.docker_endpoint, config.docker_ssl_context
+        )
         self._store = Store(config.host_dir)
         self._domains = DomainTable()
         self.metrics = Metrics()
@@ -56,6 +58,8 @@ class Agent:
             config.queue_type,
             config.prefetch,
             on_reconnect=self.metrics.reconnects.labels("broker").inc,
+            ssl_context=config.amqp_ssl_context,
+            declare_topology=config.declare_topology,
         )
         self._queued = asyncio.Event()
         self._confirmed = asyncio.Condition()

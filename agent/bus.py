@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -77,8 +78,12 @@ class Bus:
         queue_type: QueueType = "quorum",
         prefetch: int = 64,
         on_reconnect: Callable[[], None] = lambda: None,
+        ssl_context: ssl.SSLContext | None = None,
+        declare_topology: bool = True,
     ) -> None:
         self._urls = urls
+        self._ssl_context = ssl_context
+        self._declare_topology = declare_topology
         self.host = host
         self.groups = groups
         self._queue_type = queue_type
@@ -143,6 +148,7 @@ class Bus:
         connection = await aio_pika.connect(
             url,
             timeout=CONNECT_TIMEOUT_S,
+            ssl_context=self._ssl_context,
             client_properties={"connection_name": f"virtbus-agent {self.host}"},
         )
         self._connection = connection
@@ -180,7 +186,12 @@ class Bus:
                 await connection.close()
 
     async def _declare(self, channel: AbstractChannel) -> None:
-        """The topology of DESIGN §2, idempotently."""
+        """The topology of DESIGN §2, idempotently; or, without ``declare_topology``, a
+        check that `virtbus provision` declared it (passive: takes no permission)."""
+        if not self._declare_topology:
+            self._events = await channel.get_exchange(EVENTS_EXCHANGE)
+            self._queue = await channel.get_queue(host_queue(self.host))
+            return
         commands = await channel.declare_exchange(
             COMMANDS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )

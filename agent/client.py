@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -145,9 +146,14 @@ class Connection:
     """One connection to the broker and one reply queue, shared by every call."""
 
     def __init__(
-        self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S, signing_key: SigningKey | None = None
+        self,
+        url: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        signing_key: SigningKey | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._url = url
+        self._ssl_context = ssl_context
         self.timeout_s = timeout_s
         self._signing_key = signing_key
         self._connection: AbstractConnection | None = None
@@ -172,7 +178,9 @@ class Connection:
     async def open(self) -> None:
         try:
             self._connection = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": "virtbus client"}
+                self._url,
+                ssl_context=self._ssl_context,
+                client_properties={"connection_name": "virtbus client"},
             )
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             raise VirtbusError.of(
@@ -430,12 +438,16 @@ class Connection:
 
 
 def connect(
-    url: str, timeout_s: float = DEFAULT_TIMEOUT_S, signing_key: SigningKey | None = None
+    url: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    signing_key: SigningKey | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Connection:
-    """``async with connect(url) as conn``: one connection for every call; with a
+    """``async with connect(url) as conn``: one connection for every call. With a
     ``signing_key`` (``SigningKey.parse("orch1=ed25519:/path/key.pem")``), every command
-    is signed with it."""
-    return Connection(url, timeout_s, signing_key)
+    is signed with it; for ``amqps`` URLs, ``ssl_context`` (``agent.tls.client_context``)
+    sets the CA and client certificate."""
+    return Connection(url, timeout_s, signing_key, ssl_context)
 
 
 def _spec(spec: DomainSpec | dict[str, Any]) -> dict[str, Any]:

@@ -4,13 +4,15 @@ defaults."""
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent import tls
 from agent.signing import DEFAULT_WINDOW_S, TrustedKey
 from schemas.base import HostName
 
@@ -36,7 +38,9 @@ def mask_url(url: str) -> str:
 
 
 class Config(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VIRTBUS_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="VIRTBUS_", frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     host: HostName = Field(default_factory=default_host)
     amqp_url: SecretStr = SecretStr(DEFAULT_AMQP_URL)
@@ -77,6 +81,47 @@ class Config(BaseSettings):
                 raise ValueError(f"a key id is given twice: {sorted(ids)}")
             return {key.key_id: key for key in keys}
         return value
+
+    declare_topology: bool = True
+    """False: `virtbus provision` declared the topology; the agent only checks it is there,
+    so its broker user needs no permission to declare, bind or delete anything."""
+
+    # TLS: to the broker over amqps, and to a Docker engine over tcp:// (agent/tls.py)
+    amqp_ca_file: FilePath | None = None
+    """CA bundle that signed the broker's certificate; None: the system's CAs."""
+    amqp_cert_file: FilePath | None = None
+    """Client certificate for a broker that verifies its peers (with amqp_key_file)."""
+    amqp_key_file: FilePath | None = None
+    docker_ca_file: FilePath | None = None
+    docker_cert_file: FilePath | None = None
+    docker_key_file: FilePath | None = None
+    _amqp_tls: ssl.SSLContext | None = PrivateAttr(default=None)
+    _docker_tls: ssl.SSLContext | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _tls_contexts(self) -> Config:
+        self._amqp_tls = tls.client_context(
+            self.amqp_ca_file, self.amqp_cert_file, self.amqp_key_file
+        )
+        self._docker_tls = tls.client_context(
+            self.docker_ca_file, self.docker_cert_file, self.docker_key_file
+        )
+        return self
+
+    @property
+    def amqp_ssl_context(self) -> ssl.SSLContext | None:
+        """For amqps URLs; None: the system's CAs, no client certificate."""
+        return self._amqp_tls
+
+    @property
+    def docker_ssl_context(self) -> ssl.SSLContext | None:
+        """For a ``tcp://`` or ``https://`` engine URL; None: plain TCP or a socket."""
+        return self._docker_tls
+
+    @property
+    def docker_endpoint(self) -> str | None:
+        """The engine URL as aiodocker takes it with ``docker_ssl_context``."""
+        return tls.docker_url(self.docker_url, self._docker_tls)
 
     @field_validator("groups", mode="before")
     @classmethod

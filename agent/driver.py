@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,15 +192,18 @@ def registry_of(image: str) -> str:
 class DockerDriver:
     """Driver over a real engine; ``url`` None means Docker's default socket."""
 
-    def __init__(self, host: str, url: str | None = None) -> None:
+    def __init__(
+        self, host: str, url: str | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.host = host
         self._url = url
+        self._ssl_context = ssl_context
         self._docker: aiodocker.Docker | None = None
 
     @property
     def docker(self) -> aiodocker.Docker:
         if self._docker is None:
-            self._docker = aiodocker.Docker(url=self._url)
+            self._docker = aiodocker.Docker(url=self._url, ssl_context=self._ssl_context)
         return self._docker
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ cd "$REPO_ROOT"
 DOCKERD_LOG=/var/log/virtbus-dockerd.log
 DOCKER_WAIT=60
 RABBIT_WAIT=90
+MANAGEMENT_WAIT=60
 TEST_IMAGE_REPO="${VIRTBUS_TEST_IMAGE_REPO:-virtbus-test}"
 # Bump when the content of the test image changes; images carrying another
 # (or no) version label are rebuilt.
@@ -219,6 +220,27 @@ start_rabbitmq() {
     fi
 }
 
+# The management API (127.0.0.1:15672): `virtbus provision` creates broker users with it.
+management_up() { timeout 3 bash -c '</dev/tcp/127.0.0.1/15672' 2>/dev/null; }
+
+enable_management() {
+    if timeout 30 rabbitmq-plugins -q is_enabled rabbitmq_management >/dev/null 2>&1 &&
+        management_up; then
+        log "rabbitmq management API: already on"
+        return 0
+    fi
+    need_root "enabling rabbitmq_management"
+    log "rabbitmq management API: enabling (no broker restart)"
+    timeout 60 rabbitmq-plugins -q enable rabbitmq_management >/dev/null ||
+        die "rabbitmq-plugins enable rabbitmq_management failed"
+    local deadline=$((SECONDS + MANAGEMENT_WAIT))
+    until management_up; do
+        ((SECONDS < deadline)) || die "the management API did not listen on 15672 within ${MANAGEMENT_WAIT}s"
+        sleep 1
+    done
+    log "rabbitmq management API: up"
+}
+
 # ------------------------------------------------------------- test images --
 image_current() { # ref -> 0 if present and built by this version of the script
     local v
@@ -367,6 +389,7 @@ setup_asyncapi() {
 install_packages
 start_docker
 start_rabbitmq
+enable_management
 build_images
 setup_venv
 setup_asyncapi
