@@ -44,7 +44,9 @@ class Agent:
     def __init__(self, config: Config, driver: Driver | None = None) -> None:
         self.config = config
         self.host = config.host
-        self._driver = driver or DockerDriver(config.host, config.docker_url)
+        self._driver = driver or DockerDriver(
+            config.host, config.docker_url, config.policy.pids_default
+        )
         self._store = Store(config.host_dir)
         self._domains = DomainTable()
         self.metrics = Metrics()
@@ -131,6 +133,7 @@ class Agent:
             self.config.heartbeat_s,
             gone=self._store.gone,
             intent_reached=self._store.intent_reached,
+            policy=self.config.policy,
         )
         self._dispatcher = Dispatcher(
             self.host,
@@ -139,6 +142,7 @@ class Agent:
             self._store,
             self.config.concurrency,
             self.metrics,
+            max_body_bytes=self.config.max_message_bytes,
         )
         await operations.autostart()
         await self._presence("online")
@@ -222,7 +226,11 @@ class Agent:
             log.warning("refused command %s: %s", inbound.message_id, outcome.reply.error.message)
         try:
             await self._bus.reply(inbound, outcome.reply.id, outcome.body)
-            await self._bus.settle(inbound, outcome.accepted)
+            await self._bus.settle(
+                inbound,
+                outcome.accepted,
+                outcome.reply.error.message if outcome.reply.error else None,
+            )
         except Exception as error:
             log.warning(
                 "could not answer command %s (%s); the broker will redeliver it",

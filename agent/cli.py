@@ -547,6 +547,8 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /health on this port")
     parser.add_argument("--metrics-host", help="address of the metrics endpoint (127.0.0.1)")
+    parser.add_argument("--policy-file", help="TOML host policy (VIRTBUS_POLICY_FILE)")
+    parser.add_argument("--max-message-bytes", type=int, help="largest command body accepted")
 
 
 def _client_options() -> argparse.ArgumentParser:

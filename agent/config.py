@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent.policy import Policy, load_policy
 from schemas.base import HostName
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -56,6 +57,29 @@ class Config(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve /metrics and /health on this port; None: no endpoint."""
     metrics_host: str = "127.0.0.1"
+
+    # Host policy and hostile input (agent/policy.py)
+    policy_file: Path | None = None
+    """TOML file of the host policy, read and validated at start; None: the safe defaults."""
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=128 * 1024 * 1024)
+    """Command bodies larger than this are refused unread (INVALID_ARG, dead-lettered)."""
+    _policy: Policy = PrivateAttr(default_factory=Policy)
+
+    @field_validator("policy_file")
+    @classmethod
+    def _policy_valid(cls, path: Path | None) -> Path | None:
+        # here, a refusal names the file alone; a model validator's would echo every setting
+        load_policy(path)
+        return path
+
+    @model_validator(mode="after")
+    def _load_policy(self) -> Config:
+        self._policy = load_policy(self.policy_file)
+        return self
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
 
     @field_validator("groups", mode="before")
     @classmethod

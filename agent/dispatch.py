@@ -5,7 +5,11 @@ Guarantees:
   commands for different domains run concurrently, at most ``concurrency`` at once.
 - A command id seen before gets the reply recorded for it; the op does not run again.
 - A command past its deadline when its turn comes is answered OPERATION_ABORTED unrun.
-- Every submitted body gets exactly one reply; no exception escapes ``submit``.
+- Every submitted body gets exactly one reply; no exception escapes ``submit``. A body
+  larger than ``max_body_bytes`` is refused unread, like one that does not parse
+  (INVALID_ARG, then dead-lettered).
+- A command the host policy refuses is answered OPERATION_DENIED, logged as a warning
+  and counted in ``virtbus_commands_denied_total``.
 - A command delivered again without a recorded reply (the agent died while running it)
   runs again as a retry: an op whose effect is already there answers success. One
   delivered more than ``max_deliveries`` times is abandoned and dead-lettered.
@@ -25,6 +29,7 @@ from agent.errors import VirtError
 from agent.logs import command_context
 from agent.metrics import Metrics
 from agent.operations import Operations
+from agent.policy import Denied
 from agent.store import Store
 from schemas.codes import ErrorCode
 from schemas.commands import Command, CreateXml, Define, DomainCommand, InvalidCommand
@@ -34,6 +39,7 @@ from schemas.replies import Reply
 log = logging.getLogger(__name__)
 
 MAX_DELIVERIES = 5
+MAX_BODY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,9 @@ class Dispatcher:
         concurrency: int,
         metrics: Metrics | None = None,
         max_deliveries: int = MAX_DELIVERIES,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
+        self._max_body_bytes = max_body_bytes
         self._max_deliveries = max_deliveries
         self.host = host
         self._metrics = metrics or Metrics()
@@ -74,12 +82,18 @@ class Dispatcher:
         ``message_id`` stands in for a body without ``id`` and names the reply to a body
         that cannot be parsed.
         """
+        if len(body) > self._max_body_bytes:
+            return _done(
+                self._refuse(
+                    message_id,
+                    f"message of {len(body)} bytes is larger than the limit of "
+                    f"{self._max_body_bytes} bytes",
+                )
+            )
         try:
             command = parse(body, message_id)
         except InvalidCommand as error:
-            reply = self._error(message_id or "", ErrorCode.INVALID_ARG, error.reason)
-            self._metrics.commands.labels("invalid", ErrorCode.INVALID_ARG.name).inc()
-            return _done(Outcome(reply, _encode(reply), accepted=False))
+            return _done(self._refuse(message_id, error.reason))
         recorded = self._store.recorded_reply(command.id)
         if recorded is not None:
             return _done(Outcome(Reply.model_validate_json(recorded), recorded, True, command))
@@ -120,6 +134,11 @@ class Dispatcher:
             return f"name:{name}" if name else f"target:{command.target}"
         return None
 
+    def _refuse(self, message_id: str | None, reason: str) -> Outcome:
+        reply = self._error(message_id or "", ErrorCode.INVALID_ARG, reason)
+        self._metrics.commands.labels("invalid", ErrorCode.INVALID_ARG.name).inc()
+        return Outcome(reply, _encode(reply), accepted=False)
+
     def _abandon(self, command: Command, attempts: int) -> Outcome:
         reply = self._error(
             command.id,
@@ -159,6 +178,12 @@ class Dispatcher:
             )
         try:
             result = await self._operations.run(command, retry)
+        except Denied as error:
+            log.warning(
+                "denied %s of domain '%s': %s", command.op, _domain_of(command), error.detail
+            )
+            self._metrics.denied.labels(command.op, error.rule).inc()
+            return Reply(id=command.id, host=self.host, ok=False, error=error.to_wire())
         except VirtError as error:
             return Reply(id=command.id, host=self.host, ok=False, error=error.to_wire())
         except Exception as error:
