@@ -45,7 +45,7 @@ class Agent:
         self.config = config
         self.host = config.host
         self._driver = driver or DockerDriver(
-            config.host, config.docker_url, config.policy.pids_default
+            config.host, config.docker_url, config.policy.default_pids_limit
         )
         self._store = Store(config.host_dir)
         self._domains = DomainTable()

@@ -75,8 +75,9 @@ class Policy(BaseModel):
     vcpus_max: int | None = Field(default=None, ge=1)
     """With a ceiling, every domain must state ``vcpus`` at or below it."""
     pids_max: int = Field(default=MAX_PIDS, ge=1, le=MAX_PIDS)
-    pids_default: int = Field(default=DEFAULT_PIDS, ge=1, le=MAX_PIDS)
-    """The process limit of a domain whose spec gives no ``pids_limit``."""
+    pids_default: int | None = Field(default=None, ge=1, le=MAX_PIDS)
+    """The process limit of a domain whose spec gives no ``pids_limit``; None: 1024, or
+    ``pids_max`` if that is lower."""
 
     @field_validator("networks")
     @classmethod
@@ -87,9 +88,14 @@ class Policy(BaseModel):
 
     @model_validator(mode="after")
     def _default_within_ceiling(self) -> Policy:
-        if self.pids_default > self.pids_max:
+        if self.pids_default is not None and self.pids_default > self.pids_max:
             raise ValueError(f"pids_default {self.pids_default} is above pids_max {self.pids_max}")
         return self
+
+    @property
+    def default_pids_limit(self) -> int:
+        """The process limit a domain gets when its spec sets none."""
+        return self.pids_default or min(DEFAULT_PIDS, self.pids_max)
 
     def admit(self, spec: DomainSpec) -> None:
         """Raise Denied unless the domain may run as ``spec`` says."""

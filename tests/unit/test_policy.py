@@ -55,7 +55,8 @@ def test_no_file_means_the_safe_defaults() -> None:
     assert policy == Policy()
     assert policy.mounts == []
     assert policy.networks == ["none"]
-    assert policy.pids_default == 1024
+    assert policy.default_pids_limit == 1024
+    assert Policy(pids_max=100).default_pids_limit == 100
     policy.admit(spec())
     assert denied_rule(policy, mounts=[{"source": "/srv", "target": "/d", "readonly": True}])
     assert denied_rule(policy, network="bridge") == "network"
