@@ -109,6 +109,11 @@ class Agent:
 
     async def start(self) -> None:
         log.info("virtbus agent %s starting: %s", __version__, self.config.describe())
+        log.info(
+            "host policy (%s): %s",
+            self.config.policy_file or "safe defaults",
+            self.config.policy.model_dump_json(),
+        )
         if self._server is not None:
             await self._server.start()
         self._store.open()
@@ -222,7 +227,8 @@ class Agent:
     async def _answer(self, inbound: Inbound, pending: Awaitable[Outcome]) -> None:
         """The acknowledgement policy: reply first, then ack (or dead-letter if refused)."""
         outcome = await pending
-        if not outcome.accepted and outcome.reply.error is not None:
+        # commands that parsed were logged when refused, with their op and domain
+        if not outcome.accepted and outcome.command is None and outcome.reply.error is not None:
             log.warning("refused command %s: %s", inbound.message_id, outcome.reply.error.message)
         try:
             await self._bus.reply(inbound, outcome.reply.id, outcome.body)

@@ -8,8 +8,8 @@ Guarantees:
 - Every submitted body gets exactly one reply; no exception escapes ``submit``. A body
   larger than ``max_body_bytes`` is refused unread, like one that does not parse
   (INVALID_ARG, then dead-lettered).
-- A command the host policy refuses is answered OPERATION_DENIED, logged as a warning
-  and counted in ``virtbus_commands_denied_total``.
+- A command the host policy refuses is answered OPERATION_DENIED, logged as a warning,
+  counted in ``virtbus_commands_denied_total`` and dead-lettered.
 - A command delivered again without a recorded reply (the agent died while running it)
   runs again as a retry: an op whose effect is already there answers success. One
   delivered more than ``max_deliveries`` times is abandoned and dead-lettered.
@@ -45,7 +45,8 @@ MAX_BODY_BYTES = 1024 * 1024
 @dataclass(frozen=True)
 class Outcome:
     """A command's reply, and whether the command was accepted at all: a refused one
-    (unparseable or invalid) is dead-lettered after its reply."""
+    (unparseable, invalid, or denied by the host policy) is dead-lettered after its
+    reply."""
 
     reply: Reply
     body: bytes
@@ -167,7 +168,8 @@ class Dispatcher:
         self._metrics.commands.labels(command.op, outcome).inc()
         body = _encode(reply)
         self._store.record_reply(command.id, body)
-        return Outcome(reply, body, accepted=True, command=command)
+        denied = reply.error is not None and reply.error.code == ErrorCode.OPERATION_DENIED.name
+        return Outcome(reply, body, accepted=not denied, command=command)
 
     async def _execute(self, command: Command, retry: bool) -> Reply:
         if command.deadline is not None and command.expired(datetime.now(UTC)):

@@ -171,6 +171,7 @@ async def test_outside_the_policy_is_denied_and_nothing_is_created(
     guarded: Guarded, docker: aiodocker.Docker, caplog: pytest.LogCaptureFixture
 ) -> None:
     cases = outside_policy(guarded)
+    dead = await DeadLetters(guarded.peer.channel).start()
     with caplog.at_level(logging.WARNING, logger="agent.dispatch"):
         for case, (body, _) in cases.items():
             for op in ("domain.define", "domain.create_xml"):
@@ -184,7 +185,14 @@ async def test_outside_the_policy_is_denied_and_nothing_is_created(
     expected = Counter(reason for _, reason in cases.values())
     for op in ("domain.define", "domain.create_xml"):
         assert {reason: guarded.denied(op, reason) for reason in expected} == expected
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    reasons: list[str] = []
+    while len(reasons) < 2 * len(cases):
+        letter = await dead.next()
+        if letter.headers.get("x-virtbus-host") == guarded.host:
+            reasons.append(str(letter.headers["x-virtbus-reason"]))
+    assert all(r.startswith("operation forbidden: ") for r in reasons), reasons
+    assert reasons[0] == "operation forbidden: mounting host path '/' is not allowed (host policy)"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2 * len(cases)
     assert (
         "denied domain.define of domain 'a': mounting host path '/' is not allowed" in (warnings[0])
