@@ -10,6 +10,7 @@ refused with OPERATION_DENIED before anything reaches Docker (no pull, no contai
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.errors import VirtError
 from schemas.codes import ErrorCode
 from schemas.domain import MAX_PIDS, MIN_MEMORY_KIB, AbsolutePath, DomainSpec, NetworkName
+
+_IMAGE_ID = re.compile(r"[a-f0-9]+|sha256:.*")
 
 Rule = Literal["image", "mount", "network", "memory", "vcpus", "pids"]
 DEFAULT_PIDS = 1024
@@ -120,6 +123,10 @@ class Policy(BaseModel):
             _within("vcpus", "vcpus", vcpus, self.vcpus_max, required)
 
     def _check_image(self, image: str) -> None:
+        # Docker takes these for image IDs when no image has that name: any local image
+        # could answer, so only a policy that allows every image lets them through.
+        if _IMAGE_ID.fullmatch(image) and "*" not in self.images:
+            raise Denied("image", f"image '{image}' could name any image by its ID (give a tag)")
         reference = Reference.parse_normalized_named(image)
         tag, digest = reference["tag"], reference["digest"]
         suffix = (f":{tag}" if tag else "") + (f"@{digest}" if digest else "") or ":latest"

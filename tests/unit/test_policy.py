@@ -175,6 +175,15 @@ def test_images_must_match_a_pattern(patterns: list[str], image: str, allowed: b
         assert denied_rule(policy, image=image) == "image"
 
 
+@pytest.mark.parametrize("image", ["df2f65ba194b", "abc", "sha256:" + "0" * 64, "sha256:abc"])
+def test_what_docker_could_take_for_an_image_id_needs_a_policy_that_allows_any_image(
+    image: str,
+) -> None:
+    with pytest.raises(Denied, match="could name any image by its ID"):
+        Policy(images=["*:latest", "*:*", "sha256:*"]).admit(spec(image=image))
+    Policy().admit(spec(image=image))
+
+
 def mount(source: str, readonly: bool = True) -> list[dict[str, Any]]:
     return [{"source": source, "target": "/data", "readonly": readonly}]
 
