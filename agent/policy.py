@@ -23,6 +23,19 @@ from agent.errors import VirtError
 from schemas.codes import ErrorCode
 from schemas.domain import MAX_PIDS, MIN_MEMORY_KIB, AbsolutePath, DomainSpec, NetworkName
 
+NEVER_MOUNTED = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/var/lib/docker",
+    "/run/containerd",
+    "/var/run/containerd",
+)
+"""Host paths no domain may mount, nor any path above or below them, whatever the
+policy: the kernel's interfaces, the boot files, and the engine (its socket is root)."""
 _IMAGE_ID = re.compile(r"[a-f0-9]+|sha256:.*")
 
 Rule = Literal["image", "mount", "network", "memory", "vcpus", "pids"]
@@ -57,7 +70,7 @@ class MountRule(BaseModel):
         return prefix
 
     def covers(self, path: str) -> bool:
-        return path == self.prefix or path.startswith(self.prefix + "/")
+        return _under(path, self.prefix)
 
 
 class Policy(BaseModel):
@@ -135,13 +148,29 @@ class Policy(BaseModel):
             raise Denied("image", f"image '{image}' is not allowed")
 
     def _check_mount(self, source: str, readonly: bool) -> None:
+        self._check_host_path(source, readonly)
         # Docker follows symlinks: one below an allowed prefix must not lead out of it.
-        for path in dict.fromkeys((source, os.path.realpath(source))):
-            rule = next((rule for rule in self.mounts if rule.covers(path)), None)
-            if rule is None:
-                raise Denied("mount", f"mounting host path '{path}' is not allowed")
-            if rule.force_readonly and not readonly:
-                raise Denied("mount", f"host path '{path}' may only be mounted read-only")
+        try:
+            resolved = os.path.realpath(source)
+        except OSError as error:
+            raise Denied("mount", f"host path '{source}' cannot be resolved: {error}") from None
+        if resolved != source:
+            self._check_host_path(resolved, readonly)
+
+    def _check_host_path(self, path: str, readonly: bool) -> None:
+        rule = next((rule for rule in self.mounts if rule.covers(path)), None)
+        if rule is None:
+            raise Denied("mount", f"mounting host path '{path}' is not allowed")
+        for never in NEVER_MOUNTED:
+            if _under(path, never) or _under(never, path):
+                raise Denied("mount", f"host path '{path}' reaches '{never}'")
+        if rule.force_readonly and not readonly:
+            raise Denied("mount", f"host path '{path}' may only be mounted read-only")
+
+
+def _under(path: str, top: str) -> bool:
+    """Whether ``path`` is ``top`` or below it, component by component."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def _familiar(reference: Reference) -> str:

@@ -197,6 +197,26 @@ def test_mounts_need_an_allowed_prefix_component_by_component(tmp_path: Path) ->
         assert denied_rule(policy, mounts=mount(source)) == "mount"
 
 
+@pytest.mark.parametrize(
+    ("source", "reaches"),
+    [
+        ("/var/run/docker.sock", "/var/run/docker.sock"),
+        ("/var/run", "/var/run/docker.sock"),
+        ("/var", "/var/run/docker.sock"),
+        ("/var/lib/docker/volumes/x", "/var/lib/docker"),
+        ("/proc/1/root", "/proc"),
+        ("/sys/kernel", "/sys"),
+        ("/dev", "/dev"),
+    ],
+)
+def test_some_host_paths_are_never_mounted(source: str, reaches: str) -> None:
+    policy = Policy(mounts=[MountRule(prefix="/var"), MountRule(prefix="/proc")])
+    policy.mounts.extend([MountRule(prefix="/sys"), MountRule(prefix="/dev")])
+    with pytest.raises(Denied, match=f"reaches '{reaches}'"):
+        policy.admit(spec(mounts=mount(source)))
+    policy.admit(spec(mounts=mount("/var/virtbus/data")))
+
+
 def test_read_only_is_forced_unless_the_rule_says_otherwise() -> None:
     policy = Policy(
         mounts=[MountRule(prefix="/srv/ro"), MountRule(prefix="/srv/rw", force_readonly=False)]
