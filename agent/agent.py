@@ -46,7 +46,10 @@ class Agent:
         self.config = config
         self.host = config.host
         self._driver = driver or DockerDriver(
-            config.host, config.docker_endpoint, config.docker_ssl_context
+            config.host,
+            config.docker_endpoint,
+            config.docker_ssl_context,
+            pids_limit=config.policy.default_pids_limit,
         )
         self._store = Store(config.host_dir)
         self._domains = DomainTable()
@@ -112,6 +115,11 @@ class Agent:
 
     async def start(self) -> None:
         log.info("virtbus agent %s starting: %s", __version__, self.config.describe())
+        log.info(
+            "host policy (%s): %s",
+            self.config.policy_file or "safe defaults",
+            self.config.policy.model_dump_json(),
+        )
         if self._server is not None:
             await self._server.start()
         self._store.open()
@@ -136,6 +144,7 @@ class Agent:
             self.config.heartbeat_s,
             gone=self._store.gone,
             intent_reached=self._store.intent_reached,
+            policy=self.config.policy,
         )
         self._dispatcher = Dispatcher(
             self.host,
@@ -147,6 +156,7 @@ class Agent:
             verifier=Verifier(self.config.trusted_keys, self.config.signing_window_s, self._store)
             if self.config.trusted_keys
             else None,
+            max_body_bytes=self.config.max_message_bytes,
         )
         await operations.autostart()
         await self._presence("online")
@@ -226,11 +236,16 @@ class Agent:
     async def _answer(self, inbound: Inbound, pending: Awaitable[Outcome]) -> None:
         """The acknowledgement policy: reply first, then ack (or dead-letter if refused)."""
         outcome = await pending
-        if not outcome.accepted and outcome.reply.error is not None:
+        # commands that parsed were logged when refused, with their op and domain
+        if not outcome.accepted and outcome.command is None and outcome.reply.error is not None:
             log.warning("refused command %s: %s", inbound.message_id, outcome.reply.error.message)
         try:
             await self._bus.reply(inbound, outcome.reply.id, outcome.body)
-            await self._bus.settle(inbound, outcome.accepted)
+            await self._bus.settle(
+                inbound,
+                outcome.accepted,
+                outcome.reply.error.message if outcome.reply.error else None,
+            )
         except Exception as error:
             log.warning(
                 "could not answer command %s (%s); the broker will redeliver it",

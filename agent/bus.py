@@ -46,6 +46,7 @@ QueueType = Literal["quorum", "classic"]
 JSON = "application/json"
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 CONNECT_TIMEOUT_S = 10.0
+MAX_REASON = 1000
 
 
 class BusUnavailable(ConnectionError):
@@ -92,6 +93,7 @@ class Bus:
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
+        self._dead: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inbox: asyncio.Queue[Inbound | None] | None = None
@@ -179,7 +181,7 @@ class Bus:
     async def _drop(self) -> None:
         self._up.clear()
         connection, self._connection = self._connection, None
-        self._channel = self._events = self._queue = None
+        self._channel = self._events = self._dead = self._queue = None
         self._consumer_tag = None
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(Exception):
@@ -204,6 +206,7 @@ class Bus:
         dead = await channel.declare_exchange(
             DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
+        self._dead = dead
         dead_queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
         await dead_queue.bind(dead)
         queue = await channel.declare_queue(
@@ -290,12 +293,33 @@ class Bus:
             routing_key=inbound.reply_to,
         )
 
-    async def settle(self, inbound: Inbound, accepted: bool) -> None:
-        """Ack a command that was answered; dead-letter one that was refused."""
+    async def settle(self, inbound: Inbound, accepted: bool, reason: str | None = None) -> None:
+        """Ack a command that was answered; dead-letter one that was refused. Given a
+        ``reason``, the dead letter carries it in the header ``x-virtbus-reason`` (with
+        the host in ``x-virtbus-host``): it is published to the dead-letter exchange,
+        confirmed, and only then is the original acked."""
         if accepted:
             await inbound.message.ack()
-        else:
+            return
+        if reason is None:
             await inbound.message.reject(requeue=False)
+            return
+        self._live_channel()
+        if self._dead is None:
+            raise BusUnavailable("not connected to the broker")
+        original = inbound.message
+        await self._dead.publish(
+            aio_pika.Message(
+                inbound.body,
+                content_type=original.content_type,
+                message_id=original.message_id,
+                correlation_id=original.correlation_id,
+                headers={"x-virtbus-reason": reason[:MAX_REASON], "x-virtbus-host": self.host},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=original.routing_key or "",
+        )
+        await original.ack()
 
     async def publish_event(self, routing_key: str, body: bytes, message_id: str | None) -> None:
         self._live_channel()

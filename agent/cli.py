@@ -585,6 +585,8 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument(
         "--signing-window-s", type=float, help="allowed clock difference of a signed command"
     )
+    parser.add_argument("--policy-file", help="TOML host policy (VIRTBUS_POLICY_FILE)")
+    parser.add_argument("--max-message-bytes", type=int, help="largest command body accepted")
     parser.add_argument(
         "--declare-topology",
         action=argparse.BooleanOptionalAction,

@@ -13,6 +13,7 @@ from pydantic import Field, FilePath, PrivateAttr, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent import tls
+from agent.policy import Policy, load_policy
 from agent.signing import DEFAULT_WINDOW_S, TrustedKey
 from schemas.base import HostName
 
@@ -122,6 +123,29 @@ class Config(BaseSettings):
     def docker_endpoint(self) -> str | None:
         """The engine URL as aiodocker takes it with ``docker_ssl_context``."""
         return tls.docker_url(self.docker_url, self._docker_tls)
+
+    # Host policy and hostile input (agent/policy.py)
+    policy_file: Path | None = None
+    """TOML file of the host policy, read and validated at start; None: the safe defaults."""
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=128 * 1024 * 1024)
+    """Command bodies larger than this are refused unread (INVALID_ARG, dead-lettered)."""
+    _policy: Policy = PrivateAttr(default_factory=Policy)
+
+    @field_validator("policy_file")
+    @classmethod
+    def _policy_valid(cls, path: Path | None) -> Path | None:
+        # here, a refusal names the file alone; a model validator's would echo every setting
+        load_policy(path)
+        return path
+
+    @model_validator(mode="after")
+    def _load_policy(self) -> Config:
+        self._policy = load_policy(self.policy_file)
+        return self
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
 
     @field_validator("groups", mode="before")
     @classmethod

@@ -5,7 +5,11 @@ Guarantees:
   commands for different domains run concurrently, at most ``concurrency`` at once.
 - A command id seen before gets the reply recorded for it; the op does not run again.
 - A command past its deadline when its turn comes is answered OPERATION_ABORTED unrun.
-- Every submitted body gets exactly one reply; no exception escapes ``submit``.
+- Every submitted body gets exactly one reply; no exception escapes ``submit``. A body
+  larger than ``max_body_bytes`` is refused unread, like one that does not parse
+  (INVALID_ARG, then dead-lettered).
+- A command the host policy refuses is answered OPERATION_DENIED, logged as a warning,
+  counted in ``virtbus_commands_denied_total`` and dead-lettered.
 - A command delivered again without a recorded reply (the agent died while running it)
   runs again as a retry: an op whose effect is already there answers success. One
   delivered more than ``max_deliveries`` times is abandoned and dead-lettered.
@@ -25,6 +29,7 @@ from agent.errors import VirtError
 from agent.logs import command_context
 from agent.metrics import Metrics
 from agent.operations import Operations
+from agent.policy import Denied
 from agent.signing import Delivery, Refused, Verifier
 from agent.store import Store
 from schemas.codes import ErrorCode
@@ -35,12 +40,14 @@ from schemas.replies import Reply
 log = logging.getLogger(__name__)
 
 MAX_DELIVERIES = 5
+MAX_BODY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Outcome:
     """A command's reply, and whether the command was accepted at all: a refused one
-    (unparseable or invalid) is dead-lettered after its reply."""
+    (unparseable, invalid, or denied by the host policy) is dead-lettered after its
+    reply."""
 
     reply: Reply
     body: bytes
@@ -59,7 +66,9 @@ class Dispatcher:
         metrics: Metrics | None = None,
         max_deliveries: int = MAX_DELIVERIES,
         verifier: Verifier | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
+        self._max_body_bytes = max_body_bytes
         self._max_deliveries = max_deliveries
         self._verifier = verifier
         self.host = host
@@ -80,6 +89,14 @@ class Dispatcher:
         that cannot be parsed. With a verifier, ``delivery`` (the message the body came
         in) must carry a valid signature, or the body is refused unread.
         """
+        if len(body) > self._max_body_bytes:
+            return _done(
+                self._refuse(
+                    message_id,
+                    f"message of {len(body)} bytes is larger than the limit of "
+                    f"{self._max_body_bytes} bytes",
+                )
+            )
         if self._verifier is not None:
             try:
                 self._verifier.check(delivery)
@@ -88,9 +105,7 @@ class Dispatcher:
         try:
             command = parse(body, message_id)
         except InvalidCommand as error:
-            reply = self._error(message_id or "", error.code, error.reason)
-            self._metrics.commands.labels("invalid", error.code.name).inc()
-            return _done(Outcome(reply, _encode(reply), accepted=False))
+            return _done(self._refuse(message_id, error.reason, error.code))
         recorded = self._store.recorded_reply(command.id)
         if recorded is not None:
             return _done(Outcome(Reply.model_validate_json(recorded), recorded, True, command))
@@ -145,6 +160,13 @@ class Dispatcher:
         reply = self._error(command_id, ErrorCode.AUTH_FAILED, str(refusal))
         return Outcome(reply, _encode(reply), accepted=False)
 
+    def _refuse(
+        self, message_id: str | None, reason: str, code: ErrorCode = ErrorCode.INVALID_ARG
+    ) -> Outcome:
+        reply = self._error(message_id or "", code, reason)
+        self._metrics.commands.labels("invalid", code.name).inc()
+        return Outcome(reply, _encode(reply), accepted=False)
+
     def _abandon(self, command: Command, attempts: int) -> Outcome:
         reply = self._error(
             command.id,
@@ -173,7 +195,8 @@ class Dispatcher:
         self._metrics.commands.labels(command.op, outcome).inc()
         body = _encode(reply)
         self._store.record_reply(command.id, body)
-        return Outcome(reply, body, accepted=True, command=command)
+        denied = reply.error is not None and reply.error.code == ErrorCode.OPERATION_DENIED.name
+        return Outcome(reply, body, accepted=not denied, command=command)
 
     async def _execute(self, command: Command, retry: bool) -> Reply:
         if command.deadline is not None and command.expired(datetime.now(UTC)):
@@ -184,6 +207,12 @@ class Dispatcher:
             )
         try:
             result = await self._operations.run(command, retry)
+        except Denied as error:
+            log.warning(
+                "denied %s of domain '%s': %s", command.op, _domain_of(command), error.detail
+            )
+            self._metrics.denied.labels(command.op, error.rule).inc()
+            return Reply(id=command.id, host=self.host, ok=False, error=error.to_wire())
         except VirtError as error:
             return Reply(id=command.id, host=self.host, ok=False, error=error.to_wire())
         except Exception as error:

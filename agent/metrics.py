@@ -82,6 +82,13 @@ class Metrics:
             ["op", "outcome"],
             registry=self.registry,
         )
+        self.denied = Counter(
+            "virtbus_commands_denied",
+            "Commands refused by the host policy (OPERATION_DENIED), by op and the rule that "
+            "refused (image, mount, network, memory, vcpus, pids)",
+            ["op", "reason"],
+            registry=self.registry,
+        )
         self.command_seconds = Histogram(
             "virtbus_command_duration_seconds",
             "Time from a command's turn to its reply, by op",

@@ -717,9 +717,11 @@ def _messages_components() -> dict[str, Any]:
             "title": "Dead letter",
             "summary": "A command the broker dead-lettered, body untouched.",
             "description": (
-                "The original message as it was published: a body an agent refused at the "
-                "edge (after its `INVALID_ARG` reply) need not be JSON at all, so the "
-                "payload is not constrained. RabbitMQ adds the `x-death` headers."
+                "The original body as it was published: a body an agent refused (after its "
+                "error reply) need not be JSON at all, so the payload is not constrained. "
+                "The agent publishes what it refuses itself, with the reason in "
+                "`x-virtbus-reason`; a message the broker dead-letters (one that expired in "
+                "the queue) carries RabbitMQ's `x-death` headers instead."
             ),
             "payload": _multi_format(
                 {"description": "The original body, as published (usually a command)."}
@@ -728,6 +730,14 @@ def _messages_components() -> dict[str, Any]:
                 {
                     "type": "object",
                     "properties": {
+                        "x-virtbus-reason": {
+                            "type": "string",
+                            "description": "Why the agent refused it: its error reply's message.",
+                        },
+                        "x-virtbus-host": {
+                            "type": "string",
+                            "description": "The host whose agent refused it.",
+                        },
                         "x-death": {
                             "type": "array",
                             "items": {"type": "object"},
@@ -738,9 +748,8 @@ def _messages_components() -> dict[str, Any]:
                         "x-first-death-reason": {
                             "type": "string",
                             "description": (
-                                "`rejected` (refused at the edge) or `expired` "
-                                "(its `expiration` ran out in the queue), among "
-                                "RabbitMQ's reasons."
+                                "`expired` (its `expiration` ran out in the queue), "
+                                "among RabbitMQ's reasons."
                             ),
                         },
                     },

@@ -326,7 +326,9 @@ async def test_docker_over_tcp_and_tls(pki: Pki, tmp_path: Path) -> None:
             docker_key_file=pki.key_file,
         )
         assert config.docker_endpoint == f"https://localhost:{port}"
-        driver = DockerDriver("h1", config.docker_endpoint, config.docker_ssl_context)
+        driver = DockerDriver(
+            "h1", config.docker_endpoint, config.docker_ssl_context, pids_limit=1024
+        )
         try:
             assert (await driver.docker.version())["Version"] == "20.10.24"
         finally:

@@ -104,7 +104,7 @@ async def test_a_pull_sends_the_login_of_the_image_registry_and_says_so_when_it_
     image: str, reference: str, registry: str
 ) -> None:
     images = _Images()
-    driver = DockerDriver("h1")
+    driver = DockerDriver("h1", pids_limit=1024)
     driver._docker = SimpleNamespace(images=images)  # type: ignore[assignment]
     logins = {registry: ("tester", PASSWORD), "other.example": ("x", "y")}
     with pytest.raises(VirtError) as raised:
