@@ -15,10 +15,20 @@ from agent.client import connect
 from schemas.domain import DomainSpec
 from schemas.domxml import parse_domain_xml
 from tests.conftest import AMQP_URL, IMAGE
-from tests.integration.conftest import CLI, Host
-from tests.support import DeadLetters, lifecycle
+from tests.integration.conftest import CLI, Fleet, Host
+from tests.support import BusPeer, DeadLetters, EventRecorder, lifecycle
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def host(fleet: Fleet, peer: BusPeer, tmp_path: Path) -> Host:
+    """An agent whose host policy lets domains mount this test's directory read-only."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[[mounts]]\nprefix = "{tmp_path}"\n')
+    agent = await fleet.start(policy_file=policy)
+    recorder = await EventRecorder(peer.channel, f"{agent.host}.#").start()
+    return Host(agent.host, peer, recorder, agent)
 
 
 def web_xml(mount_source: Path, command: str = "3600") -> str:

@@ -206,7 +206,9 @@ async def test_unsigned_forged_stale_and_replayed_commands_get_auth_failed(
         assert reply["error"]["message"].startswith(f"authentication failed: {reason}: "), reply
         assert reply["id"] == command_id
         letter = await sender.dead_letter(command_id)
-        assert letter.headers.get("x-first-death-reason") == "rejected"
+        assert str(letter.headers.get("x-virtbus-reason")).startswith(
+            f"authentication failed: {reason}: "
+        )
 
     async def still_serving() -> None:
         command_id, body = sender.command()
