@@ -236,9 +236,6 @@ class Agent:
     async def _answer(self, inbound: Inbound, pending: Awaitable[Outcome]) -> None:
         """The acknowledgement policy: reply first, then ack (or dead-letter if refused)."""
         outcome = await pending
-        # commands that parsed were logged when refused, with their op and domain
-        if not outcome.accepted and outcome.command is None and outcome.reply.error is not None:
-            log.warning("refused command %s: %s", inbound.message_id, outcome.reply.error.message)
         try:
             await self._bus.reply(inbound, outcome.reply.id, outcome.body)
             await self._bus.settle(

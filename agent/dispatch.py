@@ -163,6 +163,7 @@ class Dispatcher:
     def _refuse(
         self, message_id: str | None, reason: str, code: ErrorCode = ErrorCode.INVALID_ARG
     ) -> Outcome:
+        log.warning("refused command %s: %s", message_id, reason)
         reply = self._error(message_id or "", code, reason)
         self._metrics.commands.labels("invalid", code.name).inc()
         return Outcome(reply, _encode(reply), accepted=False)
