@@ -39,7 +39,7 @@ from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import ListFlag
 from schemas.domain import DomainRecord
 from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
-from schemas.replies import DomainInfo, DomainList, DomainStateInfo, Reply, Result
+from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, Reply, Result
 
 STATE_NAMES = {
     DomainState.NOSTATE: "no state",
@@ -104,18 +104,24 @@ def kib(text: str) -> int:
     return int(number) * SIZE_UNITS[unit]
 
 
-def read_spec(path: str) -> dict[str, Any]:
+def read_definition(path: str) -> dict[str, Any]:
+    """A definition file as a command's args: ``{"xml": …}`` for libvirt domain XML (a
+    ``.xml`` name, or text that starts with ``<``), ``{"spec": …}`` for a JSON spec."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, f"cannot read {path}: {error}") from None
+    if path.endswith(".xml") or text.lstrip("\ufeff \t\r\n").startswith("<"):
+        return {"xml": text}
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as error:
-        raise VirtbusError.of(ErrorCode.INVALID_ARG, f"{path} is not JSON: {error}") from None
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG, f"{path} is neither JSON nor XML: {error}"
+        ) from None
     if not isinstance(spec, dict):
         raise VirtbusError.of(ErrorCode.INVALID_ARG, f"{path} must hold a JSON object")
-    return spec
+    return {"spec": spec}
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,11 @@ def render_state(with_reason: bool) -> Callable[[Result], str]:
     return render
 
 
+def render_xml(result: Result) -> str:
+    assert isinstance(result, DomainXml)
+    return result.xml.rstrip("\n")
+
+
 def render_field(field: str) -> Callable[[Result], str]:
     def render(result: Result) -> str:
         assert isinstance(result, DomainRecord)
@@ -187,13 +198,13 @@ def request_of(args: argparse.Namespace) -> Request:
     if verb == "list":
         return Request("host.list_domains", {"flags": list_flags(args)}, None, render_list)
     if verb in ("define", "create"):
-        spec = read_spec(args.file)
+        definition = read_definition(args.file)
         op, message = {
             "define": ("domain.define", "Domain '{name}' defined from " + args.file),
             "create": ("domain.create_xml", "Domain '{name}' created from " + args.file),
         }[verb]
         extra = {"start_paused": True} if verb == "create" and args.paused else {}
-        return Request(op, {"spec": spec, **extra}, None, record_line(message))
+        return Request(op, {**definition, **extra}, None, record_line(message))
     target = target_of(args.domain)
     simple: dict[str, tuple[str, str]] = {
         "shutdown": ("domain.shutdown", "Domain '{name}' is being shutdown"),
@@ -216,6 +227,8 @@ def request_of(args: argparse.Namespace) -> Request:
         )
     if verb == "domstate":
         return Request("domain.get_state", None, target, render_state(args.reason))
+    if verb == "dumpxml":
+        return Request("domain.get_xml_desc", {"inactive": args.inactive}, target, render_xml)
     if verb in ("domid", "domuuid", "domname"):
         return Request("domain.lookup", None, target, render_field(verb[3:]))
     if verb == "autostart":
@@ -593,6 +606,7 @@ DOMAIN_VERBS: dict[str, str] = {
     "domid": "domain id",
     "domuuid": "domain UUID",
     "domname": "domain name",
+    "dumpxml": "a domain's libvirt domain XML",
     "start": "start a defined domain",
     "shutdown": "gracefully shut a domain down",
     "destroy": "stop a domain at once",
@@ -629,9 +643,11 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(
             verb,
             parents=[_client_options(), _targeting()],
-            help=f"{verb} a domain from a JSON spec file",
+            help=f"{verb} a domain from a JSON spec or libvirt domain XML file",
         )
-        command.add_argument("file", help="JSON spec file, or - for standard input")
+        command.add_argument(
+            "file", help="JSON spec or domain XML file (.xml, or starting with <), or - for stdin"
+        )
         if verb == "create":
             command.add_argument("--paused", action="store_true")
     for verb, summary in DOMAIN_VERBS.items():
@@ -645,6 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif verb == "domstate":
             command.add_argument("--reason", action="store_true")
+        elif verb == "dumpxml":
+            command.add_argument(
+                "--inactive", action="store_true", help="the definition for the next start"
+            )
         elif verb == "autostart":
             command.add_argument("--disable", action="store_true")
         elif verb == "setmem":

@@ -54,6 +54,7 @@ from schemas.replies import (
     DomainInfo,
     DomainList,
     DomainStateInfo,
+    DomainXml,
     HostInfo,
     Pong,
     Reply,
@@ -66,6 +67,7 @@ from schemas.topology import (
     EVENTS_EXCHANGE,
     group_key,
 )
+from schemas.xmldoc import XmlError
 
 DEFAULT_TIMEOUT_S = 30.0
 log = logging.getLogger(__name__)
@@ -220,6 +222,8 @@ class Connection:
             document["target"] = target
         try:
             return COMMAND_ADAPTER.validate_python(document)
+        except XmlError as error:
+            raise VirtbusError.of(error.code, error.detail) from None
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in item['loc'][1:]) or 'command'}: {item['msg']}"
@@ -500,6 +504,15 @@ class Domain:
     async def state(self) -> DomainStateInfo:
         target = {"uuid": str(self.uuid)}
         return await self._conn._call(DomainStateInfo, self.host, "domain.get_state", target=target)
+
+    async def xml_desc(self, inactive: bool = False) -> str:
+        """virDomainGetXMLDesc: the domain's libvirt domain XML; ``inactive`` for the
+        definition it will have at its next start."""
+        args, target = {"inactive": inactive}, {"uuid": str(self.uuid)}
+        described = await self._conn._call(
+            DomainXml, self.host, "domain.get_xml_desc", args, target
+        )
+        return described.xml
 
 
 def binding_keys(host: str, kind: EventKind | None, event: str | None) -> list[str]:

@@ -77,8 +77,8 @@ class Dispatcher:
         try:
             command = parse(body, message_id)
         except InvalidCommand as error:
-            reply = self._error(message_id or "", ErrorCode.INVALID_ARG, error.reason)
-            self._metrics.commands.labels("invalid", ErrorCode.INVALID_ARG.name).inc()
+            reply = self._error(message_id or "", error.code, error.reason)
+            self._metrics.commands.labels("invalid", error.code.name).inc()
             return _done(Outcome(reply, _encode(reply), accepted=False))
         recorded = self._store.recorded_reply(command.id)
         if recorded is not None:

@@ -31,6 +31,7 @@ from schemas.commands import (
     GetHostInfo,
     GetInfo,
     GetState,
+    GetXmlDesc,
     ListDomains,
     Login,
     Logout,
@@ -47,16 +48,19 @@ from schemas.commands import (
     Undefine,
 )
 from schemas.domain import DomainRecord, DomainSpec
+from schemas.domxml import domain_xml
 from schemas.replies import (
     DomainCounts,
     DomainInfo,
     DomainList,
     DomainStateInfo,
+    DomainXml,
     Done,
     HostInfo,
     Pong,
     Result,
 )
+from schemas.xmldoc import XmlError
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +190,8 @@ class Operations:
                 return await self.set_tunables(command, vcpus=command.args.vcpus)
             case Rename():
                 return await self.rename(command)
+            case GetXmlDesc():
+                return self.xml_desc(command)
             case ListDomains():
                 records = [d.record() for d in self._domains if d.matches(command.args.flags)]
                 return DomainList(domains=sorted(records, key=lambda r: r.name))
@@ -566,6 +572,18 @@ class Operations:
         if domain.pending is not None:
             domain.pending = domain.pending.model_copy(update={"name": new_name})
         return self._saved(domain)
+
+    def xml_desc(self, command: GetXmlDesc) -> DomainXml:
+        """The domain's XML as virDomainGetXMLDesc: the definition it runs with (and its
+        ID) or, ``inactive``, the one it will have at its next start."""
+        domain = self._domains.get(command.target)
+        inactive = command.args.inactive
+        spec = (domain.pending if inactive else None) or domain.spec
+        spec = spec.model_copy(update={"autostart": domain.autostart})
+        try:
+            return DomainXml(xml=domain_xml(spec, None if inactive else domain.record().id))
+        except XmlError as error:
+            raise VirtError(error.code, error.detail) from None
 
     def host_info(self) -> HostInfo:
         domains = list(self._domains)

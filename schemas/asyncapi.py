@@ -463,6 +463,26 @@ _EXAMPLE_RECORD = {
     "persistent": True,
     "autostart": False,
 }
+_EXAMPLE_XML = """\
+<domain type='docker'>
+  <name>web</name>
+  <uuid>90d31472-e84f-44ad-ac57-e60bed91a399</uuid>
+  <os>
+    <type>exe</type>
+    <init>sleep</init>
+    <initarg>3600</initarg>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <filesystem type='template' accessmode='passthrough'>
+      <source name='busybox:latest'/>
+      <target dir='/'/>
+    </filesystem>
+  </devices>
+</domain>
+"""
 _EXAMPLE_DOMAIN = {"name": "web", "uuid": "90d31472-e84f-44ad-ac57-e60bed91a399", "id": 17628}
 
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
@@ -476,9 +496,12 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "deadline": "2026-11-28T21:00:05Z",
         },
         {"v": 1, "id": "6f1c2c", "op": "host.list_domains", "args": {"flags": ["active"]}},
+        {"v": 1, "id": "6f1c2d", "op": "domain.define", "args": {"xml": _EXAMPLE_XML}},
+        {"v": 1, "id": "6f1c2e", "op": "domain.get_xml_desc", "target": {"name": "web"}},
     ],
     "Reply": [
         {"v": 1, "id": "6f1c2a", "host": "h1", "ok": True, "result": _EXAMPLE_RECORD},
+        {"v": 1, "id": "6f1c2e", "host": "h1", "ok": True, "result": {"xml": _EXAMPLE_XML}},
         {
             "v": 1,
             "id": "6f1c2b",

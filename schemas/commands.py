@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
@@ -16,7 +17,10 @@ from pydantic import (
 )
 
 from schemas.base import WIRE_VERSION, AwareTimestamp, DomainName, MessageId, Uuid, WireModel
+from schemas.codes import ErrorCode
 from schemas.domain import MIN_MEMORY_KIB, DomainSpec
+from schemas.domxml import domain_fields
+from schemas.xmldoc import MAX_XML_CHARS, XmlError
 
 
 class Target(WireModel):
@@ -45,13 +49,64 @@ class NoArgs(WireModel):
     pass
 
 
+def _spec_from_xml(data: Any) -> Any:
+    """Args given as ``xml`` (libvirt domain XML) instead of ``spec``: read into a spec
+    here, at the edge. XML that cannot be read raises XmlError, with its own code."""
+    if not isinstance(data, dict):
+        return data
+    if "xml" not in data:
+        if "spec" not in data:
+            raise ValueError("needs spec (a JSON definition) or xml (libvirt domain XML)")
+        return data
+    if "spec" in data:
+        raise ValueError("takes spec or xml, not both")
+    xml = data["xml"]
+    if not isinstance(xml, str):
+        raise ValueError("xml must be a string")
+    rest = {key: value for key, value in data.items() if key != "xml"}
+    return {**rest, "spec": domain_fields(xml)}
+
+
+def _document_xml(schema: dict[str, Any]) -> None:
+    """What _spec_from_xml accepts, in the JSON Schema: exactly one of spec and xml."""
+    schema["properties"]["xml"] = {
+        "type": "string",
+        "maxLength": MAX_XML_CHARS,
+        "title": "Xml",
+        "description": "libvirt domain XML, instead of spec",
+    }
+    schema["required"] = [key for key in schema.get("required", []) if key != "spec"]
+    if not schema["required"]:
+        del schema["required"]
+    schema["oneOf"] = [{"required": ["spec"]}, {"required": ["xml"]}]
+
+
 class DefineArgs(WireModel):
+    """``spec``, or ``xml``: libvirt domain XML, read into the spec on arrival."""
+
+    model_config = ConfigDict(json_schema_extra=_document_xml)
+
     spec: DomainSpec
+
+    _from_xml = model_validator(mode="before")(_spec_from_xml)
 
 
 class CreateXmlArgs(WireModel):
+    """``spec``, or ``xml``: libvirt domain XML, read into the spec on arrival."""
+
+    model_config = ConfigDict(json_schema_extra=_document_xml)
+
     spec: DomainSpec
     start_paused: bool = False
+
+    _from_xml = model_validator(mode="before")(_spec_from_xml)
+
+
+class XmlDescArgs(WireModel):
+    """virDomainGetXMLDesc's VIR_DOMAIN_XML_INACTIVE: the definition the domain will have
+    at its next start, rather than the one it runs with."""
+
+    inactive: bool = False
 
 
 class CreateArgs(WireModel):
@@ -213,6 +268,11 @@ class Rename(DomainCommand):
     args: RenameArgs
 
 
+class GetXmlDesc(DomainCommand):
+    op: Literal["domain.get_xml_desc"]
+    args: XmlDescArgs = XmlDescArgs()
+
+
 class ListDomains(CommandBase):
     op: Literal["host.list_domains"]
     args: ListDomainsArgs = ListDomainsArgs()
@@ -255,6 +315,7 @@ Command = Annotated[
     | SetMemory
     | SetVcpus
     | Rename
+    | GetXmlDesc
     | ListDomains
     | GetHostInfo
     | Ping
@@ -272,18 +333,22 @@ OPS: tuple[str, ...] = tuple(
 
 
 class InvalidCommand(ValueError):
-    """A command body that is not a valid command; ``reason`` says why, for a person."""
+    """A command body that is not a valid command; ``reason`` says why, for a person, and
+    ``code`` is the libvirt error to answer with."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: ErrorCode = ErrorCode.INVALID_ARG) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 def parse_command(body: bytes, fallback_id: str | None = None) -> Command:
     """Decode and validate one command body.
 
     A body without ``id`` takes ``fallback_id`` (the AMQP ``message_id``). Raises
-    InvalidCommand with a readable reason for anything that is not a valid command.
+    InvalidCommand with a readable reason for anything that is not a valid command:
+    XML_ERROR or CONFIG_UNSUPPORTED for domain XML that cannot be read or done,
+    INVALID_ARG for everything else.
     """
     try:
         document: Any = json.loads(body)
@@ -300,6 +365,8 @@ def parse_command(body: bytes, fallback_id: str | None = None) -> Command:
         return COMMAND_ADAPTER.validate_json(json.dumps(document))
     except ValueError as error:
         raise InvalidCommand(_describe(error)) from None
+    except XmlError as error:
+        raise InvalidCommand(error.detail, error.code) from None
 
 
 def _describe(error: ValueError) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from schemas.base import DomainName, Uuid, WireModel
+from schemas.xmldoc import normal_fragment
 
 AbsolutePath = Annotated[
     str, StringConstraints(pattern=r"^/[^\x00]*$", min_length=1, max_length=4096)
@@ -24,6 +25,11 @@ UserRef = Annotated[
 ]
 NetworkName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+MetadataXml = Annotated[
+    str, StringConstraints(min_length=1, max_length=65536), AfterValidator(normal_fragment)
+]
+"""The elements of libvirt's ``<metadata>``, as XML text; normalised on the way in, so the
+same elements always read as the same text."""
 
 MIN_MEMORY_KIB = 6 * 1024
 """Docker refuses a memory limit below 6 MiB."""
@@ -63,6 +69,7 @@ class DomainSpec(WireModel):
     network: NetworkName = "none"
     init: bool = True
     metadata: dict[MetadataKey, Annotated[str, StringConstraints(max_length=4096)]] = {}
+    metadata_xml: MetadataXml | None = None
 
     _clean = field_validator("workdir")(lambda path: None if path is None else _check_path(path))
 

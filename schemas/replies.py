@@ -66,11 +66,19 @@ class Pong(WireModel):
     time: Timestamp
 
 
+class DomainXml(WireModel):
+    """virDomainGetXMLDesc: the domain's libvirt domain XML."""
+
+    xml: str
+
+
 class Done(WireModel):
     """The result of an op that has nothing to return."""
 
 
-Result = DomainRecord | DomainList | DomainInfo | DomainStateInfo | HostInfo | Pong | Done
+Result = (
+    DomainRecord | DomainList | DomainInfo | DomainStateInfo | HostInfo | Pong | DomainXml | Done
+)
 
 
 class Reply(WireModel):

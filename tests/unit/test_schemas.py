@@ -52,6 +52,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "domain.set_memory": {"target": WEB, "args": {"memory_kib": 65536}},
     "domain.set_vcpus": {"target": WEB, "args": {"vcpus": 2}},
     "domain.rename": {"target": WEB, "args": {"new_name": "web2"}},
+    "domain.get_xml_desc": {"target": WEB},
     "host.list_domains": {},
     "host.get_info": {},
     "host.ping": {},
