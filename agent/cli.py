@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -562,6 +563,45 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--metrics-host", help="address of the metrics endpoint (127.0.0.1)")
 
 
+def _gateway_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "gateway",
+        help="serve libvirt's remote protocol: virsh -c virtbus+tcp://ADDRESS:PORT/HOST",
+    )
+    parser.add_argument(
+        "--listen", default="127.0.0.1:16509", help="ADDRESS:PORT (default 127.0.0.1:16509)"
+    )
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL),
+        help="broker URL (VIRTBUS_AMQP_URL)",
+    )
+    parser.add_argument("--tls-cert", help="serve TLS (virtbus+tls://) with this PEM certificate")
+    parser.add_argument("--tls-key", help="the certificate's PEM key")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for an agent's reply"
+    )
+
+
+async def run_gateway(args: argparse.Namespace) -> int:
+    from agent.gateway import Gateway
+
+    address, _, port = args.listen.rpartition(":")
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    async with Gateway(
+        args.amqp_url, address.strip("[]") or "127.0.0.1", int(port), tls, args.timeout
+    ):
+        await stop.wait()
+    return 0
+
+
 def _client_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
@@ -626,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"virtbus {__version__}")
     commands = parser.add_subparsers(dest="verb", required=True)
     _agent_parser(commands)
+    _gateway_parser(commands)
     schema = commands.add_parser("schema", help="print the wire models' schemas")
     schema.add_argument(
         "--asyncapi", action="store_true", help="an AsyncAPI 3.0 document of the whole bus"
@@ -759,6 +800,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    if args.verb == "gateway":
+        logs.configure("info", "text", "gateway")
+        try:
+            return _run(run_gateway(args), Output(False))
+        except (OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     if args.verb != "agent":
         # the client's own errors are reported as `error: …`; library chatter is not
         logging.basicConfig(level=logging.CRITICAL)
