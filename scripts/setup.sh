@@ -80,6 +80,9 @@ install_packages() {
     find_python >/dev/null || missing+=(python3 python3-venv)
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
+    # the gateway's tests drive the real virsh and libvirt-python (system python3)
+    command -v virsh >/dev/null 2>&1 || missing+=(libvirt-clients)
+    /usr/bin/python3 -c 'import libvirt' >/dev/null 2>&1 || missing+=(python3-libvirt)
 
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "system packages: all present"
@@ -117,6 +120,7 @@ install_packages() {
     command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server still missing after install"
     busybox_is_static || die "/bin/busybox is not the static busybox after install"
     command -v docker-compose >/dev/null 2>&1 || die "docker-compose still missing after install"
+    command -v virsh >/dev/null 2>&1 || die "virsh (libvirt-clients) still missing after install"
     command -v node >/dev/null 2>&1 || die "node still missing after install"
     command -v npm >/dev/null 2>&1 || die "npm still missing after install"
     log "packages installed"

@@ -8,6 +8,7 @@ code and message as they came; a procedure not in ``HANDLERS`` gets NO_SUPPORT.
 from __future__ import annotations
 
 import platform
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, 
 R = TypeVar("R", bound=Result)
 OS_TYPE = "exe"
 CONNECTION_TYPE = "virtbus"
+OPEN_TIMEOUT_S = 5.0
 HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
 
 
@@ -96,6 +98,7 @@ class Session:
 
     conn: Connection
     send: Callable[[bytes], Awaitable[None]]
+    changed: Callable[[], None] = lambda: None
     host: str | None = None
     callbacks: set[int] = field(default_factory=set)
 
@@ -110,6 +113,7 @@ class Session:
         for callback_id in sorted(self.callbacks):
             await self.conn.domain_event_deregister_any(callback_id)
         self.callbacks.clear()
+        self.changed()
 
 
 Handler = Callable[[Session, Unpacker], Awaitable[bytes]]
@@ -200,7 +204,7 @@ async def supports_feature(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.CONNECT_OPEN)
 async def connect_open(session: Session, args: Unpacker) -> bytes:
     """The URI's path names the host: ``virtbus:///h1`` (the client drops the
-    transport, server and query). The host must answer a ping."""
+    transport, server and query). The host must answer a ping within OPEN_TIMEOUT_S."""
     name = args.optional(lambda: args.string(STRING_MAX)) or ""
     args.uint32()  # flags: read-only is all the same here
     try:
@@ -210,7 +214,7 @@ async def connect_open(session: Session, args: Unpacker) -> bytes:
             ErrorCode.INVALID_ARG,
             f"the URI {name!r} must name a virtbus host: virtbus+tcp://GATEWAY/HOST",
         ) from None
-    await session.conn.ping(host)
+    await session.conn.call(host, "host.ping", timeout_s=OPEN_TIMEOUT_S)
     session.host = host
     return b""
 
@@ -230,6 +234,31 @@ async def close_callback(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.CONNECT_GET_TYPE)
 async def get_type(session: Session, args: Unpacker) -> bytes:
     return string(CONNECTION_TYPE)
+
+
+def version_number(version: str) -> int:
+    """libvirt's ``major * 1,000,000 + minor * 1,000 + release`` from ``"24.0.7+dfsg"``."""
+    parts = [int(match) for match in re.findall(r"\d+", version)[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0] * 1_000_000 + parts[1] * 1_000 + parts[2]
+
+
+@handles(Proc.CONNECT_GET_VERSION)
+async def get_version(session: Session, args: Unpacker) -> bytes:
+    """The Docker engine's version, as the hypervisor's."""
+    info = await session.conn.host_info(session.target)
+    packer = Packer()
+    packer.uint64(version_number(info.engine_version))
+    return packer.data()
+
+
+@handles(Proc.CONNECT_GET_LIB_VERSION)
+async def get_lib_version(session: Session, args: Unpacker) -> bytes:
+    """The agent's version, as the daemon's."""
+    info = await session.conn.host_info(session.target)
+    packer = Packer()
+    packer.uint64(version_number(info.agent_version))
+    return packer.data()
 
 
 @handles(Proc.CONNECT_GET_HOSTNAME)
@@ -574,6 +603,7 @@ async def register_any(session: Session, args: Unpacker) -> bytes:
         session.target, domain.name if domain else None, EventId(event_id), deliver
     )
     session.callbacks.add(callback_id)
+    session.changed()
     return ints(callback_id)
 
 
@@ -584,6 +614,7 @@ async def deregister_any(session: Session, args: Unpacker) -> bytes:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, f"callback {callback_id} is not registered")
     session.callbacks.discard(callback_id)
     await session.conn.domain_event_deregister_any(callback_id)
+    session.changed()
     return b""
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -57,6 +57,8 @@ class Gateway:
         self._tls = tls
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._sessions: set[Session] = set()
+        self._changed = asyncio.Event()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -76,6 +78,19 @@ class Gateway:
         if self._server is None:
             raise RuntimeError("the gateway is not listening")
         return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def callbacks(self) -> int:
+        """Event callbacks registered by the clients connected now."""
+        return sum(len(session.callbacks) for session in self._sessions)
+
+    async def wait_callbacks(self, predicate: Callable[[int], bool], timeout_s: float) -> None:
+        """Until the number of callbacks satisfies ``predicate``; TimeoutError after
+        ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate(self.callbacks):
+                self._changed.clear()
+                await self._changed.wait()
 
     async def start(self) -> None:
         await self._conn.open()
@@ -99,23 +114,31 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
+        client = Client(self._conn, reader, writer, self._changed.set)
+        self._sessions.add(client.session)
         try:
-            await Client(self._conn, reader, writer).serve()
+            await client.serve()
         finally:
+            self._sessions.discard(client.session)
             self._clients.discard(task)
+            self._changed.set()
 
 
 class Client:
     """One libvirt client's socket: packets in, replies, pongs and events out."""
 
     def __init__(
-        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        conn: Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        changed: Callable[[], None] = lambda: None,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._sending = asyncio.Lock()
         self._calls: set[asyncio.Task[None]] = set()
-        self.session = Session(conn, self.send)
+        self.session = Session(conn, self.send, changed)
 
     async def send(self, packet: bytes) -> None:
         """Write one packet whole; a client that is gone is not an error here."""
