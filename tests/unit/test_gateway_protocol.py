@@ -94,9 +94,9 @@ def test_remote_error_layout() -> None:
 
 def test_procedure_numbers_match_remote_protocol_x() -> None:
     """A few checked by hand against libvirt's remote_protocol.x."""
-    assert Proc.CONNECT_LIST_ALL_DOMAINS == 273
-    assert Proc.DOMAIN_GET_STATE == 212
-    assert Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY == 316
-    assert Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE == 318
-    assert Proc.DOMAIN_EVENT_CALLBACK_REBOOT == 319
-    assert Proc.DOMAIN_GET_MESSAGES == 426
+    assert int(Proc.CONNECT_LIST_ALL_DOMAINS) == 273
+    assert int(Proc.DOMAIN_GET_STATE) == 212
+    assert int(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY) == 316
+    assert int(Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE) == 318
+    assert int(Proc.DOMAIN_EVENT_CALLBACK_REBOOT) == 319
+    assert int(Proc.DOMAIN_GET_MESSAGES) == 426
