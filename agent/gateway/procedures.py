@@ -92,7 +92,7 @@ MEMORY_ALL = AFFECT_ALL | 4  # MAXIMUM: a container's memory is its limit
 VCPUS_ALL = AFFECT_ALL | 4
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
     """One libvirt client's connection: the host its URI named, and its callbacks."""
 

@@ -1,0 +1,357 @@
+"""The real virsh and the real libvirt-python against the gateway and a real agent.
+
+virsh (Debian's libvirt-clients) runs as a subprocess; libvirt-python (python3-libvirt)
+runs in the system python3, as a script whose findings come back as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.gateway import Gateway
+from tests.conftest import AMQP_URL, IMAGE
+from tests.integration.conftest import Host, Ran, spec
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+TIMEOUT_S = 60.0
+
+XML = f"""<domain type='docker'>
+  <name>xmlweb</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type>exe</type><init>sleep</init><initarg>3600</initarg></os>
+  <devices>
+    <filesystem type='template'><source name='{IMAGE}'/><target dir='/'/></filesystem>
+  </devices>
+</domain>
+"""
+
+
+def _unavailable(what: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is not available (required under CI)")
+    pytest.skip(f"{what} is not available; run scripts/setup.sh")
+
+
+@pytest.fixture(scope="session")
+def virsh_path() -> str:
+    path = shutil.which("virsh")
+    if path is None:
+        _unavailable("virsh (libvirt-clients)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def libvirt_python() -> str:
+    """The system python3, with libvirt-python."""
+    if not Path(SYSTEM_PYTHON).exists():
+        _unavailable(SYSTEM_PYTHON)
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import libvirt"], check=False, timeout=30)
+    if probe.returncode != 0:
+        _unavailable("libvirt-python (python3-libvirt)")
+    return SYSTEM_PYTHON
+
+
+@pytest.fixture
+async def gateway(services: None) -> AsyncIterator[Gateway]:
+    async with Gateway(AMQP_URL, "127.0.0.1", 0) as running:
+        yield running
+
+
+@dataclass
+class Virsh:
+    path: str
+    uri: str
+
+    async def start(self, *argv: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            self.path,
+            "-c",
+            self.uri,
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+
+    async def __call__(self, *argv: str) -> Ran:
+        process = await self.start(*argv)
+        out, err = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+        assert process.returncode is not None
+        return Ran(process.returncode, out.decode(), err.decode())
+
+    async def ok(self, *argv: str) -> str:
+        ran = await self(*argv)
+        assert ran.status == 0, ran.err
+        return ran.out
+
+
+def uri(gateway: Gateway, host: str, scheme: str = "virtbus") -> str:
+    return f"{scheme}+tcp://127.0.0.1:{gateway.port}/{host}"
+
+
+@pytest.fixture
+def virsh(virsh_path: str, gateway: Gateway, host: Host) -> Virsh:
+    return Virsh(virsh_path, uri(gateway, host.name))
+
+
+class EventLines:
+    """``virsh event --loop --all``: its lines as they come."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def next(self) -> str:
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), TIMEOUT_S)
+        return line.decode().rstrip("\n")
+
+    async def lines(self, count: int) -> list[str]:
+        return [await self.next() for _ in range(count)]
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(self.process.communicate(), TIMEOUT_S)
+
+
+async def watch(virsh: Virsh, gateway: Gateway, callbacks_before: int = 0) -> EventLines:
+    """Start ``virsh event --loop --all`` and return once its lifecycle and reboot
+    callbacks are registered (the other event IDs are refused as NO_SUPPORT)."""
+    process = await virsh.start("event", "--loop", "--all")
+    await gateway.wait_callbacks(lambda n: n >= callbacks_before + 2, TIMEOUT_S)
+    return EventLines(process)
+
+
+def lifecycle(domain: str, what: str) -> str:
+    return f"event 'lifecycle' for domain '{domain}': {what}"
+
+
+async def test_virsh_lists_inspects_and_drives_a_domain(virsh: Virsh, host: Host) -> None:
+    await host.ok("domain.define", args={"spec": spec("web")})
+    listed = await virsh.ok("list", "--all")
+    assert listed.splitlines()[2].split() == ["-", "web", "shut", "off"]
+    info = await virsh.ok("dominfo", "web")
+    assert "OS Type:        exe" in info
+    assert "State:          shut off" in info
+    assert "Persistent:     yes" in info
+    assert "Autostart:      disable" in info
+    assert (await virsh.ok("domstate", "--reason", "web")).strip() == "shut off (unknown)"
+
+    assert "Domain 'web' started" in await virsh.ok("start", "web")
+    assert (await virsh.ok("domstate", "--reason", "web")).strip() == "running (booted)"
+    running = (await virsh.ok("list")).splitlines()[2].split()
+    assert running[1:] == ["web", "running"] and int(running[0]) > 0
+    assert "Domain 'web' suspended" in await virsh.ok("suspend", "web")
+    assert (await virsh.ok("domstate", "--reason", "web")).strip() == "paused (user)"
+    assert "Domain 'web' resumed" in await virsh.ok("resume", "web")
+    assert (await virsh.ok("domstate", "--reason", "web")).strip() == "running (unpaused)"
+    assert "is being shutdown" in await virsh.ok("shutdown", "web")
+    assert (await virsh.ok("domstate", "--reason", "web")).strip() == "shut off (shutdown)"
+    await virsh.ok("start", "web")
+    assert "Domain 'web' destroyed" in await virsh.ok("destroy", "web")
+    assert (await virsh.ok("domstate", "--reason", "web")).strip() == "shut off (destroyed)"
+
+    again = await virsh("destroy", "web")
+    assert again.status == 1
+    assert "Requested operation is not valid: domain is not running" in again.err
+
+
+async def test_virsh_event_prints_libvirts_lifecycle_lines(
+    virsh: Virsh, gateway: Gateway, host: Host
+) -> None:
+    await host.ok("domain.define", args={"spec": spec("web")})
+    events = await watch(virsh, gateway)
+    try:
+        for verb in ("start", "suspend", "resume", "shutdown", "start", "reboot", "destroy"):
+            await virsh.ok(verb, "web")
+        await virsh.ok("undefine", "web")
+        assert await events.lines(8) == [
+            lifecycle("web", "Started Booted"),
+            lifecycle("web", "Suspended Paused"),
+            lifecycle("web", "Resumed Unpaused"),
+            lifecycle("web", "Stopped Shutdown"),
+            lifecycle("web", "Started Booted"),
+            "event 'reboot' for domain 'web'",
+            lifecycle("web", "Stopped Destroyed"),
+            lifecycle("web", "Undefined Removed"),
+        ]
+    finally:
+        await events.stop()
+    await gateway.wait_callbacks(lambda n: n == 0, TIMEOUT_S)
+
+
+async def test_virsh_defines_dumps_and_undefines_xml(
+    virsh: Virsh, host: Host, tmp_path: Path
+) -> None:
+    source = tmp_path / "xmlweb.xml"
+    source.write_text(XML)
+    assert f"Domain 'xmlweb' defined from {source}" in await virsh.ok("define", str(source))
+    dumped = await virsh.ok("dumpxml", "xmlweb")
+    assert "<name>xmlweb</name>" in dumped
+    assert f"<source name='{IMAGE}'/>" in dumped
+    again = tmp_path / "again.xml"
+    again.write_text(dumped)
+    await virsh.ok("define", str(again))
+    assert await virsh.ok("dumpxml", "xmlweb") == dumped
+    assert "Domain 'xmlweb' has been undefined" in await virsh.ok("undefine", "xmlweb")
+    assert "xmlweb" not in await virsh.ok("list", "--all")
+
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<domain")
+    refused = await virsh("define", str(broken))
+    assert refused.status == 1
+    assert "XML error" in refused.err
+
+
+async def test_errors_and_uris(virsh: Virsh, gateway: Gateway, host: Host) -> None:
+    missing = await virsh("dominfo", "nosuch")
+    assert missing.status == 1
+    assert "failed to get domain 'nosuch'" in missing.err
+    unsupported = await virsh("net-list")
+    assert unsupported.status == 1
+    assert "this function is not supported by the connection driver" in unsupported.err
+
+    await host.ok("domain.define", args={"spec": spec("web")})
+    lxc = Virsh(virsh.path, uri(gateway, host.name, "lxc"))
+    assert "web" in await lxc.ok("list", "--all")
+    assert (await virsh.ok("hostname")).strip() == host.name
+
+    nameless = Virsh(virsh.path, f"virtbus+tcp://127.0.0.1:{gateway.port}/")
+    refused = await nameless("list")
+    assert refused.status == 1
+    assert "must name a virtbus host" in refused.err
+
+
+async def test_each_client_has_its_own_callbacks(
+    virsh: Virsh, gateway: Gateway, host: Host
+) -> None:
+    await host.ok("domain.define", args={"spec": spec("web")})
+    first = await watch(virsh, gateway)
+    second = await watch(virsh, gateway, callbacks_before=2)
+    try:
+        await virsh.ok("start", "web")
+        assert await first.next() == lifecycle("web", "Started Booted")
+        assert await second.next() == lifecycle("web", "Started Booted")
+        await first.stop()
+        await gateway.wait_callbacks(lambda n: n == 2, TIMEOUT_S)
+        await virsh.ok("destroy", "web")
+        assert await second.next() == lifecycle("web", "Stopped Destroyed")
+    finally:
+        await first.stop()
+        await second.stop()
+    await gateway.wait_callbacks(lambda n: n == 0, TIMEOUT_S)
+
+
+LIBVIRT_SCRIPT = """
+import json, sys, threading
+import libvirt
+
+libvirt.virEventRegisterDefaultImpl()
+threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl() for _ in iter(int, 1)],
+                 daemon=True).start()
+found = {}
+seen = []
+arrived = threading.Condition()
+
+def on_lifecycle(conn, dom, event, detail, opaque):
+    with arrived:
+        seen.append([dom.name(), event, detail])
+        arrived.notify_all()
+
+def on_reboot(conn, dom, opaque):
+    with arrived:
+        seen.append([dom.name(), "reboot"])
+        arrived.notify_all()
+
+def error_code(call):
+    try:
+        call()
+    except libvirt.libvirtError as error:
+        return [error.get_error_code(), error.get_error_message()]
+    return None
+
+conn = libvirt.open(sys.argv[1])
+conn.setKeepAlive(5, 3)
+lifecycle_id = conn.domainEventRegisterAny(
+    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle, None)
+conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, on_reboot, None)
+found["hostname"] = conn.getHostname()
+found["listed"] = [d.name() for d in conn.listAllDomains()]
+dom = conn.lookupByName("web")
+found["by_uuid"] = conn.lookupByUUIDString(dom.UUIDString()).name()
+found["inactive"] = [dom.ID(), dom.isActive(), dom.isPersistent(), dom.OSType(), dom.state()]
+dom.create()
+found["by_id"] = conn.lookupByID(dom.ID()).name()
+found["active"] = [d.name() for d in conn.listAllDomains(
+    libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
+found["info"] = dom.info()
+dom.suspend()
+found["paused"] = dom.state()
+dom.resume()
+dom.reboot()
+dom.destroy()
+found["destroy_again"] = error_code(dom.destroy)
+found["missing"] = error_code(lambda: conn.lookupByName("nosuch"))
+dom.setAutostart(1)
+found["autostart"] = dom.autostart()
+with arrived:
+    arrived.wait_for(lambda: len(seen) >= 5, timeout=30)
+found["events"] = seen
+conn.domainEventDeregisterAny(lifecycle_id)
+conn.close()
+print(json.dumps(found))
+"""
+
+
+async def test_libvirt_python_manages_a_domain(
+    libvirt_python: str, gateway: Gateway, host: Host, tmp_path: Path
+) -> None:
+    record = await host.ok("domain.define", args={"spec": spec("web")})
+    script = tmp_path / "manage.py"
+    script.write_text(LIBVIRT_SCRIPT)
+    process = await asyncio.create_subprocess_exec(
+        libvirt_python,
+        str(script),
+        uri(gateway, host.name),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    assert process.returncode == 0, err.decode()
+    found: dict[str, Any] = json.loads(out)
+    assert found["hostname"] == host.name
+    assert found["listed"] == ["web"]
+    assert found["by_uuid"] == "web"
+    assert found["inactive"] == [-1, 0, 1, "exe", [5, 0]]
+    assert found["by_id"] == "web"
+    assert found["active"] == ["web"]
+    assert found["info"][0] == 1
+    assert found["paused"] == [3, 1]
+    assert found["destroy_again"] == [
+        55,
+        "Requested operation is not valid: domain is not running",
+    ]
+    assert found["missing"][0] == 42
+    assert found["autostart"] == 1
+    assert found["events"] == [
+        ["web", 2, 0],
+        ["web", 3, 0],
+        ["web", 4, 0],
+        ["web", "reboot"],
+        ["web", 5, 1],
+    ]
+    assert record["name"] == "web"
+    await gateway.wait_callbacks(lambda n: n == 0, TIMEOUT_S)
