@@ -71,6 +71,33 @@ find_python() {
     return 1
 }
 
+# The gateway's tests drive the real virsh and libvirt-python (in the system python3).
+# Without recommends: they would bring libvirtd, QEMU and some 200 packages.
+install_libvirt_clients() {
+    local missing=()
+    command -v virsh >/dev/null 2>&1 || missing+=(libvirt-clients)
+    /usr/bin/python3 -c 'import libvirt' >/dev/null 2>&1 || missing+=(python3-libvirt)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        log "libvirt clients: present"
+        return 0
+    fi
+    need_root "installing ${missing[*]}"
+    log "installing: ${missing[*]}"
+    local aptlog
+    aptlog="$(mktemp /tmp/virtbus-apt.XXXXXX)"
+    if ! {
+        DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                "${missing[@]}"
+    } >"$aptlog" 2>&1; then
+        show_tail "$aptlog" 60
+        die "apt-get failed installing ${missing[*]}; full log: $aptlog"
+    fi
+    rm -f "$aptlog"
+    command -v virsh >/dev/null 2>&1 || die "virsh still missing after install"
+    /usr/bin/python3 -c 'import libvirt' || die "python3-libvirt does not import after install"
+}
+
 install_packages() {
     local missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
@@ -80,9 +107,6 @@ install_packages() {
     find_python >/dev/null || missing+=(python3 python3-venv)
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
-    # the gateway's tests drive the real virsh and libvirt-python (system python3)
-    command -v virsh >/dev/null 2>&1 || missing+=(libvirt-clients)
-    /usr/bin/python3 -c 'import libvirt' >/dev/null 2>&1 || missing+=(python3-libvirt)
 
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "system packages: all present"
@@ -120,7 +144,6 @@ install_packages() {
     command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server still missing after install"
     busybox_is_static || die "/bin/busybox is not the static busybox after install"
     command -v docker-compose >/dev/null 2>&1 || die "docker-compose still missing after install"
-    command -v virsh >/dev/null 2>&1 || die "virsh (libvirt-clients) still missing after install"
     command -v node >/dev/null 2>&1 || die "node still missing after install"
     command -v npm >/dev/null 2>&1 || die "npm still missing after install"
     log "packages installed"
@@ -364,6 +387,7 @@ setup_asyncapi() {
 
 # ------------------------------------------------------------------- main ---
 install_packages
+install_libvirt_clients
 start_docker
 start_rabbitmq
 build_images
