@@ -7,10 +7,12 @@ code and message as they came; a procedure not in ``HANDLERS`` gets NO_SUPPORT.
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -115,6 +117,10 @@ class Session:
         self.callbacks.clear()
         self.changed()
 
+
+# set by the server for each call, once its reply is written: what a handler starts
+# must not reach the client before the reply it belongs to
+REPLIED: ContextVar[asyncio.Event | None] = ContextVar("replied", default=None)
 
 Handler = Callable[[Session, Unpacker], Awaitable[bytes]]
 HANDLERS: dict[Proc, Handler] = {}
@@ -396,6 +402,23 @@ async def get_info(session: Session, args: Unpacker) -> bytes:
     return packer.data()
 
 
+@handles(Proc.DOMAIN_GET_MAX_MEMORY)
+async def get_max_memory(session: Session, args: Unpacker) -> bytes:
+    info = await on_domain(session, read_domain(args), "domain.get_info", DomainInfo)
+    packer = Packer()
+    packer.uint64(info.max_mem_kib)
+    return packer.data()
+
+
+@handles(Proc.DOMAIN_GET_VCPUS_FLAGS)
+async def get_vcpus_flags(session: Session, args: Unpacker) -> bytes:
+    """Live, config and maximum are one count for a container."""
+    domain = read_domain(args)
+    check_flags(args.uint32(), VCPUS_ALL, "virDomainGetVcpusFlags")
+    info = await on_domain(session, domain, "domain.get_info", DomainInfo)
+    return ints(info.nr_virt_cpu)
+
+
 @handles(Proc.DOMAIN_GET_STATE)
 async def get_state(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
@@ -593,8 +616,13 @@ async def register_any(session: Session, args: Unpacker) -> bytes:
     if event_id not in (EventId.LIFECYCLE, EventId.REBOOT):
         raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"domain event {event_id}")
     callback_id = 0
+    replied = REPLIED.get()
 
     async def deliver(event: Event) -> None:
+        """After the reply that gave the client its callback ID: a client drops
+        events for an ID it has not been told yet."""
+        if replied is not None:
+            await replied.wait()
         packet = event_message(callback_id, event)
         if packet is not None:
             await session.send(packet)

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from agent.client import Connection, VirtbusError
-from agent.gateway.procedures import HANDLERS, Session
+from agent.gateway.procedures import HANDLERS, REPLIED, Session
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     LENGTH_BYTES,
@@ -191,6 +191,8 @@ class Client:
         task.add_done_callback(self._calls.discard)
 
     async def _call(self, header: Header, payload: bytes) -> None:
+        replied = asyncio.Event()
+        REPLIED.set(replied)
         try:
             body = await self._answer(header, payload)
             status = Status.OK
@@ -210,6 +212,7 @@ class Client:
             )
             status = Status.ERROR
         await self.send(header.reply(status).pack(body))
+        replied.set()
 
     async def _answer(self, header: Header, payload: bytes) -> bytes:
         if header.program != REMOTE_PROGRAM or header.version != PROTOCOL_VERSION:

@@ -40,6 +40,17 @@ WEB = DomainRecord(
     autostart=False,
 )
 TIMEOUT_S = 5
+STARTED = LifecycleEvent(
+    host="h1",
+    time=datetime.now(UTC),
+    seq=1,
+    domain=DomainRef(name="web", uuid=WEB.uuid, id=4242),
+    origin="agent",
+    event="started",
+    event_code=2,
+    detail="booted",
+    detail_code=0,
+)
 
 
 class FakeBus(Connection):
@@ -51,6 +62,7 @@ class FakeBus(Connection):
         self.callbacks: dict[int, Callable[[Event], Awaitable[None] | None]] = {}
         self.deregistered: list[int] = []
         self.freed = asyncio.Event()
+        self.at_once: Event | None = None
 
     async def call(
         self,
@@ -86,6 +98,11 @@ class FakeBus(Connection):
     ) -> int:
         callback_id = len(self.callbacks) + 1
         self.callbacks[callback_id] = callback
+        if self.at_once is not None:
+            delivered = callback(self.at_once)
+            assert delivered is not None
+            self.delivering = asyncio.ensure_future(delivered)
+            await asyncio.sleep(0)  # let it run as far as it can before the reply
         return callback_id
 
     async def domain_event_deregister_any(self, callback_id: int) -> None:
@@ -266,18 +283,7 @@ async def test_events_are_pushed_to_the_callback_and_freed_on_disconnect(
     packer.boolean(False)
     body = await peer.ok(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, packer.data())
     callback_id = body.int32()
-    event = LifecycleEvent(
-        host="h1",
-        time=datetime.now(UTC),
-        seq=1,
-        domain=DomainRef(name="web", uuid=WEB.uuid, id=4242),
-        origin="agent",
-        event="started",
-        event_code=2,
-        detail="booted",
-        detail_code=0,
-    )
-    delivered = bus.callbacks[callback_id](event)
+    delivered = bus.callbacks[callback_id](STARTED)
     assert delivered is not None
     await delivered
     header, message = await peer.receive()
@@ -293,6 +299,20 @@ async def test_events_are_pushed_to_the_callback_and_freed_on_disconnect(
     await peer.writer.wait_closed()
     await asyncio.wait_for(bus.freed.wait(), TIMEOUT_S)
     assert bus.deregistered == [callback_id]
+
+
+async def test_an_event_at_registration_comes_after_the_reply(peer: Peer, bus: FakeBus) -> None:
+    """The client learns the callback ID from the reply: an event before it is lost."""
+    await peer.open()
+    bus.at_once = STARTED
+    packer = Packer()
+    packer.int32(EventId.LIFECYCLE)
+    packer.boolean(False)
+    body = await peer.ok(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, packer.data())
+    callback_id = body.int32()
+    header, message = await peer.receive()
+    assert header.procedure == Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE
+    assert message.int32() == callback_id
 
 
 async def test_unsupported_event_ids_are_no_support(peer: Peer) -> None:
