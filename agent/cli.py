@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -579,18 +578,18 @@ def _gateway_parser(commands: Any) -> None:
     parser.add_argument("--tls-cert", help="serve TLS (virtbus+tls://) with this PEM certificate")
     parser.add_argument("--tls-key", help="the certificate's PEM key")
     parser.add_argument(
+        "--tls-ca", help="accept only clients with a certificate signed by this PEM CA"
+    )
+    parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for an agent's reply"
     )
 
 
 async def run_gateway(args: argparse.Namespace) -> int:
-    from agent.gateway import Gateway
+    from agent.gateway import Gateway, tls_context
 
     address, _, port = args.listen.rpartition(":")
-    tls = None
-    if args.tls_cert:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):

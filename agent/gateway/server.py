@@ -38,6 +38,21 @@ from schemas.codes import ErrorCode
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 16509
+TLS_ACCEPTED = b"\x01"
+
+
+def tls_context(cert: str, key: str | None = None, ca: str | None = None) -> ssl.SSLContext:
+    """The server side of ``virtbus+tls://``; with ``ca``, only clients holding a
+    certificate it signed get in (as libvirtd's default)."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    # libvirt's client reads one byte of confirmation right after the handshake: a
+    # TLS 1.3 session ticket arriving first would make that read fail
+    tls.num_tickets = 0
+    if ca is not None:
+        tls.load_verify_locations(ca)
+        tls.verify_mode = ssl.CERT_REQUIRED
+    return tls
 
 
 class Gateway:
@@ -114,6 +129,9 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
+        if self._tls is not None:
+            # libvirt's client waits for one byte saying its certificate was accepted
+            writer.write(TLS_ACCEPTED)
         client = Client(self._conn, reader, writer, self._changed.set)
         self._sessions.add(client.session)
         try:

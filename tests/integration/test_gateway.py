@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
-from agent.gateway import Gateway
+from agent.gateway import Gateway, tls_context
 from tests.conftest import AMQP_URL, IMAGE
 from tests.integration.conftest import Host, Ran, spec
 
@@ -253,6 +254,40 @@ async def test_each_client_has_its_own_callbacks(
         await first.stop()
         await second.stop()
     await gateway.wait_callbacks(lambda n: n == 0, TIMEOUT_S)
+
+
+def client_pki(directory: Path, trusted: trustme.CA, signer: trustme.CA) -> Path:
+    """A libvirt ``pkipath``: the CAs the client trusts (the server's, and its own
+    certificate's: libvirt checks both), and a client certificate."""
+    directory.mkdir()
+    (directory / "cacert.pem").write_bytes(trusted.cert_pem.bytes() + signer.cert_pem.bytes())
+    client = signer.issue_cert("client.virtbus.test")
+    client.cert_chain_pems[0].write_to_path(str(directory / "clientcert.pem"))
+    client.private_key_pem.write_to_path(str(directory / "clientkey.pem"))
+    return directory
+
+
+async def test_tls_admits_only_clients_the_ca_signed(
+    virsh_path: str, host: Host, tmp_path: Path
+) -> None:
+    ca, rogue_ca = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "servercert.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "serverkey.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    admitted = client_pki(tmp_path / "admitted", ca, ca)
+    rogue = client_pki(tmp_path / "rogue", ca, rogue_ca)
+    tls = tls_context(
+        str(tmp_path / "servercert.pem"), str(tmp_path / "serverkey.pem"), str(tmp_path / "ca.pem")
+    )
+    await host.ok("domain.define", args={"spec": spec("web")})
+    async with Gateway(AMQP_URL, "127.0.0.1", 0, tls) as gateway:
+        base = f"virtbus+tls://127.0.0.1:{gateway.port}/{host.name}"
+        listed = await Virsh(virsh_path, f"{base}?pkipath={admitted}").ok("list", "--all")
+        assert listed.splitlines()[2].split() == ["-", "web", "shut", "off"]
+        refused = await Virsh(virsh_path, f"{base}?pkipath={rogue}")("list", "--all")
+        assert refused.status == 1
+        assert "Unable to read TLS confirmation" in refused.err, refused.err
 
 
 LIBVIRT_SCRIPT = """
