@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -43,7 +44,7 @@ OPEN_TIMEOUT_S = 5.0
 HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
 
 
-class Feature:
+class Feature(IntEnum):
     """``virDrvFeature`` values the gateway says yes to."""
 
     PROGRAM_KEEPALIVE = 10
@@ -72,15 +73,12 @@ LIST_STATES = 16 | 32 | 64 | LIST_OTHER
 # managed save, snapshots, checkpoints: no virtbus domain has any
 LIST_HAS_NONE = 256 | 4096 | 16384
 LIST_HAS_NONE_NOT = 512 | 8192 | 32768
-OTHER_STATES = frozenset(
-    {
-        DomainState.NOSTATE,
-        DomainState.BLOCKED,
-        DomainState.SHUTDOWN,
-        DomainState.CRASHED,
-        DomainState.PMSUSPENDED,
-    }
-)
+STATE_FLAGS = {
+    16: {DomainState.RUNNING},
+    32: {DomainState.PAUSED},
+    64: {DomainState.SHUTOFF},
+    LIST_OTHER: set(DomainState) - {DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTOFF},
+}
 
 START_PAUSED = 1
 START_FORCE_BOOT = 8
@@ -300,18 +298,17 @@ async def node_get_security_model(session: Session, args: Unpacker) -> bytes:
 
 
 async def records(session: Session, flags: int = 0) -> list[DomainRecord]:
-    """The domains libvirt's virConnectListAllDomains flags select."""
+    """The domains libvirt's virConnectListAllDomains flags select. The agent filters
+    all but OTHER (crashed, in shutdown...): with it, the states are filtered here."""
     if flags & LIST_HAS_NONE:
         return []
-    asked: list[ListFlag] = [name for bit, name in LIST_FLAGS.items() if flags & bit]
-    other = bool(flags & LIST_OTHER)
-    if other:
-        asked = [name for name in asked if name not in ("running", "paused", "shutoff")]
+    by_state = flags & LIST_STATES if flags & LIST_OTHER else 0
+    asked = [name for bit, name in LIST_FLAGS.items() if flags & bit & ~by_state]
     listed = await session.conn.call(session.target, "host.list_domains", {"flags": asked})
     found = expect(listed, DomainList).domains
-    if other:
-        states = {bit: state for bit, state in ((16, 1), (32, 3), (64, 5)) if flags & bit}
-        found = [r for r in found if r.state in states.values() or r.state in OTHER_STATES]
+    if by_state:
+        states = set().union(*(group for bit, group in STATE_FLAGS.items() if by_state & bit))
+        found = [r for r in found if r.state in states]
     return found
 
 
@@ -512,7 +509,9 @@ async def create_xml(session: Session, args: Unpacker) -> bytes:
     flags = args.uint32()
     check_flags(flags, START_PAUSED, "virDomainCreateXML")
     result = await session.conn.call(
-        session.target, "domain.create_xml", {"xml": xml, "start_paused": bool(flags)}
+        session.target,
+        "domain.create_xml",
+        {"xml": xml, "start_paused": bool(flags & START_PAUSED)},
     )
     return pack_domain(expect(result, DomainRecord))
 

@@ -322,3 +322,38 @@ async def test_unsupported_event_ids_are_no_support(peer: Peer) -> None:
     packer.boolean(False)
     code, _ = await peer.error(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, packer.data())
     assert code == ErrorCode.NO_SUPPORT
+
+
+@pytest.mark.parametrize(
+    ("flags", "asked", "listed"),
+    [
+        (128, [], []),  # OTHER: a shut-off domain is not "other"
+        (128 | 64 | 4, ["persistent"], ["web"]),  # OTHER | SHUTOFF, PERSISTENT
+        (256, None, []),  # MANAGEDSAVE: no domain has a managed save image
+        (512 | 2, ["inactive"], ["web"]),  # NO_MANAGEDSAVE, INACTIVE
+    ],
+)
+async def test_list_flags_the_agent_cannot_filter_are_filtered_here(
+    peer: Peer, bus: FakeBus, flags: int, asked: list[str] | None, listed: list[str]
+) -> None:
+    await peer.open()
+    packer = Packer()
+    packer.int32(1)
+    packer.uint32(flags)
+    body = await peer.ok(Proc.CONNECT_LIST_ALL_DOMAINS, packer.data())
+    names = [domain.name for domain in body.array(lambda: WireDomain.unpack(body), 10)]
+    assert names == listed
+    assert body.uint32() == len(listed)
+    sent = [args for _, op, args, _ in bus.calls if op == "host.list_domains"]
+    assert sent == ([] if asked is None else [{"flags": asked}])
+
+
+async def test_list_without_results_gives_the_count_only(peer: Peer) -> None:
+    await peer.open()
+    packer = Packer()
+    packer.int32(0)
+    packer.uint32(0)
+    body = await peer.ok(Proc.CONNECT_LIST_ALL_DOMAINS, packer.data())
+    assert body.uint32() == 0  # no domains
+    assert body.uint32() == 1  # but one counted
+    body.done()
