@@ -34,7 +34,7 @@ from schemas.base import HostName
 from schemas.codes import DomainState, ErrorCode, EventId
 from schemas.commands import ListFlag
 from schemas.domain import DomainRecord
-from schemas.events import Event, LifecycleEvent, RebootEvent
+from schemas.events import DomainEventBase, Event, LifecycleEvent, RebootEvent
 from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, HostInfo, Result
 
 R = TypeVar("R", bound=Result)
@@ -609,7 +609,8 @@ def event_message(callback_id: int, event: Event) -> bytes | None:
 
 @handles(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY)
 async def register_any(session: Session, args: Unpacker) -> bytes:
-    """Lifecycle and reboot callbacks, each fed by its own event stream from now on."""
+    """Lifecycle and reboot callbacks, each fed by its own event stream from now on;
+    one domain's, by UUID as libvirt (a rename keeps it), or every domain's."""
     event_id = args.int32()
     domain = args.optional(lambda: read_domain(args))
     if event_id not in (EventId.LIFECYCLE, EventId.REBOOT):
@@ -622,12 +623,14 @@ async def register_any(session: Session, args: Unpacker) -> bytes:
         events for an ID it has not been told yet."""
         if replied is not None:
             await replied.wait()
+        if isinstance(event, DomainEventBase) and domain and event.domain.uuid != domain.uuid:
+            return
         packet = event_message(callback_id, event)
         if packet is not None:
             await session.send(packet)
 
     callback_id = await session.conn.domain_event_register_any(
-        session.target, domain.name if domain else None, EventId(event_id), deliver
+        session.target, None, EventId(event_id), deliver
     )
     session.callbacks.add(callback_id)
     session.changed()

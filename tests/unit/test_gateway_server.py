@@ -357,3 +357,35 @@ async def test_list_without_results_gives_the_count_only(peer: Peer) -> None:
     assert body.uint32() == 0  # no domains
     assert body.uint32() == 1  # but one counted
     body.done()
+
+
+async def test_a_domains_callback_gets_only_that_domains_events(peer: Peer, bus: FakeBus) -> None:
+    await peer.open()
+    packer = Packer()
+    packer.int32(EventId.LIFECYCLE)
+    packer.optional(WireDomain(WEB.name, WEB.uuid, WEB.id), lambda d: d.pack(packer))
+    body = await peer.ok(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, packer.data())
+    callback = bus.callbacks[body.int32()]
+    other = STARTED.model_copy(
+        update={"domain": DomainRef(name="db", uuid=uuid.uuid4(), id=77), "seq": 2}
+    )
+    for event in (other, STARTED):
+        delivered = callback(event)
+        assert delivered is not None
+        await delivered
+    _, message = await peer.receive()
+    message.int32()
+    assert WireDomain.unpack(message).name == "web"
+
+
+async def test_an_unknown_program_is_no_support(peer: Peer) -> None:
+    await peer.send(0x12345678, 1)
+    header, body = await peer.receive()
+    assert (header.type, header.status) == (MessageType.REPLY, Status.ERROR)
+    assert body.int32() == ErrorCode.NO_SUPPORT
+
+
+async def test_a_packet_length_out_of_bounds_closes_the_connection(peer: Peer) -> None:
+    peer.writer.write(b"\xff\xff\xff\xff")
+    await peer.writer.drain()
+    assert await asyncio.wait_for(peer.reader.read(), TIMEOUT_S) == b""
