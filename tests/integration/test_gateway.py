@@ -12,7 +12,8 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,55 @@ async def test_errors_and_uris(virsh: Virsh, gateway: Gateway, host: Host) -> No
     refused = await nameless("list")
     assert refused.status == 1
     assert "must name a virtbus host" in refused.err
+
+
+@pytest.fixture
+def nobody_home() -> Iterator[Path]:
+    """A config home another user can read (pytest's tmp_path is root's only)."""
+    home = Path(tempfile.mkdtemp(prefix="virtbus-gateway-"))
+    home.chmod(0o755)
+    yield home
+    shutil.rmtree(home)
+
+
+async def test_an_alias_from_libvirt_conf_names_gateway_and_host(
+    virsh_path: str, gateway: Gateway, host: Host, nobody_home: Path
+) -> None:
+    """libvirt reads ``uri_aliases`` from the user's libvirt.conf (root reads the
+    system's, so the client runs as nobody here)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        _unavailable("setpriv (util-linux)")
+    assert setpriv is not None
+    conf = nobody_home / "libvirt" / "libvirt.conf"
+    conf.parent.mkdir(mode=0o755)
+    conf.write_text(f'uri_aliases = [ "fleet-h1={uri(gateway, host.name)}" ]\n')
+    conf.chmod(0o644)
+    await host.ok("domain.define", args={"spec": spec("web")})
+    process = await asyncio.create_subprocess_exec(
+        setpriv,
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        virsh_path,
+        "-c",
+        "fleet-h1",
+        "list",
+        "--all",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "LC_ALL": "C",
+            "HOME": str(nobody_home),
+            "XDG_CONFIG_HOME": str(nobody_home),
+            "XDG_CACHE_HOME": str(nobody_home / "cache"),
+            "XDG_RUNTIME_DIR": str(nobody_home / "run"),
+        },
+    )
+    out, err = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().splitlines()[2].split() == ["-", "web", "shut", "off"]
 
 
 async def test_each_client_has_its_own_callbacks(
