@@ -8,6 +8,7 @@ code and message as they came; a procedure not in ``HANDLERS`` gets NO_SUPPORT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import platform
 import re
 import uuid
@@ -52,9 +53,7 @@ class Feature(IntEnum):
     REMOTE_EVENT_CALLBACK = 15
 
 
-SUPPORTED_FEATURES = frozenset(
-    {Feature.PROGRAM_KEEPALIVE, Feature.REMOTE_CLOSE_CALLBACK, Feature.REMOTE_EVENT_CALLBACK}
-)
+SUPPORTED_FEATURES = frozenset(Feature)
 
 # virConnectListAllDomainsFlags, by group: the groups are ANDed, the flags in one ORed
 LIST_FLAGS: dict[int, ListFlag] = {
@@ -110,9 +109,10 @@ class Session:
 
     async def close(self) -> None:
         """Free every callback the client left registered."""
-        for callback_id in sorted(self.callbacks):
-            await self.conn.domain_event_deregister_any(callback_id)
-        self.callbacks.clear()
+        while self.callbacks:
+            callback_id = self.callbacks.pop()
+            with contextlib.suppress(VirtbusError):
+                await self.conn.domain_event_deregister_any(callback_id)
         self.changed()
 
 
