@@ -3,6 +3,9 @@ the bare wire; dumpxml; redefined from its own dump, a domain stays the same."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import uuid
 from pathlib import Path
 
 import aiodocker
@@ -13,7 +16,7 @@ from schemas.domain import DomainSpec
 from schemas.domxml import parse_domain_xml
 from tests.conftest import AMQP_URL, IMAGE
 from tests.integration.conftest import CLI, Host
-from tests.support import lifecycle
+from tests.support import DeadLetters, lifecycle
 
 pytestmark = pytest.mark.integration
 
@@ -153,12 +156,18 @@ async def test_client_create_from_xml_and_xml_desc(host: Host) -> None:
 async def test_refused_xml_over_the_wire(
     host: Host, xml: str, code: str, vir_error: int, message: str
 ) -> None:
-    reply = await host.call("domain.define", args={"xml": xml})
+    dead = await DeadLetters(host.peer.channel).start()
+    command_id = f"xml-{uuid.uuid4().hex}"
+    body = json.dumps({"v": 1, "id": command_id, "op": "domain.define", "args": {"xml": xml}})
+    pending = await host.peer.send(host.name, body.encode(), message_id=command_id)
+    reply = await asyncio.wait_for(pending, 30)
     assert not reply["ok"]
     error = reply["error"]
     assert (error["code"], error["vir_error"]) == (code, vir_error)
     assert error["message"].startswith(message)
-    assert (await host.call("host.list_domains", args={"flags": []}))["result"]["domains"] == []
+    while (await dead.next()).message_id != command_id:
+        pass
+    assert (await host.ok("host.list_domains"))["domains"] == []
 
 
 async def test_cli_reports_refused_xml_before_sending(cli: CLI, host: Host, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from schemas.codes import ErrorCode
 from schemas.commands import CreateXml, Define, GetXmlDesc, InvalidCommand, parse_command
 from schemas.domain import DomainSpec
 from schemas.domxml import domain_xml, parse_domain_xml, unit_scale
+from schemas.replies import DomainXml, Reply
 from schemas.xmldoc import MAX_XML_CHARS, XmlError
 
 CORPUS = Path(__file__).parent.parent / "fixtures" / "domxml"
@@ -514,3 +515,11 @@ def test_the_schema_says_spec_or_xml() -> None:
     assert schema["oneOf"] == [{"required": ["spec"]}, {"required": ["xml"]}]
     assert schema["properties"]["xml"]["type"] == "string"
     assert "required" not in schema
+
+
+def test_the_reply_carries_the_xml() -> None:
+    xml = domain_xml(DomainSpec(name="web", image="busybox"))
+    reply = Reply(id="cmd-1", host="h1", ok=True, result=DomainXml(xml=xml))
+    again = Reply.model_validate_json(reply.model_dump_json())
+    assert isinstance(again.result, DomainXml)
+    assert again.result.xml == xml
