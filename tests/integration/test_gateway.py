@@ -123,9 +123,10 @@ class EventLines:
     async def lines(self, count: int) -> list[str]:
         return [await self.next() for _ in range(count)]
 
-    async def stop(self) -> None:
+    async def stop(self, how: signal.Signals = signal.SIGINT) -> None:
+        """SIGINT: virsh deregisters and closes; SIGKILL: it just disappears."""
         if self.process.returncode is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(how)
         await asyncio.wait_for(self.process.communicate(), TIMEOUT_S)
 
 
@@ -296,7 +297,7 @@ async def test_each_client_has_its_own_callbacks(
         await virsh.ok("start", "web")
         assert await first.next() == lifecycle("web", "Started Booted")
         assert await second.next() == lifecycle("web", "Started Booted")
-        await first.stop()
+        await first.stop(signal.SIGKILL)
         await gateway.wait_callbacks(lambda n: n == 2, TIMEOUT_S)
         await virsh.ok("destroy", "web")
         assert await second.next() == lifecycle("web", "Stopped Destroyed")
