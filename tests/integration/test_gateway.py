@@ -219,6 +219,30 @@ async def test_virsh_defines_dumps_and_undefines_xml(
     assert "XML error" in refused.err
 
 
+async def test_virsh_creates_transient_domains_and_tunes_them(
+    virsh: Virsh, host: Host, tmp_path: Path
+) -> None:
+    source = tmp_path / "xmlweb.xml"
+    source.write_text(XML)
+    assert f"Domain 'xmlweb' created from {source}" in await virsh.ok("create", str(source))
+    assert "xmlweb" in await virsh.ok("list", "--transient")
+    await virsh.ok("setmem", "xmlweb", "32M")
+    await virsh.ok("setvcpus", "xmlweb", "2")
+    info = await virsh.ok("dominfo", "xmlweb")
+    assert "Persistent:     no" in info
+    assert "Max memory:     32768 KiB" in info
+    assert "CPU(s):         2" in info
+    await virsh.ok("destroy", "xmlweb")
+    assert "xmlweb" not in await virsh.ok("list", "--all")
+
+    await host.ok("domain.define", args={"spec": spec("web")})
+    assert "marked as autostarted" in await virsh.ok("autostart", "web")
+    assert "web" in await virsh.ok("list", "--all", "--autostart")
+    assert "web" not in await virsh.ok("list", "--all", "--no-autostart")
+    await virsh.ok("start", "--paused", "web")
+    assert (await virsh.ok("domstate", "--reason", "web")).strip() == "paused (user)"
+
+
 async def test_errors_and_uris(virsh: Virsh, gateway: Gateway, host: Host) -> None:
     missing = await virsh("dominfo", "nosuch")
     assert missing.status == 1
