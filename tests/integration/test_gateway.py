@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,7 @@ import trustme
 
 from agent.gateway import Gateway, tls_context
 from tests.conftest import AMQP_URL, IMAGE
-from tests.integration.conftest import Host, Ran, spec
+from tests.integration.conftest import CLI, Host, Ran, spec
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 TIMEOUT_S = 60.0
@@ -363,6 +364,27 @@ async def test_tls_admits_only_clients_the_ca_signed(
         refused = await Virsh(virsh_path, f"{base}?pkipath={rogue}")("list", "--all")
         assert refused.status == 1
         assert "Unable to read TLS confirmation" in refused.err, refused.err
+
+
+async def test_the_gateway_command_serves_until_sigterm(
+    virsh_path: str, host: Host, cli: CLI
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await cli.start("gateway", "--listen", f"127.0.0.1:{port}")
+    try:
+        assert process.stderr is not None
+        line = await asyncio.wait_for(process.stderr.readline(), TIMEOUT_S)
+        assert f"gateway listening on 127.0.0.1:{port}" in line.decode()
+        await host.ok("domain.define", args={"spec": spec("web")})
+        served = Virsh(virsh_path, f"virtbus+tcp://127.0.0.1:{port}/{host.name}")
+        assert "web" in await served.ok("list", "--all")
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    assert process.returncode == 0
 
 
 LIBVIRT_SCRIPT = """
