@@ -568,7 +568,10 @@ def _gateway_parser(commands: Any) -> None:
         help="serve libvirt's remote protocol: virsh -c virtbus+tcp://ADDRESS:PORT/HOST",
     )
     parser.add_argument(
-        "--listen", default="127.0.0.1:16509", help="ADDRESS:PORT (default 127.0.0.1:16509)"
+        "--listen",
+        type=listen_address,
+        default=("127.0.0.1", 16509),
+        help="ADDRESS:PORT (default 127.0.0.1:16509)",
     )
     parser.add_argument(
         "--amqp-url",
@@ -585,18 +588,31 @@ def _gateway_parser(commands: Any) -> None:
     )
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """``ADDRESS:PORT`` (``[::1]:PORT`` for IPv6) for ``--listen``."""
+    address, _, port = text.rpartition(":")
+    if not address or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ADDRESS:PORT")
+    return address.strip("[]"), int(port)
+
+
 async def run_gateway(args: argparse.Namespace) -> int:
     from agent.gateway import Gateway, tls_context
 
-    address, _, port = args.listen.rpartition(":")
-    tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+    if (args.tls_key or args.tls_ca) and not args.tls_cert:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, "--tls-key and --tls-ca need --tls-cert")
+    try:
+        tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+    except OSError as error:  # ssl.SSLError included
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG, f"cannot load the TLS certificate, key or CA: {error}"
+        ) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
-    async with Gateway(
-        args.amqp_url, address.strip("[]") or "127.0.0.1", int(port), tls, args.timeout
-    ):
+    address, port = args.listen
+    async with Gateway(args.amqp_url, address, port, tls, args.timeout):
         await stop.wait()
     return 0
 
@@ -803,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure("info", "text", "gateway")
         try:
             return _run(run_gateway(args), Output(False))
-        except (OSError, ValueError) as error:
+        except OSError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
     if args.verb != "agent":

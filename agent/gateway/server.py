@@ -109,9 +109,13 @@ class Gateway:
 
     async def start(self) -> None:
         await self._conn.open()
-        self._server = await asyncio.start_server(
-            self._accept, self._address, self._port, ssl=self._tls
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, self._address, self._port, ssl=self._tls
+            )
+        except OSError:
+            await self._conn.close()
+            raise
         log.info("gateway listening on %s:%d", self._address, self.port)
 
     async def stop(self) -> None:
