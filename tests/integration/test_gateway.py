@@ -362,8 +362,10 @@ async def test_tls_admits_only_clients_the_ca_signed(
         listed = await Virsh(virsh_path, f"{base}?pkipath={admitted}").ok("list", "--all")
         assert listed.splitlines()[2].split() == ["-", "web", "shut", "off"]
         refused = await Virsh(virsh_path, f"{base}?pkipath={rogue}")("list", "--all")
-        assert refused.status == 1
-        assert "Unable to read TLS confirmation" in refused.err, refused.err
+        # virsh fails reading the confirmation, or dies of SIGPIPE writing to the
+        # connection the gateway closed
+        assert refused.status in (1, -signal.SIGPIPE), refused.err
+        assert "web" not in refused.out
 
 
 async def test_the_gateway_command_serves_until_sigterm(
