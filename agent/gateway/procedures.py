@@ -587,6 +587,17 @@ async def set_vcpus(session: Session, args: Unpacker) -> bytes:
     return b""
 
 
+@handles(Proc.DOMAIN_RENAME)
+async def rename(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    new_name = args.optional(lambda: args.string(STRING_MAX))
+    check_flags(args.uint32(), 0, "virDomainRename")
+    if new_name is None:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, "new_name in virDomainRename must not be NULL")
+    await lifecycle(session, domain, "domain.rename", new_name=new_name)
+    return ints(0)
+
+
 # ------------------------------------------------------------------ events --
 
 

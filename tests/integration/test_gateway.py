@@ -240,8 +240,9 @@ async def test_virsh_creates_transient_domains_and_tunes_them(
     assert "marked as autostarted" in await virsh.ok("autostart", "web")
     assert "web" in await virsh.ok("list", "--all", "--autostart")
     assert "web" not in await virsh.ok("list", "--all", "--no-autostart")
-    await virsh.ok("start", "--paused", "web")
-    assert (await virsh.ok("domstate", "--reason", "web")).strip() == "paused (user)"
+    assert "successfully renamed" in await virsh.ok("domrename", "web", "www")
+    await virsh.ok("start", "--paused", "www")
+    assert (await virsh.ok("domstate", "--reason", "www")).strip() == "paused (user)"
 
 
 async def test_errors_and_uris(virsh: Virsh, gateway: Gateway, host: Host) -> None:
