@@ -28,6 +28,7 @@ from agent.errors import VirtError
 from agent.metrics import Metrics, MetricsServer, Readings
 from agent.monitor import Monitor
 from agent.operations import Operations
+from agent.signing import Verifier
 from agent.store import Store
 from schemas.codes import DomainState
 from schemas.commands import OPS
@@ -44,7 +45,12 @@ class Agent:
     def __init__(self, config: Config, driver: Driver | None = None) -> None:
         self.config = config
         self.host = config.host
-        self._driver = driver or DockerDriver(config.host, config.docker_url)
+        self._driver = driver or DockerDriver(
+            config.host,
+            config.docker_endpoint,
+            config.docker_ssl_context,
+            pids_limit=config.policy.default_pids_limit,
+        )
         self._store = Store(config.host_dir)
         self._domains = DomainTable()
         self.metrics = Metrics()
@@ -55,6 +61,8 @@ class Agent:
             config.queue_type,
             config.prefetch,
             on_reconnect=self.metrics.reconnects.labels("broker").inc,
+            ssl_context=config.amqp_ssl_context,
+            declare_topology=config.declare_topology,
         )
         self._queued = asyncio.Event()
         self._confirmed = asyncio.Condition()
@@ -107,6 +115,11 @@ class Agent:
 
     async def start(self) -> None:
         log.info("virtbus agent %s starting: %s", __version__, self.config.describe())
+        log.info(
+            "host policy (%s): %s",
+            self.config.policy_file or "safe defaults",
+            self.config.policy.model_dump_json(),
+        )
         if self._server is not None:
             await self._server.start()
         self._store.open()
@@ -131,6 +144,7 @@ class Agent:
             self.config.heartbeat_s,
             gone=self._store.gone,
             intent_reached=self._store.intent_reached,
+            policy=self.config.policy,
         )
         self._dispatcher = Dispatcher(
             self.host,
@@ -139,6 +153,10 @@ class Agent:
             self._store,
             self.config.concurrency,
             self.metrics,
+            verifier=Verifier(self.config.trusted_keys, self.config.signing_window_s, self._store)
+            if self.config.trusted_keys
+            else None,
+            max_body_bytes=self.config.max_message_bytes,
         )
         await operations.autostart()
         await self._presence("online")
@@ -209,7 +227,7 @@ class Agent:
                         lambda: self._pending_events() < self.config.outbox_limit
                     )
             pending = self._dispatcher.submit(
-                inbound.body, inbound.message_id or inbound.correlation_id
+                inbound.body, inbound.message_id or inbound.correlation_id, inbound
             )
             answer = asyncio.create_task(self._answer(inbound, pending))
             self._answers.add(answer)
@@ -218,11 +236,16 @@ class Agent:
     async def _answer(self, inbound: Inbound, pending: Awaitable[Outcome]) -> None:
         """The acknowledgement policy: reply first, then ack (or dead-letter if refused)."""
         outcome = await pending
-        if not outcome.accepted and outcome.reply.error is not None:
+        # commands that parsed were logged when refused, with their op and domain
+        if not outcome.accepted and outcome.command is None and outcome.reply.error is not None:
             log.warning("refused command %s: %s", inbound.message_id, outcome.reply.error.message)
         try:
             await self._bus.reply(inbound, outcome.reply.id, outcome.body)
-            await self._bus.settle(inbound, outcome.accepted)
+            await self._bus.settle(
+                inbound,
+                outcome.accepted,
+                outcome.reply.error.message if outcome.reply.error else None,
+            )
         except Exception as error:
             log.warning(
                 "could not answer command %s (%s); the broker will redeliver it",

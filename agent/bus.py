@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -45,6 +46,7 @@ QueueType = Literal["quorum", "classic"]
 JSON = "application/json"
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 CONNECT_TIMEOUT_S = 10.0
+MAX_REASON = 1000
 
 
 class BusUnavailable(ConnectionError):
@@ -61,6 +63,9 @@ class Inbound:
     reply_to: str | None
     redelivered: bool
     message: AbstractIncomingMessage
+    exchange: str
+    routing_key: str
+    headers: Mapping[str, object]
 
 
 class Bus:
@@ -74,8 +79,12 @@ class Bus:
         queue_type: QueueType = "quorum",
         prefetch: int = 64,
         on_reconnect: Callable[[], None] = lambda: None,
+        ssl_context: ssl.SSLContext | None = None,
+        declare_topology: bool = True,
     ) -> None:
         self._urls = urls
+        self._ssl_context = ssl_context
+        self._declare_topology = declare_topology
         self.host = host
         self.groups = groups
         self._queue_type = queue_type
@@ -84,6 +93,7 @@ class Bus:
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
+        self._dead: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inbox: asyncio.Queue[Inbound | None] | None = None
@@ -140,6 +150,7 @@ class Bus:
         connection = await aio_pika.connect(
             url,
             timeout=CONNECT_TIMEOUT_S,
+            ssl_context=self._ssl_context,
             client_properties={"connection_name": f"virtbus-agent {self.host}"},
         )
         self._connection = connection
@@ -170,14 +181,19 @@ class Bus:
     async def _drop(self) -> None:
         self._up.clear()
         connection, self._connection = self._connection, None
-        self._channel = self._events = self._queue = None
+        self._channel = self._events = self._dead = self._queue = None
         self._consumer_tag = None
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(Exception):
                 await connection.close()
 
     async def _declare(self, channel: AbstractChannel) -> None:
-        """The topology of DESIGN §2, idempotently."""
+        """The topology of DESIGN §2, idempotently; or, without ``declare_topology``, a
+        check that `virtbus provision` declared it (passive: takes no permission)."""
+        if not self._declare_topology:
+            self._events = await channel.get_exchange(EVENTS_EXCHANGE)
+            self._queue = await channel.get_queue(host_queue(self.host))
+            return
         commands = await channel.declare_exchange(
             COMMANDS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
@@ -190,6 +206,7 @@ class Bus:
         dead = await channel.declare_exchange(
             DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
+        self._dead = dead
         dead_queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
         await dead_queue.bind(dead)
         queue = await channel.declare_queue(
@@ -219,6 +236,9 @@ class Bus:
                 reply_to=message.reply_to,
                 redelivered=bool(message.redelivered),
                 message=message,
+                exchange=message.exchange or "",
+                routing_key=message.routing_key or "",
+                headers=dict(message.headers),
             )
         )
 
@@ -273,12 +293,33 @@ class Bus:
             routing_key=inbound.reply_to,
         )
 
-    async def settle(self, inbound: Inbound, accepted: bool) -> None:
-        """Ack a command that was answered; dead-letter one that was refused."""
+    async def settle(self, inbound: Inbound, accepted: bool, reason: str | None = None) -> None:
+        """Ack a command that was answered; dead-letter one that was refused. Given a
+        ``reason``, the dead letter carries it in the header ``x-virtbus-reason`` (with
+        the host in ``x-virtbus-host``): it is published to the dead-letter exchange,
+        confirmed, and only then is the original acked."""
         if accepted:
             await inbound.message.ack()
-        else:
+            return
+        if reason is None:
             await inbound.message.reject(requeue=False)
+            return
+        self._live_channel()
+        if self._dead is None:
+            raise BusUnavailable("not connected to the broker")
+        original = inbound.message
+        await self._dead.publish(
+            aio_pika.Message(
+                inbound.body,
+                content_type=original.content_type,
+                message_id=original.message_id,
+                correlation_id=original.correlation_id,
+                headers={"x-virtbus-reason": reason[:MAX_REASON], "x-virtbus-host": self.host},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=original.routing_key or "",
+        )
+        await original.ack()
 
     async def publish_event(self, routing_key: str, body: bytes, message_id: str | None) -> None:
         self._live_channel()

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from agent import __version__, logs
 from agent.agent import Agent
@@ -34,7 +34,21 @@ from agent.client import (
     connect,
 )
 from agent.config import DEFAULT_AMQP_URL, Config
+from agent.provision import (
+    DEFAULT_MANAGEMENT_URL,
+    DEFAULT_VHOST,
+    Grant,
+    Management,
+    ProvisionError,
+    agent_grant,
+    new_password,
+    orchestrator_grant,
+    subscriber_grant,
+)
+from agent.signing import SigningKey
+from agent.tls import client_context
 from schemas import json_schemas
+from schemas.base import HostName
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import ListFlag
 from schemas.domain import DomainRecord
@@ -560,6 +574,174 @@ def _agent_parser(commands: Any) -> None:
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /health on this port")
     parser.add_argument("--metrics-host", help="address of the metrics endpoint (127.0.0.1)")
+    parser.add_argument(
+        "--trusted-key",
+        dest="trusted_keys",
+        action="append",
+        metavar="ID=ALGORITHM:PATH",
+        help="accept commands signed by this key (hmac-sha256 secret or ed25519 public key "
+        "file); repeatable; any one makes signatures required (VIRTBUS_TRUSTED_KEYS)",
+    )
+    parser.add_argument(
+        "--signing-window-s", type=float, help="allowed clock difference of a signed command"
+    )
+    parser.add_argument("--policy-file", help="TOML host policy (VIRTBUS_POLICY_FILE)")
+    parser.add_argument("--max-message-bytes", type=int, help="largest command body accepted")
+    parser.add_argument(
+        "--declare-topology",
+        action=argparse.BooleanOptionalAction,
+        help="declare exchanges, the host queue and its bindings at start (default); "
+        "--no-declare-topology for a user made by `virtbus provision agent` "
+        "(VIRTBUS_DECLARE_TOPOLOGY)",
+    )
+    for peer, prefix in (("amqp", "amqps"), ("docker", "Docker over TLS")):
+        for what, meaning in TLS_FILES.items():
+            parser.add_argument(
+                f"--{peer}-{what}-file",
+                help=f"{prefix}: {meaning} (VIRTBUS_{peer.upper()}_{what.upper()}_FILE)",
+            )
+
+
+HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
+
+
+def host_name(text: str) -> str:
+    """An argparse type: a host or group name (a DNS label)."""
+    try:
+        return HOST_NAME.validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a host or group name (a DNS label: a-z, 0-9, -)"
+        ) from None
+
+
+def _provision_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "provision",
+        help="create broker users for agents, orchestrators and subscribers",
+        description="Create (or reset) a RabbitMQ user with exactly the permissions of its "
+        "role, through the management API. A generated password is printed once on stdout.",
+    )
+    roles = parser.add_subparsers(dest="role", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--management-url",
+        default=os.environ.get("VIRTBUS_MANAGEMENT_URL", DEFAULT_MANAGEMENT_URL),
+        help="management API with an administrator's credentials (VIRTBUS_MANAGEMENT_URL)",
+    )
+    common.add_argument("--vhost", default=DEFAULT_VHOST, help="virtual host (default /)")
+    password = common.add_mutually_exclusive_group()
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    password.add_argument(
+        "--password-env", metavar="VAR", help="take the password from this environment variable"
+    )
+    agent = roles.add_parser("agent", parents=[common], help="the agent of one host")
+    agent.add_argument("host", type=host_name, help="the host's name")
+    agent.add_argument(
+        "--group",
+        dest="groups",
+        type=host_name,
+        action="append",
+        default=[],
+        help="a group it may join; repeatable",
+    )
+    agent.add_argument("--user", help="user name (default agent-HOST)")
+    agent.add_argument(
+        "--queue-type",
+        choices=["quorum", "classic"],
+        default="quorum",
+        help="type of the host queue declared here (default quorum)",
+    )
+    agent.add_argument(
+        "--agent-declares",
+        action="store_true",
+        help="let the agent declare the topology itself (run without --no-declare-topology); "
+        "it can then also bind its queue to other hosts' commands and delete shared exchanges",
+    )
+    orchestrator = roles.add_parser(
+        "orchestrator", parents=[common], help="sends commands, reads replies and events"
+    )
+    orchestrator.add_argument("user", help="user name")
+    subscriber = roles.add_parser("subscriber", parents=[common], help="reads events only")
+    subscriber.add_argument("user", help="user name")
+    subscriber.add_argument(
+        "--host",
+        dest="hosts",
+        type=host_name,
+        action="append",
+        default=[],
+        help="only this host's events; repeatable",
+    )
+    remove = roles.add_parser("remove", help="delete a user")
+    remove.add_argument("user", help="user name")
+    remove.add_argument(
+        "--management-url", default=os.environ.get("VIRTBUS_MANAGEMENT_URL", DEFAULT_MANAGEMENT_URL)
+    )
+
+
+def _role(args: argparse.Namespace) -> tuple[str, Grant, str]:
+    """The user, its grant, and what it may do in words."""
+    if args.role == "agent":
+        groups = f" (groups: {', '.join(args.groups)})" if args.groups else ""
+        return (
+            args.user or f"agent-{args.host}",
+            agent_grant(args.host, args.groups, args.agent_declares),
+            f"the agent of host {args.host}{groups}",
+        )
+    if args.role == "orchestrator":
+        return args.user, orchestrator_grant(), "an orchestrator"
+    only = f" of {', '.join(args.hosts)}" if args.hosts else ""
+    return args.user, subscriber_grant(args.hosts), f"a subscriber to the events{only}"
+
+
+async def run_provision(args: argparse.Namespace, output: Output) -> int:
+    async with Management(args.management_url) as api:
+        if args.role == "remove":
+            if not await api.remove(args.user):
+                output.error(f"no user {args.user!r}")
+                return 1
+            print(f"user {args.user!r} removed", file=sys.stderr)
+            return 0
+        if args.password_stdin:
+            password = SecretStr(sys.stdin.readline().rstrip("\n"))
+        elif args.password_env:
+            password = SecretStr(os.environ.get(args.password_env, ""))
+        else:
+            password = new_password()
+        if not password.get_secret_value():
+            output.error("the password is empty")
+            return 1
+        user, grant, what = _role(args)
+        declares_queue = args.role == "agent" and not args.agent_declares
+        await api.provision(user, password, grant, args.vhost)
+        await api.declare_topology(args.vhost)
+        if declares_queue:
+            await api.declare_host_queue(args.host, args.groups, args.queue_type, args.vhost)
+        if not (args.password_stdin or args.password_env):
+            print(password.get_secret_value())
+        print(f"user {user!r} is now {what} on vhost {args.vhost!r}", file=sys.stderr)
+        if declares_queue:
+            print(
+                "run the agent with --no-declare-topology: its queue and bindings are declared",
+                file=sys.stderr,
+            )
+        return 0
+
+
+TLS_FILES = {
+    "ca": "CA bundle that signed the peer's certificate",
+    "cert": "client certificate",
+    "key": "client certificate's key",
+}
+
+
+def _signing_key(text: str) -> SigningKey:
+    try:
+        return SigningKey.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _gateway_parser(commands: Any) -> None:
@@ -627,8 +809,23 @@ def _client_options() -> argparse.ArgumentParser:
     )
     options.add_argument("--json", action="store_true", help="print JSON for scripts")
     options.add_argument(
+        "--signing-key",
+        type=_signing_key,
+        default=os.environ.get("VIRTBUS_SIGNING_KEY"),
+        metavar="ID=ALGORITHM:PATH",
+        help="sign every command with this key (hmac-sha256 secret or ed25519 private key "
+        "file) (VIRTBUS_SIGNING_KEY)",
+    )
+    options.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for replies (default 10)"
     )
+    for what, meaning in TLS_FILES.items():
+        options.add_argument(
+            f"--{what}-file",
+            type=Path,
+            default=os.environ.get(f"VIRTBUS_AMQP_{what.upper()}_FILE"),
+            help=f"amqps: {meaning} (VIRTBUS_AMQP_{what.upper()}_FILE)",
+        )
     return options
 
 
@@ -682,6 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="verb", required=True)
     _agent_parser(commands)
     _gateway_parser(commands)
+    _provision_parser(commands)
     schema = commands.add_parser("schema", help="print the wire models' schemas")
     schema.add_argument(
         "--asyncapi", action="store_true", help="an AsyncAPI 3.0 document of the whole bus"
@@ -754,7 +952,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_client(args: argparse.Namespace, output: Output) -> int:
-    async with connect(args.connect, timeout_s=args.timeout or 10.0) as conn:
+    try:
+        tls = client_context(args.ca_file, args.cert_file, args.key_file)
+    except ValueError as error:
+        output.error(str(error))
+        return 1
+    async with connect(
+        args.connect,
+        timeout_s=args.timeout or 10.0,
+        signing_key=args.signing_key,
+        ssl_context=tls,
+    ) as conn:
         if args.verb == "event":
             return await run_event(conn, args, output)
         if args.verb == "hosts":
@@ -801,6 +1009,9 @@ async def _guarded(work: Awaitable[int], output: Output) -> int:
     except VirtbusError as error:
         output.error(error.message)
         return 1
+    except ProvisionError as error:
+        output.error(str(error))
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -822,6 +1033,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+    if args.verb == "provision":
+        return _run(run_provision(args, Output(False)), Output(False))
     if args.verb != "agent":
         # the client's own errors are reported as `error: …`; library chatter is not
         logging.basicConfig(level=logging.CRITICAL)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -37,6 +38,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
+from agent.signing import SigningKey
 from schemas.codes import ErrorCode, EventId
 from schemas.commands import COMMAND_ADAPTER, Command, ListFlag
 from schemas.domain import DomainRecord, DomainSpec
@@ -143,9 +145,17 @@ Progress = Callable[[str, int, int | None], None]
 class Connection:
     """One connection to the broker and one reply queue, shared by every call."""
 
-    def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        signing_key: SigningKey | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._url = url
+        self._ssl_context = ssl_context
         self.timeout_s = timeout_s
+        self._signing_key = signing_key
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._reply_queue: AbstractQueue | None = None
@@ -168,7 +178,9 @@ class Connection:
     async def open(self) -> None:
         try:
             self._connection = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": "virtbus client"}
+                self._url,
+                ssl_context=self._ssl_context,
+                client_properties={"connection_name": "virtbus client"},
             )
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             raise VirtbusError.of(
@@ -235,14 +247,19 @@ class Connection:
         if self._reply_queue is None:
             raise RuntimeError("connection is not open")
         target = await self.channel.get_exchange(exchange, ensure=False)
+        body = command.model_dump_json(exclude_none=True).encode()
+        headers: dict[str, Any] = {}
+        if self._signing_key is not None:
+            headers = self._signing_key.headers(body, exchange, routing_key, command.id, command.id)
         await target.publish(
             aio_pika.Message(
-                command.model_dump_json(exclude_none=True).encode(),
+                body,
                 content_type="application/json",
                 message_id=command.id,
                 correlation_id=command.id,
                 reply_to=self._reply_queue.name,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers=headers,
             ),
             routing_key=routing_key,
         )
@@ -420,9 +437,17 @@ class Connection:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Connection:
-    """``async with connect(url) as conn``: one connection for every call."""
-    return Connection(url, timeout_s)
+def connect(
+    url: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    signing_key: SigningKey | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Connection:
+    """``async with connect(url) as conn``: one connection for every call. With a
+    ``signing_key`` (``SigningKey.parse("orch1=ed25519:/path/key.pem")``), every command
+    is signed with it; for ``amqps`` URLs, ``ssl_context`` (``agent.tls.client_context``)
+    sets the CA and client certificate."""
+    return Connection(url, timeout_s, signing_key, ssl_context)
 
 
 def _spec(spec: DomainSpec | dict[str, Any]) -> dict[str, Any]:

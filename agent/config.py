@@ -4,13 +4,17 @@ defaults."""
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent import tls
+from agent.policy import Policy, load_policy
+from agent.signing import DEFAULT_WINDOW_S, TrustedKey
 from schemas.base import HostName
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -35,7 +39,9 @@ def mask_url(url: str) -> str:
 
 
 class Config(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VIRTBUS_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="VIRTBUS_", frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     host: HostName = Field(default_factory=default_host)
     amqp_url: SecretStr = SecretStr(DEFAULT_AMQP_URL)
@@ -56,6 +62,90 @@ class Config(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve /metrics and /health on this port; None: no endpoint."""
     metrics_host: str = "127.0.0.1"
+
+    # signed commands (agent/signing.py): required as soon as one key is trusted
+    trusted_keys: Annotated[dict[str, TrustedKey], NoDecode] = {}
+    """Key id → key; given as ``ID=ALGORITHM:PATH`` items (comma-separated in the
+    environment, one per ``--trusted-key`` flag)."""
+    signing_window_s: float = Field(default=DEFAULT_WINDOW_S, gt=0, le=3600)
+    """How far a signed command's timestamp may be from the agent's clock, either way."""
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _load_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            keys = [TrustedKey.parse(item) for item in value]
+            ids = [key.key_id for key in keys]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"a key id is given twice: {sorted(ids)}")
+            return {key.key_id: key for key in keys}
+        return value
+
+    declare_topology: bool = True
+    """False: `virtbus provision` declared the topology; the agent only checks it is there,
+    so its broker user needs no permission to declare, bind or delete anything."""
+
+    # TLS: to the broker over amqps, and to a Docker engine over tcp:// (agent/tls.py)
+    amqp_ca_file: FilePath | None = None
+    """CA bundle that signed the broker's certificate; None: the system's CAs."""
+    amqp_cert_file: FilePath | None = None
+    """Client certificate for a broker that verifies its peers (with amqp_key_file)."""
+    amqp_key_file: FilePath | None = None
+    docker_ca_file: FilePath | None = None
+    docker_cert_file: FilePath | None = None
+    docker_key_file: FilePath | None = None
+    _amqp_tls: ssl.SSLContext | None = PrivateAttr(default=None)
+    _docker_tls: ssl.SSLContext | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _tls_contexts(self) -> Config:
+        self._amqp_tls = tls.client_context(
+            self.amqp_ca_file, self.amqp_cert_file, self.amqp_key_file
+        )
+        self._docker_tls = tls.client_context(
+            self.docker_ca_file, self.docker_cert_file, self.docker_key_file
+        )
+        return self
+
+    @property
+    def amqp_ssl_context(self) -> ssl.SSLContext | None:
+        """For amqps URLs; None: the system's CAs, no client certificate."""
+        return self._amqp_tls
+
+    @property
+    def docker_ssl_context(self) -> ssl.SSLContext | None:
+        """For a ``tcp://`` or ``https://`` engine URL; None: plain TCP or a socket."""
+        return self._docker_tls
+
+    @property
+    def docker_endpoint(self) -> str | None:
+        """The engine URL as aiodocker takes it with ``docker_ssl_context``."""
+        return tls.docker_url(self.docker_url, self._docker_tls)
+
+    # Host policy and hostile input (agent/policy.py)
+    policy_file: Path | None = None
+    """TOML file of the host policy, read and validated at start; None: the safe defaults."""
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=128 * 1024 * 1024)
+    """Command bodies larger than this are refused unread (INVALID_ARG, dead-lettered)."""
+    _policy: Policy = PrivateAttr(default_factory=Policy)
+
+    @field_validator("policy_file")
+    @classmethod
+    def _policy_valid(cls, path: Path | None) -> Path | None:
+        # here, a refusal names the file alone; a model validator's would echo every setting
+        load_policy(path)
+        return path
+
+    @model_validator(mode="after")
+    def _load_policy(self) -> Config:
+        self._policy = load_policy(self.policy_file)
+        return self
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
 
     @field_validator("groups", mode="before")
     @classmethod

@@ -5,7 +5,11 @@ Guarantees:
   commands for different domains run concurrently, at most ``concurrency`` at once.
 - A command id seen before gets the reply recorded for it; the op does not run again.
 - A command past its deadline when its turn comes is answered OPERATION_ABORTED unrun.
-- Every submitted body gets exactly one reply; no exception escapes ``submit``.
+- Every submitted body gets exactly one reply; no exception escapes ``submit``. A body
+  larger than ``max_body_bytes`` is refused unread, like one that does not parse
+  (INVALID_ARG, then dead-lettered).
+- A command the host policy refuses is answered OPERATION_DENIED, logged as a warning,
+  counted in ``virtbus_commands_denied_total`` and dead-lettered.
 - A command delivered again without a recorded reply (the agent died while running it)
   runs again as a retry: an op whose effect is already there answers success. One
   delivered more than ``max_deliveries`` times is abandoned and dead-lettered.
@@ -25,6 +29,8 @@ from agent.errors import VirtError
 from agent.logs import command_context
 from agent.metrics import Metrics
 from agent.operations import Operations
+from agent.policy import Denied
+from agent.signing import Delivery, Refused, Verifier
 from agent.store import Store
 from schemas.codes import ErrorCode
 from schemas.commands import Command, CreateXml, Define, DomainCommand, InvalidCommand
@@ -34,12 +40,14 @@ from schemas.replies import Reply
 log = logging.getLogger(__name__)
 
 MAX_DELIVERIES = 5
+MAX_BODY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Outcome:
     """A command's reply, and whether the command was accepted at all: a refused one
-    (unparseable or invalid) is dead-lettered after its reply."""
+    (unparseable, invalid, or denied by the host policy) is dead-lettered after its
+    reply."""
 
     reply: Reply
     body: bytes
@@ -57,8 +65,12 @@ class Dispatcher:
         concurrency: int,
         metrics: Metrics | None = None,
         max_deliveries: int = MAX_DELIVERIES,
+        verifier: Verifier | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
+        self._max_body_bytes = max_body_bytes
         self._max_deliveries = max_deliveries
+        self._verifier = verifier
         self.host = host
         self._metrics = metrics or Metrics()
         self._operations = operations
@@ -68,18 +80,32 @@ class Dispatcher:
         self._lanes: dict[str, asyncio.Task[Outcome]] = {}
         self._running: dict[str, asyncio.Task[Outcome]] = {}
 
-    def submit(self, body: bytes, message_id: str | None) -> Awaitable[Outcome]:
+    def submit(
+        self, body: bytes, message_id: str | None, delivery: Delivery | None = None
+    ) -> Awaitable[Outcome]:
         """Take one command body; its place in its domain's order is fixed on return.
 
         ``message_id`` stands in for a body without ``id`` and names the reply to a body
-        that cannot be parsed.
+        that cannot be parsed. With a verifier, ``delivery`` (the message the body came
+        in) must carry a valid signature, or the body is refused unread.
         """
+        if len(body) > self._max_body_bytes:
+            return _done(
+                self._refuse(
+                    message_id,
+                    f"message of {len(body)} bytes is larger than the limit of "
+                    f"{self._max_body_bytes} bytes",
+                )
+            )
+        if self._verifier is not None:
+            try:
+                self._verifier.check(delivery)
+            except Refused as refusal:
+                return _done(self._unauthentic(message_id or "", refusal))
         try:
             command = parse(body, message_id)
         except InvalidCommand as error:
-            reply = self._error(message_id or "", error.code, error.reason)
-            self._metrics.commands.labels("invalid", error.code.name).inc()
-            return _done(Outcome(reply, _encode(reply), accepted=False))
+            return _done(self._refuse(message_id, error.reason, error.code))
         recorded = self._store.recorded_reply(command.id)
         if recorded is not None:
             return _done(Outcome(Reply.model_validate_json(recorded), recorded, True, command))
@@ -120,6 +146,27 @@ class Dispatcher:
             return f"name:{name}" if name else f"target:{command.target}"
         return None
 
+    def _unauthentic(self, command_id: str, refusal: Refused) -> Outcome:
+        """AUTH_FAILED, never recorded: a command id seen unauthenticated stays free for
+        the authentic command."""
+        log.warning(
+            "authentication failed for command %r (key %r): %s",
+            command_id,
+            refusal.key_id,
+            refusal,
+        )
+        self._metrics.auth_failures.labels(refusal.reason).inc()
+        self._metrics.commands.labels("invalid", ErrorCode.AUTH_FAILED.name).inc()
+        reply = self._error(command_id, ErrorCode.AUTH_FAILED, str(refusal))
+        return Outcome(reply, _encode(reply), accepted=False)
+
+    def _refuse(
+        self, message_id: str | None, reason: str, code: ErrorCode = ErrorCode.INVALID_ARG
+    ) -> Outcome:
+        reply = self._error(message_id or "", code, reason)
+        self._metrics.commands.labels("invalid", code.name).inc()
+        return Outcome(reply, _encode(reply), accepted=False)
+
     def _abandon(self, command: Command, attempts: int) -> Outcome:
         reply = self._error(
             command.id,
@@ -148,7 +195,8 @@ class Dispatcher:
         self._metrics.commands.labels(command.op, outcome).inc()
         body = _encode(reply)
         self._store.record_reply(command.id, body)
-        return Outcome(reply, body, accepted=True, command=command)
+        denied = reply.error is not None and reply.error.code == ErrorCode.OPERATION_DENIED.name
+        return Outcome(reply, body, accepted=not denied, command=command)
 
     async def _execute(self, command: Command, retry: bool) -> Reply:
         if command.deadline is not None and command.expired(datetime.now(UTC)):
@@ -159,6 +207,12 @@ class Dispatcher:
             )
         try:
             result = await self._operations.run(command, retry)
+        except Denied as error:
+            log.warning(
+                "denied %s of domain '%s': %s", command.op, _domain_of(command), error.detail
+            )
+            self._metrics.denied.labels(command.op, error.rule).inc()
+            return Reply(id=command.id, host=self.host, ok=False, error=error.to_wire())
         except VirtError as error:
             return Reply(id=command.id, host=self.host, ok=False, error=error.to_wire())
         except Exception as error:

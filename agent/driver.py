@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from schemas.domain import DomainSpec
 
 HOST_LABEL = "virtbus.host"
 UUID_LABEL = "virtbus.uuid"
+DROPPED_CAPABILITIES = ("AUDIT_WRITE", "MKNOD", "NET_RAW")
+"""Docker grants these by default; Podman does not, and neither does virtbus."""
 
 
 @dataclass(frozen=True)
@@ -189,17 +192,27 @@ def registry_of(image: str) -> str:
 
 
 class DockerDriver:
-    """Driver over a real engine; ``url`` None means Docker's default socket."""
+    """Driver over a real engine; ``url`` None means Docker's default socket.
+    ``pids_limit`` applies to a domain whose spec sets none."""
 
-    def __init__(self, host: str, url: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        url: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        pids_limit: int,
+    ) -> None:
         self.host = host
+        self._pids_limit = pids_limit
         self._url = url
+        self._ssl_context = ssl_context
         self._docker: aiodocker.Docker | None = None
 
     @property
     def docker(self) -> aiodocker.Docker:
         if self._docker is None:
-            self._docker = aiodocker.Docker(url=self._url)
+            self._docker = aiodocker.Docker(url=self._url, ssl_context=self._ssl_context)
         return self._docker
 
     async def close(self) -> None:
@@ -267,14 +280,28 @@ class DockerDriver:
         )
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
+        """The container runs unprivileged whatever the engine's defaults: no added
+        capabilities and three of Docker's defaults dropped, no new privileges through
+        setuid, no host namespace, no device, a process limit."""
         host_config: dict[str, Any] = {
             "Init": spec.init,
             "NetworkMode": spec.network,
             "RestartPolicy": {"Name": "on-failure" if spec.on_crash == "restart" else "no"},
+            # Type bind: a missing source is an error, never a directory made as root
             "Mounts": [
                 {"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.readonly}
                 for m in spec.mounts
             ],
+            "Privileged": False,
+            "CapAdd": [],
+            "CapDrop": list(DROPPED_CAPABILITIES),
+            "SecurityOpt": ["no-new-privileges:true"],
+            "Devices": [],
+            "IpcMode": "private",
+            "PidMode": "",
+            "UTSMode": "",
+            "UsernsMode": "",
+            "PidsLimit": spec.pids_limit or self._pids_limit,
         }
         host_config.update(_limits(spec.memory_kib, spec.vcpus))
         config: dict[str, Any] = {
@@ -368,12 +395,17 @@ class DockerDriver:
         if registry in credentials:
             username, password = credentials[registry]
             auth = {"username": username, "password": password, "serveraddress": registry}
+        # aiodocker sends credentials only with a reference that names its registry
+        reference = image if "/" in image else f"docker.io/library/{image}"
         try:
-            await self.docker.images.pull(image, auth=auth)
+            await self.docker.images.pull(reference, auth=auth)
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
             message = error.message if isinstance(error, aiodocker.DockerError) else str(error)
+            # the engine's own words can hide a refused login (an HTTP fallback's error)
+            login = "with the host.login" if auth else "without a host.login"
             raise VirtError(
-                ErrorCode.OPERATION_FAILED, f"cannot pull image '{image}': {message}"
+                ErrorCode.OPERATION_FAILED,
+                f"cannot pull image '{image}' {login} for registry '{registry}': {message}",
             ) from None
 
     async def engine(self) -> EngineFacts:

@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.signing import REASONS
+
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -80,6 +82,13 @@ class Metrics:
             ["op", "outcome"],
             registry=self.registry,
         )
+        self.denied = Counter(
+            "virtbus_commands_denied",
+            "Commands refused by the host policy (OPERATION_DENIED), by op and the rule that "
+            "refused (image, mount, network, memory, vcpus, pids)",
+            ["op", "reason"],
+            registry=self.registry,
+        )
         self.command_seconds = Histogram(
             "virtbus_command_duration_seconds",
             "Time from a command's turn to its reply, by op",
@@ -93,6 +102,14 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "virtbus_auth_failures",
+            "Commands refused as not authentic (AUTH_FAILED), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REASONS:
+            self.auth_failures.labels(reason)
         self.reconnects = Counter(
             "virtbus_reconnects",
             "Connections re-established, by peer (broker or docker)",

@@ -19,6 +19,7 @@ from agent.domains import Domain, DomainTable
 from agent.driver import Driver, EngineFacts
 from agent.errors import VirtError, invalid
 from agent.monitor import STOPPED, Expectation, Monitor
+from agent.policy import Policy
 from agent.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
@@ -85,7 +86,9 @@ class Operations:
         heartbeat_s: float = 10.0,
         gone: Callable[[str | None, UUID | None], DomainRecord | None] = lambda *_: None,
         intent_reached: Callable[[str], bool] = lambda _: False,
+        policy: Policy | None = None,
     ) -> None:
+        self._policy = policy or Policy()
         self._intent_reached = intent_reached
         self._gone = gone
         self.host = host
@@ -307,6 +310,7 @@ class Operations:
 
     async def define(self, command: Define) -> DomainRecord:
         spec = command.args.spec
+        self._policy.admit(spec)
         self._check_vcpus(spec.vcpus)
         same_uuid = self._domains.by_uuid(spec.uuid) if spec.uuid else None
         if same_uuid is not None and same_uuid.name != spec.name:
@@ -369,6 +373,7 @@ class Operations:
 
     async def create_xml(self, command: CreateXml) -> DomainRecord:
         spec = command.args.spec
+        self._policy.admit(spec)
         self._check_vcpus(spec.vcpus)
         clash = self._domains.by_name(spec.name) or (
             self._domains.by_uuid(spec.uuid) if spec.uuid else None
@@ -397,10 +402,12 @@ class Operations:
     async def start(
         self, domain: Domain, cause: str, paused: bool, before: list[Step] | None = None
     ) -> DomainRecord:
-        """Start a domain, applying its pending definition first."""
+        """Start a domain, applying its pending definition first; the definition is
+        checked against the policy again, as it may be older than the policy."""
+        pending = domain.pending
+        self._policy.admit(pending or domain.spec)
         steps = list(before or [])
         mode = Mode.PLAIN
-        pending = domain.pending
         if pending is not None:
             steps += self._rebuild(domain, pending)
             mode = Mode.REFRESH
@@ -533,6 +540,7 @@ class Operations:
     ) -> DomainRecord:
         domain = self._domains.get(command.target)
         self._check_vcpus(vcpus)
+        self._policy.check_limits(memory_kib, vcpus)
         changes = {
             key: value
             for key, value in (("memory_kib", memory_kib), ("vcpus", vcpus))

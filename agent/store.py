@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS gone (
     record TEXT NOT NULL,
     at REAL NOT NULL DEFAULT (julianday('now'))
 );
+CREATE TABLE IF NOT EXISTS signatures (signature BLOB PRIMARY KEY, until REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS signatures_until ON signatures (until);
 """
 
 REPLIES_KEPT = 100_000
@@ -285,6 +287,17 @@ class Store:
             )
             self.db.execute("DELETE FROM attempts WHERE id = ?", (command_id,))
             self.db.execute("DELETE FROM intents WHERE command_id = ?", (command_id,))
+
+    def signature_seen(self, signature: bytes, until: float, now: float) -> bool:
+        """Note an accepted command signature until ``until`` (Unix time); True if it was
+        noted already and has not run out. Run-out signatures are dropped here, so the
+        table holds only those still inside the signing window."""
+        with self.transaction():
+            self.db.execute("DELETE FROM signatures WHERE until < ?", (now,))
+            inserted = self.db.execute(
+                "INSERT OR IGNORE INTO signatures VALUES (?, ?)", (signature, until)
+            ).rowcount
+        return inserted == 0
 
     def prune(self, keep: int = REPLIES_KEPT) -> None:
         """Keep the newest ``keep`` recorded replies and records of gone domains."""

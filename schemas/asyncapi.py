@@ -599,6 +599,42 @@ _EVENT_PROPERTIES = (
 )
 
 
+_SIGNATURE_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "Signed commands (required by an agent configured with trusted keys). The "
+        "signature covers, as UTF-8, these lines each ended by a line feed: "
+        "`virtbus-command-v1`, the key id, the timestamp (decimal), the exchange the "
+        "command is published to, the routing key, the `message_id` property (or "
+        "nothing), the `correlation_id` property (or nothing); then the body, byte for "
+        "byte. No line may contain a line feed. The algorithm is the one the agent "
+        "trusts the key for: HMAC-SHA256 or Ed25519."
+    ),
+    "properties": {
+        "x-virtbus-key-id": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+            "description": "The id of the key that signed the command.",
+        },
+        "x-virtbus-timestamp": {
+            "type": ["integer", "string"],
+            "description": (
+                "Unix time of signing in whole seconds (an integer, or its decimal "
+                "text); refused as stale outside the agent's window (default ±60 s)."
+            ),
+        },
+        "x-virtbus-signature": {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": (
+                "Base64 of the signature: 32 bytes (HMAC-SHA256) or 64 (Ed25519). A "
+                "signature is accepted once: a copy is refused as a replay."
+            ),
+        },
+    },
+}
+
+
 def _messages_components() -> dict[str, Any]:
     return {
         "Command": _message(
@@ -609,7 +645,10 @@ def _messages_components() -> dict[str, Any]:
             "command id; used as `id` when the body has none), `reply_to` (queue for the "
             "reply), `correlation_id` (echoed in the reply; defaults to the command id), "
             "`content_type` `application/json` (expected, not checked), optional "
-            "`expiration`.",
+            "`expiration`. An agent that trusts signing keys requires the three "
+            "`x-virtbus-*` headers (see `headers`) and refuses anything else with "
+            "`AUTH_FAILED` (45).",
+            headers=_multi_format(_SIGNATURE_HEADERS),
             correlationId={
                 "location": _CORRELATION_ID,
                 "description": (
@@ -678,9 +717,11 @@ def _messages_components() -> dict[str, Any]:
             "title": "Dead letter",
             "summary": "A command the broker dead-lettered, body untouched.",
             "description": (
-                "The original message as it was published: a body an agent refused at the "
-                "edge (after its `INVALID_ARG` reply) need not be JSON at all, so the "
-                "payload is not constrained. RabbitMQ adds the `x-death` headers."
+                "The original body as it was published: a body an agent refused (after its "
+                "error reply) need not be JSON at all, so the payload is not constrained. "
+                "The agent publishes what it refuses itself, with the reason in "
+                "`x-virtbus-reason`; a message the broker dead-letters (one that expired in "
+                "the queue) carries RabbitMQ's `x-death` headers instead."
             ),
             "payload": _multi_format(
                 {"description": "The original body, as published (usually a command)."}
@@ -689,6 +730,14 @@ def _messages_components() -> dict[str, Any]:
                 {
                     "type": "object",
                     "properties": {
+                        "x-virtbus-reason": {
+                            "type": "string",
+                            "description": "Why the agent refused it: its error reply's message.",
+                        },
+                        "x-virtbus-host": {
+                            "type": "string",
+                            "description": "The host whose agent refused it.",
+                        },
                         "x-death": {
                             "type": "array",
                             "items": {"type": "object"},
@@ -699,9 +748,8 @@ def _messages_components() -> dict[str, Any]:
                         "x-first-death-reason": {
                             "type": "string",
                             "description": (
-                                "`rejected` (refused at the edge) or `expired` "
-                                "(its `expiration` ran out in the queue), among "
-                                "RabbitMQ's reasons."
+                                "`expired` (its `expiration` ran out in the queue), "
+                                "among RabbitMQ's reasons."
                             ),
                         },
                     },

@@ -352,7 +352,9 @@ def parse_command(body: bytes, fallback_id: str | None = None) -> Command:
     """
     try:
         document: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
+        # ValueError covers undecodable bytes, bad JSON and integers beyond Python's
+        # digit limit; RecursionError, nesting deeper than the decoder goes
         raise InvalidCommand(f"body is not UTF-8 JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidCommand("body must be a JSON object")

@@ -1,21 +1,56 @@
-"""A domain's definition (the ``spec``) and the record that describes one."""
+"""A domain's definition (the ``spec``) and the record that describes one.
+
+Everything a spec says is checked here, at the edge: paths are absolute and normal (no
+``..``), image references follow Docker's reference grammar, strings that reach a
+process carry no NUL. No field can ask for privileged mode, host namespaces, devices or
+capabilities: unknown fields are refused, and ``network`` cannot be ``host``.
+"""
 
 from __future__ import annotations
 
+import posixpath
 from typing import Annotated, Literal
 
+from docker_image.reference import InvalidReference, Reference
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from schemas.base import DomainName, Uuid, WireModel
 from schemas.xmldoc import normal_fragment
 
+MIN_MEMORY_KIB = 6 * 1024
+"""Docker refuses a memory limit below 6 MiB."""
+MAX_PIDS = 4_194_304
+"""The kernel's highest ``pid_max``."""
+
+
+def _normal_path(path: str) -> str:
+    """The path without ``//``, ``.`` components or a trailing ``/``; ``..`` is refused
+    rather than resolved, so a path never climbs out of where it says it is."""
+    if ".." in path.split("/"):
+        raise ValueError("path must not contain '..'")
+    normal = posixpath.normpath(path)
+    return "/" + normal.lstrip("/")
+
+
+def _image_reference(image: str) -> str:
+    try:
+        Reference.parse_normalized_named(image)
+    except InvalidReference as error:
+        raise ValueError(f"not a valid image reference: {error}") from None
+    return image
+
+
 AbsolutePath = Annotated[
-    str, StringConstraints(pattern=r"^/[^\x00]*$", min_length=1, max_length=4096)
+    str,
+    StringConstraints(pattern=r"^/[^\x00-\x1f\x7f]*$", min_length=1, max_length=4096),
+    AfterValidator(_normal_path),
 ]
 ImageRef = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", min_length=1, max_length=255),
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", min_length=1, max_length=255),
+    AfterValidator(_image_reference),
 ]
+"""An image reference as Docker parses it: ``[registry[:port]/]path[:tag][@digest]``."""
 EnvKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 UserRef = Annotated[
     str,
@@ -25,53 +60,49 @@ UserRef = Annotated[
 ]
 NetworkName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+# a process receives these as C strings, which end at the first NUL
+Argument = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=4096)]
+EnvValue = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=32768)]
+MetadataValue = Annotated[str, StringConstraints(max_length=4096)]
 MetadataXml = Annotated[
     str, StringConstraints(min_length=1, max_length=65536), AfterValidator(normal_fragment)
 ]
 """The elements of libvirt's ``<metadata>``, as XML text; normalised on the way in, so the
 same elements always read as the same text."""
 
-MIN_MEMORY_KIB = 6 * 1024
-"""Docker refuses a memory limit below 6 MiB."""
-
-
-def _check_path(path: str) -> str:
-    if any(part == ".." for part in path.split("/")):
-        raise ValueError("path must not contain '..'")
-    return path
-
 
 class Mount(WireModel):
+    """A bind mount of a host path; which host paths may be mounted is the host policy's."""
+
     source: AbsolutePath
     target: AbsolutePath
     readonly: bool = False
 
-    _clean = field_validator("source", "target")(_check_path)
-
 
 class DomainSpec(WireModel):
-    """A domain's definition (DESIGN §6). The image must be on the host or pullable."""
+    """A domain's definition (DESIGN §6). The image must be on the host or pullable.
+
+    Limits left out are the host's: no memory or CPU limit, and the policy's default
+    number of processes (``pids_limit``).
+    """
 
     name: DomainName
     uuid: Uuid | None = None
     image: ImageRef
-    command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
-        default=None, min_length=1
-    )
-    env: dict[EnvKey, Annotated[str, StringConstraints(max_length=32768)]] = {}
+    command: list[Argument] | None = Field(default=None, min_length=1)
+    env: dict[EnvKey, EnvValue] = {}
     workdir: AbsolutePath | None = None
     user: UserRef | None = None
     memory_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
     vcpus: int | None = Field(default=None, ge=1, le=4096)
+    pids_limit: int | None = Field(default=None, ge=1, le=MAX_PIDS)
     autostart: bool = False
     on_crash: Literal["destroy", "restart"] = "destroy"
-    mounts: list[Mount] = []
+    mounts: list[Mount] = Field(default=[], max_length=64)
     network: NetworkName = "none"
     init: bool = True
-    metadata: dict[MetadataKey, Annotated[str, StringConstraints(max_length=4096)]] = {}
+    metadata: dict[MetadataKey, MetadataValue] = {}
     metadata_xml: MetadataXml | None = None
-
-    _clean = field_validator("workdir")(lambda path: None if path is None else _check_path(path))
 
     @field_validator("network")
     @classmethod

@@ -26,7 +26,7 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
       <filesystem type='mount'>…           mounts: <source dir/> <target dir/> [<readonly/>]
       <interface type='network'>           network: <source network='NAME'/>; none without
     <virtbus:config xmlns:virtbus='urn:virtbus:domain'>   what libvirt has no element for:
-      <virtbus:autostart>yes|no, <virtbus:init>yes|no,
+      <virtbus:autostart>yes|no, <virtbus:init>yes|no, <virtbus:pids_limit>N,
       <virtbus:metadata name='K'>V</virtbus:metadata>…    (the spec's metadata)
 
 Errors are XmlError. XML_ERROR: text that is not XML, a root that is not ``<domain>``,
@@ -432,7 +432,9 @@ class _Reader:
     def config(self, element: Element) -> None:
         where = f"<{_shown(element)}>"
         self.only(element, where)
-        tags = {name: f"{PREFIX}:{name}" for name in ("autostart", "init", "metadata")}
+        tags = {
+            name: f"{PREFIX}:{name}" for name in ("autostart", "init", "pids_limit", "metadata")
+        }
         found = self.children(element, where, tags.values(), repeatable=(tags["metadata"],))
         for name in ("autostart", "init"):
             for flag in found.get(tags[name], []):
@@ -444,6 +446,15 @@ class _Reader:
                         f"<{_shown(flag)}> must be yes or no, not {_quoted(value)}",
                     )
                 self.fields[name] = _YES_NO[value]
+        for limit in found.get(tags["pids_limit"], []):
+            shown = f"<{_shown(limit)}>"
+            self.only(limit, shown)
+            text = _text(limit, shown).strip()
+            if not text.isdigit():
+                raise XmlError(
+                    ErrorCode.XML_ERROR, f"{shown} must be a number, not {_quoted(text)}"
+                )
+            self.fields["pids_limit"] = int(text)
         metadata: dict[str, str] = {}
         for entry in found.get(tags["metadata"], []):
             shown = f"<{_shown(entry)}>"
@@ -530,6 +541,8 @@ def _config(spec: DomainSpec) -> list[str]:
         lines.append(_element(2, f"{PREFIX}:autostart", "yes"))
     if not spec.init:
         lines.append(_element(2, f"{PREFIX}:init", "no"))
+    if spec.pids_limit is not None:
+        lines.append(_element(2, f"{PREFIX}:pids_limit", str(spec.pids_limit)))
     lines += (
         _element(2, f"{PREFIX}:metadata", value, name=key) for key, value in spec.metadata.items()
     )

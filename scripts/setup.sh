@@ -17,6 +17,7 @@ cd "$REPO_ROOT"
 DOCKERD_LOG=/var/log/virtbus-dockerd.log
 DOCKER_WAIT=60
 RABBIT_WAIT=90
+MANAGEMENT_WAIT=60
 TEST_IMAGE_REPO="${VIRTBUS_TEST_IMAGE_REPO:-virtbus-test}"
 # Bump when the content of the test image changes; images carrying another
 # (or no) version label are rebuilt.
@@ -107,6 +108,9 @@ install_packages() {
     find_python >/dev/null || missing+=(python3 python3-venv)
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
+    # the registry-credentials tests run a real registry with basic auth
+    command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+    command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "system packages: all present"
@@ -146,6 +150,8 @@ install_packages() {
     command -v docker-compose >/dev/null 2>&1 || die "docker-compose still missing after install"
     command -v node >/dev/null 2>&1 || die "node still missing after install"
     command -v npm >/dev/null 2>&1 || die "npm still missing after install"
+    command -v docker-registry >/dev/null 2>&1 || die "docker-registry still missing after install"
+    command -v htpasswd >/dev/null 2>&1 || die "htpasswd still missing after install"
     log "packages installed"
 }
 
@@ -239,6 +245,27 @@ start_rabbitmq() {
         timeout 30 rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1 ||
             die "guest/guest still does not authenticate"
     fi
+}
+
+# The management API (127.0.0.1:15672): `virtbus provision` creates broker users with it.
+management_up() { timeout 3 bash -c '</dev/tcp/127.0.0.1/15672' 2>/dev/null; }
+
+enable_management() {
+    if timeout 30 rabbitmq-plugins -q is_enabled rabbitmq_management >/dev/null 2>&1 &&
+        management_up; then
+        log "rabbitmq management API: already on"
+        return 0
+    fi
+    need_root "enabling rabbitmq_management"
+    log "rabbitmq management API: enabling (no broker restart)"
+    timeout 60 rabbitmq-plugins -q enable rabbitmq_management >/dev/null ||
+        die "rabbitmq-plugins enable rabbitmq_management failed"
+    local deadline=$((SECONDS + MANAGEMENT_WAIT))
+    until management_up; do
+        ((SECONDS < deadline)) || die "the management API did not listen on 15672 within ${MANAGEMENT_WAIT}s"
+        sleep 1
+    done
+    log "rabbitmq management API: up"
 }
 
 # ------------------------------------------------------------- test images --
@@ -390,6 +417,7 @@ install_packages
 install_libvirt_clients
 start_docker
 start_rabbitmq
+enable_management
 build_images
 setup_venv
 setup_asyncapi

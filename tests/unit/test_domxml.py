@@ -150,13 +150,16 @@ def test_awkward_strings_come_back_exactly(value: str) -> None:
         image="busybox",
         command=["sh", value],
         env={"V": value},
-        mounts=[{"source": f"/src/{value}", "target": f"/dst/{value}"}],  # type: ignore[list-item]
+        # a host path with control characters is refused before it reaches XML
+        mounts=[{"source": f"/src/{value}", "target": f"/dst/{value}"}]  # type: ignore[list-item]
+        if value.isprintable()
+        else [],
         metadata={"k": value},
     )
     assert parse_domain_xml(domain_xml(spec)) == spec
 
 
-@pytest.mark.parametrize("value", ["bell\x07", "nul\x00", "\ufffe", "esc\x1b[0m"])
+@pytest.mark.parametrize("value", ["bell\x07", "\ufffe", "esc\x1b[0m"])
 def test_what_xml_cannot_carry_is_refused_by_name(value: str) -> None:
     spec = DomainSpec(name="web", image="busybox", env={"V": value})
     with pytest.raises(XmlError) as caught:
@@ -523,3 +526,10 @@ def test_the_reply_carries_the_xml() -> None:
     again = Reply.model_validate_json(reply.model_dump_json())
     assert isinstance(again.result, DomainXml)
     assert again.result.xml == xml
+
+
+def test_a_pids_limit_travels_in_virtbus_config() -> None:
+    spec = DomainSpec(name="web", image="busybox", pids_limit=64)
+    written = domain_xml(spec)
+    assert "<virtbus:pids_limit>64</virtbus:pids_limit>" in written
+    assert parse_domain_xml(written) == spec
