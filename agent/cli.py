@@ -747,6 +747,7 @@ def _signing_key(text: str) -> SigningKey:
 def _gateway_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "gateway",
+        parents=[_client_options()],
         help="serve libvirt's remote protocol: virsh -c virtbus+tcp://ADDRESS:PORT/HOST",
     )
     parser.add_argument(
@@ -755,19 +756,12 @@ def _gateway_parser(commands: Any) -> None:
         default=("127.0.0.1", 16509),
         help="ADDRESS:PORT (default 127.0.0.1:16509)",
     )
-    parser.add_argument(
-        "--amqp-url",
-        default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL),
-        help="broker URL (VIRTBUS_AMQP_URL)",
-    )
     parser.add_argument("--tls-cert", help="serve TLS (virtbus+tls://) with this PEM certificate")
     parser.add_argument("--tls-key", help="the certificate's PEM key")
     parser.add_argument(
         "--tls-ca", help="accept only clients with a certificate signed by this PEM CA"
     )
-    parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for an agent's reply"
-    )
+    parser.set_defaults(timeout=30.0)
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -789,12 +783,17 @@ async def run_gateway(args: argparse.Namespace) -> int:
         raise VirtbusError.of(
             ErrorCode.INVALID_ARG, f"cannot load the TLS certificate, key or CA: {error}"
         ) from None
+    try:
+        broker_tls = client_context(args.ca_file, args.cert_file, args.key_file)
+    except ValueError as error:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
+    conn = Connection(args.connect, args.timeout, args.signing_key, broker_tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
     address, port = args.listen
-    async with Gateway(args.amqp_url, address, port, tls, args.timeout):
+    async with Gateway(conn, address, port, tls):
         await stop.wait()
     return 0
 

@@ -56,17 +56,18 @@ def tls_context(cert: str, key: str | None = None, ca: str | None = None) -> ssl
 
 
 class Gateway:
-    """``async with Gateway(url, "127.0.0.1", 16509)``: listening once entered."""
+    """``async with Gateway(Connection(url), "127.0.0.1", 16509)``: listening once
+    entered. The connection (not yet open) says how the broker is reached, how commands
+    are signed and how long an agent's reply is awaited; the gateway opens and closes it."""
 
     def __init__(
         self,
-        amqp_url: str,
+        conn: Connection,
         address: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         tls: ssl.SSLContext | None = None,
-        timeout_s: float = 30.0,
     ) -> None:
-        self._conn = Connection(amqp_url, timeout_s)
+        self._conn = conn
         self._address = address
         self._port = port
         self._tls = tls

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trustme
 
+from agent.client import Connection
 from agent.gateway import Gateway, tls_context
 from tests.conftest import AMQP_URL, IMAGE
 from tests.integration.conftest import CLI, Host, Ran, spec
@@ -69,7 +70,7 @@ def libvirt_python() -> str:
 
 @pytest.fixture
 async def gateway(services: None) -> AsyncIterator[Gateway]:
-    async with Gateway(AMQP_URL, "127.0.0.1", 0) as running:
+    async with Gateway(Connection(AMQP_URL), "127.0.0.1", 0) as running:
         yield running
 
 
@@ -358,7 +359,7 @@ async def test_tls_admits_only_clients_the_ca_signed(
         str(tmp_path / "servercert.pem"), str(tmp_path / "serverkey.pem"), str(tmp_path / "ca.pem")
     )
     await host.ok("domain.define", args={"spec": spec("web")})
-    async with Gateway(AMQP_URL, "127.0.0.1", 0, tls) as gateway:
+    async with Gateway(Connection(AMQP_URL), "127.0.0.1", 0, tls) as gateway:
         base = f"virtbus+tls://127.0.0.1:{gateway.port}/{host.name}"
         listed = await Virsh(virsh_path, f"{base}?pkipath={admitted}").ok("list", "--all")
         assert listed.splitlines()[2].split() == ["-", "web", "shut", "off"]
