@@ -744,6 +744,60 @@ def _signing_key(text: str) -> SigningKey:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _gateway_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "gateway",
+        parents=[_client_options()],
+        help="serve libvirt's remote protocol: virsh -c virtbus+tcp://ADDRESS:PORT/HOST",
+    )
+    parser.add_argument(
+        "--listen",
+        type=listen_address,
+        default=("127.0.0.1", 16509),
+        help="ADDRESS:PORT (default 127.0.0.1:16509)",
+    )
+    parser.add_argument("--tls-cert", help="serve TLS (virtbus+tls://) with this PEM certificate")
+    parser.add_argument("--tls-key", help="the certificate's PEM key")
+    parser.add_argument(
+        "--tls-ca", help="accept only clients with a certificate signed by this PEM CA"
+    )
+    parser.set_defaults(timeout=30.0)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``ADDRESS:PORT`` (``[::1]:PORT`` for IPv6) for ``--listen``."""
+    address, _, port = text.rpartition(":")
+    if not address or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ADDRESS:PORT")
+    return address.strip("[]"), int(port)
+
+
+async def run_gateway(args: argparse.Namespace) -> int:
+    from agent.gateway import Gateway, tls_context
+
+    if (args.tls_key or args.tls_ca) and not args.tls_cert:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, "--tls-key and --tls-ca need --tls-cert")
+    try:
+        tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+    except OSError as error:  # ssl.SSLError included
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG, f"cannot load the TLS certificate, key or CA: {error}"
+        ) from None
+    try:
+        broker_tls = client_context(args.ca_file, args.cert_file, args.key_file)
+    except ValueError as error:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
+    conn = Connection(args.connect, args.timeout, args.signing_key, broker_tls)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    address, port = args.listen
+    async with Gateway(conn, address, port, tls):
+        await stop.wait()
+    return 0
+
+
 def _client_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
@@ -823,6 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"virtbus {__version__}")
     commands = parser.add_subparsers(dest="verb", required=True)
     _agent_parser(commands)
+    _gateway_parser(commands)
     _provision_parser(commands)
     schema = commands.add_parser("schema", help="print the wire models' schemas")
     schema.add_argument(
@@ -970,6 +1025,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    if args.verb == "gateway":
+        logs.configure("info", "text", "gateway")
+        try:
+            return _run(run_gateway(args), Output(False))
+        except OSError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     if args.verb == "provision":
         return _run(run_provision(args, Output(False)), Output(False))
     if args.verb != "agent":

@@ -72,6 +72,33 @@ find_python() {
     return 1
 }
 
+# The gateway's tests drive the real virsh and libvirt-python (in the system python3).
+# Without recommends: they would bring libvirtd, QEMU and some 200 packages.
+install_libvirt_clients() {
+    local missing=()
+    command -v virsh >/dev/null 2>&1 || missing+=(libvirt-clients)
+    /usr/bin/python3 -c 'import libvirt' >/dev/null 2>&1 || missing+=(python3-libvirt)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        log "libvirt clients: present"
+        return 0
+    fi
+    need_root "installing ${missing[*]}"
+    log "installing: ${missing[*]}"
+    local aptlog
+    aptlog="$(mktemp /tmp/virtbus-apt.XXXXXX)"
+    if ! {
+        DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                "${missing[@]}"
+    } >"$aptlog" 2>&1; then
+        show_tail "$aptlog" 60
+        die "apt-get failed installing ${missing[*]}; full log: $aptlog"
+    fi
+    rm -f "$aptlog"
+    command -v virsh >/dev/null 2>&1 || die "virsh still missing after install"
+    /usr/bin/python3 -c 'import libvirt' || die "python3-libvirt does not import after install"
+}
+
 install_packages() {
     local missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
@@ -387,6 +414,7 @@ setup_asyncapi() {
 
 # ------------------------------------------------------------------- main ---
 install_packages
+install_libvirt_clients
 start_docker
 start_rabbitmq
 enable_management

@@ -1,0 +1,662 @@
+"""Each remote procedure the gateway answers, as calls on the virtbus client library.
+
+A handler reads its ``remote_*_args`` from the payload and returns its ``remote_*_ret``
+packed. It raises ``VirtbusError`` to answer an error, which carries the agent's libvirt
+code and message as they came; a procedure not in ``HANDLERS`` gets NO_SUPPORT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import platform
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import TypeAdapter, ValidationError
+
+from agent.client import Connection, VirtbusError
+from agent.gateway.protocol import (
+    REMOTE_PROGRAM,
+    STRING_MAX,
+    UUID_BYTES,
+    Proc,
+    WireDomain,
+    message,
+)
+from agent.gateway.xdr import Packer, Unpacker
+from schemas.base import HostName
+from schemas.codes import DomainState, ErrorCode, EventId
+from schemas.commands import ListFlag
+from schemas.domain import DomainRecord
+from schemas.events import DomainEventBase, Event, LifecycleEvent, RebootEvent
+from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, HostInfo, Result
+
+R = TypeVar("R", bound=Result)
+OS_TYPE = "exe"
+CONNECTION_TYPE = "virtbus"
+OPEN_TIMEOUT_S = 5.0
+HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
+
+
+class Feature(IntEnum):
+    """``virDrvFeature`` values the gateway says yes to."""
+
+    PROGRAM_KEEPALIVE = 10
+    REMOTE_CLOSE_CALLBACK = 14
+    REMOTE_EVENT_CALLBACK = 15
+
+
+SUPPORTED_FEATURES = frozenset(Feature)
+
+# virConnectListAllDomainsFlags, by group: the groups are ANDed, the flags in one ORed
+LIST_FLAGS: dict[int, ListFlag] = {
+    1: "active",
+    2: "inactive",
+    4: "persistent",
+    8: "transient",
+    16: "running",
+    32: "paused",
+    64: "shutoff",
+    1024: "autostart",
+    2048: "no_autostart",
+}
+LIST_OTHER = 128
+LIST_STATES = 16 | 32 | 64 | LIST_OTHER
+# managed save, snapshots, checkpoints: no virtbus domain has any
+LIST_HAS_NONE = 256 | 4096 | 16384
+LIST_HAS_NONE_NOT = 512 | 8192 | 32768
+STATE_FLAGS = {
+    16: {DomainState.RUNNING},
+    32: {DomainState.PAUSED},
+    64: {DomainState.SHUTOFF},
+    LIST_OTHER: set(DomainState) - {DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTOFF},
+}
+
+START_PAUSED = 1
+START_FORCE_BOOT = 8
+SHUTDOWN_MODES = 4 | 8  # INITCTL, SIGNAL: what a container's init can be sent
+UNDEFINE_ALL = 1 | 2 | 4 | 8 | 16 | 32 | 64  # there is never anything extra to remove
+GET_XML_INACTIVE = 2
+GET_XML_ALL = 1 | 2 | 4 | 8
+DEFINE_VALIDATE = 1
+AFFECT_ALL = 1 | 2  # LIVE, CONFIG: a virtbus update is both
+MEMORY_ALL = AFFECT_ALL | 4  # MAXIMUM: a container's memory is its limit
+VCPUS_ALL = AFFECT_ALL | 4
+
+
+@dataclass(eq=False)
+class Session:
+    """One libvirt client's connection: the host its URI named, and its callbacks."""
+
+    conn: Connection
+    send: Callable[[bytes], Awaitable[None]]
+    changed: Callable[[], None] = lambda: None
+    host: str | None = None
+    callbacks: set[int] = field(default_factory=set)
+
+    @property
+    def target(self) -> str:
+        if self.host is None:
+            raise VirtbusError.of(ErrorCode.OPERATION_INVALID, "the connection is not open")
+        return self.host
+
+    async def close(self) -> None:
+        """Free every callback the client left registered."""
+        while self.callbacks:
+            callback_id = self.callbacks.pop()
+            with contextlib.suppress(VirtbusError):
+                await self.conn.domain_event_deregister_any(callback_id)
+        self.changed()
+
+
+# set by the server for each call, once its reply is written: what a handler starts
+# must not reach the client before the reply it belongs to
+REPLIED: ContextVar[asyncio.Event | None] = ContextVar("replied", default=None)
+
+Handler = Callable[[Session, Unpacker], Awaitable[bytes]]
+HANDLERS: dict[Proc, Handler] = {}
+
+
+def handles(*procedures: Proc) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        for procedure in procedures:
+            HANDLERS[procedure] = handler
+        return handler
+
+    return register
+
+
+def check_flags(flags: int, allowed: int, function: str) -> None:
+    """libvirt's virCheckFlags: a flag the call does not know is INVALID_ARG."""
+    if flags & ~allowed:
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG,
+            f"unsupported flags (0x{flags & ~allowed:x}) in function {function}",
+        )
+
+
+def ints(*values: int) -> bytes:
+    packer = Packer()
+    for value in values:
+        packer.int32(value)
+    return packer.data()
+
+
+def string(text: str) -> bytes:
+    packer = Packer()
+    packer.string(text)
+    return packer.data()
+
+
+def pack_domain(record: DomainRecord | WireDomain) -> bytes:
+    packer = Packer()
+    wire(record).pack(packer)
+    return packer.data()
+
+
+def wire(record: DomainRecord | WireDomain) -> WireDomain:
+    if isinstance(record, WireDomain):
+        return record
+    return WireDomain(record.name, record.uuid, record.id)
+
+
+def expect(result: Result, expected: type[R]) -> R:
+    if not isinstance(result, expected):
+        raise VirtbusError.of(
+            ErrorCode.INTERNAL_ERROR, f"the agent answered {type(result).__name__}"
+        )
+    return result
+
+
+async def on_domain(
+    session: Session,
+    domain: WireDomain,
+    op: str,
+    expected: type[R],
+    args: dict[str, Any] | None = None,
+) -> R:
+    result = await session.conn.call(session.target, op, args, {"uuid": str(domain.uuid)})
+    return expect(result, expected)
+
+
+def read_domain(args: Unpacker) -> WireDomain:
+    return WireDomain.unpack(args)
+
+
+# ---------------------------------------------------------------- connection --
+
+
+@handles(Proc.AUTH_LIST)
+async def auth_list(session: Session, args: Unpacker) -> bytes:
+    packer = Packer()
+    packer.array([0], packer.int32)  # REMOTE_AUTH_NONE
+    return packer.data()
+
+
+@handles(Proc.CONNECT_SUPPORTS_FEATURE)
+async def supports_feature(session: Session, args: Unpacker) -> bytes:
+    return ints(args.int32() in SUPPORTED_FEATURES)
+
+
+@handles(Proc.CONNECT_OPEN)
+async def connect_open(session: Session, args: Unpacker) -> bytes:
+    """The URI's path names the host: ``virtbus:///h1`` (the client drops the
+    transport, server and query). The host must answer a ping within OPEN_TIMEOUT_S."""
+    name = args.optional(lambda: args.string(STRING_MAX)) or ""
+    args.uint32()  # flags: read-only is all the same here
+    try:
+        host = HOST_NAME.validate_python(urlsplit(name).path.strip("/"))
+    except ValidationError:
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG,
+            f"the URI {name!r} must name a virtbus host: virtbus+tcp://GATEWAY/HOST",
+        ) from None
+    await session.conn.call(host, "host.ping", timeout_s=OPEN_TIMEOUT_S)
+    session.host = host
+    return b""
+
+
+@handles(Proc.CONNECT_CLOSE)
+async def connect_close(session: Session, args: Unpacker) -> bytes:
+    await session.close()
+    session.host = None
+    return b""
+
+
+@handles(Proc.CONNECT_REGISTER_CLOSE_CALLBACK, Proc.CONNECT_UNREGISTER_CLOSE_CALLBACK)
+async def close_callback(session: Session, args: Unpacker) -> bytes:
+    return b""
+
+
+@handles(Proc.CONNECT_GET_TYPE)
+async def get_type(session: Session, args: Unpacker) -> bytes:
+    return string(CONNECTION_TYPE)
+
+
+def version_number(version: str) -> int:
+    """libvirt's ``major * 1,000,000 + minor * 1,000 + release`` from ``"24.0.7+dfsg"``."""
+    parts = [int(match) for match in re.findall(r"\d+", version)[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0] * 1_000_000 + parts[1] * 1_000 + parts[2]
+
+
+@handles(Proc.CONNECT_GET_VERSION)
+async def get_version(session: Session, args: Unpacker) -> bytes:
+    """The Docker engine's version, as the hypervisor's."""
+    info = await session.conn.host_info(session.target)
+    packer = Packer()
+    packer.uint64(version_number(info.engine_version))
+    return packer.data()
+
+
+@handles(Proc.CONNECT_GET_LIB_VERSION)
+async def get_lib_version(session: Session, args: Unpacker) -> bytes:
+    """The agent's version, as the daemon's."""
+    info = await session.conn.host_info(session.target)
+    packer = Packer()
+    packer.uint64(version_number(info.agent_version))
+    return packer.data()
+
+
+@handles(Proc.CONNECT_GET_HOSTNAME)
+async def get_hostname(session: Session, args: Unpacker) -> bytes:
+    info = await session.conn.host_info(session.target)
+    return string(info.hostname)
+
+
+@handles(Proc.NODE_GET_INFO)
+async def node_get_info(session: Session, args: Unpacker) -> bytes:
+    info: HostInfo = await session.conn.host_info(session.target)
+    packer = Packer()
+    packer.chars(platform.machine()[:31], 32)
+    packer.uint64(info.memory_kib)
+    packer.int32(info.cpus)  # cpus
+    packer.int32(0)  # mhz: the engine does not say
+    packer.int32(1)  # nodes
+    packer.int32(1)  # sockets
+    packer.int32(info.cpus)  # cores
+    packer.int32(1)  # threads
+    return packer.data()
+
+
+@handles(Proc.NODE_GET_SECURITY_MODEL)
+async def node_get_security_model(session: Session, args: Unpacker) -> bytes:
+    packer = Packer()
+    packer.chars("")  # model
+    packer.chars("")  # doi
+    return packer.data()
+
+
+# ----------------------------------------------------------------- listing --
+
+
+async def records(session: Session, flags: int = 0) -> list[DomainRecord]:
+    """The domains libvirt's virConnectListAllDomains flags select. The agent filters
+    all but OTHER (crashed, in shutdown...): with it, the states are filtered here."""
+    if flags & LIST_HAS_NONE:
+        return []
+    by_state = flags & LIST_STATES if flags & LIST_OTHER else 0
+    asked = [name for bit, name in LIST_FLAGS.items() if flags & bit & ~by_state]
+    listed = await session.conn.call(session.target, "host.list_domains", {"flags": asked})
+    found = expect(listed, DomainList).domains
+    if by_state:
+        states = set().union(*(group for bit, group in STATE_FLAGS.items() if by_state & bit))
+        found = [r for r in found if r.state in states]
+    return found
+
+
+@handles(Proc.CONNECT_LIST_ALL_DOMAINS)
+async def list_all_domains(session: Session, args: Unpacker) -> bytes:
+    need_results = args.int32()
+    flags = args.uint32()
+    check_flags(
+        flags,
+        sum(LIST_FLAGS) | LIST_OTHER | LIST_HAS_NONE | LIST_HAS_NONE_NOT,
+        "virConnectListAllDomains",
+    )
+    found = await records(session, flags)
+    packer = Packer()
+    packer.array([wire(r) for r in found] if need_results else [], lambda d: d.pack(packer))
+    packer.uint32(len(found))
+    return packer.data()
+
+
+@handles(Proc.CONNECT_NUM_OF_DOMAINS)
+async def num_of_domains(session: Session, args: Unpacker) -> bytes:
+    return ints(len(await records(session, 1)))
+
+
+@handles(Proc.CONNECT_LIST_DOMAINS)
+async def list_domains(session: Session, args: Unpacker) -> bytes:
+    most = args.int32()
+    packer = Packer()
+    packer.array([r.id for r in await records(session, 1)][:most], packer.int32)
+    return packer.data()
+
+
+@handles(Proc.CONNECT_NUM_OF_DEFINED_DOMAINS)
+async def num_of_defined_domains(session: Session, args: Unpacker) -> bytes:
+    return ints(len(await records(session, 2)))
+
+
+@handles(Proc.CONNECT_LIST_DEFINED_DOMAINS)
+async def list_defined_domains(session: Session, args: Unpacker) -> bytes:
+    most = args.int32()
+    packer = Packer()
+    packer.array([r.name for r in await records(session, 2)][:most], packer.string)
+    return packer.data()
+
+
+# ----------------------------------------------------------------- lookups --
+
+
+async def lookup(session: Session, target: dict[str, Any]) -> bytes:
+    record = await session.conn.call(session.target, "domain.lookup", target=target)
+    return pack_domain(expect(record, DomainRecord))
+
+
+@handles(Proc.DOMAIN_LOOKUP_BY_NAME)
+async def lookup_by_name(session: Session, args: Unpacker) -> bytes:
+    return await lookup(session, {"name": args.string(STRING_MAX)})
+
+
+@handles(Proc.DOMAIN_LOOKUP_BY_UUID)
+async def lookup_by_uuid(session: Session, args: Unpacker) -> bytes:
+    return await lookup(session, {"uuid": str(uuid.UUID(bytes=args.fixed_opaque(UUID_BYTES)))})
+
+
+@handles(Proc.DOMAIN_LOOKUP_BY_ID)
+async def lookup_by_id(session: Session, args: Unpacker) -> bytes:
+    domain_id = args.int32()
+    if domain_id <= 0:
+        raise VirtbusError.of(ErrorCode.NO_DOMAIN, f"no domain with matching id {domain_id}")
+    return await lookup(session, {"id": domain_id})
+
+
+# ------------------------------------------------------------- domain facts --
+
+
+async def record_of(session: Session, args: Unpacker) -> DomainRecord:
+    return await on_domain(session, read_domain(args), "domain.lookup", DomainRecord)
+
+
+@handles(Proc.DOMAIN_GET_INFO)
+async def get_info(session: Session, args: Unpacker) -> bytes:
+    info = await on_domain(session, read_domain(args), "domain.get_info", DomainInfo)
+    packer = Packer()
+    packer.uint32(info.state)  # unsigned char: four bytes
+    packer.uint64(info.max_mem_kib)
+    packer.uint64(info.memory_kib)
+    packer.uint32(info.nr_virt_cpu)  # unsigned short: four bytes
+    packer.uint64(info.cpu_time_ns)
+    return packer.data()
+
+
+@handles(Proc.DOMAIN_GET_MAX_MEMORY)
+async def get_max_memory(session: Session, args: Unpacker) -> bytes:
+    info = await on_domain(session, read_domain(args), "domain.get_info", DomainInfo)
+    packer = Packer()
+    packer.uint64(info.max_mem_kib)
+    return packer.data()
+
+
+@handles(Proc.DOMAIN_GET_VCPUS_FLAGS)
+async def get_vcpus_flags(session: Session, args: Unpacker) -> bytes:
+    """Live, config and maximum are one count for a container."""
+    domain = read_domain(args)
+    check_flags(args.uint32(), VCPUS_ALL, "virDomainGetVcpusFlags")
+    info = await on_domain(session, domain, "domain.get_info", DomainInfo)
+    return ints(info.nr_virt_cpu)
+
+
+@handles(Proc.DOMAIN_GET_STATE)
+async def get_state(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    check_flags(args.uint32(), 0, "virDomainGetState")
+    state = await on_domain(session, domain, "domain.get_state", DomainStateInfo)
+    return ints(state.state, state.reason)
+
+
+@handles(Proc.DOMAIN_GET_OS_TYPE)
+async def get_os_type(session: Session, args: Unpacker) -> bytes:
+    await record_of(session, args)
+    return string(OS_TYPE)
+
+
+@handles(Proc.DOMAIN_IS_ACTIVE)
+async def is_active(session: Session, args: Unpacker) -> bytes:
+    return ints((await record_of(session, args)).id != -1)
+
+
+@handles(Proc.DOMAIN_IS_PERSISTENT)
+async def is_persistent(session: Session, args: Unpacker) -> bytes:
+    return ints((await record_of(session, args)).persistent)
+
+
+@handles(Proc.DOMAIN_GET_AUTOSTART)
+async def get_autostart(session: Session, args: Unpacker) -> bytes:
+    return ints((await record_of(session, args)).autostart)
+
+
+@handles(Proc.DOMAIN_SET_AUTOSTART)
+async def set_autostart(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    autostart = args.int32() != 0
+    await on_domain(session, domain, "domain.set_autostart", DomainRecord, {"autostart": autostart})
+    return b""
+
+
+@handles(Proc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, Proc.DOMAIN_SNAPSHOT_NUM)
+async def none_saved(session: Session, args: Unpacker) -> bytes:
+    await record_of(session, args)
+    args.uint32()
+    return ints(0)
+
+
+@handles(Proc.DOMAIN_GET_MESSAGES)
+async def get_messages(session: Session, args: Unpacker) -> bytes:
+    await record_of(session, args)
+    args.uint32()
+    return ints(0)
+
+
+@handles(Proc.DOMAIN_GET_XML_DESC)
+async def get_xml_desc(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    flags = args.uint32()
+    check_flags(flags, GET_XML_ALL, "virDomainGetXMLDesc")
+    inactive = bool(flags & GET_XML_INACTIVE)
+    described = await on_domain(
+        session, domain, "domain.get_xml_desc", DomainXml, {"inactive": inactive}
+    )
+    return string(described.xml)
+
+
+# --------------------------------------------------------------- lifecycle --
+
+
+async def lifecycle(session: Session, domain: WireDomain, op: str, **args: Any) -> DomainRecord:
+    return await on_domain(session, domain, op, DomainRecord, args or None)
+
+
+@handles(Proc.DOMAIN_CREATE)
+async def create(session: Session, args: Unpacker) -> bytes:
+    await lifecycle(session, read_domain(args), "domain.create")
+    return b""
+
+
+@handles(Proc.DOMAIN_CREATE_WITH_FLAGS)
+async def create_with_flags(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    flags = args.uint32()
+    check_flags(flags, START_PAUSED | START_FORCE_BOOT, "virDomainCreateWithFlags")
+    record = await lifecycle(
+        session, domain, "domain.create", start_paused=bool(flags & START_PAUSED)
+    )
+    return pack_domain(record)
+
+
+@handles(Proc.DOMAIN_CREATE_XML)
+async def create_xml(session: Session, args: Unpacker) -> bytes:
+    xml = args.string(STRING_MAX)
+    flags = args.uint32()
+    check_flags(flags, START_PAUSED, "virDomainCreateXML")
+    result = await session.conn.call(
+        session.target,
+        "domain.create_xml",
+        {"xml": xml, "start_paused": bool(flags & START_PAUSED)},
+    )
+    return pack_domain(expect(result, DomainRecord))
+
+
+@handles(Proc.DOMAIN_DEFINE_XML, Proc.DOMAIN_DEFINE_XML_FLAGS)
+async def define_xml(session: Session, args: Unpacker) -> bytes:
+    xml = args.string(STRING_MAX)
+    flags = args.uint32() if args.remaining else 0
+    check_flags(flags, DEFINE_VALIDATE, "virDomainDefineXMLFlags")
+    result = await session.conn.call(session.target, "domain.define", {"xml": xml})
+    return pack_domain(expect(result, DomainRecord))
+
+
+@handles(Proc.DOMAIN_SHUTDOWN, Proc.DOMAIN_SHUTDOWN_FLAGS)
+async def shutdown(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    check_flags(args.uint32() if args.remaining else 0, SHUTDOWN_MODES, "virDomainShutdownFlags")
+    await lifecycle(session, domain, "domain.shutdown")
+    return b""
+
+
+@handles(Proc.DOMAIN_REBOOT)
+async def reboot(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    check_flags(args.uint32(), SHUTDOWN_MODES, "virDomainReboot")
+    await lifecycle(session, domain, "domain.reboot")
+    return b""
+
+
+@handles(Proc.DOMAIN_DESTROY, Proc.DOMAIN_DESTROY_FLAGS)
+async def destroy(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    check_flags(args.uint32() if args.remaining else 0, 0, "virDomainDestroyFlags")
+    await lifecycle(session, domain, "domain.destroy")
+    return b""
+
+
+@handles(Proc.DOMAIN_SUSPEND)
+async def suspend(session: Session, args: Unpacker) -> bytes:
+    await lifecycle(session, read_domain(args), "domain.suspend")
+    return b""
+
+
+@handles(Proc.DOMAIN_RESUME)
+async def resume(session: Session, args: Unpacker) -> bytes:
+    await lifecycle(session, read_domain(args), "domain.resume")
+    return b""
+
+
+@handles(Proc.DOMAIN_UNDEFINE, Proc.DOMAIN_UNDEFINE_FLAGS)
+async def undefine(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    check_flags(args.uint32() if args.remaining else 0, UNDEFINE_ALL, "virDomainUndefineFlags")
+    await lifecycle(session, domain, "domain.undefine")
+    return b""
+
+
+@handles(Proc.DOMAIN_SET_MEMORY, Proc.DOMAIN_SET_MEMORY_FLAGS)
+async def set_memory(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    memory_kib = args.uint64()
+    check_flags(args.uint32() if args.remaining else 0, MEMORY_ALL, "virDomainSetMemoryFlags")
+    await lifecycle(session, domain, "domain.set_memory", memory_kib=memory_kib)
+    return b""
+
+
+@handles(Proc.DOMAIN_SET_VCPUS, Proc.DOMAIN_SET_VCPUS_FLAGS)
+async def set_vcpus(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    vcpus = args.uint32()
+    check_flags(args.uint32() if args.remaining else 0, VCPUS_ALL, "virDomainSetVcpusFlags")
+    await lifecycle(session, domain, "domain.set_vcpus", vcpus=vcpus)
+    return b""
+
+
+@handles(Proc.DOMAIN_RENAME)
+async def rename(session: Session, args: Unpacker) -> bytes:
+    domain = read_domain(args)
+    new_name = args.optional(lambda: args.string(STRING_MAX))
+    check_flags(args.uint32(), 0, "virDomainRename")
+    if new_name is None:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, "new_name in virDomainRename must not be NULL")
+    await lifecycle(session, domain, "domain.rename", new_name=new_name)
+    return ints(0)
+
+
+# ------------------------------------------------------------------ events --
+
+
+def event_message(callback_id: int, event: Event) -> bytes | None:
+    """The MESSAGE packet that tells a client's callback about ``event``."""
+    packer = Packer()
+    packer.int32(callback_id)
+    if isinstance(event, LifecycleEvent):
+        procedure = Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE
+        WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
+        packer.int32(event.event_code)
+        packer.int32(event.detail_code)
+    elif isinstance(event, RebootEvent):
+        procedure = Proc.DOMAIN_EVENT_CALLBACK_REBOOT
+        WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
+    else:
+        return None
+    return message(REMOTE_PROGRAM, procedure, packer.data())
+
+
+@handles(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY)
+async def register_any(session: Session, args: Unpacker) -> bytes:
+    """Lifecycle and reboot callbacks, each fed by its own event stream from now on;
+    one domain's, by UUID as libvirt (a rename keeps it), or every domain's."""
+    event_id = args.int32()
+    domain = args.optional(lambda: read_domain(args))
+    if event_id not in (EventId.LIFECYCLE, EventId.REBOOT):
+        raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"domain event {event_id}")
+    callback_id = 0
+    replied = REPLIED.get()
+
+    async def deliver(event: Event) -> None:
+        """After the reply that gave the client its callback ID: a client drops
+        events for an ID it has not been told yet."""
+        if replied is not None:
+            await replied.wait()
+        if isinstance(event, DomainEventBase) and domain and event.domain.uuid != domain.uuid:
+            return
+        packet = event_message(callback_id, event)
+        if packet is not None:
+            await session.send(packet)
+
+    callback_id = await session.conn.domain_event_register_any(
+        session.target, None, EventId(event_id), deliver
+    )
+    session.callbacks.add(callback_id)
+    session.changed()
+    return ints(callback_id)
+
+
+@handles(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY)
+async def deregister_any(session: Session, args: Unpacker) -> bytes:
+    callback_id = args.int32()
+    if callback_id not in session.callbacks:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, f"callback {callback_id} is not registered")
+    session.callbacks.discard(callback_id)
+    await session.conn.domain_event_deregister_any(callback_id)
+    session.changed()
+    return b""
+
+
+__all__ = ["HANDLERS", "Session"]

@@ -1,0 +1,201 @@
+"""libvirt's remote RPC protocol: packets, programs, procedure numbers and the structs
+shared by many procedures (``src/rpc/virnetprotocol.x``, ``src/remote/remote_protocol.x``).
+
+A packet is ``u32 length`` (counting itself), a six-word header, then the XDR payload.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import IntEnum
+
+from agent.gateway.xdr import Packer, Unpacker, XdrError
+
+REMOTE_PROGRAM = 0x20008086
+KEEPALIVE_PROGRAM = 0x6B656570
+PROTOCOL_VERSION = 1
+HEADER_BYTES = 24
+LENGTH_BYTES = 4
+# virnetprotocol.x VIR_NET_MESSAGE_MAX: no packet is longer
+MESSAGE_MAX = 32 * 1024 * 1024
+STRING_MAX = 4 * 1024 * 1024
+LIST_MAX = 16384
+UUID_BYTES = 16
+
+
+class MessageType(IntEnum):
+    CALL = 0
+    REPLY = 1
+    MESSAGE = 2
+
+
+class Status(IntEnum):
+    OK = 0
+    ERROR = 1
+
+
+class KeepaliveProc(IntEnum):
+    PING = 1
+    PONG = 2
+
+
+class Proc(IntEnum):
+    """``remote_procedure``: the procedures the gateway answers (others get NO_SUPPORT)."""
+
+    CONNECT_OPEN = 1
+    CONNECT_CLOSE = 2
+    CONNECT_GET_TYPE = 3
+    CONNECT_GET_VERSION = 4
+    NODE_GET_INFO = 6
+    DOMAIN_CREATE = 9
+    DOMAIN_CREATE_XML = 10
+    DOMAIN_DEFINE_XML = 11
+    DOMAIN_DESTROY = 12
+    DOMAIN_GET_XML_DESC = 14
+    DOMAIN_GET_AUTOSTART = 15
+    DOMAIN_GET_INFO = 16
+    DOMAIN_GET_MAX_MEMORY = 17
+    DOMAIN_GET_OS_TYPE = 19
+    CONNECT_LIST_DEFINED_DOMAINS = 21
+    DOMAIN_LOOKUP_BY_ID = 22
+    DOMAIN_LOOKUP_BY_NAME = 23
+    DOMAIN_LOOKUP_BY_UUID = 24
+    CONNECT_NUM_OF_DEFINED_DOMAINS = 25
+    DOMAIN_REBOOT = 27
+    DOMAIN_RESUME = 28
+    DOMAIN_SET_AUTOSTART = 29
+    DOMAIN_SET_MEMORY = 31
+    DOMAIN_SET_VCPUS = 32
+    DOMAIN_SHUTDOWN = 33
+    DOMAIN_SUSPEND = 34
+    DOMAIN_UNDEFINE = 35
+    CONNECT_LIST_DOMAINS = 37
+    CONNECT_NUM_OF_DOMAINS = 51
+    CONNECT_GET_HOSTNAME = 59
+    CONNECT_SUPPORTS_FEATURE = 60
+    AUTH_LIST = 66
+    NODE_GET_SECURITY_MODEL = 122
+    DOMAIN_IS_ACTIVE = 150
+    DOMAIN_IS_PERSISTENT = 151
+    CONNECT_GET_LIB_VERSION = 157
+    DOMAIN_HAS_MANAGED_SAVE_IMAGE = 183
+    DOMAIN_SNAPSHOT_NUM = 187
+    DOMAIN_CREATE_WITH_FLAGS = 196
+    DOMAIN_SET_VCPUS_FLAGS = 199
+    DOMAIN_GET_VCPUS_FLAGS = 200
+    DOMAIN_SET_MEMORY_FLAGS = 204
+    DOMAIN_GET_STATE = 212
+    DOMAIN_UNDEFINE_FLAGS = 231
+    DOMAIN_DESTROY_FLAGS = 234
+    DOMAIN_SHUTDOWN_FLAGS = 258
+    CONNECT_LIST_ALL_DOMAINS = 273
+    CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY = 316
+    CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY = 317
+    DOMAIN_EVENT_CALLBACK_LIFECYCLE = 318
+    DOMAIN_EVENT_CALLBACK_REBOOT = 319
+    DOMAIN_DEFINE_XML_FLAGS = 350
+    DOMAIN_RENAME = 358
+    CONNECT_REGISTER_CLOSE_CALLBACK = 360
+    CONNECT_UNREGISTER_CLOSE_CALLBACK = 361
+    DOMAIN_GET_MESSAGES = 426
+
+
+class ErrorDomain(IntEnum):
+    """``virErrorDomain``: which part of libvirt raised an error."""
+
+    DOM = 6
+    RPC = 7
+
+
+ERROR_LEVEL = 2  # VIR_ERR_ERROR
+
+
+@dataclass(frozen=True)
+class Header:
+    program: int
+    version: int
+    procedure: int
+    type: int
+    serial: int
+    status: int
+
+    def pack(self, payload: bytes) -> bytes:
+        """The whole packet: length, this header, the payload."""
+        packer = Packer()
+        packer.uint32(LENGTH_BYTES + HEADER_BYTES + len(payload))
+        for word in (self.program, self.version, self.procedure, self.type, self.serial):
+            packer.uint32(word)
+        packer.uint32(self.status)
+        return packer.data() + payload
+
+    @classmethod
+    def unpack(cls, data: bytes) -> tuple[Header, bytes]:
+        """A packet without its length word: its header, and the payload after it."""
+        if len(data) < HEADER_BYTES:
+            raise XdrError(f"a packet of {len(data)} bytes has no room for its header")
+        words = Unpacker(data[:HEADER_BYTES])
+        header = cls(
+            words.uint32(),
+            words.uint32(),
+            words.uint32(),
+            words.uint32(),
+            words.uint32(),
+            words.uint32(),
+        )
+        return header, data[HEADER_BYTES:]
+
+    def reply(self, status: Status) -> Header:
+        return Header(
+            self.program, self.version, self.procedure, MessageType.REPLY, self.serial, status
+        )
+
+
+def packet_length(word: bytes) -> int:
+    """The length of the rest of a packet, from its first four bytes."""
+    length = Unpacker(word).uint32()
+    if not LENGTH_BYTES + HEADER_BYTES <= length <= MESSAGE_MAX:
+        raise XdrError(f"a packet length of {length} bytes is out of bounds")
+    return length - LENGTH_BYTES
+
+
+def message(program: int, procedure: int, payload: bytes = b"") -> bytes:
+    """An unsolicited packet (an event, a keepalive): type MESSAGE, serial 0."""
+    return Header(program, PROTOCOL_VERSION, procedure, MessageType.MESSAGE, 0, Status.OK).pack(
+        payload
+    )
+
+
+@dataclass(frozen=True)
+class WireDomain:
+    """``remote_nonnull_domain``: ``id`` is -1 for an inactive domain."""
+
+    name: str
+    uuid: uuid.UUID
+    id: int
+
+    def pack(self, packer: Packer) -> None:
+        packer.string(self.name)
+        packer.fixed_opaque(self.uuid.bytes, UUID_BYTES)
+        packer.int32(self.id)
+
+    @classmethod
+    def unpack(cls, unpacker: Unpacker) -> WireDomain:
+        name = unpacker.string(STRING_MAX)
+        return cls(name, uuid.UUID(bytes=unpacker.fixed_opaque(UUID_BYTES)), unpacker.int32())
+
+
+def pack_error(code: int, message: str, domain: ErrorDomain = ErrorDomain.DOM) -> bytes:
+    """``remote_error``; libvirt's client shows ``message`` as it is."""
+    packer = Packer()
+    packer.int32(code)
+    packer.int32(domain)
+    packer.optional(message, packer.string)
+    packer.int32(ERROR_LEVEL)
+    packer.boolean(False)  # dom
+    for _ in range(3):  # str1..str3
+        packer.boolean(False)
+    packer.int32(0)
+    packer.int32(0)
+    packer.boolean(False)  # net
+    return packer.data()
