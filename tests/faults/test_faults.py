@@ -186,7 +186,6 @@ def restart_docker_engine() -> None:
     )
 
 
-@pytest.mark.unstable  # about 1 run in 5: an interrupted stop is reported with another detail
 async def test_agent_killed_mid_command(single: Stage, tmp_path: Path) -> None:
     async def kill_and_restart(agent: AgentProcess) -> None:
         await agent.kill()
@@ -196,7 +195,6 @@ async def test_agent_killed_mid_command(single: Stage, tmp_path: Path) -> None:
     await run_scenario("agent SIGKILLed", single, kill_and_restart, tmp_path)
 
 
-@pytest.mark.unstable  # shares the agent-kill window of the scenario above
 async def test_domain_crashes_while_agent_is_down(single: Stage, tmp_path: Path) -> None:
     async def start_victim(client: Client) -> list[Sent]:
         spec = {
