@@ -140,8 +140,9 @@ class Bus:
         while True:
             url = self._urls[attempt % len(self._urls)]
             try:
-                with _lost_is_unavailable():
-                    await self._open(url)
+                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                    with _lost_is_unavailable():
+                        await self._open(url)
                 return
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as error:
                 await self._drop()
@@ -156,22 +157,22 @@ class Bus:
                 await asyncio.sleep(delay)
 
     async def _open(self, url: str) -> None:
-        async with asyncio.timeout(OPEN_TIMEOUT_S):
-            connection = await aio_pika.connect(
-                url, client_properties={"connection_name": f"virtbus-agent {self.host}"}
-            )
-            self._connection = connection
-            lost = asyncio.Event()
-            self._lost = lost
-            connection.close_callbacks.add(lambda *_: lost.set())
-            channel = await connection.channel(publisher_confirms=True)
-            channel.close_callbacks.add(lambda *_: lost.set())
-            self._channel = channel
-            await channel.set_qos(prefetch_count=self._prefetch)
-            await self._declare(channel)
-            await self._declare_dead_letters(connection)
-            if self._inbox is not None:
-                await self._consume()
+        connection = await aio_pika.connect(
+            url,
+            client_properties={"connection_name": f"virtbus-agent {self.host}"},
+        )
+        self._connection = connection
+        lost = asyncio.Event()
+        self._lost = lost
+        connection.close_callbacks.add(lambda *_: lost.set())
+        channel = await connection.channel(publisher_confirms=True)
+        channel.close_callbacks.add(lambda *_: lost.set())
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self._prefetch)
+        await self._declare(channel)
+        await self._declare_dead_letters(connection)
+        if self._inbox is not None:
+            await self._consume()
         self._up.set()
         log.info("connected to broker %s", mask_url(url))
 
