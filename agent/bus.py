@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -45,12 +45,30 @@ log = logging.getLogger(__name__)
 QueueType = Literal["quorum", "classic"]
 JSON = "application/json"
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-CONNECT_TIMEOUT_S = 10.0
 MAX_REASON = 1000
+OPEN_TIMEOUT_S = 15.0
+"""Bound on connecting, opening the channel and declaring the topology."""
+CLOSE_TIMEOUT_S = 5.0
+"""Bound on closing a connection or cancelling the consumer: a dead peer never answers."""
 
 
 class BusUnavailable(ConnectionError):
     """The broker cannot be reached right now; the bus is reconnecting."""
+
+
+@contextlib.contextmanager
+def _lost_is_unavailable() -> Iterator[None]:
+    """aiormq fails whatever waits on a connection it gives up on (missed heartbeats) with
+    CancelledError. Only the cancellation of the waiting task itself may travel as one:
+    anything else would end the caller's loop (the event outbox, the reconnection)
+    without a trace."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise BusUnavailable("the connection to the broker was lost") from None
 
 
 @dataclass(frozen=True)
@@ -132,7 +150,9 @@ class Bus:
         while True:
             url = self._urls[attempt % len(self._urls)]
             try:
-                await self._open(url)
+                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                    with _lost_is_unavailable():
+                        await self._open(url)
                 return
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as error:
                 await self._drop()
@@ -140,7 +160,7 @@ class Bus:
                 log.warning(
                     "broker %s unreachable (%s); retrying in %.1f s",
                     mask_url(url),
-                    error or type(error).__name__,
+                    str(error) or type(error).__name__,
                     delay,
                 )
                 attempt += 1
@@ -149,7 +169,6 @@ class Bus:
     async def _open(self, url: str) -> None:
         connection = await aio_pika.connect(
             url,
-            timeout=CONNECT_TIMEOUT_S,
             ssl_context=self._ssl_context,
             client_properties={"connection_name": f"virtbus-agent {self.host}"},
         )
@@ -162,6 +181,8 @@ class Bus:
         self._channel = channel
         await channel.set_qos(prefetch_count=self._prefetch)
         await self._declare(channel)
+        if self._declare_topology:
+            await self._declare_dead_letters(connection)
         if self._inbox is not None:
             await self._consume()
         self._up.set()
@@ -184,14 +205,15 @@ class Bus:
         self._channel = self._events = self._dead = self._queue = None
         self._consumer_tag = None
         if connection is not None and not connection.is_closed:
-            with contextlib.suppress(Exception):
-                await connection.close()
+            with contextlib.suppress(Exception), _lost_is_unavailable():
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
 
     async def _declare(self, channel: AbstractChannel) -> None:
         """The topology of DESIGN §2, idempotently; or, without ``declare_topology``, a
         check that `virtbus provision` declared it (passive: takes no permission)."""
         if not self._declare_topology:
             self._events = await channel.get_exchange(EVENTS_EXCHANGE)
+            self._dead = await channel.get_exchange(DEAD_EXCHANGE)
             self._queue = await channel.get_queue(host_queue(self.host))
             return
         commands = await channel.declare_exchange(
@@ -203,12 +225,9 @@ class Bus:
         self._events = await channel.declare_exchange(
             EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        dead = await channel.declare_exchange(
+        self._dead = await channel.declare_exchange(
             DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        self._dead = dead
-        dead_queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
-        await dead_queue.bind(dead)
         queue = await channel.declare_queue(
             host_queue(self.host),
             durable=True,
@@ -219,6 +238,27 @@ class Bus:
         for group in self.groups:
             await queue.bind(broadcast, routing_key=group_key(group))
         self._queue = queue
+
+    @staticmethod
+    async def _declare_dead_letters(connection: AbstractConnection) -> None:
+        """The dead-letter queue, quorum so that it outlives any one node of a cluster.
+
+        Best effort, on a channel of its own: a queue of the same name that already exists
+        with another type (PRECONDITION_FAILED) or whose classic home node is down
+        (NOT_FOUND) closes only that channel. The agent keeps what exists and carries on;
+        the host queues dead-letter to the exchange whether or not the queue is there."""
+        channel = await connection.channel()
+        try:
+            dead = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
+            queue = await channel.declare_queue(
+                DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await queue.bind(dead)
+        except aio_pika.exceptions.ChannelClosed as error:
+            log.warning("dead-letter queue %s left as it is: %s", DEAD_QUEUE, error)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def _consume(self) -> None:
         assert self._queue is not None
@@ -247,7 +287,13 @@ class Bus:
         ``stop_consuming``."""
         self._inbox = asyncio.Queue()
         if self._queue is not None:
-            await self._consume()
+            try:
+                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                    with _lost_is_unavailable():
+                        await self._consume()
+            except (TimeoutError, BusUnavailable, aio_pika.exceptions.AMQPError) as error:
+                log.warning("could not consume commands (%s); reconnecting", error)
+                self._lost.set()
         return self._drain(self._inbox)
 
     @staticmethod
@@ -259,8 +305,8 @@ class Bus:
         """Take no more commands; those taken but not handed out go back to the queue."""
         inbox, self._inbox = self._inbox, None
         if self._queue is not None and self._consumer_tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
+            with contextlib.suppress(Exception), _lost_is_unavailable():
+                await self._queue.cancel(self._consumer_tag, timeout=CLOSE_TIMEOUT_S)
         self._consumer_tag = None
         if inbox is None:
             return
@@ -281,59 +327,64 @@ class Bus:
         """Send a reply to the command's ``reply_to``; returns once the broker has it."""
         if inbound.reply_to is None:
             return
-        await self._live_channel().default_exchange.publish(
-            aio_pika.Message(
-                body,
-                content_type=JSON,
-                correlation_id=inbound.correlation_id or command_id,
-                message_id=f"{self.host}:{command_id}",
-                headers={"host": self.host},
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=inbound.reply_to,
-        )
+        with _lost_is_unavailable():
+            await self._live_channel().default_exchange.publish(
+                aio_pika.Message(
+                    body,
+                    content_type=JSON,
+                    correlation_id=inbound.correlation_id or command_id,
+                    message_id=f"{self.host}:{command_id}",
+                    headers={"host": self.host},
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=inbound.reply_to,
+            )
 
     async def settle(self, inbound: Inbound, accepted: bool, reason: str | None = None) -> None:
         """Ack a command that was answered; dead-letter one that was refused. Given a
         ``reason``, the dead letter carries it in the header ``x-virtbus-reason`` (with
         the host in ``x-virtbus-host``): it is published to the dead-letter exchange,
         confirmed, and only then is the original acked."""
-        if accepted:
-            await inbound.message.ack()
-            return
-        if reason is None:
-            await inbound.message.reject(requeue=False)
-            return
-        self._live_channel()
-        if self._dead is None:
-            raise BusUnavailable("not connected to the broker")
-        original = inbound.message
-        await self._dead.publish(
-            aio_pika.Message(
-                inbound.body,
-                content_type=original.content_type,
-                message_id=original.message_id,
-                correlation_id=original.correlation_id,
-                headers={"x-virtbus-reason": reason[:MAX_REASON], "x-virtbus-host": self.host},
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=original.routing_key or "",
-        )
-        await original.ack()
+        with _lost_is_unavailable():
+            if accepted:
+                await inbound.message.ack()
+                return
+            if reason is None:
+                await inbound.message.reject(requeue=False)
+                return
+            self._live_channel()
+            if self._dead is None:
+                raise BusUnavailable("not connected to the broker")
+            original = inbound.message
+            await self._dead.publish(
+                aio_pika.Message(
+                    inbound.body,
+                    content_type=original.content_type,
+                    message_id=original.message_id,
+                    correlation_id=original.correlation_id,
+                    headers={"x-virtbus-reason": reason[:MAX_REASON], "x-virtbus-host": self.host},
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=original.routing_key or "",
+            )
+            await original.ack()
 
     async def publish_event(self, routing_key: str, body: bytes, message_id: str | None) -> None:
+        """Returns once the broker confirms; raises BusUnavailable if the connection is
+        lost first (within the heartbeat bound), and the event may then have arrived."""
         self._live_channel()
         if self._events is None:
             raise BusUnavailable("not connected to the broker")
-        await self._events.publish(
-            aio_pika.Message(
-                body,
-                content_type=JSON,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message_id,
-            ),
-            routing_key=routing_key,
-        )
+        with _lost_is_unavailable():
+            await self._events.publish(
+                aio_pika.Message(
+                    body,
+                    content_type=JSON,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message_id,
+                ),
+                routing_key=routing_key,
+            )
 
     async def close(self) -> None:
         self._closing = True

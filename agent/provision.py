@@ -107,7 +107,8 @@ def agent_grant(host: str, groups: Sequence[str] = (), agent_declares: bool = Fa
     if not agent_declares:
         return Grant(
             configure=NOTHING,
-            write=_names(re.escape(EVENTS_EXCHANGE), replies),
+            # the dead-letter exchange: refused commands are published there with a reason
+            write=_names(re.escape(EVENTS_EXCHANGE), re.escape(DEAD_EXCHANGE), replies),
             read=_names(own_queue),
             topics=(events_of_host,),
         )

@@ -323,7 +323,7 @@ def _channels() -> dict[str, Any]:
             "address": DEAD_QUEUE,
             "title": "Dead-letter queue",
             "description": (
-                f"The durable classic queue `{DEAD_QUEUE}`, bound to the `{DEAD_EXCHANGE}` "
+                f"The durable quorum queue `{DEAD_QUEUE}`, bound to the `{DEAD_EXCHANGE}` "
                 "exchange. Nothing consumes it: drain it yourself."
             ),
             "messages": _messages("DeadLetter"),

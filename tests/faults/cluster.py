@@ -86,6 +86,7 @@ class Node:
             cwd="/var/lib/rabbitmq",
         )
         rabbitmqctl(self.name, "wait", str(self.directory / "pid"), "--timeout", str(TIMEOUT_S))
+        rabbitmqctl(self.name, "await_startup")
 
     def stop(self) -> None:
         rabbitmqctl(self.name, "stop")
@@ -112,6 +113,27 @@ class Cluster:
             rabbitmqctl(node.name, "join_cluster", first.name)
             rabbitmqctl(node.name, "start_app")
             rabbitmqctl(node.name, "await_startup")
+
+    def leader(self, queue: str) -> Node:
+        """The node that leads a quorum queue now, as a running node sees it."""
+        for line in self._ask("list_queues", "name", "leader").splitlines():
+            name, _, leader = line.partition("\t")
+            if name == queue:
+                return self._node(leader)
+        raise LookupError(f"no queue {queue} in the cluster")
+
+    def serving(self, connection_name: str) -> Node:
+        """The node that holds the client connection of that name."""
+        for line in self._ask("list_connections", "pid", "client_properties").splitlines():
+            if f'{{"connection_name","{connection_name}"}}' in line:
+                return self._node(line.removeprefix("<").partition(".")[0])
+        raise LookupError(f"no connection {connection_name} in the cluster")
+
+    def _ask(self, *argv: str) -> str:
+        return rabbitmqctl(self.nodes[-1].name, *argv, "--no-table-headers")
+
+    def _node(self, name: str) -> Node:
+        return next(node for node in self.nodes if node.name == name)
 
     def stop(self, keep: bool = False) -> None:
         for node in self.nodes:

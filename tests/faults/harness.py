@@ -176,7 +176,8 @@ class Recorder:
     async def _channel(self) -> tuple[AbstractConnection, AbstractChannel]:
         for attempt in range(200):
             try:
-                connection = await aio_pika.connect(self._urls[attempt % len(self._urls)])
+                url = self._urls[attempt % len(self._urls)]
+                connection = await aio_pika.connect(url, timeout=5)
                 return connection, await connection.channel()
             except (OSError, aio_pika.exceptions.AMQPError):
                 await asyncio.sleep(0.5)
@@ -194,24 +195,33 @@ class Recorder:
             await queue.bind(exchange, routing_key=f"{self._host}.#")
 
     async def drain(self, until: Callable[[list[DomainEvent]], bool]) -> list[DomainEvent]:
-        """Every domain event in the queue, in order, once ``until`` holds."""
-        connection, channel = await self._channel()
+        """Every domain event in the queue, in order, once ``until`` holds. A broker
+        restarted meanwhile costs a reconnection; an event whose ack it lost comes again,
+        as the same event."""
         events: list[DomainEvent] = []
-        async with connection:
-            queue = await channel.get_queue(self.queue)
-            deadline = time.monotonic() + 120
-            while not until(events):
-                message = await queue.get(no_ack=True, fail=False)
-                if message is None:
-                    if time.monotonic() > deadline:
-                        raise AssertionError("the events the run implies never arrived")
-                    await asyncio.sleep(0.05)
-                    continue
-                event = EVENT_ADAPTER.validate_json(message.body)
-                if not isinstance(event, AgentEvent):
-                    events.append(event)
-            await queue.delete(if_unused=False, if_empty=False)
-        return events
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                connection, channel = await self._channel()
+                async with connection:
+                    queue = await channel.get_queue(self.queue)
+                    while not until(events):
+                        message = await queue.get(fail=False, timeout=5)
+                        if message is None:
+                            if time.monotonic() > deadline:
+                                raise AssertionError("the events the run implies never arrived")
+                            await asyncio.sleep(0.05)
+                            continue
+                        event = EVENT_ADAPTER.validate_json(message.body)
+                        if not isinstance(event, AgentEvent):
+                            events.append(event)
+                        await message.ack()
+                    await queue.delete(if_unused=False, if_empty=False, timeout=5)
+                return events
+            except (OSError, RuntimeError, aio_pika.exceptions.AMQPError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
 
 SCRIPT = (

@@ -1,5 +1,6 @@
-"""A TCP proxy on loopback that can cut the line: while cut, bytes stop flowing both ways
-and new connections hang, as behind a firewall that drops packets (no reset)."""
+"""A TCP proxy on loopback that can cut the line: while cut, bytes stop flowing both ways,
+a peer's close does not get through, and new connections hang, as behind a firewall
+that drops packets (no reset)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ class Proxy:
         self._target_port = target_port
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._stopped = False
         self._pumps: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
+        self.dialled = asyncio.Event()
+        """Set when a connection is opened while the line is cut: its client has given up
+        on the connections it had."""
         self.port = 0
 
     async def start(self) -> Proxy:
@@ -26,6 +31,7 @@ class Proxy:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/?heartbeat={heartbeat_s}"
 
     def cut(self) -> None:
+        self.dialled.clear()
         self._flowing.clear()
 
     def restore(self) -> None:
@@ -37,16 +43,21 @@ class Proxy:
         self._flowing.set()
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._server is not None:
             self._server.close()
-        for writer in self._writers:
-            writer.close()
+        self.restore()
         for task in self._pumps:
             task.cancel()
         await asyncio.gather(*self._pumps, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._flowing.is_set():
+            self.dialled.set()
         await self._flowing.wait()
+        if self._stopped:
+            writer.close()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 "127.0.0.1", self._target_port
@@ -68,4 +79,5 @@ class Proxy:
                     return
                 sink.write(data)
                 await sink.drain()
+        await self._flowing.wait()
         sink.close()
