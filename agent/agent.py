@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
 OUTBOX_BATCH = 256
 REPUBLISH_DELAY_S = 1.0
+REDELIVERY_DELAY_S = 1.0
+"""After a failed reply on a channel that stays open, how long before the command goes
+back to the queue (its recorded reply is sent again then)."""
 
 
 class Agent:
@@ -249,6 +252,8 @@ class Agent:
                 outcome.reply.id,
                 error,
             )
+            await asyncio.sleep(REDELIVERY_DELAY_S)
+            await self._bus.requeue(inbound)
 
     async def _publish_outbox(self) -> None:
         """Publish queued events in ``seq`` order; each leaves the outbox once confirmed."""

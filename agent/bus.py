@@ -369,6 +369,12 @@ class Bus:
             )
             await original.ack()
 
+    async def requeue(self, inbound: Inbound) -> None:
+        """Give a command back to the queue for another delivery; nothing to do when its
+        channel is gone (the broker has taken it back already)."""
+        with contextlib.suppress(Exception), _lost_is_unavailable():
+            await inbound.message.nack(requeue=True)
+
     async def publish_event(self, routing_key: str, body: bytes, message_id: str | None) -> None:
         """Returns once the broker confirms; raises BusUnavailable if the connection is
         lost first (within the heartbeat bound), and the event may then have arrived."""
