@@ -247,6 +247,8 @@ class Bus:
         with another type (PRECONDITION_FAILED) or whose classic home node is down
         (NOT_FOUND) closes only that channel. The agent keeps what exists and carries on;
         the host queues dead-letter to the exchange whether or not the queue is there."""
+        # left open until the connection closes: a channel closed and another opened at
+        # once on one connection can reuse its number too early (CHANNEL_ERROR)
         channel = await connection.channel()
         try:
             dead = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
@@ -256,9 +258,6 @@ class Bus:
             await queue.bind(dead)
         except aio_pika.exceptions.ChannelClosed as error:
             log.warning("dead-letter queue %s left as it is: %s", DEAD_QUEUE, error)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
 
     async def _consume(self) -> None:
         assert self._queue is not None

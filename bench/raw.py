@@ -8,7 +8,8 @@ from typing import Any
 
 import aiodocker
 
-from agent.driver import HOST_LABEL, UUID_LABEL
+from agent.driver import DROPPED_CAPABILITIES, HOST_LABEL, UUID_LABEL
+from agent.policy import DEFAULT_PIDS
 from bench.core import IMAGE
 
 OPS = ("start", "suspend", "resume", "lookup", "shutdown", "destroy")
@@ -40,11 +41,20 @@ class RawDocker:
             "Cmd": command or ["sleep", "3600"],
             "Env": [],
             "Labels": {HOST_LABEL: self.host, UUID_LABEL: str(uuid.uuid4())},
+            # the container the agent asks for (agent/driver.py), so both sides ask
+            # Docker for the same work
             "HostConfig": {
                 "Init": True,
                 "NetworkMode": "none",
                 "RestartPolicy": {"Name": "no"},
                 "Mounts": [],
+                "Privileged": False,
+                "CapAdd": [],
+                "CapDrop": list(DROPPED_CAPABILITIES),
+                "SecurityOpt": ["no-new-privileges:true"],
+                "Devices": [],
+                "IpcMode": "private",
+                "PidsLimit": DEFAULT_PIDS,
             },
         }
 
