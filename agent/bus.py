@@ -177,12 +177,12 @@ class Bus:
         self._lost = lost
         connection.close_callbacks.add(lambda *_: lost.set())
         channel = await connection.channel(publisher_confirms=True)
+        if self._declare_topology and not await self._declared_dead_letters(channel):
+            channel = await connection.channel(publisher_confirms=True)
         channel.close_callbacks.add(lambda *_: lost.set())
         self._channel = channel
         await channel.set_qos(prefetch_count=self._prefetch)
         await self._declare(channel)
-        if self._declare_topology:
-            await self._declare_dead_letters(connection)
         if self._inbox is not None:
             await self._consume()
         self._up.set()
@@ -240,24 +240,26 @@ class Bus:
         self._queue = queue
 
     @staticmethod
-    async def _declare_dead_letters(connection: AbstractConnection) -> None:
+    async def _declared_dead_letters(channel: AbstractChannel) -> bool:
         """The dead-letter queue, quorum so that it outlives any one node of a cluster.
 
-        Best effort, on a channel of its own: a queue of the same name that already exists
-        with another type (PRECONDITION_FAILED) or whose classic home node is down
-        (NOT_FOUND) closes only that channel. The agent keeps what exists and carries on;
-        the host queues dead-letter to the exchange whether or not the queue is there."""
-        # left open until the connection closes: a channel closed and another opened at
-        # once on one connection can reuse its number too early (CHANNEL_ERROR)
-        channel = await connection.channel()
+        Best effort, first on a fresh channel: a queue of the same name that already
+        exists with another type (PRECONDITION_FAILED) or whose classic home node is down
+        (NOT_FOUND) closes that channel, and False says to open another. The agent keeps
+        what exists and carries on; the host queues dead-letter to the exchange whether
+        or not the queue is there."""
         try:
-            dead = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
+            dead = await channel.declare_exchange(
+                DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+            )
             queue = await channel.declare_queue(
                 DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
             )
             await queue.bind(dead)
         except aio_pika.exceptions.ChannelClosed as error:
             log.warning("dead-letter queue %s left as it is: %s", DEAD_QUEUE, error)
+            return False
+        return True
 
     async def _consume(self) -> None:
         assert self._queue is not None

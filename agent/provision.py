@@ -267,7 +267,9 @@ class Management:
                 {"type": kind, "durable": True, "auto_delete": False, "internal": False},
             )
         await self._call(
-            "PUT", f"queues/{where}/{_quoted(DEAD_QUEUE)}", {"durable": True, "auto_delete": False}
+            "PUT",
+            f"queues/{where}/{_quoted(DEAD_QUEUE)}",
+            {"durable": True, "auto_delete": False, "arguments": {"x-queue-type": "quorum"}},
         )
         await self._bind(vhost, DEAD_EXCHANGE, DEAD_QUEUE, "")
 
