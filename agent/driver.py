@@ -191,6 +191,23 @@ def registry_of(image: str) -> str:
     return "docker.io"
 
 
+def unprivileged(pids_limit: int) -> dict[str, Any]:
+    """The part of a container's HostConfig that keeps it unprivileged whatever the
+    engine's defaults."""
+    return {
+        "Privileged": False,
+        "CapAdd": [],
+        "CapDrop": list(DROPPED_CAPABILITIES),
+        "SecurityOpt": ["no-new-privileges:true"],
+        "Devices": [],
+        "IpcMode": "private",
+        "PidMode": "",
+        "UTSMode": "",
+        "UsernsMode": "",
+        "PidsLimit": pids_limit,
+    }
+
+
 class DockerDriver:
     """Driver over a real engine; ``url`` None means Docker's default socket.
     ``pids_limit`` applies to a domain whose spec sets none."""
@@ -292,16 +309,7 @@ class DockerDriver:
                 {"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.readonly}
                 for m in spec.mounts
             ],
-            "Privileged": False,
-            "CapAdd": [],
-            "CapDrop": list(DROPPED_CAPABILITIES),
-            "SecurityOpt": ["no-new-privileges:true"],
-            "Devices": [],
-            "IpcMode": "private",
-            "PidMode": "",
-            "UTSMode": "",
-            "UsernsMode": "",
-            "PidsLimit": spec.pids_limit or self._pids_limit,
+            **unprivileged(spec.pids_limit or self._pids_limit),
         }
         host_config.update(_limits(spec.memory_kib, spec.vcpus))
         config: dict[str, Any] = {

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiodocker
 
-from agent.driver import DROPPED_CAPABILITIES, HOST_LABEL, UUID_LABEL
+from agent.driver import HOST_LABEL, UUID_LABEL, unprivileged
 from agent.policy import DEFAULT_PIDS
 from bench.core import IMAGE
 
@@ -48,13 +48,7 @@ class RawDocker:
                 "NetworkMode": "none",
                 "RestartPolicy": {"Name": "no"},
                 "Mounts": [],
-                "Privileged": False,
-                "CapAdd": [],
-                "CapDrop": list(DROPPED_CAPABILITIES),
-                "SecurityOpt": ["no-new-privileges:true"],
-                "Devices": [],
-                "IpcMode": "private",
-                "PidsLimit": DEFAULT_PIDS,
+                **unprivileged(DEFAULT_PIDS),
             },
         }
 

@@ -10,11 +10,19 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from uuid import UUID
 
+from agent.credentials import RegistryCredentials
+from agent.domains import DomainTable
 from agent.driver import Credentials, EngineFacts, Observed, RuntimeEvent, Usage
 from agent.errors import VirtError, invalid
+from agent.monitor import Monitor
+from agent.operations import Operations
+from agent.store import Store
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
 
@@ -235,3 +243,43 @@ class FakeDriver:
 
     async def close(self) -> None:
         self.end_stream()
+
+
+@dataclass
+class FakeHost:
+    """Host ``h1`` over a fake engine: its store, its domains and the monitor following
+    the engine's events, ready for operations."""
+
+    driver: FakeDriver
+    store: Store
+    domains: DomainTable
+    monitor: Monitor
+    engine: EngineFacts
+    state: Path
+
+    def operations(self, **options: Any) -> Operations:
+        return Operations(
+            "h1",
+            [],
+            self.domains,
+            self.driver,
+            self.monitor,
+            RegistryCredentials(self.state / "registries.json"),
+            self.engine,
+            gone=self.store.gone,
+            intent_reached=self.store.intent_reached,
+            **options,
+        )
+
+
+@asynccontextmanager
+async def fake_host(store: Store, state: Path) -> AsyncIterator[FakeHost]:
+    """A FakeHost on an open store; its monitor runs until the block ends."""
+    driver, domains = FakeDriver(), DomainTable()
+    monitor = Monitor("h1", domains, store, driver, lambda: None)
+    watching = asyncio.create_task(monitor.run())
+    try:
+        await asyncio.wait_for(monitor.connected.wait(), 5)
+        yield FakeHost(driver, store, domains, monitor, await driver.engine(), state)
+    finally:
+        watching.cancel()

@@ -11,16 +11,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agent.credentials import RegistryCredentials
 from agent.dispatch import Dispatcher
-from agent.domains import DomainTable
-from agent.monitor import Monitor
-from agent.operations import Operations
 from agent.policy import Denied, Policy
 from agent.store import Store
 from schemas.commands import COMMAND_ADAPTER, OPS, CreateXml, Define, InvalidCommand, parse_command
 from schemas.domain import DomainSpec
-from tests.fakes import FakeDriver
+from tests.fakes import FakeDriver, fake_host
 from tests.security.conftest import TRIED
 from tests.security.strategies import ALLOWED_IMAGE, bodies, nested
 
@@ -62,32 +58,16 @@ def _admitted_only_within_policy(spec: DomainSpec) -> None:
 
 
 async def _dispatch(sequence: list[bytes], state: Path) -> FakeDriver:
-    driver = FakeDriver()
-    domains = DomainTable()
     with Store(state) as store:
-        monitor = Monitor("h1", domains, store, driver, lambda: None)
-        watching = asyncio.create_task(monitor.run())
-        try:
-            await asyncio.wait_for(monitor.connected.wait(), 5)
-            operations = Operations(
-                "h1",
-                [],
-                domains,
-                driver,
-                monitor,
-                RegistryCredentials(state / "registries.json"),
-                await driver.engine(),
-                policy=POLICY,
-            )
-            dispatcher = Dispatcher("h1", operations, domains, store, 4, max_body_bytes=65536)
+        async with fake_host(store, state) as host:
+            operations = host.operations(policy=POLICY)
+            dispatcher = Dispatcher("h1", operations, host.domains, store, 4, max_body_bytes=65536)
             pending = [dispatcher.submit(body, f"m{n}") for n, body in enumerate(sequence)]
             for outcome in await asyncio.wait_for(asyncio.gather(*pending), 60):
                 error = outcome.reply.error
                 assert error is None or error.code != "INTERNAL_ERROR", error
                 TRIED[f"dispatcher: {error.code if error else 'ok'}"] += 1
-        finally:
-            watching.cancel()
-    return driver
+    return host.driver
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=HEALTH)

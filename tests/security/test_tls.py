@@ -32,6 +32,7 @@ from agent.config import Config
 from agent.driver import DockerDriver
 from agent.tls import client_context
 from tests.conftest import _unavailable, new_host
+from tests.faults.cluster import rabbitmqctl
 from tests.integration.conftest import VIRTBUS
 
 NODE = "vbtls@localhost"
@@ -79,16 +80,7 @@ def _pki(directory: Path) -> Pki:
 
 
 def _rabbitmqctl(*argv: str) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", "-n", NODE, *argv],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl -n {NODE} {' '.join(argv)}: {done.stderr.strip()}")
-    return done.stdout
+    return rabbitmqctl(NODE, *argv)
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,12 @@ from typing import Any
 
 import pytest
 
-from agent.credentials import RegistryCredentials
 from agent.dispatch import Dispatcher
-from agent.domains import DomainTable
-from agent.monitor import Monitor
-from agent.operations import Operations
 from agent.store import Store
 from schemas.codes import DomainState
 from schemas.events import EVENT_ADAPTER, LifecycleEvent
 from schemas.replies import Reply
-from tests.fakes import FakeDriver
+from tests.fakes import FakeDriver, fake_host
 
 SPEC = {"name": "web", "image": "virtbus-test:latest", "command": ["sleep", "60"]}
 
@@ -75,25 +71,10 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    driver = FakeDriver()
-    domains = DomainTable()
     with Store(tmp_path / "h1") as store:
-        monitor = Monitor("h1", domains, store, driver, lambda: None)
-        watching = asyncio.create_task(monitor.run())
-        await asyncio.wait_for(monitor.connected.wait(), 5)
-        operations = Operations(
-            "h1",
-            [],
-            domains,
-            driver,
-            monitor,
-            RegistryCredentials(tmp_path / "registries.json"),
-            await driver.engine(),
-            gone=store.gone,
-            intent_reached=store.intent_reached,
-        )
-        yield Rig(driver, store, Dispatcher("h1", operations, domains, store, concurrency=2))
-        watching.cancel()
+        async with fake_host(store, tmp_path) as host:
+            dispatcher = Dispatcher("h1", host.operations(), host.domains, store, concurrency=2)
+            yield Rig(host.driver, store, dispatcher)
 
 
 def error_code(reply: Reply) -> str | None:

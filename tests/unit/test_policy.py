@@ -4,7 +4,6 @@ that cannot ask for privileges; the message size limit."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -14,18 +13,15 @@ from typing import Any
 import pytest
 
 from agent.cli import build_parser, config_from, main
-from agent.credentials import RegistryCredentials
 from agent.dispatch import Dispatcher
 from agent.domains import DomainTable
 from agent.metrics import Metrics
-from agent.monitor import Monitor
-from agent.operations import Operations
 from agent.policy import Denied, MountRule, Policy, PolicyError, load_policy
 from agent.store import Store
 from schemas.commands import InvalidCommand, parse_command
 from schemas.domain import DomainSpec
 from schemas.replies import Reply
-from tests.fakes import FakeDriver
+from tests.fakes import FakeDriver, fake_host
 
 IMAGE = "virtbus-test:latest"
 
@@ -408,31 +404,16 @@ RigFactory = Callable[[Policy], Rig]
 async def rigs(tmp_path: Path) -> AsyncIterator[RigFactory]:
     """Dispatchers over one fake engine and one store, each with its own policy (as one
     agent restarted with another policy file)."""
-    driver = FakeDriver()
-    domains = DomainTable()
     with Store(tmp_path / "h1") as store:
-        monitor = Monitor("h1", domains, store, driver, lambda: None)
-        watching = asyncio.create_task(monitor.run())
-        await asyncio.wait_for(monitor.connected.wait(), 5)
-        engine = await driver.engine()
+        async with fake_host(store, tmp_path) as host:
 
-        def rig(policy: Policy) -> Rig:
-            operations = Operations(
-                "h1",
-                [],
-                domains,
-                driver,
-                monitor,
-                RegistryCredentials(tmp_path / "registries.json"),
-                engine,
-                policy=policy,
-            )
-            metrics = Metrics()
-            dispatcher = Dispatcher("h1", operations, domains, store, 2, metrics)
-            return Rig(driver, dispatcher, metrics)
+            def rig(policy: Policy) -> Rig:
+                metrics = Metrics()
+                operations = host.operations(policy=policy)
+                dispatcher = Dispatcher("h1", operations, host.domains, store, 2, metrics)
+                return Rig(host.driver, dispatcher, metrics)
 
-        yield rig
-        watching.cancel()
+            yield rig
 
 
 SPEC = {"name": "web", "image": IMAGE, "command": ["sleep", "60"]}

@@ -4,7 +4,6 @@ dispatcher's refusal (AUTH_FAILED, logged, counted, never recorded)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -24,12 +23,8 @@ from pydantic import ValidationError
 
 from agent.cli import build_parser, config_from
 from agent.config import Config
-from agent.credentials import RegistryCredentials
 from agent.dispatch import Dispatcher
-from agent.domains import DomainTable
 from agent.metrics import Metrics
-from agent.monitor import Monitor
-from agent.operations import Operations
 from agent.signing import (
     KEY_ID,
     KEY_ID_HEADER,
@@ -43,7 +38,7 @@ from agent.signing import (
 )
 from agent.store import Store
 from schemas.asyncapi import asyncapi_document
-from tests.fakes import FakeDriver
+from tests.fakes import fake_host
 
 SECRET = b"0123456789abcdef0123456789abcdef-orch1"
 NOW = 1_800_000_000.0
@@ -417,29 +412,19 @@ class SignedRig:
 async def signed_rig(
     tmp_path: Path, keys: Keys, store: Store, clock: Clock
 ) -> AsyncIterator[SignedRig]:
-    driver = FakeDriver()
-    domains = DomainTable()
-    monitor = Monitor("h1", domains, store, driver, lambda: None)
-    watching = asyncio.create_task(monitor.run())
-    await asyncio.wait_for(monitor.connected.wait(), 5)
-    operations = Operations(
-        "h1",
-        [],
-        domains,
-        driver,
-        monitor,
-        RegistryCredentials(tmp_path / "registries.json"),
-        await driver.engine(),
-        gone=store.gone,
-        intent_reached=store.intent_reached,
-    )
-    metrics = Metrics()
-    verifier = Verifier(keys.trusted, WINDOW_S, store, clock)
-    dispatcher = Dispatcher(
-        "h1", operations, domains, store, concurrency=2, metrics=metrics, verifier=verifier
-    )
-    yield SignedRig(dispatcher, metrics, store)
-    watching.cancel()
+    async with fake_host(store, tmp_path) as host:
+        metrics = Metrics()
+        verifier = Verifier(keys.trusted, WINDOW_S, store, clock)
+        dispatcher = Dispatcher(
+            "h1",
+            host.operations(),
+            host.domains,
+            store,
+            concurrency=2,
+            metrics=metrics,
+            verifier=verifier,
+        )
+        yield SignedRig(dispatcher, metrics, store)
 
 
 def _count(metrics: Metrics, name: str, **labels: str) -> float:
@@ -489,21 +474,10 @@ async def test_dispatcher_refuses_unauthentic_commands_with_auth_failed(
 async def test_dispatcher_without_a_verifier_ignores_signatures(
     keys: Keys, tmp_path: Path, store: Store
 ) -> None:
-    driver = FakeDriver()
-    domains = DomainTable()
-    monitor = Monitor("h1", domains, store, driver, lambda: None)
-    operations = Operations(
-        "h1",
-        [],
-        domains,
-        driver,
-        monitor,
-        RegistryCredentials(tmp_path / "registries.json"),
-        await driver.engine(),
-    )
-    dispatcher = Dispatcher("h1", operations, domains, store, concurrency=1)
-    body = json.dumps({"id": "c9", "op": "host.ping"}).encode()
-    assert (await dispatcher.submit(body, "c9")).reply.ok
+    async with fake_host(store, tmp_path) as host:
+        dispatcher = Dispatcher("h1", host.operations(), host.domains, store, concurrency=1)
+        body = json.dumps({"id": "c9", "op": "host.ping"}).encode()
+        assert (await dispatcher.submit(body, "c9")).reply.ok
 
 
 def test_asyncapi_documents_the_signature_headers() -> None:
