@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -283,6 +283,7 @@ class Monitor:
             and await self._stale(domain, event.action)
         ):
             return
+        reported = replace(domain.evidence, signals=list(domain.evidence.signals))
         domain.evidence.observe(event.action, event.signal)
         transitions = translate(
             event.action,
@@ -292,9 +293,10 @@ class Monitor:
             exit_code=event.exit_code,
         )
         if not transitions:
-            with self._store.transaction() as tx:
-                tx.save(domain)
-                tx.set_counter(DOCKER_TIME, event.time_ns)
+            if domain.evidence != reported:
+                with self._store.transaction() as tx:
+                    tx.save(domain)
+                    tx.set_counter(DOCKER_TIME, event.time_ns)
             return
         params: dict[str, int] = {}
         if Special.TUNABLE in transitions:
