@@ -13,18 +13,14 @@ import aio_pika
 import aiodocker
 import pytest
 
+from tests.environment import unavailable
+
 AMQP_URL = os.environ.get("VIRTBUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IMAGE = "virtbus-test:latest"
 
 
 def new_host() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
-
-
-def _unavailable(what: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is not available (required under CI)")
-    pytest.skip(f"{what} is not available; run scripts/setup.sh")
 
 
 async def _probe() -> tuple[str | None, str | None]:
@@ -49,4 +45,4 @@ def services() -> None:
     broker, docker = asyncio.run(_probe())
     for missing in (broker, docker):
         if missing:
-            _unavailable(missing)
+            unavailable(missing)

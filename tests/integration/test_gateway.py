@@ -25,7 +25,10 @@ import trustme
 from agent.client import Connection
 from agent.gateway import Gateway, tls_context
 from tests.conftest import AMQP_URL, IMAGE
+from tests.environment import unavailable
 from tests.integration.conftest import CLI, Host, Ran, spec
+
+pytestmark = pytest.mark.integration
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 TIMEOUT_S = 60.0
@@ -42,17 +45,11 @@ XML = f"""<domain type='docker'>
 """
 
 
-def _unavailable(what: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is not available (required under CI)")
-    pytest.skip(f"{what} is not available; run scripts/setup.sh")
-
-
 @pytest.fixture(scope="session")
 def virsh_path() -> str:
     path = shutil.which("virsh")
     if path is None:
-        _unavailable("virsh (libvirt-clients)")
+        unavailable("virsh (libvirt-clients)")
     assert path is not None
     return path
 
@@ -61,10 +58,10 @@ def virsh_path() -> str:
 def libvirt_python() -> str:
     """The system python3, with libvirt-python."""
     if not Path(SYSTEM_PYTHON).exists():
-        _unavailable(SYSTEM_PYTHON)
+        unavailable(SYSTEM_PYTHON)
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import libvirt"], check=False, timeout=30)
     if probe.returncode != 0:
-        _unavailable("libvirt-python (python3-libvirt)")
+        unavailable("libvirt-python (python3-libvirt)")
     return SYSTEM_PYTHON
 
 
@@ -281,7 +278,7 @@ async def test_an_alias_from_libvirt_conf_names_gateway_and_host(
     system's, so the client runs as nobody here)."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        _unavailable("setpriv (util-linux)")
+        unavailable("setpriv (util-linux)")
     assert setpriv is not None
     conf = nobody_home / "libvirt" / "libvirt.conf"
     conf.parent.mkdir(mode=0o755)
@@ -489,5 +486,7 @@ async def test_libvirt_python_manages_a_domain(
         ["web", "reboot"],
         ["web", 5, 1],
     ]
-    assert record["name"] == "web"
+    after = await host.ok("domain.lookup", "web")
+    assert after["uuid"] == record["uuid"]
+    assert (after["state"], after["reason"], after["autostart"]) == (5, 2, True)
     await gateway.wait_callbacks(lambda n: n == 0, TIMEOUT_S)

@@ -26,7 +26,8 @@ import aiodocker
 import pytest
 import trustme
 
-from tests.conftest import IMAGE, _unavailable
+from tests.conftest import IMAGE
+from tests.environment import unavailable
 from tests.integration.conftest import Fleet, spec
 from tests.support import BusPeer
 
@@ -122,7 +123,7 @@ async def registry(
     from the engine; the engine trusts the registry's CA (``certs.d``, read per pull)."""
     binary = shutil.which("docker-registry")
     if binary is None or shutil.which("htpasswd") is None:
-        _unavailable("docker-registry and htpasswd (Debian: docker-registry, apache2-utils)")
+        unavailable("docker-registry and htpasswd (Debian: docker-registry, apache2-utils)")
     assert binary is not None
     password = secrets.token_urlsafe(18)
     directory = tmp_path / "registry"

@@ -43,7 +43,8 @@ from schemas.topology import (
     group_key,
     host_queue,
 )
-from tests.conftest import AMQP_URL, _unavailable, new_host
+from tests.conftest import AMQP_URL, new_host
+from tests.environment import unavailable
 from tests.integration.conftest import CLI, Fleet, spec
 from tests.support import EventRecorder
 
@@ -77,7 +78,7 @@ async def users(services: None) -> AsyncIterator[Users]:
         try:
             await api.remove(f"vbtest-probe-{uuid.uuid4().hex[:6]}")
         except ProvisionError as error:
-            _unavailable(f"RabbitMQ's management API ({error})")
+            unavailable(f"RabbitMQ's management API ({error})")
         made = Users(api)
         yield made
         for name in made.names:
@@ -103,6 +104,14 @@ async def test_subscriber_reads_events_and_cannot_publish_a_command(users: Users
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(await channel.get_exchange(EVENTS_EXCHANGE, ensure=False), "#")
+        probe_key = f"{new_host()}.agent.heartbeat"
+        async with await aio_pika.connect(AMQP_URL) as publisher:
+            events = await (await publisher.channel()).get_exchange(EVENTS_EXCHANGE)
+            await events.publish(aio_pika.Message(b'{"probe": 1}'), routing_key=probe_key)
+        async with queue.iterator(timeout=WAIT_S) as arrived:
+            message = await anext(aiter(arrived))
+            await message.ack()
+        assert (message.routing_key, message.body) == (probe_key, b'{"probe": 1}')
         for exchange, key in (
             (COMMANDS_EXCHANGE, "h1"),
             (BROADCAST_EXCHANGE, "all"),

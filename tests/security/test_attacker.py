@@ -41,7 +41,8 @@ from agent.provision import (
 )
 from agent.signing import SigningKey
 from schemas.topology import COMMANDS_EXCHANGE, host_queue
-from tests.conftest import AMQP_URL, IMAGE, _unavailable, new_host
+from tests.conftest import AMQP_URL, IMAGE, new_host
+from tests.environment import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +103,7 @@ async def management(services: None) -> AsyncIterator[Management]:
         try:
             await api.remove(f"vbtest-probe-{uuid.uuid4().hex[:6]}")
         except ProvisionError as error:
-            _unavailable(f"RabbitMQ's management API ({error})")
+            unavailable(f"RabbitMQ's management API ({error})")
         yield api
 
 

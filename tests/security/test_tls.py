@@ -31,7 +31,8 @@ from agent.client import VirtbusError, connect
 from agent.config import Config
 from agent.driver import DockerDriver
 from agent.tls import client_context
-from tests.conftest import _unavailable, new_host
+from tests.conftest import new_host
+from tests.environment import unavailable
 from tests.faults.cluster import rabbitmqctl
 from tests.integration.conftest import VIRTBUS
 
@@ -102,7 +103,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="module")
 def tls_broker(pki: Pki) -> Iterator[TlsBroker]:
     if shutil.which("rabbitmq-server") is None or shutil.which("runuser") is None:
-        _unavailable("rabbitmq-server (for a TLS node of the tests' own)")
+        unavailable("rabbitmq-server (for a TLS node of the tests' own)")
     # the node runs as the rabbitmq user: its files live where that user can read them
     root = Path(tempfile.mkdtemp(prefix="virtbus-tls-"))
     server = root / "server"
@@ -267,7 +268,8 @@ def test_tls_settings_come_from_the_environment(pki: Pki, monkeypatch: pytest.Mo
     assert context is not None
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
-    assert Config(host="h1", amqp_ca_file=None, amqp_cert_file=None, amqp_key_file=None)
+    unset = Config(host="h1", amqp_ca_file=None, amqp_cert_file=None, amqp_key_file=None)
+    assert unset.amqp_ssl_context is None
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import jsonschema
 import pytest
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -462,7 +463,6 @@ def test_command_schema_names_every_op(op: str) -> None:
 
 
 def test_command_schema_accepts_and_refuses_like_the_models() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json_schemas()["Command"]
     for op in OPS:
         jsonschema.validate(json.loads(body(op)), schema)
