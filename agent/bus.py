@@ -209,7 +209,7 @@ class Bus:
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
 
     async def _declare(self, channel: AbstractChannel) -> None:
-        """The topology of DESIGN §2, idempotently; or, without ``declare_topology``, a
+        """The topology of docs/protocol.md, idempotently; or, without ``declare_topology``, a
         check that `virtbus provision` declared it (passive: takes no permission)."""
         if not self._declare_topology:
             self._events = await channel.get_exchange(EVENTS_EXCHANGE)

@@ -258,7 +258,7 @@ class Management:
             )
 
     async def declare_topology(self, vhost: str = DEFAULT_VHOST) -> None:
-        """The shared exchanges and the dead-letter queue (DESIGN §2), idempotently."""
+        """The shared exchanges and the dead-letter queue (docs/protocol.md), idempotently."""
         where = _quoted(vhost)
         for name, kind in EXCHANGES.items():
             await self._call(

@@ -80,7 +80,7 @@ class Mount(WireModel):
 
 
 class DomainSpec(WireModel):
-    """A domain's definition (DESIGN §6). The image must be on the host or pullable.
+    """A domain's definition (docs/protocol.md). The image must be on the host or pullable.
 
     Limits left out are the host's: no memory or CPU limit, and the policy's default
     number of processes (``pids_limit``).

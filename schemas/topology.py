@@ -1,4 +1,4 @@
-"""Names on the broker, shared by agents and clients (DESIGN §2)."""
+"""Names on the broker, shared by agents and clients (docs/protocol.md#topology)."""
 
 from __future__ import annotations
 

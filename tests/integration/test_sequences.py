@@ -1,4 +1,4 @@
-"""DESIGN §5: every reference sequence, and every change made behind the agent's back,
+"""docs/events.md#events: every reference sequence, and every change made behind the agent's back,
 checked exactly (no extra, no missing events) against a real engine and broker."""
 
 from __future__ import annotations

@@ -366,7 +366,7 @@ ERROR_CODES = {
     "RESOURCE_BUSY": 87,
     "ACCESS_DENIED": 88,
 }
-"""DESIGN §3's list, exactly."""
+"""The code list of docs/protocol.md#replies, exactly."""
 
 DOMAIN_STATES = {
     "NOSTATE": 0,

@@ -327,7 +327,7 @@ CODES: dict[Lifecycle, tuple[str, int, str, int]] = {
     L.STOPPED_CRASHED: ("stopped", 5, "crashed", 2),
     L.STOPPED_FAILED: ("stopped", 5, "failed", 5),
 }
-"""DESIGN §5's table."""
+"""The lifecycle table of docs/events.md#events."""
 
 OUTCOMES: dict[Lifecycle, tuple[int, int] | None] = {
     L.DEFINED_ADDED: None,
@@ -343,7 +343,7 @@ OUTCOMES: dict[Lifecycle, tuple[int, int] | None] = {
     L.STOPPED_CRASHED: (5, 3),
     L.STOPPED_FAILED: (5, 6),
 }
-"""DESIGN §1's state and reason numbers."""
+"""The state and reason numbers of docs/events.md#states-and-reasons-virdomainstate."""
 
 
 def test_every_lifecycle_member_is_listed() -> None:
