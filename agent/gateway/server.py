@@ -354,10 +354,12 @@ class Client:
         ``keepalive_count`` pings in a row unanswered and the client is dead."""
         interval = self._settings.keepalive_interval_s
         unanswered = 0
+        pinged = 0.0
         while True:
             await asyncio.sleep(interval)
-            if time.monotonic() - self._heard < interval:
+            if self._heard > pinged:
                 unanswered = 0
+            if time.monotonic() - self._heard < interval:
                 continue
             if unanswered >= self._settings.keepalive_count:
                 self._throttled.warning(
@@ -369,6 +371,7 @@ class Client:
                 self._writer.transport.abort()
                 return
             unanswered += 1
+            pinged = time.monotonic()
             # written whole, without waiting for a peer that may never read
             self._writer.write(message(KEEPALIVE_PROGRAM, KeepaliveProc.PING))
 
