@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
@@ -54,6 +54,9 @@ from schemas.commands import ListFlag
 from schemas.domain import DomainRecord
 from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
 from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, Reply, Result
+
+if TYPE_CHECKING:
+    from agent.gateway.settings import GatewaySettings
 
 STATE_NAMES = {
     DomainState.NOSTATE: "no state",
@@ -817,6 +820,19 @@ def listen_address(text: str) -> tuple[str, int]:
     return address.strip("[]"), int(port)
 
 
+def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
+    """The options given on the command line; the defaults for the others."""
+    from agent.gateway.settings import GatewaySettings
+
+    given = {
+        name: getattr(args, name)
+        for names in GATEWAY_GROUPS.values()
+        for name in names
+        if getattr(args, name, None) is not None
+    }
+    return GatewaySettings.model_validate(given)
+
+
 async def run_gateway(args: argparse.Namespace) -> int:
     from agent.gateway import Gateway, tls_context
 
@@ -834,16 +850,8 @@ async def run_gateway(args: argparse.Namespace) -> int:
         broker_tls = client_context(args.ca_file, args.cert_file, args.key_file)
     except ValueError as error:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
-    from agent.gateway.settings import GatewaySettings
-
-    given = {
-        name: getattr(args, name)
-        for names in GATEWAY_GROUPS.values()
-        for name in names
-        if getattr(args, name, None) is not None
-    }
     try:
-        settings = GatewaySettings.model_validate(given)
+        settings = gateway_settings(args)
     except ValidationError as error:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
     conn = Connection(args.connect, args.timeout, args.signing_key, broker_tls)

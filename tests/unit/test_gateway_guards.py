@@ -10,14 +10,12 @@ import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
-from agent.client import VirtbusError
 from agent.gateway.acl import ACCESS, access
 from agent.gateway.authz import Policy, matches
 from agent.gateway.procedures import HANDLERS
@@ -464,4 +462,29 @@ def test_a_recurring_error_is_logged_once_per_interval(caplog: pytest.LogCapture
     assert len(caplog.records) == 4
 
 
-_ = (datetime, UTC, VirtbusError)
+def test_the_gateway_command_takes_every_setting() -> None:
+    from agent.cli import GATEWAY_GROUPS, build_parser, gateway_settings
+
+    args = build_parser().parse_args(
+        [
+            "gateway",
+            "--max-clients",
+            "3",
+            "--keepalive-interval",
+            "0.5",
+            "--tls-allowed-dn",
+            "CN=a",
+            "--tls-allowed-dn",
+            "CN=b*",
+            "--authz",
+            "/etc/authz.toml",
+        ]
+    )
+    settings = gateway_settings(args)
+    assert (settings.max_clients, settings.keepalive_interval_s) == (3, 0.5)
+    assert settings.tls_allowed_dn == ("CN=a", "CN=b*")
+    assert str(settings.authz) == "/etc/authz.toml"
+    assert settings.max_client_requests == 5
+    assert {n for names in GATEWAY_GROUPS.values() for n in names} == set(
+        GatewaySettings.model_fields
+    )
