@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
@@ -54,6 +54,9 @@ from schemas.commands import ListFlag
 from schemas.domain import DomainRecord
 from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
 from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, Reply, Result
+
+if TYPE_CHECKING:
+    from agent.gateway.settings import GatewaySettings
 
 STATE_NAMES = {
     DomainState.NOSTATE: "no state",
@@ -761,7 +764,52 @@ def _gateway_parser(commands: Any) -> None:
     parser.add_argument(
         "--tls-ca", help="accept only clients with a certificate signed by this PEM CA"
     )
+    from agent.gateway.settings import GatewaySettings
+
+    _settings_options(parser, GatewaySettings)
     parser.set_defaults(timeout=30.0)
+
+
+GATEWAY_GROUPS = {
+    "who is admitted (see docs/gateway-security.md)": ("tls_allowed_dn", "authz"),
+    "limits (libvirtd's defaults)": (
+        "max_clients",
+        "max_anonymous_clients",
+        "max_client_requests",
+        "max_packet_bytes",
+        "max_client_callbacks",
+        "handshake_timeout_s",
+        "packet_timeout_s",
+        "keepalive_interval_s",
+        "keepalive_count",
+        "log_interval_s",
+    ),
+}
+
+
+def _settings_options(parser: argparse.ArgumentParser, model: Any) -> None:
+    """One option per settings field, ``--max-clients`` for ``max_clients``, in groups;
+    the field's description is its help and its default is shown."""
+    for title, names in GATEWAY_GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            info = model.model_fields[name]
+            flag = "--" + name.replace("_", "-").removesuffix("-s")
+            if name == "tls_allowed_dn":
+                group.add_argument(
+                    flag,
+                    action="append",
+                    dest=name,
+                    metavar="DN",
+                    help=f"{info.description} (repeat the option for each)",
+                )
+                continue
+            kind = {int: int, float: float}.get(info.annotation, str)
+            unit = " (seconds)" if name.endswith("_s") else ""
+            default = "" if info.default is None else f" (default {info.default})"
+            group.add_argument(
+                flag, type=kind, dest=name, help=f"{info.description}{unit}{default}"
+            )
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -772,11 +820,26 @@ def listen_address(text: str) -> tuple[str, int]:
     return address.strip("[]"), int(port)
 
 
+def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
+    """The options given on the command line; the defaults for the others."""
+    from agent.gateway.settings import GatewaySettings
+
+    given = {
+        name: getattr(args, name)
+        for names in GATEWAY_GROUPS.values()
+        for name in names
+        if getattr(args, name, None) is not None
+    }
+    return GatewaySettings.model_validate(given)
+
+
 async def run_gateway(args: argparse.Namespace) -> int:
     from agent.gateway import Gateway, tls_context
 
     if (args.tls_key or args.tls_ca) and not args.tls_cert:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, "--tls-key and --tls-ca need --tls-cert")
+    if args.tls_allowed_dn and not args.tls_ca:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, "--tls-allowed-dn needs --tls-ca")
     try:
         tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
     except OSError as error:  # ssl.SSLError included
@@ -787,13 +850,21 @@ async def run_gateway(args: argparse.Namespace) -> int:
         broker_tls = client_context(args.ca_file, args.cert_file, args.key_file)
     except ValueError as error:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
+    try:
+        settings = gateway_settings(args)
+    except ValidationError as error:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
     conn = Connection(args.connect, args.timeout, args.signing_key, broker_tls)
+    try:
+        address, port = args.listen
+        gateway = Gateway(conn, address, port, tls, settings)
+    except ValueError as error:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
-    address, port = args.listen
-    async with Gateway(conn, address, port, tls):
+    async with gateway:
         await stop.wait()
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import platform
 import re
 import uuid
@@ -22,6 +23,9 @@ from urllib.parse import urlsplit
 from pydantic import TypeAdapter, ValidationError
 
 from agent.client import Connection, VirtbusError
+from agent.gateway.acl import BEFORE_AUTH, access
+from agent.gateway.authz import Grant, Policy
+from agent.gateway.identity import Identity
 from agent.gateway.protocol import (
     REMOTE_PROGRAM,
     STRING_MAX,
@@ -38,7 +42,11 @@ from schemas.domain import DomainRecord
 from schemas.events import DomainEventBase, Event, LifecycleEvent, RebootEvent
 from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, HostInfo, Result
 
+log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Result)
+DRIVER = "virtbus"
+RPC_ERROR = 39  # VIR_ERR_RPC
+CONNECT_RO = 1
 OS_TYPE = "exe"
 CONNECTION_TYPE = "virtbus"
 OPEN_TIMEOUT_S = 5.0
@@ -83,7 +91,9 @@ START_PAUSED = 1
 START_FORCE_BOOT = 8
 SHUTDOWN_MODES = 4 | 8  # INITCTL, SIGNAL: what a container's init can be sent
 UNDEFINE_ALL = 1 | 2 | 4 | 8 | 16 | 32 | 64  # there is never anything extra to remove
+GET_XML_SECURE = 1
 GET_XML_INACTIVE = 2
+GET_XML_MIGRATABLE = 8
 GET_XML_ALL = 1 | 2 | 4 | 8
 DEFINE_VALIDATE = 1
 AFFECT_ALL = 1 | 2  # LIVE, CONFIG: a virtbus update is both
@@ -91,15 +101,68 @@ MEMORY_ALL = AFFECT_ALL | 4  # MAXIMUM: a container's memory is its limit
 VCPUS_ALL = AFFECT_ALL | 4
 
 
+@dataclass
+class Call:
+    """The call being answered: the server sets it before its handler runs."""
+
+    procedure: int
+    api: str
+    args: Unpacker
+    forwarded: bool = False
+
+
+CALL: ContextVar[Call | None] = ContextVar("call", default=None)
+
+
 @dataclass(eq=False)
 class Session:
-    """One libvirt client's connection: the host its URI named, and its callbacks."""
+    """One libvirt client's connection: who it is, the host its URI named, what it may
+    do there, and its callbacks.
 
-    conn: Connection
+    ``identity`` starts anonymous (or x509 from a verified certificate); an
+    authentication procedure sets it with ``login`` once the client has proved who it
+    is. ``needs_login`` (set by the server when the gateway requires a login) keeps
+    every other procedure refused until then."""
+
+    bus: Connection
     send: Callable[[bytes], Awaitable[None]]
     changed: Callable[[], None] = lambda: None
+    identity: Identity = field(default_factory=lambda: Identity.anonymous("unknown"))
+    policy: Policy | None = None
+    max_callbacks: int = 128
+    needs_login: bool = False
+    on_login: Callable[[], None] = lambda: None
+    on_open: Callable[[], None] = lambda: None
+    on_keepalive: Callable[[], None] = lambda: None
     host: str | None = None
+    read_only: bool = False
+    grant: Grant | None = None
     callbacks: set[int] = field(default_factory=set)
+
+    def login(self, identity: Identity) -> None:
+        """The hook for authentication: the client proved it is ``identity``."""
+        self.identity = identity
+        self.needs_login = False
+        self.on_login()
+
+    @property
+    def conn(self) -> Connection:
+        """The bus, for the call being answered only once every one of its arguments is
+        decoded (XdrError otherwise): a call with bytes left over has no effect. Each
+        call that reaches the bus is logged with the identity that made it."""
+        call = CALL.get()
+        if call is not None:
+            call.args.done()
+            if not call.forwarded:
+                call.forwarded = True
+                log.info(
+                    "%s on host %s: %s",
+                    self.identity,
+                    self.host or "-",
+                    call.api,
+                    extra={"identity": str(self.identity), "host": self.host, "api": call.api},
+                )
+        return self.bus
 
     @property
     def target(self) -> str:
@@ -107,12 +170,42 @@ class Session:
             raise VirtbusError.of(ErrorCode.OPERATION_INVALID, "the connection is not open")
         return self.host
 
+    def authorize(self, procedure: int) -> None:
+        """libvirtd's checks before a call: authentication, read-only, then the
+        authorization file (libvirt's access driver)."""
+        if self.needs_login and procedure not in BEFORE_AUTH:
+            raise VirtbusError("RPC", RPC_ERROR, "authentication required")
+        needed = access(procedure)
+        if needed is None:
+            raise VirtbusError.of(ErrorCode.ACCESS_DENIED, f"'{DRIVER}' denied access")
+        if self.read_only and not needed.read_only:
+            raise VirtbusError.of(
+                ErrorCode.OPERATION_DENIED, f"read only access prevents {needed.api}"
+            )
+        if self.policy is not None and self.grant is not None:
+            self.require(*needed.permissions, api=needed.api)
+
+    def require(self, *permissions: str, api: str) -> None:
+        """ACCESS_DENIED unless the authorization file grants every permission."""
+        if self.policy is None:
+            return
+        refused = [p for p in permissions if self.grant is None or not self.grant.allows(p)]
+        if refused:
+            log.warning(
+                "%s denied %s on host %s: no rule grants %s",
+                self.identity,
+                api,
+                self.host or "-",
+                ", ".join(refused),
+            )
+            raise VirtbusError.of(ErrorCode.ACCESS_DENIED, f"'{DRIVER}' denied access")
+
     async def close(self) -> None:
         """Free every callback the client left registered."""
         while self.callbacks:
             callback_id = self.callbacks.pop()
             with contextlib.suppress(VirtbusError):
-                await self.conn.domain_event_deregister_any(callback_id)
+                await self.bus.domain_event_deregister_any(callback_id)
         self.changed()
 
 
@@ -190,6 +283,13 @@ def read_domain(args: Unpacker) -> WireDomain:
     return WireDomain.unpack(args)
 
 
+def flags_of(args: Unpacker, flagged: Proc) -> int:
+    """The flags of a procedure that shares its handler with a variant without: only
+    the ``flagged`` variant's arguments end with them."""
+    call = CALL.get()
+    return args.uint32() if call is not None and call.procedure == flagged else 0
+
+
 # ---------------------------------------------------------------- connection --
 
 
@@ -202,15 +302,24 @@ async def auth_list(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.CONNECT_SUPPORTS_FEATURE)
 async def supports_feature(session: Session, args: Unpacker) -> bytes:
-    return ints(args.int32() in SUPPORTED_FEATURES)
+    """A client asking about keepalive gets pinged from now on, as libvirtd does."""
+    feature = args.int32()
+    if feature == Feature.PROGRAM_KEEPALIVE:
+        session.on_keepalive()
+    return ints(feature in SUPPORTED_FEATURES)
 
 
 @handles(Proc.CONNECT_OPEN)
 async def connect_open(session: Session, args: Unpacker) -> bytes:
     """The URI's path names the host: ``virtbus:///h1`` (the client drops the
-    transport, server and query). The host must answer a ping within OPEN_TIMEOUT_S."""
+    transport, server and query). The host must answer within OPEN_TIMEOUT_S, and the
+    authorization file (if any) must grant the identity something on it. One open per
+    connection, as libvirtd; VIR_CONNECT_RO makes the connection read-only."""
     name = args.optional(lambda: args.string(STRING_MAX)) or ""
-    args.uint32()  # flags: read-only is all the same here
+    flags = args.uint32()
+    args.done()
+    if session.host is not None:
+        raise VirtbusError.of(ErrorCode.INTERNAL_ERROR, "connection already open")
     try:
         host = HOST_NAME.validate_python(urlsplit(name).path.strip("/"))
     except ValidationError:
@@ -218,8 +327,22 @@ async def connect_open(session: Session, args: Unpacker) -> bytes:
             ErrorCode.INVALID_ARG,
             f"the URI {name!r} must name a virtbus host: virtbus+tcp://GATEWAY/HOST",
         ) from None
-    await session.conn.call(host, "host.ping", timeout_s=OPEN_TIMEOUT_S)
+    grant = None
+    if session.policy is not None and session.policy.needs_groups(session.identity):
+        info = await session.conn.call(host, "host.get_info", timeout_s=OPEN_TIMEOUT_S)
+        groups = frozenset(expect(info, HostInfo).groups)
+    else:
+        await session.conn.call(host, "host.ping", timeout_s=OPEN_TIMEOUT_S)
+        groups = frozenset()
+    if session.policy is not None:
+        grant = session.policy.grant(session.identity, host, groups)
+        if grant is None:
+            log.warning("%s denied host %s: no rule names both", session.identity, host)
+            raise VirtbusError.of(ErrorCode.ACCESS_DENIED, f"'{DRIVER}' denied access")
     session.host = host
+    session.grant = grant
+    session.read_only = bool(flags & CONNECT_RO)
+    session.on_open()
     return b""
 
 
@@ -455,15 +578,17 @@ async def set_autostart(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, Proc.DOMAIN_SNAPSHOT_NUM)
 async def none_saved(session: Session, args: Unpacker) -> bytes:
-    await record_of(session, args)
+    domain = read_domain(args)
     args.uint32()
+    await on_domain(session, domain, "domain.lookup", DomainRecord)
     return ints(0)
 
 
 @handles(Proc.DOMAIN_GET_MESSAGES)
 async def get_messages(session: Session, args: Unpacker) -> bytes:
-    await record_of(session, args)
+    domain = read_domain(args)
     args.uint32()
+    await on_domain(session, domain, "domain.lookup", DomainRecord)
     return ints(0)
 
 
@@ -472,6 +597,10 @@ async def get_xml_desc(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     flags = args.uint32()
     check_flags(flags, GET_XML_ALL, "virDomainGetXMLDesc")
+    if flags & GET_XML_SECURE and session.read_only:
+        raise VirtbusError.of(ErrorCode.OPERATION_DENIED, "virDomainGetXMLDesc with secure flag")
+    if flags & (GET_XML_SECURE | GET_XML_MIGRATABLE):
+        session.require("domain:read_secure", api="virDomainGetXMLDesc")
     inactive = bool(flags & GET_XML_INACTIVE)
     described = await on_domain(
         session, domain, "domain.get_xml_desc", DomainXml, {"inactive": inactive}
@@ -519,7 +648,7 @@ async def create_xml(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.DOMAIN_DEFINE_XML, Proc.DOMAIN_DEFINE_XML_FLAGS)
 async def define_xml(session: Session, args: Unpacker) -> bytes:
     xml = args.string(STRING_MAX)
-    flags = args.uint32() if args.remaining else 0
+    flags = flags_of(args, Proc.DOMAIN_DEFINE_XML_FLAGS)
     check_flags(flags, DEFINE_VALIDATE, "virDomainDefineXMLFlags")
     result = await session.conn.call(session.target, "domain.define", {"xml": xml})
     return pack_domain(expect(result, DomainRecord))
@@ -528,7 +657,9 @@ async def define_xml(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.DOMAIN_SHUTDOWN, Proc.DOMAIN_SHUTDOWN_FLAGS)
 async def shutdown(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
-    check_flags(args.uint32() if args.remaining else 0, SHUTDOWN_MODES, "virDomainShutdownFlags")
+    check_flags(
+        flags_of(args, Proc.DOMAIN_SHUTDOWN_FLAGS), SHUTDOWN_MODES, "virDomainShutdownFlags"
+    )
     await lifecycle(session, domain, "domain.shutdown")
     return b""
 
@@ -544,7 +675,7 @@ async def reboot(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.DOMAIN_DESTROY, Proc.DOMAIN_DESTROY_FLAGS)
 async def destroy(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
-    check_flags(args.uint32() if args.remaining else 0, 0, "virDomainDestroyFlags")
+    check_flags(flags_of(args, Proc.DOMAIN_DESTROY_FLAGS), 0, "virDomainDestroyFlags")
     await lifecycle(session, domain, "domain.destroy")
     return b""
 
@@ -564,7 +695,7 @@ async def resume(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.DOMAIN_UNDEFINE, Proc.DOMAIN_UNDEFINE_FLAGS)
 async def undefine(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
-    check_flags(args.uint32() if args.remaining else 0, UNDEFINE_ALL, "virDomainUndefineFlags")
+    check_flags(flags_of(args, Proc.DOMAIN_UNDEFINE_FLAGS), UNDEFINE_ALL, "virDomainUndefineFlags")
     await lifecycle(session, domain, "domain.undefine")
     return b""
 
@@ -573,7 +704,7 @@ async def undefine(session: Session, args: Unpacker) -> bytes:
 async def set_memory(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     memory_kib = args.uint64()
-    check_flags(args.uint32() if args.remaining else 0, MEMORY_ALL, "virDomainSetMemoryFlags")
+    check_flags(flags_of(args, Proc.DOMAIN_SET_MEMORY_FLAGS), MEMORY_ALL, "virDomainSetMemoryFlags")
     await lifecycle(session, domain, "domain.set_memory", memory_kib=memory_kib)
     return b""
 
@@ -582,7 +713,7 @@ async def set_memory(session: Session, args: Unpacker) -> bytes:
 async def set_vcpus(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     vcpus = args.uint32()
-    check_flags(args.uint32() if args.remaining else 0, VCPUS_ALL, "virDomainSetVcpusFlags")
+    check_flags(flags_of(args, Proc.DOMAIN_SET_VCPUS_FLAGS), VCPUS_ALL, "virDomainSetVcpusFlags")
     await lifecycle(session, domain, "domain.set_vcpus", vcpus=vcpus)
     return b""
 
@@ -626,6 +757,11 @@ async def register_any(session: Session, args: Unpacker) -> bytes:
     domain = args.optional(lambda: read_domain(args))
     if event_id not in (EventId.LIFECYCLE, EventId.REBOOT):
         raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"domain event {event_id}")
+    if len(session.callbacks) >= session.max_callbacks:
+        raise VirtbusError.of(
+            ErrorCode.RESOURCE_BUSY,
+            f"this connection has {len(session.callbacks)} event callbacks, the most allowed",
+        )
     callback_id = 0
     replied = REPLIED.get()
 

@@ -151,10 +151,11 @@ class Header:
         )
 
 
-def packet_length(word: bytes) -> int:
-    """The length of the rest of a packet, from its first four bytes."""
+def packet_length(word: bytes, maximum: int = MESSAGE_MAX) -> int:
+    """The length of the rest of a packet, from its first four bytes; XdrError for a
+    length under a header's or over ``maximum``."""
     length = Unpacker(word).uint32()
-    if not LENGTH_BYTES + HEADER_BYTES <= length <= MESSAGE_MAX:
+    if not LENGTH_BYTES + HEADER_BYTES <= length <= maximum:
         raise XdrError(f"a packet length of {length} bytes is out of bounds")
     return length - LENGTH_BYTES
 

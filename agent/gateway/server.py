@@ -1,9 +1,15 @@
 """The gateway: a libvirt remote-protocol server whose calls become virtbus commands.
 
-Every client gets its own session (its host, its callbacks); all of them share one
-connection to the broker. A call is answered on its own serial as soon as it is done,
-so a slow command does not hold back keepalive pings. A client that goes away frees its
-callbacks and their event streams.
+Every client gets its own session (its identity, its host, its callbacks); all of them
+share one connection to the broker. A call is answered on its own serial as soon as it
+is done, so a slow command does not hold back keepalive pings. A client that goes away
+frees its callbacks and their event streams.
+
+Guards, each a ``GatewaySettings`` field: clients in all and not yet authenticated,
+calls in flight per client (the socket is not read while they are all taken), the
+length of a packet (refused from its length word), callbacks per client, the time to
+open a connection, the time a packet may take to arrive, and keepalive. An error at a
+limit is logged once per ``log_interval_s`` with the number of times it happened.
 """
 
 from __future__ import annotations
@@ -12,12 +18,16 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
 from agent.client import Connection, VirtbusError
-from agent.gateway.procedures import HANDLERS, REPLIED, Session
+from agent.gateway.acl import access
+from agent.gateway.authz import Policy, matches, subject_dn
+from agent.gateway.identity import Identity
+from agent.gateway.procedures import CALL, HANDLERS, REPLIED, Call, Session
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     LENGTH_BYTES,
@@ -33,6 +43,7 @@ from agent.gateway.protocol import (
     pack_error,
     packet_length,
 )
+from agent.gateway.settings import GatewaySettings
 from agent.gateway.xdr import Unpacker, XdrError
 from schemas.codes import ErrorCode
 
@@ -55,10 +66,34 @@ def tls_context(cert: str, key: str | None = None, ca: str | None = None) -> ssl
     return tls
 
 
+class Throttled:
+    """Log a recurring error once per interval, with how often it happened since."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float) -> None:
+        self._log = logger
+        self._interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, text: str, *args: object, exc_info: Any = None) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        more = self._suppressed.pop(key, 0)
+        if more and last is not None:
+            text += f" (and {more} more times in the last {now - last:.0f} s)"
+        self._log.warning(text, *args, exc_info=exc_info)
+
+
 class Gateway:
     """``async with Gateway(Connection(url), "127.0.0.1", 16509)``: listening once
     entered. The connection (not yet open) says how the broker is reached, how commands
-    are signed and how long an agent's reply is awaited; the gateway opens and closes it."""
+    are signed and how long an agent's reply is awaited; the gateway opens and closes it.
+    ``settings`` holds the limits and who is admitted (libvirtd's defaults if absent);
+    its authorization file is read here (ValueError if it is not valid)."""
 
     def __init__(
         self,
@@ -66,15 +101,21 @@ class Gateway:
         address: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         tls: ssl.SSLContext | None = None,
+        settings: GatewaySettings | None = None,
     ) -> None:
         self._conn = conn
         self._address = address
         self._port = port
         self._tls = tls
+        self.settings = settings or GatewaySettings()
+        self._policy = Policy.load(self.settings.authz) if self.settings.authz else None
+        self._throttled = Throttled(log, self.settings.log_interval_s)
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self._sessions: set[Session] = set()
+        self._anonymous = 0
         self._changed = asyncio.Event()
+        self._loop_handler: Any = None
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -100,23 +141,34 @@ class Gateway:
         """Event callbacks registered by the clients connected now."""
         return sum(len(session.callbacks) for session in self._sessions)
 
+    @property
+    def clients(self) -> int:
+        """Clients connected now."""
+        return len(self._clients)
+
     async def wait_callbacks(self, predicate: Callable[[int], bool], timeout_s: float) -> None:
         """Until the number of callbacks satisfies ``predicate``; TimeoutError after
         ``timeout_s``."""
+        await self.wait(lambda: predicate(self.callbacks), timeout_s)
+
+    async def wait(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        """Until ``predicate`` holds, checked as clients come, go and register
+        callbacks; TimeoutError after ``timeout_s``."""
         async with asyncio.timeout(timeout_s):
-            while not predicate(self.callbacks):
+            while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
 
     async def start(self) -> None:
         await self._conn.open()
         try:
-            self._server = await asyncio.start_server(
-                self._accept, self._address, self._port, ssl=self._tls
-            )
+            self._server = await asyncio.start_server(self._accept, self._address, self._port)
         except OSError:
             await self._conn.close()
             raise
+        loop = asyncio.get_running_loop()
+        self._loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._on_loop_error)
         log.info("gateway listening on %s:%d", self._address, self.port)
 
     async def stop(self) -> None:
@@ -128,23 +180,92 @@ class Gateway:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+            asyncio.get_running_loop().set_exception_handler(self._loop_handler)
         await self._conn.close()
 
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's own errors (out of file descriptors at accept, above all): one line
+        per interval, not one per attempt."""
+        message = str(context.get("message", "asyncio error"))
+        self._throttled.warning(message, "%s", message, exc_info=context.get("exception"))
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        limits = self.settings
+        if len(self._clients) >= limits.max_clients:
+            self._refuse(writer, "max_clients", limits.max_clients)
+            return
+        if self._anonymous >= limits.max_anonymous_clients:
+            self._refuse(writer, "max_anonymous_clients", limits.max_anonymous_clients)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
-        if self._tls is not None:
-            # libvirt's client waits for one byte saying its certificate was accepted
-            writer.write(TLS_ACCEPTED)
-        client = Client(self._conn, reader, writer, self._changed.set)
+        self._anonymous += 1
+        anonymous = True
+
+        def authenticated() -> None:
+            nonlocal anonymous
+            if anonymous:
+                anonymous = False
+                self._anonymous -= 1
+
+        client = Client(self._conn, reader, writer, self._changed.set, limits)
+        client.session.policy = self._policy
+        client.session.on_login = authenticated
         self._sessions.add(client.session)
+        self._changed.set()
         try:
-            await client.serve()
+            if await self._admit(client, writer):
+                if not client.session.needs_login:
+                    authenticated()
+                await client.serve()
         finally:
+            authenticated()
             self._sessions.discard(client.session)
             self._clients.discard(task)
             self._changed.set()
+            writer.close()
+
+    def _refuse(self, writer: asyncio.StreamWriter, limit: str, value: int) -> None:
+        self._throttled.warning(
+            limit, "refusing a client from %s: %s (%d) reached", peer_of(writer), limit, value
+        )
+        writer.transport.abort()
+
+    async def _admit(self, client: Client, writer: asyncio.StreamWriter) -> bool:
+        """TLS: the handshake, and the certificate's subject against the allowed list,
+        within the handshake timeout. libvirt's client waits for one byte saying its
+        certificate was accepted; a refused one gets the connection closed instead."""
+        peer = peer_of(writer)
+        client.session.identity = Identity.anonymous(peer)
+        if self._tls is None:
+            return True
+        try:
+            async with asyncio.timeout(self.settings.handshake_timeout_s):
+                await writer.start_tls(self._tls)
+        except (TimeoutError, OSError) as error:  # ssl.SSLError included
+            self._throttled.warning(
+                "tls", "TLS handshake with %s failed: %s", peer, error or "timed out"
+            )
+            return False
+        tls = writer.get_extra_info("ssl_object")
+        der = tls.getpeercert(binary_form=True) if tls is not None else None
+        if der:
+            dn = subject_dn(der)
+            allowed = self.settings.tls_allowed_dn
+            if allowed and not any(matches(pattern, dn) for pattern in allowed):
+                self._throttled.warning(
+                    "tls_allowed_dn", "refusing %s: the certificate of %r is not allowed", peer, dn
+                )
+                return False
+            client.session.identity = Identity("x509", dn)
+        writer.write(TLS_ACCEPTED)
+        return True
+
+
+def peer_of(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
 class Client:
@@ -156,12 +277,23 @@ class Client:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         changed: Callable[[], None] = lambda: None,
+        settings: GatewaySettings | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
+        self._settings = settings or GatewaySettings()
+        self._throttled = Throttled(log, self._settings.log_interval_s)
         self._sending = asyncio.Lock()
+        self._slots = asyncio.Semaphore(self._settings.max_client_requests)
         self._calls: set[asyncio.Task[None]] = set()
-        self.session = Session(conn, self.send, changed)
+        self._heard = time.monotonic()
+        self._keepalive: asyncio.Task[None] | None = None
+        self._opened = False
+        self.session = Session(
+            conn, self.send, changed, max_callbacks=self._settings.max_client_callbacks
+        )
+        self.session.on_open = self._on_open
+        self.session.on_keepalive = self._start_keepalive
 
     async def send(self, packet: bytes) -> None:
         """Write one packet whole; a client that is gone is not an error here."""
@@ -171,17 +303,26 @@ class Client:
                 await self._writer.drain()
 
     async def serve(self) -> None:
-        peer = self._writer.get_extra_info("peername")
+        peer = peer_of(self._writer)
         log.info("client %s connected", peer)
+        loop = asyncio.get_running_loop()
+        handshake = loop.call_later(self._settings.handshake_timeout_s, self._late, peer)
         try:
             while True:
-                packet = await self._read()
+                await self._slots.acquire()
+                packet = await self._read(peer)
                 if packet is None:
                     break
+                self._heard = time.monotonic()
                 self._receive(packet)
         except XdrError as error:
-            log.warning("client %s sent a bad packet, closing: %s", peer, error)
+            self._throttled.warning(
+                "bad packet", "client %s sent a bad packet, closing: %s", peer, error
+            )
         finally:
+            handshake.cancel()
+            if self._keepalive is not None:
+                self._keepalive.cancel()
             for task in self._calls:
                 task.cancel()
             await asyncio.gather(*self._calls, return_exceptions=True)
@@ -191,10 +332,66 @@ class Client:
                 await self._writer.wait_closed()
             log.info("client %s gone", peer)
 
-    async def _read(self) -> bytes | None:
+    def _on_open(self) -> None:
+        self._opened = True
+
+    def _late(self, peer: str) -> None:
+        if not self._opened:
+            self._throttled.warning(
+                "handshake",
+                "closing %s: no connection opened within %g s",
+                peer,
+                self._settings.handshake_timeout_s,
+            )
+            self._writer.transport.abort()
+
+    def _start_keepalive(self) -> None:
+        if self._keepalive is None and self._settings.keepalive_count > 0:
+            self._keepalive = asyncio.create_task(self._ping())
+
+    async def _ping(self) -> None:
+        """libvirtd's keepalive: a ping after each interval the client was silent;
+        ``keepalive_count`` pings in a row unanswered and the client is dead."""
+        interval = self._settings.keepalive_interval_s
+        unanswered = 0
+        pinged = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            if self._heard > pinged:
+                unanswered = 0
+            if time.monotonic() - self._heard < interval:
+                continue
+            if unanswered >= self._settings.keepalive_count:
+                self._throttled.warning(
+                    "keepalive",
+                    "closing %s: no answer to %d keepalive pings",
+                    peer_of(self._writer),
+                    unanswered,
+                )
+                self._writer.transport.abort()
+                return
+            unanswered += 1
+            pinged = time.monotonic()
+            # written whole, without waiting for a peer that may never read
+            self._writer.write(message(KEEPALIVE_PROGRAM, KeepaliveProc.PING))
+
+    async def _read(self, peer: str) -> bytes | None:
+        """The next packet; its first byte may take any time, the rest only the packet
+        timeout, and a length over the limit is refused before anything more is read."""
         try:
-            word = await self._reader.readexactly(LENGTH_BYTES)
-            return await self._reader.readexactly(packet_length(word))
+            first = await self._reader.readexactly(1)
+            async with asyncio.timeout(self._settings.packet_timeout_s):
+                word = first + await self._reader.readexactly(LENGTH_BYTES - 1)
+                length = packet_length(word, self._settings.max_packet_bytes)
+                return await self._reader.readexactly(length)
+        except TimeoutError:
+            self._throttled.warning(
+                "packet_timeout",
+                "closing %s: a packet took over %g s",
+                peer,
+                self._settings.packet_timeout_s,
+            )
+            return None
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
@@ -203,15 +400,23 @@ class Client:
         if header.program == KEEPALIVE_PROGRAM:
             if header.procedure == KeepaliveProc.PING:
                 self._spawn(self.send(message(KEEPALIVE_PROGRAM, KeepaliveProc.PONG)))
+            else:
+                self._slots.release()
             return
         if header.type != MessageType.CALL:
+            self._slots.release()
             return
         self._spawn(self._call(header, payload))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run one packet's work; its slot is free again once the work is done."""
         task = asyncio.create_task(work)
         self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._calls.discard(task)
+        self._slots.release()
 
     async def _call(self, header: Header, payload: bytes) -> None:
         replied = asyncio.Event()
@@ -227,7 +432,12 @@ class Client:
             )
             status = Status.ERROR
         except Exception:
-            log.exception("procedure %d failed", header.procedure)
+            self._throttled.warning(
+                f"procedure {header.procedure}",
+                "procedure %d failed",
+                header.procedure,
+                exc_info=True,
+            )
             body = pack_error(
                 ErrorCode.INTERNAL_ERROR,
                 f"{ErrorCode.INTERNAL_ERROR.prefix}: the gateway failed on procedure "
@@ -238,6 +448,8 @@ class Client:
         replied.set()
 
     async def _answer(self, header: Header, payload: bytes) -> bytes:
+        """The handler runs only for a procedure the session may call; it reaches the
+        bus only once all of its arguments are decoded (``Session.conn``)."""
         if header.program != REMOTE_PROGRAM or header.version != PROTOCOL_VERSION:
             raise VirtbusError.of(
                 ErrorCode.NO_SUPPORT,
@@ -247,7 +459,10 @@ class Client:
             handler = HANDLERS[Proc(header.procedure)]
         except (ValueError, KeyError):
             raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"procedure {header.procedure}") from None
+        self.session.authorize(header.procedure)
+        needed = access(header.procedure)
         args = Unpacker(payload)
+        CALL.set(Call(header.procedure, needed.api if needed else "?", args))
         body = await handler(self.session, args)
         args.done()
         return body

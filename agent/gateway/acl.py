@@ -1,0 +1,128 @@
+"""What each remote procedure needs: libvirt's ``@acl`` annotations.
+
+The permissions are those ``src/remote/remote_protocol.x`` names for each procedure
+(only the unconditional ones; a permission that depends on a flag is checked by the
+procedure itself). The API name is the public function libvirt's errors name.
+
+A read-only connection may call a procedure only when every permission it needs is a
+reading one (``getattr``, ``read``, ``search_*``): the same set of calls libvirt's own
+``virCheckReadOnlyGoto`` lets through on a ``VIR_CONNECT_RO`` connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READING = frozenset({"getattr", "read"})
+
+
+@dataclass(frozen=True)
+class Access:
+    api: str
+    permissions: tuple[str, ...]
+
+    @property
+    def read_only(self) -> bool:
+        """Allowed on a read-only connection."""
+        return all(reads(permission) for permission in self.permissions)
+
+
+def reads(permission: str) -> bool:
+    """``domain:read``, ``connect:getattr``, ``connect:search_domains``: looks, never
+    changes; ``domain:read_secure`` is not among them (it reveals secrets)."""
+    _, _, verb = permission.partition(":")
+    return verb in READING or verb.startswith("search_")
+
+
+def _a(api: str, *permissions: str) -> Access:
+    return Access(api, permissions)
+
+
+# keyed by procedure number: procedures other gateway modules answer are here too, and
+# a procedure missing from this table is refused on every connection (fail closed)
+ACCESS: dict[int, Access] = {
+    1: _a("virConnectOpen"),
+    2: _a("virConnectClose"),
+    3: _a("virConnectGetType", "connect:getattr"),
+    4: _a("virConnectGetVersion", "connect:getattr"),
+    5: _a("virConnectGetMaxVcpus", "connect:read"),
+    6: _a("virNodeGetInfo", "connect:read"),
+    7: _a("virConnectGetCapabilities", "connect:read"),
+    9: _a("virDomainCreate", "domain:start"),
+    10: _a("virDomainCreateXML", "domain:write", "domain:start"),
+    11: _a("virDomainDefineXML", "domain:write", "domain:save"),
+    12: _a("virDomainDestroy", "domain:stop"),
+    14: _a("virDomainGetXMLDesc", "domain:read"),
+    15: _a("virDomainGetAutostart", "domain:read"),
+    16: _a("virDomainGetInfo", "domain:read"),
+    17: _a("virDomainGetMaxMemory", "domain:read"),
+    18: _a("virDomainGetMaxVcpus", "domain:read"),
+    19: _a("virDomainGetOSType", "domain:read"),
+    21: _a("virConnectListDefinedDomains", "connect:search_domains"),
+    22: _a("virDomainLookupByID", "domain:getattr"),
+    23: _a("virDomainLookupByName", "domain:getattr"),
+    24: _a("virDomainLookupByUUID", "domain:getattr"),
+    25: _a("virConnectNumOfDefinedDomains", "connect:search_domains"),
+    27: _a("virDomainReboot", "domain:init_control"),
+    28: _a("virDomainResume", "domain:suspend"),
+    29: _a("virDomainSetAutostart", "domain:write"),
+    30: _a("virDomainSetMaxMemory", "domain:write"),
+    31: _a("virDomainSetMemory", "domain:write"),
+    32: _a("virDomainSetVcpus", "domain:write"),
+    33: _a("virDomainShutdown", "domain:init_control"),
+    34: _a("virDomainSuspend", "domain:suspend"),
+    35: _a("virDomainUndefine", "domain:delete"),
+    37: _a("virConnectListDomains", "connect:search_domains"),
+    51: _a("virConnectNumOfDomains", "connect:search_domains"),
+    52: _a("virConnectNumOfNetworks", "connect:search_networks"),
+    59: _a("virConnectGetHostname", "connect:getattr"),
+    60: _a("virConnectSupportsFeature", "connect:getattr"),
+    66: _a("virConnectAuthList"),
+    67: _a("virConnectAuthSaslInit"),
+    68: _a("virConnectAuthSaslStart"),
+    69: _a("virConnectAuthSaslStep"),
+    77: _a("virStoragePoolDefineXML", "storage_pool:write", "storage_pool:save"),
+    111: _a("virNodeNumOfDevices", "connect:search_node_devices"),
+    122: _a("virNodeGetSecurityModel", "connect:read"),
+    149: _a("virConnectIsSecure"),
+    150: _a("virDomainIsActive", "domain:read"),
+    151: _a("virDomainIsPersistent", "domain:read"),
+    157: _a("virConnectGetLibVersion", "connect:getattr"),
+    183: _a("virDomainHasManagedSaveImage", "domain:read"),
+    187: _a("virDomainSnapshotNum", "domain:read"),
+    196: _a("virDomainCreateWithFlags", "domain:start"),
+    199: _a("virDomainSetVcpusFlags", "domain:write"),
+    200: _a("virDomainGetVcpusFlags", "domain:read"),
+    201: _a("virDomainOpenConsole", "domain:open_device"),
+    204: _a("virDomainSetMemoryFlags", "domain:write"),
+    212: _a("virDomainGetState", "domain:read"),
+    231: _a("virDomainUndefineFlags", "domain:delete"),
+    234: _a("virDomainDestroyFlags", "domain:stop"),
+    258: _a("virDomainShutdownFlags", "domain:init_control"),
+    273: _a("virConnectListAllDomains", "connect:search_domains"),
+    274: _a("virDomainListAllSnapshots", "domain:read"),
+    281: _a("virConnectListAllStoragePools", "connect:search_storage_pools"),
+    283: _a("virConnectListAllNetworks", "connect:search_networks"),
+    313: _a("virConnectNetworkEventRegisterAny", "connect:search_networks"),
+    314: _a("virConnectNetworkEventDeregisterAny", "connect:read"),
+    316: _a("virConnectDomainEventRegisterAny", "connect:search_domains"),
+    317: _a("virConnectDomainEventDeregisterAny", "connect:read"),
+    342: _a("virConnectGetDomainCapabilities", "connect:write"),
+    344: _a("virConnectGetAllDomainStats", "connect:search_domains"),
+    350: _a("virDomainDefineXMLFlags", "domain:write", "domain:save"),
+    358: _a("virDomainRename", "domain:write", "domain:save"),
+    360: _a("virConnectRegisterCloseCallback", "connect:read"),
+    361: _a("virConnectUnregisterCloseCallback", "connect:read"),
+    368: _a("virConnectStoragePoolEventRegisterAny", "connect:search_storage_pools"),
+    369: _a("virConnectStoragePoolEventDeregisterAny", "connect:read"),
+    374: _a("virConnectNodeDeviceEventRegisterAny", "connect:search_node_devices"),
+    375: _a("virConnectNodeDeviceEventDeregisterAny", "connect:read"),
+    426: _a("virDomainGetMessages", "domain:read"),
+}
+
+# libvirtd answers these before a client has authenticated (gendispatch's needAuth)
+BEFORE_AUTH = frozenset({60, 66, 67, 68, 69, 70})
+
+
+def access(procedure: int) -> Access | None:
+    return ACCESS.get(procedure)
