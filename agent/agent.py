@@ -3,7 +3,7 @@
 ``async with Agent(config) as agent`` starts it and stops it gracefully on the way out.
 
 - ``stop()`` is graceful: stop consuming, finish the commands in flight, flush the
-  event outbox, publish ``agent.offline``, close.
+  event outbox (agent/outbox.py), publish ``agent.offline``, close.
 - ``kill()`` is urgent: cancel everything now. Commands not yet acked return to the
   queue; events not yet confirmed stay in the outbox for the next start.
 """
@@ -28,6 +28,7 @@ from agent.errors import VirtError
 from agent.metrics import Metrics, MetricsServer, Readings
 from agent.monitor import Monitor
 from agent.operations import Operations
+from agent.outbox import Outbox
 from agent.signing import Verifier
 from agent.store import Store
 from schemas.codes import DomainState
@@ -37,8 +38,6 @@ from schemas.events import AgentEvent, Presence
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
-OUTBOX_BATCH = 256
-REPUBLISH_DELAY_S = 1.0
 REDELIVERY_DELAY_S = 1.0
 """After a failed reply on a channel that stays open, how long before the command goes
 back to the queue (its recorded reply is sent again then)."""
@@ -67,22 +66,26 @@ class Agent:
             ssl_context=config.amqp_ssl_context,
             declare_topology=config.declare_topology,
         )
-        self._queued = asyncio.Event()
-        self._confirmed = asyncio.Condition()
-        self._confirmed_seq = 0
+        self._outbox = Outbox(
+            config.host,
+            self._store,
+            self._bus,
+            config.outbox_limit,
+            on_published=lambda key: self.metrics.events.labels(key.split(".")[1]).inc(),
+        )
         self._monitor = Monitor(
             config.host,
             self._domains,
             self._store,
             self._driver,
-            self._queued.set,
+            self._outbox.wake,
             on_reconnect=self.metrics.reconnects.labels("docker").inc,
         )
         self.metrics.read(
             Readings(
                 broker_connected=lambda: self._bus.connected,
                 docker_connected=self._monitor.connected.is_set,
-                events_pending=self._pending_events,
+                events_pending=lambda: self._outbox.pending,
                 domains_by_state=self._domains_by_state,
             )
         )
@@ -127,15 +130,13 @@ class Agent:
             await self._server.start()
         self._store.open()
         self._store.prune()
-        self._confirmed_seq = self._store.last_seq() - self._store.outbox_size()
         for domain in self._store.domains():
             self._domains.add(domain)
         engine = await self._driver.engine()
         await self._bus.connect()
         self._spawn(self._monitor.run(), "docker events")
         await asyncio.wait_for(self._monitor.connected.wait(), READY_TIMEOUT_S)
-        self._spawn(self._publish_outbox(), "event outbox")
-        self._queued.set()
+        self._outbox.start()
         operations = Operations(
             self.host,
             list(self.config.groups),
@@ -187,13 +188,7 @@ class Agent:
             )
         if self._answers:
             await asyncio.wait(self._answers, timeout=drain_s)
-        self._queued.set()
-        try:
-            await self.flushed(drain_s)
-        except TimeoutError:
-            log.warning(
-                "%d events stay in the outbox for the next start", self._store.outbox_size()
-            )
+        await self._outbox.stop(drain_s)
         if self.ready.is_set():
             try:
                 await asyncio.wait_for(self._presence("offline"), drain_s)
@@ -210,6 +205,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._outbox.kill()
         self._tasks.clear()
         self._answers.clear()
         self._consumer = None
@@ -223,12 +219,7 @@ class Agent:
     async def _consume(self, commands: AsyncIterator[Inbound]) -> None:
         assert self._dispatcher is not None
         async for inbound in commands:
-            if self._pending_events() >= self.config.outbox_limit:
-                log.warning("outbox full: commands wait for the broker to take events")
-                async with self._confirmed:
-                    await self._confirmed.wait_for(
-                        lambda: self._pending_events() < self.config.outbox_limit
-                    )
+            await self._outbox.room()
             pending = self._dispatcher.submit(
                 inbound.body, inbound.message_id or inbound.correlation_id, inbound
             )
@@ -254,27 +245,6 @@ class Agent:
             )
             await asyncio.sleep(REDELIVERY_DELAY_S)
             await self._bus.requeue(inbound)
-
-    async def _publish_outbox(self) -> None:
-        """Publish queued events in ``seq`` order; each leaves the outbox once confirmed."""
-        while True:
-            await self._queued.wait()
-            self._queued.clear()
-            while batch := self._store.pending(OUTBOX_BATCH):
-                try:
-                    for item in batch:
-                        await self._bus.publish_event(
-                            item.routing_key, item.body, f"{self.host}:{item.seq}"
-                        )
-                        self._store.confirmed(item.seq)
-                        self.metrics.events.labels(item.routing_key.split(".")[1]).inc()
-                        async with self._confirmed:
-                            self._confirmed_seq = item.seq
-                            self._confirmed.notify_all()
-                except Exception as error:
-                    log.warning("events wait in the outbox: %s", error)
-                    await asyncio.sleep(REPUBLISH_DELAY_S)
-                    await self._bus.wait_connected()
 
     async def _reconcile_periodically(self) -> None:
         while True:
@@ -310,22 +280,11 @@ class Agent:
 
     async def flushed(self, timeout_s: float) -> None:
         """Returns once every domain event queued so far is confirmed by the broker."""
-        target = self._store.last_seq()
-        async with self._confirmed:
-            await asyncio.wait_for(
-                self._confirmed.wait_for(
-                    lambda: self._confirmed_seq >= target or self._store.outbox_size() == 0
-                ),
-                timeout_s,
-            )
+        await self._outbox.flushed(timeout_s)
 
     def health(self) -> dict[str, bool]:
         """Ready means the broker and Docker are both reachable now."""
         return {"broker": self._bus.connected, "docker": self._monitor.connected.is_set()}
-
-    def _pending_events(self) -> int:
-        """Events queued and not yet confirmed: ``seq`` is gap-free, so a subtraction."""
-        return self._store.last_seq() - self._confirmed_seq if self._store.is_open else 0
 
     def _domains_by_state(self) -> dict[str, int]:
         counts = {state.name.lower(): 0 for state in DomainState}

@@ -1,4 +1,5 @@
-"""The only module that knows AMQP: topology, consuming commands, replies, events.
+"""The only module that knows AMQP: declaring the topology, consuming commands,
+replies, events.
 
 Published means the broker confirmed it (publisher confirms), not that anyone consumed it.
 
@@ -17,7 +18,6 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
 
 import aio_pika
 from aio_pika.abc import (
@@ -30,19 +30,21 @@ from aio_pika.abc import (
 
 from agent.config import mask_url
 from schemas.topology import (
-    BROADCAST_ALL,
-    BROADCAST_EXCHANGE,
-    COMMANDS_EXCHANGE,
-    DEAD_EXCHANGE,
+    DEAD,
+    DEAD_LETTER_BINDING,
     DEAD_QUEUE,
-    EVENTS_EXCHANGE,
-    group_key,
-    host_queue,
+    EVENTS,
+    EXCHANGES,
+    Binding,
+    Exchange,
+    Queue,
+    QueueType,
+    command_bindings,
+    command_queue,
 )
 
 log = logging.getLogger(__name__)
 
-QueueType = Literal["quorum", "classic"]
 JSON = "application/json"
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 MAX_REASON = 1000
@@ -84,6 +86,51 @@ class Inbound:
     exchange: str
     routing_key: str
     headers: Mapping[str, object]
+
+
+class Declarer:
+    """Puts the objects of schemas/topology.py on one channel, each at most once.
+
+    ``passive`` only checks that an object exists (a missing one closes the channel
+    with NOT_FOUND); it takes no permission. Binding declares both ends first."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._queues: dict[str, AbstractQueue] = {}
+
+    async def exchange(self, exchange: Exchange, passive: bool = False) -> AbstractExchange:
+        declared = self._exchanges.get(exchange.name)
+        if declared is None:
+            declared = await self._channel.declare_exchange(
+                exchange.name,
+                aio_pika.ExchangeType(exchange.kind),
+                durable=exchange.durable,
+                auto_delete=exchange.auto_delete,
+                arguments=dict(exchange.arguments),
+                passive=passive,
+            )
+            self._exchanges[exchange.name] = declared
+        return declared
+
+    async def queue(self, queue: Queue, passive: bool = False) -> AbstractQueue:
+        declared = self._queues.get(queue.name)
+        if declared is None:
+            declared = await self._channel.declare_queue(
+                queue.name,
+                durable=queue.durable,
+                auto_delete=queue.auto_delete,
+                exclusive=queue.exclusive,
+                arguments=dict(queue.arguments),
+                passive=passive,
+            )
+            self._queues[queue.name] = declared
+        return declared
+
+    async def bind(self, binding: Binding) -> None:
+        exchange = await self.exchange(binding.exchange)
+        queue = await self.queue(binding.queue)
+        await queue.bind(exchange, routing_key=binding.routing_key)
 
 
 class Bus:
@@ -209,35 +256,23 @@ class Bus:
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
 
     async def _declare(self, channel: AbstractChannel) -> None:
-        """The topology of docs/protocol.md, idempotently; or, without ``declare_topology``, a
-        check that `virtbus provision` declared it (passive: takes no permission)."""
+        """The topology of schemas/topology.py, idempotently; or, without
+        ``declare_topology``, a check that `virtbus provision` declared it (passive:
+        takes no permission)."""
+        declarer = Declarer(channel)
+        queue = command_queue(self.host, self._queue_type)
         if not self._declare_topology:
-            self._events = await channel.get_exchange(EVENTS_EXCHANGE)
-            self._dead = await channel.get_exchange(DEAD_EXCHANGE)
-            self._queue = await channel.get_queue(host_queue(self.host))
+            self._events = await declarer.exchange(EVENTS, passive=True)
+            self._dead = await declarer.exchange(DEAD, passive=True)
+            self._queue = await declarer.queue(queue, passive=True)
             return
-        commands = await channel.declare_exchange(
-            COMMANDS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        broadcast = await channel.declare_exchange(
-            BROADCAST_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        self._events = await channel.declare_exchange(
-            EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        self._dead = await channel.declare_exchange(
-            DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        queue = await channel.declare_queue(
-            host_queue(self.host),
-            durable=True,
-            arguments={"x-queue-type": self._queue_type, "x-dead-letter-exchange": DEAD_EXCHANGE},
-        )
-        await queue.bind(commands, routing_key=self.host)
-        await queue.bind(broadcast, routing_key=BROADCAST_ALL)
-        for group in self.groups:
-            await queue.bind(broadcast, routing_key=group_key(group))
-        self._queue = queue
+        for exchange in EXCHANGES:
+            await declarer.exchange(exchange)
+        self._events = await declarer.exchange(EVENTS)
+        self._dead = await declarer.exchange(DEAD)
+        self._queue = await declarer.queue(queue)
+        for binding in command_bindings(queue, self.host, self.groups):
+            await declarer.bind(binding)
 
     @staticmethod
     async def _declared_dead_letters(channel: AbstractChannel) -> bool:
@@ -249,13 +284,7 @@ class Bus:
         what exists and carries on; the host queues dead-letter to the exchange whether
         or not the queue is there."""
         try:
-            dead = await channel.declare_exchange(
-                DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
-            )
-            queue = await channel.declare_queue(
-                DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-            )
-            await queue.bind(dead)
+            await Declarer(channel).bind(DEAD_LETTER_BINDING)
         except aio_pika.exceptions.ChannelClosed as error:
             log.warning("dead-letter queue %s left as it is: %s", DEAD_QUEUE, error)
             return False

@@ -21,12 +21,15 @@ import aiodocker
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agent.errors import VirtError, invalid
+from agent.errors import VirtError
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
 
 HOST_LABEL = "virtbus.host"
 UUID_LABEL = "virtbus.uuid"
+CALL_TIMEOUT = aiohttp.ClientTimeout(total=300.0, sock_connect=30.0)
+"""The bound on one call to the engine (aiohttp's default, which aiodocker lifts for the
+calls that wait on a container)."""
 DROPPED_CAPABILITIES = ("AUDIT_WRITE", "MKNOD", "NET_RAW")
 """Docker grants these by default; Podman does not, and neither does virtbus."""
 
@@ -247,10 +250,8 @@ class DockerDriver:
     async def _call(self, coroutine: Any) -> Any:
         try:
             return await coroutine
-        except aiodocker.DockerError as error:
-            raise _docker_error(error) from None
-        except (aiohttp.ClientError, OSError) as error:
-            raise _unreachable(error) from None
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
 
     async def observe_all(self) -> list[Observed]:
         entries = await self._call(
@@ -271,15 +272,18 @@ class DockerDriver:
         observed = await self.observe(handle)
         return None if observed is None else observed.status == "paused"
 
+    def _container(self, handle: str) -> aiodocker.containers.DockerContainer:
+        return self.docker.containers.container(handle)
+
     async def observe(self, handle: str) -> Observed | None:
         try:
-            raw = await self.docker._query_json(f"containers/{handle}/json")
+            raw = await self._container(handle).show()
         except aiodocker.DockerError as error:
             if error.status == 404:
                 return None
-            raise _docker_error(error) from None
+            raise virt_error(error) from None
         except (aiohttp.ClientError, OSError) as error:
-            raise _unreachable(error) from None
+            raise virt_error(error) from None
         facts = _Inspect.model_validate(raw)
         labels = facts.Config.Labels or {}
         if labels.get(HOST_LABEL) != self.host or UUID_LABEL not in labels:
@@ -330,39 +334,31 @@ class DockerDriver:
         return str(container.id)
 
     async def remove(self, handle: str) -> None:
-        await self._call(
-            self.docker._query_json(
-                f"containers/{handle}", method="DELETE", params={"force": "1", "v": "1"}
-            )
-        )
-
-    async def _post(self, handle: str, verb: str, params: dict[str, Any] | None = None) -> None:
-        await self._call(
-            self.docker._query_json(f"containers/{handle}/{verb}", method="POST", params=params)
-        )
+        await self._call(self._container(handle).delete(force=True, v=True, timeout=CALL_TIMEOUT))
 
     async def start(self, handle: str) -> None:
-        await self._post(handle, "start")
+        await self._call(self._container(handle).start())
 
     async def stop(self, handle: str, timeout_s: int) -> None:
-        await self._post(handle, "stop", {"t": timeout_s})
+        await self._call(self._container(handle).stop(t=timeout_s, timeout=CALL_TIMEOUT))
 
     async def kill(self, handle: str) -> None:
-        await self._post(handle, "kill", {"signal": "KILL"})
+        await self._call(self._container(handle).kill(signal="KILL", timeout=CALL_TIMEOUT))
 
     async def restart(self, handle: str) -> None:
-        await self._post(handle, "restart", {"t": 10})
+        await self._call(self._container(handle).restart(t=10, timeout=CALL_TIMEOUT))
 
     async def pause(self, handle: str) -> None:
-        await self._post(handle, "pause")
+        await self._call(self._container(handle).pause())
 
     async def unpause(self, handle: str) -> None:
-        await self._post(handle, "unpause")
+        await self._call(self._container(handle).unpause())
 
     async def rename(self, handle: str, name: str) -> None:
-        await self._post(handle, "rename", {"name": self.container_name(name)})
+        await self._call(self._container(handle).rename(self.container_name(name)))
 
     async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None:
+        # aiodocker has no update
         await self._call(
             self.docker._query_json(
                 f"containers/{handle}/update",
@@ -372,7 +368,8 @@ class DockerDriver:
         )
 
     async def usage(self, handle: str) -> Usage:
-        # one-shot: without it the engine waits a second for a second CPU sample
+        # aiodocker's stats() cannot ask for one-shot, without which the engine waits a
+        # second for a second CPU sample
         raw = await self._call(
             self.docker._query_json(
                 f"containers/{handle}/stats", params={"stream": "0", "one-shot": "1"}
@@ -389,7 +386,7 @@ class DockerDriver:
             raw = await self.docker.images.inspect(image)
         except aiodocker.DockerError as error:
             if error.status != 404:
-                raise _docker_error(error) from None
+                raise virt_error(error) from None
             await self._pull(image, credentials)
             raw = await self._call(self.docker.images.inspect(image))
         config = _ImageInspect.model_validate(raw).Config
@@ -431,6 +428,8 @@ class DockerDriver:
         }
         if until_ns is not None:
             params["until"] = _docker_time(until_ns)
+        # not aiodocker's DockerEvents: that is one stream per client, run in a task of
+        # its own; a replay up to ``until_ns`` beside the live stream needs two
         try:
             async with self.docker._query(
                 "events", params=params, timeout=aiohttp.ClientTimeout(total=None)
@@ -492,17 +491,42 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
-def _docker_error(error: aiodocker.DockerError) -> VirtError:
+@dataclass(frozen=True)
+class DockerErrorRule:
+    """Docker's answer ``status`` (any if None) whose message contains ``says`` (any if
+    None) is the libvirt error ``code``."""
+
+    code: ErrorCode
+    status: int | None = None
+    says: str | None = None
+
+    def matches(self, error: aiodocker.DockerError) -> bool:
+        return (self.status is None or error.status == self.status) and (
+            self.says is None or self.says in str(error.message)
+        )
+
+
+DOCKER_ERRORS = (
+    # a conflict with the container's state: already paused, a name in use, ...
+    DockerErrorRule(ErrorCode.OPERATION_INVALID, status=409),
+    DockerErrorRule(ErrorCode.OPERATION_INVALID, says="is not running"),
+    DockerErrorRule(ErrorCode.OPERATION_INVALID, says="is paused"),
+    DockerErrorRule(ErrorCode.INVALID_ARG, status=400),
+)
+"""Docker's errors as libvirt's, first match wins; anything else is OPERATION_FAILED."""
+
+
+def virt_error(error: aiodocker.DockerError | aiohttp.ClientError | OSError) -> VirtError:
+    """The one translation of a failed Docker call into the error a command answers:
+    Docker's answers by ``DOCKER_ERRORS`` with Docker's own message, an engine that
+    cannot be reached (or does not answer in time) as OPERATION_FAILED."""
+    if not isinstance(error, aiodocker.DockerError):
+        return VirtError(ErrorCode.OPERATION_FAILED, f"cannot reach the Docker engine: {error}")
     message = str(error.message)
-    if error.status == 409 or "is not running" in message or "is paused" in message:
-        return invalid(message)
-    if error.status == 400:
-        return VirtError(ErrorCode.INVALID_ARG, message)
+    for rule in DOCKER_ERRORS:
+        if rule.matches(error):
+            return VirtError(rule.code, message)
     return VirtError(ErrorCode.OPERATION_FAILED, message)
-
-
-def _unreachable(error: Exception) -> VirtError:
-    return VirtError(ErrorCode.OPERATION_FAILED, f"cannot reach the Docker engine: {error}")
 
 
 def _frozen(

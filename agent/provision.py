@@ -33,7 +33,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -42,13 +42,20 @@ from yarl import URL
 
 from agent.config import mask_url
 from schemas.topology import (
-    BROADCAST_ALL,
+    BROADCAST,
     BROADCAST_EXCHANGE,
     COMMANDS_EXCHANGE,
     DEAD_EXCHANGE,
-    DEAD_QUEUE,
+    DEAD_LETTER_BINDING,
     EVENTS_EXCHANGE,
-    group_key,
+    EXCHANGES,
+    Binding,
+    Exchange,
+    Queue,
+    QueueType,
+    broadcast_keys,
+    command_bindings,
+    command_queue,
     host_queue,
 )
 
@@ -60,12 +67,6 @@ PRIVATE_QUEUES = r"amq\.gen-.*|amq_[0-9a-f]{32}"
 """Queues declared without a name (replies, event streams), named by the broker or, on a
 robust aio-pika connection (the client library's), by aio-pika. The client's are
 exclusive: no other connection can bind, read or delete them."""
-EXCHANGES = {
-    COMMANDS_EXCHANGE: "direct",
-    BROADCAST_EXCHANGE: "topic",
-    EVENTS_EXCHANGE: "topic",
-    DEAD_EXCHANGE: "fanout",
-}
 _MISSING = object()
 DEFAULT_EXCHANGE = "amq.default"
 """Publishing to the default exchange (replies) is checked against this name."""
@@ -125,14 +126,10 @@ def agent_grant(host: str, groups: Sequence[str] = (), agent_declares: bool = Fa
         topics=(
             events_of_host,
             TopicGrant(
-                BROADCAST_EXCHANGE, write=NOTHING, read=f"^{_any_of(_broadcast_keys(groups))}$"
+                BROADCAST_EXCHANGE, write=NOTHING, read=f"^{_any_of(broadcast_keys(groups))}$"
             ),
         ),
     )
-
-
-def _broadcast_keys(groups: Sequence[str]) -> list[str]:
-    return [BROADCAST_ALL, *(group_key(group) for group in groups)]
 
 
 def orchestrator_grant() -> Grant:
@@ -258,58 +255,72 @@ class Management:
             )
 
     async def declare_topology(self, vhost: str = DEFAULT_VHOST) -> None:
-        """The shared exchanges and the dead-letter queue (docs/protocol.md), idempotently."""
-        where = _quoted(vhost)
-        for name, kind in EXCHANGES.items():
-            await self._call(
-                "PUT",
-                f"exchanges/{where}/{_quoted(name)}",
-                {"type": kind, "durable": True, "auto_delete": False, "internal": False},
-            )
-        await self._call(
-            "PUT",
-            f"queues/{where}/{_quoted(DEAD_QUEUE)}",
-            {"durable": True, "auto_delete": False, "arguments": {"x-queue-type": "quorum"}},
-        )
-        await self._bind(vhost, DEAD_EXCHANGE, DEAD_QUEUE, "")
+        """The shared exchanges and the dead-letter queue (schemas/topology.py),
+        idempotently."""
+        for exchange in EXCHANGES:
+            await self._exchange(vhost, exchange)
+        await self._queue(vhost, DEAD_LETTER_BINDING.queue)
+        await self._bind(vhost, DEAD_LETTER_BINDING)
 
     async def declare_host_queue(
         self,
         host: str,
         groups: Sequence[str] = (),
-        queue_type: Literal["quorum", "classic"] = "quorum",
+        queue_type: QueueType = "quorum",
         vhost: str = DEFAULT_VHOST,
     ) -> None:
         """Host's queue as its agent would declare it, bound to ``host`` on the command
         exchange and to ``all`` and ``groups`` on the broadcast exchange; bindings to other
         groups are removed."""
-        queue = host_queue(host)
-        where = _quoted(vhost)
-        await self._call(
-            "PUT",
-            f"queues/{where}/{_quoted(queue)}",
-            {
-                "durable": True,
-                "auto_delete": False,
-                "arguments": {"x-queue-type": queue_type, "x-dead-letter-exchange": DEAD_EXCHANGE},
-            },
-        )
-        await self._bind(vhost, COMMANDS_EXCHANGE, queue, host)
-        wanted = _broadcast_keys(groups)
-        for key in wanted:
-            await self._bind(vhost, BROADCAST_EXCHANGE, queue, key)
-        path = f"bindings/{where}/e/{_quoted(BROADCAST_EXCHANGE)}/q/{_quoted(queue)}"
+        queue = command_queue(host, queue_type)
+        await self._queue(vhost, queue)
+        bindings = command_bindings(queue, host, groups)
+        for binding in bindings:
+            await self._bind(vhost, binding)
+        wanted = {b.routing_key for b in bindings if b.exchange == BROADCAST}
+        path = _binding_path(vhost, BROADCAST, queue)
         for binding in await self._get(path):
             if binding["routing_key"] not in wanted:
                 await self._call("DELETE", f"{path}/{_quoted(binding['properties_key'])}")
 
-    async def _bind(self, vhost: str, exchange: str, queue: str, routing_key: str) -> None:
-        path = f"bindings/{_quoted(vhost)}/e/{_quoted(exchange)}/q/{_quoted(queue)}"
-        await self._call("POST", path, {"routing_key": routing_key, "arguments": {}})
+    async def _exchange(self, vhost: str, exchange: Exchange) -> None:
+        await self._call(
+            "PUT",
+            f"exchanges/{_quoted(vhost)}/{_quoted(exchange.name)}",
+            {
+                "type": exchange.kind,
+                "durable": exchange.durable,
+                "auto_delete": exchange.auto_delete,
+                "internal": False,
+                "arguments": dict(exchange.arguments),
+            },
+        )
+
+    async def _queue(self, vhost: str, queue: Queue) -> None:
+        await self._call(
+            "PUT",
+            f"queues/{_quoted(vhost)}/{_quoted(queue.name)}",
+            {
+                "durable": queue.durable,
+                "auto_delete": queue.auto_delete,
+                "arguments": dict(queue.arguments),
+            },
+        )
+
+    async def _bind(self, vhost: str, binding: Binding) -> None:
+        await self._call(
+            "POST",
+            _binding_path(vhost, binding.exchange, binding.queue),
+            {"routing_key": binding.routing_key, "arguments": {}},
+        )
 
     async def remove(self, user: str) -> bool:
         """Delete ``user`` and its permissions; False if there was no such user."""
         return await self._call("DELETE", f"users/{_quoted(user)}", missing_ok=True)
+
+
+def _binding_path(vhost: str, exchange: Exchange, queue: Queue) -> str:
+    return f"bindings/{_quoted(vhost)}/e/{_quoted(exchange.name)}/q/{_quoted(queue.name)}"
 
 
 def _quoted(segment: str) -> str:

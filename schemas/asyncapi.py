@@ -27,12 +27,20 @@ from schemas.commands import COMMAND_ADAPTER
 from schemas.events import AgentEvent, LifecycleEvent, Presence, RebootEvent, TunableEvent
 from schemas.replies import Reply
 from schemas.topology import (
+    BROADCAST,
     BROADCAST_ALL,
     BROADCAST_EXCHANGE,
+    COMMANDS,
     COMMANDS_EXCHANGE,
+    DEAD,
     DEAD_EXCHANGE,
+    DEAD_LETTERS,
     DEAD_QUEUE,
-    EVENTS_EXCHANGE,
+    EVENTS,
+    Exchange,
+    Queue,
+    QueueType,
+    command_queue,
     group_key,
     host_queue,
 )
@@ -136,15 +144,15 @@ def _payload(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------- channels --
 
 
-def _exchange(name: str, kind: str) -> dict[str, Any]:
+def _exchange(exchange: Exchange) -> dict[str, Any]:
     return {
         "amqp": {
             "is": "routingKey",
             "exchange": {
-                "name": name,
-                "type": kind,
-                "durable": True,
-                "autoDelete": False,
+                "name": exchange.name,
+                "type": exchange.kind,
+                "durable": exchange.durable,
+                "autoDelete": exchange.auto_delete,
                 "vhost": VHOST,
             },
             "bindingVersion": AMQP_BINDING_VERSION,
@@ -152,14 +160,28 @@ def _exchange(name: str, kind: str) -> dict[str, Any]:
     }
 
 
-def _queue(**queue: Any) -> dict[str, Any]:
+def _queue(queue: Queue | None = None) -> dict[str, Any]:
+    """A named queue's binding, or an unnamed one's (the client's own)."""
+    declared: dict[str, Any] = {}
+    if queue is not None:
+        declared = {
+            "name": queue.name,
+            "durable": queue.durable,
+            "exclusive": queue.exclusive,
+            "autoDelete": queue.auto_delete,
+        }
     return {
         "amqp": {
             "is": "queue",
-            "queue": {**queue, "vhost": VHOST},
+            "queue": {**declared, "vhost": VHOST},
             "bindingVersion": AMQP_BINDING_VERSION,
         }
     }
+
+
+def _queue_arguments(queue: Queue, **choices: Any) -> dict[str, Any]:
+    """The queue's AMQP arguments, with ``choices`` for those the agent's settings pick."""
+    return {**queue.arguments, **choices}
 
 
 def _messages(*names: str) -> dict[str, Any]:
@@ -196,7 +218,7 @@ def _event_channel(
         "description": description,
         "messages": _messages(message),
         "parameters": {"host": _host("$message.payload#/host"), **parameters},
-        "bindings": _exchange(EVENTS_EXCHANGE, "topic"),
+        "bindings": _exchange(EVENTS),
     }
 
 
@@ -216,7 +238,7 @@ def _channels() -> dict[str, Any]:
             ),
             "messages": _messages("Command"),
             "parameters": {"host": _host()},
-            "bindings": _exchange(COMMANDS_EXCHANGE, "direct"),
+            "bindings": _exchange(COMMANDS),
         },
         "broadcastCommands": {
             "address": "{selector}",
@@ -239,7 +261,7 @@ def _channels() -> dict[str, Any]:
                     "examples": [BROADCAST_ALL, group_key("web")],
                 }
             },
-            "bindings": _exchange(BROADCAST_EXCHANGE, "topic"),
+            "bindings": _exchange(BROADCAST),
         },
         "replies": {
             "address": None,
@@ -317,7 +339,7 @@ def _channels() -> dict[str, Any]:
                 f"The queue `{DEAD_QUEUE}` is bound to it so nothing is dropped."
             ),
             "messages": _messages("DeadLetter"),
-            "bindings": _exchange(DEAD_EXCHANGE, "fanout"),
+            "bindings": _exchange(DEAD),
         },
         "deadLetters": {
             "address": DEAD_QUEUE,
@@ -327,7 +349,8 @@ def _channels() -> dict[str, Any]:
                 "exchange. Nothing consumes it: drain it yourself."
             ),
             "messages": _messages("DeadLetter"),
-            "bindings": _queue(name=DEAD_QUEUE, durable=True, exclusive=False, autoDelete=False),
+            "bindings": _queue(DEAD_LETTERS),
+            "x-amqp-queue-arguments": _queue_arguments(DEAD_LETTERS),
         },
         "hostQueue": {
             "address": host_queue("{host}"),
@@ -342,13 +365,11 @@ def _channels() -> dict[str, Any]:
             ),
             "messages": _messages("Command"),
             "parameters": {"host": _host()},
-            "bindings": _queue(
-                name=host_queue("{host}"), durable=True, exclusive=False, autoDelete=False
+            "bindings": _queue(command_queue("{host}")),
+            "x-amqp-queue-arguments": _queue_arguments(
+                command_queue("{host}"),
+                **{"x-queue-type": {"enum": list(get_args(QueueType)), "default": "quorum"}},
             ),
-            "x-amqp-queue-arguments": {
-                "x-queue-type": {"enum": ["quorum", "classic"], "default": "quorum"},
-                "x-dead-letter-exchange": DEAD_EXCHANGE,
-            },
         },
     }
 

@@ -1,6 +1,21 @@
-"""Names on the broker, shared by agents and clients (docs/protocol.md#topology)."""
+"""The broker topology as data, shared by agents, clients and provisioning
+(docs/protocol.md#topology).
+
+Exchanges, queues and bindings are defined here once, with their AMQP arguments as plain
+fields. Everything that puts them on a broker or describes them is generated from these
+objects: the agent's declarer (agent/bus.py), provisioning through the management API
+(agent/provision.py) and the AsyncAPI document (schemas/asyncapi.py). No I/O here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+ExchangeKind = Literal["direct", "topic", "fanout"]
+QueueType = Literal["quorum", "classic"]
+Arguments = Mapping[str, str | int]
 
 COMMANDS_EXCHANGE = "virtbus.commands"
 BROADCAST_EXCHANGE = "virtbus.broadcast"
@@ -12,9 +27,74 @@ DEAD_QUEUE = "virtbus.dead"
 BROADCAST_ALL = "all"
 
 
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    kind: ExchangeKind
+    durable: bool = True
+    auto_delete: bool = False
+    arguments: Arguments = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    durable: bool = True
+    auto_delete: bool = False
+    exclusive: bool = False
+    arguments: Arguments = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """``queue`` receives what ``exchange`` routes with ``routing_key``."""
+
+    exchange: Exchange
+    queue: Queue
+    routing_key: str = ""
+
+
+COMMANDS = Exchange(COMMANDS_EXCHANGE, "direct")
+"""Commands to one host: the routing key is the host name."""
+BROADCAST = Exchange(BROADCAST_EXCHANGE, "topic")
+"""Commands to every host (``all``) or to a group (``group.<g>``)."""
+EVENTS = Exchange(EVENTS_EXCHANGE, "topic")
+"""Domain and presence events; routing keys start with the host name."""
+DEAD = Exchange(DEAD_EXCHANGE, "fanout")
+"""The dead-letter exchange of every host queue."""
+EXCHANGES = (COMMANDS, BROADCAST, EVENTS, DEAD)
+
+DEAD_LETTERS = Queue(DEAD_QUEUE, arguments={"x-queue-type": "quorum"})
+"""Quorum, so that it outlives any one node of a cluster. Nothing consumes it."""
+DEAD_LETTER_BINDING = Binding(DEAD, DEAD_LETTERS)
+
+
 def host_queue(host: str) -> str:
     return f"virtbus.host.{host}"
 
 
 def group_key(group: str) -> str:
     return f"group.{group}"
+
+
+def broadcast_keys(groups: Sequence[str]) -> list[str]:
+    """The broadcast routing keys a host in ``groups`` receives."""
+    return [BROADCAST_ALL, *(group_key(group) for group in groups)]
+
+
+def command_queue(host: str, queue_type: QueueType = "quorum") -> Queue:
+    """A host's command queue: consumed by its agent only; what it refuses, or what
+    expires in it, goes to the dead-letter exchange."""
+    return Queue(
+        host_queue(host),
+        arguments={"x-queue-type": queue_type, "x-dead-letter-exchange": DEAD_EXCHANGE},
+    )
+
+
+def command_bindings(queue: Queue, host: str, groups: Sequence[str]) -> tuple[Binding, ...]:
+    """The host's name on the command exchange; ``all`` and its groups on the broadcast
+    exchange."""
+    return (
+        Binding(COMMANDS, queue, host),
+        *(Binding(BROADCAST, queue, key) for key in broadcast_keys(groups)),
+    )

@@ -6,21 +6,13 @@ Under CI (``CI=true``) a missing service fails the suite instead of skipping it.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 
 import aio_pika
 import aiodocker
 import pytest
 
 from tests.environment import unavailable
-
-AMQP_URL = os.environ.get("VIRTBUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-IMAGE = "virtbus-test:latest"
-
-
-def new_host() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
+from tests.support.services import AMQP_URL, IMAGE
 
 
 async def _probe() -> tuple[str | None, str | None]:

@@ -25,7 +25,6 @@ import pytest
 from agent.bus import Bus
 from agent.driver import HOST_LABEL
 from schemas.topology import DEAD_QUEUE, host_queue
-from tests.conftest import AMQP_URL, new_host
 from tests.faults.cluster import Cluster, Node
 from tests.faults.harness import (
     AgentProcess,
@@ -38,6 +37,7 @@ from tests.faults.harness import (
     workload,
 )
 from tests.faults.proxy import Proxy
+from tests.support.services import AMQP_URL, new_host
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 

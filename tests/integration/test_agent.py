@@ -14,9 +14,9 @@ import pytest
 from schemas.events import AgentEvent, LifecycleEvent, TunableEvent
 from schemas.replies import DomainInfo, DomainList, HostInfo, Reply
 from schemas.topology import BROADCAST_EXCHANGE
-from tests.conftest import IMAGE
-from tests.integration.conftest import NOCMD_IMAGE, Fleet, Host, spec
 from tests.support import BusPeer, DeadLetters, EventRecorder, lifecycle
+from tests.support.fleet import NOCMD_IMAGE, Fleet, Host, spec
+from tests.support.services import IMAGE
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tests.conftest import IMAGE
-from tests.integration.conftest import CLI, Host, spec
+from tests.support.fleet import CLI, Host, spec
+from tests.support.services import IMAGE
 
 pytestmark = pytest.mark.integration
 

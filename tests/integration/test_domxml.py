@@ -14,9 +14,9 @@ import pytest
 from agent.client import connect
 from schemas.domain import DomainSpec
 from schemas.domxml import parse_domain_xml
-from tests.conftest import AMQP_URL, IMAGE
-from tests.integration.conftest import CLI, Fleet, Host
 from tests.support import BusPeer, DeadLetters, EventRecorder, lifecycle
+from tests.support.fleet import CLI, Fleet, Host
+from tests.support.services import AMQP_URL, IMAGE
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import pytest
 
 from agent.driver import _frozen
 from schemas.events import LifecycleEvent
-from tests.integration.conftest import Host, spec
+from tests.support.fleet import Host, spec
 
 pytestmark = pytest.mark.integration
 

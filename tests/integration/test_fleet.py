@@ -16,9 +16,9 @@ import pytest
 from agent.client import Connection, EventStream, VirtbusError, connect
 from schemas.codes import EventId
 from schemas.events import Event, LifecycleEvent
-from tests.conftest import AMQP_URL, new_host
-from tests.integration.conftest import CLI, VIRTBUS, Fleet, Host, spec
 from tests.support import BusPeer, EventRecorder
+from tests.support.fleet import CLI, VIRTBUS, Fleet, Host, spec
+from tests.support.services import AMQP_URL, new_host
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ import trustme
 
 from agent.client import Connection
 from agent.gateway import Gateway, tls_context
-from tests.conftest import AMQP_URL, IMAGE
 from tests.environment import unavailable
-from tests.integration.conftest import CLI, Host, Ran, spec
+from tests.support.fleet import CLI, Host, Ran, spec
+from tests.support.services import AMQP_URL, IMAGE
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Fleet, Host, spec
 from tests.support import BusPeer, EventRecorder
+from tests.support.fleet import Fleet, Host, spec
 
 pytestmark = pytest.mark.integration
 

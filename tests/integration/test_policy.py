@@ -20,8 +20,8 @@ import pytest
 
 from agent.agent import Agent
 from agent.driver import HOST_LABEL
-from tests.integration.conftest import Fleet, spec
 from tests.support import BusPeer, DeadLetters
+from tests.support.fleet import Fleet, spec
 
 pytestmark = pytest.mark.integration
 

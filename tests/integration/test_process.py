@@ -15,9 +15,9 @@ import pytest
 from agent.driver import HOST_LABEL
 from schemas.commands import OPS
 from schemas.events import AgentEvent
-from tests.conftest import AMQP_URL, new_host
-from tests.integration.conftest import VIRTBUS, Fleet, spec
 from tests.support import BusPeer, EventRecorder
+from tests.support.fleet import VIRTBUS, Fleet, spec
+from tests.support.services import AMQP_URL, new_host
 
 pytestmark = pytest.mark.integration
 

@@ -26,10 +26,10 @@ import aiodocker
 import pytest
 import trustme
 
-from tests.conftest import IMAGE
 from tests.environment import unavailable
-from tests.integration.conftest import Fleet, spec
 from tests.support import BusPeer
+from tests.support.fleet import Fleet, spec
+from tests.support.services import IMAGE
 
 pytestmark = pytest.mark.integration
 

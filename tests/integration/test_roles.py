@@ -43,10 +43,10 @@ from schemas.topology import (
     group_key,
     host_queue,
 )
-from tests.conftest import AMQP_URL, new_host
 from tests.environment import unavailable
-from tests.integration.conftest import CLI, Fleet, spec
 from tests.support import EventRecorder
+from tests.support.fleet import CLI, Fleet, spec
+from tests.support.services import AMQP_URL, new_host
 
 pytestmark = pytest.mark.integration
 

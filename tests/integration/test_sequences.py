@@ -9,8 +9,8 @@ import aiodocker
 import pytest
 
 from schemas.events import LifecycleEvent, RebootEvent
-from tests.integration.conftest import Host, spec
 from tests.support import lifecycle
+from tests.support.fleet import Host, spec
 
 pytestmark = pytest.mark.integration
 

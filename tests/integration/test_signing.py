@@ -29,8 +29,8 @@ from agent.agent import Agent
 from agent.client import VirtbusError, connect
 from agent.signing import SIGNATURE_HEADER, SigningKey
 from schemas.topology import BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, DEAD_EXCHANGE
-from tests.conftest import AMQP_URL
-from tests.integration.conftest import CLI, Fleet, spec
+from tests.support.fleet import CLI, Fleet, spec
+from tests.support.services import AMQP_URL
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,7 @@ from collections import Counter
 
 import pytest
 
-TRIED: Counter[str] = Counter()
-"""Inputs tried, as ``"<target>: <outcome>"`` (target ``decoder``, ``dispatcher``,
-``live agent``)."""
+from tests.support.hostile import TRIED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

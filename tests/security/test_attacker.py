@@ -41,8 +41,8 @@ from agent.provision import (
 )
 from agent.signing import SigningKey
 from schemas.topology import COMMANDS_EXCHANGE, host_queue
-from tests.conftest import AMQP_URL, IMAGE, new_host
 from tests.environment import unavailable
+from tests.support.services import AMQP_URL, IMAGE, new_host
 
 pytestmark = pytest.mark.integration
 

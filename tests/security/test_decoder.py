@@ -17,8 +17,8 @@ from agent.store import Store
 from schemas.commands import COMMAND_ADAPTER, OPS, CreateXml, Define, InvalidCommand, parse_command
 from schemas.domain import DomainSpec
 from tests.fakes import FakeDriver, fake_host
-from tests.security.conftest import TRIED
 from tests.security.strategies import ALLOWED_IMAGE, bodies, nested
+from tests.support.hostile import TRIED
 
 POLICY = Policy(images=["virtbus-test:*"], memory_kib_max=131072, vcpus_max=1, pids_max=256)
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]

@@ -25,11 +25,11 @@ from agent.driver import HOST_LABEL
 from schemas.events import AgentEvent
 from schemas.replies import Reply
 from schemas.topology import host_queue
-from tests.conftest import AMQP_URL, new_host
-from tests.integration.conftest import VIRTBUS
-from tests.security.conftest import TRIED
 from tests.security.strategies import bodies, command_bodies
 from tests.support import BusPeer, EventRecorder
+from tests.support.fleet import VIRTBUS
+from tests.support.hostile import TRIED
+from tests.support.services import AMQP_URL, new_host
 
 pytestmark = pytest.mark.integration
 

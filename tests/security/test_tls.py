@@ -31,10 +31,10 @@ from agent.client import VirtbusError, connect
 from agent.config import Config
 from agent.driver import DockerDriver
 from agent.tls import client_context
-from tests.conftest import new_host
 from tests.environment import unavailable
 from tests.faults.cluster import rabbitmqctl
-from tests.integration.conftest import VIRTBUS
+from tests.support.fleet import VIRTBUS
+from tests.support.services import new_host
 
 NODE = "vbtls@localhost"
 AMQPS_PORT = 5711

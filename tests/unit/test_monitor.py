@@ -1,0 +1,203 @@
+"""The monitor over the fake driver: it turns Docker's reports into domain state and
+events, crediting the operation that expected them, and catches up on what it missed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from agent.domains import Domain, DomainTable
+from agent.monitor import Monitor
+from agent.store import Store
+from schemas.codes import DomainState, Lifecycle, RunningReason
+from schemas.domain import DomainSpec
+from schemas.events import EVENT_ADAPTER, LifecycleEvent
+from tests.fakes import FakeContainer, FakeDriver
+
+WAIT_S = 5.0
+
+
+@dataclass
+class Watched:
+    """A monitor following a fake engine, and what it queued."""
+
+    driver: FakeDriver
+    store: Store
+    domains: DomainTable
+    monitor: Monitor
+    queued: asyncio.Event
+
+    def adopt(self, name: str, persistent: bool = True) -> Domain:
+        """A running domain whose container Docker has, known to the monitor already."""
+        spec = DomainSpec(name=name, image="virtbus-test:latest", command=["sleep", "60"])
+        domain = Domain(
+            uuid=uuid4(),
+            name=name,
+            spec=spec,
+            persistent=persistent,
+            autostart=False,
+            handle=f"h-{name}",
+            state=DomainState.RUNNING,
+            reason=RunningReason.BOOTED,
+            pid=4242,
+        )
+        self.driver.containers[domain.handle or ""] = FakeContainer(
+            domain.handle or "", domain.uuid, name, spec, status="running", pid=4242
+        )
+        self.domains.add(domain)
+        self.monitor.save(domain)
+        return domain
+
+    def events(self) -> list[LifecycleEvent]:
+        return [
+            event
+            for event in (EVENT_ADAPTER.validate_json(p.body) for p in self.store.pending(1000))
+            if isinstance(event, LifecycleEvent)
+        ]
+
+    async def published(self, count: int) -> list[LifecycleEvent]:
+        async def enough() -> None:
+            while len(self.events()) < count:
+                await self.queued.wait()
+                self.queued.clear()
+
+        await asyncio.wait_for(enough(), WAIT_S)
+        return self.events()
+
+
+@pytest.fixture
+async def watched(tmp_path: Path) -> AsyncIterator[Watched]:
+    with Store(tmp_path) as store:
+        driver, domains, queued = FakeDriver(), DomainTable(), asyncio.Event()
+        monitor = Monitor("h1", domains, store, driver, queued.set)
+        running = asyncio.create_task(monitor.run())
+        try:
+            await asyncio.wait_for(monitor.connected.wait(), WAIT_S)
+            yield Watched(driver, store, domains, monitor, queued)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_change_nobody_asked_for_is_external_and_committed_with_its_state(
+    watched: Watched,
+) -> None:
+    web = watched.adopt("web")
+    watched.driver.exit(web.handle or "", 0)
+    (event,) = await watched.published(1)
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.STOPPED_SHUTDOWN,
+        "external",
+        None,
+    )
+    (stored,) = watched.store.domains()
+    assert stored.state is DomainState.SHUTOFF and not web.active
+
+
+async def test_an_expected_change_is_credited_to_its_command(watched: Watched) -> None:
+    web = watched.adopt("web")
+    until = frozenset({Lifecycle.SUSPENDED_PAUSED})
+    with watched.monitor.expect(web, "cmd-1", until) as expectation:
+        await watched.driver.pause(web.handle or "")
+        assert await expectation.wait(WAIT_S)
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.SUSPENDED_PAUSED,
+        "agent",
+        "cmd-1",
+    )
+    assert watched.store.intent_reached("cmd-1")
+    assert web.state is DomainState.PAUSED
+
+
+async def test_an_operation_of_a_previous_run_is_credited_after_a_restart(
+    watched: Watched, tmp_path: Path
+) -> None:
+    web = watched.adopt("web")
+    with watched.monitor.expect(web, "cmd-1", frozenset({Lifecycle.SUSPENDED_PAUSED})):
+        pass  # the agent died acting: the intent stays in the store
+    restarted = Monitor("h1", watched.domains, watched.store, watched.driver, lambda: None)
+    running = asyncio.create_task(restarted.run())
+    try:
+        await asyncio.wait_for(restarted.connected.wait(), WAIT_S)
+        watched.driver.containers[web.handle or ""].status = "paused"
+        assert await restarted.orphan_settled("cmd-1", 0.01) is False
+        await restarted.reconcile()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.SUSPENDED_PAUSED,
+        "reconcile",
+        "cmd-1",
+    )
+    assert watched.store.intent_reached("cmd-1")
+
+
+async def test_reconcile_publishes_what_docker_shows_was_missed(watched: Watched) -> None:
+    web, db = watched.adopt("web"), watched.adopt("db")
+    watched.driver.containers[web.handle or ""].status = "paused"
+    del watched.driver.containers[db.handle or ""]
+    await watched.monitor.reconcile()
+    seen = {(e.domain.name, e.lifecycle, e.origin) for e in watched.events()}
+    assert seen == {
+        ("web", Lifecycle.SUSPENDED_PAUSED, "reconcile"),
+        ("db", Lifecycle.STOPPED_DESTROYED, "reconcile"),
+        ("db", Lifecycle.UNDEFINED_REMOVED, "reconcile"),
+    }
+    assert watched.domains.by_name("db") is None
+    gone = watched.store.gone("db", None)
+    assert gone is not None and gone.uuid == db.uuid
+
+
+async def test_reconcile_leaves_a_domain_with_an_operation_in_flight_to_it(
+    watched: Watched,
+) -> None:
+    web = watched.adopt("web")
+    with watched.monitor.expect(web, "cmd-1", frozenset({Lifecycle.SUSPENDED_PAUSED})):
+        watched.driver.containers[web.handle or ""].status = "paused"
+        await watched.monitor.reconcile()
+        assert watched.events() == []
+    await watched.monitor.reconcile()
+    assert [e.lifecycle for e in watched.events()] == [Lifecycle.SUSPENDED_PAUSED]
+
+
+async def test_a_replayed_step_already_made_publishes_nothing(watched: Watched) -> None:
+    web = watched.adopt("web")
+    await watched.driver.pause(web.handle or "")
+    await watched.published(1)
+    await watched.monitor.resync(web)
+    await watched.monitor.reconcile()
+    assert [e.lifecycle for e in watched.events()] == [Lifecycle.SUSPENDED_PAUSED]
+
+
+async def test_a_transient_domain_that_stops_is_forgotten_and_its_container_removed(
+    watched: Watched,
+) -> None:
+    web = watched.adopt("web", persistent=False)
+    watched.driver.exit(web.handle or "", 3)
+    (event,) = await watched.published(1)
+    assert event.lifecycle is Lifecycle.STOPPED_FAILED
+    await asyncio.wait_for(watched.monitor.name_free("web"), WAIT_S)
+    assert watched.domains.by_name("web") is None
+    assert watched.driver.containers == {}
+    assert watched.store.domains() == []
+
+
+async def test_a_transition_without_a_docker_event_is_announced(watched: Watched) -> None:
+    web = watched.adopt("web")
+    web.persistent = False
+    watched.monitor.announce(web, Lifecycle.UNDEFINED_REMOVED, "cmd-1")
+    assert watched.queued.is_set()
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.UNDEFINED_REMOVED,
+        "agent",
+        "cmd-1",
+    )

@@ -1,0 +1,184 @@
+"""The operations over the fake driver: an op that changes a domain answers only once
+Docker reported the change, with the events already queued and credited to it; a
+retried command whose effect is there answers success."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TypeVar, get_args
+
+import pytest
+
+from agent.errors import VirtError
+from agent.operations import Operations
+from agent.store import Store
+from schemas.codes import DomainState, ErrorCode, Lifecycle
+from schemas.commands import (
+    CommandBase,
+    Create,
+    CreateXml,
+    Define,
+    Destroy,
+    GetXmlDesc,
+    Shutdown,
+    Suspend,
+    Undefine,
+)
+from schemas.domain import DomainRecord
+from schemas.events import EVENT_ADAPTER, LifecycleEvent
+from schemas.replies import DomainXml
+from tests.fakes import FakeHost, fake_host
+
+SPEC = {"name": "web", "image": "virtbus-test:latest", "command": ["sleep", "60"]}
+WAIT_S = 5.0
+C = TypeVar("C", bound=CommandBase)
+_ids = iter(range(1, 1_000_000))
+
+
+def command(model: type[C], target: str | None = None, **args: Any) -> C:
+    """A command of ``model`` with a fresh id; its op is the model's own."""
+    (op,) = get_args(model.model_fields["op"].annotation)
+    document: dict[str, Any] = {"op": op, "id": f"cmd-{next(_ids)}", "args": args}
+    if target is not None:
+        document["target"] = {"name": target}
+    return model.model_validate(document)
+
+
+class Rig:
+    def __init__(self, host: FakeHost, operations: Operations) -> None:
+        self.host = host
+        self.operations = operations
+
+    async def run(self, cmd: CommandBase, retry: bool = False) -> Any:
+        return await asyncio.wait_for(self.operations.run(cmd, retry), WAIT_S)  # type: ignore[arg-type]
+
+    def events(self) -> list[LifecycleEvent]:
+        return [
+            event
+            for event in (
+                EVENT_ADAPTER.validate_json(p.body) for p in self.host.store.pending(1000)
+            )
+            if isinstance(event, LifecycleEvent)
+        ]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    with Store(tmp_path / "h1") as store:
+        async with fake_host(store, tmp_path) as host:
+            yield Rig(host, host.operations())
+
+
+async def test_a_change_is_answered_after_its_events_which_carry_the_command_id(
+    rig: Rig,
+) -> None:
+    define = command(Define, spec=SPEC)
+    create = command(Create, "web")
+    await rig.run(define)
+    record = await rig.run(create)
+    assert isinstance(record, DomainRecord) and record.state == DomainState.RUNNING
+    assert record.id > 0
+    assert [(e.lifecycle, e.origin, e.cause) for e in rig.events()] == [
+        (Lifecycle.DEFINED_ADDED, "agent", define.id),
+        (Lifecycle.STARTED_BOOTED, "agent", create.id),
+    ]
+
+
+async def test_an_op_ends_at_dockers_report_when_its_answer_comes_later(rig: Rig) -> None:
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    answered = asyncio.Event()
+    rig.host.driver.answers["pause"] = answered
+    record = await rig.run(command(Suspend, "web"))
+    assert record.state == DomainState.PAUSED
+    assert not answered.is_set()
+    answered.set()
+
+
+async def test_a_redefinition_docker_refuses_leaves_the_old_container(rig: Rig) -> None:
+    first = await rig.run(command(Define, spec=SPEC))
+    (old,) = rig.host.driver.containers.values()
+    rig.host.driver.failures["create"] = VirtError(ErrorCode.OPERATION_FAILED, "no space")
+    changed = {**SPEC, "uuid": str(first.uuid), "command": ["sleep", "1"]}
+    with pytest.raises(VirtError) as refused:
+        await rig.run(command(Define, spec=changed))
+    assert refused.value.detail == "no space"
+    assert list(rig.host.driver.containers.values()) == [old]
+    assert old.spec.command == ["sleep", "60"]
+    domain = rig.host.domains.by_name("web")
+    assert domain is not None and domain.spec.command == ["sleep", "60"]
+
+
+async def test_a_definition_given_while_running_applies_at_the_next_start(rig: Rig) -> None:
+    first = await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    await rig.run(
+        command(Define, spec={**SPEC, "uuid": str(first.uuid), "command": ["sleep", "5"]})
+    )
+    (running,) = rig.host.driver.containers.values()
+    assert running.spec.command == ["sleep", "60"]
+    inactive = await rig.run(command(GetXmlDesc, "web", inactive=True))
+    active = await rig.run(command(GetXmlDesc, "web"))
+    assert isinstance(inactive, DomainXml) and isinstance(active, DomainXml)
+    assert inactive.xml != active.xml
+    await rig.run(command(Destroy, "web"))
+    await rig.run(command(Create, "web"))
+    (rebuilt,) = rig.host.driver.containers.values()
+    assert rebuilt.spec.command == ["sleep", "5"] and rebuilt.status == "running"
+
+
+async def test_a_transient_domain_that_cannot_start_leaves_nothing(rig: Rig) -> None:
+    rig.host.driver.failures["start"] = VirtError(ErrorCode.OPERATION_FAILED, "no")
+    with pytest.raises(VirtError):
+        await rig.run(command(CreateXml, spec=SPEC))
+    assert rig.host.domains.by_name("web") is None
+    assert rig.host.driver.containers == {}
+
+
+async def test_a_retried_define_of_the_same_spec_answers_success(rig: Rig) -> None:
+    define = command(Define, spec=SPEC)
+    first = await rig.run(define)
+    again = await rig.run(define, retry=True)
+    assert again == first
+    with pytest.raises(VirtError) as refused:
+        await rig.run(define)
+    assert refused.value.code is ErrorCode.DOM_EXIST
+
+
+@pytest.mark.parametrize("model", [Destroy, Shutdown])
+async def test_a_retried_stop_of_a_stopped_domain_answers_success(
+    rig: Rig, model: type[Destroy | Shutdown]
+) -> None:
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    stop = command(model, "web")
+    await rig.run(stop)
+    record = await rig.run(stop, retry=True)
+    assert record.state == DomainState.SHUTOFF
+    with pytest.raises(VirtError) as refused:
+        await rig.run(command(model, "web"))
+    assert refused.value.code is ErrorCode.OPERATION_INVALID
+
+
+async def test_a_retried_undefine_of_a_gone_domain_answers_its_last_record(rig: Rig) -> None:
+    first = await rig.run(command(Define, spec=SPEC))
+    undefine = command(Undefine, "web")
+    await rig.run(undefine)
+    record = await rig.run(undefine, retry=True)
+    assert record.uuid == first.uuid
+    with pytest.raises(VirtError) as refused:
+        await rig.run(command(Undefine, "web"))
+    assert refused.value.code is ErrorCode.NO_DOMAIN
+
+
+async def test_autostart_starts_what_is_marked_and_survives_a_failure(rig: Rig) -> None:
+    await rig.run(command(Define, spec={**SPEC, "autostart": True}))
+    await rig.run(command(Define, spec={**SPEC, "name": "db", "autostart": True}))
+    await rig.run(command(Define, spec={**SPEC, "name": "off"}))
+    rig.host.driver.failures["start"] = VirtError(ErrorCode.OPERATION_FAILED, "no")
+    await asyncio.wait_for(rig.operations.autostart(), WAIT_S)
+    active = sorted(d.name for d in rig.host.domains if d.active)
+    assert len(active) == 1 and active[0] in ("web", "db")
+    assert rig.host.domains.by_name("off") is not None
