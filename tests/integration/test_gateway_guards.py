@@ -20,9 +20,9 @@ from agent.gateway.protocol import Proc, WireDomain
 from agent.gateway.settings import GatewaySettings
 from agent.gateway.xdr import Packer
 from schemas.codes import DomainState, ErrorCode
-from tests.conftest import AMQP_URL
-from tests.integration.conftest import Host, spec
 from tests.integration.test_gateway import Virsh, client_pki, gateway, uri, virsh_path
+from tests.support.fleet import Host, spec
+from tests.support.services import AMQP_URL
 from tests.unit.test_gateway_server import Peer
 
 pytestmark = pytest.mark.integration
