@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from tests.integration.conftest import Host, spec
+from tests.support import DeadLetters
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +68,22 @@ async def test_pipelined_suspend_resume_all_succeed_in_order(host: Host) -> None
     assert [r for r in replies if not r["ok"]] == []
     state = await host.ok("domain.get_state", "burst")
     assert state["state"] == 3
+
+
+async def test_a_reused_command_id_is_refused_and_the_domain_keeps_running(host: Host) -> None:
+    await _running(host, "kept")
+    first = await host.peer.call(host.name, "host.ping", id="job-1")
+    assert first["ok"]
+    letters = await DeadLetters(host.peer.channel).start()
+    reply = await host.peer.call(host.name, "domain.destroy", {"name": "kept"}, id="job-1")
+    assert not reply["ok"]
+    assert reply["error"]["code"] == "INVALID_ARG" and reply["error"]["vir_error"] == 8
+    assert reply["error"]["message"] == (
+        "invalid argument: command id 'job-1' was already used with op host.ping, "
+        "not domain.destroy"
+    )
+    letter = await letters.next()
+    assert letter.message_id == "job-1" and b"domain.destroy" in letter.body
+    assert (await host.ok("domain.get_state", "kept"))["state"] == 1
+    again = await host.peer.call(host.name, "host.ping", id="job-1")
+    assert again == first
