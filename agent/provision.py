@@ -48,8 +48,12 @@ from schemas.topology import (
     DEAD_EXCHANGE,
     DEAD_QUEUE,
     EVENTS_EXCHANGE,
+    POLICY_PRIORITY,
+    dead_queue_arguments,
     group_key,
     host_queue,
+    host_queue_arguments,
+    operator_policies,
 )
 
 DEFAULT_MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15672/"
@@ -258,7 +262,9 @@ class Management:
             )
 
     async def declare_topology(self, vhost: str = DEFAULT_VHOST) -> None:
-        """The shared exchanges and the dead-letter queue (DESIGN §2), idempotently."""
+        """The shared exchanges and the dead-letter queue (DESIGN §2), idempotently, and
+        the operator policies that bound the dead-letter queue and the host queues even
+        where an older release declared them without bounds (it takes an administrator)."""
         where = _quoted(vhost)
         for name, kind in EXCHANGES.items():
             await self._call(
@@ -266,12 +272,34 @@ class Management:
                 f"exchanges/{where}/{_quoted(name)}",
                 {"type": kind, "durable": True, "auto_delete": False, "internal": False},
             )
-        await self._call(
-            "PUT",
-            f"queues/{where}/{_quoted(DEAD_QUEUE)}",
-            {"durable": True, "auto_delete": False, "arguments": {"x-queue-type": "quorum"}},
-        )
+        await self._declare_queue(vhost, DEAD_QUEUE, dead_queue_arguments())
         await self._bind(vhost, DEAD_EXCHANGE, DEAD_QUEUE, "")
+        for name, (pattern, definition) in operator_policies().items():
+            await self._call(
+                "PUT",
+                f"operator-policies/{where}/{_quoted(name)}",
+                {
+                    "pattern": pattern,
+                    "definition": definition,
+                    "priority": POLICY_PRIORITY,
+                    "apply-to": "queues",
+                },
+            )
+
+    async def _declare_queue(self, vhost: str, queue: str, arguments: dict[str, str | int]) -> bool:
+        """Declare a durable queue; False if it exists with other arguments (kept as it
+        is: a queue's arguments cannot change)."""
+        try:
+            await self._call(
+                "PUT",
+                f"queues/{_quoted(vhost)}/{_quoted(queue)}",
+                {"durable": True, "auto_delete": False, "arguments": arguments},
+            )
+        except ProvisionError as error:
+            if "inequivalent arg" not in str(error):
+                raise
+            return False
+        return True
 
     async def declare_host_queue(
         self,
@@ -285,15 +313,7 @@ class Management:
         groups are removed."""
         queue = host_queue(host)
         where = _quoted(vhost)
-        await self._call(
-            "PUT",
-            f"queues/{where}/{_quoted(queue)}",
-            {
-                "durable": True,
-                "auto_delete": False,
-                "arguments": {"x-queue-type": queue_type, "x-dead-letter-exchange": DEAD_EXCHANGE},
-            },
-        )
+        await self._declare_queue(vhost, queue, host_queue_arguments(queue_type))
         await self._bind(vhost, COMMANDS_EXCHANGE, queue, host)
         wanted = _broadcast_keys(groups)
         for key in wanted:
