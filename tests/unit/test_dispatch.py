@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent import operations
 from agent.dispatch import Dispatcher, fingerprint_of
 from agent.store import Fingerprint, Store
 from schemas.codes import DomainState
@@ -223,6 +224,35 @@ async def test_repeated_id_answers_the_recorded_reply_without_acting(rig: Rig) -
     again = await rig.call("domain.create", {"name": "web"}, id="same")
     assert first.ok and again == first
     assert rig.driver.calls.count("start") == 1
+
+
+async def test_next_command_starts_once_docker_finished_the_previous_call(rig: Rig) -> None:
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", {"name": "web"})).ok
+    answer = rig.driver.answers["pause"] = asyncio.Event()
+    assert (await asyncio.wait_for(rig.call("domain.suspend", {"name": "web"}), 5)).ok
+    resume = rig.submit("domain.resume", {"name": "web"})
+    for _ in range(20):  # let every runnable task take its turn
+        await asyncio.sleep(0)
+    assert "unpause" not in rig.driver.calls
+    answer.set()
+    assert (await asyncio.wait_for(resume, 5)).ok
+    assert rig.driver.calls.count("unpause") == 1
+
+
+async def test_a_docker_call_that_never_ends_times_the_next_command_out(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(operations, "JOB_WAIT_S", 0.05)
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", {"name": "web"})).ok
+    answer = rig.driver.answers["pause"] = asyncio.Event()
+    assert (await asyncio.wait_for(rig.call("domain.suspend", {"name": "web"}), 5)).ok
+    reply = await asyncio.wait_for(rig.call("domain.resume", {"name": "web"}), 5)
+    assert error_code(reply) == "OPERATION_TIMEOUT"
+    assert reply.error is not None and "cannot acquire state change lock" in reply.error.message
+    assert "unpause" not in rig.driver.calls
+    answer.set()
 
 
 async def test_reused_id_with_another_op_is_refused_naming_it(rig: Rig) -> None:
