@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import json
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -72,9 +71,7 @@ async def test_strictly_sequential_suspend_resume_never_fails(host: Host) -> Non
                 failures.append(reply)
         return failures
 
-    started = time.monotonic()
     failures = await asyncio.wait_for(asyncio.gather(*map(alternate, names)), BUDGET_S)
-    print(f"{DOMAINS} x {SEQUENTIAL} commands in {time.monotonic() - started:.1f} s")
     assert failures == [[] for _ in names]
     for name in names:
         assert (await host.ok("domain.get_state", name))["state"] == 1
