@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -32,6 +33,7 @@ from agent.config import mask_url
 from schemas.topology import (
     DEAD,
     DEAD_LETTER_BINDING,
+    DEAD_LETTER_BODY_BYTES,
     DEAD_QUEUE,
     EVENTS,
     EXCHANGES,
@@ -41,6 +43,7 @@ from schemas.topology import (
     QueueType,
     command_bindings,
     command_queue,
+    host_queue,
 )
 
 log = logging.getLogger(__name__)
@@ -226,10 +229,22 @@ class Bus:
         channel = await connection.channel(publisher_confirms=True)
         if self._declare_topology and not await self._declared_dead_letters(channel):
             channel = await connection.channel(publisher_confirms=True)
+        try:
+            await self._declare(channel, max_age=True)
+        except aio_pika.exceptions.ChannelClosed as error:
+            if not self._declare_topology:
+                raise
+            log.warning(
+                "queue %s was declared without a maximum command age and is kept as it "
+                "is (%s); `virtbus provision` bounds it with an operator policy",
+                host_queue(self.host),
+                error,
+            )
+            channel = await connection.channel(publisher_confirms=True)
+            await self._declare(channel, max_age=False)
         channel.close_callbacks.add(lambda *_: lost.set())
         self._channel = channel
         await channel.set_qos(prefetch_count=self._prefetch)
-        await self._declare(channel)
         if self._inbox is not None:
             await self._consume()
         self._up.set()
@@ -255,12 +270,14 @@ class Bus:
             with contextlib.suppress(Exception), _lost_is_unavailable():
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
 
-    async def _declare(self, channel: AbstractChannel) -> None:
+    async def _declare(self, channel: AbstractChannel, max_age: bool) -> None:
         """The topology of schemas/topology.py, idempotently; or, without
         ``declare_topology``, a check that `virtbus provision` declared it (passive:
-        takes no permission)."""
+        takes no permission). ``max_age``: declare the host queue with the maximum
+        command age; a queue that exists without it refuses that (the channel closes)
+        and is declared as it is."""
         declarer = Declarer(channel)
-        queue = command_queue(self.host, self._queue_type)
+        queue = command_queue(self.host, self._queue_type, max_age)
         if not self._declare_topology:
             self._events = await declarer.exchange(EVENTS, passive=True)
             self._dead = await declarer.exchange(DEAD, passive=True)
@@ -276,10 +293,12 @@ class Bus:
 
     @staticmethod
     async def _declared_dead_letters(channel: AbstractChannel) -> bool:
-        """The dead-letter queue, quorum so that it outlives any one node of a cluster.
+        """The dead-letter queue, quorum so that it outlives any one node of a cluster,
+        bounded in length, bytes and age.
 
         Best effort, first on a fresh channel: a queue of the same name that already
-        exists with another type (PRECONDITION_FAILED) or whose classic home node is down
+        exists with other arguments (PRECONDITION_FAILED; `virtbus provision` bounds it
+        with an operator policy) or whose classic home node is down
         (NOT_FOUND) closes that channel, and False says to open another. The agent keeps
         what exists and carries on; the host queues dead-letter to the exchange whether
         or not the queue is there."""
@@ -374,7 +393,10 @@ class Bus:
         """Ack a command that was answered; dead-letter one that was refused. Given a
         ``reason``, the dead letter carries it in the header ``x-virtbus-reason`` (with
         the host in ``x-virtbus-host``): it is published to the dead-letter exchange,
-        confirmed, and only then is the original acked."""
+        confirmed, and only then is the original acked. A body larger than
+        ``DEAD_LETTER_BODY_BYTES`` is dead-lettered as its first that many bytes, with
+        ``x-virtbus-truncated``, ``x-virtbus-original-size`` and
+        ``x-virtbus-original-sha256``."""
         with _lost_is_unavailable():
             if accepted:
                 await inbound.message.ack()
@@ -386,13 +408,18 @@ class Bus:
             if self._dead is None:
                 raise BusUnavailable("not connected to the broker")
             original = inbound.message
+            body, headers = _bounded(inbound.body)
             await self._dead.publish(
                 aio_pika.Message(
-                    inbound.body,
+                    body,
                     content_type=original.content_type,
                     message_id=original.message_id,
                     correlation_id=original.correlation_id,
-                    headers={"x-virtbus-reason": reason[:MAX_REASON], "x-virtbus-host": self.host},
+                    headers={
+                        "x-virtbus-reason": reason[:MAX_REASON],
+                        "x-virtbus-host": self.host,
+                        **headers,
+                    },
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
                 routing_key=original.routing_key or "",
@@ -429,3 +456,15 @@ class Bus:
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
         await self._drop()
+
+
+def _bounded(body: bytes) -> tuple[bytes, dict[str, str | int | bool]]:
+    """A dead letter's body: the whole of a small one; the head of a large one (copied
+    once, the head only) and headers that identify the original."""
+    if len(body) <= DEAD_LETTER_BODY_BYTES:
+        return body, {}
+    return bytes(memoryview(body)[:DEAD_LETTER_BODY_BYTES]), {
+        "x-virtbus-truncated": True,
+        "x-virtbus-original-size": len(body),
+        "x-virtbus-original-sha256": hashlib.sha256(body).hexdigest(),
+    }

@@ -11,8 +11,9 @@ Every failure is one exception type, as libvirt-python's ``libvirtError``:
     VirtbusError            code name, ``vir_error`` number, message, host
                             (a reply that does not come in time is OPERATION_TIMEOUT)
 
-A call's timeout is also the command's ``deadline``: an agent that gets the command
-after the caller gave up does not run it.
+A call's timeout is also the command's ``deadline`` and its AMQP ``expiration``: an
+agent that gets the command after the caller gave up does not run it, and a command no
+agent took by then leaves the host queue (dead-lettered as expired).
 """
 
 from __future__ import annotations
@@ -260,6 +261,10 @@ class Connection:
                 reply_to=self._reply_queue.name,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 headers=headers,
+                # the deadline as the broker's TTL too: a command nobody took in time
+                # leaves the queue (dead-lettered as expired) instead of waiting there
+                expiration=_until(command.deadline),
+                timestamp=datetime.now(UTC),
             ),
             routing_key=routing_key,
         )
@@ -448,6 +453,12 @@ def connect(
     is signed with it; for ``amqps`` URLs, ``ssl_context`` (``agent.tls.client_context``)
     sets the CA and client certificate."""
     return Connection(url, timeout_s, signing_key, ssl_context)
+
+
+def _until(deadline: datetime | None) -> float | None:
+    """Seconds left before ``deadline``, never below 0 (an expiration of 0 lets only a
+    consumer that is ready take the message)."""
+    return None if deadline is None else max(0.0, (deadline - datetime.now(UTC)).total_seconds())
 
 
 def _spec(spec: DomainSpec | dict[str, Any]) -> dict[str, Any]:

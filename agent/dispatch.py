@@ -4,6 +4,8 @@ Guarantees:
 - Commands for the same domain run one after another in the order they were submitted;
   commands for different domains run concurrently, at most ``concurrency`` at once.
 - A command id seen before gets the reply recorded for it; the op does not run again.
+  An id seen before with another op, target or arguments is refused (INVALID_ARG, naming
+  the difference, then dead-lettered); the id stays the first command's.
 - A command past its deadline when its turn comes is answered OPERATION_ABORTED unrun.
 - Every submitted body gets exactly one reply; no exception escapes ``submit``. A body
   larger than ``max_body_bytes`` is refused unread, like one that does not parse
@@ -18,6 +20,8 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable
@@ -31,9 +35,16 @@ from agent.metrics import Metrics
 from agent.operations import Operations
 from agent.policy import Denied
 from agent.signing import Delivery, Refused, Verifier
-from agent.store import Store
+from agent.store import Fingerprint, Store
 from schemas.codes import ErrorCode
-from schemas.commands import Command, CreateXml, Define, DomainCommand, InvalidCommand
+from schemas.commands import (
+    Command,
+    CreateXml,
+    Define,
+    DomainCommand,
+    InvalidCommand,
+    Login,
+)
 from schemas.commands import parse_command as parse
 from schemas.replies import Reply
 
@@ -79,6 +90,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._lanes: dict[str, asyncio.Task[Outcome]] = {}
         self._running: dict[str, asyncio.Task[Outcome]] = {}
+        self._running_as: dict[str, Fingerprint] = {}
 
     def submit(
         self, body: bytes, message_id: str | None, delivery: Delivery | None = None
@@ -106,22 +118,43 @@ class Dispatcher:
             command = parse(body, message_id)
         except InvalidCommand as error:
             return _done(self._refuse(message_id, error.reason, error.code))
+        fingerprint = fingerprint_of(command)
         recorded = self._store.recorded_reply(command.id)
-        if recorded is not None:
-            return _done(Outcome(Reply.model_validate_json(recorded), recorded, True, command))
         running = self._running.get(command.id)
+        before = (
+            (recorded.fingerprint if recorded else None)
+            or self._running_as.get(command.id)
+            or self._store.attempted(command.id)
+        )
+        conflict = before.conflict(fingerprint) if before else None
+        if conflict is not None:
+            return _done(
+                self._refuse(
+                    command.id, f"command id '{command.id}' was already used with {conflict}"
+                )
+            )
+        if recorded is not None:
+            body = recorded.body
+            return _done(Outcome(Reply.model_validate_json(body), body, True, command))
         if running is not None:
             return asyncio.shield(running)
-        attempts = self._store.attempt(command.id)
+        attempts = self._store.attempt(command.id, fingerprint)
         if attempts > self._max_deliveries:
             return _done(self._abandon(command, attempts))
         lane = self._lane(command)
-        before = self._lanes.get(lane) if lane else None
+        previous = self._lanes.get(lane) if lane else None
         task = asyncio.create_task(
-            self._run(command, before, retry=attempts > 1), name=f"command {command.id}"
+            self._run(command, fingerprint, previous, retry=attempts > 1),
+            name=f"command {command.id}",
         )
         self._running[command.id] = task
-        task.add_done_callback(lambda _: self._running.pop(command.id, None))
+        self._running_as[command.id] = fingerprint
+
+        def ended(_: asyncio.Task[Outcome]) -> None:
+            self._running.pop(command.id, None)
+            self._running_as.pop(command.id, None)
+
+        task.add_done_callback(ended)
         if lane:
             self._lanes[lane] = task
             task.add_done_callback(
@@ -177,11 +210,15 @@ class Dispatcher:
         log.error("abandoned command %s (%s) after %d deliveries", command.id, command.op, attempts)
         self._metrics.commands.labels(command.op, ErrorCode.OPERATION_ABORTED.name).inc()
         body = _encode(reply)
-        self._store.record_reply(command.id, body)
+        self._store.record_reply(command.id, body, fingerprint_of(command))
         return Outcome(reply, body, accepted=False, command=command)
 
     async def _run(
-        self, command: Command, before: asyncio.Task[Outcome] | None, retry: bool
+        self,
+        command: Command,
+        fingerprint: Fingerprint,
+        before: asyncio.Task[Outcome] | None,
+        retry: bool,
     ) -> Outcome:
         if before is not None:
             await asyncio.wait([before])
@@ -195,7 +232,7 @@ class Dispatcher:
         outcome = reply.error.code if reply.error else "ok"
         self._metrics.commands.labels(command.op, outcome).inc()
         body = _encode(reply)
-        self._store.record_reply(command.id, body)
+        self._store.record_reply(command.id, body, fingerprint)
         denied = reply.error is not None and reply.error.code == ErrorCode.OPERATION_DENIED.name
         return Outcome(reply, body, accepted=not denied, command=command)
 
@@ -224,6 +261,17 @@ class Dispatcher:
     def _error(self, command_id: str, code: ErrorCode, detail: str) -> Reply:
         error = VirtError(code, detail)
         return Reply(id=command_id, host=self.host, ok=False, error=error.to_wire())
+
+
+def fingerprint_of(command: Command) -> Fingerprint:
+    """The command without its id, deadline and secrets (a login's password is left out,
+    so that it is never kept, not even hashed)."""
+    asked = command.model_dump(mode="json", exclude={"v", "id", "deadline"}, exclude_none=True)
+    if isinstance(command, Login):
+        asked["args"].pop("password", None)
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
+    target = str(command.target) if isinstance(command, DomainCommand) else ""
+    return Fingerprint(command.op, target, hashlib.sha256(canonical.encode()).hexdigest())
 
 
 def _domain_of(command: Command) -> str:

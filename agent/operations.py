@@ -3,6 +3,10 @@
 Every op that changes a domain through Docker opens an expectation with the monitor and
 returns only once the monitor has seen Docker report the change, so its reply describes
 the domain after the events it caused, and those events carry its command id.
+
+A reply may go out at Docker's report while Docker's call is still finishing; the next
+command on that domain starts only once that call has ended, so a correctly ordered
+sequence of commands never races Docker (libvirt's per-domain job lock).
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ EVENT_WAIT_S = 10.0
 """How long an op waits for Docker's report of what it did, beyond its own duration."""
 ORPHAN_WAIT_S = 20.0
 """How long a retried command waits for Docker to finish its first attempt's work."""
+JOB_WAIT_S = 30.0
+"""How long a command waits for Docker to finish the previous call on its domain, as
+libvirt waits for a domain's job lock."""
 
 
 class Operations:
@@ -99,12 +106,16 @@ class Operations:
         self._monitor = monitor
         self._credentials = credentials
         self._engine = engine
-        self._finishing: set[asyncio.Future[object]] = set()
+        self._finishing: dict[UUID, asyncio.Future[object]] = {}
 
     async def run(self, command: Command, retry: bool = False) -> Result:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
         died running it) whose effect is already there answers success, as the first
-        delivery would have."""
+        delivery would have. It starts once Docker has finished the previous call on
+        the command's domain."""
+        subject = self._subject(command)
+        if subject is not None:
+            await self.docker_done(subject, command.op)
         if retry and (
             self._intent_reached(command.id)
             or await self._monitor.orphan_settled(command.id, ORPHAN_WAIT_S)
@@ -123,6 +134,29 @@ class Operations:
                 raise
             log.info("retried %s %s: already done", command.op, command.id)
             return done
+
+    def _subject(self, command: Command) -> Domain | None:
+        """The existing domain a command is about, if any."""
+        if isinstance(command, Define | CreateXml):
+            return self._domains.by_name(command.args.spec.name)
+        if isinstance(command, DomainCommand):
+            return self._domains.find(command.target)
+        return None
+
+    async def docker_done(self, domain: Domain, op: str) -> None:
+        """Return once Docker has finished the last call made on the domain (whose op
+        may have answered at Docker's report); OPERATION_TIMEOUT if it takes longer than
+        ``JOB_WAIT_S``. Its outcome was logged when it ended."""
+        acting = self._finishing.get(domain.uuid)
+        if acting is None:
+            return
+        _, pending = await asyncio.wait([acting], timeout=JOB_WAIT_S)
+        if pending:
+            raise VirtError(
+                ErrorCode.OPERATION_TIMEOUT,
+                f"cannot acquire state change lock of domain '{domain.name}' for {op}: "
+                f"Docker has not finished the previous call within {JOB_WAIT_S:g} s",
+            )
 
     def _record_of(self, command: Command) -> DomainRecord | None:
         if isinstance(command, Define | CreateXml):
@@ -233,7 +267,7 @@ class Operations:
             for step in before:
                 await step()
             if answer_at_report:
-                await self._until_reported(last, expectation)
+                await self._until_reported(domain, last, expectation)
             else:
                 await last()
             if not await expectation.wait(wait_s):
@@ -248,11 +282,12 @@ class Operations:
         if not domain.persistent and not domain.active:
             await self._monitor.name_free(domain.name)
 
-    async def _until_reported(self, step: Step, expectation: Expectation) -> None:
+    async def _until_reported(self, domain: Domain, step: Step, expectation: Expectation) -> None:
         """Run the step that brings the effect about, returning when Docker reports the
         effect or answers the call, whichever comes first. Docker reports before it
         answers (a pause is answered after its state is written to disk, a kill after
-        the container's cleanup); the rest of the call finishes in the background."""
+        the container's cleanup); the rest of the call finishes in the background, and
+        the domain's next command waits for it (``docker_done``)."""
         acting = asyncio.ensure_future(step())
         reported = asyncio.ensure_future(expectation.reached.wait())
         try:
@@ -265,13 +300,19 @@ class Operations:
         if acting.done():
             acting.result()
             return
-        self._finishing.add(acting)
-        acting.add_done_callback(self._finished)
+        self._finishing[domain.uuid] = acting
 
-    def _finished(self, acting: asyncio.Future[object]) -> None:
-        self._finishing.discard(acting)
-        if not acting.cancelled() and acting.exception() is not None:
-            log.warning("Docker failed after reporting the effect: %s", acting.exception())
+        def finished(acting: asyncio.Future[object]) -> None:
+            if self._finishing.get(domain.uuid) is acting:
+                del self._finishing[domain.uuid]
+            if not acting.cancelled() and acting.exception() is not None:
+                log.error(
+                    "Docker failed after reporting the effect on domain %s: %s",
+                    domain.name,
+                    acting.exception(),
+                )
+
+        acting.add_done_callback(finished)
 
     def _handle(self, domain: Domain) -> str:
         if domain.handle is None:

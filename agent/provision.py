@@ -49,6 +49,7 @@ from schemas.topology import (
     DEAD_LETTER_BINDING,
     EVENTS_EXCHANGE,
     EXCHANGES,
+    POLICY_PRIORITY,
     Binding,
     Exchange,
     Queue,
@@ -57,6 +58,7 @@ from schemas.topology import (
     command_bindings,
     command_queue,
     host_queue,
+    operator_policies,
 )
 
 DEFAULT_MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15672/"
@@ -256,11 +258,24 @@ class Management:
 
     async def declare_topology(self, vhost: str = DEFAULT_VHOST) -> None:
         """The shared exchanges and the dead-letter queue (schemas/topology.py),
-        idempotently."""
+        idempotently, and the operator policies that bound the dead-letter queue and the
+        host queues even where an older release declared them without bounds (it takes
+        an administrator)."""
         for exchange in EXCHANGES:
             await self._exchange(vhost, exchange)
         await self._queue(vhost, DEAD_LETTER_BINDING.queue)
         await self._bind(vhost, DEAD_LETTER_BINDING)
+        for name, (pattern, definition) in operator_policies().items():
+            await self._call(
+                "PUT",
+                f"operator-policies/{_quoted(vhost)}/{_quoted(name)}",
+                {
+                    "pattern": pattern,
+                    "definition": definition,
+                    "priority": POLICY_PRIORITY,
+                    "apply-to": "queues",
+                },
+            )
 
     async def declare_host_queue(
         self,
@@ -273,7 +288,8 @@ class Management:
         exchange and to ``all`` and ``groups`` on the broadcast exchange; bindings to other
         groups are removed."""
         queue = command_queue(host, queue_type)
-        await self._queue(vhost, queue)
+        if not await self._queue(vhost, queue):
+            queue = command_queue(host, queue_type, max_age=False)
         bindings = command_bindings(queue, host, groups)
         for binding in bindings:
             await self._bind(vhost, binding)
@@ -296,16 +312,24 @@ class Management:
             },
         )
 
-    async def _queue(self, vhost: str, queue: Queue) -> None:
-        await self._call(
-            "PUT",
-            f"queues/{_quoted(vhost)}/{_quoted(queue.name)}",
-            {
-                "durable": queue.durable,
-                "auto_delete": queue.auto_delete,
-                "arguments": dict(queue.arguments),
-            },
-        )
+    async def _queue(self, vhost: str, queue: Queue) -> bool:
+        """Declare ``queue``; False if it exists with other arguments (kept as it is: a
+        queue's arguments cannot change)."""
+        try:
+            await self._call(
+                "PUT",
+                f"queues/{_quoted(vhost)}/{_quoted(queue.name)}",
+                {
+                    "durable": queue.durable,
+                    "auto_delete": queue.auto_delete,
+                    "arguments": dict(queue.arguments),
+                },
+            )
+        except ProvisionError as error:
+            if "inequivalent arg" not in str(error):
+                raise
+            return False
+        return True
 
     async def _bind(self, vhost: str, binding: Binding) -> None:
         await self._call(

@@ -44,9 +44,18 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS replies (
     id TEXT PRIMARY KEY,
     body BLOB NOT NULL,
-    at REAL NOT NULL DEFAULT (julianday('now'))
+    at REAL NOT NULL DEFAULT (julianday('now')),
+    op TEXT,
+    target TEXT,
+    digest TEXT
 );
-CREATE TABLE IF NOT EXISTS attempts (id TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (
+    id TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    op TEXT,
+    target TEXT,
+    digest TEXT
+);
 CREATE TABLE IF NOT EXISTS intents (
     command_id TEXT PRIMARY KEY,
     uuid TEXT NOT NULL,
@@ -66,6 +75,42 @@ CREATE INDEX IF NOT EXISTS signatures_until ON signatures (until);
 """
 
 REPLIES_KEPT = 100_000
+
+_ADDED_COLUMNS = {
+    "domains": ("evidence",),
+    "replies": ("op", "target", "digest"),
+    "attempts": ("op", "target", "digest"),
+}
+"""Columns added since the first release: a state directory from before gets them, empty."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a command id was used for: its op, its target as given, and a digest of
+    everything the command asks for (op, target, arguments; not its id or deadline)."""
+
+    op: str
+    target: str
+    digest: str
+
+    def conflict(self, other: Fingerprint) -> str | None:
+        """How ``other`` differs from this command, or None if it is the same."""
+        if other.digest == self.digest:
+            return None
+        if other.op != self.op:
+            return f"op {self.op}, not {other.op}"
+        if other.target != self.target:
+            return f"target {self.target or 'none'}, not {other.target or 'none'}"
+        return f"other arguments to {self.op}"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A reply recorded for a command id, and what the command was (None for a reply
+    an older agent recorded)."""
+
+    body: bytes
+    fingerprint: Fingerprint | None
 
 
 @dataclass(frozen=True)
@@ -165,9 +210,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(domains)")}
-        if "evidence" not in columns:
-            self._db.execute("ALTER TABLE domains ADD COLUMN evidence TEXT")
+        for table, added in _ADDED_COLUMNS.items():
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column in added:
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         if self._db is not None:
@@ -247,14 +294,22 @@ class Store:
         ).fetchone()
         return bool(row and row[0])
 
-    def attempt(self, command_id: str) -> int:
+    def attempt(self, command_id: str, fingerprint: Fingerprint | None = None) -> int:
         """Count one more delivery of a command; returns how many there have been."""
+        op, target, digest = _columns(fingerprint)
         (count,) = self.db.execute(
-            "INSERT INTO attempts VALUES (?, 1) "
+            "INSERT INTO attempts VALUES (?, 1, ?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET count = count + 1 RETURNING count",
-            (command_id,),
+            (command_id, op, target, digest),
         ).fetchone()
         return int(count)
+
+    def attempted(self, command_id: str) -> Fingerprint | None:
+        """What a command id delivered before, and not answered yet, was used for."""
+        row = self.db.execute(
+            "SELECT op, target, digest FROM attempts WHERE id = ?", (command_id,)
+        ).fetchone()
+        return _fingerprint(row) if row else None
 
     def gone(self, name: str | None, uuid: UUID | None) -> DomainRecord | None:
         """The last record of a domain that no longer exists."""
@@ -276,14 +331,20 @@ class Store:
     def outbox_size(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
-    def recorded_reply(self, command_id: str) -> bytes | None:
-        row = self.db.execute("SELECT body FROM replies WHERE id = ?", (command_id,)).fetchone()
-        return bytes(row[0]) if row else None
+    def recorded_reply(self, command_id: str) -> Recorded | None:
+        row = self.db.execute(
+            "SELECT body, op, target, digest FROM replies WHERE id = ?", (command_id,)
+        ).fetchone()
+        return Recorded(bytes(row[0]), _fingerprint(row[1:])) if row else None
 
-    def record_reply(self, command_id: str, body: bytes) -> None:
+    def record_reply(
+        self, command_id: str, body: bytes, fingerprint: Fingerprint | None = None
+    ) -> None:
         with self.transaction():
             self.db.execute(
-                "INSERT OR IGNORE INTO replies (id, body) VALUES (?, ?)", (command_id, body)
+                "INSERT OR IGNORE INTO replies (id, body, op, target, digest) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (command_id, body, *_columns(fingerprint)),
             )
             self.db.execute("DELETE FROM attempts WHERE id = ?", (command_id,))
             self.db.execute("DELETE FROM intents WHERE command_id = ?", (command_id,))
@@ -308,3 +369,16 @@ class Store:
                 f"(SELECT {key} FROM {table} ORDER BY at DESC LIMIT ?)",
                 (keep,),
             )
+
+
+def _columns(fingerprint: Fingerprint | None) -> tuple[str | None, str | None, str | None]:
+    if fingerprint is None:
+        return None, None, None
+    return fingerprint.op, fingerprint.target, fingerprint.digest
+
+
+def _fingerprint(row: tuple[str | None, ...]) -> Fingerprint | None:
+    op, target, digest = row
+    if op is None or target is None or digest is None:
+        return None
+    return Fingerprint(op, target, digest)

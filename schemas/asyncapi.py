@@ -30,11 +30,16 @@ from schemas.topology import (
     BROADCAST,
     BROADCAST_ALL,
     BROADCAST_EXCHANGE,
+    COMMAND_MAX_AGE_MS,
     COMMANDS,
     COMMANDS_EXCHANGE,
     DEAD,
     DEAD_EXCHANGE,
+    DEAD_LETTER_BODY_BYTES,
     DEAD_LETTERS,
+    DEAD_LETTERS_MAX_BYTES,
+    DEAD_LETTERS_MAX_LENGTH,
+    DEAD_LETTERS_TTL_MS,
     DEAD_QUEUE,
     EVENTS,
     Exchange,
@@ -94,9 +99,12 @@ agent does the opposite of each.
   default exchange, with the command's `correlation_id` (default: the command id) and
   the header `host`. A broadcast gets one reply per matching agent.
 - A command is acked only after its reply is confirmed by the broker. A command id runs
-  at most once: a redelivered or re-sent id gets the recorded reply.
-- Commands about one domain run in arrival order; a `deadline` that has passed when the
-  command's turn comes answers `OPERATION_ABORTED` and nothing runs.
+  at most once: a redelivered or re-sent id gets the recorded reply; the id reused with
+  another op, target or arguments is refused with `INVALID_ARG`.
+- Commands about one domain run in arrival order, each once Docker has finished the one
+  before; a `deadline` that has passed when the command's turn comes answers
+  `OPERATION_ABORTED` and nothing runs. A command waits in a host queue at most its
+  `expiration` and at most the queue's message TTL.
 - A body that is not a valid command gets an `INVALID_ARG` reply (when it has a
   `reply_to`) and is dead-lettered to `virtbus.dead`.
 - Events go to the topic exchange `virtbus.events` as persistent messages published
@@ -233,8 +241,10 @@ def _channels() -> dict[str, Any]:
                 f"name, so the command lands in that host's queue `{host_queue('{host}')}`."
                 " Set `reply_to` to get an answer, `message_id` to the command id, and "
                 "`delivery_mode` 2 if the command must survive a broker restart on a "
-                "classic queue. An optional `expiration` is a per-message TTL: a command "
-                f"that expires in the queue is dead-lettered to `{DEAD_EXCHANGE}`."
+                "classic queue. An optional `expiration` is a per-message TTL (the client "
+                "library sets it to the command's deadline): a command that expires in the "
+                f"queue is dead-lettered to `{DEAD_EXCHANGE}`. Without one, the host "
+                f"queue's message TTL ({COMMAND_MAX_AGE_MS} ms) bounds its wait."
             ),
             "messages": _messages("Command"),
             "parameters": {"host": _host()},
@@ -346,7 +356,12 @@ def _channels() -> dict[str, Any]:
             "title": "Dead-letter queue",
             "description": (
                 f"The durable quorum queue `{DEAD_QUEUE}`, bound to the `{DEAD_EXCHANGE}` "
-                "exchange. Nothing consumes it: drain it yourself."
+                "exchange. Nothing consumes it: drain it yourself. Bounded: at most "
+                f"{DEAD_LETTERS_MAX_LENGTH} letters and {DEAD_LETTERS_MAX_BYTES} bytes of "
+                "bodies (past either, the oldest are dropped) and "
+                f"{DEAD_LETTERS_TTL_MS} ms of age; as queue arguments when it is declared "
+                "and as an operator policy `virtbus provision` sets for a queue declared "
+                "before."
             ),
             "messages": _messages("DeadLetter"),
             "bindings": _queue(DEAD_LETTERS),
@@ -358,7 +373,10 @@ def _channels() -> dict[str, Any]:
             "description": (
                 "Declared by the agent at start-up and consumed by it only. Durable; "
                 "arguments `x-queue-type` `quorum` (the default) or `classic` (the agent's "
-                f"`--queue-type`) and `x-dead-letter-exchange` `{DEAD_EXCHANGE}`. Bound to "
+                f"`--queue-type`), `x-dead-letter-exchange` `{DEAD_EXCHANGE}` and "
+                f"`x-message-ttl` {COMMAND_MAX_AGE_MS} (the maximum age of a command; a "
+                "queue declared before it existed keeps its arguments and gets it from "
+                "`virtbus provision`'s operator policy). Bound to "
                 f"`{COMMANDS_EXCHANGE}` with `{{host}}`, and to `{BROADCAST_EXCHANGE}` with "
                 f"`{BROADCAST_ALL}` and `{group_key('<g>')}` for each group of the agent. "
                 "Clients publish to the exchanges, never to this queue."
@@ -736,13 +754,16 @@ def _messages_components() -> dict[str, Any]:
         "DeadLetter": {
             "name": "DeadLetter",
             "title": "Dead letter",
-            "summary": "A command the broker dead-lettered, body untouched.",
+            "summary": "A command the broker dead-lettered, body untouched or truncated.",
             "description": (
                 "The original body as it was published: a body an agent refused (after its "
                 "error reply) need not be JSON at all, so the payload is not constrained. "
                 "The agent publishes what it refuses itself, with the reason in "
-                "`x-virtbus-reason`; a message the broker dead-letters (one that expired in "
-                "the queue) carries RabbitMQ's `x-death` headers instead."
+                f"`x-virtbus-reason`; a body larger than {DEAD_LETTER_BODY_BYTES} bytes as "
+                "its first that many bytes, with `x-virtbus-truncated`, "
+                "`x-virtbus-original-size` and `x-virtbus-original-sha256`. A message the "
+                "broker dead-letters (one that expired in the queue) carries RabbitMQ's "
+                "`x-death` headers instead."
             ),
             "payload": _multi_format(
                 {"description": "The original body, as published (usually a command)."}
@@ -758,6 +779,18 @@ def _messages_components() -> dict[str, Any]:
                         "x-virtbus-host": {
                             "type": "string",
                             "description": "The host whose agent refused it.",
+                        },
+                        "x-virtbus-truncated": {
+                            "type": "boolean",
+                            "description": "The body is the head of a larger original.",
+                        },
+                        "x-virtbus-original-size": {
+                            "type": "integer",
+                            "description": "The size in bytes of a truncated body's original.",
+                        },
+                        "x-virtbus-original-sha256": {
+                            "type": "string",
+                            "description": "The SHA-256 (hex) of a truncated body's original.",
                         },
                         "x-death": {
                             "type": "array",

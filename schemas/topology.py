@@ -26,6 +26,22 @@ DEAD_QUEUE = "virtbus.dead"
 
 BROADCAST_ALL = "all"
 
+DEAD_LETTERS_MAX_LENGTH = 10_000
+DEAD_LETTERS_MAX_BYTES = 64 * 1024 * 1024
+DEAD_LETTERS_TTL_MS = 7 * 24 * 3600 * 1000
+"""The dead-letter queue keeps at most this many letters, bytes of bodies and this age;
+past a length or byte bound the oldest letters are dropped first."""
+DEAD_LETTER_BODY_BYTES = 64 * 1024
+"""An agent dead-letters a refused body larger than this as a truncated copy."""
+COMMAND_MAX_AGE_MS = 3600 * 1000
+"""A command waits in a host queue at most this long (the queue's message TTL), deadline
+or not; then the broker dead-letters it as expired."""
+
+POLICY_PRIORITY = 10
+"""Priority of the operator policies `virtbus provision` sets: they bound queues declared
+before the bounds existed (a queue's arguments cannot change). An operator policy
+combines with the queue's arguments and with any user policy: the lowest bound wins."""
+
 
 @dataclass(frozen=True)
 class Exchange:
@@ -64,8 +80,17 @@ DEAD = Exchange(DEAD_EXCHANGE, "fanout")
 """The dead-letter exchange of every host queue."""
 EXCHANGES = (COMMANDS, BROADCAST, EVENTS, DEAD)
 
-DEAD_LETTERS = Queue(DEAD_QUEUE, arguments={"x-queue-type": "quorum"})
-"""Quorum, so that it outlives any one node of a cluster. Nothing consumes it."""
+DEAD_LETTERS = Queue(
+    DEAD_QUEUE,
+    arguments={
+        "x-queue-type": "quorum",
+        "x-max-length": DEAD_LETTERS_MAX_LENGTH,
+        "x-max-length-bytes": DEAD_LETTERS_MAX_BYTES,
+        "x-message-ttl": DEAD_LETTERS_TTL_MS,
+    },
+)
+"""Quorum, so that it outlives any one node of a cluster; bounded in length, bytes and
+age. Nothing consumes it."""
 DEAD_LETTER_BINDING = Binding(DEAD, DEAD_LETTERS)
 
 
@@ -82,13 +107,18 @@ def broadcast_keys(groups: Sequence[str]) -> list[str]:
     return [BROADCAST_ALL, *(group_key(group) for group in groups)]
 
 
-def command_queue(host: str, queue_type: QueueType = "quorum") -> Queue:
+def command_queue(host: str, queue_type: QueueType = "quorum", max_age: bool = True) -> Queue:
     """A host's command queue: consumed by its agent only; what it refuses, or what
-    expires in it, goes to the dead-letter exchange."""
-    return Queue(
-        host_queue(host),
-        arguments={"x-queue-type": queue_type, "x-dead-letter-exchange": DEAD_EXCHANGE},
-    )
+    expires in it, goes to the dead-letter exchange. A command waits in it at most
+    ``COMMAND_MAX_AGE_MS``; without ``max_age``, the queue as a release before that
+    bound declared it (a queue's arguments cannot change)."""
+    arguments: dict[str, str | int] = {
+        "x-queue-type": queue_type,
+        "x-dead-letter-exchange": DEAD_EXCHANGE,
+    }
+    if max_age:
+        arguments["x-message-ttl"] = COMMAND_MAX_AGE_MS
+    return Queue(host_queue(host), arguments=arguments)
 
 
 def command_bindings(queue: Queue, host: str, groups: Sequence[str]) -> tuple[Binding, ...]:
@@ -98,3 +128,22 @@ def command_bindings(queue: Queue, host: str, groups: Sequence[str]) -> tuple[Bi
         Binding(COMMANDS, queue, host),
         *(Binding(BROADCAST, queue, key) for key in broadcast_keys(groups)),
     )
+
+
+def operator_policies() -> dict[str, tuple[str, dict[str, int]]]:
+    """Operator policies by name: (queue name pattern, definition); they bound queues that
+    an older release declared without these arguments."""
+    return {
+        "virtbus-dead-letters": (
+            f"^{DEAD_QUEUE.replace('.', '[.]')}$",
+            {
+                "max-length": DEAD_LETTERS_MAX_LENGTH,
+                "max-length-bytes": DEAD_LETTERS_MAX_BYTES,
+                "message-ttl": DEAD_LETTERS_TTL_MS,
+            },
+        ),
+        "virtbus-host-queues": (
+            f"^{host_queue('').replace('.', '[.]')}",
+            {"message-ttl": COMMAND_MAX_AGE_MS},
+        ),
+    }

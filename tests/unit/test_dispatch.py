@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from agent.dispatch import Dispatcher
-from agent.store import Store
+from agent import operations
+from agent.dispatch import Dispatcher, fingerprint_of
+from agent.store import Fingerprint, Store
 from schemas.codes import DomainState
+from schemas.commands import parse_command
 from schemas.events import EVENT_ADAPTER, LifecycleEvent
 from schemas.replies import Reply
 from tests.fakes import FakeDriver, fake_host
@@ -222,6 +224,114 @@ async def test_repeated_id_answers_the_recorded_reply_without_acting(rig: Rig) -
     again = await rig.call("domain.create", {"name": "web"}, id="same")
     assert first.ok and again == first
     assert rig.driver.calls.count("start") == 1
+
+
+async def test_next_command_starts_once_docker_finished_the_previous_call(rig: Rig) -> None:
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", {"name": "web"})).ok
+    answer = rig.driver.answers["pause"] = asyncio.Event()
+    assert (await asyncio.wait_for(rig.call("domain.suspend", {"name": "web"}), 5)).ok
+    resume = rig.submit("domain.resume", {"name": "web"})
+    for _ in range(20):  # let every runnable task take its turn
+        await asyncio.sleep(0)
+    assert "unpause" not in rig.driver.calls
+    answer.set()
+    assert (await asyncio.wait_for(resume, 5)).ok
+    assert rig.driver.calls.count("unpause") == 1
+
+
+async def test_a_docker_call_that_never_ends_times_the_next_command_out(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(operations, "JOB_WAIT_S", 0.05)
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", {"name": "web"})).ok
+    answer = rig.driver.answers["pause"] = asyncio.Event()
+    assert (await asyncio.wait_for(rig.call("domain.suspend", {"name": "web"}), 5)).ok
+    reply = await asyncio.wait_for(rig.call("domain.resume", {"name": "web"}), 5)
+    assert error_code(reply) == "OPERATION_TIMEOUT"
+    assert reply.error is not None and "cannot acquire state change lock" in reply.error.message
+    assert "unpause" not in rig.driver.calls
+    answer.set()
+
+
+async def test_reused_id_with_another_op_is_refused_naming_it(rig: Rig) -> None:
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", {"name": "web"})).ok
+    assert (await rig.call("host.ping", id="job-1")).ok
+    outcome = await rig.dispatcher.submit(
+        b'{"id": "job-1", "op": "domain.destroy", "target": {"name": "web"}}', None
+    )
+    assert not outcome.accepted
+    assert error_code(outcome.reply) == "INVALID_ARG"
+    assert outcome.reply.error is not None
+    assert outcome.reply.error.message == (
+        "invalid argument: command id 'job-1' was already used with op host.ping, "
+        "not domain.destroy"
+    )
+    assert "kill" not in rig.driver.calls
+    again = await rig.call("host.ping", id="job-1")
+    assert again.ok
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "conflict"),
+    [
+        ({"name": "other"}, None, "target name 'web', not name 'other'"),
+        ({"name": "web"}, {"timeout_s": 3}, "other arguments to domain.shutdown"),
+    ],
+)
+async def test_reused_id_with_another_target_or_arguments_is_refused(
+    rig: Rig, target: dict[str, Any], args: dict[str, Any] | None, conflict: str
+) -> None:
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    first = await rig.call("domain.shutdown", {"name": "web"}, id="job-2")
+    reply = await rig.call("domain.shutdown", target, args, id="job-2")
+    assert error_code(reply) == "INVALID_ARG"
+    assert reply.error is not None and reply.error.message.endswith(conflict)
+    assert (
+        await rig.call("domain.shutdown", {"name": "web"}, {"timeout_s": 10}, id="job-2") == first
+    )
+
+
+async def test_reused_id_of_a_running_command_is_refused(rig: Rig) -> None:
+    gate = rig.driver.gates["create"] = asyncio.Event()
+    define = rig.submit("domain.define", args={"spec": SPEC}, id="job-3")
+    await rig.driver.wait_calls("create", 1)
+    reply = await rig.call("host.ping", id="job-3")
+    assert error_code(reply) == "INVALID_ARG"
+    gate.set()
+    assert (await asyncio.wait_for(define, 5)).ok
+
+
+async def test_same_command_with_a_new_deadline_gets_the_recorded_reply(rig: Rig) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+    later = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
+    first = await rig.call("domain.define", args={"spec": SPEC}, id="job-4", deadline=soon)
+    again = await rig.call("domain.define", args={"spec": SPEC}, id="job-4", deadline=later)
+    assert first.ok and again == first
+    assert rig.driver.calls.count("create") == 1
+
+
+async def test_reused_id_after_a_crash_mid_command_is_refused(rig: Rig) -> None:
+    assert (await rig.call("host.ping", id="job-5")).ok
+    rig.store.attempt(
+        "job-6", fingerprint_of(parse_command(b'{"id": "job-6", "op": "host.ping"}', None))
+    )
+    reply = await rig.call("host.get_info", id="job-6")
+    assert error_code(reply) == "INVALID_ARG"
+
+
+def test_a_login_password_is_not_part_of_the_fingerprint() -> None:
+    def login(password: str) -> Fingerprint:
+        body = {
+            "id": "l",
+            "op": "host.login",
+            "args": {"registry": "r.example", "username": "u", "password": password},
+        }
+        return fingerprint_of(parse_command(json.dumps(body).encode(), None))
+
+    assert login("one") == login("two")
 
 
 async def test_past_deadline_is_aborted_unrun(rig: Rig) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from uuid import uuid4
 
 from agent.domains import Domain
-from agent.store import Store
+from agent.store import Fingerprint, Recorded, Store
 from agent.translate import Evidence
 from schemas.domain import DomainSpec
 
@@ -38,3 +38,37 @@ def test_a_store_from_before_evidence_was_kept_opens(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
         (restored,) = store.domains()
     assert restored.name == "web" and restored.evidence == Evidence()
+
+
+def test_a_store_from_before_command_fingerprints_opens_and_keeps_its_replies(
+    tmp_path: Path,
+) -> None:
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute(
+            "CREATE TABLE replies (id TEXT PRIMARY KEY, body BLOB NOT NULL, "
+            "at REAL NOT NULL DEFAULT (julianday('now')))"
+        )
+        db.execute("CREATE TABLE attempts (id TEXT PRIMARY KEY, count INTEGER NOT NULL)")
+        db.execute("INSERT INTO replies (id, body) VALUES ('old', x'7b7d')")
+        db.execute("INSERT INTO attempts VALUES ('half', 1)")
+    ping = Fingerprint("host.ping", "", "d1")
+    with Store(tmp_path) as store:
+        assert store.recorded_reply("old") == Recorded(b"{}", None)
+        assert store.attempted("half") is None
+        assert store.attempt("half", ping) == 2
+        store.record_reply("new", b"{}", ping)
+    with Store(tmp_path) as store:
+        assert store.recorded_reply("new") == Recorded(b"{}", ping)
+
+
+def test_a_fingerprint_names_what_differs() -> None:
+    ping = Fingerprint("host.ping", "", "a")
+    assert ping.conflict(ping) is None
+    assert ping.conflict(Fingerprint("host.get_info", "", "b")) == "op host.ping, not host.get_info"
+    web = Fingerprint("domain.destroy", "name 'web'", "c")
+    assert web.conflict(Fingerprint("domain.destroy", "name 'db'", "d")) == (
+        "target name 'web', not name 'db'"
+    )
+    assert web.conflict(Fingerprint("domain.destroy", "name 'web'", "e")) == (
+        "other arguments to domain.destroy"
+    )
