@@ -11,6 +11,7 @@ from agent.bus import Declarer
 from agent.provision import Management
 from schemas.topology import (
     BROADCAST,
+    COMMAND_MAX_AGE_MS,
     COMMANDS,
     DEAD,
     DEAD_LETTER_BINDING,
@@ -52,7 +53,13 @@ class RecordingChannel:
 def test_a_host_queue_is_bound_to_its_name_all_and_its_groups() -> None:
     queue = command_queue("h1", "classic")
     assert queue.name == "virtbus.host.h1"
-    assert queue.arguments == {"x-queue-type": "classic", "x-dead-letter-exchange": DEAD.name}
+    assert queue.arguments == {
+        "x-queue-type": "classic",
+        "x-dead-letter-exchange": DEAD.name,
+        "x-message-ttl": COMMAND_MAX_AGE_MS,
+    }
+    legacy = command_queue("h1", "classic", max_age=False)
+    assert "x-message-ttl" not in legacy.arguments and legacy.name == queue.name
     assert [(b.exchange, b.routing_key) for b in command_bindings(queue, "h1", ["web"])] == [
         (COMMANDS, "h1"),
         (BROADCAST, "all"),
