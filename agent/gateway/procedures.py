@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import TypeAdapter, ValidationError
 
 from agent.client import Connection, VirtbusError
+from agent.gateway.identity import Identity
 from agent.gateway.protocol import (
     REMOTE_PROGRAM,
     STRING_MAX,
@@ -30,6 +31,7 @@ from agent.gateway.protocol import (
     WireDomain,
     message,
 )
+from agent.gateway.sasl import SaslLogin
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.base import HostName
 from schemas.codes import DomainState, ErrorCode, EventId
@@ -93,13 +95,22 @@ VCPUS_ALL = AFFECT_ALL | 4
 
 @dataclass(eq=False)
 class Session:
-    """One libvirt client's connection: the host its URI named, and its callbacks."""
+    """One libvirt client's connection: who it is, the host its URI named, and its
+    callbacks."""
 
     conn: Connection
     send: Callable[[bytes], Awaitable[None]]
     changed: Callable[[], None] = lambda: None
     host: str | None = None
     callbacks: set[int] = field(default_factory=set)
+    identity: Identity = field(default_factory=lambda: Identity.anonymous("unknown"))
+    login: SaslLogin | None = None
+    """Set when the gateway requires SASL: until it is done, only the authentication
+    procedures are answered."""
+
+    @property
+    def authenticated(self) -> bool:
+        return self.login is None or self.login.done
 
     @property
     def target(self) -> str:
@@ -191,13 +202,6 @@ def read_domain(args: Unpacker) -> WireDomain:
 
 
 # ---------------------------------------------------------------- connection --
-
-
-@handles(Proc.AUTH_LIST)
-async def auth_list(session: Session, args: Unpacker) -> bytes:
-    packer = Packer()
-    packer.array([0], packer.int32)  # REMOTE_AUTH_NONE
-    return packer.data()
 
 
 @handles(Proc.CONNECT_SUPPORTS_FEATURE)

@@ -17,12 +17,15 @@ from types import TracebackType
 from typing import Any
 
 from agent.client import Connection, VirtbusError
+from agent.gateway.auth import require_authenticated
+from agent.gateway.identity import Identity
 from agent.gateway.procedures import HANDLERS, REPLIED, Session
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     LENGTH_BYTES,
     PROTOCOL_VERSION,
     REMOTE_PROGRAM,
+    CallError,
     ErrorDomain,
     Header,
     KeepaliveProc,
@@ -33,6 +36,7 @@ from agent.gateway.protocol import (
     pack_error,
     packet_length,
 )
+from agent.gateway.sasl import SaslLogin, Users
 from agent.gateway.xdr import Unpacker, XdrError
 from schemas.codes import ErrorCode
 
@@ -58,7 +62,11 @@ def tls_context(cert: str, key: str | None = None, ca: str | None = None) -> ssl
 class Gateway:
     """``async with Gateway(Connection(url), "127.0.0.1", 16509)``: listening once
     entered. The connection (not yet open) says how the broker is reached, how commands
-    are signed and how long an agent's reply is awaited; the gateway opens and closes it."""
+    are signed and how long an agent's reply is awaited; the gateway opens and closes it.
+
+    With ``sasl_users``, every client must log in (SCRAM-SHA-256) before any other call;
+    that needs ``tls``, since libvirt's client accepts a mechanism without a security
+    layer only on an encrypted connection."""
 
     def __init__(
         self,
@@ -66,11 +74,18 @@ class Gateway:
         address: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         tls: ssl.SSLContext | None = None,
+        sasl_users: Users | None = None,
     ) -> None:
+        if sasl_users is not None and tls is None:
+            raise ValueError(
+                "SASL (SCRAM) needs TLS: libvirt's client refuses a mechanism without a "
+                "security layer on a plain TCP connection"
+            )
         self._conn = conn
         self._address = address
         self._port = port
         self._tls = tls
+        self._sasl_users = sasl_users
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self._sessions: set[Session] = set()
@@ -137,7 +152,7 @@ class Gateway:
         if self._tls is not None:
             # libvirt's client waits for one byte saying its certificate was accepted
             writer.write(TLS_ACCEPTED)
-        client = Client(self._conn, reader, writer, self._changed.set)
+        client = Client(self._conn, reader, writer, self._changed.set, self._sasl_users)
         self._sessions.add(client.session)
         try:
             await client.serve()
@@ -145,6 +160,14 @@ class Gateway:
             self._sessions.discard(client.session)
             self._clients.discard(task)
             self._changed.set()
+
+
+def _address(peername: Any) -> str:
+    """``host:port`` (``[v6]:port``) of a socket's peer."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = peername[0], peername[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peername)
 
 
 class Client:
@@ -156,12 +179,20 @@ class Client:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         changed: Callable[[], None] = lambda: None,
+        sasl_users: Users | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._sending = asyncio.Lock()
         self._calls: set[asyncio.Task[None]] = set()
-        self.session = Session(conn, self.send, changed)
+        self.peer = _address(writer.get_extra_info("peername"))
+        self.session = Session(
+            conn,
+            self.send,
+            changed,
+            identity=Identity.anonymous(self.peer),
+            login=SaslLogin(sasl_users) if sasl_users is not None else None,
+        )
 
     async def send(self, packet: bytes) -> None:
         """Write one packet whole; a client that is gone is not an error here."""
@@ -171,7 +202,7 @@ class Client:
                 await self._writer.drain()
 
     async def serve(self) -> None:
-        peer = self._writer.get_extra_info("peername")
+        peer = self.peer
         log.info("client %s connected", peer)
         try:
             while True:
@@ -216,9 +247,13 @@ class Client:
     async def _call(self, header: Header, payload: bytes) -> None:
         replied = asyncio.Event()
         REPLIED.set(replied)
+        close = False
         try:
             body = await self._answer(header, payload)
             status = Status.OK
+        except CallError as error:
+            body, status = pack_error(error.code, error.message, error.domain), Status.ERROR
+            close = error.close
         except VirtbusError as error:
             body, status = pack_error(error.vir_error, error.message), Status.ERROR
         except XdrError as error:
@@ -236,6 +271,8 @@ class Client:
             status = Status.ERROR
         await self.send(header.reply(status).pack(body))
         replied.set()
+        if close:
+            self._writer.close()
 
     async def _answer(self, header: Header, payload: bytes) -> bytes:
         if header.program != REMOTE_PROGRAM or header.version != PROTOCOL_VERSION:
@@ -243,6 +280,7 @@ class Client:
                 ErrorCode.NO_SUPPORT,
                 f"program 0x{header.program:x} version {header.version}",
             )
+        require_authenticated(self.session, header.procedure)
         try:
             handler = HANDLERS[Proc(header.procedure)]
         except (ValueError, KeyError):
