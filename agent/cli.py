@@ -34,6 +34,7 @@ from agent.client import (
     connect,
 )
 from agent.config import DEFAULT_AMQP_URL, Config
+from agent.gateway import usercli
 from agent.provision import (
     DEFAULT_MANAGEMENT_URL,
     DEFAULT_VHOST,
@@ -761,6 +762,12 @@ def _gateway_parser(commands: Any) -> None:
     parser.add_argument(
         "--tls-ca", help="accept only clients with a certificate signed by this PEM CA"
     )
+    parser.add_argument(
+        "--sasl-users",
+        metavar="FILE",
+        help="require a SASL login (SCRAM-SHA-256) checked against this users file "
+        "(`virtbus gateway-user`); needs --tls-cert",
+    )
     parser.set_defaults(timeout=30.0)
 
 
@@ -774,9 +781,16 @@ def listen_address(text: str) -> tuple[str, int]:
 
 async def run_gateway(args: argparse.Namespace) -> int:
     from agent.gateway import Gateway, tls_context
+    from agent.gateway.sasl import Users, UsersFileError
 
-    if (args.tls_key or args.tls_ca) and not args.tls_cert:
-        raise VirtbusError.of(ErrorCode.INVALID_ARG, "--tls-key and --tls-ca need --tls-cert")
+    if (args.tls_key or args.tls_ca or args.sasl_users) and not args.tls_cert:
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG, "--tls-key, --tls-ca and --sasl-users need --tls-cert"
+        )
+    try:
+        users = Users(Path(args.sasl_users)) if args.sasl_users else None
+    except UsersFileError as error:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
     try:
         tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
     except OSError as error:  # ssl.SSLError included
@@ -793,7 +807,7 @@ async def run_gateway(args: argparse.Namespace) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
     address, port = args.listen
-    async with Gateway(conn, address, port, tls):
+    async with Gateway(conn, address, port, tls, users):
         await stop.wait()
     return 0
 
@@ -878,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="verb", required=True)
     _agent_parser(commands)
     _gateway_parser(commands)
+    usercli.add_parser(commands)
     _provision_parser(commands)
     schema = commands.add_parser("schema", help="print the wire models' schemas")
     schema.add_argument(
@@ -1032,6 +1047,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+    if args.verb == "gateway-user":
+        return usercli.run(args)
     if args.verb == "provision":
         return _run(run_provision(args, Output(False)), Output(False))
     if args.verb != "agent":

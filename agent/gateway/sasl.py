@@ -128,7 +128,8 @@ def read_users(path: Path) -> dict[str, Verifier]:
             continue
         name, _, verifier = line.partition(":")
         try:
-            users[check_username(name)] = Verifier.parse(verifier)
+            check_username(name)
+            users[name] = Verifier.parse(verifier)
         except ValueError as error:
             raise UsersFileError(f"{path}, line {number}: {error}") from None
     return users
