@@ -34,6 +34,7 @@ from agent.client import (
     connect,
 )
 from agent.config import DEFAULT_AMQP_URL, Config
+from agent.gateway import usercli
 from agent.provision import (
     DEFAULT_MANAGEMENT_URL,
     DEFAULT_VHOST,
@@ -771,7 +772,7 @@ def _gateway_parser(commands: Any) -> None:
 
 
 GATEWAY_GROUPS = {
-    "who is admitted (see docs/gateway-security.md)": ("tls_allowed_dn", "authz"),
+    "who is admitted (see docs/gateway-security.md)": ("tls_allowed_dn", "sasl_users", "authz"),
     "limits (libvirtd's defaults)": (
         "max_clients",
         "max_anonymous_clients",
@@ -808,7 +809,11 @@ def _settings_options(parser: argparse.ArgumentParser, model: Any) -> None:
             unit = " (seconds)" if name.endswith("_s") else ""
             default = "" if info.default is None else f" (default {info.default})"
             group.add_argument(
-                flag, type=kind, dest=name, help=f"{info.description}{unit}{default}"
+                flag,
+                type=kind,
+                dest=name,
+                metavar="FILE" if info.annotation == Path | None else None,
+                help=f"{info.description}{unit}{default}",
             )
 
 
@@ -836,8 +841,10 @@ def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
 async def run_gateway(args: argparse.Namespace) -> int:
     from agent.gateway import Gateway, tls_context
 
-    if (args.tls_key or args.tls_ca) and not args.tls_cert:
-        raise VirtbusError.of(ErrorCode.INVALID_ARG, "--tls-key and --tls-ca need --tls-cert")
+    if (args.tls_key or args.tls_ca or args.sasl_users) and not args.tls_cert:
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG, "--tls-key, --tls-ca and --sasl-users need --tls-cert"
+        )
     if args.tls_allowed_dn and not args.tls_ca:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, "--tls-allowed-dn needs --tls-ca")
     try:
@@ -949,6 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="verb", required=True)
     _agent_parser(commands)
     _gateway_parser(commands)
+    usercli.add_parser(commands)
     _provision_parser(commands)
     schema = commands.add_parser("schema", help="print the wire models' schemas")
     schema.add_argument(
@@ -1103,6 +1111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+    if args.verb == "gateway-user":
+        return usercli.run(args)
     if args.verb == "provision":
         return _run(run_provision(args, Output(False)), Output(False))
     if args.verb != "agent":

@@ -78,6 +78,8 @@ install_libvirt_clients() {
     local missing=()
     command -v virsh >/dev/null 2>&1 || missing+=(libvirt-clients)
     /usr/bin/python3 -c 'import libvirt' >/dev/null 2>&1 || missing+=(python3-libvirt)
+    # the SCRAM plugin of Cyrus SASL: libvirt's client logs in to a --sasl-users gateway
+    compgen -G '/usr/lib/*/sasl2/libscram.so*' >/dev/null || missing+=(libsasl2-modules)
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "libvirt clients: present"
         return 0
@@ -97,6 +99,7 @@ install_libvirt_clients() {
     rm -f "$aptlog"
     command -v virsh >/dev/null 2>&1 || die "virsh still missing after install"
     /usr/bin/python3 -c 'import libvirt' || die "python3-libvirt does not import after install"
+    compgen -G '/usr/lib/*/sasl2/libscram.so*' >/dev/null || die "SASL's SCRAM plugin still missing"
 }
 
 install_packages() {

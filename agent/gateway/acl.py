@@ -81,6 +81,7 @@ ACCESS: dict[int, Access] = {
     67: _a("virConnectAuthSaslInit"),
     68: _a("virConnectAuthSaslStart"),
     69: _a("virConnectAuthSaslStep"),
+    70: _a("virConnectAuthPolkit"),
     77: _a("virStoragePoolDefineXML", "storage_pool:write", "storage_pool:save"),
     111: _a("virNodeNumOfDevices", "connect:search_node_devices"),
     122: _a("virNodeGetSecurityModel", "connect:read"),
@@ -120,8 +121,10 @@ ACCESS: dict[int, Access] = {
     426: _a("virDomainGetMessages", "domain:read"),
 }
 
-# libvirtd answers these before a client has authenticated (gendispatch's needAuth)
-BEFORE_AUTH = frozenset({60, 66, 67, 68, 69, 70})
+# libvirtd answers these before a client has authenticated: the procedures its daemon
+# clears ``needAuth`` of (AUTH_LIST, AUTH_SASL_INIT/START/STEP, AUTH_POLKIT); keepalive
+# is another program, never refused
+BEFORE_AUTH = frozenset({66, 67, 68, 69, 70})
 
 
 def access(procedure: int) -> Access | None:

@@ -28,12 +28,15 @@ from agent.gateway.authz import Grant, Policy
 from agent.gateway.identity import Identity
 from agent.gateway.protocol import (
     REMOTE_PROGRAM,
+    RPC_ERROR,
     STRING_MAX,
     UUID_BYTES,
+    CallError,
     Proc,
     WireDomain,
     message,
 )
+from agent.gateway.sasl import SaslLogin
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.base import HostName
 from schemas.codes import DomainState, ErrorCode, EventId
@@ -45,7 +48,6 @@ from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Result)
 DRIVER = "virtbus"
-RPC_ERROR = 39  # VIR_ERR_RPC
 CONNECT_RO = 1
 OS_TYPE = "exe"
 CONNECTION_TYPE = "virtbus"
@@ -122,7 +124,7 @@ class Session:
     ``identity`` starts anonymous (or x509 from a verified certificate); an
     authentication procedure sets it with ``login`` once the client has proved who it
     is. ``needs_login`` (set by the server when the gateway requires a login) keeps
-    every other procedure refused until then."""
+    every procedure but the authentication ones refused until then."""
 
     bus: Connection
     send: Callable[[bytes], Awaitable[None]]
@@ -138,6 +140,8 @@ class Session:
     read_only: bool = False
     grant: Grant | None = None
     callbacks: set[int] = field(default_factory=set)
+    sasl: SaslLogin | None = None
+    """The SASL login in progress, when the gateway requires one."""
 
     def login(self, identity: Identity) -> None:
         """The hook for authentication: the client proved it is ``identity``."""
@@ -170,11 +174,15 @@ class Session:
             raise VirtbusError.of(ErrorCode.OPERATION_INVALID, "the connection is not open")
         return self.host
 
-    def authorize(self, procedure: int) -> None:
-        """libvirtd's checks before a call: authentication, read-only, then the
-        authorization file (libvirt's access driver)."""
+    def require_login(self, procedure: int) -> None:
+        """libvirtd's refusal of a call the client may not make before it has logged in
+        (``virNetServerProgramDispatchCall``)."""
         if self.needs_login and procedure not in BEFORE_AUTH:
-            raise VirtbusError("RPC", RPC_ERROR, "authentication required")
+            raise CallError(RPC_ERROR, "authentication required")
+
+    def authorize(self, procedure: int) -> None:
+        """libvirtd's checks before a call, once ``require_login`` let it through:
+        read-only, then the authorization file (libvirt's access driver)."""
         needed = access(procedure)
         if needed is None:
             raise VirtbusError.of(ErrorCode.ACCESS_DENIED, f"'{DRIVER}' denied access")
@@ -291,13 +299,6 @@ def flags_of(args: Unpacker, flagged: Proc) -> int:
 
 
 # ---------------------------------------------------------------- connection --
-
-
-@handles(Proc.AUTH_LIST)
-async def auth_list(session: Session, args: Unpacker) -> bytes:
-    packer = Packer()
-    packer.array([0], packer.int32)  # REMOTE_AUTH_NONE
-    return packer.data()
 
 
 @handles(Proc.CONNECT_SUPPORTS_FEATURE)

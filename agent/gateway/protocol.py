@@ -75,6 +75,10 @@ class Proc(IntEnum):
     CONNECT_GET_HOSTNAME = 59
     CONNECT_SUPPORTS_FEATURE = 60
     AUTH_LIST = 66
+    AUTH_SASL_INIT = 67
+    AUTH_SASL_START = 68
+    AUTH_SASL_STEP = 69
+    AUTH_POLKIT = 70
     NODE_GET_SECURITY_MODEL = 122
     DOMAIN_IS_ACTIVE = 150
     DOMAIN_IS_PERSISTENT = 151
@@ -109,6 +113,22 @@ class ErrorDomain(IntEnum):
 
 
 ERROR_LEVEL = 2  # VIR_ERR_ERROR
+RPC_ERROR = 39  # VIR_ERR_RPC: its message is shown with no prefix
+
+
+class CallError(Exception):
+    """An error answered as libvirt's RPC layer answers it (its code, domain and
+    message as they are), not as a driver's. ``close``: the gateway closes the
+    connection once the reply is out."""
+
+    def __init__(
+        self, code: int, message: str, domain: ErrorDomain = ErrorDomain.RPC, close: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.domain = domain
+        self.close = close
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from agent.client import Connection, VirtbusError
+from agent.gateway import auth  # noqa: F401 (its handlers: the authentication procedures)
 from agent.gateway.acl import access
 from agent.gateway.authz import Policy, matches, subject_dn
 from agent.gateway.identity import Identity
@@ -33,6 +34,7 @@ from agent.gateway.protocol import (
     LENGTH_BYTES,
     PROTOCOL_VERSION,
     REMOTE_PROGRAM,
+    CallError,
     ErrorDomain,
     Header,
     KeepaliveProc,
@@ -43,6 +45,7 @@ from agent.gateway.protocol import (
     pack_error,
     packet_length,
 )
+from agent.gateway.sasl import SaslLogin, Users
 from agent.gateway.settings import GatewaySettings
 from agent.gateway.xdr import Unpacker, XdrError
 from schemas.codes import ErrorCode
@@ -93,7 +96,11 @@ class Gateway:
     entered. The connection (not yet open) says how the broker is reached, how commands
     are signed and how long an agent's reply is awaited; the gateway opens and closes it.
     ``settings`` holds the limits and who is admitted (libvirtd's defaults if absent);
-    its authorization file is read here (ValueError if it is not valid)."""
+    its authorization and SASL users files are read here (ValueError if one is not valid).
+
+    With ``settings.sasl_users``, every client must log in (SCRAM-SHA-256) before any
+    other call; that needs ``tls``, since libvirt's client accepts a mechanism without a
+    security layer only on an encrypted connection."""
 
     def __init__(
         self,
@@ -103,13 +110,19 @@ class Gateway:
         tls: ssl.SSLContext | None = None,
         settings: GatewaySettings | None = None,
     ) -> None:
+        self.settings = settings or GatewaySettings()
+        if self.settings.sasl_users is not None and tls is None:
+            raise ValueError(
+                "SASL (SCRAM) needs TLS: libvirt's client refuses a mechanism without a "
+                "security layer on a plain TCP connection"
+            )
         self._conn = conn
         self._address = address
         self._port = port
         self._tls = tls
-        self.settings = settings or GatewaySettings()
         self._policy = Policy.load(self.settings.authz) if self.settings.authz else None
         self._throttled = Throttled(log, self.settings.log_interval_s)
+        self._users = Users(self.settings.sasl_users) if self.settings.sasl_users else None
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self._sessions: set[Session] = set()
@@ -209,7 +222,7 @@ class Gateway:
                 anonymous = False
                 self._anonymous -= 1
 
-        client = Client(self._conn, reader, writer, self._changed.set, limits)
+        client = Client(self._conn, reader, writer, self._changed.set, limits, self._users)
         client.session.policy = self._policy
         client.session.on_login = authenticated
         self._sessions.add(client.session)
@@ -236,8 +249,7 @@ class Gateway:
         """TLS: the handshake, and the certificate's subject against the allowed list,
         within the handshake timeout. libvirt's client waits for one byte saying its
         certificate was accepted; a refused one gets the connection closed instead."""
-        peer = peer_of(writer)
-        client.session.identity = Identity.anonymous(peer)
+        peer = client.peer
         if self._tls is None:
             return True
         try:
@@ -264,8 +276,12 @@ class Gateway:
 
 
 def peer_of(writer: asyncio.StreamWriter) -> str:
+    """``host:port`` (``[v6]:port``) of a socket's peer."""
     peer = writer.get_extra_info("peername")
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer)
 
 
 class Client:
@@ -278,7 +294,9 @@ class Client:
         writer: asyncio.StreamWriter,
         changed: Callable[[], None] = lambda: None,
         settings: GatewaySettings | None = None,
+        sasl_users: Users | None = None,
     ) -> None:
+        """With ``sasl_users``, the client must log in before any other call."""
         self._reader = reader
         self._writer = writer
         self._settings = settings or GatewaySettings()
@@ -289,9 +307,17 @@ class Client:
         self._heard = time.monotonic()
         self._keepalive: asyncio.Task[None] | None = None
         self._opened = False
+        self.peer = peer_of(writer)
         self.session = Session(
-            conn, self.send, changed, max_callbacks=self._settings.max_client_callbacks
+            conn,
+            self.send,
+            changed,
+            identity=Identity.anonymous(self.peer),
+            max_callbacks=self._settings.max_client_callbacks,
         )
+        if sasl_users is not None:
+            self.session.sasl = SaslLogin(sasl_users)
+            self.session.needs_login = True
         self.session.on_open = self._on_open
         self.session.on_keepalive = self._start_keepalive
 
@@ -303,7 +329,9 @@ class Client:
                 await self._writer.drain()
 
     async def serve(self) -> None:
-        peer = peer_of(self._writer)
+        """Until the client goes: it has ``handshake_timeout_s`` to log in (if it must)
+        and open its connection."""
+        peer = self.peer
         log.info("client %s connected", peer)
         loop = asyncio.get_running_loop()
         handshake = loop.call_later(self._settings.handshake_timeout_s, self._late, peer)
@@ -365,7 +393,7 @@ class Client:
                 self._throttled.warning(
                     "keepalive",
                     "closing %s: no answer to %d keepalive pings",
-                    peer_of(self._writer),
+                    self.peer,
                     unanswered,
                 )
                 self._writer.transport.abort()
@@ -421,9 +449,13 @@ class Client:
     async def _call(self, header: Header, payload: bytes) -> None:
         replied = asyncio.Event()
         REPLIED.set(replied)
+        close = False
         try:
             body = await self._answer(header, payload)
             status = Status.OK
+        except CallError as error:
+            body, status = pack_error(error.code, error.message, error.domain), Status.ERROR
+            close = error.close
         except VirtbusError as error:
             body, status = pack_error(error.vir_error, error.message), Status.ERROR
         except XdrError as error:
@@ -446,6 +478,8 @@ class Client:
             status = Status.ERROR
         await self.send(header.reply(status).pack(body))
         replied.set()
+        if close:
+            self._writer.close()
 
     async def _answer(self, header: Header, payload: bytes) -> bytes:
         """The handler runs only for a procedure the session may call; it reaches the
@@ -455,6 +489,9 @@ class Client:
                 ErrorCode.NO_SUPPORT,
                 f"program 0x{header.program:x} version {header.version}",
             )
+        # before the lookup: a client that has not logged in learns not even which
+        # procedures exist
+        self.session.require_login(header.procedure)
         try:
             handler = HANDLERS[Proc(header.procedure)]
         except (ValueError, KeyError):

@@ -86,6 +86,12 @@ class Packer:
         for byte in data:
             self.int32(byte - 256 if byte > 127 else byte)
 
+    def char_bytes(self, data: bytes) -> None:
+        """``char x<N>`` holding bytes (SASL's messages): four bytes per byte."""
+        self.uint32(len(data))
+        for byte in data:
+            self.int32(byte - 256 if byte > 127 else byte)
+
     def _pack(self, layout: struct.Struct, value: int) -> None:
         try:
             self._parts.append(layout.pack(value))
@@ -151,6 +157,16 @@ class Unpacker:
         if count > limit:
             raise XdrError(f"{count} items is more than the bound of {limit}")
         return [unpack() for _ in range(count)]
+
+    def char_bytes(self, limit: int) -> bytes:
+        """``char x<N>``: a count, then each byte as a (signed) int."""
+        count = self.uint32()
+        if count > limit:
+            raise XdrError(f"{count} chars is more than the bound of {limit}")
+        values = [self.int32() for _ in range(count)]
+        if any(not -128 <= value <= 255 for value in values):
+            raise XdrError("a char out of range")
+        return bytes(value & 0xFF for value in values)
 
     def _take(self, length: int) -> bytes:
         end = self._at + length
