@@ -5,6 +5,7 @@ Restarting it restarts nothing anybody else uses."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -108,8 +109,19 @@ class Engine:
                 if ids:
                     self.docker("rm", "-f", *ids)
         self.stop()
+        self._kill_leftovers()
         mounts = Path("/proc/self/mounts").read_text().splitlines()
         for point in sorted((line.split()[1] for line in mounts), reverse=True):
             if point.startswith(str(self.root) + "/"):
                 subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _kill_leftovers(self) -> None:
+        """Container shims a dockerd stopped mid-restart can leave behind: any process
+        whose command line names this engine's root."""
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ProcessLookupError):
+                if str(self.root).encode() in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)

@@ -53,6 +53,8 @@ MAX_TOLERATED = 0.5
 Docker away): at most half of all commands, none of them with an effect."""
 DIAL_S = 30.0
 GAP_S = (2.0, 8.0)
+LOGS = Path("/tmp/virtbus-soak-logs")
+"""Where a failed run leaves the agent's and dockerd's logs."""
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(SOAK_S + 900)]
 
@@ -345,10 +347,12 @@ def example(run: Run, events: list[DomainEvent], problems: list[str]) -> None:
                 )
 
 
-async def test_chaos_soak(stage: Stage, tmp_path: Path) -> None:
+async def test_chaos_soak(stage: Stage) -> None:
     print(f"\nsoak seed {SEED} (VIRTBUS_SOAK_SEED={SEED} replays it), {SOAK_S:.0f} s", flush=True)
     rng = random.Random(SEED)
     host = new_host()
+    logs = LOGS / f"{SEED}-{host}"
+    logs.mkdir(parents=True, exist_ok=True)
     urls = stage.cluster.urls
     proxies = [await Proxy(node.port).start() for node in stage.cluster.nodes]
     agent = AgentProcess(
@@ -356,7 +360,7 @@ async def test_chaos_soak(stage: Stage, tmp_path: Path) -> None:
         stage.disk,
         [p.url(HEARTBEAT_S) for p in proxies],
         "quorum",
-        tmp_path / "agent.log",
+        logs / "agent.log",
         ["--docker-url", stage.engine.url],
     )
     recorder = Recorder(urls, host, "quorum")
@@ -401,8 +405,11 @@ async def test_chaos_soak(stage: Stage, tmp_path: Path) -> None:
         assert report.problems == []
         assert {f.kind for f in chaos.done} == set(FAULTS)
     except BaseException:
-        print(f"agent log: {tmp_path / 'agent.log'}; seed {SEED}")
+        shutil.copy(stage.engine.log, logs / "dockerd.log")
+        print(f"logs kept in {logs}; seed {SEED}")
         raise
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
     finally:
         await agent.stop()
         for client in clients:
