@@ -11,7 +11,7 @@ libvirt's state machine with libvirt's codes, no ``seq`` gap, and the final stat
 Docker's.
 
 ``VIRTBUS_SOAK_S`` sets the length (180 s by default), ``VIRTBUS_SOAK_SEED`` replays a
-schedule (the seed is printed at the start).
+schedule (the seed is printed at the start), ``VIRTBUS_SOAK_FAULTS`` narrows the faults.
 """
 
 from __future__ import annotations
@@ -47,7 +47,13 @@ ORCHESTRATORS = 5
 HEARTBEAT_S = 2
 DISK = "16m"
 OOM_LIMIT_KIB = 16384
-FAULTS = ("broker node", "dockerd", "agent", "network", "disk", "oom")
+ALL_FAULTS = ("broker node", "dockerd", "agent", "network", "disk", "oom")
+FAULTS = tuple(
+    kind.strip()
+    for kind in os.environ.get("VIRTBUS_SOAK_FAULTS", ",".join(ALL_FAULTS)).split(",")
+    if kind.strip()
+)
+"""The fault kinds scheduled; ``VIRTBUS_SOAK_FAULTS`` (comma-separated) narrows a hunt."""
 MAX_TOLERATED = 0.5
 """Refusals the soak accepts (a domain a fault moved behind its orchestrator's back,
 Docker away): at most half of all commands, none of them with an effect."""
@@ -71,6 +77,9 @@ class Stage:
 
 @pytest.fixture
 def stage() -> Iterator[Stage]:
+    unknown = set(FAULTS) - set(ALL_FAULTS)
+    if unknown or not FAULTS:
+        pytest.fail(f"VIRTBUS_SOAK_FAULTS: unknown {sorted(unknown)}; known: {ALL_FAULTS}")
     for tool in ("rabbitmqctl", "dockerd", "mount"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed; run scripts/setup.sh")
