@@ -90,17 +90,17 @@ async def run_scenario(
         assert injected is not None
         await injected
         run.sent[:0] = prelude
-        fence = await client.call(
-            "domain.define",
+        fence = await client.send(
+            "fence",
+            "define",
             spec={"name": "fence", "image": "virtbus-test:latest", "command": ["sleep", "9"]},
         )
-        assert fence["ok"], fence
+        assert fence.reply.get("ok"), fence.reply
+        run.sent.append(fence)
         listing = await client.call("host.list_domains")
         listed = {d["name"]: d["state"] for d in listing["result"]["domains"]}
-        listed.pop("fence")
         assert await agent.stop() == 0
-        events = await recorder.drain(until=lambda seen: any(e.cause == fence["id"] for e in seen))
-        events = [e for e in events if e.domain.name != "fence"]
+        events = await recorder.drain(until=lambda seen: any(e.cause == fence.id for e in seen))
         report = check(
             name,
             run,
