@@ -336,9 +336,11 @@ def summary(run: Run, events: list[DomainEvent], chaos: Chaos, report: Report) -
 def example(run: Run, events: list[DomainEvent], problems: list[str]) -> None:
     """The history of the first domains a problem names: commands and events."""
     names = {s.domain for s in run.sent}
+    owners = {s.id: s.domain for s in run.sent}
     shown = 0
     for problem in problems:
-        name = problem.split(":")[0].split()[0]
+        words = problem.split(":")[0].split()
+        name = owners.get(words[1], "") if words[0] == "command" else words[0]
         if name not in names or shown == 3:
             continue
         names.discard(name)
