@@ -1,14 +1,17 @@
 """A three-node RabbitMQ cluster on this machine, for the fault suite.
 
-Nodes ``vbf1..3@localhost`` listen on 127.0.0.1 ports 5701-5703, keep their data in a
-directory of their own and run as the ``rabbitmq`` user next to the default node.
+Nodes ``vbf1..3@localhost`` listen on 127.0.0.1 ports 5701-5703 (the soak's, ``vbs1..3``,
+on 5711-5713), keep their data in a directory of their own and run as the ``rabbitmq``
+user next to the default node.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +36,16 @@ def rabbitmqctl(node: str, *argv: str, timeout_s: float = TIMEOUT_S) -> str:
 class Node:
     index: int
     root: Path
+    prefix: str = "vbf"
+    base_port: int = BASE_PORT
 
     @property
     def name(self) -> str:
-        return f"vbf{self.index}@localhost"
+        return f"{self.prefix}{self.index}@localhost"
 
     @property
     def port(self) -> int:
-        return BASE_PORT + self.index
+        return self.base_port + self.index
 
     @property
     def url(self) -> str:
@@ -48,7 +53,7 @@ class Node:
 
     @property
     def directory(self) -> Path:
-        return self.root / f"vbf{self.index}"
+        return self.root / f"{self.prefix}{self.index}"
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -91,10 +96,20 @@ class Node:
     def stop(self) -> None:
         rabbitmqctl(self.name, "stop")
 
+    def kill(self) -> None:
+        """SIGKILL the node's VM: no goodbye to its peers or clients."""
+        pid = int((self.directory / "pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + TIMEOUT_S
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
 
 class Cluster:
-    def __init__(self, root: Path, size: int = 3) -> None:
-        self.nodes = [Node(index, root) for index in range(1, size + 1)]
+    def __init__(
+        self, root: Path, size: int = 3, prefix: str = "vbf", base_port: int = BASE_PORT
+    ) -> None:
+        self.nodes = [Node(index, root, prefix, base_port) for index in range(1, size + 1)]
         self.root = root
 
     @property

@@ -19,8 +19,9 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from schemas.events import EVENT_ADAPTER, AgentEvent, DomainEvent, LifecycleEvent
+from schemas.events import EVENT_ADAPTER, AgentEvent, DomainEvent
 from schemas.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
+from tests.faults.history import Run, Sent
 
 VIRTBUS = Path(sys.executable).parent / "virtbus"
 IMAGE = "virtbus-test:latest"
@@ -35,6 +36,8 @@ class AgentProcess:
     urls: list[str]
     queue_type: str
     log: Path
+    args: list[str] = field(default_factory=list)
+    """More command-line flags, e.g. ``--docker-url``."""
     process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -56,6 +59,7 @@ class AgentProcess:
                 "2",
                 "--log-level",
                 os.environ.get("VIRTBUS_FAULTS_LOG_LEVEL", "info"),
+                *self.args,
                 env={**os.environ},
                 stdout=log,
                 stderr=log,
@@ -83,12 +87,18 @@ class Client:
     """Sends commands and re-sends the same id until a reply comes: at-least-once from
     this side, exactly-once effects from the agent's."""
 
-    def __init__(self, urls: list[str], host: str, queue_type: str) -> None:
+    def __init__(
+        self, urls: list[str], host: str, queue_type: str, give_up_s: float = GIVE_UP_S
+    ) -> None:
         self._urls = urls
         self._host = host
         self._queue_type = queue_type
+        self._give_up_s = give_up_s
         self.reply_queue = f"faults.replies.{uuid.uuid4().hex[:8]}"
         self.replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        """Every reply by command id, including those after the first."""
+        self.sent: Counter[str] = Counter()
+        """How often each command id was published."""
         self._arrived: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -121,10 +131,28 @@ class Client:
         self.replies[reply["id"]].append(reply)
         self._arrived[reply["id"]].set()
 
-    async def call(
-        self, op: str, target: dict[str, Any] | None = None, **args: Any
-    ) -> dict[str, Any]:
+    async def send(
+        self, domain: str, op: str, target: dict[str, Any] | None = None, **args: Any
+    ) -> Sent:
+        """``domain.<op>`` as the history records it; a command never answered is kept
+        with no reply instead of failing the caller."""
         command_id = uuid.uuid4().hex
+        try:
+            reply = await self.call(f"domain.{op}", target, command_id=command_id, **args)
+        except TimeoutError:
+            reply = {}
+        return Sent(domain, op, reply, self.replies[command_id], self.sent[command_id])
+
+    async def call(
+        self,
+        op: str,
+        target: dict[str, Any] | None = None,
+        command_id: str | None = None,
+        **args: Any,
+    ) -> dict[str, Any]:
+        """The first reply to ``op``, re-sent with the same id every RESEND_AFTER_S;
+        TimeoutError when none comes within the client's budget."""
+        command_id = command_id or uuid.uuid4().hex
         document: dict[str, Any] = {"v": 1, "id": command_id, "op": op}
         if target is not None:
             document["target"] = target
@@ -132,7 +160,7 @@ class Client:
             document["args"] = args
         body = json.dumps(document).encode()
         started = time.monotonic()
-        while time.monotonic() - started < GIVE_UP_S:
+        while time.monotonic() - started < self._give_up_s:
             try:
                 channel = await self._connected()
                 exchange = await channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
@@ -147,6 +175,7 @@ class Client:
                     routing_key=self._host,
                 )
                 self.sends += 1
+                self.sent[command_id] += 1
             except (OSError, aio_pika.exceptions.AMQPError, RuntimeError):
                 self._channel = None
                 await asyncio.sleep(0.5)
@@ -156,7 +185,7 @@ class Client:
                 return self.replies[command_id][0]
             except TimeoutError:
                 continue
-        raise AssertionError(f"command {op} {command_id} got no reply in {GIVE_UP_S} s")
+        raise TimeoutError(f"command {op} {command_id} got no reply in {self._give_up_s} s")
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -195,9 +224,10 @@ class Recorder:
             await queue.bind(exchange, routing_key=f"{self._host}.#")
 
     async def drain(self, until: Callable[[list[DomainEvent]], bool]) -> list[DomainEvent]:
-        """Every domain event in the queue, in order, once ``until`` holds. A broker
-        restarted meanwhile costs a reconnection; an event whose ack it lost comes again,
-        as the same event."""
+        """Every domain event in the queue, in order, once ``until`` holds and the queue
+        is empty: call it once the agent is stopped, and nothing published is left
+        behind. A broker restarted meanwhile costs a reconnection; an event whose ack it
+        lost comes again, as the same event."""
         events: list[DomainEvent] = []
         deadline = time.monotonic() + 120
         while True:
@@ -205,9 +235,11 @@ class Recorder:
                 connection, channel = await self._channel()
                 async with connection:
                     queue = await channel.get_queue(self.queue)
-                    while not until(events):
+                    while True:
                         message = await queue.get(fail=False, timeout=5)
                         if message is None:
+                            if until(events):
+                                break
                             if time.monotonic() > deadline:
                                 raise AssertionError("the events the run implies never arrived")
                             await asyncio.sleep(0.05)
@@ -238,33 +270,6 @@ SCRIPT = (
     "destroy",
     "undefine",
 )
-EFFECTS: dict[str, tuple[str, ...]] = {
-    "define": ("lifecycle", "defined", "added"),
-    "create": ("lifecycle", "started", "booted"),
-    "suspend": ("lifecycle", "suspended", "paused"),
-    "resume": ("lifecycle", "resumed", "unpaused"),
-    "destroy": ("lifecycle", "stopped", "destroyed"),
-    "shutdown": ("lifecycle", "stopped", "shutdown"),
-    "reboot": ("reboot",),
-    "undefine": ("lifecycle", "undefined", "removed"),
-}
-
-
-@dataclass
-class Sent:
-    domain: str
-    op: str
-    reply: dict[str, Any]
-
-
-@dataclass
-class Run:
-    sent: list[Sent] = field(default_factory=list)
-    answered: int = 0
-
-    @property
-    def total(self) -> int:
-        return len(self.sent)
 
 
 async def workload(
@@ -285,145 +290,13 @@ async def workload(
             for op in SCRIPT:
                 if op == "define":
                     spec = {"name": name, "image": IMAGE, "command": ["sleep", "3600"]}
-                    reply = await client.call("domain.define", spec=spec)
+                    sent = await client.send(name, op, spec=spec)
                 else:
-                    reply = await client.call(f"domain.{op}", {"name": name})
-                run.sent.append(Sent(name, op, reply))
+                    sent = await client.send(name, op, {"name": name})
+                run.sent.append(sent)
                 run.answered += 1
                 if run.answered == fault_at and injected is None:
                     injected = asyncio.create_task(fault())
 
     await asyncio.gather(*(drive(f"f{n:02d}") for n in range(domains)))
     return run, injected
-
-
-@dataclass
-class Report:
-    scenario: str
-    commands: int
-    events: int
-    lost: list[str]
-    duplicated: list[str]
-    redelivered: int
-
-    def line(self) -> str:
-        return (
-            f"{self.scenario}: commands={self.commands} events={self.events} "
-            f"lost={len(self.lost)} duplicated={len(self.duplicated)} "
-            f"redelivered={self.redelivered}"
-        )
-
-
-def effect(event: DomainEvent) -> tuple[str, ...]:
-    if isinstance(event, LifecycleEvent):
-        return ("lifecycle", event.event, event.detail)
-    return (event.kind,)
-
-
-STATES = {1: "running", 3: "paused", 5: "shutoff"}
-TOLERATED = frozenset({"OPERATION_FAILED", "OPERATION_INVALID", "NO_DOMAIN", "DOM_EXIST"})
-"""Errors a command may meet while Docker itself is down or has stopped its domains."""
-IDEMPOTENT = frozenset({"suspend", "resume"})
-"""Ops that succeed without an effect when the domain is already where they lead."""
-
-
-def walk(events: list[DomainEvent]) -> tuple[list[str], dict[str, str | None]]:
-    """Each domain's events as libvirt's state machine (with transient domains, gone
-    once stopped): the impossible steps, and where each domain ends."""
-    states: dict[uuid.UUID, tuple[str | None, bool]] = {}
-    names: dict[uuid.UUID, str] = {}
-    wrong: list[str] = []
-    for event in events:
-        state, persistent = states.get(event.domain.uuid, (None, True))
-        step = effect(event)
-        after: tuple[str | None, bool] | None = None
-        if step == EFFECTS["define"] and state is None:
-            after = ("shutoff", True)
-        elif step == EFFECTS["create"] and state == "shutoff":
-            after = ("running", persistent)
-        elif step == EFFECTS["suspend"] and state == "running":
-            after = ("paused", persistent)
-        elif (step, state) in ((EFFECTS["resume"], "paused"), (EFFECTS["reboot"], "running")):
-            after = ("running", persistent)
-        elif step[:2] == ("lifecycle", "stopped") and state in ("running", "paused"):
-            after = ("shutoff", True) if persistent else (None, True)
-        elif step == EFFECTS["undefine"] and state == "shutoff":
-            after = (None, True)
-        elif step == EFFECTS["undefine"] and state in ("running", "paused") and persistent:
-            after = (state, False)
-        if after is None:
-            wrong.append(f"{event.domain.name}: {step} from {state} (seq {event.seq})")
-            continue
-        states[event.domain.uuid] = after
-        names[event.domain.uuid] = event.domain.name
-    final: dict[str, str | None] = {}
-    for domain_uuid, (state, _) in states.items():
-        if state is not None or names[domain_uuid] not in final:
-            final[names[domain_uuid]] = state
-    return wrong, final
-
-
-def check(
-    scenario: str,
-    run: Run,
-    events: list[DomainEvent],
-    listed: dict[str, int],
-    external: Counter[str] | None = None,
-    tolerant: bool = False,
-) -> Report:
-    """Losses and duplicates in a run. ``listed`` is the agent's own list at the end.
-    ``external`` counts the stopped events the fault itself causes, by domain name. A
-    ``tolerant`` check (Docker restarted under the agent) accepts the errors Docker's
-    absence causes and checks each domain's events against libvirt's state machine."""
-    lost: list[str] = []
-    duplicated: list[str] = []
-    by_seq: dict[int, DomainEvent] = {}
-    redelivered = 0
-    for event in events:
-        known = by_seq.get(event.seq)
-        if known is None:
-            by_seq[event.seq] = event
-        elif known == event:
-            redelivered += 1
-        else:
-            duplicated.append(f"seq {event.seq} carries two different events")
-    seqs = sorted(by_seq)
-    if seqs:
-        lost += [f"seq {n} missing" for n in range(seqs[0], seqs[-1] + 1) if n not in by_seq]
-    unique = [by_seq[n] for n in seqs]
-    for sent in run.sent:
-        error = sent.reply.get("error")
-        if error and not (tolerant and error["code"] in TOLERATED):
-            lost.append(f"{sent.domain} {sent.op} failed: {error['message']}")
-    wrong, final = walk(unique)
-    lost += wrong
-    for name, state in final.items():
-        if STATES.get(listed.get(name, -1)) != state:
-            lost.append(f"{name}: events end in {state}, the agent lists {listed.get(name)}")
-    for name, number in listed.items():
-        if name not in final:
-            lost.append(f"{name}: listed in state {number} without any event")
-    caused = Counter(e.cause for e in unique if e.cause)
-    duplicated += [f"command {cause} caused {n} events" for cause, n in caused.items() if n > 1]
-    extra = Counter(external or {})
-    for sent in run.sent:
-        uncaused = sent.reply["ok"] and sent.op in EFFECTS and caused[sent.reply["id"]] == 0
-        uncaused = uncaused and not (tolerant and sent.op in IDEMPOTENT)
-        if uncaused and not any(
-            e.origin == "reconcile" and effect(e) == EFFECTS[sent.op] for e in unique
-        ):
-            lost.append(f"{sent.domain} {sent.op} answered ok with no event")
-    if tolerant:
-        return Report(scenario, run.total, len(unique), lost, duplicated, redelivered)
-    for name in sorted({s.domain for s in run.sent}):
-        expected = [EFFECTS[s.op] for s in run.sent if s.domain == name]
-        observed = [effect(e) for e in unique if e.domain.name == name]
-        if observed == expected:
-            continue
-        surplus = [
-            e for e in observed if e not in expected or observed.count(e) > expected.count(e)
-        ]
-        if extra[name] and len(surplus) == extra[name] and all(e[1] == "stopped" for e in surplus):
-            continue
-        lost.append(f"{name}: events {observed} for commands {expected}")
-    return Report(scenario, run.total, len(unique), lost, duplicated, redelivered)
