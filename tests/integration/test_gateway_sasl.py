@@ -40,8 +40,6 @@ from agent.gateway.server import TLS_ACCEPTED
 from agent.gateway.settings import GatewaySettings
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.commands import Command
-from tests.conftest import AMQP_URL
-from tests.integration.conftest import CLI, VIRTBUS, Host, spec
 from tests.integration.test_gateway import (
     TIMEOUT_S,
     Virsh,
@@ -49,6 +47,8 @@ from tests.integration.test_gateway import (
     libvirt_python,
     virsh_path,
 )
+from tests.support.fleet import CLI, VIRTBUS, Host, spec
+from tests.support.services import AMQP_URL
 
 pytestmark = pytest.mark.integration
 __all__ = ["libvirt_python", "virsh_path"]  # fixtures

@@ -33,12 +33,12 @@ import pytest
 
 from agent.driver import HOST_LABEL
 from schemas.events import DomainEvent
-from tests.conftest import IMAGE, new_host
 from tests.faults.cluster import Cluster
 from tests.faults.harness import AgentProcess, Client, Recorder
 from tests.faults.history import TOLERATED, Effect, Report, Run, check, effect
 from tests.faults.proxy import Proxy
 from tests.soak.engine import Engine
+from tests.support.services import IMAGE, new_host
 
 SOAK_S = float(os.environ.get("VIRTBUS_SOAK_S", "180"))
 SEED = int(os.environ.get("VIRTBUS_SOAK_SEED") or random.randrange(2**32))
