@@ -219,13 +219,13 @@ class Client:
         try:
             body = await self._answer(header, payload)
             status = Status.OK
-        except VirtbusError as error:
-            body, status = pack_error(error.vir_error, error.message), Status.ERROR
-        except XdrError as error:
+        except XdrError as error:  # before VirtbusError, its base: XDR is the RPC's domain
             body = pack_error(
                 ErrorCode.INVALID_ARG, f"{ErrorCode.INVALID_ARG.prefix}: {error}", ErrorDomain.RPC
             )
             status = Status.ERROR
+        except VirtbusError as error:
+            body, status = pack_error(error.vir_error, error.message), Status.ERROR
         except Exception:
             log.exception("procedure %d failed", header.procedure)
             body = pack_error(
