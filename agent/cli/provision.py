@@ -108,7 +108,6 @@ def _role(args: argparse.Namespace) -> tuple[str, Grant, str]:
 async def provision(args: argparse.Namespace, output: Output) -> int:
     from agent.provision import DEFAULT_MANAGEMENT_URL, DEFAULT_VHOST, Management, new_password
 
-    vhost = DEFAULT_VHOST if args.vhost is None else args.vhost
     async with Management(args.management_url or DEFAULT_MANAGEMENT_URL) as api:
         if args.role == "remove":
             if not await api.remove(args.user):
@@ -127,6 +126,7 @@ async def provision(args: argparse.Namespace, output: Output) -> int:
             output.error("the password is empty")
             return 1
         user, grant, what = _role(args)
+        vhost = DEFAULT_VHOST if args.vhost is None else args.vhost
         declares_queue = args.role == "agent" and not args.agent_declares
         await api.provision(user, password, grant, vhost)
         await api.declare_topology(vhost)
