@@ -68,9 +68,11 @@ def test_client_errors_keep_their_builtin_base_and_carry_an_error_code() -> None
 
 @pytest.mark.parametrize("room", ["agent/client", "agent/cli"])
 def test_no_op_name_is_spelled_outside_schemas(room: str) -> None:
+    paths = sorted(ROOT.glob(f"{room}/**/*.py")) + sorted(ROOT.glob(f"{room}.py"))
+    assert paths
     spelled = [
         f"{path.relative_to(ROOT)}:{node.lineno} {node.value}"
-        for path in sorted((ROOT / room).rglob("*.py"))
+        for path in paths
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Constant) and node.value in OPS
     ]
