@@ -30,6 +30,8 @@ from aio_pika.abc import (
 )
 
 from agent.config import mask_url
+from schemas.codes import ErrorCode
+from schemas.errors import VirtbusError
 from schemas.topology import (
     DEAD,
     DEAD_LETTER_BINDING,
@@ -57,8 +59,14 @@ CLOSE_TIMEOUT_S = 5.0
 """Bound on closing a connection or cancelling the consumer: a dead peer never answers."""
 
 
-class BusUnavailable(ConnectionError):
+class BusUnavailable(VirtbusError, ConnectionError):
     """The broker cannot be reached right now; the bus is reconnecting."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.OPERATION_FAILED, detail)
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 @contextlib.contextmanager

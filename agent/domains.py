@@ -19,7 +19,10 @@ ACTIVE_STATES = frozenset(
 
 
 @dataclass
-class Domain:
+class DomainObj:
+    """One domain as the agent keeps it, libvirt's virDomainObj: its definition, the one
+    pending for its next start, and its state. (The client's handle is ``Domain``.)"""
+
     uuid: UUID
     name: str
     spec: DomainSpec
@@ -88,44 +91,44 @@ class DomainTable:
     """Domains by UUID and by name; the agent's single source of what exists."""
 
     def __init__(self) -> None:
-        self._by_uuid: dict[UUID, Domain] = {}
-        self._by_name: dict[str, Domain] = {}
+        self._by_uuid: dict[UUID, DomainObj] = {}
+        self._by_name: dict[str, DomainObj] = {}
 
-    def __iter__(self) -> Iterator[Domain]:
+    def __iter__(self) -> Iterator[DomainObj]:
         return iter(list(self._by_uuid.values()))
 
     def __len__(self) -> int:
         return len(self._by_uuid)
 
-    def add(self, domain: Domain) -> None:
+    def add(self, domain: DomainObj) -> None:
         self._by_uuid[domain.uuid] = domain
         self._by_name[domain.name] = domain
 
-    def remove(self, domain: Domain) -> None:
+    def remove(self, domain: DomainObj) -> None:
         self._by_uuid.pop(domain.uuid, None)
         if self._by_name.get(domain.name) is domain:
             del self._by_name[domain.name]
 
-    def rename(self, domain: Domain, new_name: str) -> None:
+    def rename(self, domain: DomainObj, new_name: str) -> None:
         if self._by_name.get(domain.name) is domain:
             del self._by_name[domain.name]
         domain.name = new_name
         self._by_name[new_name] = domain
 
-    def by_uuid(self, uuid: UUID) -> Domain | None:
+    def by_uuid(self, uuid: UUID) -> DomainObj | None:
         return self._by_uuid.get(uuid)
 
-    def by_name(self, name: str) -> Domain | None:
+    def by_name(self, name: str) -> DomainObj | None:
         return self._by_name.get(name)
 
-    def find(self, target: Target) -> Domain | None:
+    def find(self, target: Target) -> DomainObj | None:
         if target.name is not None:
             return self.by_name(target.name)
         if target.uuid is not None:
             return self.by_uuid(target.uuid)
         return next((d for d in self._by_uuid.values() if d.id == target.id), None)
 
-    def get(self, target: Target) -> Domain:
+    def get(self, target: Target) -> DomainObj:
         """The targeted domain, or NO_DOMAIN."""
         domain = self.find(target)
         if domain is None:

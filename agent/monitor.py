@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
-from agent.domains import Domain, DomainTable
+from agent.domains import DomainObj, DomainTable
 from agent.driver import Driver, Observed, RuntimeEvent
 from agent.errors import VirtError
 from agent.store import Store, Transaction
@@ -105,7 +105,7 @@ class Monitor:
     @contextmanager
     def expect(
         self,
-        domain: Domain,
+        domain: DomainObj,
         cause: str,
         until: frozenset[Transition],
         mode: Mode = Mode.PLAIN,
@@ -129,7 +129,7 @@ class Monitor:
         if task is not None:
             await asyncio.shield(task)
 
-    def announce(self, domain: Domain, transition: Lifecycle, cause: str) -> None:
+    def announce(self, domain: DomainObj, transition: Lifecycle, cause: str) -> None:
         """Publish a transition that has no Docker event of its own."""
         with self._store.transaction() as tx:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
@@ -137,7 +137,7 @@ class Monitor:
                 tx.save(domain)
         self._on_queued()
 
-    def save(self, domain: Domain) -> None:
+    def save(self, domain: DomainObj) -> None:
         with self._store.transaction() as tx:
             tx.save(domain)
 
@@ -212,7 +212,7 @@ class Monitor:
             if not expectation.waiting and now - expectation.since > ORPHAN_TTL_S:
                 del self._expectations[uuid]
 
-    async def resync(self, domain: Domain) -> None:
+    async def resync(self, domain: DomainObj) -> None:
         """Bring one domain in line with what Docker has now, crediting the operation in
         flight on it: for when Docker's events of that operation were lost."""
         async with self._lock:
@@ -224,7 +224,7 @@ class Monitor:
                 self._on_queued()
 
     def _catch_up_domain(
-        self, tx: Transaction, domain: Domain, found: Observed | None, when: datetime
+        self, tx: Transaction, domain: DomainObj, found: Observed | None, when: datetime
     ) -> None:
         """Publish the transitions Docker's present state shows were missed (origin
         reconcile), credited to the operation in flight on the domain, if any."""
@@ -332,7 +332,7 @@ class Monitor:
             self._on_queued()
         self._settled(event.uuid, expectation, emitted)
 
-    async def _stale(self, domain: Domain, action: str) -> bool:
+    async def _stale(self, domain: DomainObj, action: str) -> bool:
         """Docker 20.10 may report a pause or unpause twice (from its API and from
         containerd's event, racing); the late copy no longer matches the container.
         Checked only when no operation awaits that very change: the check may wait for
@@ -340,7 +340,7 @@ class Monitor:
         paused = await self._driver.paused(domain.handle, domain.pid) if domain.handle else None
         return bool(paused) != (action == "pause")
 
-    async def _tunables(self, domain: Domain) -> dict[str, int]:
+    async def _tunables(self, domain: DomainObj) -> dict[str, int]:
         observed = await self._driver.observe(domain.handle) if domain.handle else None
         if observed is None:
             return {}
@@ -348,7 +348,7 @@ class Monitor:
         return {key: value for key, value in params.items() if value is not None}
 
     @staticmethod
-    def _redundant(domain: Domain, transition: Transition) -> bool:
+    def _redundant(domain: DomainObj, transition: Transition) -> bool:
         """A transition the domain has already made: a replayed or re-listed step."""
         if transition is Lifecycle.STARTED_BOOTED:
             return domain.active
@@ -360,7 +360,7 @@ class Monitor:
             return domain.state is not DomainState.PAUSED
         return False
 
-    def _settle(self, tx: Transaction, domain: Domain, transition: Transition) -> None:
+    def _settle(self, tx: Transaction, domain: DomainObj, transition: Transition) -> None:
         """Bring the domain to where the transition leaves it."""
         if transition is Lifecycle.STARTED_BOOTED or transition is Special.REBOOT:
             domain.evidence = Evidence()
@@ -381,11 +381,11 @@ class Monitor:
             domain.persistent = domain.autostart = False
             self._forget(tx, domain)
 
-    def _forget(self, tx: Transaction, domain: Domain) -> None:
+    def _forget(self, tx: Transaction, domain: DomainObj) -> None:
         self._domains.remove(domain)
         tx.forget(domain)
 
-    def _discard(self, domain: Domain) -> None:
+    def _discard(self, domain: DomainObj) -> None:
         """Remove a transient domain's container now that it has stopped."""
         handle = domain.handle
         if handle is None:
@@ -404,7 +404,7 @@ class Monitor:
     def _emit(
         self,
         tx: Transaction,
-        domain: Domain,
+        domain: DomainObj,
         transition: Transition,
         origin: Origin,
         cause: str | None,
@@ -458,7 +458,7 @@ class Monitor:
             self._on_queued()
 
     @staticmethod
-    def _missed(domain: Domain, found: Observed | None) -> list[Transition]:
+    def _missed(domain: DomainObj, found: Observed | None) -> list[Transition]:
         if found is None:
             missed: list[Transition] = [Lifecycle.STOPPED_DESTROYED] if domain.active else []
             if domain.persistent:

@@ -19,7 +19,7 @@ from uuid import UUID, uuid4
 
 from agent import __version__
 from agent.credentials import RegistryCredentials
-from agent.domains import Domain, DomainTable
+from agent.domains import DomainObj, DomainTable
 from agent.driver import Driver, EngineFacts
 from agent.errors import VirtError, invalid
 from agent.monitor import STOPPED, Expectation, Monitor
@@ -135,7 +135,7 @@ class Operations:
             log.info("retried %s %s: already done", command.op, command.id)
             return done
 
-    def _subject(self, command: Command) -> Domain | None:
+    def _subject(self, command: Command) -> DomainObj | None:
         """The existing domain a command is about, if any."""
         if isinstance(command, Define | CreateXml):
             return self._domains.by_name(command.args.spec.name)
@@ -143,7 +143,7 @@ class Operations:
             return self._domains.find(command.target)
         return None
 
-    async def docker_done(self, domain: Domain, op: str) -> None:
+    async def docker_done(self, domain: DomainObj, op: str) -> None:
         """Return once Docker has finished the last call made on the domain (whose op
         may have answered at Docker's report); OPERATION_TIMEOUT if it takes longer than
         ``JOB_WAIT_S``. Its outcome was logged when it ended."""
@@ -249,7 +249,7 @@ class Operations:
 
     async def _act(
         self,
-        domain: Domain,
+        domain: DomainObj,
         cause: str,
         until: frozenset[Transition],
         *steps: Step,
@@ -282,7 +282,9 @@ class Operations:
         if not domain.persistent and not domain.active:
             await self._monitor.name_free(domain.name)
 
-    async def _until_reported(self, domain: Domain, step: Step, expectation: Expectation) -> None:
+    async def _until_reported(
+        self, domain: DomainObj, step: Step, expectation: Expectation
+    ) -> None:
         """Run the step that brings the effect about, returning when Docker reports the
         effect or answers the call, whichever comes first. Docker reports before it
         answers (a pause is answered after its state is written to disk, a kill after
@@ -314,7 +316,7 @@ class Operations:
 
         acting.add_done_callback(finished)
 
-    def _handle(self, domain: Domain) -> str:
+    def _handle(self, domain: DomainObj) -> str:
         if domain.handle is None:
             raise VirtError(ErrorCode.OPERATION_FAILED, f"domain '{domain.name}' has no container")
         return domain.handle
@@ -335,7 +337,7 @@ class Operations:
                 f"{vcpus} > {self._engine.cpus}",
             )
 
-    def _rebuild(self, domain: Domain, spec: DomainSpec) -> list[Step]:
+    def _rebuild(self, domain: DomainObj, spec: DomainSpec) -> list[Step]:
         """Steps that replace the domain's container by one built from ``spec``: built
         beside the old one first, so a definition Docker refuses leaves the old in place."""
         old = self._handle(domain)
@@ -378,10 +380,10 @@ class Operations:
             raise
         return self._saved(domain)
 
-    async def _new_domain(self, spec: DomainSpec, persistent: bool) -> Domain:
+    async def _new_domain(self, spec: DomainSpec, persistent: bool) -> DomainObj:
         uuid = spec.uuid or uuid4()
         await self._monitor.name_free(spec.name)
-        domain = Domain(
+        domain = DomainObj(
             uuid=uuid,
             name=spec.name,
             spec=spec.model_copy(update={"uuid": uuid}),
@@ -391,7 +393,7 @@ class Operations:
         self._domains.add(domain)
         return domain
 
-    async def _redefine(self, domain: Domain, spec: DomainSpec, cause: str) -> DomainRecord:
+    async def _redefine(self, domain: DomainObj, spec: DomainSpec, cause: str) -> DomainRecord:
         await self._check_image(spec)
         domain.autostart = spec.autostart
         if domain.active:
@@ -407,7 +409,7 @@ class Operations:
         domain.spec, domain.pending = spec, None
         return self._saved(domain)
 
-    def _saved(self, domain: Domain) -> DomainRecord:
+    def _saved(self, domain: DomainObj) -> DomainRecord:
         if self._domains.by_uuid(domain.uuid) is domain:
             self._monitor.save(domain)
         return domain.record()
@@ -434,14 +436,14 @@ class Operations:
             raise
         return self._saved(domain)
 
-    def _create(self, domain: Domain) -> Step:
+    def _create(self, domain: DomainObj) -> Step:
         async def create() -> None:
             domain.handle = await self._driver.create(domain.name, domain.uuid, domain.spec)
 
         return create
 
     async def start(
-        self, domain: Domain, cause: str, paused: bool, before: list[Step] | None = None
+        self, domain: DomainObj, cause: str, paused: bool, before: list[Step] | None = None
     ) -> DomainRecord:
         """Start a domain, applying its pending definition first; the definition is
         checked against the policy again, as it may be older than the policy."""
@@ -468,7 +470,7 @@ class Operations:
             raise invalid("domain is already running")
         return await self.start(domain, command.id, command.args.start_paused)
 
-    def _active(self, command: Shutdown | Destroy | Reboot | Suspend | Resume) -> Domain:
+    def _active(self, command: Shutdown | Destroy | Reboot | Suspend | Resume) -> DomainObj:
         domain = self._domains.get(command.target)
         if not domain.active:
             raise invalid("domain is not running")

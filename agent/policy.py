@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from docker_image.reference import Reference
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.errors import VirtError
+from agent.errors import VirtbusError, VirtError
 from schemas.codes import ErrorCode
 from schemas.domain import MAX_PIDS, MIN_MEMORY_KIB, AbsolutePath, DomainSpec, NetworkName
 
@@ -50,8 +50,14 @@ class Denied(VirtError):
         self.rule = rule
 
 
-class PolicyError(ValueError):
+class PolicyError(VirtbusError, ValueError):
     """A policy file that cannot be read or does not validate."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.INVALID_ARG, detail)
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class MountRule(BaseModel):

@@ -41,6 +41,8 @@ from pydantic import SecretStr
 from yarl import URL
 
 from agent.config import mask_url
+from schemas.codes import ErrorCode
+from schemas.errors import VirtbusError
 from schemas.topology import (
     BROADCAST,
     BROADCAST_EXCHANGE,
@@ -159,9 +161,15 @@ def new_password() -> SecretStr:
     return SecretStr(secrets.token_urlsafe(24))
 
 
-class ProvisionError(Exception):
+class ProvisionError(VirtbusError):
     """The management API could not be reached or refused a change; the message says
     which, with no password in it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.OPERATION_FAILED, detail)
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class Management:

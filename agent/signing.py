@@ -47,6 +47,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from pydantic import GetCoreSchemaHandler, SecretBytes
 from pydantic_core import core_schema
 
+from schemas.codes import ErrorCode
+from schemas.errors import VirtbusError
+
 log = logging.getLogger(__name__)
 
 Algorithm = Literal["hmac-sha256", "ed25519"]
@@ -252,13 +255,13 @@ class Replays(Protocol):
         ...
 
 
-class Refused(Exception):
-    """A command that failed authentication: why, and under which key id (if any)."""
+class Refused(VirtbusError):
+    """A command that failed authentication (AUTH_FAILED): why, and under which key id
+    (if any)."""
 
     def __init__(self, reason: Reason, detail: str, key_id: str | None = None) -> None:
-        super().__init__(reason, detail)
+        super().__init__(ErrorCode.AUTH_FAILED, detail)
         self.reason = reason
-        self.detail = detail
         self.key_id = key_id
 
     def __str__(self) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from uuid import UUID
 
-from agent.domains import Domain
+from agent.domains import DomainObj
 from agent.translate import Evidence
 from schemas.codes import DomainState
 from schemas.domain import DomainRecord, DomainSpec
@@ -138,7 +138,7 @@ class Transaction:
         self._db = db
         self.queued = 0
 
-    def save(self, domain: Domain) -> None:
+    def save(self, domain: DomainObj) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -155,7 +155,7 @@ class Transaction:
             ),
         )
 
-    def forget(self, domain: Domain) -> None:
+    def forget(self, domain: DomainObj) -> None:
         """Drop a domain, keeping its last record for a command that is retried after the
         domain went away (``Store.gone``)."""
         self._db.execute("DELETE FROM domains WHERE uuid = ?", (str(domain.uuid),))
@@ -253,11 +253,11 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
-    def domains(self) -> list[Domain]:
+    def domains(self) -> list[DomainObj]:
         cursor = self.db.execute("SELECT * FROM domains")
         cursor.row_factory = sqlite3.Row
         return [
-            Domain(
+            DomainObj(
                 uuid=UUID(row["uuid"]),
                 name=row["name"],
                 persistent=bool(row["persistent"]),

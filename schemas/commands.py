@@ -20,6 +20,7 @@ from schemas.base import WIRE_VERSION, AwareTimestamp, DomainName, MessageId, Uu
 from schemas.codes import ErrorCode
 from schemas.domain import MIN_MEMORY_KIB, DomainSpec
 from schemas.domxml import domain_fields
+from schemas.errors import VirtbusError
 from schemas.xmldoc import MAX_XML_CHARS, XmlError
 
 
@@ -325,21 +326,26 @@ Command = Annotated[
 ]
 
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
-OPS: tuple[str, ...] = tuple(
-    sorted(
-        get_args(model.model_fields["op"].annotation)[0] for model in get_args(get_args(Command)[0])
-    )
-)
 
 
-class InvalidCommand(ValueError):
+def op_of(model: type[CommandBase]) -> str:
+    """The op a command model stands for: the value of its ``op`` literal."""
+    return str(get_args(model.model_fields["op"].annotation)[0])
+
+
+OPS: tuple[str, ...] = tuple(sorted(op_of(model) for model in get_args(get_args(Command)[0])))
+
+
+class InvalidCommand(VirtbusError, ValueError):
     """A command body that is not a valid command; ``reason`` says why, for a person, and
     ``code`` is the libvirt error to answer with."""
 
     def __init__(self, reason: str, code: ErrorCode = ErrorCode.INVALID_ARG) -> None:
-        super().__init__(reason)
+        super().__init__(code, reason)
         self.reason = reason
-        self.code = code
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def parse_command(body: bytes, fallback_id: str | None = None) -> Command:

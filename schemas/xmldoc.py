@@ -14,6 +14,7 @@ import re
 from lxml import etree
 
 from schemas.codes import ErrorCode
+from schemas.errors import VirtbusError
 
 MAX_XML_CHARS = 1 << 20
 """The largest document read: ample for any domain, small enough for one message."""
@@ -31,20 +32,12 @@ _PROLOG_ITEM = re.compile(r"\s+|<\?.*?\?>|<!--.*?-->", re.DOTALL)
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-class XmlError(Exception):
+class XmlError(VirtbusError):
     """XML refused: ``code`` is libvirt's error number, ``detail`` says why, for a person.
 
     Deliberately not a ValueError: raised inside a pydantic validator it reaches the
     caller as itself, code and all, instead of becoming a generic validation error.
     """
-
-    def __init__(self, code: ErrorCode, detail: str) -> None:
-        super().__init__(code, detail)
-        self.code = code
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.code.prefix}: {self.detail}"
 
 
 def parse_xml(text: str) -> etree._Element:

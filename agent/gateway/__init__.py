@@ -1,6 +1,7 @@
 """libvirt's remote protocol in front of the bus: real virsh and libvirt-python manage
-virtbus hosts with ``virtbus+tcp://GATEWAY/HOST``."""
+virtbus hosts with ``virtbus+tcp://GATEWAY/HOST``.
 
-from agent.gateway.server import DEFAULT_PORT, Gateway, tls_context
-
-__all__ = ["DEFAULT_PORT", "Gateway", "tls_context"]
+The rooms: ``server`` (listening, clients, limits), ``protocol`` and ``xdr`` (framing),
+``procedures`` and ``auth`` (handlers by procedure), ``acl`` and ``authz`` (who may call
+what), ``sasl`` (the SCRAM login), ``identity``, ``settings``.
+"""

@@ -40,7 +40,30 @@ from agent.gateway.sasl import SaslLogin
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.base import HostName
 from schemas.codes import DomainState, ErrorCode, EventId
-from schemas.commands import ListFlag
+from schemas.commands import (
+    CommandBase,
+    Create,
+    CreateXml,
+    Define,
+    Destroy,
+    GetHostInfo,
+    GetInfo,
+    GetState,
+    GetXmlDesc,
+    ListDomains,
+    ListFlag,
+    Lookup,
+    Ping,
+    Reboot,
+    Rename,
+    Resume,
+    SetAutostart,
+    SetMemory,
+    SetVcpus,
+    Shutdown,
+    Suspend,
+    Undefine,
+)
 from schemas.domain import DomainRecord
 from schemas.events import DomainEventBase, Event, LifecycleEvent, RebootEvent
 from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, HostInfo, Result
@@ -279,7 +302,7 @@ def expect(result: Result, expected: type[R]) -> R:
 async def on_domain(
     session: Session,
     domain: WireDomain,
-    op: str,
+    op: type[CommandBase],
     expected: type[R],
     args: dict[str, Any] | None = None,
 ) -> R:
@@ -330,10 +353,10 @@ async def connect_open(session: Session, args: Unpacker) -> bytes:
         ) from None
     grant = None
     if session.policy is not None and session.policy.needs_groups(session.identity):
-        info = await session.conn.call(host, "host.get_info", timeout_s=OPEN_TIMEOUT_S)
+        info = await session.conn.call(host, GetHostInfo, timeout_s=OPEN_TIMEOUT_S)
         groups = frozenset(expect(info, HostInfo).groups)
     else:
-        await session.conn.call(host, "host.ping", timeout_s=OPEN_TIMEOUT_S)
+        await session.conn.call(host, Ping, timeout_s=OPEN_TIMEOUT_S)
         groups = frozenset()
     if session.policy is not None:
         grant = session.policy.grant(session.identity, host, groups)
@@ -428,7 +451,7 @@ async def records(session: Session, flags: int = 0) -> list[DomainRecord]:
         return []
     by_state = flags & LIST_STATES if flags & LIST_OTHER else 0
     asked = [name for bit, name in LIST_FLAGS.items() if flags & bit & ~by_state]
-    listed = await session.conn.call(session.target, "host.list_domains", {"flags": asked})
+    listed = await session.conn.call(session.target, ListDomains, {"flags": asked})
     found = expect(listed, DomainList).domains
     if by_state:
         states = set().union(*(group for bit, group in STATE_FLAGS.items() if by_state & bit))
@@ -482,7 +505,7 @@ async def list_defined_domains(session: Session, args: Unpacker) -> bytes:
 
 
 async def lookup(session: Session, target: dict[str, Any]) -> bytes:
-    record = await session.conn.call(session.target, "domain.lookup", target=target)
+    record = await session.conn.call(session.target, Lookup, target=target)
     return pack_domain(expect(record, DomainRecord))
 
 
@@ -508,12 +531,12 @@ async def lookup_by_id(session: Session, args: Unpacker) -> bytes:
 
 
 async def record_of(session: Session, args: Unpacker) -> DomainRecord:
-    return await on_domain(session, read_domain(args), "domain.lookup", DomainRecord)
+    return await on_domain(session, read_domain(args), Lookup, DomainRecord)
 
 
 @handles(Proc.DOMAIN_GET_INFO)
 async def get_info(session: Session, args: Unpacker) -> bytes:
-    info = await on_domain(session, read_domain(args), "domain.get_info", DomainInfo)
+    info = await on_domain(session, read_domain(args), GetInfo, DomainInfo)
     packer = Packer()
     packer.uint32(info.state)  # unsigned char: four bytes
     packer.uint64(info.max_mem_kib)
@@ -525,7 +548,7 @@ async def get_info(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.DOMAIN_GET_MAX_MEMORY)
 async def get_max_memory(session: Session, args: Unpacker) -> bytes:
-    info = await on_domain(session, read_domain(args), "domain.get_info", DomainInfo)
+    info = await on_domain(session, read_domain(args), GetInfo, DomainInfo)
     packer = Packer()
     packer.uint64(info.max_mem_kib)
     return packer.data()
@@ -536,7 +559,7 @@ async def get_vcpus_flags(session: Session, args: Unpacker) -> bytes:
     """Live, config and maximum are one count for a container."""
     domain = read_domain(args)
     check_flags(args.uint32(), VCPUS_ALL, "virDomainGetVcpusFlags")
-    info = await on_domain(session, domain, "domain.get_info", DomainInfo)
+    info = await on_domain(session, domain, GetInfo, DomainInfo)
     return ints(info.nr_virt_cpu)
 
 
@@ -544,7 +567,7 @@ async def get_vcpus_flags(session: Session, args: Unpacker) -> bytes:
 async def get_state(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     check_flags(args.uint32(), 0, "virDomainGetState")
-    state = await on_domain(session, domain, "domain.get_state", DomainStateInfo)
+    state = await on_domain(session, domain, GetState, DomainStateInfo)
     return ints(state.state, state.reason)
 
 
@@ -573,7 +596,7 @@ async def get_autostart(session: Session, args: Unpacker) -> bytes:
 async def set_autostart(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     autostart = args.int32() != 0
-    await on_domain(session, domain, "domain.set_autostart", DomainRecord, {"autostart": autostart})
+    await on_domain(session, domain, SetAutostart, DomainRecord, {"autostart": autostart})
     return b""
 
 
@@ -581,7 +604,7 @@ async def set_autostart(session: Session, args: Unpacker) -> bytes:
 async def none_saved(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     args.uint32()
-    await on_domain(session, domain, "domain.lookup", DomainRecord)
+    await on_domain(session, domain, Lookup, DomainRecord)
     return ints(0)
 
 
@@ -589,7 +612,7 @@ async def none_saved(session: Session, args: Unpacker) -> bytes:
 async def get_messages(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     args.uint32()
-    await on_domain(session, domain, "domain.lookup", DomainRecord)
+    await on_domain(session, domain, Lookup, DomainRecord)
     return ints(0)
 
 
@@ -603,22 +626,22 @@ async def get_xml_desc(session: Session, args: Unpacker) -> bytes:
     if flags & (GET_XML_SECURE | GET_XML_MIGRATABLE):
         session.require("domain:read_secure", api="virDomainGetXMLDesc")
     inactive = bool(flags & GET_XML_INACTIVE)
-    described = await on_domain(
-        session, domain, "domain.get_xml_desc", DomainXml, {"inactive": inactive}
-    )
+    described = await on_domain(session, domain, GetXmlDesc, DomainXml, {"inactive": inactive})
     return string(described.xml)
 
 
 # --------------------------------------------------------------- lifecycle --
 
 
-async def lifecycle(session: Session, domain: WireDomain, op: str, **args: Any) -> DomainRecord:
+async def lifecycle(
+    session: Session, domain: WireDomain, op: type[CommandBase], **args: Any
+) -> DomainRecord:
     return await on_domain(session, domain, op, DomainRecord, args or None)
 
 
 @handles(Proc.DOMAIN_CREATE)
 async def create(session: Session, args: Unpacker) -> bytes:
-    await lifecycle(session, read_domain(args), "domain.create")
+    await lifecycle(session, read_domain(args), Create)
     return b""
 
 
@@ -627,9 +650,7 @@ async def create_with_flags(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     flags = args.uint32()
     check_flags(flags, START_PAUSED | START_FORCE_BOOT, "virDomainCreateWithFlags")
-    record = await lifecycle(
-        session, domain, "domain.create", start_paused=bool(flags & START_PAUSED)
-    )
+    record = await lifecycle(session, domain, Create, start_paused=bool(flags & START_PAUSED))
     return pack_domain(record)
 
 
@@ -640,7 +661,7 @@ async def create_xml(session: Session, args: Unpacker) -> bytes:
     check_flags(flags, START_PAUSED, "virDomainCreateXML")
     result = await session.conn.call(
         session.target,
-        "domain.create_xml",
+        CreateXml,
         {"xml": xml, "start_paused": bool(flags & START_PAUSED)},
     )
     return pack_domain(expect(result, DomainRecord))
@@ -651,7 +672,7 @@ async def define_xml(session: Session, args: Unpacker) -> bytes:
     xml = args.string(STRING_MAX)
     flags = flags_of(args, Proc.DOMAIN_DEFINE_XML_FLAGS)
     check_flags(flags, DEFINE_VALIDATE, "virDomainDefineXMLFlags")
-    result = await session.conn.call(session.target, "domain.define", {"xml": xml})
+    result = await session.conn.call(session.target, Define, {"xml": xml})
     return pack_domain(expect(result, DomainRecord))
 
 
@@ -661,7 +682,7 @@ async def shutdown(session: Session, args: Unpacker) -> bytes:
     check_flags(
         flags_of(args, Proc.DOMAIN_SHUTDOWN_FLAGS), SHUTDOWN_MODES, "virDomainShutdownFlags"
     )
-    await lifecycle(session, domain, "domain.shutdown")
+    await lifecycle(session, domain, Shutdown)
     return b""
 
 
@@ -669,7 +690,7 @@ async def shutdown(session: Session, args: Unpacker) -> bytes:
 async def reboot(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     check_flags(args.uint32(), SHUTDOWN_MODES, "virDomainReboot")
-    await lifecycle(session, domain, "domain.reboot")
+    await lifecycle(session, domain, Reboot)
     return b""
 
 
@@ -677,19 +698,19 @@ async def reboot(session: Session, args: Unpacker) -> bytes:
 async def destroy(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     check_flags(flags_of(args, Proc.DOMAIN_DESTROY_FLAGS), 0, "virDomainDestroyFlags")
-    await lifecycle(session, domain, "domain.destroy")
+    await lifecycle(session, domain, Destroy)
     return b""
 
 
 @handles(Proc.DOMAIN_SUSPEND)
 async def suspend(session: Session, args: Unpacker) -> bytes:
-    await lifecycle(session, read_domain(args), "domain.suspend")
+    await lifecycle(session, read_domain(args), Suspend)
     return b""
 
 
 @handles(Proc.DOMAIN_RESUME)
 async def resume(session: Session, args: Unpacker) -> bytes:
-    await lifecycle(session, read_domain(args), "domain.resume")
+    await lifecycle(session, read_domain(args), Resume)
     return b""
 
 
@@ -697,7 +718,7 @@ async def resume(session: Session, args: Unpacker) -> bytes:
 async def undefine(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     check_flags(flags_of(args, Proc.DOMAIN_UNDEFINE_FLAGS), UNDEFINE_ALL, "virDomainUndefineFlags")
-    await lifecycle(session, domain, "domain.undefine")
+    await lifecycle(session, domain, Undefine)
     return b""
 
 
@@ -706,7 +727,7 @@ async def set_memory(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     memory_kib = args.uint64()
     check_flags(flags_of(args, Proc.DOMAIN_SET_MEMORY_FLAGS), MEMORY_ALL, "virDomainSetMemoryFlags")
-    await lifecycle(session, domain, "domain.set_memory", memory_kib=memory_kib)
+    await lifecycle(session, domain, SetMemory, memory_kib=memory_kib)
     return b""
 
 
@@ -715,7 +736,7 @@ async def set_vcpus(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     vcpus = args.uint32()
     check_flags(flags_of(args, Proc.DOMAIN_SET_VCPUS_FLAGS), VCPUS_ALL, "virDomainSetVcpusFlags")
-    await lifecycle(session, domain, "domain.set_vcpus", vcpus=vcpus)
+    await lifecycle(session, domain, SetVcpus, vcpus=vcpus)
     return b""
 
 
@@ -726,7 +747,7 @@ async def rename(session: Session, args: Unpacker) -> bytes:
     check_flags(args.uint32(), 0, "virDomainRename")
     if new_name is None:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, "new_name in virDomainRename must not be NULL")
-    await lifecycle(session, domain, "domain.rename", new_name=new_name)
+    await lifecycle(session, domain, Rename, new_name=new_name)
     return ints(0)
 
 

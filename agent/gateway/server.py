@@ -456,13 +456,13 @@ class Client:
         except CallError as error:
             body, status = pack_error(error.code, error.message, error.domain), Status.ERROR
             close = error.close
-        except VirtbusError as error:
-            body, status = pack_error(error.vir_error, error.message), Status.ERROR
-        except XdrError as error:
+        except XdrError as error:  # before VirtbusError, its base: XDR is the RPC's domain
             body = pack_error(
                 ErrorCode.INVALID_ARG, f"{ErrorCode.INVALID_ARG.prefix}: {error}", ErrorDomain.RPC
             )
             status = Status.ERROR
+        except VirtbusError as error:
+            body, status = pack_error(error.vir_error, error.message), Status.ERROR
         except Exception:
             self._throttled.warning(
                 f"procedure {header.procedure}",

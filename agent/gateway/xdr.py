@@ -11,6 +11,9 @@ import struct
 from collections.abc import Callable
 from typing import TypeVar
 
+from schemas.codes import ErrorCode
+from schemas.errors import VirtbusError
+
 T = TypeVar("T")
 
 _INT = struct.Struct(">i")
@@ -19,8 +22,14 @@ _HYPER = struct.Struct(">q")
 _UHYPER = struct.Struct(">Q")
 
 
-class XdrError(ValueError):
+class XdrError(VirtbusError, ValueError):
     """Bytes that are not the XDR expected."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.INVALID_ARG, detail)
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 def _padding(length: int) -> bytes:

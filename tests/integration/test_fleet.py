@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.client import Connection, EventStream, VirtbusError, connect
-from schemas.codes import EventId
+from schemas.codes import ErrorCode, EventId
 from schemas.events import Event, LifecycleEvent
 from tests.support import BusPeer, EventRecorder
 from tests.support.fleet import CLI, VIRTBUS, Fleet, Host, spec
@@ -173,7 +173,7 @@ async def test_event_filters_deliver_exactly_what_was_asked(host: Host, conn: Co
         for stream in (web_only, stops_only, reboots_only):
             with pytest.raises(VirtbusError) as nothing_more:
                 await stream.next(0.2)
-            assert nothing_more.value.code == "OPERATION_TIMEOUT"
+            assert nothing_more.value.code is ErrorCode.OPERATION_TIMEOUT
     with pytest.raises(VirtbusError):
         await conn.domain_event_deregister_any(callback_id)
 

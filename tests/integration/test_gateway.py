@@ -23,7 +23,7 @@ import pytest
 import trustme
 
 from agent.client import Connection
-from agent.gateway import Gateway, tls_context
+from agent.gateway.server import Gateway, tls_context
 from tests.environment import unavailable
 from tests.support.fleet import CLI, Host, Ran, spec
 from tests.support.services import AMQP_URL, IMAGE

@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.client import Connection
-from agent.gateway import Gateway, tls_context
 from agent.gateway.authz import subject_dn
 from agent.gateway.protocol import Proc, WireDomain
+from agent.gateway.server import Gateway, tls_context
 from agent.gateway.settings import GatewaySettings
 from agent.gateway.xdr import Packer
 from schemas.codes import DomainState, ErrorCode

@@ -24,7 +24,6 @@ import pytest
 import trustme
 
 from agent.client import Connection
-from agent.gateway import Gateway, tls_context
 from agent.gateway.protocol import (
     REMOTE_PROGRAM,
     RPC_ERROR,
@@ -36,7 +35,7 @@ from agent.gateway.protocol import (
     packet_length,
 )
 from agent.gateway.sasl import MIN_ITERATIONS, set_user
-from agent.gateway.server import TLS_ACCEPTED
+from agent.gateway.server import TLS_ACCEPTED, Gateway, tls_context
 from agent.gateway.settings import GatewaySettings
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.commands import Command

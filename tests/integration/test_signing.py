@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
 from agent.agent import Agent
 from agent.client import VirtbusError, connect
 from agent.signing import SIGNATURE_HEADER, SigningKey
+from schemas.codes import ErrorCode
 from schemas.topology import BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, DEAD_EXCHANGE
 from tests.support.fleet import CLI, Fleet, spec
 from tests.support.services import AMQP_URL
@@ -315,4 +316,4 @@ async def test_client_sees_auth_failed_as_a_virtbus_error(
     async with connect(AMQP_URL, timeout_s=20) as conn:
         with pytest.raises(VirtbusError) as raised:
             await conn.ping(agent.host)
-    assert (raised.value.code, raised.value.vir_error) == ("AUTH_FAILED", 45)
+    assert (raised.value.code, raised.value.vir_error) == (ErrorCode.AUTH_FAILED, 45)

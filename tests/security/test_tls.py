@@ -31,6 +31,7 @@ from agent.client import VirtbusError, connect
 from agent.config import Config
 from agent.driver import DockerDriver
 from agent.tls import client_context
+from schemas.codes import ErrorCode
 from tests.environment import unavailable
 from tests.faults.cluster import rabbitmqctl
 from tests.support.fleet import VIRTBUS
@@ -226,7 +227,7 @@ async def test_client_with_the_wrong_ca_fails_clearly(tls_broker: TlsBroker) -> 
     with pytest.raises(VirtbusError) as refused:
         async with connect(tls_broker.url, ssl_context=pki.context(pki.stranger_ca_file)):
             pass
-    assert refused.value.code == "OPERATION_FAILED"
+    assert refused.value.code is ErrorCode.OPERATION_FAILED
     assert "cannot reach the broker" in refused.value.message
     assert "certificate verify failed" in refused.value.message
     assert tls_broker.password not in refused.value.message
@@ -239,7 +240,7 @@ async def test_broker_refuses_a_client_without_a_certificate(tls_broker: TlsBrok
             tls_broker.url, timeout_s=5, ssl_context=tls_broker.pki.context(with_cert=False)
         ):
             pass
-    assert refused.value.code == "OPERATION_FAILED"
+    assert refused.value.code is ErrorCode.OPERATION_FAILED
     # TLS 1.3 sends the alert after the handshake: it may be read, or lost to the reset
     assert re.search("certificate required|connection reset", refused.value.message, re.I)
     assert tls_broker.password not in refused.value.message

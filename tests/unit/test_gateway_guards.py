@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trustme
 
+from agent.client.connection import Op
 from agent.gateway.acl import ACCESS, access
 from agent.gateway.authz import Policy, matches
 from agent.gateway.procedures import HANDLERS
@@ -24,6 +25,7 @@ from agent.gateway.server import Gateway, Throttled
 from agent.gateway.settings import GatewaySettings
 from agent.gateway.xdr import Packer
 from schemas.codes import ErrorCode, EventId
+from schemas.commands import op_of
 from schemas.replies import DomainCounts, HostInfo, Result
 from tests.unit.test_gateway_server import TIMEOUT_S, FakeBus, Peer, domain_payload
 
@@ -48,11 +50,12 @@ class GuardedBus(FakeBus):
     async def call(
         self,
         host: str,
-        op: str,
+        op: Op,
         args: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> Result:
+        op = op if isinstance(op, str) else op_of(op)
         async with self.arrived:
             self.arrived.notify_all()
         if op == "host.get_info":
@@ -463,7 +466,8 @@ def test_a_recurring_error_is_logged_once_per_interval(caplog: pytest.LogCapture
 
 
 def test_the_gateway_command_takes_every_setting() -> None:
-    from agent.cli import GATEWAY_GROUPS, build_parser, gateway_settings
+    from agent.cli import build_parser
+    from agent.cli.gateway import GATEWAY_GROUPS, gateway_settings
 
     args = build_parser().parse_args(
         [

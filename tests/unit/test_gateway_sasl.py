@@ -13,7 +13,6 @@ import pytest
 import scramp
 
 from agent.client import Connection
-from agent.gateway import Gateway
 from agent.gateway.auth import AuthType
 from agent.gateway.identity import Identity
 from agent.gateway.protocol import RPC_ERROR, ErrorDomain, Proc, Status
@@ -31,7 +30,7 @@ from agent.gateway.sasl import (
     remove_user,
     set_user,
 )
-from agent.gateway.server import TLS_ACCEPTED, Client
+from agent.gateway.server import TLS_ACCEPTED, Client, Gateway
 from agent.gateway.settings import GatewaySettings
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.codes import ErrorCode

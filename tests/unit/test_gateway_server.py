@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agent.client import Connection, VirtbusError
+from agent.client.connection import Op
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     REMOTE_PROGRAM,
@@ -26,6 +27,7 @@ from agent.gateway.protocol import (
 from agent.gateway.server import Client
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.codes import ErrorCode, EventId
+from schemas.commands import op_of
 from schemas.domain import DomainRecord
 from schemas.events import DomainRef, Event, LifecycleEvent
 from schemas.replies import DomainInfo, DomainList, Pong, Result
@@ -67,11 +69,12 @@ class FakeBus(Connection):
     async def call(
         self,
         host: str,
-        op: str,
+        op: Op,
         args: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> Result:
+        op = op if isinstance(op, str) else op_of(op)
         self.calls.append((host, op, args, target))
         if op == "host.ping":
             return Pong(host=host, time=datetime.now(UTC))

@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import pytest
 
-from agent.domains import Domain, DomainTable
+from agent.domains import DomainObj, DomainTable
 from agent.monitor import Monitor
 from agent.store import Store
 from schemas.codes import DomainState, Lifecycle, RunningReason
@@ -32,10 +32,10 @@ class Watched:
     monitor: Monitor
     queued: asyncio.Event
 
-    def adopt(self, name: str, persistent: bool = True) -> Domain:
+    def adopt(self, name: str, persistent: bool = True) -> DomainObj:
         """A running domain whose container Docker has, known to the monitor already."""
         spec = DomainSpec(name=name, image="virtbus-test:latest", command=["sleep", "60"])
-        domain = Domain(
+        domain = DomainObj(
             uuid=uuid4(),
             name=name,
             spec=spec,

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from uuid import uuid4
 
-from agent.domains import Domain
+from agent.domains import DomainObj
 from agent.store import Fingerprint, Recorded, Store
 from agent.translate import Evidence
 from schemas.domain import DomainSpec
@@ -15,7 +15,7 @@ SPEC = DomainSpec(name="web", image="virtbus-test:latest")
 
 
 def test_what_docker_reported_before_a_crash_survives_it(tmp_path: Path) -> None:
-    domain = Domain(uuid=uuid4(), name="web", spec=SPEC, persistent=True, autostart=False)
+    domain = DomainObj(uuid=uuid4(), name="web", spec=SPEC, persistent=True, autostart=False)
     domain.evidence.observe("kill", 15)
     with Store(tmp_path) as store, store.transaction() as tx:
         tx.save(domain)

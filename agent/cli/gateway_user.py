@@ -10,7 +10,7 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agent.gateway.sasl import (
     DEFAULT_ITERATIONS,
@@ -22,8 +22,12 @@ from agent.gateway.sasl import (
     set_user,
 )
 
+if TYPE_CHECKING:
+    from agent.cli.config import CliConfig
+    from agent.cli.options import Commands
 
-def add_parser(commands: Any) -> None:
+
+def register(commands: Commands, config: CliConfig) -> None:
     parser = commands.add_parser(
         "gateway-user",
         help="add, change or remove a user of the gateway's SASL login (--sasl-users)",
@@ -47,9 +51,10 @@ def add_parser(commands: Any) -> None:
     remove = verbs.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     verbs.add_parser("list", help="the users' names")
+    parser.set_defaults(main=main)
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     try:
         if args.user_verb == "add":
             check_username(args.name)

@@ -1,0 +1,121 @@
+"""The handle on one domain, as libvirt-python's ``virDomain``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from schemas.commands import (
+    Create,
+    Destroy,
+    DomainCommand,
+    GetInfo,
+    GetState,
+    GetXmlDesc,
+    Lookup,
+    Reboot,
+    Rename,
+    Resume,
+    SetAutostart,
+    SetMemory,
+    SetVcpus,
+    Shutdown,
+    Suspend,
+    Undefine,
+)
+from schemas.domain import DomainRecord, DomainSpec
+from schemas.replies import DomainInfo, DomainStateInfo, DomainXml
+
+if TYPE_CHECKING:
+    from agent.client.connection import Connection
+
+
+def spec_args(spec: DomainSpec | dict[str, Any]) -> dict[str, Any]:
+    """A definition as a command's ``spec`` argument."""
+    if isinstance(spec, DomainSpec):
+        return spec.model_dump(mode="json", exclude_none=True)
+    return spec
+
+
+class Domain:
+    """A domain on one host, as virDomainPtr: its methods send commands by UUID, so a
+    rename does not lose it. ``record`` is the domain as the last reply described it."""
+
+    def __init__(self, conn: Connection, host: str, record: DomainRecord) -> None:
+        self._conn = conn
+        self.host = host
+        self.record = record
+
+    def __repr__(self) -> str:
+        return f"Domain(host={self.host!r}, name={self.name!r}, uuid='{self.uuid}')"
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def uuid(self) -> uuid.UUID:
+        return self.record.uuid
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def _target(self) -> dict[str, Any]:
+        return {"uuid": str(self.uuid)}
+
+    async def _record(
+        self, op: type[DomainCommand], args: dict[str, Any] | None = None
+    ) -> DomainRecord:
+        self.record = await self._conn._call(DomainRecord, self.host, op, args, self._target)
+        return self.record
+
+    async def refresh(self) -> DomainRecord:
+        return await self._record(Lookup)
+
+    async def create(self, start_paused: bool = False) -> DomainRecord:
+        return await self._record(Create, {"start_paused": start_paused})
+
+    async def shutdown(self, timeout_s: int = 10) -> DomainRecord:
+        return await self._record(Shutdown, {"timeout_s": timeout_s})
+
+    async def destroy(self) -> DomainRecord:
+        return await self._record(Destroy)
+
+    async def reboot(self) -> DomainRecord:
+        return await self._record(Reboot)
+
+    async def suspend(self) -> DomainRecord:
+        return await self._record(Suspend)
+
+    async def resume(self) -> DomainRecord:
+        return await self._record(Resume)
+
+    async def undefine(self) -> DomainRecord:
+        return await self._record(Undefine)
+
+    async def set_autostart(self, autostart: bool) -> DomainRecord:
+        return await self._record(SetAutostart, {"autostart": autostart})
+
+    async def set_memory(self, memory_kib: int) -> DomainRecord:
+        return await self._record(SetMemory, {"memory_kib": memory_kib})
+
+    async def set_vcpus(self, vcpus: int) -> DomainRecord:
+        return await self._record(SetVcpus, {"vcpus": vcpus})
+
+    async def rename(self, new_name: str) -> DomainRecord:
+        return await self._record(Rename, {"new_name": new_name})
+
+    async def info(self) -> DomainInfo:
+        return await self._conn._call(DomainInfo, self.host, GetInfo, target=self._target)
+
+    async def state(self) -> DomainStateInfo:
+        return await self._conn._call(DomainStateInfo, self.host, GetState, target=self._target)
+
+    async def xml_desc(self, inactive: bool = False) -> str:
+        """virDomainGetXMLDesc: the domain's libvirt domain XML; ``inactive`` for the
+        definition it will have at its next start."""
+        args = {"inactive": inactive}
+        described = await self._conn._call(DomainXml, self.host, GetXmlDesc, args, self._target)
+        return described.xml
