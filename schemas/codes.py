@@ -15,6 +15,7 @@ class ErrorCode(IntEnum):
     XML_ERROR = 27
     DOM_EXIST = 28
     OPERATION_DENIED = 29
+    RPC = 39
     NO_DOMAIN = 42
     AUTH_FAILED = 45
     OPERATION_INVALID = 55
@@ -38,6 +39,7 @@ _ERROR_PREFIXES = {
     ErrorCode.XML_ERROR: "XML error",
     ErrorCode.DOM_EXIST: "operation failed",
     ErrorCode.OPERATION_DENIED: "operation forbidden",
+    ErrorCode.RPC: "RPC error",
     ErrorCode.NO_DOMAIN: "Domain not found",
     ErrorCode.AUTH_FAILED: "authentication failed",
     ErrorCode.OPERATION_INVALID: "Requested operation is not valid",

@@ -25,8 +25,13 @@ exception, the class keeps it as a second base (``except TimeoutError`` still wo
     │                                 authentication (AUTH_FAILED)
     ├── PolicyError (ValueError)      agent/policy.py: a policy file that cannot be used
     ├── ProvisionError                agent/provision.py: the management API refused
-    └── XdrError (ValueError)         agent/gateway/xdr.py: bytes that are not the XDR
-                                      expected
+    ├── XdrError (ValueError)         agent/gateway/xdr.py: bytes that are not the XDR
+    │                                 expected
+    ├── CallError                     agent/gateway/protocol.py: refused by the RPC
+    │                                 layer (before login, …), in libvirt's words
+    ├── SaslFailure                   agent/gateway/sasl.py: a SASL login that failed
+    └── UsersFileError (ValueError)   agent/gateway/sasl.py: a users file that cannot
+                                      be used
 
 The root lives here, beside ErrorCode, because ``schemas`` imports nothing of ``agent``
 and its own errors belong to the tree too.

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from agent.gateway.xdr import Packer, Unpacker, XdrError
+from schemas.codes import ErrorCode
+from schemas.errors import VirtbusError
 
 REMOTE_PROGRAM = 0x20008086
 KEEPALIVE_PROGRAM = 0x6B656570
@@ -113,19 +115,23 @@ class ErrorDomain(IntEnum):
 
 
 ERROR_LEVEL = 2  # VIR_ERR_ERROR
-RPC_ERROR = 39  # VIR_ERR_RPC: its message is shown with no prefix
+RPC_ERROR = ErrorCode.RPC
+"""VIR_ERR_RPC: the RPC layer's own refusals, whose message libvirt shows with no prefix."""
 
 
-class CallError(Exception):
+class CallError(VirtbusError):
     """An error answered as libvirt's RPC layer answers it (its code, domain and
-    message as they are), not as a driver's. ``close``: the gateway closes the
-    connection once the reply is out."""
+    message as they are, with no prefix added), not as a driver's. ``close``: the
+    gateway closes the connection once the reply is out."""
 
     def __init__(
-        self, code: int, message: str, domain: ErrorDomain = ErrorDomain.RPC, close: bool = False
+        self,
+        code: ErrorCode,
+        message: str,
+        domain: ErrorDomain = ErrorDomain.RPC,
+        close: bool = False,
     ) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(code, message)
         self.message = message
         self.domain = domain
         self.close = close

@@ -29,6 +29,9 @@ from typing import NoReturn
 
 import scramp
 
+from schemas.codes import ErrorCode
+from schemas.errors import VirtbusError
+
 MECHANISM = "SCRAM-SHA-256"
 # RFC 7677's floor, and the most Cyrus SASL's client (libvirt's) will compute
 MIN_ITERATIONS = 4096
@@ -47,8 +50,14 @@ _KEY_BYTES = hashlib.sha256().digest_size
 _SCRAM = scramp.ScramMechanism(MECHANISM)
 
 
-class UsersFileError(ValueError):
+class UsersFileError(VirtbusError, ValueError):
     """A users file that cannot be read or does not parse; says which line."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.INVALID_ARG, detail)
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 @dataclass(frozen=True)
@@ -210,13 +219,16 @@ class Users:
         return Verifier(digest[:SALT_BYTES], DEFAULT_ITERATIONS, digest, digest)
 
 
-class SaslFailure(Exception):
+class SaslFailure(VirtbusError):
     """A login that failed; ``str()`` is the reason for the gateway's log (never any
     secret). The client is told only libvirt's "authentication failed"."""
 
     def __init__(self, reason: str, username: str | None = None) -> None:
-        super().__init__(reason)
+        super().__init__(ErrorCode.AUTH_FAILED, reason)
         self.username = username
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 @dataclass(frozen=True)

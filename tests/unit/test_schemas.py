@@ -357,6 +357,7 @@ ERROR_CODES = {
     "XML_ERROR": 27,
     "DOM_EXIST": 28,
     "OPERATION_DENIED": 29,
+    "RPC": 39,
     "NO_DOMAIN": 42,
     "AUTH_FAILED": 45,
     "OPERATION_INVALID": 55,
