@@ -214,6 +214,7 @@ class Agent:
         self._answers.clear()
         self._consumer = None
         self.ready.clear()
+        await self._monitor.restarts.close()
         await self._bus.close()
         await self._driver.close()
         self._store.close()

@@ -26,6 +26,8 @@ class Mode(StrEnum):
     """A definition update recreates the container: one defined/updated."""
     REFRESH = "refresh"
     """A pending definition is applied before a start: nothing to report."""
+    RESTART = "restart"
+    """The agent restarts a crashed ``on_crash: restart`` domain: its start is a reboot."""
 
 
 class Special(Enum):
@@ -70,6 +72,7 @@ TABLE: tuple[Row, ...] = (
     Row("create", (L.DEFINED_ADDED,), persistent=True),
     Row("create", (), persistent=False),
     Row("start", (), mode=Mode.REBOOT),
+    Row("start", (Special.REBOOT,), mode=Mode.RESTART),
     Row("start", (L.STARTED_BOOTED,)),
     Row("pause", (L.SUSPENDED_PAUSED,)),
     # Docker unpauses a paused container on its way down: not a resume.

@@ -129,6 +129,7 @@ class FakeDriver:
             oom_killed=False,
             memory_kib=c.memory_kib,
             vcpus=c.vcpus,
+            mounts={m.target: m.source for m in c.spec.mounts},
         )
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
