@@ -172,9 +172,7 @@ class Monitor:
             return False
         crash = transitions[0]
         assert isinstance(crash, Lifecycle)
-        return self.restarts.pending(domain.uuid) or self.restarts.schedule(
-            domain, crash, exit_code
-        )
+        return self.restarts.schedule(domain, crash, exit_code)
 
     def save(self, domain: Domain) -> None:
         with self._store.transaction() as tx:

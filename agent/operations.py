@@ -456,6 +456,7 @@ class Operations:
             Lifecycle.STOPPED_SHUTDOWN,
             lambda domain: self._driver.stop(self._handle(domain), timeout_s),
             timeout_s + EVENT_WAIT_S,
+            Mode.PLAIN,
         )
 
     async def destroy(self, command: Destroy) -> DomainRecord:
@@ -464,6 +465,7 @@ class Operations:
             Lifecycle.STOPPED_DESTROYED,
             lambda domain: self._driver.kill(self._handle(domain)),
             EVENT_WAIT_S,
+            Mode.DESTROY,
         )
 
     async def _take_down(
@@ -472,6 +474,7 @@ class Operations:
         stopped: Lifecycle,
         act: Callable[[Domain], Awaitable[object]],
         wait_s: float,
+        mode: Mode,
     ) -> DomainRecord:
         """Stop an active domain, which then stays down: no crash restart is started
         while this runs, and one still waiting is cancelled (the domain, whose container
@@ -484,20 +487,29 @@ class Operations:
                     await self._monitor.name_free(domain.name)
                 return domain.record()
             domain = self._active(command)
-            try:
-                await self._act(
-                    domain,
-                    command.id,
-                    STOPPED,
-                    lambda: act(domain),
-                    wait_s=wait_s,
-                    answer_at_report=True,
-                )
-            except VirtError as error:
-                # it crashed as Docker was told to stop it: down all the same
-                if error.code is not ErrorCode.OPERATION_INVALID or domain.active:
-                    raise
+
+            async def take_down() -> None:
+                try:
+                    await act(domain)
+                except VirtError as error:
+                    # down by itself as Docker was told to stop it: its die ends the op
+                    if error.code is not ErrorCode.OPERATION_INVALID or await self._up(domain):
+                        raise
+
+            await self._act(
+                domain,
+                command.id,
+                STOPPED,
+                take_down,
+                mode=mode,
+                wait_s=wait_s,
+                answer_at_report=True,
+            )
         return domain.record()
+
+    async def _up(self, domain: Domain) -> bool:
+        observed = await self._driver.observe(self._handle(domain))
+        return observed is not None and observed.status in ("running", "paused", "restarting")
 
     async def reboot(self, command: Reboot) -> DomainRecord:
         """Docker's restart mounts the sources again: they are checked first."""

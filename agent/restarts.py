@@ -62,10 +62,14 @@ class Restarts:
         return uuid in self._pending
 
     def schedule(self, domain: Domain, crash: Lifecycle, exit_code: int | None) -> bool:
-        """Restart the domain after its back-off; False if it may not be restarted now (an
-        operation holds it, or nothing restarts domains yet)."""
+        """Restart the domain after its back-off (True at once if a restart waits already);
+        False if it may not be restarted now (an operation holds it, or nothing restarts
+        domains yet)."""
         if self._restart is None or self._held.get(domain.uuid):
             return False
+        waiting = self._pending.get(domain.uuid)
+        if waiting is not None and not waiting.starting:
+            return True
         delay = self._next_delay(domain.uuid)
         log.info(
             "domain %s %s (exit code %s): restarting it in %.1f s",
@@ -126,15 +130,14 @@ class Restarts:
 
     async def cancel(self, uuid: UUID) -> bool:
         """Cancel the domain's restart if it is still waiting: True then (the domain's
-        container is down). A restart already starting is waited for: False."""
-        pending = self._pending.get(uuid)
-        if pending is None:
-            return False
-        if not pending.starting:
-            pending.task.cancel()
-            await asyncio.gather(pending.task, return_exceptions=True)
-            return True
-        await asyncio.gather(asyncio.shield(pending.task), return_exceptions=True)
+        container is down). A restart already starting is waited for first."""
+        self._delays.pop(uuid, None)
+        while (pending := self._pending.get(uuid)) is not None:
+            if not pending.starting:
+                pending.task.cancel()
+                await asyncio.gather(pending.task, return_exceptions=True)
+                return True
+            await asyncio.gather(asyncio.shield(pending.task), return_exceptions=True)
         return False
 
     async def now(self, uuid: UUID) -> None:

@@ -26,6 +26,9 @@ class Mode(StrEnum):
     """A definition update recreates the container: one defined/updated."""
     REFRESH = "refresh"
     """A pending definition is applied before a start: nothing to report."""
+    DESTROY = "destroy"
+    """``domain.destroy``: the domain stops destroyed even if it died by itself first,
+    as libvirt reports a domain that dies while being destroyed."""
     RESTART = "restart"
     """The agent restarts a crashed ``on_crash: restart`` domain: its start is a reboot."""
 
@@ -79,6 +82,7 @@ TABLE: tuple[Row, ...] = (
     Row("unpause", (), stopping=True),
     Row("unpause", (L.RESUMED_UNPAUSED,)),
     Row("die", (), mode=Mode.REBOOT),
+    Row("die", (L.STOPPED_DESTROYED,), mode=Mode.DESTROY),
     Row("die", (Special.STOPPED,)),
     Row("restart", (Special.REBOOT,)),
     Row("destroy", (L.UNDEFINED_REMOVED,), persistent=True),
