@@ -63,7 +63,7 @@ class MountGuard:
                     f"host path '{mount.source}' now leads to '{resolved}', "
                     f"not to '{pinned}' as when it was checked",
                 )
-            _no_symlink(pinned)
+            no_link(pinned)
             self._policy.check_host_path(pinned, mount.readonly)
 
     def _no_overlap(self, spec: DomainSpec, uuid: UUID | None) -> None:
@@ -106,7 +106,7 @@ def _apart(writer: Mount, other: Mount, whose: str) -> None:
                 )
 
 
-def _no_symlink(path: str) -> None:
+def no_link(path: str) -> None:
     """Raise Denied unless every component of ``path`` exists and none is a symbolic
     link, walking from ``/`` one component at a time without following any."""
     directory = os.open("/", os.O_PATH | os.O_DIRECTORY)
