@@ -161,6 +161,7 @@ class Agent:
             else None,
             max_body_bytes=self.config.max_message_bytes,
         )
+        await operations.forbid_docker_restarts()
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")

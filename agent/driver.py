@@ -61,6 +61,7 @@ class Observed:
     vcpus: int | None
     mounts: Mapping[str, str] = field(default_factory=dict)
     """Mount target → the host path Docker mounts there at each start."""
+    restart_policy: str = "no"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ class Driver(Protocol):
     async def unpause(self, handle: str) -> None: ...
     async def rename(self, handle: str, name: str) -> None: ...
     async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None: ...
+    async def forbid_restarts(self, handle: str) -> None:
+        """Set the container's restart policy to ``no`` (an earlier agent set others)."""
+        ...
+
     async def usage(self, handle: str) -> Usage: ...
     async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
         """The image's own command; pulls the image first when the host lacks it."""
@@ -150,10 +155,15 @@ class _Bind(_Edge):
     Target: str
 
 
+class _RestartPolicy(_Edge):
+    Name: str = ""
+
+
 class _HostConfig(_Edge):
     Memory: int = 0
     NanoCpus: int = 0
     Mounts: list[_Bind] | None = None
+    RestartPolicy: _RestartPolicy = _RestartPolicy()
 
 
 class _Inspect(_Edge):
@@ -303,6 +313,7 @@ class DockerDriver:
             memory_kib=facts.HostConfig.Memory // 1024 or None,
             vcpus=facts.HostConfig.NanoCpus // 1_000_000_000 or None,
             mounts={bind.Target: bind.Source for bind in facts.HostConfig.Mounts or []},
+            restart_policy=facts.HostConfig.RestartPolicy.Name or "no",
         )
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
@@ -378,6 +389,15 @@ class DockerDriver:
                 f"containers/{handle}/update",
                 method="POST",
                 data=json.dumps(_limits(memory_kib, vcpus)),
+            )
+        )
+
+    async def forbid_restarts(self, handle: str) -> None:
+        await self._call(
+            self.docker._query_json(
+                f"containers/{handle}/update",
+                method="POST",
+                data=json.dumps({"RestartPolicy": {"Name": "no"}}),
             )
         )
 

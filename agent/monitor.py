@@ -342,6 +342,9 @@ class Monitor:
         params: dict[str, int] = {}
         if Special.TUNABLE in transitions:
             params = expectation.params if expectation else await self._tunables(domain)
+            if expectation is None and params == _tunables_of(domain):
+                # an update of something else (the restart policy): no tunable changed
+                return
         # an operation of a previous run is credited only with the effect it was after
         credited = expectation is not None and (
             expectation.waiting or bool(expectation.until & set(transitions))
@@ -523,6 +526,11 @@ _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UN
 def _awaited(expectation: Expectation | None, transition: Transition) -> bool:
     """The event an operation in flight is waiting for: taken as it comes."""
     return expectation is not None and expectation.waiting and transition in expectation.until
+
+
+def _tunables_of(domain: Domain) -> dict[str, int]:
+    limits = {"memory_kib": domain.spec.memory_kib, "vcpus": domain.spec.vcpus}
+    return {key: value for key, value in limits.items() if value is not None}
 
 
 def _transition(name: str) -> Transition:

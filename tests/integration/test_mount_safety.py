@@ -376,3 +376,26 @@ async def test_a_crash_looping_domain_can_always_be_stopped_and_stays_down(
         assert inspected["State"]["Status"] == "exited", cycle
         assert inspected["HostConfig"]["RestartPolicy"]["Name"] == "no"
         assert (await g.ok("domain.get_state", "loop"))["state"] == SHUTOFF
+
+
+async def test_dockers_restart_policy_left_by_an_earlier_agent_is_taken_back(
+    guarded: Guarded, fleet: Fleet
+) -> None:
+    """A container made by an earlier agent carries Docker's ``on-failure`` policy, which
+    would mount again with no check: the agent sets it to ``no`` as it starts, quietly."""
+    g = guarded
+    await g.ok("domain.create_xml", args={"spec": spec("old", on_crash="restart")})
+    container = await g.docker.containers.get(f"{g.host}.old")
+    await g.docker._query_json(
+        f"containers/{container.id}/update",
+        method="POST",
+        data='{"RestartPolicy": {"Name": "on-failure"}}',
+    )
+    assert (await g.inspect("old"))["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
+    await g.agent.stop()
+    again = await fleet.start(host=g.host, policy_file=g.agent.config.policy_file)
+    assert (await g.inspect("old"))["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    g.agent = again
+    await g.ok("domain.define", args={"spec": spec("fence")})
+    await g.nth(1, lambda e: e.domain.name == "fence")
+    assert [type(e).__name__ for e in g.of("old")] == ["LifecycleEvent"]
