@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +76,12 @@ class Rig:
         await asyncio.wait_for(self.restarts.now(self.domain(name).uuid), WAIT_S)
 
 
+RigFactory = Callable[[float], Rig]
+"""A rig whose first restart waits the given back-off."""
+
+
 @pytest.fixture
-async def rigs(tmp_path: Path) -> AsyncIterator[Any]:
+async def rigs(tmp_path: Path) -> AsyncIterator[RigFactory]:
     allowed = tmp_path / "allowed"
     (allowed / "x").mkdir(parents=True)
     with Store(tmp_path / "h1") as store:
@@ -98,8 +102,8 @@ def looping(name: str = "loop", **fields: Any) -> dict[str, Any]:
     return {"spec": spec}
 
 
-async def test_a_crashed_domain_stays_active_and_comes_back_with_a_reboot(rigs: Any) -> None:
-    rig: Rig = rigs(0.0)
+async def test_a_crashed_domain_stays_active_and_comes_back_with_a_reboot(rigs: RigFactory) -> None:
+    rig = rigs(0.0)
     await rig.run("domain.create_xml", **looping())
     first = rig.domain("loop").pid
     await rig.crash("loop")
@@ -115,8 +119,8 @@ async def test_a_crashed_domain_stays_active_and_comes_back_with_a_reboot(rigs: 
     assert rig.host.driver.calls.count("start") == 2
 
 
-async def test_a_domain_without_on_crash_restart_stops(rigs: Any) -> None:
-    rig: Rig = rigs(0.0)
+async def test_a_domain_without_on_crash_restart_stops(rigs: RigFactory) -> None:
+    rig = rigs(0.0)
     await rig.run("domain.create_xml", **looping(on_crash="destroy"))
     await rig.crash("loop")
     assert rig.lifecycle() == [("started", "booted"), ("stopped", "failed")]
@@ -127,9 +131,9 @@ async def test_a_domain_without_on_crash_restart_stops(rigs: Any) -> None:
     ("op", "detail"), [("domain.destroy", "destroyed"), ("domain.shutdown", "shutdown")]
 )
 async def test_a_restart_that_waits_is_cancelled_and_the_domain_stays_down(
-    rigs: Any, op: str, detail: str
+    rigs: RigFactory, op: str, detail: str
 ) -> None:
-    rig: Rig = rigs(60.0)
+    rig = rigs(60.0)
     await rig.run("domain.define", **looping())
     await rig.run("domain.create", "loop")
     await rig.crash("loop")
@@ -143,8 +147,8 @@ async def test_a_restart_that_waits_is_cancelled_and_the_domain_stays_down(
     assert "kill" not in rig.host.driver.calls and "stop" not in rig.host.driver.calls
 
 
-async def test_a_crash_while_a_destroy_runs_is_not_restarted(rigs: Any) -> None:
-    rig: Rig = rigs(0.0)
+async def test_a_crash_while_a_destroy_runs_is_not_restarted(rigs: RigFactory) -> None:
+    rig = rigs(0.0)
     await rig.run("domain.create_xml", **looping())
     domain = rig.domain("loop")
     assert domain.handle is not None
@@ -159,8 +163,8 @@ async def test_a_crash_while_a_destroy_runs_is_not_restarted(rigs: Any) -> None:
     assert rig.host.driver.calls.count("start") == 1
 
 
-async def test_a_restart_the_policy_refuses_ends_in_the_crash_stop(rigs: Any) -> None:
-    rig: Rig = rigs(0.0)
+async def test_a_restart_the_policy_refuses_ends_in_the_crash_stop(rigs: RigFactory) -> None:
+    rig = rigs(0.0)
     source = rig.allowed / "x"
     mount = {"source": str(source), "target": "/x", "readonly": True}
     await rig.run("domain.define", **looping(mounts=[mount]))
@@ -178,8 +182,8 @@ async def test_a_restart_the_policy_refuses_ends_in_the_crash_stop(rigs: Any) ->
     assert rig.host.driver.calls.count("start") == 1
 
 
-async def test_a_reboot_while_a_restart_waits_restarts_at_once(rigs: Any) -> None:
-    rig: Rig = rigs(60.0)
+async def test_a_reboot_while_a_restart_waits_restarts_at_once(rigs: RigFactory) -> None:
+    rig = rigs(60.0)
     await rig.run("domain.create_xml", **looping())
     await rig.crash("loop")
     await asyncio.wait_for(rig.run("domain.reboot", "loop"), WAIT_S)
