@@ -162,6 +162,7 @@ class Agent:
             else None,
             max_body_bytes=self.config.max_message_bytes,
         )
+        await operations.forbid_docker_restarts()
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")
@@ -210,6 +211,7 @@ class Agent:
         self._answers.clear()
         self._consumer = None
         self.ready.clear()
+        await self._monitor.restarts.close()
         await self._bus.close()
         await self._driver.close()
         self._store.close()

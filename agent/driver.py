@@ -12,7 +12,7 @@ import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -62,6 +62,9 @@ class Observed:
     oom_killed: bool
     memory_kib: int | None
     vcpus: int | None
+    mounts: Mapping[str, str] = field(default_factory=dict)
+    """Mount target → the host path Docker mounts there at each start."""
+    restart_policy: str = "no"
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,10 @@ class Driver(Protocol):
     async def unpause(self, handle: str) -> None: ...
     async def rename(self, handle: str, name: str) -> None: ...
     async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None: ...
+    async def forbid_restarts(self, handle: str) -> None:
+        """Set the container's restart policy to ``no`` (an earlier agent set others)."""
+        ...
+
     async def usage(self, handle: str) -> Usage: ...
     async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
         """The image's own command; pulls the image first when the host lacks it."""
@@ -146,9 +153,20 @@ class _Config(_Edge):
     Entrypoint: list[str] | None = None
 
 
+class _Bind(_Edge):
+    Source: str
+    Target: str
+
+
+class _RestartPolicy(_Edge):
+    Name: str = ""
+
+
 class _HostConfig(_Edge):
     Memory: int = 0
     NanoCpus: int = 0
+    Mounts: list[_Bind] | None = None
+    RestartPolicy: _RestartPolicy = _RestartPolicy()
 
 
 class _Inspect(_Edge):
@@ -298,16 +316,19 @@ class DockerDriver:
             oom_killed=facts.State.OOMKilled,
             memory_kib=facts.HostConfig.Memory // 1024 or None,
             vcpus=facts.HostConfig.NanoCpus // 1_000_000_000 or None,
+            mounts={bind.Target: bind.Source for bind in facts.HostConfig.Mounts or []},
+            restart_policy=facts.HostConfig.RestartPolicy.Name or "no",
         )
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
         """The container runs unprivileged whatever the engine's defaults: no added
         capabilities and three of Docker's defaults dropped, no new privileges through
-        setuid, no host namespace, no device, a process limit."""
+        setuid, no host namespace, no device, a process limit. Docker never restarts it:
+        the agent does, after checking the policy again (``on_crash: restart``)."""
         host_config: dict[str, Any] = {
             "Init": spec.init,
             "NetworkMode": spec.network,
-            "RestartPolicy": {"Name": "on-failure" if spec.on_crash == "restart" else "no"},
+            "RestartPolicy": {"Name": "no"},
             # Type bind: a missing source is an error, never a directory made as root
             "Mounts": [
                 {"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.readonly}
@@ -364,6 +385,15 @@ class DockerDriver:
                 f"containers/{handle}/update",
                 method="POST",
                 data=json.dumps(_limits(memory_kib, vcpus)),
+            )
+        )
+
+    async def forbid_restarts(self, handle: str) -> None:
+        await self._call(
+            self.docker._query_json(
+                f"containers/{handle}/update",
+                method="POST",
+                data=json.dumps({"RestartPolicy": {"Name": "no"}}),
             )
         )
 

@@ -20,6 +20,7 @@ from uuid import UUID
 from agent.domains import DomainObj, DomainTable
 from agent.driver import Driver, Observed, RuntimeEvent
 from agent.errors import VirtError
+from agent.restarts import Restarts
 from agent.store import Store, Transaction
 from agent.translate import (
     Evidence,
@@ -89,8 +90,10 @@ class Monitor:
         driver: Driver,
         on_queued: Callable[[], None],
         on_reconnect: Callable[[], None] = lambda: None,
+        restarts: Restarts | None = None,
     ) -> None:
         self.host = host
+        self.restarts = restarts or Restarts()
         self._on_reconnect = on_reconnect
         self._domains = domains
         self._store = store
@@ -136,6 +139,44 @@ class Monitor:
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
         self._on_queued()
+
+    def stopped(
+        self,
+        domain: DomainObj,
+        transition: Lifecycle,
+        cause: str | None,
+        exit_code: int | None = None,
+    ) -> None:
+        """Publish a stop that has no Docker event of its own (the domain's container is
+        already down: a crash restart cancelled or refused), and bring the domain there."""
+        with self._store.transaction() as tx:
+            self._settle(tx, domain, transition)
+            self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC), exit_code)
+            if self._domains.by_uuid(domain.uuid) is domain:
+                tx.save(domain)
+        self._on_queued()
+
+    def _restarting(
+        self,
+        domain: DomainObj,
+        expectation: Expectation | None,
+        transitions: tuple[Transition, ...] | list[Transition],
+        exit_code: int | None,
+    ) -> bool:
+        """Whether a crash is left to the agent's restart (scheduled here) instead of
+        being reported: a domain with ``on_crash: restart`` stays active through it,
+        unless an operation is taking it down."""
+        if (
+            domain.spec.on_crash != "restart"
+            or not domain.active
+            or len(transitions) != 1
+            or transitions[0] not in _CRASHES
+            or (expectation is not None and expectation.until & STOPPED)
+        ):
+            return False
+        crash = transitions[0]
+        assert isinstance(crash, Lifecycle)
+        return self.restarts.schedule(domain, crash, exit_code)
 
     def save(self, domain: DomainObj) -> None:
         with self._store.transaction() as tx:
@@ -232,7 +273,11 @@ class Monitor:
         if found is not None:
             domain.handle, domain.pid = found.handle, found.pid
         emitted: set[Transition] = set()
-        for transition in self._missed(domain, found):
+        missed = self._missed(domain, found)
+        exit_code = found.exit_code if found else None
+        if self._restarting(domain, expectation, missed, exit_code):
+            missed = []
+        for transition in missed:
             if self._redundant(domain, transition):
                 continue
             exit_code = found.exit_code if found and transition in STOPPED else None
@@ -292,7 +337,7 @@ class Monitor:
             evidence=domain.evidence,
             exit_code=event.exit_code,
         )
-        if not transitions:
+        if not transitions or self._restarting(domain, expectation, transitions, event.exit_code):
             if domain.evidence != reported:
                 with self._store.transaction() as tx:
                     tx.save(domain)
@@ -301,6 +346,9 @@ class Monitor:
         params: dict[str, int] = {}
         if Special.TUNABLE in transitions:
             params = expectation.params if expectation else await self._tunables(domain)
+            if expectation is None and params == _tunables_of(domain):
+                # an update of something else (the restart policy): no tunable changed
+                return
         # an operation of a previous run is credited only with the effect it was after
         credited = expectation is not None and (
             expectation.waiting or bool(expectation.until & set(transitions))
@@ -370,11 +418,7 @@ class Monitor:
             domain.state, domain.reason = transition.outcome
         if transition in STOPPED:
             domain.pid = 0
-            restarts = domain.spec.on_crash == "restart" and transition in (
-                Lifecycle.STOPPED_CRASHED,
-                Lifecycle.STOPPED_FAILED,
-            )
-            if not domain.persistent and not restarts:
+            if not domain.persistent:
                 self._forget(tx, domain)
                 self._discard(domain)
         elif transition is Lifecycle.UNDEFINED_REMOVED:
@@ -449,6 +493,8 @@ class Monitor:
         with self._store.transaction() as tx:
             for domain in self._domains:
                 expectation = self._expectations.get(domain.uuid)
+                if self.restarts.pending(domain.uuid):
+                    continue
                 if expectation is None or not expectation.waiting:
                     self._catch_up_domain(tx, domain, observed.get(domain.uuid), now)
             queued = tx.queued
@@ -477,12 +523,18 @@ class Monitor:
         return missed
 
 
+_CRASHES = frozenset({Lifecycle.STOPPED_CRASHED, Lifecycle.STOPPED_FAILED})
 _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UNPAUSED}
 
 
 def _awaited(expectation: Expectation | None, transition: Transition) -> bool:
     """The event an operation in flight is waiting for: taken as it comes."""
     return expectation is not None and expectation.waiting and transition in expectation.until
+
+
+def _tunables_of(domain: DomainObj) -> dict[str, int]:
+    limits = {"memory_kib": domain.spec.memory_kib, "vcpus": domain.spec.vcpus}
+    return {key: value for key, value in limits.items() if value is not None}
 
 
 def _transition(name: str) -> Transition:

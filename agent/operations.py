@@ -23,6 +23,7 @@ from agent.domains import DomainObj, DomainTable
 from agent.driver import Driver, EngineFacts
 from agent.errors import VirtError, invalid
 from agent.monitor import STOPPED, Expectation, Monitor
+from agent.mounts import MountGuard
 from agent.policy import Policy
 from agent.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
@@ -96,6 +97,9 @@ class Operations:
         policy: Policy | None = None,
     ) -> None:
         self._policy = policy or Policy()
+        self._mounts = MountGuard(self._policy, domains)
+        self._restarts = monitor.restarts
+        self._restarts.bind(self._restart_after_crash)
         self._intent_reached = intent_reached
         self._gone = gone
         self.host = host
@@ -343,7 +347,9 @@ class Operations:
         old = self._handle(domain)
 
         async def build_beside() -> None:
-            domain.handle = await self._driver.create(f"_{domain.name}", domain.uuid, spec)
+            domain.handle = await self._driver.create(
+                f"_{domain.name}", domain.uuid, self._mounts.pinned(spec)
+            )
 
         async def swap() -> None:
             await self._driver.remove(old)
@@ -353,7 +359,8 @@ class Operations:
 
     async def define(self, command: Define) -> DomainRecord:
         spec = command.args.spec
-        self._policy.admit(spec)
+        existing = self._domains.by_name(spec.name)
+        self._mounts.admit(spec, existing.uuid if existing else None)
         self._check_vcpus(spec.vcpus)
         same_uuid = self._domains.by_uuid(spec.uuid) if spec.uuid else None
         if same_uuid is not None and same_uuid.name != spec.name:
@@ -361,7 +368,6 @@ class Operations:
                 ErrorCode.DOM_EXIST,
                 f"domain '{same_uuid.name}' is already defined with uuid {spec.uuid}",
             )
-        existing = self._domains.by_name(spec.name)
         if existing is not None:
             if spec.uuid != existing.uuid:
                 raise VirtError(
@@ -416,7 +422,7 @@ class Operations:
 
     async def create_xml(self, command: CreateXml) -> DomainRecord:
         spec = command.args.spec
-        self._policy.admit(spec)
+        self._mounts.admit(spec)
         self._check_vcpus(spec.vcpus)
         clash = self._domains.by_name(spec.name) or (
             self._domains.by_uuid(spec.uuid) if spec.uuid else None
@@ -438,7 +444,9 @@ class Operations:
 
     def _create(self, domain: DomainObj) -> Step:
         async def create() -> None:
-            domain.handle = await self._driver.create(domain.name, domain.uuid, domain.spec)
+            domain.handle = await self._driver.create(
+                domain.name, domain.uuid, self._mounts.pinned(domain.spec)
+            )
 
         return create
 
@@ -446,14 +454,17 @@ class Operations:
         self, domain: DomainObj, cause: str, paused: bool, before: list[Step] | None = None
     ) -> DomainRecord:
         """Start a domain, applying its pending definition first; the definition is
-        checked against the policy again, as it may be older than the policy."""
+        checked against the policy again, as it may be older than the policy, and its
+        mount sources right before Docker mounts them."""
         pending = domain.pending
-        self._policy.admit(pending or domain.spec)
+        spec = pending or domain.spec
+        self._mounts.admit(spec, domain.uuid)
         steps = list(before or [])
         mode = Mode.PLAIN
         if pending is not None:
             steps += self._rebuild(domain, pending)
             mode = Mode.REFRESH
+        steps.append(lambda: self._verify_mounts(domain, spec))
         steps.append(lambda: self._driver.start(self._handle(domain)))
         until = Lifecycle.STARTED_BOOTED
         if paused:
@@ -476,36 +487,81 @@ class Operations:
             raise invalid("domain is not running")
         return domain
 
+    async def _running(self, command: Reboot | Suspend | Resume) -> DomainObj:
+        """The targeted active domain, its crash restart done first if one is waiting."""
+        await self._restarts.now(self._domains.get(command.target).uuid)
+        return self._active(command)
+
     async def shutdown(self, command: Shutdown) -> DomainRecord:
-        domain = self._active(command)
         timeout_s = command.args.timeout_s
-        await self._act(
-            domain,
-            command.id,
-            STOPPED,
-            lambda: self._driver.stop(self._handle(domain), timeout_s),
-            wait_s=timeout_s + EVENT_WAIT_S,
-            answer_at_report=True,
+        return await self._take_down(
+            command,
+            Lifecycle.STOPPED_SHUTDOWN,
+            lambda domain: self._driver.stop(self._handle(domain), timeout_s),
+            timeout_s + EVENT_WAIT_S,
+            Mode.PLAIN,
         )
-        return domain.record()
 
     async def destroy(self, command: Destroy) -> DomainRecord:
-        domain = self._active(command)
-        await self._act(
-            domain,
-            command.id,
-            STOPPED,
-            lambda: self._driver.kill(self._handle(domain)),
-            answer_at_report=True,
+        return await self._take_down(
+            command,
+            Lifecycle.STOPPED_DESTROYED,
+            lambda domain: self._driver.kill(self._handle(domain)),
+            EVENT_WAIT_S,
+            Mode.DESTROY,
         )
+
+    async def _take_down(
+        self,
+        command: Shutdown | Destroy,
+        stopped: Lifecycle,
+        act: Callable[[DomainObj], Awaitable[object]],
+        wait_s: float,
+        mode: Mode,
+    ) -> DomainRecord:
+        """Stop an active domain, which then stays down: no crash restart is started
+        while this runs, and one still waiting is cancelled (the domain, whose container
+        is already down, stops with ``stopped`` at once)."""
+        domain = self._domains.get(command.target)
+        with self._restarts.held(domain.uuid):
+            if await self._restarts.cancel(domain.uuid):
+                self._monitor.stopped(domain, stopped, command.id)
+                if not domain.persistent:
+                    await self._monitor.name_free(domain.name)
+                return domain.record()
+            domain = self._active(command)
+
+            async def take_down() -> None:
+                try:
+                    await act(domain)
+                except VirtError as error:
+                    # down by itself as Docker was told to stop it: its die ends the op
+                    if error.code is not ErrorCode.OPERATION_INVALID or await self._up(domain):
+                        raise
+
+            await self._act(
+                domain,
+                command.id,
+                STOPPED,
+                take_down,
+                mode=mode,
+                wait_s=wait_s,
+                answer_at_report=True,
+            )
         return domain.record()
 
+    async def _up(self, domain: DomainObj) -> bool:
+        observed = await self._driver.observe(self._handle(domain))
+        return observed is not None and observed.status in ("running", "paused", "restarting")
+
     async def reboot(self, command: Reboot) -> DomainRecord:
-        domain = self._active(command)
+        """Docker's restart mounts the sources again: they are checked first."""
+        domain = await self._running(command)
         await self._act(
             domain,
             command.id,
             frozenset({Special.REBOOT}),
+            lambda: self._verify_mounts(domain, domain.spec),
             lambda: self._driver.restart(self._handle(domain)),
             mode=Mode.REBOOT,
             wait_s=2 * EVENT_WAIT_S,
@@ -513,8 +569,42 @@ class Operations:
         )
         return domain.record()
 
+    async def _restart_after_crash(
+        self, domain: DomainObj, crash: Lifecycle, exit_code: int | None
+    ) -> None:
+        """The crash restart of an ``on_crash: restart`` domain, checked as a start is
+        (its mounts right before Docker's); refused or failed, the domain stops with the
+        crash's event."""
+        if self._domains.by_uuid(domain.uuid) is not domain or not domain.active:
+            return
+        cause = f"restart-{domain.uuid}"
+        try:
+            self._mounts.admit(domain.spec, domain.uuid)
+            await self._act(
+                domain,
+                cause,
+                frozenset({Special.REBOOT}),
+                lambda: self._verify_mounts(domain, domain.spec),
+                lambda: self._driver.start(self._handle(domain)),
+                mode=Mode.RESTART,
+                answer_at_report=True,
+            )
+        except VirtError as error:
+            log.warning("domain %s is not restarted: %s", domain.name, error.message)
+            if domain.active:
+                self._monitor.stopped(domain, crash, cause, exit_code)
+                if not domain.persistent:
+                    await self._monitor.name_free(domain.name)
+
+    async def _verify_mounts(self, domain: DomainObj, spec: DomainSpec) -> None:
+        """Raise Denied unless the sources Docker holds for the domain may be mounted."""
+        if not spec.mounts:
+            return
+        observed = await self._driver.observe(self._handle(domain))
+        self._mounts.verify(spec, domain.uuid, observed.mounts if observed else {})
+
     async def suspend(self, command: Suspend) -> DomainRecord:
-        domain = self._active(command)
+        domain = await self._running(command)
         if domain.state is not DomainState.PAUSED:
             await self._act(
                 domain,
@@ -526,7 +616,7 @@ class Operations:
         return domain.record()
 
     async def resume(self, command: Resume) -> DomainRecord:
-        domain = self._active(command)
+        domain = await self._running(command)
         if domain.state is DomainState.PAUSED:
             await self._act(
                 domain,
@@ -656,6 +746,15 @@ class Operations:
                 transient=len(domains) - persistent,
             ),
         )
+
+    async def forbid_docker_restarts(self) -> None:
+        """Containers made by an earlier agent may carry Docker's restart policy, which
+        mounts again with no check: set it to ``no``, the agent restarts them itself."""
+        for domain in self._domains:
+            observed = await self._driver.observe(domain.handle) if domain.handle else None
+            if observed is not None and observed.restart_policy != "no":
+                await self._driver.forbid_restarts(observed.handle)
+                log.info("domain %s: Docker's restart policy set to 'no'", domain.name)
 
     async def autostart(self) -> None:
         """Start every shut-off domain marked autostart, as libvirtd does at its start."""

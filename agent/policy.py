@@ -76,7 +76,9 @@ class MountRule(BaseModel):
         return prefix
 
     def covers(self, path: str) -> bool:
-        return _under(path, self.prefix)
+        """Whether ``path`` is the prefix or below it, as written or as the prefix
+        resolves (an administrator's symbolic link in the prefix is trusted)."""
+        return under(path, self.prefix) or under(path, os.path.realpath(self.prefix))
 
 
 class Policy(BaseModel):
@@ -154,27 +156,28 @@ class Policy(BaseModel):
             raise Denied("image", f"image '{image}' is not allowed")
 
     def _check_mount(self, source: str, readonly: bool) -> None:
-        self._check_host_path(source, readonly)
+        self.check_host_path(source, readonly)
         # Docker follows symlinks: one below an allowed prefix must not lead out of it.
         try:
             resolved = os.path.realpath(source)
         except OSError as error:
             raise Denied("mount", f"host path '{source}' cannot be resolved: {error}") from None
         if resolved != source:
-            self._check_host_path(resolved, readonly)
+            self.check_host_path(resolved, readonly)
 
-    def _check_host_path(self, path: str, readonly: bool) -> None:
+    def check_host_path(self, path: str, readonly: bool) -> None:
+        """Raise Denied unless ``path`` (taken as written) may be mounted."""
         rule = next((rule for rule in self.mounts if rule.covers(path)), None)
         if rule is None:
             raise Denied("mount", f"mounting host path '{path}' is not allowed")
         for never in NEVER_MOUNTED:
-            if _under(path, never) or _under(never, path):
+            if under(path, never) or under(never, path):
                 raise Denied("mount", f"host path '{path}' reaches '{never}'")
         if rule.force_readonly and not readonly:
             raise Denied("mount", f"host path '{path}' may only be mounted read-only")
 
 
-def _under(path: str, top: str) -> bool:
+def under(path: str, top: str) -> bool:
     """Whether ``path`` is ``top`` or below it, component by component."""
     return path == top or path.startswith(top.rstrip("/") + "/")
 

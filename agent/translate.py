@@ -26,6 +26,11 @@ class Mode(StrEnum):
     """A definition update recreates the container: one defined/updated."""
     REFRESH = "refresh"
     """A pending definition is applied before a start: nothing to report."""
+    DESTROY = "destroy"
+    """``domain.destroy``: the domain stops destroyed even if it died by itself first,
+    as libvirt reports a domain that dies while being destroyed."""
+    RESTART = "restart"
+    """The agent restarts a crashed ``on_crash: restart`` domain: its start is a reboot."""
 
 
 class Special(Enum):
@@ -70,12 +75,14 @@ TABLE: tuple[Row, ...] = (
     Row("create", (L.DEFINED_ADDED,), persistent=True),
     Row("create", (), persistent=False),
     Row("start", (), mode=Mode.REBOOT),
+    Row("start", (Special.REBOOT,), mode=Mode.RESTART),
     Row("start", (L.STARTED_BOOTED,)),
     Row("pause", (L.SUSPENDED_PAUSED,)),
     # Docker unpauses a paused container on its way down: not a resume.
     Row("unpause", (), stopping=True),
     Row("unpause", (L.RESUMED_UNPAUSED,)),
     Row("die", (), mode=Mode.REBOOT),
+    Row("die", (L.STOPPED_DESTROYED,), mode=Mode.DESTROY),
     Row("die", (Special.STOPPED,)),
     Row("restart", (Special.REBOOT,)),
     Row("destroy", (L.UNDEFINED_REMOVED,), persistent=True),

@@ -38,6 +38,7 @@ class FakeContainer:
     exit_code: int = 0
     memory_kib: int | None = None
     vcpus: int | None = None
+    restart_policy: str = "no"
 
 
 class FakeDriver:
@@ -129,6 +130,8 @@ class FakeDriver:
             oom_killed=False,
             memory_kib=c.memory_kib,
             vcpus=c.vcpus,
+            mounts={m.target: m.source for m in c.spec.mounts},
+            restart_policy=c.restart_policy,
         )
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
@@ -213,6 +216,11 @@ class FakeDriver:
         container.memory_kib = memory_kib or container.memory_kib
         container.vcpus = vcpus or container.vcpus
         self._emit(container, "update")
+
+    async def forbid_restarts(self, handle: str) -> None:
+        await self._enter("forbid_restarts")
+        self._get(handle).restart_policy = "no"
+        self._emit(self._get(handle), "update")
 
     async def usage(self, handle: str) -> Usage:
         await self._enter("usage")

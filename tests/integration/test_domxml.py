@@ -95,7 +95,7 @@ async def test_define_dumpxml_redefine_through_the_cli(
     assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in limits["Mounts"]] == [
         (str(tmp_path), "/data", True)
     ]
-    assert limits["RestartPolicy"]["Name"] == "on-failure"
+    assert limits["RestartPolicy"]["Name"] == "no"  # the agent restarts it, after its checks
     assert not limits["Init"]
 
     again = tmp_path / "again"
