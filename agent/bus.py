@@ -29,7 +29,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from agent.config import mask_url
+from agent.settings import mask_url
 from schemas.codes import ErrorCode
 from schemas.errors import VirtbusError
 from schemas.topology import (

@@ -7,17 +7,15 @@ import socket
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, FilePath, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent import tls
 from agent.policy import Policy, load_policy
+from agent.settings import DEFAULT_AMQP_URL, mask_url
 from agent.signing import DEFAULT_WINDOW_S, TrustedKey
 from schemas.base import HostName
-
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def default_host() -> str:
@@ -25,17 +23,6 @@ def default_host() -> str:
     name = socket.gethostname().split(".")[0].lower()
     cleaned = "".join(c if c.isalnum() else "-" for c in name).strip("-")
     return cleaned[:63] or "localhost"
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Config(BaseSettings):

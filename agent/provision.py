@@ -40,7 +40,7 @@ import aiohttp
 from pydantic import SecretStr
 from yarl import URL
 
-from agent.config import mask_url
+from agent.settings import mask_url
 from schemas.codes import ErrorCode
 from schemas.errors import VirtbusError
 from schemas.topology import (

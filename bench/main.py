@@ -32,7 +32,7 @@ from pathlib import Path
 import aiodocker
 import aiohttp
 
-from agent.config import DEFAULT_AMQP_URL
+from agent.settings import DEFAULT_AMQP_URL
 from bench import (
     b1_latency,
     b2_throughput,

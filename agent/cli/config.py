@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.config import DEFAULT_AMQP_URL
+from agent.settings import DEFAULT_AMQP_URL
 
 
 class CliConfig(BaseSettings):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from agent.cli import build_parser, config_from, kib, main
-from agent.config import DEFAULT_AMQP_URL, mask_url
+from agent.settings import DEFAULT_AMQP_URL, mask_url
 
 
 def parse(*argv: str) -> dict[str, object]:
