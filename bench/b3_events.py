@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 import aiohttp
 
-from agent.driver import HOST_LABEL
+from agent.host.driver import HOST_LABEL
 from bench.core import BenchError, BenchResult, Context, Dist, domain_spec, fmt
 from bench.procs import AgentProcess
 from bench.rpc import Arrival, EventTap, RpcClient

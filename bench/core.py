@@ -23,7 +23,7 @@ from typing import Any
 import aio_pika
 import aiodocker
 
-from agent.driver import HOST_LABEL
+from agent.host.driver import HOST_LABEL
 from schemas.topology import host_queue
 
 PIDFILE_DIR = Path("/tmp/virtbus-bench")

@@ -31,8 +31,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from agent.agent import Agent
-from agent.config import Config
+from agent.host.agent import Agent
+from agent.host.config import Config
 from bench.core import rss_kib
 from bench.profiling import Window
 from tests.fakes import FakeDriver

@@ -8,8 +8,8 @@ from typing import Any
 
 import aiodocker
 
-from agent.driver import HOST_LABEL, UUID_LABEL, unprivileged
-from agent.policy import DEFAULT_PIDS
+from agent.host.driver import HOST_LABEL, UUID_LABEL, unprivileged
+from agent.host.policy import DEFAULT_PIDS
 from bench.core import IMAGE
 
 OPS = ("start", "suspend", "resume", "lookup", "shutdown", "destroy")
@@ -41,7 +41,7 @@ class RawDocker:
             "Cmd": command or ["sleep", "3600"],
             "Env": [],
             "Labels": {HOST_LABEL: self.host, UUID_LABEL: str(uuid.uuid4())},
-            # the container the agent asks for (agent/driver.py), so both sides ask
+            # the container the agent asks for (agent/host/driver.py), so both sides ask
             # Docker for the same work
             "HostConfig": {
                 "Init": True,

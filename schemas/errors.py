@@ -11,7 +11,7 @@ exception, the class keeps it as a second base (``except TimeoutError`` still wo
     ├── InvalidCommand (ValueError)   schemas/commands.py: a body that is not a command
     ├── VirtError                     agent/errors.py: a command failed on the agent;
     │   │                             answered on the wire as the reply's error
-    │   └── Denied                    agent/policy.py: refused by the host policy
+    │   └── Denied                    agent/host/policy.py: refused by the host policy
     ├── ReplyError                    agent/errors.py: an agent answered with an error
     │                                 (code, number and message as the agent sent them)
     ├── OperationTimeout (TimeoutError)
@@ -20,11 +20,11 @@ exception, the class keeps it as a second base (``except TimeoutError`` still wo
     │                                 agent/errors.py: the client cannot reach the broker
     ├── NotConnected (RuntimeError)   agent/errors.py: a call on a connection not open
     ├── BusUnavailable (ConnectionError)
-    │                                 agent/bus.py: the agent's bus is reconnecting
+    │                                 agent/host/bus.py: the agent's bus is reconnecting
     ├── Refused                       agent/signing.py: a command that failed
     │                                 authentication (AUTH_FAILED)
-    ├── PolicyError (ValueError)      agent/policy.py: a policy file that cannot be used
-    ├── ProvisionError                agent/provision.py: the management API refused
+    ├── PolicyError (ValueError)      agent/host/policy.py: a policy file that cannot be used
+    ├── ProvisionError                agent/admin/provision.py: the management API refused
     ├── XdrError (ValueError)         agent/gateway/xdr.py: bytes that are not the XDR
     │                                 expected
     ├── CallError                     agent/gateway/protocol.py: refused by the RPC

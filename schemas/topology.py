@@ -3,8 +3,8 @@
 
 Exchanges, queues and bindings are defined here once, with their AMQP arguments as plain
 fields. Everything that puts them on a broker or describes them is generated from these
-objects: the agent's declarer (agent/bus.py), provisioning through the management API
-(agent/provision.py) and the AsyncAPI document (schemas/asyncapi.py). No I/O here.
+objects: the agent's declarer (agent/host/bus.py), provisioning through the management API
+(agent/admin/provision.py) and the AsyncAPI document (schemas/asyncapi.py). No I/O here.
 """
 
 from __future__ import annotations

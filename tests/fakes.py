@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from agent.credentials import RegistryCredentials
-from agent.domains import DomainTable
-from agent.driver import Credentials, EngineFacts, Observed, RuntimeEvent, Usage
 from agent.errors import VirtError, invalid
-from agent.monitor import Monitor
-from agent.operations import Operations
-from agent.store import Store
+from agent.host.credentials import RegistryCredentials
+from agent.host.domains import DomainTable
+from agent.host.driver import Credentials, EngineFacts, Observed, RuntimeEvent, Usage
+from agent.host.monitor import Monitor
+from agent.host.operations import Operations
+from agent.host.store import Store
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
 

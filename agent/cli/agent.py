@@ -17,7 +17,7 @@ from agent.cli.options import TLS_FILES
 
 if TYPE_CHECKING:
     from agent.cli.options import Commands
-    from agent.config import Config
+    from agent.host.config import Config
 
 NOT_SETTINGS = frozenset({"verb", "main"})
 """Namespace entries that are the parser's, not the agent's configuration."""
@@ -81,7 +81,7 @@ def register(commands: Commands, config: CliConfig) -> None:
 
 def config_from(args: argparse.Namespace) -> Config:
     """The agent's configuration: the flags given, over ``VIRTBUS_*``, over defaults."""
-    from agent.config import Config
+    from agent.host.config import Config
 
     flags = {
         key: value
@@ -92,7 +92,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 async def run_agent(config: Config) -> None:
-    from agent.agent import Agent
+    from agent.host.agent import Agent
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

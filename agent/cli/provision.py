@@ -16,8 +16,8 @@ from agent.cli.output import Output
 from agent.cli.runner import run
 
 if TYPE_CHECKING:
+    from agent.admin.provision import Grant
     from agent.cli.options import Commands
-    from agent.provision import Grant
 
 MANAGEMENT_HELP = "management API with an administrator's credentials (VIRTBUS_MANAGEMENT_URL)"
 
@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _role(args: argparse.Namespace) -> tuple[str, Grant, str]:
     """The user, its grant, and what it may do in words."""
-    from agent.provision import agent_grant, orchestrator_grant, subscriber_grant
+    from agent.admin.provision import agent_grant, orchestrator_grant, subscriber_grant
 
     if args.role == "agent":
         groups = f" (groups: {', '.join(args.groups)})" if args.groups else ""
@@ -106,7 +106,12 @@ def _role(args: argparse.Namespace) -> tuple[str, Grant, str]:
 
 
 async def provision(args: argparse.Namespace, output: Output) -> int:
-    from agent.provision import DEFAULT_MANAGEMENT_URL, DEFAULT_VHOST, Management, new_password
+    from agent.admin.provision import (
+        DEFAULT_MANAGEMENT_URL,
+        DEFAULT_VHOST,
+        Management,
+        new_password,
+    )
 
     async with Management(args.management_url or DEFAULT_MANAGEMENT_URL) as api:
         if args.role == "remove":

@@ -21,8 +21,8 @@ import aio_pika
 import aiodocker
 import pytest
 
-from agent.bus import Bus
-from agent.driver import HOST_LABEL
+from agent.host.bus import Bus
+from agent.host.driver import HOST_LABEL
 from schemas.topology import DEAD_QUEUE, host_queue
 from tests.faults.cluster import Cluster, Node
 from tests.faults.harness import AgentProcess, Client, Recorder, workload

@@ -13,7 +13,7 @@ import aio_pika
 import aiodocker
 import pytest
 
-from agent.driver import HOST_LABEL
+from agent.host.driver import HOST_LABEL
 from schemas.topology import host_queue
 from tests.support import BusPeer, EventRecorder
 from tests.support.fleet import CLI, Fleet, Host

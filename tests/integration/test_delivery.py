@@ -18,9 +18,9 @@ import pytest
 from pamqp.common import FieldTable
 from yarl import URL
 
-from agent.bus import Bus
+from agent.admin.provision import Management
 from agent.client import Connection, VirtbusError
-from agent.provision import Management
+from agent.host.bus import Bus
 from schemas.topology import (
     COMMAND_MAX_AGE_MS,
     DEAD_EXCHANGE,

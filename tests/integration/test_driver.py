@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiodocker
 import pytest
 
-from agent.driver import _frozen
+from agent.host.driver import _frozen
 from schemas.events import LifecycleEvent
 from tests.support.fleet import Host, spec
 

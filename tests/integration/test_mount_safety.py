@@ -16,7 +16,7 @@ from uuid import UUID
 import aiodocker
 import pytest
 
-from agent.agent import Agent
+from agent.host.agent import Agent
 from schemas.events import DomainEvent, Event, LifecycleEvent, RebootEvent
 from tests.support import WAIT_S, BusPeer, EventRecorder
 from tests.support.fleet import Fleet, spec

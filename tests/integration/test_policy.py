@@ -18,8 +18,8 @@ from typing import Any
 import aiodocker
 import pytest
 
-from agent.agent import Agent
-from agent.driver import HOST_LABEL
+from agent.host.agent import Agent
+from agent.host.driver import HOST_LABEL
 from tests.support import BusPeer, DeadLetters
 from tests.support.fleet import Fleet, spec
 
@@ -172,7 +172,7 @@ async def test_outside_the_policy_is_denied_and_nothing_is_created(
 ) -> None:
     cases = outside_policy(guarded)
     dead = await DeadLetters(guarded.peer.channel).start()
-    with caplog.at_level(logging.WARNING, logger="agent.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="agent.host.dispatch"):
         for case, (body, _) in cases.items():
             for op in ("domain.define", "domain.create_xml"):
                 reply = await guarded.call(op, args={"spec": body})

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from agent.driver import HOST_LABEL
+from agent.host.driver import HOST_LABEL
 from schemas.commands import OPS
 from schemas.events import AgentEvent
 from tests.support import BusPeer, EventRecorder

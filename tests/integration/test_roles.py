@@ -22,10 +22,7 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelAccessRefused
 from yarl import URL
 
-from agent.agent import Agent
-from agent.client import connect
-from agent.config import Config
-from agent.provision import (
+from agent.admin.provision import (
     Grant,
     Management,
     ProvisionError,
@@ -34,6 +31,9 @@ from agent.provision import (
     orchestrator_grant,
     subscriber_grant,
 )
+from agent.client import connect
+from agent.host.agent import Agent
+from agent.host.config import Config
 from schemas.events import LifecycleEvent
 from schemas.topology import (
     BROADCAST_EXCHANGE,

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from agent.agent import Agent
 from agent.client import VirtbusError, connect
+from agent.host.agent import Agent
 from agent.signing import SIGNATURE_HEADER, SigningKey
 from schemas.codes import ErrorCode
 from schemas.topology import BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, DEAD_EXCHANGE
@@ -194,7 +194,7 @@ async def test_signed_commands_run_with_either_algorithm(fleet: Fleet, key_files
 async def test_unsigned_forged_stale_and_replayed_commands_get_auth_failed(
     fleet: Fleet, key_files: KeyFiles, sender: Sender, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agent.dispatch")
+    caplog.set_level(logging.WARNING, logger="agent.host.dispatch")
     group = f"g{uuid.uuid4().hex[:12]}"
     agent = await signed_agent(fleet, key_files, groups=(group,))
     host = agent.host

@@ -28,10 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from yarl import URL
 
-from agent.agent import Agent
-from agent.config import Config
-from agent.driver import HOST_LABEL
-from agent.provision import (
+from agent.admin.provision import (
     Management,
     ProvisionError,
     agent_grant,
@@ -39,6 +36,9 @@ from agent.provision import (
     orchestrator_grant,
     subscriber_grant,
 )
+from agent.host.agent import Agent
+from agent.host.config import Config
+from agent.host.driver import HOST_LABEL
 from agent.signing import SigningKey
 from schemas.topology import COMMANDS_EXCHANGE, host_queue
 from tests.environment import unavailable

@@ -11,9 +11,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agent.dispatch import Dispatcher
-from agent.policy import Denied, Policy
-from agent.store import Store
+from agent.host.dispatch import Dispatcher
+from agent.host.policy import Denied, Policy
+from agent.host.store import Store
 from schemas.commands import COMMAND_ADAPTER, OPS, CreateXml, Define, InvalidCommand, parse_command
 from schemas.domain import DomainSpec
 from tests.fakes import FakeDriver, fake_host

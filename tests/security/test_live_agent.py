@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.driver import HOST_LABEL
+from agent.host.driver import HOST_LABEL
 from schemas.events import AgentEvent
 from schemas.replies import Reply
 from schemas.topology import host_queue

@@ -25,11 +25,11 @@ import pytest
 import trustme
 from aiohttp import web
 
-from agent.agent import Agent
-from agent.bus import Bus
 from agent.client import VirtbusError, connect
-from agent.config import Config
-from agent.driver import DockerDriver
+from agent.host.agent import Agent
+from agent.host.bus import Bus
+from agent.host.config import Config
+from agent.host.driver import DockerDriver
 from agent.tls import client_context
 from schemas.codes import ErrorCode
 from tests.environment import unavailable

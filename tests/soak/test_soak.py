@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.driver import HOST_LABEL
+from agent.host.driver import HOST_LABEL
 from schemas.events import DomainEvent
 from tests.faults.cluster import Cluster
 from tests.faults.harness import AgentProcess, Client, Recorder

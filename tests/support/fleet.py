@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.agent import Agent
-from agent.config import Config
+from agent.host.agent import Agent
+from agent.host.config import Config
 from schemas.events import DomainEvent, LifecycleEvent
 from tests.support import BusPeer, EventRecorder
 from tests.support.services import AMQP_URL, IMAGE, new_host

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from agent.bus import BusUnavailable, _lost_is_unavailable
+from agent.host.bus import BusUnavailable, _lost_is_unavailable
 
 
 async def wait_under_guard(confirm: asyncio.Future[None]) -> None:

@@ -12,9 +12,9 @@ import aiodocker
 import pytest
 from pydantic import SecretStr
 
-from agent.credentials import RegistryCredentials
-from agent.driver import DockerDriver
 from agent.errors import VirtError
+from agent.host.credentials import RegistryCredentials
+from agent.host.driver import DockerDriver
 from schemas.codes import ErrorCode
 
 PASSWORD = "hunter2-registry-password"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from agent import operations
-from agent.dispatch import Dispatcher, fingerprint_of
-from agent.store import Fingerprint, Store
+from agent.host import operations
+from agent.host.dispatch import Dispatcher, fingerprint_of
+from agent.host.store import Fingerprint, Store
 from schemas.codes import DomainState
 from schemas.commands import parse_command
 from schemas.events import EVENT_ADAPTER, LifecycleEvent

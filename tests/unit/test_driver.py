@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.driver import _frozen
+from agent.host.driver import _frozen
 
 HANDLE = "3f2a9c"
 

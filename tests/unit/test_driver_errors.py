@@ -7,7 +7,7 @@ import aiodocker
 import aiohttp
 import pytest
 
-from agent.driver import DOCKER_ERRORS, virt_error
+from agent.host.driver import DOCKER_ERRORS, virt_error
 from schemas.codes import ErrorCode
 
 CASES = [

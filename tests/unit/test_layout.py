@@ -87,7 +87,7 @@ def test_help_loads_no_broker_docker_or_http_library() -> None:
         "    main(['--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = ('aio_pika', 'aiormq', 'aiodocker', 'aiohttp', 'agent.agent', 'agent.client')\n"
+        "heavy = ('aio_pika', 'aiormq', 'aiodocker', 'aiohttp', 'agent.host', 'agent.client')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     ran = subprocess.run(
@@ -108,3 +108,69 @@ def test_cli_settings_come_from_virtbus_variables(
     assert config.amqp_url == "amqp://u:p@broker:5672/"
     assert config.management_url == "http://admin:pw@broker:15672/"
     assert config.known_hosts_path == tmp_path / "virtbus" / "hosts.json"
+
+
+def _imports(path: Path) -> set[str]:
+    """The project modules a module imports when it is loaded (not the ones it imports
+    only for type checking or inside a function)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] in ("agent", "schemas")}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for room in ("agent", "schemas")
+        for path in (ROOT / room).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = _imports(path) & modules.keys()
+        # ``from agent.cli import output`` loads the submodule; a package's own
+        # ``__init__`` is loaded before any of its modules, which is no cycle
+        graph[name] = {
+            target
+            for target in targets
+            if not any(other.startswith(target + ".") for other in targets)
+            and not name.startswith(target + ".")
+            and target != name
+        }
+    return graph
+
+
+def test_the_host_agent_imports_no_other_program() -> None:
+    others = ("agent.client", "agent.cli", "agent.gateway", "agent.admin")
+    crossing = sorted(
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        if module.startswith("agent.host")
+        for target in targets
+        if target.startswith(others)
+    )
+    assert crossing == []
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    graph = _graph()
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycles.append([*path[path.index(module) :], module])
+            return
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert cycles == []

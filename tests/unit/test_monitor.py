@@ -11,9 +11,9 @@ from uuid import uuid4
 
 import pytest
 
-from agent.domains import DomainObj, DomainTable
-from agent.monitor import Monitor
-from agent.store import Store
+from agent.host.domains import DomainObj, DomainTable
+from agent.host.monitor import Monitor
+from agent.host.store import Store
 from schemas.codes import DomainState, Lifecycle, RunningReason
 from schemas.domain import DomainSpec
 from schemas.events import EVENT_ADAPTER, LifecycleEvent

@@ -1,5 +1,5 @@
 """Mount sources pinned and checked again before every mount, and kept out of every
-domain's writable tree (agent/mounts.py), on real directories and links."""
+domain's writable tree (agent/host/mounts.py), on real directories and links."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from uuid import uuid4
 
 import pytest
 
-from agent.domains import DomainObj, DomainTable
-from agent.mounts import MountGuard, no_link
-from agent.policy import Denied, MountRule, Policy
+from agent.host.domains import DomainObj, DomainTable
+from agent.host.mounts import MountGuard, no_link
+from agent.host.policy import Denied, MountRule, Policy
 from schemas.domain import DomainSpec
 
 

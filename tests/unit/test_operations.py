@@ -12,8 +12,8 @@ from typing import Any, TypeVar, get_args
 import pytest
 
 from agent.errors import VirtError
-from agent.operations import Operations
-from agent.store import Store
+from agent.host.operations import Operations
+from agent.host.store import Store
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
     CommandBase,

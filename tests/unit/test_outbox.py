@@ -11,8 +11,8 @@ from uuid import uuid4
 
 import pytest
 
-from agent.outbox import Outbox
-from agent.store import Store
+from agent.host.outbox import Outbox
+from agent.host.store import Store
 from schemas.events import DomainRef, RebootEvent
 
 HOST = "h1"
@@ -99,7 +99,7 @@ async def test_an_event_stays_until_the_broker_confirms_it(store: Store) -> None
 async def test_a_failed_publish_is_retried_and_the_event_kept_meanwhile(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.outbox.REPUBLISH_DELAY_S", 0.0)
+    monkeypatch.setattr("agent.host.outbox.REPUBLISH_DELAY_S", 0.0)
     sink = FakeSink()
     sink.failures = 1
     outbox = Outbox(HOST, store, sink, limit=100)

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from agent.cli import build_parser, config_from, main
-from agent.dispatch import Dispatcher
-from agent.domains import DomainTable
-from agent.metrics import Metrics
-from agent.policy import Denied, MountRule, Policy, PolicyError, load_policy
-from agent.store import Store
+from agent.host.dispatch import Dispatcher
+from agent.host.domains import DomainTable
+from agent.host.metrics import Metrics
+from agent.host.policy import Denied, MountRule, Policy, PolicyError, load_policy
+from agent.host.store import Store
 from schemas.commands import InvalidCommand, parse_command
 from schemas.domain import DomainSpec
 from schemas.replies import Reply
@@ -437,7 +437,7 @@ async def test_a_denied_define_touches_nothing(
     reason: str,
 ) -> None:
     rig = rigs(Policy(images=["virtbus-test:*"], memory_kib_max=65536))
-    with caplog.at_level(logging.WARNING, logger="agent.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="agent.host.dispatch"):
         reply = await rig.call(op, args={"spec": {**SPEC, "memory_kib": 32768, **fields}})
     assert reply.error is not None
     assert (reply.error.code, reply.error.vir_error) == ("OPERATION_DENIED", 29)

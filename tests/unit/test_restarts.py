@@ -1,4 +1,4 @@
-"""Crash restarts done by the agent (agent/restarts.py) over a fake engine: the
+"""Crash restarts done by the agent (agent/host/restarts.py) over a fake engine: the
 domain stays active through a crash and comes back with a reboot event; a destroy or
 shutdown cancels a restart that waits and the domain stays down; a restart the policy
 refuses ends in the crash's stopped event; the back-off doubles up to its ceiling."""
@@ -15,11 +15,11 @@ from uuid import uuid4
 
 import pytest
 
-from agent.domains import DomainObj
-from agent.operations import Operations
-from agent.policy import MountRule, Policy
-from agent.restarts import Restarts
-from agent.store import Store
+from agent.host.domains import DomainObj
+from agent.host.operations import Operations
+from agent.host.policy import MountRule, Policy
+from agent.host.restarts import Restarts
+from agent.host.store import Store
 from schemas.codes import DomainState, ShutoffReason
 from schemas.commands import parse_command
 from schemas.domain import DomainRecord
@@ -197,7 +197,7 @@ def test_the_back_off_doubles_to_its_ceiling_and_resets_after_a_long_run(
 ) -> None:
     restarts, uuid = Restarts(first_delay_s=1.0, max_delay_s=4.0, reset_after_s=10.0), uuid4()
     now = 100.0
-    monkeypatch.setattr("agent.restarts.time.monotonic", lambda: now)
+    monkeypatch.setattr("agent.host.restarts.time.monotonic", lambda: now)
     delays = []
     for _ in range(4):
         delay = restarts._next_delay(uuid)

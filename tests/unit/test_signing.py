@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives.serialization import (
 from pydantic import ValidationError
 
 from agent.cli import build_parser, config_from
-from agent.config import Config
-from agent.dispatch import Dispatcher
-from agent.metrics import Metrics
+from agent.host.config import Config
+from agent.host.dispatch import Dispatcher
+from agent.host.metrics import Metrics
+from agent.host.store import Store
 from agent.signing import (
     KEY_ID,
     KEY_ID_HEADER,
@@ -36,7 +37,6 @@ from agent.signing import (
     Verifier,
     signed_bytes,
 )
-from agent.store import Store
 from schemas.asyncapi import asyncapi_document
 from tests.fakes import fake_host
 
@@ -439,7 +439,7 @@ async def test_dispatcher_refuses_unauthentic_commands_with_auth_failed(
     signed_rig: SignedRig, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     ping: Callable[[str], bytes] = lambda i: json.dumps({"id": i, "op": "host.ping"}).encode()  # noqa: E731
-    caplog.set_level(logging.WARNING, logger="agent.dispatch")
+    caplog.set_level(logging.WARNING, logger="agent.host.dispatch")
     unsigned = await signed_rig.dispatcher.submit(ping("c1"), "c1", Envelope(ping("c1")))
     assert not unsigned.accepted
     assert unsigned.reply.error is not None

@@ -6,9 +6,9 @@ import sqlite3
 from pathlib import Path
 from uuid import uuid4
 
-from agent.domains import DomainObj
-from agent.store import Fingerprint, Recorded, Store
-from agent.translate import Evidence
+from agent.host.domains import DomainObj
+from agent.host.store import Fingerprint, Recorded, Store
+from agent.host.translate import Evidence
 from schemas.domain import DomainSpec
 
 SPEC = DomainSpec(name="web", image="virtbus-test:latest")

@@ -7,8 +7,8 @@ from typing import Any, cast
 
 from aio_pika.abc import AbstractChannel
 
-from agent.bus import Declarer
-from agent.provision import Management
+from agent.admin.provision import Management
+from agent.host.bus import Declarer
 from schemas.topology import (
     BROADCAST,
     COMMAND_MAX_AGE_MS,

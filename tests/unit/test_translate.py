@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.translate import (
+from agent.host.translate import (
     STOP_CAUSES,
     TABLE,
     Evidence,

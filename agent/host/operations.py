@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from agent import __version__
-from agent.credentials import RegistryCredentials
-from agent.domains import DomainObj, DomainTable
-from agent.driver import Driver, EngineFacts
 from agent.errors import VirtError, invalid
-from agent.monitor import STOPPED, Expectation, Monitor
-from agent.mounts import MountGuard
-from agent.policy import Policy
-from agent.translate import Mode, Special, Transition
+from agent.host.credentials import RegistryCredentials
+from agent.host.domains import DomainObj, DomainTable
+from agent.host.driver import Driver, EngineFacts
+from agent.host.monitor import STOPPED, Expectation, Monitor
+from agent.host.mounts import MountGuard
+from agent.host.policy import Policy
+from agent.host.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
     Command,

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from agent.domains import DomainObj
+from agent.host.domains import DomainObj
 from schemas.codes import Lifecycle
 
 log = logging.getLogger(__name__)

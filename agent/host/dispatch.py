@@ -28,14 +28,14 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from agent.domains import DomainTable
 from agent.errors import VirtError
+from agent.host.domains import DomainTable
+from agent.host.metrics import Metrics
+from agent.host.operations import Operations
+from agent.host.policy import Denied
+from agent.host.store import Fingerprint, Store
 from agent.logs import command_context
-from agent.metrics import Metrics
-from agent.operations import Operations
-from agent.policy import Denied
 from agent.signing import Delivery, Refused, Verifier
-from agent.store import Fingerprint, Store
 from schemas.codes import ErrorCode
 from schemas.commands import (
     Command,

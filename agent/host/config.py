@@ -12,7 +12,7 @@ from pydantic import Field, FilePath, PrivateAttr, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent import tls
-from agent.policy import Policy, load_policy
+from agent.host.policy import Policy, load_policy
 from agent.settings import DEFAULT_AMQP_URL, mask_url
 from agent.signing import DEFAULT_WINDOW_S, TrustedKey
 from schemas.base import HostName
@@ -111,7 +111,7 @@ class Config(BaseSettings):
         """The engine URL as aiodocker takes it with ``docker_ssl_context``."""
         return tls.docker_url(self.docker_url, self._docker_tls)
 
-    # Host policy and hostile input (agent/policy.py)
+    # Host policy and hostile input (agent/host/policy.py)
     policy_file: Path | None = None
     """TOML file of the host policy, read and validated at start; None: the safe defaults."""
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=128 * 1024 * 1024)

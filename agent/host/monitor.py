@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
-from agent.domains import DomainObj, DomainTable
-from agent.driver import Driver, Observed, RuntimeEvent
 from agent.errors import VirtError
-from agent.restarts import Restarts
-from agent.store import Store, Transaction
-from agent.translate import (
+from agent.host.domains import DomainObj, DomainTable
+from agent.host.driver import Driver, Observed, RuntimeEvent
+from agent.host.restarts import Restarts
+from agent.host.store import Store, Transaction
+from agent.host.translate import (
     Evidence,
     Mode,
     Special,

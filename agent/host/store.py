@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from uuid import UUID
 
-from agent.domains import DomainObj
-from agent.translate import Evidence
+from agent.host.domains import DomainObj
+from agent.host.translate import Evidence
 from schemas.codes import DomainState
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import DomainEventBase

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from agent.errors import no_domain
-from agent.translate import Evidence
+from agent.host.translate import Evidence
 from schemas.codes import DomainState, ShutoffReason
 from schemas.commands import ListFlag, Target
 from schemas.domain import DomainRecord, DomainSpec

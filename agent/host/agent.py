@@ -3,7 +3,7 @@
 ``async with Agent(config) as agent`` starts it and stops it gracefully on the way out.
 
 - ``stop()`` is graceful: stop consuming, finish the commands in flight, flush the
-  event outbox (agent/outbox.py), publish ``agent.offline``, close.
+  event outbox (agent/host/outbox.py), publish ``agent.offline``, close.
 - ``kill()`` is urgent: cancel everything now. Commands not yet acked return to the
   queue; events not yet confirmed stay in the outbox for the next start.
 """
@@ -18,19 +18,19 @@ from types import TracebackType
 from typing import Any
 
 from agent import __version__
-from agent.bus import Bus, Inbound
-from agent.config import Config
-from agent.credentials import RegistryCredentials
-from agent.dispatch import Dispatcher, Outcome
-from agent.domains import DomainTable
-from agent.driver import DockerDriver, Driver
 from agent.errors import VirtError
-from agent.metrics import Metrics, MetricsServer, Readings
-from agent.monitor import Monitor
-from agent.operations import Operations
-from agent.outbox import Outbox
+from agent.host.bus import Bus, Inbound
+from agent.host.config import Config
+from agent.host.credentials import RegistryCredentials
+from agent.host.dispatch import Dispatcher, Outcome
+from agent.host.domains import DomainTable
+from agent.host.driver import DockerDriver, Driver
+from agent.host.metrics import Metrics, MetricsServer, Readings
+from agent.host.monitor import Monitor
+from agent.host.operations import Operations
+from agent.host.outbox import Outbox
+from agent.host.store import Store
 from agent.signing import Verifier
-from agent.store import Store
 from schemas.codes import DomainState
 from schemas.commands import OPS
 from schemas.events import AgentEvent, Presence

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from agent.store import Store
+from agent.host.store import Store
 
 log = logging.getLogger(__name__)
 

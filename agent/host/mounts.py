@@ -21,8 +21,8 @@ import stat
 from collections.abc import Iterable, Mapping
 from uuid import UUID
 
-from agent.domains import DomainTable
-from agent.policy import Denied, Policy, under
+from agent.host.domains import DomainTable
+from agent.host.policy import Denied, Policy, under
 from schemas.domain import DomainSpec, Mount
 
 

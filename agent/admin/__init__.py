@@ -1,0 +1,2 @@
+"""Broker provisioning: users, permissions and the topology, through RabbitMQ's
+management API."""
