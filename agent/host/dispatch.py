@@ -141,7 +141,7 @@ class Dispatcher:
         attempts = self._store.attempt(command.id, fingerprint)
         if attempts > self._max_deliveries:
             return _done(self._abandon(command, attempts))
-        lane = self._lane(command)
+        lane = self._domains.lane(command)
         previous = self._lanes.get(lane) if lane else None
         task = asyncio.create_task(
             self._run(command, fingerprint, previous, retry=attempts > 1),
@@ -168,16 +168,6 @@ class Dispatcher:
             return True
         _, pending = await asyncio.wait(list(self._running.values()), timeout=timeout_s)
         return not pending
-
-    def _lane(self, command: Command) -> str | None:
-        """Commands about one domain share a lane, keyed by the domain's name."""
-        if isinstance(command, Define | CreateXml):
-            return f"name:{command.args.spec.name}"
-        if isinstance(command, DomainCommand):
-            domain = self._domains.find(command.target)
-            name = domain.name if domain else command.target.name
-            return f"name:{name}" if name else f"target:{command.target}"
-        return None
 
     def _unauthentic(self, command_id: str, refusal: Refused) -> Outcome:
         """AUTH_FAILED, never recorded: a command id seen unauthenticated stays free for

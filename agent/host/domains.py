@@ -9,7 +9,7 @@ from uuid import UUID
 from agent.errors import no_domain
 from agent.host.translate import Evidence
 from schemas.codes import DomainState, ShutoffReason
-from schemas.commands import ListFlag, Target
+from schemas.commands import Command, CreateXml, Define, DomainCommand, ListFlag, Target
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import DomainRef
 
@@ -127,6 +127,28 @@ class DomainTable:
         if target.uuid is not None:
             return self.by_uuid(target.uuid)
         return next((d for d in self._by_uuid.values() if d.id == target.id), None)
+
+    def subject(self, command: Command) -> DomainObj | None:
+        """The existing domain a command is about, if any: the one a define or
+        create_xml names, or the one a domain command targets. Every part of the agent
+        that asks "which domain" asks here."""
+        if isinstance(command, Define | CreateXml):
+            return self.by_name(command.args.spec.name)
+        if isinstance(command, DomainCommand):
+            return self.find(command.target)
+        return None
+
+    def lane(self, command: Command) -> str | None:
+        """The ordering lane of a command: commands about one domain share one, keyed
+        by the domain's name (a define names the domain it makes); host commands have
+        none."""
+        if isinstance(command, Define | CreateXml):
+            return f"name:{command.args.spec.name}"
+        if isinstance(command, DomainCommand):
+            domain = self.find(command.target)
+            name = domain.name if domain else command.target.name
+            return f"name:{name}" if name else f"target:{command.target}"
+        return None
 
     def get(self, target: Target) -> DomainObj:
         """The targeted domain, or NO_DOMAIN."""

@@ -12,9 +12,11 @@ sequence of commands never races Docker (libvirt's per-domain job lock).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from agent import __version__
@@ -29,6 +31,7 @@ from agent.host.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
     Command,
+    CommandBase,
     Create,
     CreateXml,
     Define,
@@ -81,6 +84,24 @@ JOB_WAIT_S = 30.0
 libvirt waits for a domain's job lock."""
 
 
+Handler = Callable[["Operations", Any], "Awaitable[Result] | Result"]
+HANDLERS: dict[type[CommandBase], Handler] = {}
+"""The handler of each command model: ``Operations.run`` dispatches on the model's type."""
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def handles(model: type[CommandBase]) -> Callable[[H], H]:
+    """Register the decorated method as the handler of ``model``'s commands."""
+
+    def register(handler: H) -> H:
+        if model in HANDLERS:
+            raise RuntimeError(f"{model.__name__} has two handlers")
+        HANDLERS[model] = handler
+        return handler
+
+    return register
+
+
 class Operations:
     def __init__(
         self,
@@ -117,7 +138,7 @@ class Operations:
         died running it) whose effect is already there answers success, as the first
         delivery would have. It starts once Docker has finished the previous call on
         the command's domain."""
-        subject = self._subject(command)
+        subject = self._domains.subject(command)
         if subject is not None:
             await self.docker_done(subject, command.op)
         if retry and (
@@ -139,14 +160,6 @@ class Operations:
             log.info("retried %s %s: already done", command.op, command.id)
             return done
 
-    def _subject(self, command: Command) -> DomainObj | None:
-        """The existing domain a command is about, if any."""
-        if isinstance(command, Define | CreateXml):
-            return self._domains.by_name(command.args.spec.name)
-        if isinstance(command, DomainCommand):
-            return self._domains.find(command.target)
-        return None
-
     async def docker_done(self, domain: DomainObj, op: str) -> None:
         """Return once Docker has finished the last call made on the domain (whose op
         may have answered at Docker's report); OPERATION_TIMEOUT if it takes longer than
@@ -163,13 +176,10 @@ class Operations:
             )
 
     def _record_of(self, command: Command) -> DomainRecord | None:
-        if isinstance(command, Define | CreateXml):
-            domain = self._domains.by_name(command.args.spec.name)
-            return domain.record() if domain else None
+        domain = self._domains.subject(command)
+        if domain is not None:
+            return domain.record()
         if isinstance(command, DomainCommand):
-            domain = self._domains.find(command.target)
-            if domain is not None:
-                return domain.record()
             return self._gone(command.target.name, command.target.uuid)
         return None
 
@@ -197,59 +207,47 @@ class Operations:
         return None
 
     async def _run(self, command: Command) -> Result:
-        match command:
-            case Define():
-                return await self.define(command)
-            case CreateXml():
-                return await self.create_xml(command)
-            case Create():
-                return await self.create(command)
-            case Shutdown():
-                return await self.shutdown(command)
-            case Destroy():
-                return await self.destroy(command)
-            case Reboot():
-                return await self.reboot(command)
-            case Suspend():
-                return await self.suspend(command)
-            case Resume():
-                return await self.resume(command)
-            case Undefine():
-                return await self.undefine(command)
-            case Lookup():
-                return self._domains.get(command.target).record()
-            case GetInfo():
-                return await self.get_info(command)
-            case GetState():
-                domain = self._domains.get(command.target)
-                return DomainStateInfo(state=int(domain.state), reason=int(domain.reason))
-            case SetAutostart():
-                return self.set_autostart(command)
-            case SetMemory():
-                return await self.set_tunables(command, memory_kib=command.args.memory_kib)
-            case SetVcpus():
-                return await self.set_tunables(command, vcpus=command.args.vcpus)
-            case Rename():
-                return await self.rename(command)
-            case GetXmlDesc():
-                return self.xml_desc(command)
-            case ListDomains():
-                records = [d.record() for d in self._domains if d.matches(command.args.flags)]
-                return DomainList(domains=sorted(records, key=lambda r: r.name))
-            case GetHostInfo():
-                return self.host_info()
-            case Ping():
-                return Pong(host=self.host, time=datetime.now(UTC))
-            case Login():
-                args = command.args
-                self._credentials.login(args.registry, args.username, args.password)
-                return Done()
-            case Logout():
-                if not self._credentials.logout(command.args.registry):
-                    raise VirtError(
-                        ErrorCode.INVALID_ARG, f"not logged in to '{command.args.registry}'"
-                    )
-                return Done()
+        handler = HANDLERS[type(command)]
+        result = handler(self, command)
+        return await result if inspect.isawaitable(result) else result
+
+    @handles(Lookup)
+    def lookup(self, command: Lookup) -> DomainRecord:
+        return self._domains.get(command.target).record()
+
+    @handles(GetState)
+    def get_state(self, command: GetState) -> DomainStateInfo:
+        domain = self._domains.get(command.target)
+        return DomainStateInfo(state=int(domain.state), reason=int(domain.reason))
+
+    @handles(SetMemory)
+    async def set_memory(self, command: SetMemory) -> DomainRecord:
+        return await self.set_tunables(command, memory_kib=command.args.memory_kib)
+
+    @handles(SetVcpus)
+    async def set_vcpus(self, command: SetVcpus) -> DomainRecord:
+        return await self.set_tunables(command, vcpus=command.args.vcpus)
+
+    @handles(ListDomains)
+    def list_domains(self, command: ListDomains) -> DomainList:
+        records = [d.record() for d in self._domains if d.matches(command.args.flags)]
+        return DomainList(domains=sorted(records, key=lambda r: r.name))
+
+    @handles(Ping)
+    def ping(self, command: Ping) -> Pong:
+        return Pong(host=self.host, time=datetime.now(UTC))
+
+    @handles(Login)
+    def login(self, command: Login) -> Done:
+        args = command.args
+        self._credentials.login(args.registry, args.username, args.password)
+        return Done()
+
+    @handles(Logout)
+    def logout(self, command: Logout) -> Done:
+        if not self._credentials.logout(command.args.registry):
+            raise VirtError(ErrorCode.INVALID_ARG, f"not logged in to '{command.args.registry}'")
+        return Done()
 
     async def _act(
         self,
@@ -357,6 +355,7 @@ class Operations:
 
         return [build_beside, swap]
 
+    @handles(Define)
     async def define(self, command: Define) -> DomainRecord:
         spec = command.args.spec
         existing = self._domains.by_name(spec.name)
@@ -420,6 +419,7 @@ class Operations:
             self._monitor.save(domain)
         return domain.record()
 
+    @handles(CreateXml)
     async def create_xml(self, command: CreateXml) -> DomainRecord:
         spec = command.args.spec
         self._mounts.admit(spec)
@@ -475,6 +475,7 @@ class Operations:
             domain.spec, domain.pending = pending, None
         return self._saved(domain)
 
+    @handles(Create)
     async def create(self, command: Create) -> DomainRecord:
         domain = self._domains.get(command.target)
         if domain.active:
@@ -492,6 +493,7 @@ class Operations:
         await self._restarts.now(self._domains.get(command.target).uuid)
         return self._active(command)
 
+    @handles(Shutdown)
     async def shutdown(self, command: Shutdown) -> DomainRecord:
         timeout_s = command.args.timeout_s
         return await self._take_down(
@@ -502,6 +504,7 @@ class Operations:
             Mode.PLAIN,
         )
 
+    @handles(Destroy)
     async def destroy(self, command: Destroy) -> DomainRecord:
         return await self._take_down(
             command,
@@ -554,6 +557,7 @@ class Operations:
         observed = await self._driver.observe(self._handle(domain))
         return observed is not None and observed.status in ("running", "paused", "restarting")
 
+    @handles(Reboot)
     async def reboot(self, command: Reboot) -> DomainRecord:
         """Docker's restart mounts the sources again: they are checked first."""
         domain = await self._running(command)
@@ -603,6 +607,7 @@ class Operations:
         observed = await self._driver.observe(self._handle(domain))
         self._mounts.verify(spec, domain.uuid, observed.mounts if observed else {})
 
+    @handles(Suspend)
     async def suspend(self, command: Suspend) -> DomainRecord:
         domain = await self._running(command)
         if domain.state is not DomainState.PAUSED:
@@ -615,6 +620,7 @@ class Operations:
             )
         return domain.record()
 
+    @handles(Resume)
     async def resume(self, command: Resume) -> DomainRecord:
         domain = await self._running(command)
         if domain.state is DomainState.PAUSED:
@@ -627,6 +633,7 @@ class Operations:
             )
         return domain.record()
 
+    @handles(Undefine)
     async def undefine(self, command: Undefine) -> DomainRecord:
         domain = self._domains.get(command.target)
         if not domain.persistent:
@@ -643,6 +650,7 @@ class Operations:
         )
         return domain.record()
 
+    @handles(GetInfo)
     async def get_info(self, command: GetInfo) -> DomainInfo:
         domain = self._domains.get(command.target)
         max_mem_kib = domain.spec.memory_kib or self._engine.memory_kib
@@ -658,6 +666,7 @@ class Operations:
             cpu_time_ns=cpu_time_ns,
         )
 
+    @handles(SetAutostart)
     def set_autostart(self, command: SetAutostart) -> DomainRecord:
         domain = self._domains.get(command.target)
         if not domain.persistent:
@@ -691,6 +700,7 @@ class Operations:
             domain.pending = domain.pending.model_copy(update=changes)
         return self._saved(domain)
 
+    @handles(Rename)
     async def rename(self, command: Rename) -> DomainRecord:
         domain = self._domains.get(command.target)
         new_name = command.args.new_name
@@ -714,6 +724,7 @@ class Operations:
             domain.pending = domain.pending.model_copy(update={"name": new_name})
         return self._saved(domain)
 
+    @handles(GetXmlDesc)
     def xml_desc(self, command: GetXmlDesc) -> DomainXml:
         """The domain's XML as virDomainGetXMLDesc: the definition it runs with (and its
         ID) or, ``inactive``, the one it will have at its next start."""
@@ -726,7 +737,8 @@ class Operations:
         except XmlError as error:
             raise VirtError(error.code, error.detail) from None
 
-    def host_info(self) -> HostInfo:
+    @handles(GetHostInfo)
+    def host_info(self, command: GetHostInfo) -> HostInfo:
         domains = list(self._domains)
         active = sum(d.active for d in domains)
         persistent = sum(d.persistent for d in domains)

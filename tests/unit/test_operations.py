@@ -12,10 +12,11 @@ from typing import Any, TypeVar, get_args
 import pytest
 
 from agent.errors import VirtError
-from agent.host.operations import Operations
+from agent.host.operations import HANDLERS, Operations
 from agent.host.store import Store
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
+    Command,
     CommandBase,
     Create,
     CreateXml,
@@ -182,3 +183,9 @@ async def test_autostart_starts_what_is_marked_and_survives_a_failure(rig: Rig) 
     active = sorted(d.name for d in rig.host.domains if d.active)
     assert len(active) == 1 and active[0] in ("web", "db")
     assert rig.host.domains.by_name("off") is not None
+
+
+def test_every_command_model_has_a_handler() -> None:
+    models = set(get_args(get_args(Command)[0]))
+    assert set(HANDLERS) == models
+    assert all(HANDLERS[model].__name__ != "_run" for model in models)
