@@ -111,7 +111,7 @@ def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
         for name in names
         if getattr(args, name, None) is not None
     }
-    return GatewaySettings.model_validate(given)
+    return GatewaySettings(**given)
 
 
 def main(args: argparse.Namespace) -> int:
