@@ -144,4 +144,8 @@ async def broadcast(conn: Connection, args: argparse.Namespace, output: Output) 
             print(text, file=output.out)
     for host in sorted(result.missing):
         output.error(f"host {host} did not answer within {args.timeout:g} s")
+    if not result.replies and not result.missing:
+        where = f"in group '{args.group}'" if args.group else "on the bus"
+        output.error(f"no host {where} answered within {args.timeout:g} s")
+        return 1
     return 1 if result.failed or result.missing else 0

@@ -60,8 +60,7 @@ def test_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["--concurrency", "0"],
-            "error: --concurrency (VIRTBUS_CONCURRENCY): should be greater than or "
-            "equal to 1\n",
+            "error: --concurrency (VIRTBUS_CONCURRENCY): should be greater than or equal to 1\n",
         ),
         (
             ["--group", "ok", "--group", "Not_Ok"],
