@@ -10,6 +10,7 @@ class ErrorCode(IntEnum):
 
     INTERNAL_ERROR = 1
     NO_SUPPORT = 3
+    NO_CONNECT = 5
     INVALID_ARG = 8
     OPERATION_FAILED = 9
     XML_ERROR = 27
@@ -34,6 +35,7 @@ class ErrorCode(IntEnum):
 _ERROR_PREFIXES = {
     ErrorCode.INTERNAL_ERROR: "internal error",
     ErrorCode.NO_SUPPORT: "this function is not supported by the connection driver",
+    ErrorCode.NO_CONNECT: "no connection driver available",
     ErrorCode.INVALID_ARG: "invalid argument",
     ErrorCode.OPERATION_FAILED: "operation failed",
     ErrorCode.XML_ERROR: "XML error",
@@ -81,6 +83,26 @@ class ShutoffReason(IntEnum):
     DESTROYED = 2
     CRASHED = 3
     FAILED = 6
+
+
+REASONS: dict[DomainState, type[IntEnum]] = {
+    DomainState.RUNNING: RunningReason,
+    DomainState.PAUSED: PausedReason,
+    DomainState.SHUTOFF: ShutoffReason,
+}
+"""The reason enum of each state that has one here."""
+
+
+def reason_of(state: int, reason: int) -> int:
+    """``reason`` as the member of its state's reason enum (``ShutoffReason.DESTROYED``)
+    where this version knows it; the bare number otherwise. Either way an ``int``."""
+    known = REASONS.get(DomainState(state)) if state in _STATES else None
+    if known is None or reason not in known._value2member_map_:
+        return reason
+    return known(reason)
+
+
+_STATES = frozenset(int(state) for state in DomainState)
 
 
 class EventId(IntEnum):

@@ -12,9 +12,10 @@ import posixpath
 from typing import Annotated, Literal
 
 from docker_image.reference import InvalidReference, Reference
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
 
 from schemas.base import DomainName, Uuid, WireModel
+from schemas.codes import DomainState, reason_of
 from schemas.xmldoc import normal_fragment
 
 MIN_MEMORY_KIB = 6 * 1024
@@ -112,13 +113,27 @@ class DomainSpec(WireModel):
         return network
 
 
+State = Annotated[int, AfterValidator(DomainState)]
+"""``virDomainState``: a number on the wire, a DomainState (an ``int``) in Python, so the
+agent may build records from plain numbers."""
+
+
+def reason_enum(reason: int, info: ValidationInfo) -> int:
+    """A ``reason`` field's validator: its state's reason enum member where there is one
+    (``ShutoffReason.DESTROYED``), an int either way, and a number on the wire."""
+    state = info.data.get("state")
+    return reason if state is None else reason_of(state, reason)
+
+
 class DomainRecord(WireModel):
-    """A domain as it stands: libvirt's identity, state and reason numbers."""
+    """A domain as it stands: libvirt's identity, state and reason."""
 
     name: DomainName
     uuid: Uuid
     id: int
-    state: int
+    state: State
     reason: int
     persistent: bool
     autostart: bool
+
+    _reason = field_validator("reason")(reason_enum)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.base import WIRE_VERSION, HostName, Timestamp, WireModel
 from schemas.codes import ErrorCode
-from schemas.domain import DomainRecord
+from schemas.domain import DomainRecord, State, reason_enum
 
 
 class ErrorBody(WireModel):
@@ -28,7 +28,7 @@ class DomainList(WireModel):
 class DomainInfo(WireModel):
     """virDomainGetInfo."""
 
-    state: int
+    state: State
     max_mem_kib: int
     memory_kib: int
     nr_virt_cpu: int
@@ -38,8 +38,10 @@ class DomainInfo(WireModel):
 class DomainStateInfo(WireModel):
     """virDomainGetState."""
 
-    state: int
+    state: State
     reason: int
+
+    _reason = field_validator("reason")(reason_enum)
 
 
 class DomainCounts(WireModel):

@@ -8,7 +8,7 @@ import json
 from typing import TYPE_CHECKING
 
 from agent.cli.config import CliConfig
-from agent.cli.options import client_options
+from agent.cli.options import add_client_options
 from agent.cli.output import Output, event_text, jsonable
 from agent.cli.runner import run_client
 from schemas.codes import Lifecycle
@@ -28,9 +28,8 @@ EVENT_CHOICES = (
 
 
 def register(commands: Commands, config: CliConfig) -> None:
-    event = commands.add_parser(
-        "event", parents=[client_options(config)], help="wait for domain events"
-    )
+    event = commands.add_parser("event", help="wait for domain events")
+    add_client_options(event, config)
     event.add_argument("domain", nargs="?", help="only this domain (by name)")
     event.add_argument("--host", default=None, help="only this host (default: all)")
     event.add_argument(

@@ -37,7 +37,7 @@ SIMPLE: dict[str, tuple[str, type[DomainCommand], str]] = {
 def register(commands: Commands, config: CliConfig) -> None:
     start = add_verb(commands, config, "start", "start a defined domain", start_request)
     start.add_argument("domain", help="name, UUID or ID")
-    start.add_argument("--paused", action="store_true")
+    start.add_argument("--paused", action="store_true", help="leave the domain paused")
     for verb, (summary, _, _) in SIMPLE.items():
         command = add_verb(commands, config, verb, summary, simple_request)
         command.add_argument("domain", help="name, UUID or ID")

@@ -10,7 +10,8 @@ Every failure is a ``VirtbusError`` (the root of ``schemas/errors.py``), as
 libvirt-python's ``libvirtError``: code (an ErrorCode), ``vir_error`` number, message,
 host. An agent's error reply is a ``ReplyError``; a reply that does not come in time an
 ``OperationTimeout`` (also a TimeoutError); a broker out of reach ``BrokerUnreachable``
-(also a ConnectionError).
+(also a ConnectionError); a host or group that has no queue on the broker ``NoHost``
+(NO_CONNECT, at once: the broker returns the command).
 
 A call's timeout is also the command's ``deadline`` and its AMQP ``expiration``: an
 agent that gets the command after the caller gave up does not run it, and a command no
@@ -33,6 +34,7 @@ from agent.client.events import EventKind, EventStream, binding_keys
 from agent.client.registry import HostRegistry, HostState, HostStatus
 from agent.errors import (
     BrokerUnreachable,
+    NoHost,
     NotConnected,
     OperationTimeout,
     ReplyError,
@@ -52,6 +54,7 @@ __all__ = [
     "HostState",
     "HostStatus",
     "LifecycleEvent",
+    "NoHost",
     "NotConnected",
     "OperationTimeout",
     "Progress",

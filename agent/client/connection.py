@@ -28,6 +28,7 @@ from agent.client.events import KINDS, EventKind, EventStream
 from agent.client.registry import HostRegistry
 from agent.errors import (
     BrokerUnreachable,
+    NoHost,
     NotConnected,
     OperationTimeout,
     ReplyError,
@@ -50,6 +51,7 @@ from schemas.commands import (
 )
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import Event
+from schemas.problems import explain, where
 from schemas.replies import DomainList, HostInfo, Pong, Reply, Result
 from schemas.topology import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
 
@@ -137,7 +139,8 @@ class Connection:
                 ssl_context=self._ssl_context,
                 client_properties={"connection_name": "virtbus client"},
             )
-            self._channel = await self._connection.channel()
+            # a command nobody's queue takes comes back (mandatory), and raises
+            self._channel = await self._connection.channel(on_return_raises=True)
             self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
             await self._reply_queue.consume(self._on_reply, no_ack=True)
         except (OSError, aio_pika.exceptions.AMQPError) as error:
@@ -190,13 +193,13 @@ class Connection:
         try:
             return COMMAND_ADAPTER.validate_python(document)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in item['loc'][1:]) or 'command'}: {item['msg']}"
-                for item in error.errors(include_url=False, include_input=False)
-            )
-            raise VirtbusError.of(ErrorCode.INVALID_ARG, problems) from None
+            raise VirtbusError.of(ErrorCode.INVALID_ARG, _in_words(error)) from None
 
-    async def _publish(self, command: Command, exchange: str, routing_key: str) -> None:
+    async def _publish(
+        self, command: Command, exchange: str, routing_key: str, unroutable: str
+    ) -> None:
+        """Publish ``command``, mandatory: NoHost with ``unroutable`` as its detail if no
+        queue takes it (the broker returns it at once)."""
         if self._reply_queue is None:
             raise NotConnected()
         target = await self.channel.get_exchange(exchange, ensure=False)
@@ -220,18 +223,28 @@ class Connection:
                     timestamp=datetime.now(UTC),
                 ),
                 routing_key=routing_key,
+                mandatory=True,
             )
+        except aio_pika.exceptions.PublishError:
+            host = None if exchange == BROADCAST_EXCHANGE else routing_key
+            raise NoHost(unroutable, host) from None
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             raise BrokerUnreachable(f"cannot publish to the broker: {error}") from None
 
     async def request(self, host: str, command: Command, timeout_s: float | None = None) -> Reply:
-        """Send one command to one host and return its reply, error or not;
-        OperationTimeout if none comes in time."""
+        """Send one command to one host and return its reply, error or not. NoHost at
+        once if the broker has no queue for ``host`` (no agent of that name ever started
+        on it); OperationTimeout if no reply comes in time."""
         timeout = timeout_s or self.timeout_s
         replies: asyncio.Queue[Reply] = asyncio.Queue()
         self._waiting[command.id] = replies
         try:
-            await self._publish(command, COMMANDS_EXCHANGE, host)
+            await self._publish(
+                command,
+                COMMANDS_EXCHANGE,
+                host,
+                f"host '{host}' has no queue on the broker: no agent of that name has started",
+            )
             try:
                 return await asyncio.wait_for(replies.get(), timeout)
             except TimeoutError:
@@ -281,7 +294,8 @@ class Connection:
         """Send one command to every agent (or one group) and gather the replies.
 
         Returns when every host in ``expect`` has answered, or when ``timeout_s`` has
-        passed; without ``expect`` it gathers for the whole ``timeout_s``.
+        passed; without ``expect`` it gathers for the whole ``timeout_s``. NoHost at once
+        if no host is in ``group`` (or, without a group, no host at all).
         """
         expected = frozenset(expect) if expect is not None else None
         command = self.command(op, args, target, timeout_s)
@@ -291,7 +305,10 @@ class Connection:
         self._waiting[command.id] = replies
         try:
             await self._publish(
-                command, BROADCAST_EXCHANGE, group_key(group) if group else BROADCAST_ALL
+                command,
+                BROADCAST_EXCHANGE,
+                group_key(group) if group else BROADCAST_ALL,
+                f"no host is in group '{group}'" if group else "no host is on the broker",
             )
             while expected is None or not expected <= gathered.keys():
                 left = timeout_s - (time.monotonic() - started)
@@ -393,6 +410,17 @@ class Connection:
             )
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def _in_words(error: ValidationError) -> str:
+    """A command's validation errors, each field named as the caller wrote it in ``args``
+    (``spec.mounts[0].source``), what was given and what is expected."""
+    named = []
+    for item in error.errors(include_url=False):
+        loc = item["loc"][1:]  # the op, which picked the model
+        loc = loc[1:] if loc[:1] == ("args",) else loc
+        named.append(f"{where(loc) or 'command'}: {explain(item)}")
+    return "; ".join(named)
 
 
 def _until(deadline: datetime | None) -> float | None:

@@ -49,7 +49,7 @@ class GatewaySettings(BaseSettings):
     sasl_users: Path | None = Field(
         None,
         description="require a SASL login (SCRAM-SHA-256) checked against this users file "
-        "(`virtbus gateway-user`); needs --tls-cert",
+        "('virtbus gateway-user'); needs --tls-cert",
     )
     log_interval_s: float = Field(
         60.0, gt=0, description="an error at a limit is logged once per interval"

@@ -84,6 +84,44 @@ Credentials = Mapping[str, tuple[str, str]]
 """Registry → (username, password), for pulls."""
 
 
+PULL_CAUSES = (
+    (("no such host", "server misbehaving", "name resolution", "lookup "), "dns"),
+    (("x509", "certificate", "tls:", "handshake"), "tls"),
+    (
+        ("unauthorized", "authentication required", "denied", "incorrect username"),
+        "auth",
+    ),
+    (("manifest unknown", "not found", "name unknown", "does not exist"), "missing"),
+    (("connection refused", "i/o timeout", "no route to host", "timeout"), "unreachable"),
+)
+"""Words of the engine's pull errors, by the cause they tell, most telling first: a
+refused login behind an HTTP fallback still says "unauthorized"."""
+
+
+def pull_cause(message: str, registry: str, logged_in: bool) -> str:
+    """The cause of a failed pull in words, from the engine's message."""
+    lowered = message.lower()
+    cause = next(
+        (cause for words, cause in PULL_CAUSES if any(word in lowered for word in words)),
+        None,
+    )
+    match cause:
+        case "dns":
+            return f"the registry's name '{registry}' does not resolve (DNS)"
+        case "tls":
+            return "the registry's TLS certificate is not trusted (TLS)"
+        case "auth" if logged_in:
+            return "the registry refused the host.login's credentials (auth)"
+        case "auth":
+            return "the registry wants a login and the host has no host.login for it (auth)"
+        case "missing":
+            return "the registry has no such image (not found)"
+        case "unreachable":
+            return f"the registry at '{registry}' cannot be reached (network)"
+    # an HTTP fallback's error can hide a refused login: whether there was one helps
+    return f"the engine could not pull it, {'with' if logged_in else 'without'} a host.login"
+
+
 class Driver(Protocol):
     async def observe_all(self) -> list[Observed]: ...
     async def observe(self, handle: str) -> Observed | None: ...
@@ -436,11 +474,10 @@ class DockerDriver:
             await self.docker.images.pull(reference, auth=auth)
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
             message = error.message if isinstance(error, aiodocker.DockerError) else str(error)
-            # the engine's own words can hide a refused login (an HTTP fallback's error)
-            login = "with the host.login" if auth else "without a host.login"
             raise VirtError(
                 ErrorCode.OPERATION_FAILED,
-                f"cannot pull image '{image}' {login} for registry '{registry}': {message}",
+                f"cannot pull image '{image}' from registry '{registry}': "
+                f"{pull_cause(message, registry, auth is not None)} (engine: {message})",
             ) from None
 
     async def engine(self) -> EngineFacts:

@@ -352,6 +352,7 @@ def test_lifecycle_event_names_its_lifecycle() -> None:
 ERROR_CODES = {
     "INTERNAL_ERROR": 1,
     "NO_SUPPORT": 3,
+    "NO_CONNECT": 5,
     "INVALID_ARG": 8,
     "OPERATION_FAILED": 9,
     "XML_ERROR": 27,
