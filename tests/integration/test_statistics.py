@@ -1,0 +1,145 @@
+"""Capabilities and statistics through the gateway, with the real virsh, a real agent
+and real domains: what ``virsh capabilities``, ``nodeinfo``, ``version``, ``domstats``,
+``dommemstat``, ``domblkstat``, ``cpu-stats``, ``vcpuinfo`` print."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from lxml import etree
+
+from tests.integration import test_gateway
+from tests.integration.test_gateway import Virsh
+from tests.support.fleet import Host, spec
+
+pytestmark = pytest.mark.integration
+gateway = test_gateway.gateway
+virsh = test_gateway.virsh
+virsh_path = test_gateway.virsh_path
+
+MIB = 1024 * 1024
+WRITTEN_MIB = 8
+POLL_S = 0.2
+DEADLINE_S = 30.0
+
+# writes WRITTEN_MIB MiB with fsync, then burns CPU for a bounded while
+WRITE_AND_BURN = (
+    f"dd if=/dev/zero of=/tmp/blob bs=1M count={WRITTEN_MIB} conv=fsync 2>/dev/null; "
+    "timeout 25 sh -c 'while :; do :; done'; exec sleep 3600"
+)
+
+
+def domstats(text: str) -> dict[str, str]:
+    """``virsh domstats`` output of one domain: its ``key=value`` lines."""
+    pairs = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep:
+            pairs[key] = value
+    return pairs
+
+
+async def until(
+    probe: Callable[[], Awaitable[dict[str, str]]], test: Callable[[dict[str, str]], bool]
+) -> dict[str, str]:
+    """Poll ``probe`` until ``test`` holds: the kernel's counters have no event."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        seen = await probe()
+        if test(seen):
+            return seen
+        assert time.monotonic() < deadline, f"never held within {DEADLINE_S:g} s: {seen}"
+        await asyncio.sleep(POLL_S)
+
+
+async def test_virsh_domstats_shows_written_bytes_and_rising_cpu_time(
+    virsh: Virsh, host: Host
+) -> None:
+    await host.ok("domain.create_xml", args={"spec": spec("burner", "sh", "-c", WRITE_AND_BURN)})
+
+    async def read() -> dict[str, str]:
+        return domstats(await virsh.ok("domstats", "burner"))
+
+    written = await until(read, lambda s: int(s.get("block.0.wr.bytes", 0)) >= WRITTEN_MIB * MIB)
+    assert written["state.state"] == "1"
+    assert written["block.count"] == "1"
+    assert written["block.0.name"] == "rootfs"
+    before = int(written["cpu.time"])
+    after = await until(read, lambda s: int(s["cpu.time"]) > before)
+    assert int(after["cpu.user"]) + int(after["cpu.system"]) > 0
+    assert int(after["balloon.rss"]) > 0
+    assert after["vcpu.current"] == after["vcpu.maximum"]
+    assert after["net.count"] == "0"  # network none: only the loopback, never listed
+    assert int(after["pids.current"]) >= 1
+
+    listed = await virsh.ok("domstats", "--list-active", "--cpu-total", "--state")
+    assert "Domain: 'burner'" in listed
+    assert "cpu.time=" in listed and "balloon." not in listed
+    assert "Domain: 'burner'" not in await virsh.ok("domstats", "--list-shutoff")
+
+    blk = await virsh.ok("domblkstat", "burner")
+    wr_bytes = int(re.search(r"wr_bytes (\d+)", blk).group(1))  # type: ignore[union-attr]
+    assert wr_bytes >= WRITTEN_MIB * MIB
+
+    mem = dict(
+        line.split()
+        for line in (await virsh.ok("dommemstat", "burner")).splitlines()
+        if line.strip()
+    )
+    assert {"actual", "rss", "unused", "available"} <= mem.keys()
+
+    cpu = await virsh.ok("cpu-stats", "burner", "--total")
+    assert re.search(r"cpu_time\s+\d+\.\d{9} seconds", cpu)
+    per_cpu = await virsh.ok("cpu-stats", "burner")
+    assert "CPU0:" in per_cpu
+
+    vcpus = await virsh.ok("vcpuinfo", "burner")
+    assert re.search(r"VCPU:\s+0", vcpus) and re.search(r"State:\s+running", vcpus)
+
+    missing = await virsh("domifstat", "burner", "eth0")
+    assert missing.status == 1 and "'eth0' is not a known interface" in missing.err
+
+
+async def test_virsh_domstats_of_a_shut_off_domain_has_its_state(virsh: Virsh, host: Host) -> None:
+    await host.ok("domain.define", args={"spec": spec("idle", memory_kib=65536, vcpus=1)})
+    stats = domstats(await virsh.ok("domstats", "idle"))
+    assert stats["state.state"] == "5"
+    assert stats["balloon.maximum"] == "65536"
+    assert "cpu.time" not in stats
+    refused = await virsh("dommemstat", "idle")
+    assert refused.status == 1 and "domain is not running" in refused.err
+
+
+async def test_virsh_capabilities_name_the_agent_hosts_architecture(virsh: Virsh) -> None:
+    caps = etree.fromstring((await virsh.ok("capabilities")).encode())
+    arch = os.uname().machine
+    assert caps.findtext("host/cpu/arch") == arch
+    assert caps.findtext("guest/os_type") == "exe"
+    assert caps.find(f"guest/arch[@name='{arch}']/domain[@type='docker']") is not None
+    cells = caps.findall("host/topology/cells/cell")
+    assert len(cells) >= 1 and cells[0].find("cpus") is not None
+
+    domcaps = etree.fromstring((await virsh.ok("domcapabilities", "--virttype", "docker")).encode())
+    assert domcaps.findtext("domain") == "docker" and domcaps.findtext("arch") == arch
+
+    nodeinfo = await virsh.ok("nodeinfo")
+    assert re.search(rf"CPU model:\s+{arch}", nodeinfo)
+    assert re.search(rf"CPU\(s\):\s+{os.cpu_count()}", nodeinfo)
+
+    version = await virsh.ok("version", "--daemon")
+    assert "Running against daemon: 9.0.0" in version
+    assert re.search(r"Running hypervisor: virtbus \d+\.\d+\.\d+", version)
+
+    memory = await virsh.ok("nodememstats")
+    assert re.search(r"total\s*:\s+\d+ KiB", memory)
+    cpu = await virsh.ok("nodecpustats")
+    assert re.search(r"idle:\s+\d+", cpu)
+    sysinfo = etree.fromstring((await virsh.ok("sysinfo")).encode())
+    assert sysinfo.get("type") == "smbios"
+    free = await virsh.ok("freecell")
+    assert re.search(r"\d+ KiB", free)
