@@ -793,7 +793,3 @@ class Operations:
                     await self.start(domain, f"autostart-{domain.uuid}", paused=False)
                 except VirtError as error:
                     log.warning("autostart of domain %s failed: %s", domain.name, error)
-
-
-# registers the handlers of the ops that live in their own modules
-from agent.host import stats as _stats  # noqa: E402, F401

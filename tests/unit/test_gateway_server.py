@@ -203,7 +203,7 @@ async def test_ping_gets_pong(peer: Peer) -> None:
 
 
 async def test_an_unknown_procedure_is_no_support_at_once(peer: Peer) -> None:
-    code, text = await peer.error(7)  # CONNECT_GET_CAPABILITIES
+    code, text = await peer.error(61)  # DOMAIN_MIGRATE_PREPARE
     assert code == ErrorCode.NO_SUPPORT
     assert text is not None and "not supported" in text
 

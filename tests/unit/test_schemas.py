@@ -61,6 +61,10 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "args": {"registry": "registry.example:5000", "username": "u", "password": "pw"}
     },
     "host.logout": {"args": {"registry": "registry.example"}},
+    "domain.get_stats": {"target": WEB},
+    "host.get_all_domain_stats": {},
+    "host.get_capabilities": {},
+    "host.get_node_stats": {},
 }
 """The smallest valid body of every op, without the envelope."""
 
