@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agent.host import cgroups
 from agent.host.domains import DomainObj
@@ -51,13 +52,24 @@ VCPU_RUNNING = 1
 VCPU_OFFLINE = 0
 
 Stats = dict[str, StatValue]
+READ_ERRORS = (OSError, ValueError, KeyError, IndexError)
+"""A file missing, unreadable or not as the kernel writes it."""
 
 
 class Reader:
     """One domain's statistics: each group read from its own files, a group whose files
     cannot be read left out (libvirt leaves out what a driver cannot read)."""
 
-    def __init__(self, domain: DomainObj, max_mem_kib: int, vcpus: int) -> None:
+    def __init__(
+        self,
+        domain: DomainObj,
+        max_mem_kib: int,
+        vcpus: int,
+        proc: Path = cgroups.PROC,
+        cgroup_root: Path = cgroups.CGROUP_ROOT,
+    ) -> None:
+        self.proc = proc
+        self.cgroup_root = cgroup_root
         self.domain = domain
         self.max_mem_kib = max_mem_kib
         self.vcpus = vcpus
@@ -68,7 +80,7 @@ class Reader:
     @property
     def cgroup(self) -> cgroups.Cgroup:
         if self._cgroup is None:
-            self._cgroup = cgroups.Cgroup.of(self.domain.pid)
+            self._cgroup = cgroups.Cgroup.of(self.domain.pid, self.proc, self.cgroup_root)
         return self._cgroup
 
     @property
@@ -85,7 +97,7 @@ class Reader:
                 continue
             try:
                 stats.update(GROUPS[group](self))
-            except (OSError, ValueError, KeyError, IndexError) as error:
+            except READ_ERRORS as error:
                 log.debug("domain %s: no %s statistics: %s", self.domain.name, group, error)
         return DomainStats(domain=self.domain.ref(), time=time, stats=stats)
 
@@ -105,7 +117,10 @@ class Reader:
         stats: Stats = {"balloon.current": self.max_mem_kib, "balloon.maximum": self.max_mem_kib}
         if not self.live:
             return stats
-        use = cgroups.memory(self.cgroup)
+        try:
+            use = cgroups.memory(self.cgroup)
+        except READ_ERRORS:
+            return stats
         unused = max(0, self.max_mem_kib - use.usage // 1024)
         return stats | {
             "balloon.swap_in": 0,
@@ -127,7 +142,10 @@ class Reader:
         if not self.live:
             return stats
         running = self.domain.state is DomainState.RUNNING
-        share = self.cpu.total // self.vcpus
+        try:
+            share = self.cpu.total // self.vcpus
+        except READ_ERRORS:
+            return stats
         for number in range(self.vcpus):
             stats[f"vcpu.{number}.state"] = VCPU_RUNNING if running else VCPU_OFFLINE
             stats[f"vcpu.{number}.time"] = share
@@ -137,7 +155,7 @@ class Reader:
         """The domain's interfaces as it sees them (its loopback left out), by name."""
         found = [
             (name, counters)
-            for name, counters in cgroups.interfaces(self.domain.pid).items()
+            for name, counters in cgroups.interfaces(self.domain.pid, self.proc).items()
             if name != LOOPBACK
         ]
         stats: Stats = {"net.count": len(found)}
@@ -151,7 +169,7 @@ class Reader:
         return stats
 
     def block(self) -> Stats:
-        io = cgroups.block_io(self.cgroup)
+        io = cgroups.block_io(self.cgroup, self.proc)
         return {
             "block.count": 1,
             "block.0.name": ROOT_DISK,
@@ -178,7 +196,7 @@ class Reader:
     def affinity(self) -> Stats:
         return {
             "affinity.cpuset": cgroups.cpuset(self.cgroup),
-            "affinity.cpu": cgroups.last_cpu(self.domain.pid),
+            "affinity.cpu": cgroups.last_cpu(self.domain.pid, self.proc),
         }
 
 
