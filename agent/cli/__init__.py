@@ -7,7 +7,7 @@
     listing      list                        define       define, create
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
-    hosts        hosts
+    hosts        hosts                       stats        domstats, capabilities, node…
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -34,6 +34,7 @@ from agent.cli import (
     listing,
     provision,
     schema,
+    stats,
     tuning,
 )
 from agent.cli.agent import config_from
@@ -59,6 +60,7 @@ VERB_GROUPS = (
     tuning,
     events,
     hosts,
+    stats,
 )
 """In the order ``--help`` lists their verbs."""
 

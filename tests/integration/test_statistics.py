@@ -15,7 +15,8 @@ from lxml import etree
 
 from tests.integration import test_gateway
 from tests.integration.test_gateway import Virsh
-from tests.support.fleet import Host, spec
+from tests.support import BusPeer
+from tests.support.fleet import CLI, Fleet, Host, spec
 
 pytestmark = pytest.mark.integration
 gateway = test_gateway.gateway
@@ -143,3 +144,24 @@ async def test_virsh_capabilities_name_the_agent_hosts_architecture(virsh: Virsh
     assert sysinfo.get("type") == "smbios"
     free = await virsh.ok("freecell")
     assert re.search(r"\d+ KiB", free)
+
+
+async def test_cli_domstats_reads_one_host_or_all(fleet: Fleet, peer: BusPeer, cli: CLI) -> None:
+    first = (await fleet.start()).host
+    second = (await fleet.start()).host
+    await peer.ok(first, "domain.create_xml", None, {"spec": spec("web")})
+    one = await cli("domstats", "web", "--host", first, "--state", "--pids")
+    assert one.status == 0, one.err
+    assert one.out.splitlines()[:3] == ["Domain: 'web'", "  state.state=1", "  state.reason=1"]
+    assert int(domstats(one.out)["pids.current"]) >= 1
+
+    ran = await cli(
+        "domstats", "--all-hosts", "--expect", f"{first},{second}", "--json", "--cpu-total"
+    )
+    assert ran.status == 0, ran.err
+    replies = ran.json()["replies"]
+    assert {first, second} <= replies.keys()
+    records = replies[first]["result"]["records"]
+    assert [r["domain"]["name"] for r in records] == ["web"]
+    assert set(records[0]["stats"]) == {"cpu.time", "cpu.user", "cpu.system"}
+    assert replies[second]["result"]["records"] == []
