@@ -5,15 +5,18 @@ and real domains: what ``virsh capabilities``, ``nodeinfo``, ``version``, ``doms
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from lxml import etree
 
+from agent.gateway.server import Gateway
 from tests.integration import test_gateway
 from tests.integration.test_gateway import Virsh
 from tests.support import BusPeer
@@ -23,6 +26,7 @@ pytestmark = pytest.mark.integration
 gateway = test_gateway.gateway
 virsh = test_gateway.virsh
 virsh_path = test_gateway.virsh_path
+libvirt_python = test_gateway.libvirt_python
 
 MIB = 1024 * 1024
 WRITTEN_MIB = 8
@@ -173,3 +177,57 @@ async def test_cli_domstats_reads_one_host_a_group_or_all(
     assert everyone[first]["ok"] is True
     assert everyone[first]["result"]["records"][0]["domain"]["name"] == "web"
     assert everyone[second]["ok"] is True
+
+
+LIBVIRT_STATS_SCRIPT = """
+import json, sys
+import libvirt
+
+conn = libvirt.open(sys.argv[1])
+dom = conn.lookupByName("web")
+found = {}
+found["all"] = {d.name(): s for d, s in conn.getAllDomainStats(0, 0)}
+balloon = libvirt.VIR_DOMAIN_STATS_BALLOON
+found["listed"] = {d.name(): s for d, s in conn.domainListGetStats([dom], balloon)}
+found["memory"] = dom.memoryStats()
+found["block"] = list(dom.blockStats(""))
+found["total"] = dom.getCPUStats(True)
+found["per_cpu"] = dom.getCPUStats(False)
+found["vcpus"] = dom.vcpus()[0]
+found["node"] = conn.getInfo()
+found["node_memory"] = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+found["lib_version"] = conn.getLibVersion()
+found["caps"] = conn.getCapabilities()
+conn.close()
+print(json.dumps(found))
+"""
+
+
+async def test_libvirt_python_reads_statistics(
+    libvirt_python: str, gateway: Gateway, host: Host, tmp_path: Path
+) -> None:
+    await host.ok("domain.create_xml", args={"spec": spec("web", vcpus=1)})
+    script = tmp_path / "stats.py"
+    script.write_text(LIBVIRT_STATS_SCRIPT)
+    process = await asyncio.create_subprocess_exec(
+        libvirt_python,
+        str(script),
+        test_gateway.uri(gateway, host.name),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), test_gateway.TIMEOUT_S)
+    assert process.returncode == 0, err.decode()
+    found = json.loads(out)
+    web = found["all"]["web"]
+    assert web["state.state"] == 1 and web["cpu.time"] > 0 and web["block.count"] == 1
+    assert set(found["listed"]["web"]) == {key for key in web if key.startswith("balloon.")}
+    assert found["memory"]["actual"] == web["balloon.current"]
+    assert len(found["block"]) == 5 and found["block"][4] == -1
+    assert {"cpu_time", "user_time", "system_time"} == set(found["total"][0])
+    assert len(found["per_cpu"]) == os.cpu_count()
+    assert found["vcpus"][0][:2] == [0, 1]  # vCPU 0, running
+    assert found["node"][0] == os.uname().machine
+    assert set(found["node_memory"]) == {"total", "free", "buffers", "cached"}
+    assert found["lib_version"] == 9_000_000
+    assert f"<arch>{os.uname().machine}</arch>" in found["caps"]
