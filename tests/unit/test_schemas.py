@@ -21,14 +21,19 @@ from schemas.codes import (
     ShutoffReason,
 )
 from schemas.commands import OPS, InvalidCommand, Login, Target, parse_command
+from schemas.events import DomainRef
 from schemas.replies import (
     DomainCounts,
     DomainInfo,
     DomainList,
     DomainStateInfo,
+    DomainStats,
+    DomainStatsList,
     Done,
     ErrorBody,
+    HostCapabilities,
     HostInfo,
+    NodeStats,
     Pong,
 )
 
@@ -255,6 +260,16 @@ RESULTS: dict[str, BaseModel] = {
     ),
     "pong": Pong(host="h1", time=NOW),
     "done": Done(),
+    "stats": DomainStats(
+        domain=DomainRef(name="web", uuid=UUID(UUID_TEXT), id=4242),
+        time=NOW,
+        stats={"state.state": 1, "cpu.time": 7, "block.0.name": "rootfs"},
+    ),
+    "stats_list": DomainStatsList(records=[]),
+    "capabilities": HostCapabilities(
+        capabilities="<capabilities/>", domain_capabilities="<domainCapabilities/>", sysinfo=""
+    ),
+    "node_stats": NodeStats(time=NOW, memory={"total": 1}, cpu={"idle": 2}, cpus=[]),
 }
 
 
