@@ -22,6 +22,7 @@ class ErrorCode(IntEnum):
     OPERATION_INVALID = 55
     CONFIG_UNSUPPORTED = 67
     OPERATION_TIMEOUT = 68
+    ARGUMENT_UNSUPPORTED = 74
     OPERATION_ABORTED = 78
     RESOURCE_BUSY = 87
     ACCESS_DENIED = 88
@@ -47,6 +48,7 @@ _ERROR_PREFIXES = {
     ErrorCode.OPERATION_INVALID: "Requested operation is not valid",
     ErrorCode.CONFIG_UNSUPPORTED: "unsupported configuration",
     ErrorCode.OPERATION_TIMEOUT: "Timed out during operation",
+    ErrorCode.ARGUMENT_UNSUPPORTED: "argument unsupported",
     ErrorCode.OPERATION_ABORTED: "operation aborted",
     ErrorCode.RESOURCE_BUSY: "resource busy",
     ErrorCode.ACCESS_DENIED: "access denied",

@@ -155,6 +155,43 @@ class ListDomainsArgs(WireModel):
     flags: list[ListFlag] = []
 
 
+StatGroup = Literal[
+    "state", "cpu-total", "balloon", "vcpu", "interface", "block", "pids", "percpu", "affinity"
+]
+"""libvirt's stat groups (``virDomainStatsTypes``: state, cpu-total, balloon, vcpu,
+interface, block) and the ones a container adds: ``pids``, ``percpu`` (CPU time per
+host CPU) and ``affinity`` (the host CPUs it may run on and last ran on)."""
+LIBVIRT_GROUPS: tuple[StatGroup, ...] = (
+    "state",
+    "cpu-total",
+    "balloon",
+    "vcpu",
+    "interface",
+    "block",
+)
+
+
+class StatsArgs(WireModel):
+    """virDomainListGetStats: the groups wanted; none asks for libvirt's groups and
+    ``pids``."""
+
+    groups: list[StatGroup] = []
+
+
+class AllStatsArgs(WireModel):
+    """virConnectGetAllDomainStats: the groups (as ``StatsArgs``) of every domain that
+    ``flags`` selects (as ``ListDomainsArgs``)."""
+
+    groups: list[StatGroup] = []
+    flags: list[ListFlag] = []
+
+
+class CapabilitiesArgs(WireModel):
+    """virConnectGetDomainCapabilities' virttype: the domain type its document is for."""
+
+    virttype: Literal["docker", "lxc"] = "docker"
+
+
 RegistryName = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?$", max_length=255)
 ]
@@ -289,6 +326,26 @@ class Ping(CommandBase):
     args: NoArgs = NoArgs()
 
 
+class GetStats(DomainCommand):
+    op: Literal["domain.get_stats"]
+    args: StatsArgs = StatsArgs()
+
+
+class GetAllDomainStats(CommandBase):
+    op: Literal["host.get_all_domain_stats"]
+    args: AllStatsArgs = AllStatsArgs()
+
+
+class GetCapabilities(CommandBase):
+    op: Literal["host.get_capabilities"]
+    args: CapabilitiesArgs = CapabilitiesArgs()
+
+
+class GetNodeStats(CommandBase):
+    op: Literal["host.get_node_stats"]
+    args: NoArgs = NoArgs()
+
+
 class Login(CommandBase):
     op: Literal["host.login"]
     args: LoginArgs
@@ -321,7 +378,11 @@ Command = Annotated[
     | GetHostInfo
     | Ping
     | Login
-    | Logout,
+    | Logout
+    | GetStats
+    | GetAllDomainStats
+    | GetCapabilities
+    | GetNodeStats,
     Field(discriminator="op"),
 ]
 

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from schemas.base import WIRE_VERSION, HostName, Timestamp, WireModel
 from schemas.codes import ErrorCode
 from schemas.domain import DomainRecord, State, reason_enum
+from schemas.events import DomainRef
 
 
 class ErrorBody(WireModel):
@@ -53,6 +54,9 @@ class DomainCounts(WireModel):
 
 
 class HostInfo(WireModel):
+    """The host, as virNodeGetInfo and virConnectGetHostname/GetVersion see it:
+    ``arch`` is libvirt's CPU model field, ``cpu_model`` the processor's name."""
+
     hostname: HostName
     groups: list[str]
     cpus: int
@@ -61,6 +65,52 @@ class HostInfo(WireModel):
     agent_version: str
     heartbeat_s: float
     domains: DomainCounts
+    arch: str = ""
+    cpu_model: str = ""
+    mhz: int = 0
+    nodes: int = 1
+    sockets: int = 1
+    cores: int = 1
+    threads: int = 1
+
+
+StatValue = int | str
+
+
+class DomainStats(WireModel):
+    """One domain's statistics, read at ``time``: libvirt's keys and units (ns of CPU
+    time, KiB of memory, bytes and requests of I/O), flat, as virDomainStatsRecord's
+    typed parameters. Counters are cumulative: rates are differences over ``time``."""
+
+    domain: DomainRef
+    time: Timestamp
+    stats: dict[str, StatValue]
+
+
+class DomainStatsList(WireModel):
+    """virConnectGetAllDomainStats' records, one per domain (``records``, not
+    ``domains``: an empty list must not read as a DomainList)."""
+
+    records: list[DomainStats]
+
+
+class HostCapabilities(WireModel):
+    """virConnectGetCapabilities, virConnectGetDomainCapabilities and
+    virConnectGetSysinfo: three XML documents."""
+
+    capabilities: str
+    domain_capabilities: str
+    sysinfo: str
+
+
+class NodeStats(WireModel):
+    """virNodeGetMemoryStats (KiB: total, free, buffers, cached) and virNodeGetCPUStats
+    (ns: kernel, user, idle, iowait) for all CPUs and for each, read at ``time``."""
+
+    time: Timestamp
+    memory: dict[str, int]
+    cpu: dict[str, int]
+    cpus: list[dict[str, int]]
 
 
 class Pong(WireModel):
@@ -79,7 +129,18 @@ class Done(WireModel):
 
 
 Result = (
-    DomainRecord | DomainList | DomainInfo | DomainStateInfo | HostInfo | Pong | DomainXml | Done
+    DomainRecord
+    | DomainList
+    | DomainInfo
+    | DomainStateInfo
+    | HostInfo
+    | Pong
+    | DomainXml
+    | Done
+    | DomainStats
+    | DomainStatsList
+    | HostCapabilities
+    | NodeStats
 )
 
 

@@ -58,6 +58,10 @@ LIBVIRT: dict[str, str] = {
     "host.ping": "—",
     "host.login": "— (docker login)",
     "host.logout": "— (docker logout)",
+    "domain.get_stats": "virDomainListGetStats (and its memory, block, interface, CPU stats)",
+    "host.get_all_domain_stats": "virConnectGetAllDomainStats",
+    "host.get_capabilities": "virConnectGetCapabilities / GetDomainCapabilities / GetSysinfo",
+    "host.get_node_stats": "virNodeGetMemoryStats / virNodeGetCPUStats",
 }
 """The libvirt function each op stands for: the one fact of the op table that the models
 do not carry."""

@@ -8,6 +8,7 @@
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
     hosts        hosts                       completion   completion bash|zsh
+    stats        domstats, capabilities, node…
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -39,6 +40,7 @@ from agent.cli import (
     listing,
     provision,
     schema,
+    stats,
     tuning,
 )
 from agent.cli.agent import config_from
@@ -66,6 +68,7 @@ VERB_GROUPS = (
     events,
     hosts,
     completion,
+    stats,
 )
 """In the order ``--help`` lists their verbs."""
 

@@ -14,7 +14,18 @@ from pydantic import BaseModel
 from schemas.codes import DomainState
 from schemas.domain import DomainRecord
 from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
-from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, Result
+from schemas.replies import (
+    DomainInfo,
+    DomainList,
+    DomainStateInfo,
+    DomainStats,
+    DomainStatsList,
+    DomainXml,
+    HostCapabilities,
+    HostInfo,
+    NodeStats,
+    Result,
+)
 
 if TYPE_CHECKING:
     from agent.client import BroadcastResult, HostStatus
@@ -217,3 +228,59 @@ class Progress:
             summary += f" (+{others} others)" if others else ""
         summary += f" in {result.elapsed_s:.2f} s"
         self._stream.write(f"\r{summary}\x1b[K\n" if self._live else f"{summary}\n")
+
+
+def _stats_lines(stats: DomainStats) -> str:
+    lines = [f"Domain: '{stats.domain.name}'"]
+    lines += [f"  {key}={value}" for key, value in stats.stats.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_domstats(result: Result) -> str:
+    """``virsh domstats``: a ``Domain: 'name'`` line, then ``  key=value`` lines."""
+    if isinstance(result, DomainStats):
+        return _stats_lines(result).rstrip("\n")
+    assert isinstance(result, DomainStatsList)
+    return "\n".join(_stats_lines(record) for record in result.records).rstrip("\n")
+
+
+def render_document(field: str) -> Render:
+    """One of the host's XML documents: capabilities, domain_capabilities, sysinfo."""
+
+    def render(result: Result) -> str:
+        assert isinstance(result, HostCapabilities)
+        return str(getattr(result, field)).rstrip("\n")
+
+    return render
+
+
+def render_nodeinfo(result: Result) -> str:
+    assert isinstance(result, HostInfo)
+    rows = [
+        ("CPU model", result.arch),
+        ("CPU(s)", result.cpus),
+        ("CPU frequency", f"{result.mhz} MHz"),
+        ("CPU socket(s)", max(1, result.sockets // max(1, result.nodes))),
+        ("Core(s) per socket", result.cores),
+        ("Thread(s) per core", result.threads),
+        ("NUMA cell(s)", result.nodes),
+        ("Memory size", f"{result.memory_kib} KiB"),
+    ]
+    return "\n".join(f"{f'{name}:':<21}{value}" for name, value in rows)
+
+
+def render_nodememstats(result: Result) -> str:
+    assert isinstance(result, NodeStats)
+    return "\n".join(f"{name:<7}: {value:>20} KiB" for name, value in result.memory.items())
+
+
+def render_nodecpustats(cpu: int | None) -> Render:
+    """``virsh nodecpustats [CPU]``: libvirt's kernel time is virsh's ``system``."""
+
+    def render(result: Result) -> str:
+        assert isinstance(result, NodeStats)
+        times = result.cpu if cpu is None else result.cpus[cpu]
+        names = {"user": "user", "kernel": "system", "idle": "idle", "iowait": "iowait"}
+        return "\n".join(f"{names[key] + ':':<15}{times[key]:>20}" for key in names)
+
+    return render

@@ -42,17 +42,30 @@ from schemas.commands import (
     CommandBase,
     CreateXml,
     Define,
+    GetAllDomainStats,
+    GetCapabilities,
     GetHostInfo,
+    GetNodeStats,
     ListDomains,
     ListFlag,
     Lookup,
     Ping,
+    StatGroup,
     op_of,
 )
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import Event
 from schemas.problems import explain, where
-from schemas.replies import DomainList, HostInfo, Pong, Reply, Result
+from schemas.replies import (
+    DomainList,
+    DomainStatsList,
+    HostCapabilities,
+    HostInfo,
+    NodeStats,
+    Pong,
+    Reply,
+    Result,
+)
 from schemas.topology import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -358,6 +371,24 @@ class Connection:
 
     async def ping(self, host: str) -> Pong:
         return await self._call(Pong, host, Ping)
+
+    async def get_all_domain_stats(
+        self, host: str, groups: Iterable[StatGroup] = (), flags: Iterable[ListFlag] = ()
+    ) -> DomainStatsList:
+        """virConnectGetAllDomainStats: one record per domain ``flags`` select (as
+        ``list_all_domains``), each with libvirt's keys of ``groups`` (none: libvirt's
+        groups and ``pids``) and the time it was read."""
+        args = {"groups": list(groups), "flags": list(flags)}
+        return await self._call(DomainStatsList, host, GetAllDomainStats, args)
+
+    async def capabilities(self, host: str, virttype: str = "docker") -> HostCapabilities:
+        """virConnectGetCapabilities, GetDomainCapabilities (for ``virttype``) and
+        GetSysinfo: the host's three XML documents."""
+        return await self._call(HostCapabilities, host, GetCapabilities, {"virttype": virttype})
+
+    async def node_stats(self, host: str) -> NodeStats:
+        """virNodeGetMemoryStats and virNodeGetCPUStats of the host."""
+        return await self._call(NodeStats, host, GetNodeStats)
 
     def events(
         self,

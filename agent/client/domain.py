@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from schemas.commands import (
@@ -11,6 +12,7 @@ from schemas.commands import (
     DomainCommand,
     GetInfo,
     GetState,
+    GetStats,
     GetXmlDesc,
     Lookup,
     Reboot,
@@ -20,11 +22,12 @@ from schemas.commands import (
     SetMemory,
     SetVcpus,
     Shutdown,
+    StatGroup,
     Suspend,
     Undefine,
 )
 from schemas.domain import DomainRecord, DomainSpec
-from schemas.replies import DomainInfo, DomainStateInfo, DomainXml
+from schemas.replies import DomainInfo, DomainStateInfo, DomainStats, DomainXml
 
 if TYPE_CHECKING:
     from agent.client.connection import Connection
@@ -119,3 +122,9 @@ class Domain:
         args = {"inactive": inactive}
         described = await self._conn._call(DomainXml, self.host, GetXmlDesc, args, self._target)
         return described.xml
+
+    async def stats(self, groups: Iterable[StatGroup] = ()) -> DomainStats:
+        """virDomainListGetStats for this domain: libvirt's keys of ``groups`` (none:
+        libvirt's groups and ``pids``), read from the kernel at ``time``."""
+        args = {"groups": list(groups)}
+        return await self._conn._call(DomainStats, self.host, GetStats, args, self._target)

@@ -119,6 +119,17 @@ ACCESS: dict[int, Access] = {
     374: _a("virConnectNodeDeviceEventRegisterAny", "connect:search_node_devices"),
     375: _a("virConnectNodeDeviceEventDeregisterAny", "connect:read"),
     426: _a("virDomainGetMessages", "domain:read"),
+    20: _a("virDomainGetVcpus", "domain:read"),
+    64: _a("virDomainBlockStats", "domain:read"),
+    65: _a("virDomainInterfaceStats", "domain:read"),
+    102: _a("virNodeGetFreeMemory", "connect:read"),
+    159: _a("virDomainMemoryStats", "domain:read"),
+    203: _a("virConnectGetSysinfo", "connect:read"),
+    227: _a("virNodeGetCPUStats", "connect:read"),
+    228: _a("virNodeGetMemoryStats", "connect:read"),
+    243: _a("virDomainBlockStatsFlags", "domain:read"),
+    262: _a("virDomainGetCPUStats", "domain:read"),
+    293: _a("virNodeGetCPUMap", "connect:read"),
 }
 
 # libvirtd answers these before a client has authenticated: the procedures its daemon

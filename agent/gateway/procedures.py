@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import platform
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -75,6 +74,9 @@ CONNECT_RO = 1
 OS_TYPE = "exe"
 CONNECTION_TYPE = "virtbus"
 OPEN_TIMEOUT_S = 5.0
+LIBVIRT_API = "9.0.0"
+"""The libvirt release whose remote protocol and API semantics the gateway implements
+(the level clients gate features on), answered by virConnectGetLibVersion."""
 HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
 
 
@@ -102,7 +104,9 @@ LIST_FLAGS: dict[int, ListFlag] = {
 }
 LIST_OTHER = 128
 LIST_STATES = 16 | 32 | 64 | LIST_OTHER
-# managed save, snapshots, checkpoints: no virtbus domain has any
+# managed save, snapshots, checkpoints: no virtbus domain has any; asking for those
+# with and those without (libvirt ORs the two) is asking for every domain
+LIST_HAS_PAIRS = ((256, 512), (4096, 8192), (16384, 32768))
 LIST_HAS_NONE = 256 | 4096 | 16384
 LIST_HAS_NONE_NOT = 512 | 8192 | 32768
 STATE_FLAGS = {
@@ -405,10 +409,10 @@ async def get_version(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.CONNECT_GET_LIB_VERSION)
 async def get_lib_version(session: Session, args: Unpacker) -> bytes:
-    """The agent's version, as the daemon's."""
-    info = await session.conn.host_info(session.target)
+    """The libvirt API level the gateway implements, as the daemon's (virtbus's own
+    version is in host.get_info and the capabilities' emulator)."""
     packer = Packer()
-    packer.uint64(version_number(info.agent_version))
+    packer.uint64(version_number(LIBVIRT_API))
     return packer.data()
 
 
@@ -420,16 +424,21 @@ async def get_hostname(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.NODE_GET_INFO)
 async def node_get_info(session: Session, args: Unpacker) -> bytes:
+    """The agent's host: its architecture as the model (as libvirt's), its topology
+    per NUMA node, or libvirt's fallback (one node, one socket, a core per CPU) when
+    the topology does not multiply out to the CPU count."""
     info: HostInfo = await session.conn.host_info(session.target)
+    nodes, sockets = info.nodes, max(1, info.sockets // max(1, info.nodes))
+    cores, threads = info.cores, info.threads
+    if nodes * sockets * cores * threads != info.cpus:
+        nodes, sockets, cores, threads = 1, 1, info.cpus, 1
     packer = Packer()
-    packer.chars(platform.machine()[:31], 32)
+    packer.chars(info.arch[:31], 32)
     packer.uint64(info.memory_kib)
-    packer.int32(info.cpus)  # cpus
-    packer.int32(0)  # mhz: the engine does not say
-    packer.int32(1)  # nodes
-    packer.int32(1)  # sockets
-    packer.int32(info.cpus)  # cores
-    packer.int32(1)  # threads
+    packer.int32(info.cpus)
+    packer.int32(info.mhz)
+    for value in (nodes, sockets, cores, threads):
+        packer.int32(value)
     return packer.data()
 
 
@@ -447,7 +456,7 @@ async def node_get_security_model(session: Session, args: Unpacker) -> bytes:
 async def records(session: Session, flags: int = 0) -> list[DomainRecord]:
     """The domains libvirt's virConnectListAllDomains flags select. The agent filters
     all but OTHER (crashed, in shutdown...): with it, the states are filtered here."""
-    if flags & LIST_HAS_NONE:
+    if any(flags & has and not flags & has_not for has, has_not in LIST_HAS_PAIRS):
         return []
     by_state = flags & LIST_STATES if flags & LIST_OTHER else 0
     asked = [name for bit, name in LIST_FLAGS.items() if flags & bit & ~by_state]

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent import __version__
 from agent.errors import VirtError
+from agent.host import stats  # noqa: F401 (its handlers: statistics and the node's facts)
 from agent.host.bus import Bus, Inbound
 from agent.host.config import Config
 from agent.host.credentials import RegistryCredentials

@@ -26,6 +26,7 @@ from agent.host.domains import DomainObj, DomainTable
 from agent.host.driver import Driver, EngineFacts
 from agent.host.monitor import STOPPED, Expectation, Monitor
 from agent.host.mounts import MountGuard
+from agent.host.node import host_facts
 from agent.host.policy import Policy
 from agent.host.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
@@ -132,6 +133,14 @@ class Operations:
         self._credentials = credentials
         self._engine = engine
         self._finishing: dict[UUID, asyncio.Future[object]] = {}
+
+    @property
+    def domains(self) -> DomainTable:
+        return self._domains
+
+    @property
+    def engine(self) -> EngineFacts:
+        return self._engine
 
     async def run(self, command: Command, retry: bool = False) -> Result:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
@@ -742,6 +751,7 @@ class Operations:
         domains = list(self._domains)
         active = sum(d.active for d in domains)
         persistent = sum(d.persistent for d in domains)
+        node = host_facts()
         return HostInfo(
             hostname=self.host,
             groups=self.groups,
@@ -757,6 +767,13 @@ class Operations:
                 persistent=persistent,
                 transient=len(domains) - persistent,
             ),
+            arch=node.arch,
+            cpu_model=node.cpu_model,
+            mhz=node.mhz,
+            nodes=len(node.cells),
+            sockets=node.topology.sockets,
+            cores=node.topology.cores,
+            threads=node.topology.threads,
         )
 
     async def forbid_docker_restarts(self) -> None:

@@ -203,7 +203,7 @@ async def test_ping_gets_pong(peer: Peer) -> None:
 
 
 async def test_an_unknown_procedure_is_no_support_at_once(peer: Peer) -> None:
-    code, text = await peer.error(7)  # CONNECT_GET_CAPABILITIES
+    code, text = await peer.error(61)  # DOMAIN_MIGRATE_PREPARE
     assert code == ErrorCode.NO_SUPPORT
     assert text is not None and "not supported" in text
 
@@ -334,6 +334,9 @@ async def test_unsupported_event_ids_are_no_support(peer: Peer) -> None:
         (128 | 64 | 4, ["persistent"], ["web"]),  # OTHER | SHUTOFF, PERSISTENT
         (256, None, []),  # MANAGEDSAVE: no domain has a managed save image
         (512 | 2, ["inactive"], ["web"]),  # NO_MANAGEDSAVE, INACTIVE
+        (4096 | 8192, [], ["web"]),  # HAS_SNAPSHOT | NO_SNAPSHOT: libvirt ORs the two
+        (256 | 512 | 16384 | 32768, [], ["web"]),  # both of managed save and checkpoint
+        (4096 | 8192 | 256, None, []),  # both of snapshot, but only MANAGEDSAVE
     ],
 )
 async def test_list_flags_the_agent_cannot_filter_are_filtered_here(

@@ -21,14 +21,19 @@ from schemas.codes import (
     ShutoffReason,
 )
 from schemas.commands import OPS, InvalidCommand, Login, Target, parse_command
+from schemas.events import DomainRef
 from schemas.replies import (
     DomainCounts,
     DomainInfo,
     DomainList,
     DomainStateInfo,
+    DomainStats,
+    DomainStatsList,
     Done,
     ErrorBody,
+    HostCapabilities,
     HostInfo,
+    NodeStats,
     Pong,
 )
 
@@ -61,6 +66,10 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "args": {"registry": "registry.example:5000", "username": "u", "password": "pw"}
     },
     "host.logout": {"args": {"registry": "registry.example"}},
+    "domain.get_stats": {"target": WEB},
+    "host.get_all_domain_stats": {},
+    "host.get_capabilities": {},
+    "host.get_node_stats": {},
 }
 """The smallest valid body of every op, without the envelope."""
 
@@ -251,6 +260,16 @@ RESULTS: dict[str, BaseModel] = {
     ),
     "pong": Pong(host="h1", time=NOW),
     "done": Done(),
+    "stats": DomainStats(
+        domain=DomainRef(name="web", uuid=UUID(UUID_TEXT), id=4242),
+        time=NOW,
+        stats={"state.state": 1, "cpu.time": 7, "block.0.name": "rootfs"},
+    ),
+    "stats_list": DomainStatsList(records=[]),
+    "capabilities": HostCapabilities(
+        capabilities="<capabilities/>", domain_capabilities="<domainCapabilities/>", sysinfo=""
+    ),
+    "node_stats": NodeStats(time=NOW, memory={"total": 1}, cpu={"idle": 2}, cpus=[]),
 }
 
 
@@ -364,6 +383,7 @@ ERROR_CODES = {
     "OPERATION_INVALID": 55,
     "CONFIG_UNSUPPORTED": 67,
     "OPERATION_TIMEOUT": 68,
+    "ARGUMENT_UNSUPPORTED": 74,
     "OPERATION_ABORTED": 78,
     "RESOURCE_BUSY": 87,
     "ACCESS_DENIED": 88,
