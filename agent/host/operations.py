@@ -133,6 +133,26 @@ class Operations:
         self._engine = engine
         self._finishing: dict[UUID, asyncio.Future[object]] = {}
 
+    @property
+    def domains(self) -> DomainTable:
+        return self._domains
+
+    @property
+    def driver(self) -> Driver:
+        return self._driver
+
+    @property
+    def monitor(self) -> Monitor:
+        return self._monitor
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def admit(self, spec: DomainSpec, uuid: UUID | None) -> None:
+        """Raise Denied unless the domain ``uuid`` may have the definition ``spec``."""
+        self._mounts.admit(spec, uuid)
+
     async def run(self, command: Command, retry: bool = False) -> Result:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
         died running it) whose effect is already there answers success, as the first
@@ -776,3 +796,6 @@ class Operations:
                     await self.start(domain, f"autostart-{domain.uuid}", paused=False)
                 except VirtError as error:
                     log.warning("autostart of domain %s failed: %s", domain.name, error)
+
+
+from agent.host import networks as _networks  # noqa: E402, F401  (its handlers)
