@@ -49,7 +49,7 @@ from lxml import etree
 from pydantic import ValidationError
 
 from schemas.codes import ErrorCode
-from schemas.domain import DomainSpec
+from schemas.domain import DomainSpec, derived_mac
 from schemas.xmldoc import (
     XmlError,
     escape_attribute,
@@ -240,6 +240,7 @@ class _Reader:
             )
         if not self.fields.get("name"):
             raise XmlError(ErrorCode.XML_ERROR, "missing <name>")
+        self.drop_derived_macs()
         if "image" not in self.fields:
             raise XmlError(
                 ErrorCode.CONFIG_UNSUPPORTED,
@@ -247,6 +248,18 @@ class _Reader:
                 "a domain cannot have the host's root filesystem",
             )
         return self.fields
+
+    def drop_derived_macs(self) -> None:
+        """A MAC address equal to the one derived from the UUID is not kept: dumpxml
+        writes it, and the definition read back stays the same."""
+        uuid = self.fields.get("uuid")
+        if uuid is None:
+            return
+        if self.fields.get("mac") == derived_mac(uuid, self.fields.get("network", "")):
+            del self.fields["mac"]
+        for nic in self.fields.get("interfaces", []):
+            if nic.get("mac") == derived_mac(uuid, nic["network"]):
+                del nic["mac"]
 
     def name(self, element: Element) -> None:
         self.only(element, "<name>")

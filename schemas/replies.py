@@ -117,7 +117,7 @@ class DomainInterface(WireModel):
     addrs: list[IpAddress]
 
 
-class InterfaceAddresses(WireModel):
+class DomainInterfaces(WireModel):
     interfaces: list[DomainInterface]
 
 
@@ -147,7 +147,7 @@ Result = (
     | NetworkList
     | NetworkXml
     | DhcpLeases
-    | InterfaceAddresses
+    | DomainInterfaces
     | DeviceChange
     | Done
 )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import agent.host.networks  # noqa: F401 (its handlers, which operations.py does not import)
 from agent.errors import VirtError, invalid
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainTable

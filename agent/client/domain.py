@@ -28,7 +28,7 @@ from schemas.commands import (
 )
 from schemas.domain import DomainRecord, DomainSpec, Interface, Mount
 from schemas.replies import DeviceChange, DomainInfo, DomainInterface, DomainStateInfo, DomainXml
-from schemas.replies import InterfaceAddresses as Addresses
+from schemas.replies import DomainInterfaces as Addresses
 
 if TYPE_CHECKING:
     from agent.client.connection import Connection

@@ -55,7 +55,7 @@ from schemas.commands import (
 from schemas.events import Event, NetworkEvent
 from schemas.network import NetworkRecord
 from schemas.replies import DeviceChange, DhcpLeases, NetworkList, NetworkXml
-from schemas.replies import InterfaceAddresses as Addresses
+from schemas.replies import DomainInterfaces as Addresses
 
 # virConnectListAllNetworksFlags
 NETWORK_LIST_FLAGS: dict[int, NetworkListFlag] = {

@@ -54,7 +54,7 @@ from schemas.replies import (
     NetworkList,
     NetworkXml,
 )
-from schemas.replies import InterfaceAddresses as Addresses
+from schemas.replies import DomainInterfaces as Addresses
 from schemas.xmldoc import XmlError
 
 log = logging.getLogger(__name__)

@@ -796,6 +796,3 @@ class Operations:
                     await self.start(domain, f"autostart-{domain.uuid}", paused=False)
                 except VirtError as error:
                     log.warning("autostart of domain %s failed: %s", domain.name, error)
-
-
-from agent.host import networks as _networks  # noqa: E402, F401  (its handlers)
