@@ -7,7 +7,7 @@
     listing      list                        define       define, create
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
-    hosts        hosts
+    hosts        hosts                       networks     net-*, domifaddr, *-interface
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -32,6 +32,7 @@ from agent.cli import (
     info,
     lifecycle,
     listing,
+    networks,
     provision,
     schema,
     tuning,
@@ -59,6 +60,7 @@ VERB_GROUPS = (
     tuning,
     events,
     hosts,
+    networks,
 )
 """In the order ``--help`` lists their verbs."""
 

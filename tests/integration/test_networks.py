@@ -7,6 +7,7 @@ no packet is sent: addresses are read from ``docker inspect`` and the bus.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from agent.host.driver import HOST_LABEL
 from schemas.events import DeviceEvent, NetworkEvent
 from tests.integration.test_gateway import Virsh, gateway, uri, virsh_path  # noqa: F401
 from tests.support import BusPeer, EventRecorder
-from tests.support.fleet import Fleet, Host, spec
+from tests.support.fleet import CLI, Fleet, Host, spec
 from tests.support.services import IMAGE
 
 pytestmark = pytest.mark.integration
@@ -243,3 +244,29 @@ def _write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)
     return path
+
+
+async def test_the_virtbus_cli_names_network_verbs_as_virsh(
+    netted: Host, cli: CLI, engine: aiodocker.Docker, tmp_path: Path
+) -> None:
+    on = ("--host", netted.name)
+    definition = _write(
+        tmp_path,
+        "vt-c.json",
+        json.dumps({"name": "vt-c", "ipv4": {"subnet": "10.251.66.0/24"}}),
+    )
+    assert (await cli("net-define", str(definition), *on)).out.startswith("Network vt-c defined")
+    listed = (await cli("net-list", "--all", *on)).out
+    assert re.search(r"vt-c\s+inactive\s+no\s+yes", listed)
+    assert (await cli("net-start", "vt-c", *on)).out.strip() == "Network vt-c started"
+    assert "<ip address='10.251.66.1' prefix='24'/>" in (await cli("net-dumpxml", "vt-c", *on)).out
+    await netted.ok("domain.create_xml", args={"spec": spec("web", network="vt-c")})
+    out = (await cli("domifaddr", "web", *on)).out
+    joined = (await inspect(engine, netted, "web"))[f"{netted.name}.vt-c"]
+    assert f"{joined['IPAddress']}/24" in out and joined["MacAddress"] in out
+    ran = await cli("attach-interface", "web", "network", "vt-c", "--config", *on)
+    assert ran.status == 1 and "transient" in ran.err
+    await netted.ok("domain.destroy", "web")
+    assert (await cli("net-destroy", "vt-c", *on)).out.strip() == "Network vt-c destroyed"
+    assert (await cli("net-undefine", "vt-c", *on)).status == 0
+    assert await host_networks(engine, netted.name) == {}
