@@ -6,6 +6,7 @@ no packet is sent: addresses are read from ``docker inspect`` and the bus.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import re
@@ -19,12 +20,16 @@ import pytest
 from agent.gateway.server import Gateway
 from agent.host.driver import HOST_LABEL
 from schemas.events import DeviceEvent, NetworkEvent
-from tests.integration.test_gateway import Virsh, gateway, uri, virsh_path  # noqa: F401
+from tests.integration import test_gateway
+from tests.integration.test_gateway import Virsh, uri
 from tests.support import BusPeer, EventRecorder
 from tests.support.fleet import CLI, Fleet, Host, spec
 from tests.support.services import IMAGE
 
 pytestmark = pytest.mark.integration
+gateway = test_gateway.gateway
+virsh_path = test_gateway.virsh_path
+libvirt_python = test_gateway.libvirt_python
 
 POLICY = """
 images = ["virtbus-test:*"]
@@ -69,7 +74,7 @@ async def netted(fleet: Fleet, peer: BusPeer, tmp_path: Path) -> Host:
 
 
 @pytest.fixture
-def vsh(virsh_path: str, gateway: Gateway, netted: Host) -> Virsh:  # noqa: F811
+def vsh(virsh_path: str, gateway: Gateway, netted: Host) -> Virsh:
     return Virsh(virsh_path, uri(gateway, netted.name))
 
 
@@ -270,3 +275,101 @@ async def test_the_virtbus_cli_names_network_verbs_as_virsh(
     assert (await cli("net-destroy", "vt-c", *on)).out.strip() == "Network vt-c destroyed"
     assert (await cli("net-undefine", "vt-c", *on)).status == 0
     assert await host_networks(engine, netted.name) == {}
+
+
+LIBVIRT_SCRIPT = """
+import json, sys, threading
+import libvirt
+
+libvirt.virEventRegisterDefaultImpl()
+threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl() for _ in iter(int, 1)],
+                 daemon=True).start()
+found = {}
+seen = []
+arrived = threading.Condition()
+
+def on_network(conn, net, event, detail, opaque):
+    with arrived:
+        seen.append([net.name(), event, detail])
+        arrived.notify_all()
+
+def on_device(name):
+    def callback(conn, dom, alias, opaque):
+        with arrived:
+            seen.append([dom.name(), name, alias])
+            arrived.notify_all()
+    return callback
+
+conn = libvirt.open(sys.argv[1])
+net_id = conn.networkEventRegisterAny(
+    None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, on_network, None)
+conn.domainEventRegisterAny(
+    None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, on_device("added"), None)
+conn.domainEventRegisterAny(
+    None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_device("removed"), None)
+net = conn.networkDefineXML(sys.argv[2])
+found["defined"] = [net.isActive(), net.isPersistent(), net.autostart()]
+inactive = conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_INACTIVE)
+found["inactive"] = [n.name() for n in inactive]
+net.create()
+net.setAutostart(1)
+found["by_uuid"] = conn.networkLookupByUUIDString(net.UUIDString()).name()
+found["active"] = [n.name() for n in conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)]
+found["state"] = [net.isActive(), net.autostart(), net.bridgeName() != ""]
+dom = conn.lookupByName("web")
+iface = "<interface type='network'><source network='vt-p'/></interface>"
+dom.attachDeviceFlags(iface, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+addresses = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
+found["addresses"] = {name: [info["hwaddr"], info["addrs"]] for name, info in addresses.items()}
+found["leases"] = [[l["mac"], l["ipaddr"], l["prefix"], l["hostname"]] for l in net.DHCPLeases()]
+dom.detachDeviceFlags(iface, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+net.destroy()
+net.undefine()
+with arrived:
+    arrived.wait_for(lambda: len(seen) >= 6, timeout=30)
+found["events"] = seen
+conn.networkEventDeregisterAny(net_id)
+conn.close()
+print(json.dumps(found))
+"""
+
+
+async def test_libvirt_python_manages_networks_and_interfaces(
+    libvirt_python: str, gateway: Gateway, netted: Host, engine: aiodocker.Docker, tmp_path: Path
+) -> None:
+    await netted.ok("network.define", args={"xml": network_xml("vt-o", 67)})
+    await netted.ok("network.create", "vt-o")
+    await netted.ok("domain.create_xml", args={"spec": spec("web", network="vt-o")})
+    script = _write(tmp_path, "nets.py", LIBVIRT_SCRIPT)
+    process = await asyncio.create_subprocess_exec(
+        libvirt_python,
+        str(script),
+        uri(gateway, netted.name),
+        network_xml("vt-p", 68),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    found: dict[str, Any] = json.loads(out)
+    assert found["defined"] == [0, 1, 0]
+    assert found["inactive"] == ["vt-p"]
+    assert found["by_uuid"] == "vt-p"
+    assert found["active"] == ["vt-o", "vt-p"]
+    assert found["state"] == [1, 1, True]
+    assert sorted(found["addresses"]) == ["eth0", "eth1"]
+    hwaddr, addrs = found["addresses"]["eth1"]
+    assert addrs[0]["addr"].startswith("10.251.68.") and addrs[0]["prefix"] == 24
+    assert found["leases"] == [[hwaddr, addrs[0]["addr"], 24, "web"]]
+    assert found["events"] == [
+        ["vt-p", 0, 0],
+        ["vt-p", 2, 0],
+        ["web", "added", "net1"],
+        ["web", "removed", "net1"],
+        ["vt-p", 3, 0],
+        ["vt-p", 1, 0],
+    ]
+    await netted.ok("domain.destroy", "web")
+    await netted.ok("network.destroy", "vt-o")
+    assert await host_networks(engine, netted.name) == {}
+    await gateway.wait_callbacks(lambda n: n == 0, 60)
