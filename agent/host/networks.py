@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from uuid import uuid4
+from uuid import UUID, uuid4
 from weakref import WeakKeyDictionary
 
 from agent.errors import VirtError, invalid
@@ -73,6 +73,9 @@ class Networks:
 
     def all(self) -> list[StoredNetwork]:
         return sorted(self._by_uuid.values(), key=lambda network: network.spec.name)
+
+    def by_uuid(self, uuid: UUID) -> StoredNetwork | None:
+        return self._by_uuid.get(uuid)
 
     def by_name(self, name: str) -> StoredNetwork | None:
         return next((n for n in self._by_uuid.values() if n.spec.name == name), None)
@@ -180,7 +183,7 @@ async def define(ops: Operations, command: NetworkDefine) -> NetworkRecord:
     networks = networks_of(ops)
     async with networks.lock:
         existing = networks.by_name(spec.name)
-        clash = networks._by_uuid.get(spec.uuid) if spec.uuid else None
+        clash = networks.by_uuid(spec.uuid) if spec.uuid else None
         if clash is not None and clash.spec.name != spec.name:
             raise VirtError(
                 ErrorCode.NETWORK_EXIST,
@@ -387,7 +390,8 @@ def _configure(domain: DomainObj, change: DomainSpec) -> None:
 
 
 def _check_nic(ops: Operations, nic: Interface, live: bool) -> None:
-    """The policy first; a virtbus network must be defined, and active to join live."""
+    """The policy first; a virtbus network must be active to be joined live (any other
+    name is a Docker network, which Docker itself must find)."""
     ops.policy.check_network(nic.network)
     network = networks_of(ops).by_name(nic.network)
     if network is None:
@@ -402,12 +406,12 @@ async def attach_device(ops: Operations, command: AttachDevice) -> DeviceChange:
     args = command.args
     live, config = _where(domain, args.live, args.config)
     if args.filesystem is not None:
-        return _attach_filesystem(ops, domain, args.filesystem, live, command.id)
+        return _attach_filesystem(ops, domain, args.filesystem, live)
     assert args.interface is not None
     nic = args.interface
     _check_nic(ops, nic, live)
     base = domain.pending or domain.spec
-    for spec in {id(s): s for s in (domain.spec, base)}.values():
+    for spec in [domain.spec] * live + [base] * config:
         if any(have.network == nic.network for have in spec.nics()):
             raise invalid(f"domain '{domain.name}' already has an interface on '{nic.network}'")
     if live and domain.spec.network == "none":
@@ -490,7 +494,7 @@ async def detach_device(ops: Operations, command: DetachDevice) -> DeviceChange:
 
 
 def _attach_filesystem(
-    ops: Operations, domain: DomainObj, mount: Mount, live: bool, cause: str
+    ops: Operations, domain: DomainObj, mount: Mount, live: bool
 ) -> DeviceChange:
     """A container's mounts are fixed when it is created: the mount joins the persistent
     definition, for the next start, and the reply says so (``live`` false)."""
