@@ -22,9 +22,17 @@ from typing import Any, get_args
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from schemas.codes import Lifecycle
+from schemas.codes import Lifecycle, NetworkLifecycle
 from schemas.commands import COMMAND_ADAPTER
-from schemas.events import AgentEvent, LifecycleEvent, Presence, RebootEvent, TunableEvent
+from schemas.events import (
+    AgentEvent,
+    DeviceEvent,
+    LifecycleEvent,
+    NetworkEvent,
+    Presence,
+    RebootEvent,
+    TunableEvent,
+)
 from schemas.replies import Reply
 from schemas.topology import (
     BROADCAST,
@@ -74,6 +82,8 @@ _PAYLOADS: dict[str, TypeAdapter[Any]] = {
     "LifecycleEvent": TypeAdapter(LifecycleEvent),
     "RebootEvent": TypeAdapter(RebootEvent),
     "TunableEvent": TypeAdapter(TunableEvent),
+    "DeviceEvent": TypeAdapter(DeviceEvent),
+    "NetworkEvent": TypeAdapter(NetworkEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
 }
 
@@ -325,6 +335,36 @@ def _channels() -> dict[str, Any]:
             "(`memory_kib`, `vcpus`).",
             "TunableEvent",
         ),
+        "deviceEvents": _event_channel(
+            "{host}.device.{event}",
+            "Device events",
+            "libvirt's VIR_DOMAIN_EVENT_ID_DEVICE_ADDED (19) and _DEVICE_REMOVED (15): an "
+            "interface plugged into or out of a running domain, by its alias (`net1`).",
+            "DeviceEvent",
+            event={
+                "description": "added (event ID 19) or removed (15).",
+                "enum": ["added", "removed"],
+                "location": "$message.payload#/event",
+            },
+        ),
+        "networkEvents": _event_channel(
+            "{host}.network.{event}.{detail}",
+            "Network lifecycle events",
+            "libvirt's network lifecycle event (`virNetworkEventLifecycleType`): a "
+            "network defined (0), undefined (1), started (2) or stopped (3). Bind "
+            "`h1.network.#`.",
+            "NetworkEvent",
+            event={
+                "description": "The network event, by name.",
+                "enum": [member.event for member in NetworkLifecycle],
+                "location": "$message.payload#/event",
+            },
+            detail={
+                "description": "Always `none` (0): libvirt's network events have no detail.",
+                "enum": ["none"],
+                "location": "$message.payload#/detail",
+            },
+        ),
         "presence": _event_channel(
             "{host}.agent.{state}",
             "Agent presence",
@@ -473,6 +513,15 @@ def _operations() -> dict[str, Any]:
         "receiveTunableEvents": _receive(
             "tunableEvents", "TunableEvent", "Follow tunable events", "Domain tunables changed."
         ),
+        "receiveDeviceEvents": _receive(
+            "deviceEvents", "DeviceEvent", "Follow device events", "Interfaces hot-plugged."
+        ),
+        "receiveNetworkEvents": _receive(
+            "networkEvents",
+            "NetworkEvent",
+            "Follow network events",
+            "Networks defined, undefined, started and stopped.",
+        ),
         "receivePresence": _receive(
             "presence",
             "AgentEvent",
@@ -593,6 +642,36 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "cause": "6f1c2d",
             "kind": "tunable",
             "params": {"memory_kib": 131072},
+        }
+    ],
+    "DeviceEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:03:00Z",
+            "seq": 1045,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "agent",
+            "cause": "6f1c2f",
+            "kind": "device",
+            "event": "added",
+            "event_id": 19,
+            "alias": "net1",
+        }
+    ],
+    "NetworkEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:04:00Z",
+            "seq": 1046,
+            "kind": "network",
+            "network": {"name": "lan", "uuid": "3e3fce45-4f53-4fa7-bb32-11f34168b82b"},
+            "event": "started",
+            "event_code": 2,
+            "detail": "none",
+            "detail_code": 0,
+            "cause": "6f1c30",
         }
     ],
     "AgentEvent": [
@@ -742,6 +821,19 @@ def _messages_components() -> dict[str, Any]:
             "Tunable event",
             "Tunables of a domain changed (VIR_DOMAIN_EVENT_ID_TUNABLE).",
             "`params` holds the new values by their spec names. " + _EVENT_PROPERTIES,
+        ),
+        "DeviceEvent": _message(
+            "DeviceEvent",
+            "Device event",
+            "A device plugged into or out of a running domain (DEVICE_ADDED, DEVICE_REMOVED).",
+            "`event_id` is libvirt's event ID, `alias` the device's. " + _EVENT_PROPERTIES,
+        ),
+        "NetworkEvent": _message(
+            "NetworkEvent",
+            "Network event",
+            "A network defined, undefined, started or stopped.",
+            "`event_code` is libvirt's `virNetworkEventLifecycleType`; `seq` is the host's "
+            "one sequence, shared with domain events. " + _EVENT_PROPERTIES,
         ),
         "AgentEvent": _message(
             "AgentEvent",

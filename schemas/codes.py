@@ -26,6 +26,9 @@ class ErrorCode(IntEnum):
     OPERATION_ABORTED = 78
     RESOURCE_BUSY = 87
     ACCESS_DENIED = 88
+    NETWORK_EXIST = 36
+    NO_NETWORK = 43
+    OPERATION_UNSUPPORTED = 84
 
     @property
     def prefix(self) -> str:
@@ -52,6 +55,9 @@ _ERROR_PREFIXES = {
     ErrorCode.OPERATION_ABORTED: "operation aborted",
     ErrorCode.RESOURCE_BUSY: "resource busy",
     ErrorCode.ACCESS_DENIED: "access denied",
+    ErrorCode.NETWORK_EXIST: "this network exists already",
+    ErrorCode.NO_NETWORK: "Network not found",
+    ErrorCode.OPERATION_UNSUPPORTED: "Operation not supported",
 }
 
 
@@ -113,6 +119,8 @@ class EventId(IntEnum):
     LIFECYCLE = 0
     REBOOT = 1
     TUNABLE = 17
+    DEVICE_REMOVED = 15
+    DEVICE_ADDED = 19
 
 
 class Lifecycle(Enum):
@@ -172,3 +180,20 @@ _OUTCOMES: dict[Lifecycle, tuple[DomainState, int]] = {
     Lifecycle.STOPPED_CRASHED: (DomainState.SHUTOFF, ShutoffReason.CRASHED),
     Lifecycle.STOPPED_FAILED: (DomainState.SHUTOFF, ShutoffReason.FAILED),
 }
+
+
+class NetworkLifecycle(Enum):
+    """``virNetworkEventLifecycleType``; libvirt's network events carry no detail (0)."""
+
+    DEFINED = ("defined", 0)
+    UNDEFINED = ("undefined", 1)
+    STARTED = ("started", 2)
+    STOPPED = ("stopped", 3)
+
+    @property
+    def event(self) -> str:
+        return str(self.value[0])
+
+    @property
+    def event_code(self) -> int:
+        return int(self.value[1])

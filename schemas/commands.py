@@ -18,9 +18,11 @@ from pydantic import (
 
 from schemas.base import WIRE_VERSION, AwareTimestamp, DomainName, MessageId, Uuid, WireModel
 from schemas.codes import ErrorCode
-from schemas.domain import MIN_MEMORY_KIB, DomainSpec
-from schemas.domxml import domain_fields
+from schemas.domain import MIN_MEMORY_KIB, DomainSpec, Interface, Mount, NetworkName
+from schemas.domxml import device_fields, domain_fields
 from schemas.errors import VirtbusError
+from schemas.network import NetworkSpec
+from schemas.netxml import network_fields
 from schemas.xmldoc import MAX_XML_CHARS, XmlError
 
 
@@ -211,6 +213,116 @@ class LogoutArgs(WireModel):
     registry: RegistryName
 
 
+class NetworkTarget(WireModel):
+    """Names one network: by exactly one of name or UUID (as virNetworkLookupBy*)."""
+
+    name: NetworkName | None = None
+    uuid: Uuid | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NetworkTarget:
+        if (self.name is None) == (self.uuid is None):
+            raise ValueError("target needs exactly one of name or uuid")
+        return self
+
+    def __str__(self) -> str:
+        return f"name '{self.name}'" if self.name is not None else f"uuid '{self.uuid}'"
+
+
+def _network_from_xml(data: Any) -> Any:
+    """``xml`` (libvirt network XML) instead of ``spec``, read into a spec here."""
+    if not isinstance(data, dict) or "xml" not in data:
+        return data
+    if "spec" in data:
+        raise ValueError("takes spec or xml, not both")
+    if not isinstance(data["xml"], str):
+        raise ValueError("xml must be a string")
+    return {**{k: v for k, v in data.items() if k != "xml"}, "spec": network_fields(data["xml"])}
+
+
+def _document_network_xml(schema: dict[str, Any]) -> None:
+    _document_xml(schema)
+    schema["properties"]["xml"]["description"] = "libvirt network XML, instead of spec"
+
+
+class NetworkDefineArgs(WireModel):
+    """``spec``, or ``xml``: libvirt network XML, read into the spec on arrival."""
+
+    model_config = ConfigDict(json_schema_extra=_document_network_xml)
+
+    spec: NetworkSpec
+
+    _from_xml = model_validator(mode="before")(_network_from_xml)
+
+
+NetworkListFlag = Literal[
+    "active", "inactive", "persistent", "transient", "autostart", "no_autostart"
+]
+
+
+class ListNetworksArgs(WireModel):
+    """``virConnectListAllNetworks`` flags, grouped as for domains."""
+
+    flags: list[NetworkListFlag] = []
+
+
+class DhcpLeasesArgs(WireModel):
+    mac: str | None = None
+    """Only the leases of this MAC address."""
+
+
+def _device_from_xml(data: Any) -> Any:
+    """``xml`` (a libvirt ``<interface>`` or ``<filesystem>``) instead of the device."""
+    if not isinstance(data, dict) or "xml" not in data:
+        return data
+    if "interface" in data or "filesystem" in data:
+        raise ValueError("takes interface, filesystem or xml, one of them")
+    if not isinstance(data["xml"], str):
+        raise ValueError("xml must be a string")
+    return {**{k: v for k, v in data.items() if k != "xml"}, **device_fields(data["xml"])}
+
+
+def _document_device_xml(schema: dict[str, Any]) -> None:
+    schema["properties"]["xml"] = {
+        "type": "string",
+        "maxLength": MAX_XML_CHARS,
+        "title": "Xml",
+        "description": "libvirt device XML (<interface> or <filesystem>), instead of the device",
+    }
+    schema["oneOf"] = [{"required": [key]} for key in ("interface", "filesystem", "xml")]
+
+
+class DeviceArgs(WireModel):
+    """One device (``interface``, ``filesystem``, or ``xml``: libvirt device XML) and
+    where the change applies, as libvirt's VIR_DOMAIN_AFFECT_LIVE and _CONFIG: neither
+    means the running domain if it runs, its definition otherwise. An interface to
+    detach is found by its network (and MAC address, if given); a filesystem by target."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: _document_device_xml(schema))
+
+    interface: Interface | None = None
+    filesystem: Mount | None = None
+    live: bool = False
+    config: bool = False
+
+    _from_xml = model_validator(mode="before")(_device_from_xml)
+
+    @model_validator(mode="after")
+    def _one_device(self) -> DeviceArgs:
+        if (self.interface is None) == (self.filesystem is None):
+            raise ValueError("needs exactly one device: interface or filesystem")
+        return self
+
+
+AddressSource = Literal["lease", "agent", "arp"]
+
+
+class InterfaceAddressesArgs(WireModel):
+    """virDomainInterfaceAddresses' source; every source answers what Docker assigned."""
+
+    source: AddressSource = "lease"
+
+
 class CommandBase(WireModel):
     v: Literal[1] = WIRE_VERSION
     id: MessageId
@@ -356,6 +468,72 @@ class Logout(CommandBase):
     args: LogoutArgs
 
 
+class NetworkCommand(CommandBase):
+    """A command about one existing network."""
+
+    target: NetworkTarget
+
+
+class NetworkDefine(CommandBase):
+    op: Literal["network.define"]
+    args: NetworkDefineArgs
+
+
+class NetworkCreate(NetworkCommand):
+    op: Literal["network.create"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkDestroy(NetworkCommand):
+    op: Literal["network.destroy"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkUndefine(NetworkCommand):
+    op: Literal["network.undefine"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkSetAutostart(NetworkCommand):
+    op: Literal["network.set_autostart"]
+    args: SetAutostartArgs
+
+
+class NetworkLookup(NetworkCommand):
+    op: Literal["network.lookup"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkGetXmlDesc(NetworkCommand):
+    op: Literal["network.get_xml_desc"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkGetDhcpLeases(NetworkCommand):
+    op: Literal["network.get_dhcp_leases"]
+    args: DhcpLeasesArgs = DhcpLeasesArgs()
+
+
+class ListNetworks(CommandBase):
+    op: Literal["host.list_networks"]
+    args: ListNetworksArgs = ListNetworksArgs()
+
+
+class AttachDevice(DomainCommand):
+    op: Literal["domain.attach_device"]
+    args: DeviceArgs
+
+
+class DetachDevice(DomainCommand):
+    op: Literal["domain.detach_device"]
+    args: DeviceArgs
+
+
+class InterfaceAddresses(DomainCommand):
+    op: Literal["domain.interface_addresses"]
+    args: InterfaceAddressesArgs = InterfaceAddressesArgs()
+
+
 Command = Annotated[
     Define
     | CreateXml
@@ -382,7 +560,19 @@ Command = Annotated[
     | GetStats
     | GetAllDomainStats
     | GetCapabilities
-    | GetNodeStats,
+    | GetNodeStats
+    | NetworkDefine
+    | NetworkCreate
+    | NetworkDestroy
+    | NetworkUndefine
+    | NetworkSetAutostart
+    | NetworkLookup
+    | NetworkGetXmlDesc
+    | NetworkGetDhcpLeases
+    | ListNetworks
+    | AttachDevice
+    | DetachDevice
+    | InterfaceAddresses,
     Field(discriminator="op"),
 ]
 

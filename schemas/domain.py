@@ -8,11 +8,19 @@ capabilities: unknown fields are refused, and ``network`` cannot be ``host``.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from typing import Annotated, Literal
 
 from docker_image.reference import InvalidReference, Reference
-from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from schemas.base import DomainName, Uuid, WireModel
 from schemas.codes import DomainState, reason_of
@@ -60,6 +68,10 @@ UserRef = Annotated[
     ),
 ]
 NetworkName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+MacAddress = Annotated[
+    str, StringConstraints(pattern=r"^[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$", to_lower=True)
+]
+"""A unicast Ethernet address, ``52:54:00:12:34:56``; kept in lower case."""
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 # a process receives these as C strings, which end at the first NUL
 Argument = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=4096)]
@@ -78,6 +90,28 @@ class Mount(WireModel):
     source: AbsolutePath
     target: AbsolutePath
     readonly: bool = False
+
+
+class Interface(WireModel):
+    """A further network interface: the domain joins ``network`` beside its first one."""
+
+    network: NetworkName
+    mac: MacAddress | None = None
+
+    @field_validator("network")
+    @classmethod
+    def _joinable(cls, network: str) -> str:
+        if network in ("none", "host"):
+            raise ValueError(f"network '{network}' cannot be a further interface")
+        return network
+
+
+def derived_mac(uuid: object, network: str) -> str:
+    """The MAC address a domain's interface on ``network`` has when its spec names none:
+    in libvirt's ``52:54:00`` range, derived from the domain's UUID and the network, so
+    it is the same at every start and on every host."""
+    digest = hashlib.sha256(f"{uuid}/{network}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{byte:02x}" for byte in digest[:3])
 
 
 class DomainSpec(WireModel):
@@ -101,6 +135,10 @@ class DomainSpec(WireModel):
     on_crash: Literal["destroy", "restart"] = "destroy"
     mounts: list[Mount] = Field(default=[], max_length=64)
     network: NetworkName = "none"
+    mac: MacAddress | None = None
+    """The MAC address of the interface on ``network``; derived from the UUID if None."""
+    interfaces: list[Interface] = Field(default=[], max_length=16)
+    """Interfaces beyond the one on ``network``, in the order they were added."""
     init: bool = True
     metadata: dict[MetadataKey, MetadataValue] = {}
     metadata_xml: MetadataXml | None = None
@@ -111,6 +149,31 @@ class DomainSpec(WireModel):
         if network == "host":
             raise ValueError("network 'host' would share the host's namespace")
         return network
+
+    @model_validator(mode="after")
+    def _interfaces_need_a_network(self) -> DomainSpec:
+        if self.network == "none" and (self.interfaces or self.mac is not None):
+            raise ValueError("a domain on network 'none' has no interface")
+        joined = [self.network, *(i.network for i in self.interfaces)]
+        if len(set(joined)) != len(joined):
+            raise ValueError("a domain joins each network once")
+        return self
+
+    def nics(self) -> list[Interface]:
+        """Every interface, the one on ``network`` first, each with its MAC address
+        (derived from the UUID where none is given; None without a UUID)."""
+        if self.network == "none":
+            return []
+        return [
+            Interface.model_construct(
+                network=nic.network,
+                mac=nic.mac or (derived_mac(self.uuid, nic.network) if self.uuid else None),
+            )
+            for nic in [
+                Interface.model_construct(network=self.network, mac=self.mac),
+                *self.interfaces,
+            ]
+        ]
 
 
 State = Annotated[int, AfterValidator(DomainState)]

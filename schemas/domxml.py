@@ -24,7 +24,9 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
     <devices>
       <filesystem type='template'>         image: <source name='IMAGE'/> <target dir='/'/>
       <filesystem type='mount'>…           mounts: <source dir/> <target dir/> [<readonly/>]
-      <interface type='network'>           network: <source network='NAME'/>; none without
+      <interface type='network'>           the first: network (<source network='NAME'/>) and
+                                           mac (<mac address='…'/>); none without; further
+                                           ones: interfaces
     <virtbus:config xmlns:virtbus='urn:virtbus:domain'>   what libvirt has no element for:
       <virtbus:autostart>yes|no, <virtbus:init>yes|no, <virtbus:pids_limit>N,
       <virtbus:metadata name='K'>V</virtbus:metadata>…    (the spec's metadata)
@@ -47,7 +49,7 @@ from lxml import etree
 from pydantic import ValidationError
 
 from schemas.codes import ErrorCode
-from schemas.domain import DomainSpec
+from schemas.domain import DomainSpec, derived_mac
 from schemas.xmldoc import (
     XmlError,
     escape_attribute,
@@ -238,6 +240,7 @@ class _Reader:
             )
         if not self.fields.get("name"):
             raise XmlError(ErrorCode.XML_ERROR, "missing <name>")
+        self.drop_derived_macs()
         if "image" not in self.fields:
             raise XmlError(
                 ErrorCode.CONFIG_UNSUPPORTED,
@@ -245,6 +248,18 @@ class _Reader:
                 "a domain cannot have the host's root filesystem",
             )
         return self.fields
+
+    def drop_derived_macs(self) -> None:
+        """A MAC address equal to the one derived from the UUID is not kept: dumpxml
+        writes it, and the definition read back stays the same."""
+        uuid = self.fields.get("uuid")
+        if uuid is None:
+            return
+        if self.fields.get("mac") == derived_mac(uuid, self.fields.get("network", "")):
+            del self.fields["mac"]
+        for nic in self.fields.get("interfaces", []):
+            if nic.get("mac") == derived_mac(uuid, nic["network"]):
+                del nic["mac"]
 
     def name(self, element: Element) -> None:
         self.only(element, "<name>")
@@ -418,16 +433,15 @@ class _Reader:
         return value
 
     def interface(self, element: Element) -> None:
-        kind = element.get("type", "")
-        where = f"<devices><interface type='{kind}'>"
-        self.only(element, where, ("type",))
-        if kind != "network":
-            self.refuse(where, element)
+        nic = interface_fields(element, self)
+        if nic is None:
             return
-        network = self.place(self.children(element, where, ("source",)), "source", "network", where)
-        if "network" in self.fields:
-            self.refuse("<devices><interface> (a second interface)", element)
-        self.fields["network"] = network
+        if "network" not in self.fields:
+            self.fields["network"] = nic["network"]
+            if "mac" in nic:
+                self.fields["mac"] = nic["mac"]
+        else:
+            self.fields.setdefault("interfaces", []).append(nic)
 
     def config(self, element: Element) -> None:
         where = f"<{_shown(element)}>"
@@ -520,14 +534,73 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
         if mount.readonly:
             add(_element(3, "readonly", None))
         add("    </filesystem>")
-    if spec.network != "none":
-        add(_open(2, "interface", type="network"))
-        add(_element(3, "source", None, network=spec.network))
-        add("    </interface>")
+    for index, nic in enumerate(spec.nics()):
+        lines += interface_lines(nic.network, nic.mac, f"net{index}", depth=2)
     add("  </devices>")
     lines += _config(spec)
     add("</domain>")
     return "\n".join(lines) + "\n"
+
+
+def interface_fields(element: Element, reader: _Reader | None = None) -> dict[str, Any] | None:
+    """The fields of one ``<interface type='network'>``: network and, if given, mac. An
+    interface of another type is refused through ``reader`` (None: CONFIG_UNSUPPORTED
+    at once, as for a device on its own)."""
+    reader = reader or _Reader()
+    kind = element.get("type", "")
+    where = f"<devices><interface type='{kind}'>"
+    reader.only(element, where, ("type",))
+    if kind != "network":
+        reader.refuse(where, element)
+    else:
+        found = reader.children(element, where, ("source", "mac", "alias", "model"))
+        nic: dict[str, Any] = {"network": reader.place(found, "source", "network", where)}
+        if "mac" in found:
+            nic["mac"] = reader.place(found, "mac", "address", where)
+        for model in found.get("model", []):
+            if model.get("type") not in (None, "virtio"):
+                reader.refuse(f"{where}<model type='{model.get('type')}'>", model)
+    return None if kind != "network" else nic
+
+
+def device_fields(xml: str) -> dict[str, Any]:
+    """One device, as virDomainAttachDevice takes it: ``{"interface": {network, mac}}``
+    for an ``<interface type='network'>``, ``{"filesystem": {source, target, readonly}}``
+    for a ``<filesystem type='mount'>``. Raises XmlError as for a domain."""
+    root = parse_xml(xml)
+    reader = _Reader()
+    result: dict[str, Any] = {}
+    if root.tag == "interface":
+        nic = interface_fields(root, reader)
+        if nic is not None:
+            result["interface"] = nic
+    elif root.tag == "filesystem":
+        if root.get("type", "mount") != "mount":
+            reader.refuse(f"<filesystem type='{root.get('type')}'> (as a device)", root)
+        else:
+            reader.filesystem(root)
+            mounts = reader.fields.get("mounts", [])
+            if mounts:
+                result["filesystem"] = mounts[0]
+    else:
+        reader.refuse(f"<{_shown(root)}> (as a device)", root)
+    if reader.refused:
+        raise XmlError(
+            ErrorCode.CONFIG_UNSUPPORTED, "not supported by virtbus: " + ", ".join(reader.refused)
+        )
+    return result
+
+
+def interface_lines(network: str, mac: str | None, alias: str | None, depth: int) -> list[str]:
+    """An ``<interface type='network'>`` as libvirt writes it."""
+    lines = [_open(depth, "interface", type="network")]
+    if mac is not None:
+        lines.append(_element(depth + 1, "mac", None, address=mac))
+    lines.append(_element(depth + 1, "source", None, network=network))
+    if alias is not None:
+        lines.append(_element(depth + 1, "alias", None, name=alias))
+    lines.append(f"{'  ' * depth}</interface>")
+    return lines
 
 
 def _id(domain_id: int | None) -> str:

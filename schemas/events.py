@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter
 
 from schemas.base import WIRE_VERSION, DomainName, HostName, Timestamp, Uuid, WireModel
-from schemas.codes import Lifecycle
+from schemas.codes import EventId, Lifecycle
 
 Origin = Literal["agent", "external", "reconcile"]
 
@@ -68,6 +68,48 @@ class TunableEvent(DomainEventBase):
         return f"{self.host}.tunable"
 
 
+class DeviceEvent(DomainEventBase):
+    """libvirt's DEVICE_ADDED (event ID 19) or DEVICE_REMOVED (15): a device plugged into
+    or out of the running domain, by its alias (``net1``)."""
+
+    kind: Literal["device"] = "device"
+    event: Literal["added", "removed"]
+    event_id: int
+    alias: str
+
+    @classmethod
+    def of(cls, event: Literal["added", "removed"], **fields: object) -> DeviceEvent:
+        code = EventId.DEVICE_ADDED if event == "added" else EventId.DEVICE_REMOVED
+        return cls.model_validate({"event": event, "event_id": int(code), **fields})
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.device.{self.event}"
+
+
+class NetworkRef(WireModel):
+    name: DomainName
+    uuid: Uuid
+
+
+class NetworkEvent(EventBase):
+    """libvirt's network lifecycle event (``virNetworkEventLifecycleType``); ``detail``
+    is always ``none`` (0), as libvirt's."""
+
+    seq: int = Field(ge=1)
+    kind: Literal["network"] = "network"
+    network: NetworkRef
+    event: str
+    event_code: int
+    detail: str = "none"
+    detail_code: int = 0
+    cause: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.network.{self.event}.{self.detail}"
+
+
 Presence = Literal["online", "heartbeat", "offline"]
 
 
@@ -87,8 +129,11 @@ class AgentEvent(EventBase):
         return f"{self.host}.agent.{self.state}"
 
 
-DomainEvent = Annotated[LifecycleEvent | RebootEvent | TunableEvent, Field(discriminator="kind")]
+DomainEvent = Annotated[
+    LifecycleEvent | RebootEvent | TunableEvent | DeviceEvent, Field(discriminator="kind")
+]
 Event = Annotated[
-    LifecycleEvent | RebootEvent | TunableEvent | AgentEvent, Field(discriminator="kind")
+    LifecycleEvent | RebootEvent | TunableEvent | DeviceEvent | NetworkEvent | AgentEvent,
+    Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -10,6 +10,7 @@ from schemas.base import WIRE_VERSION, HostName, Timestamp, WireModel
 from schemas.codes import ErrorCode
 from schemas.domain import DomainRecord, State, reason_enum
 from schemas.events import DomainRef
+from schemas.network import NetworkRecord
 
 
 class ErrorBody(WireModel):
@@ -124,6 +125,64 @@ class DomainXml(WireModel):
     xml: str
 
 
+class NetworkList(WireModel):
+    networks: list[NetworkRecord]
+
+
+class NetworkXml(WireModel):
+    """virNetworkGetXMLDesc: the network's libvirt network XML."""
+
+    network_xml: str
+
+
+class DhcpLease(WireModel):
+    """virNetworkDHCPLease: an address Docker's IPAM gave a domain on the network."""
+
+    iface: str
+    expiry_time: int
+    """Seconds since the epoch; 0: the address is the domain's while it stays joined."""
+    type: int
+    """``virIPAddrType``: 0 IPv4, 1 IPv6."""
+    mac: str | None
+    ipaddr: str
+    prefix: int
+    hostname: str | None
+    client_id: str | None = None
+
+
+class DhcpLeases(WireModel):
+    leases: list[DhcpLease]
+
+
+class IpAddress(WireModel):
+    type: int
+    """``virIPAddrType``: 0 IPv4, 1 IPv6."""
+    addr: str
+    prefix: int
+
+
+class DomainInterface(WireModel):
+    """virDomainInterface: one interface with its addresses."""
+
+    name: str
+    hwaddr: str | None
+    addrs: list[IpAddress]
+
+
+class DomainInterfaces(WireModel):
+    interfaces: list[DomainInterface]
+
+
+class DeviceChange(WireModel):
+    """A device attached or detached: where the change took effect. ``live`` false means
+    the running domain is unchanged and the device comes or goes at its next start."""
+
+    domain: DomainRecord
+    alias: str
+    live: bool
+    config: bool
+
+
 class Done(WireModel):
     """The result of an op that has nothing to return."""
 
@@ -141,6 +200,13 @@ Result = (
     | DomainStatsList
     | HostCapabilities
     | NodeStats
+    | NetworkRecord
+    | NetworkList
+    | NetworkXml
+    | DhcpLeases
+    | DomainInterfaces
+    | DeviceChange
+    | Done
 )
 
 

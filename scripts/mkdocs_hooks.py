@@ -32,7 +32,7 @@ from schemas.codes import (
     RunningReason,
     ShutoffReason,
 )
-from schemas.commands import OPS, Command, DomainCommand
+from schemas.commands import OPS, Command, DomainCommand, NetworkCommand
 from schemas.events import Event
 
 LIBVIRT: dict[str, str] = {
@@ -62,9 +62,27 @@ LIBVIRT: dict[str, str] = {
     "host.get_all_domain_stats": "virConnectGetAllDomainStats",
     "host.get_capabilities": "virConnectGetCapabilities / GetDomainCapabilities / GetSysinfo",
     "host.get_node_stats": "virNodeGetMemoryStats / virNodeGetCPUStats",
+    "network.define": "virNetworkDefineXML",
+    "network.create": "virNetworkCreate",
+    "network.destroy": "virNetworkDestroy",
+    "network.undefine": "virNetworkUndefine",
+    "network.set_autostart": "virNetworkSetAutostart",
+    "network.lookup": "virNetworkLookupByName / ByUUID",
+    "network.get_xml_desc": "virNetworkGetXMLDesc",
+    "network.get_dhcp_leases": "virNetworkGetDHCPLeases",
+    "host.list_networks": "virConnectListAllNetworks",
+    "domain.attach_device": "virDomainAttachDeviceFlags",
+    "domain.detach_device": "virDomainDetachDeviceFlags",
+    "domain.interface_addresses": "virDomainInterfaceAddresses",
 }
 """The libvirt function each op stands for: the one fact of the op table that the models
 do not carry."""
+
+OTHER_EVENT_IDS = {
+    "device": "`DEVICE_ADDED` (19), `DEVICE_REMOVED` (15)",
+    "network": "network `LIFECYCLE` (0)",
+}
+"""Event kinds whose libvirt event ID is not named by the kind."""
 
 REASONS: dict[DomainState, type[IntEnum]] = {
     DomainState.RUNNING: RunningReason,
@@ -141,7 +159,7 @@ def ops_table() -> str:
         args = "<br>".join(described) or "—"
         if described and not args_field.is_required():
             args += "<br>(`args` may be left out)"
-        target = "required" if issubclass(model, DomainCommand) else "—"
+        target = "required" if issubclass(model, DomainCommand | NetworkCommand) else "—"
         rows.append(f"| `{op}` | `{model.__name__}` | {target} | {args} | {LIBVIRT[op]} |")
     return "\n".join(rows)
 
@@ -169,6 +187,7 @@ def event_kinds() -> str:
         ]
         event_id = EventId.__members__.get(kind.upper())
         libvirt = "— (presence)" if event_id is None else f"`{event_id.name}` ({int(event_id)})"
+        libvirt = OTHER_EVENT_IDS.get(kind, libvirt)
         routing = _cell(" · ".join(f"`{key}`" for key in keys))
         rows.append(f"| `{kind}` | `{model.__name__}` | {routing} | {libvirt} |")
     return "\n".join(rows)

@@ -16,15 +16,25 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import agent.host.networks  # noqa: F401 (its handlers, which operations.py does not import)
 from agent.errors import VirtError, invalid
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainTable
-from agent.host.driver import Credentials, EngineFacts, Observed, RuntimeEvent, Usage
+from agent.host.driver import (
+    Credentials,
+    Endpoint,
+    EngineFacts,
+    NetworkFacts,
+    Observed,
+    RuntimeEvent,
+    Usage,
+)
 from agent.host.monitor import Monitor
 from agent.host.operations import Operations
 from agent.host.store import Store
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
+from schemas.network import NetworkSpec
 
 
 @dataclass
@@ -59,6 +69,10 @@ class FakeDriver:
         """Verb → exception raised (once) by the next call of that verb."""
         self.called = asyncio.Condition()
         self._events: asyncio.Queue[RuntimeEvent | None] = asyncio.Queue()
+        self.networks: dict[str, NetworkSpec] = {}
+        """Virtbus network name → its spec, for each Docker network of one."""
+        self.joined: dict[str, dict[str, str | None]] = {}
+        """Handle → network → MAC address: the networks a container is on."""
         self._ids = itertools.count(1)
         self._pids = itertools.count(1000)
 
@@ -225,6 +239,41 @@ class FakeDriver:
     async def usage(self, handle: str) -> Usage:
         await self._enter("usage")
         return Usage(memory_kib=1024, cpu_time_ns=42)
+
+    async def create_network(self, uuid: UUID, spec: NetworkSpec) -> NetworkFacts:
+        await self._enter("create_network")
+        if spec.name in self.networks:
+            raise invalid(f"network with name {spec.name} already exists")
+        self.networks[spec.name] = spec
+        return NetworkFacts(id=f"n-{spec.name}", bridge=spec.bridge or f"br-{spec.name}")
+
+    async def network_facts(self, name: str) -> NetworkFacts | None:
+        spec = self.networks.get(name)
+        return None if spec is None else NetworkFacts(f"n-{name}", spec.bridge or f"br-{name}")
+
+    async def remove_network(self, name: str) -> None:
+        await self._enter("remove_network")
+        if any(name in joined for joined in self.joined.values()):
+            raise VirtError(ErrorCode.OPERATION_FAILED, f"network {name} has active endpoints")
+        self.networks.pop(name, None)
+
+    async def connect(self, handle: str, network: str, mac: str | None) -> None:
+        await self._enter("connect")
+        self._get(handle)
+        self.joined.setdefault(handle, {})[network] = mac
+
+    async def disconnect(self, handle: str, network: str) -> None:
+        await self._enter("disconnect")
+        self.joined.get(handle, {}).pop(network, None)
+
+    async def endpoints(self, handle: str) -> list[Endpoint]:
+        container = self._get(handle)
+        joined = {nic.network: nic.mac for nic in container.spec.nics()[:1]}
+        joined.update(self.joined.get(handle, {}))
+        return [
+            Endpoint(network, mac, f"10.0.0.{index + 2}", 24, None, 0)
+            for index, (network, mac) in enumerate(joined.items())
+        ]
 
     async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
         await self._enter("default_command")

@@ -8,7 +8,7 @@
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
     hosts        hosts                       completion   completion bash|zsh
-    stats        domstats, capabilities, node…
+    stats        domstats, capabilities, node…   networks     net-*, domifaddr, *-interface
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -38,6 +38,7 @@ from agent.cli import (
     info,
     lifecycle,
     listing,
+    networks,
     provision,
     schema,
     stats,
@@ -69,6 +70,7 @@ VERB_GROUPS = (
     hosts,
     completion,
     stats,
+    networks,
 )
 """In the order ``--help`` lists their verbs."""
 

@@ -14,8 +14,12 @@ from pydantic import BaseModel
 from schemas.codes import DomainState
 from schemas.domain import DomainRecord
 from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
+from schemas.network import NetworkRecord
 from schemas.replies import (
+    DeviceChange,
+    DhcpLeases,
     DomainInfo,
+    DomainInterfaces,
     DomainList,
     DomainStateInfo,
     DomainStats,
@@ -23,6 +27,8 @@ from schemas.replies import (
     DomainXml,
     HostCapabilities,
     HostInfo,
+    NetworkList,
+    NetworkXml,
     NodeStats,
     Result,
 )
@@ -282,5 +288,81 @@ def render_nodecpustats(cpu: int | None) -> Render:
         times = result.cpu if cpu is None else result.cpus[cpu]
         names = {"user": "user", "kernel": "system", "idle": "idle", "iowait": "iowait"}
         return "\n".join(f"{names[key] + ':':<15}{times[key]:>20}" for key in names)
+
+    return render
+
+
+def network_line(message: str) -> Render:
+    """A network record as one line, ``{name}`` filled in."""
+
+    def render(result: Result) -> str:
+        name = result.name if isinstance(result, NetworkRecord) else "?"
+        return message.format(name=name)
+
+    return render
+
+
+def render_networks(result: Result) -> str:
+    """``net-list``'s table."""
+    assert isinstance(result, NetworkList)
+    rows = [
+        (
+            n.name,
+            "active" if n.active else "inactive",
+            "yes" if n.autostart else "no",
+            "yes" if n.persistent else "no",
+        )
+        for n in result.networks
+    ]
+    return table(["Name", "State", "Autostart", "Persistent"], rows)
+
+
+def render_network_xml(result: Result) -> str:
+    assert isinstance(result, NetworkXml)
+    return result.network_xml.rstrip("\n")
+
+
+def render_leases(result: Result) -> str:
+    """``net-dhcp-leases``' table; a lease lasts while its domain stays joined."""
+    assert isinstance(result, DhcpLeases)
+    rows = [
+        (
+            "-" if lease.expiry_time == 0 else str(lease.expiry_time),
+            lease.mac or "-",
+            "ipv4" if lease.type == 0 else "ipv6",
+            f"{lease.ipaddr}/{lease.prefix}",
+            lease.hostname or "-",
+            lease.client_id or "-",
+        )
+        for lease in result.leases
+    ]
+    headers = ["Expiry Time", "MAC address", "Protocol", "IP address", "Hostname", "Client ID"]
+    return table(headers, rows)
+
+
+def render_addresses(result: Result) -> str:
+    """``domifaddr``'s table."""
+    assert isinstance(result, DomainInterfaces)
+    rows = [
+        (
+            nic.name,
+            nic.hwaddr or "-",
+            "ipv4" if address.type == 0 else "ipv6",
+            f"{address.addr}/{address.prefix}",
+        )
+        for nic in result.interfaces
+        for address in nic.addrs
+    ]
+    return table(["Name", "MAC address", "Protocol", "Address"], rows)
+
+
+def render_device(message: str) -> Render:
+    """A device change, saying where it took effect."""
+
+    def render(result: Result) -> str:
+        assert isinstance(result, DeviceChange)
+        if result.live:
+            return message
+        return f"{message} (to the persistent definition: it takes effect at the next start)"
 
     return render

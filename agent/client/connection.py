@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from agent.client.domain import Domain, spec_args
 from agent.client.events import KINDS, EventKind, EventStream
+from agent.client.network import Network, network_args
 from agent.client.registry import HostRegistry
 from agent.errors import (
     BrokerUnreachable,
@@ -48,19 +49,25 @@ from schemas.commands import (
     GetNodeStats,
     ListDomains,
     ListFlag,
+    ListNetworks,
     Lookup,
+    NetworkDefine,
+    NetworkListFlag,
+    NetworkLookup,
     Ping,
     StatGroup,
     op_of,
 )
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import Event
+from schemas.network import NetworkRecord, NetworkSpec
 from schemas.problems import explain, where
 from schemas.replies import (
     DomainList,
     DomainStatsList,
     HostCapabilities,
     HostInfo,
+    NetworkList,
     NodeStats,
     Pong,
     Reply,
@@ -366,6 +373,26 @@ class Connection:
         listed = await self._call(DomainList, host, ListDomains, {"flags": list(flags)})
         return [Domain(self, host, record) for record in listed.domains]
 
+    async def define_network(self, host: str, spec: NetworkSpec | dict[str, Any] | str) -> Network:
+        """virNetworkDefineXML: ``spec`` a NetworkSpec, its fields, or network XML."""
+        record = await self._call(NetworkRecord, host, NetworkDefine, network_args(spec))
+        return Network(self, host, record)
+
+    async def network_lookup_by_name(self, host: str, name: str) -> Network:
+        record = await self._call(NetworkRecord, host, NetworkLookup, target={"name": name})
+        return Network(self, host, record)
+
+    async def network_lookup_by_uuid(self, host: str, network_uuid: uuid.UUID | str) -> Network:
+        target = {"uuid": str(network_uuid)}
+        record = await self._call(NetworkRecord, host, NetworkLookup, target=target)
+        return Network(self, host, record)
+
+    async def list_all_networks(
+        self, host: str, flags: Iterable[NetworkListFlag] = ()
+    ) -> list[Network]:
+        listed = await self._call(NetworkList, host, ListNetworks, {"flags": list(flags)})
+        return [Network(self, host, record) for record in listed.networks]
+
     async def host_info(self, host: str) -> HostInfo:
         return await self._call(HostInfo, host, GetHostInfo)
 
@@ -414,7 +441,18 @@ class Connection:
     ) -> int:
         """Call ``callback`` for each event of ``event_id`` (as libvirt's
         virConnectDomainEventRegisterAny); returns the id to deregister with."""
-        stream = self.events(host, domain, KINDS[event_id])
+        return await self._register(self.events(host, domain, KINDS[event_id]), callback)
+
+    async def network_event_register_any(
+        self, host: str, callback: Callable[[Event], Awaitable[None] | None]
+    ) -> int:
+        """Call ``callback`` for each network lifecycle event of ``host`` (as libvirt's
+        virConnectNetworkEventRegisterAny); deregister with domain_event_deregister_any."""
+        return await self._register(self.events(host, None, "network"), callback)
+
+    async def _register(
+        self, stream: EventStream, callback: Callable[[Event], Awaitable[None] | None]
+    ) -> int:
         await stream.start()
 
         async def deliver() -> None:

@@ -7,13 +7,16 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from schemas.commands import (
+    AttachDevice,
     Create,
     Destroy,
+    DetachDevice,
     DomainCommand,
     GetInfo,
     GetState,
     GetStats,
     GetXmlDesc,
+    InterfaceAddresses,
     Lookup,
     Reboot,
     Rename,
@@ -26,8 +29,16 @@ from schemas.commands import (
     Suspend,
     Undefine,
 )
-from schemas.domain import DomainRecord, DomainSpec
-from schemas.replies import DomainInfo, DomainStateInfo, DomainStats, DomainXml
+from schemas.domain import DomainRecord, DomainSpec, Interface, Mount
+from schemas.replies import (
+    DeviceChange,
+    DomainInfo,
+    DomainInterface,
+    DomainStateInfo,
+    DomainStats,
+    DomainXml,
+)
+from schemas.replies import DomainInterfaces as Addresses
 
 if TYPE_CHECKING:
     from agent.client.connection import Connection
@@ -128,3 +139,41 @@ class Domain:
         libvirt's groups and ``pids``), read from the kernel at ``time``."""
         args = {"groups": list(groups)}
         return await self._conn._call(DomainStats, self.host, GetStats, args, self._target)
+
+    async def attach_device(
+        self, device: Interface | Mount | str, live: bool = False, config: bool = False
+    ) -> DeviceChange:
+        """virDomainAttachDeviceFlags: an Interface, a Mount (a filesystem: persistent
+        definition only) or device XML; neither flag means live if running, else config."""
+        return await self._device(AttachDevice, device, live, config)
+
+    async def detach_device(
+        self, device: Interface | Mount | str, live: bool = False, config: bool = False
+    ) -> DeviceChange:
+        """virDomainDetachDeviceFlags; an interface is found by network (and MAC)."""
+        return await self._device(DetachDevice, device, live, config)
+
+    async def _device(
+        self,
+        op: type[AttachDevice | DetachDevice],
+        device: Interface | Mount | str,
+        live: bool,
+        config: bool,
+    ) -> DeviceChange:
+        args: dict[str, Any] = {"live": live, "config": config}
+        if isinstance(device, str):
+            args["xml"] = device
+        elif isinstance(device, Interface):
+            args["interface"] = device.model_dump(mode="json", exclude_none=True)
+        else:
+            args["filesystem"] = device.model_dump(mode="json")
+        change = await self._conn._call(DeviceChange, self.host, op, args, self._target)
+        self.record = change.domain
+        return change
+
+    async def interface_addresses(self, source: str = "lease") -> list[DomainInterface]:
+        """virDomainInterfaceAddresses: the addresses Docker assigned, per interface."""
+        found = await self._conn._call(
+            Addresses, self.host, InterfaceAddresses, {"source": source}, self._target
+        )
+        return found.interfaces

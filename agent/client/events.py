@@ -18,11 +18,13 @@ from schemas.codes import ErrorCode, EventId
 from schemas.events import EVENT_ADAPTER, DomainEventBase, Event
 from schemas.topology import EVENTS_EXCHANGE
 
-EventKind = Literal["lifecycle", "reboot", "tunable", "agent"]
+EventKind = Literal["lifecycle", "reboot", "tunable", "agent", "device", "network"]
 KINDS: dict[EventId, EventKind] = {
     EventId.LIFECYCLE: "lifecycle",
     EventId.REBOOT: "reboot",
     EventId.TUNABLE: "tunable",
+    EventId.DEVICE_ADDED: "device",
+    EventId.DEVICE_REMOVED: "device",
 }
 """The kind of stream that carries each of libvirt's event ids."""
 
@@ -36,6 +38,8 @@ def binding_keys(host: str, kind: EventKind | None, event: str | None) -> list[s
         "reboot": f"{host}.reboot",
         "tunable": f"{host}.tunable",
         "agent": f"{host}.agent.*",
+        "device": f"{host}.device.*",
+        "network": f"{host}.network.#",
     }
     if kind is not None:
         return [by_kind[kind]]

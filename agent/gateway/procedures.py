@@ -64,7 +64,7 @@ from schemas.commands import (
     Undefine,
 )
 from schemas.domain import DomainRecord
-from schemas.events import DomainEventBase, Event, LifecycleEvent, RebootEvent
+from schemas.events import DeviceEvent, DomainEventBase, Event, LifecycleEvent, RebootEvent
 from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, HostInfo, Result
 
 log = logging.getLogger(__name__)
@@ -775,6 +775,15 @@ def event_message(callback_id: int, event: Event) -> bytes | None:
     elif isinstance(event, RebootEvent):
         procedure = Proc.DOMAIN_EVENT_CALLBACK_REBOOT
         WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
+    elif isinstance(event, DeviceEvent):
+        added = event.event_id == EventId.DEVICE_ADDED
+        procedure = (
+            Proc.DOMAIN_EVENT_CALLBACK_DEVICE_ADDED
+            if added
+            else Proc.DOMAIN_EVENT_CALLBACK_DEVICE_REMOVED
+        )
+        WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
+        packer.string(event.alias)
     else:
         return None
     return message(REMOTE_PROGRAM, procedure, packer.data())
@@ -786,7 +795,12 @@ async def register_any(session: Session, args: Unpacker) -> bytes:
     one domain's, by UUID as libvirt (a rename keeps it), or every domain's."""
     event_id = args.int32()
     domain = args.optional(lambda: read_domain(args))
-    if event_id not in (EventId.LIFECYCLE, EventId.REBOOT):
+    if event_id not in (
+        EventId.LIFECYCLE,
+        EventId.REBOOT,
+        EventId.DEVICE_ADDED,
+        EventId.DEVICE_REMOVED,
+    ):
         raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"domain event {event_id}")
     if len(session.callbacks) >= session.max_callbacks:
         raise VirtbusError.of(
@@ -802,6 +816,8 @@ async def register_any(session: Session, args: Unpacker) -> bytes:
         if replied is not None:
             await replied.wait()
         if isinstance(event, DomainEventBase) and domain and event.domain.uuid != domain.uuid:
+            return
+        if isinstance(event, DeviceEvent) and event.event_id != event_id:
             return
         packet = event_message(callback_id, event)
         if packet is not None:

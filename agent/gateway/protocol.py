@@ -122,6 +122,34 @@ class Proc(IntEnum):
     NODE_GET_CPU_MAP = 293
     CONNECT_GET_DOMAIN_CAPABILITIES = 342
     CONNECT_GET_ALL_DOMAIN_STATS = 344
+    DOMAIN_ATTACH_DEVICE = 8
+    DOMAIN_DETACH_DEVICE = 13
+    CONNECT_LIST_DEFINED_NETWORKS = 36
+    CONNECT_LIST_NETWORKS = 38
+    NETWORK_CREATE = 39
+    NETWORK_DEFINE_XML = 41
+    NETWORK_DESTROY = 42
+    NETWORK_GET_XML_DESC = 43
+    NETWORK_GET_AUTOSTART = 44
+    NETWORK_GET_BRIDGE_NAME = 45
+    NETWORK_LOOKUP_BY_NAME = 46
+    NETWORK_LOOKUP_BY_UUID = 47
+    NETWORK_SET_AUTOSTART = 48
+    NETWORK_UNDEFINE = 49
+    CONNECT_NUM_OF_DEFINED_NETWORKS = 50
+    CONNECT_NUM_OF_NETWORKS = 52
+    NETWORK_IS_ACTIVE = 152
+    NETWORK_IS_PERSISTENT = 153
+    DOMAIN_ATTACH_DEVICE_FLAGS = 160
+    DOMAIN_DETACH_DEVICE_FLAGS = 161
+    CONNECT_LIST_ALL_NETWORKS = 283
+    CONNECT_NETWORK_EVENT_REGISTER_ANY = 313
+    CONNECT_NETWORK_EVENT_DEREGISTER_ANY = 314
+    NETWORK_EVENT_LIFECYCLE = 315
+    DOMAIN_EVENT_CALLBACK_DEVICE_REMOVED = 333
+    NETWORK_GET_DHCP_LEASES = 341
+    DOMAIN_INTERFACE_ADDRESSES = 353
+    DOMAIN_EVENT_CALLBACK_DEVICE_ADDED = 354
 
 
 class ErrorDomain(IntEnum):
@@ -227,6 +255,23 @@ class WireDomain:
     def unpack(cls, unpacker: Unpacker) -> WireDomain:
         name = unpacker.string(STRING_MAX)
         return cls(name, uuid.UUID(bytes=unpacker.fixed_opaque(UUID_BYTES)), unpacker.int32())
+
+
+@dataclass(frozen=True)
+class WireNetwork:
+    """``remote_nonnull_network``."""
+
+    name: str
+    uuid: uuid.UUID
+
+    def pack(self, packer: Packer) -> None:
+        packer.string(self.name)
+        packer.fixed_opaque(self.uuid.bytes, UUID_BYTES)
+
+    @classmethod
+    def unpack(cls, unpacker: Unpacker) -> WireNetwork:
+        name = unpacker.string(STRING_MAX)
+        return cls(name, uuid.UUID(bytes=unpacker.fixed_opaque(UUID_BYTES)))
 
 
 def pack_error(code: int, message: str, domain: ErrorDomain = ErrorDomain.DOM) -> bytes:

@@ -26,6 +26,7 @@ from typing import Any
 from agent.client import Connection, VirtbusError
 from agent.gateway import (
     auth,  # noqa: F401 (its handlers: the authentication procedures)
+    networks,  # noqa: F401 (its handlers: networks and interfaces)
     stats,  # noqa: F401 (its handlers: capabilities, node and domain statistics)
 )
 from agent.gateway.acl import access

@@ -28,6 +28,7 @@ from agent.host.domains import DomainTable
 from agent.host.driver import DockerDriver, Driver
 from agent.host.metrics import Metrics, MetricsServer, Readings
 from agent.host.monitor import Monitor
+from agent.host.networks import attach_networks
 from agent.host.operations import Operations
 from agent.host.outbox import Outbox
 from agent.host.store import Store
@@ -164,6 +165,7 @@ class Agent:
             max_body_bytes=self.config.max_message_bytes,
         )
         await operations.forbid_docker_restarts()
+        await attach_networks(operations, self._store.networks()).restore()
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")

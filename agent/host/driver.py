@@ -24,13 +24,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agent.errors import VirtError
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
+from schemas.network import NetworkSpec
 
 HOST_LABEL = "virtbus.host"
 UUID_LABEL = "virtbus.uuid"
+NETWORK_LABEL = "virtbus.network"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=300.0, sock_connect=30.0)
 """The bound on one call to the engine (aiohttp's default, which aiodocker lifts for the
 calls that wait on a container)."""
 DROPPED_CAPABILITIES = ("AUDIT_WRITE", "MKNOD", "NET_RAW")
+BRIDGE_OPTION = "com.docker.network.bridge.name"
 """Docker grants these by default; Podman does not, and neither does virtbus."""
 
 
@@ -78,6 +81,27 @@ class EngineFacts:
     cpus: int
     memory_kib: int
     version: str
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """A virtbus network as Docker has it: its ID and its Linux bridge."""
+
+    id: str
+    bridge: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A domain's place on one network, as Docker assigned it; ``network`` as the
+    domain's spec names it."""
+
+    network: str
+    mac: str | None
+    ipv4: str | None
+    ipv4_prefix: int
+    ipv6: str | None
+    ipv6_prefix: int
 
 
 Credentials = Mapping[str, tuple[str, str]]
@@ -148,6 +172,24 @@ class Driver(Protocol):
         ...
 
     async def usage(self, handle: str) -> Usage: ...
+    async def create_network(self, uuid: UUID, spec: NetworkSpec) -> NetworkFacts:
+        """Create the Docker network of a virtbus network."""
+        ...
+
+    async def network_facts(self, name: str) -> NetworkFacts | None:
+        """The Docker network of virtbus network ``name``; None if there is none."""
+        ...
+
+    async def remove_network(self, name: str) -> None:
+        """Remove the Docker network of virtbus network ``name``, if there is one."""
+        ...
+
+    async def connect(self, handle: str, network: str, mac: str | None) -> None: ...
+    async def disconnect(self, handle: str, network: str) -> None: ...
+    async def endpoints(self, handle: str) -> list[Endpoint]:
+        """The domain's interfaces with the addresses Docker assigned, in Docker's order."""
+        ...
+
     async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
         """The image's own command; pulls the image first when the host lacks it."""
         ...
@@ -207,12 +249,31 @@ class _HostConfig(_Edge):
     RestartPolicy: _RestartPolicy = _RestartPolicy()
 
 
+class _EndpointSettings(_Edge):
+    MacAddress: str = ""
+    IPAddress: str = ""
+    IPPrefixLen: int = 0
+    GlobalIPv6Address: str = ""
+    GlobalIPv6PrefixLen: int = 0
+
+
+class _NetworkSettings(_Edge):
+    Networks: dict[str, _EndpointSettings] | None = None
+
+
+class _NetworkInspect(_Edge):
+    Id: str
+    Labels: dict[str, str] | None = None
+    Options: dict[str, str] | None = None
+
+
 class _Inspect(_Edge):
     Id: str
     Name: str
     State: _State
     Config: _Config
     HostConfig: _HostConfig
+    NetworkSettings: _NetworkSettings = _NetworkSettings()
 
 
 class _ImageInspect(_Edge):
@@ -363,9 +424,11 @@ class DockerDriver:
         capabilities and three of Docker's defaults dropped, no new privileges through
         setuid, no host namespace, no device, a process limit. Docker never restarts it:
         the agent does, after checking the policy again (``on_crash: restart``)."""
+        nics = spec.nics()
+        networks = [await self._docker_network(nic.network) for nic in nics]
         host_config: dict[str, Any] = {
             "Init": spec.init,
-            "NetworkMode": spec.network,
+            "NetworkMode": networks[0] if networks else "none",
             "RestartPolicy": {"Name": "no"},
             # Type bind: a missing source is an error, never a directory made as root
             "Mounts": [
@@ -387,10 +450,117 @@ class DockerDriver:
             config["WorkingDir"] = spec.workdir
         if spec.user is not None:
             config["User"] = spec.user
+        if nics and nics[0].mac is not None:
+            config["MacAddress"] = nics[0].mac
         container = await self._call(
             self.docker.containers.create(config, name=self.container_name(name))
         )
+        try:
+            for nic, network in zip(nics[1:], networks[1:], strict=True):
+                await self._connect(container.id, network, nic.mac)
+        except VirtError:
+            await self.remove(container.id)
+            raise
         return str(container.id)
+
+    def network_name(self, name: str) -> str:
+        """The Docker network of virtbus network ``name``."""
+        return f"{self.host}.{name}"
+
+    async def _docker_network(self, name: str) -> str:
+        """The Docker network a domain's ``network`` names: this host's virtbus network
+        of that name if there is one, else the Docker network of that name."""
+        if name == "none":
+            return name
+        return self.network_name(name) if await self.network_facts(name) else name
+
+    async def network_facts(self, name: str) -> NetworkFacts | None:
+        try:
+            raw = await self.docker.networks.get(self.network_name(name))
+            facts = _NetworkInspect.model_validate(await raw.show())
+        except aiodocker.DockerError as error:
+            if error.status == 404:
+                return None
+            raise virt_error(error) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
+        if (facts.Labels or {}).get(HOST_LABEL) != self.host:
+            return None
+        bridge = (facts.Options or {}).get(BRIDGE_OPTION) or f"br-{facts.Id[:12]}"
+        return NetworkFacts(id=facts.Id, bridge=bridge)
+
+    async def create_network(self, uuid: UUID, spec: NetworkSpec) -> NetworkFacts:
+        """An internal network unless the spec says otherwise; Docker's IPAM gives the
+        domains their addresses from the spec's subnets and ranges."""
+        pools = []
+        for ip in (spec.ipv4, spec.ipv6):
+            if ip is None:
+                continue
+            pool = {"Subnet": str(ip.subnet)}
+            if ip.gateway is not None:
+                pool["Gateway"] = str(ip.gateway)
+            if ip.dhcp_range is not None:
+                pool["IPRange"] = str(ip.dhcp_range)
+            pools.append(pool)
+        options = {BRIDGE_OPTION: spec.bridge} if spec.bridge else {}
+        config: dict[str, Any] = {
+            "Name": self.network_name(spec.name),
+            "Driver": "bridge",
+            "CheckDuplicate": True,
+            "Internal": spec.internal,
+            "EnableIPv6": spec.ipv6 is not None,
+            "IPAM": {"Driver": "default", "Config": pools},
+            "Options": options,
+            "Labels": {HOST_LABEL: self.host, UUID_LABEL: str(uuid), NETWORK_LABEL: spec.name},
+        }
+        created = await self._call(self.docker.networks.create(config))
+        bridge = spec.bridge or f"br-{created.id[:12]}"
+        return NetworkFacts(id=str(created.id), bridge=bridge)
+
+    async def remove_network(self, name: str) -> None:
+        facts = await self.network_facts(name)
+        if facts is not None:
+            await self._call(self.docker._query_json(f"networks/{facts.id}", method="DELETE"))
+
+    async def _connect(self, handle: str, network: str, mac: str | None) -> None:
+        # the engine keeps the MAC address from API 1.44 on; an older one chooses its own
+        endpoint = {"MacAddress": mac} if mac else {}
+        await self._call(
+            self.docker._query_json(
+                f"networks/{network}/connect",
+                method="POST",
+                data=json.dumps({"Container": handle, "EndpointConfig": endpoint}),
+            )
+        )
+
+    async def connect(self, handle: str, network: str, mac: str | None) -> None:
+        await self._connect(handle, await self._docker_network(network), mac)
+
+    async def disconnect(self, handle: str, network: str) -> None:
+        await self._call(
+            self.docker._query_json(
+                f"networks/{await self._docker_network(network)}/disconnect",
+                method="POST",
+                data=json.dumps({"Container": handle, "Force": False}),
+            )
+        )
+
+    async def endpoints(self, handle: str) -> list[Endpoint]:
+        raw = await self._call(self._container(handle).show())
+        networks = _Inspect.model_validate(raw).NetworkSettings.Networks or {}
+        prefix = f"{self.host}."
+        return [
+            Endpoint(
+                network=name.removeprefix(prefix),
+                mac=settings.MacAddress or None,
+                ipv4=settings.IPAddress or None,
+                ipv4_prefix=settings.IPPrefixLen,
+                ipv6=settings.GlobalIPv6Address or None,
+                ipv6_prefix=settings.GlobalIPv6PrefixLen,
+            )
+            for name, settings in networks.items()
+            if name != "none"
+        ]
 
     async def remove(self, handle: str) -> None:
         await self._call(self._container(handle).delete(force=True, v=True, timeout=CALL_TIMEOUT))

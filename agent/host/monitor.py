@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Literal
 from uuid import UUID
 
 from agent.errors import VirtError
@@ -31,7 +32,14 @@ from agent.host.translate import (
     translate,
 )
 from schemas.codes import DomainState, Lifecycle, PausedReason, RunningReason
-from schemas.events import DomainRef, LifecycleEvent, Origin, RebootEvent, TunableEvent
+from schemas.events import (
+    DeviceEvent,
+    DomainRef,
+    LifecycleEvent,
+    Origin,
+    RebootEvent,
+    TunableEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +189,33 @@ class Monitor:
     def save(self, domain: DomainObj) -> None:
         with self._store.transaction() as tx:
             tx.save(domain)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A store transaction whose queued events go out once it has committed."""
+        with self._store.transaction() as tx:
+            yield tx
+        self._on_queued()
+
+    def device_changed(
+        self, domain: DomainObj, event: Literal["added", "removed"], alias: str, cause: str
+    ) -> None:
+        """Save the domain and publish libvirt's DEVICE_ADDED or DEVICE_REMOVED with it."""
+        with self.transaction() as tx:
+            tx.enqueue(
+                lambda seq: DeviceEvent.of(
+                    event,
+                    seq=seq,
+                    host=self.host,
+                    time=datetime.now(UTC),
+                    domain=DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id),
+                    origin="agent",
+                    cause=cause,
+                    alias=alias,
+                )
+            )
+            if self._domains.by_uuid(domain.uuid) is domain:
+                tx.save(domain)
 
     async def run(self) -> None:
         """Follow Docker's events for good. Each time the stream (re)starts, first catch

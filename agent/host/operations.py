@@ -142,6 +142,22 @@ class Operations:
     def engine(self) -> EngineFacts:
         return self._engine
 
+    @property
+    def driver(self) -> Driver:
+        return self._driver
+
+    @property
+    def monitor(self) -> Monitor:
+        return self._monitor
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def admit(self, spec: DomainSpec, uuid: UUID | None) -> None:
+        """Raise Denied unless the domain ``uuid`` may have the definition ``spec``."""
+        self._mounts.admit(spec, uuid)
+
     async def run(self, command: Command, retry: bool = False) -> Result:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
         died running it) whose effect is already there answers success, as the first

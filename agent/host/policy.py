@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from fnmatch import fnmatchcase
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.errors import VirtbusError, VirtError
 from schemas.codes import ErrorCode
-from schemas.domain import MAX_PIDS, MIN_MEMORY_KIB, AbsolutePath, DomainSpec, NetworkName
+from schemas.domain import MAX_PIDS, MIN_MEMORY_KIB, AbsolutePath, DomainSpec
+from schemas.network import NetworkSpec
 
 NEVER_MOUNTED = (
     "/proc",
@@ -93,7 +95,17 @@ class Policy(BaseModel):
     (``docker.io/library/busybox:latest``)."""
     mounts: list[MountRule] = []
     """Host path prefixes that may be mounted; none by default."""
-    networks: list[NetworkName] = ["none"]
+    networks: list[Annotated[str, Field(min_length=1, max_length=63)]] = ["none"]
+    """Names or glob patterns of the networks a domain may join (Docker's networks and
+    this host's virtbus networks alike); ``host`` never, whatever a pattern says."""
+    network_define: list[Annotated[str, Field(min_length=1, max_length=63)]] = []
+    """Names or glob patterns of the virtbus networks that may be defined; none by default."""
+    network_subnets: list[IPv4Network | IPv6Network] = []
+    """With subnets listed, a defined network must name its subnets, each inside one of
+    these; with none listed, any subnet."""
+    network_forward: bool = False
+    """Whether a defined network may reach outside the host (libvirt's ``<forward
+    mode='nat'>``); by default every defined network is internal."""
     memory_kib_max: int | None = Field(default=None, ge=MIN_MEMORY_KIB)
     """With a ceiling, every domain must state ``memory_kib`` at or below it."""
     vcpus_max: int | None = Field(default=None, ge=1)
@@ -126,13 +138,37 @@ class Policy(BaseModel):
         self._check_image(spec.image)
         for mount in spec.mounts:
             self._check_mount(mount.source, mount.readonly)
-        if spec.network not in self.networks:
-            raise Denied("network", f"network '{spec.network}' is not allowed")
+        for nic in [spec.network, *(i.network for i in spec.interfaces)]:
+            self.check_network(nic)
         self.check_limits(spec.memory_kib, spec.vcpus, required=True)
         if spec.pids_limit is not None and spec.pids_limit > self.pids_max:
             raise Denied(
                 "pids", f"pids_limit {spec.pids_limit} is above the ceiling {self.pids_max}"
             )
+
+    def check_network(self, network: str) -> None:
+        """Raise Denied unless a domain may join ``network``."""
+        if network == "host" or not any(fnmatchcase(network, p) for p in self.networks):
+            raise Denied("network", f"network '{network}' is not allowed")
+
+    def check_network_definition(self, spec: NetworkSpec) -> None:
+        """Raise Denied unless ``spec`` may be defined (or started, under a newer policy)."""
+        if not any(fnmatchcase(spec.name, pattern) for pattern in self.network_define):
+            raise Denied("network", f"defining network '{spec.name}' is not allowed")
+        if not spec.internal and not self.network_forward:
+            raise Denied("network", f"network '{spec.name}' must be internal (no <forward>)")
+        if not self.network_subnets:
+            return
+        subnets = spec.subnets()
+        if not subnets:
+            allowed = ", ".join(str(subnet) for subnet in self.network_subnets)
+            raise Denied("network", f"network '{spec.name}' must name a subnet within {allowed}")
+        for subnet in subnets:
+            if not any(
+                subnet.version == allowed.version and subnet.subnet_of(allowed)  # type: ignore[arg-type]
+                for allowed in self.network_subnets
+            ):
+                raise Denied("network", f"subnet {subnet} is not allowed")
 
     def check_limits(
         self, memory_kib: int | None, vcpus: int | None, required: bool = False

@@ -33,6 +33,8 @@ async def fleet(services: None, tmp_path: Path) -> AsyncIterator[Fleet]:
             filters = json.dumps({"label": [f"{HOST_LABEL}={host}"]})
             for container in await client.containers.list(all=True, filters=filters):
                 await container.delete(force=True)
+            for network in await client.networks.list(filters={"label": [f"{HOST_LABEL}={host}"]}):
+                await client._query_json(f"networks/{network['Id']}", method="DELETE")
     finally:
         await client.close()
     connection = await aio_pika.connect(AMQP_URL)

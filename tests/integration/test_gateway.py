@@ -129,11 +129,15 @@ class EventLines:
         await asyncio.wait_for(self.process.communicate(), TIMEOUT_S)
 
 
+WATCHED = 4
+"""The callbacks ``virsh event --all`` gets: lifecycle, reboot, device removed and added
+(the other event IDs are refused as NO_SUPPORT)."""
+
+
 async def watch(virsh: Virsh, gateway: Gateway, callbacks_before: int = 0) -> EventLines:
-    """Start ``virsh event --loop --all`` and return once its lifecycle and reboot
-    callbacks are registered (the other event IDs are refused as NO_SUPPORT)."""
+    """Start ``virsh event --loop --all`` and return once its callbacks are registered."""
     process = await virsh.start("event", "--loop", "--all")
-    await gateway.wait_callbacks(lambda n: n >= callbacks_before + 2, TIMEOUT_S)
+    await gateway.wait_callbacks(lambda n: n >= callbacks_before + WATCHED, TIMEOUT_S)
     return EventLines(process)
 
 
@@ -247,7 +251,7 @@ async def test_errors_and_uris(virsh: Virsh, gateway: Gateway, host: Host) -> No
     missing = await virsh("dominfo", "nosuch")
     assert missing.status == 1
     assert "failed to get domain 'nosuch'" in missing.err
-    unsupported = await virsh("net-list")
+    unsupported = await virsh("nwfilter-list")
     assert unsupported.status == 1
     assert "this function is not supported by the connection driver" in unsupported.err
 
@@ -316,13 +320,13 @@ async def test_each_client_has_its_own_callbacks(
 ) -> None:
     await host.ok("domain.define", args={"spec": spec("web")})
     first = await watch(virsh, gateway)
-    second = await watch(virsh, gateway, callbacks_before=2)
+    second = await watch(virsh, gateway, callbacks_before=WATCHED)
     try:
         await virsh.ok("start", "web")
         assert await first.next() == lifecycle("web", "Started Booted")
         assert await second.next() == lifecycle("web", "Started Booted")
         await first.stop(signal.SIGKILL)
-        await gateway.wait_callbacks(lambda n: n == 2, TIMEOUT_S)
+        await gateway.wait_callbacks(lambda n: n == WATCHED, TIMEOUT_S)
         await virsh.ok("destroy", "web")
         assert await second.next() == lifecycle("web", "Stopped Destroyed")
     finally:

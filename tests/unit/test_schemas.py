@@ -70,6 +70,18 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "host.get_all_domain_stats": {},
     "host.get_capabilities": {},
     "host.get_node_stats": {},
+    "network.define": {"args": {"spec": {"name": "lan"}}},
+    "network.create": {"target": {"name": "lan"}},
+    "network.destroy": {"target": {"name": "lan"}},
+    "network.undefine": {"target": {"name": "lan"}},
+    "network.set_autostart": {"target": {"name": "lan"}, "args": {"autostart": True}},
+    "network.lookup": {"target": {"uuid": UUID_TEXT}},
+    "network.get_xml_desc": {"target": {"name": "lan"}},
+    "network.get_dhcp_leases": {"target": {"name": "lan"}},
+    "host.list_networks": {},
+    "domain.attach_device": {"target": WEB, "args": {"interface": {"network": "lan"}}},
+    "domain.detach_device": {"target": WEB, "args": {"interface": {"network": "lan"}}},
+    "domain.interface_addresses": {"target": WEB},
 }
 """The smallest valid body of every op, without the envelope."""
 
@@ -387,6 +399,9 @@ ERROR_CODES = {
     "OPERATION_ABORTED": 78,
     "RESOURCE_BUSY": 87,
     "ACCESS_DENIED": 88,
+    "NETWORK_EXIST": 36,
+    "NO_NETWORK": 43,
+    "OPERATION_UNSUPPORTED": 84,
 }
 """The code list of docs/protocol.md#replies, exactly."""
 
@@ -432,6 +447,8 @@ def test_event_ids_are_libvirts() -> None:
         "LIFECYCLE": 0,
         "REBOOT": 1,
         "TUNABLE": 17,
+        "DEVICE_REMOVED": 15,
+        "DEVICE_ADDED": 19,
     }
 
 
