@@ -17,13 +17,17 @@ class ErrorCode(IntEnum):
     OPERATION_DENIED = 29
     RPC = 39
     NO_DOMAIN = 42
+    NO_STORAGE_POOL = 49
+    NO_STORAGE_VOL = 50
     AUTH_FAILED = 45
     OPERATION_INVALID = 55
     CONFIG_UNSUPPORTED = 67
     OPERATION_TIMEOUT = 68
+    NO_DOMAIN_SNAPSHOT = 72
     OPERATION_ABORTED = 78
     RESOURCE_BUSY = 87
     ACCESS_DENIED = 88
+    STORAGE_VOL_EXIST = 90
 
     @property
     def prefix(self) -> str:
@@ -41,6 +45,10 @@ _ERROR_PREFIXES = {
     ErrorCode.OPERATION_DENIED: "operation forbidden",
     ErrorCode.RPC: "RPC error",
     ErrorCode.NO_DOMAIN: "Domain not found",
+    ErrorCode.NO_STORAGE_POOL: "Storage pool not found",
+    ErrorCode.NO_STORAGE_VOL: "Storage volume not found",
+    ErrorCode.NO_DOMAIN_SNAPSHOT: "Domain snapshot not found",
+    ErrorCode.STORAGE_VOL_EXIST: "this storage volume exists already",
     ErrorCode.AUTH_FAILED: "authentication failed",
     ErrorCode.OPERATION_INVALID: "Requested operation is not valid",
     ErrorCode.CONFIG_UNSUPPORTED: "unsupported configuration",
@@ -67,6 +75,7 @@ class DomainState(IntEnum):
 class RunningReason(IntEnum):
     UNKNOWN = 0
     BOOTED = 1
+    FROM_SNAPSHOT = 4
     UNPAUSED = 5
 
 
@@ -81,6 +90,7 @@ class ShutoffReason(IntEnum):
     DESTROYED = 2
     CRASHED = 3
     FAILED = 6
+    FROM_SNAPSHOT = 7
 
 
 class EventId(IntEnum):
@@ -100,15 +110,18 @@ class Lifecycle(Enum):
     DEFINED_ADDED = ("defined", 0, "added", 0)
     DEFINED_UPDATED = ("defined", 0, "updated", 1)
     DEFINED_RENAMED = ("defined", 0, "renamed", 2)
+    DEFINED_FROM_SNAPSHOT = ("defined", 0, "from_snapshot", 3)
     UNDEFINED_REMOVED = ("undefined", 1, "removed", 0)
     UNDEFINED_RENAMED = ("undefined", 1, "renamed", 1)
     STARTED_BOOTED = ("started", 2, "booted", 0)
+    STARTED_FROM_SNAPSHOT = ("started", 2, "from_snapshot", 3)
     SUSPENDED_PAUSED = ("suspended", 3, "paused", 0)
     RESUMED_UNPAUSED = ("resumed", 4, "unpaused", 0)
     STOPPED_SHUTDOWN = ("stopped", 5, "shutdown", 0)
     STOPPED_DESTROYED = ("stopped", 5, "destroyed", 1)
     STOPPED_CRASHED = ("stopped", 5, "crashed", 2)
     STOPPED_FAILED = ("stopped", 5, "failed", 5)
+    STOPPED_FROM_SNAPSHOT = ("stopped", 5, "from_snapshot", 6)
 
     @property
     def event(self) -> str:
@@ -147,4 +160,6 @@ _OUTCOMES: dict[Lifecycle, tuple[DomainState, int]] = {
     Lifecycle.STOPPED_DESTROYED: (DomainState.SHUTOFF, ShutoffReason.DESTROYED),
     Lifecycle.STOPPED_CRASHED: (DomainState.SHUTOFF, ShutoffReason.CRASHED),
     Lifecycle.STOPPED_FAILED: (DomainState.SHUTOFF, ShutoffReason.FAILED),
+    Lifecycle.STARTED_FROM_SNAPSHOT: (DomainState.RUNNING, RunningReason.FROM_SNAPSHOT),
+    Lifecycle.STOPPED_FROM_SNAPSHOT: (DomainState.SHUTOFF, ShutoffReason.FROM_SNAPSHOT),
 }

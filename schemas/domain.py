@@ -59,6 +59,12 @@ UserRef = Annotated[
     ),
 ]
 NetworkName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+ObjectName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+"""The name of a storage pool, volume or snapshot."""
+PoolName = ObjectName
+VolumeName = ObjectName
+SnapshotName = ObjectName
+Description = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=4096)]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 # a process receives these as C strings, which end at the first NUL
 Argument = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=4096)]
@@ -76,6 +82,16 @@ class Mount(WireModel):
 
     source: AbsolutePath
     target: AbsolutePath
+    readonly: bool = False
+
+
+class VolumeMount(WireModel):
+    """A volume of a storage pool mounted into the domain (libvirt's ``<filesystem
+    type='volume'>``); which domain may mount which volume is the host policy's."""
+
+    volume: VolumeName
+    target: AbsolutePath
+    pool: PoolName = "default"
     readonly: bool = False
 
 
@@ -99,6 +115,7 @@ class DomainSpec(WireModel):
     autostart: bool = False
     on_crash: Literal["destroy", "restart"] = "destroy"
     mounts: list[Mount] = Field(default=[], max_length=64)
+    volumes: list[VolumeMount] = Field(default=[], max_length=64)
     network: NetworkName = "none"
     init: bool = True
     metadata: dict[MetadataKey, MetadataValue] = {}

@@ -9,6 +9,14 @@ from pydantic import Field
 from schemas.base import WIRE_VERSION, HostName, Timestamp, WireModel
 from schemas.codes import ErrorCode
 from schemas.domain import DomainRecord
+from schemas.storage import (
+    PoolList,
+    PoolRecord,
+    SnapshotList,
+    SnapshotRecord,
+    VolumeList,
+    VolumeRecord,
+)
 
 
 class ErrorBody(WireModel):
@@ -67,7 +75,8 @@ class Pong(WireModel):
 
 
 class DomainXml(WireModel):
-    """virDomainGetXMLDesc: the domain's libvirt domain XML."""
+    """virDomainGetXMLDesc: the domain's libvirt domain XML; also the XML of a storage
+    pool, a volume or a snapshot (their GetXMLDesc)."""
 
     xml: str
 
@@ -77,7 +86,20 @@ class Done(WireModel):
 
 
 Result = (
-    DomainRecord | DomainList | DomainInfo | DomainStateInfo | HostInfo | Pong | DomainXml | Done
+    DomainRecord
+    | DomainList
+    | DomainInfo
+    | DomainStateInfo
+    | HostInfo
+    | Pong
+    | DomainXml
+    | Done
+    | PoolRecord
+    | PoolList
+    | VolumeRecord
+    | VolumeList
+    | SnapshotRecord
+    | SnapshotList
 )
 
 

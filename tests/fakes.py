@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,16 @@ from uuid import UUID
 from agent.errors import VirtError, invalid
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainTable
-from agent.host.driver import Credentials, EngineFacts, Observed, RuntimeEvent, Usage
+from agent.host.driver import (
+    SNAPSHOT_REPOSITORY,
+    Credentials,
+    EngineFacts,
+    EngineVolume,
+    Observed,
+    RuntimeEvent,
+    SnapshotImage,
+    Usage,
+)
 from agent.host.monitor import Monitor
 from agent.host.operations import Operations
 from agent.host.store import Store
@@ -61,6 +70,9 @@ class FakeDriver:
         self._events: asyncio.Queue[RuntimeEvent | None] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._pids = itertools.count(1000)
+        self.volumes_held: dict[str, EngineVolume] = {}
+        self.snapshots: dict[str, SnapshotImage] = {}
+        """Tag → snapshot image."""
 
     async def _enter(self, verb: str) -> None:
         self.calls.append(verb)
@@ -234,6 +246,39 @@ class FakeDriver:
 
     async def engine(self) -> EngineFacts:
         return EngineFacts(cpus=self.cpus, memory_kib=1 << 20, version="fake")
+
+    async def volumes(self) -> list[EngineVolume]:
+        await self._enter("volumes")
+        return list(self.volumes_held.values())
+
+    async def create_volume(self, pool: str, name: str, capacity: int) -> EngineVolume:
+        await self._enter("create_volume")
+        volume = EngineVolume(pool, name, f"/fake/volumes/{name}/_data", capacity)
+        self.volumes_held[name] = volume
+        return volume
+
+    async def remove_volume(self, name: str) -> None:
+        await self._enter("remove_volume")
+        self.volumes_held.pop(name, None)
+
+    async def commit(self, handle: str, tag: str, labels: Mapping[str, str]) -> str:
+        await self._enter("commit")
+        self._get(handle)
+        image = SnapshotImage(id=f"sha256:{tag}", tag=tag, labels=dict(labels))
+        self.snapshots[tag] = image
+        self.images[f"{SNAPSHOT_REPOSITORY}:{tag}"] = ["/bin/sh"]
+        return image.id
+
+    async def snapshot_images(self) -> list[SnapshotImage]:
+        await self._enter("snapshot_images")
+        return list(self.snapshots.values())
+
+    async def remove_snapshot_image(self, tag: str) -> None:
+        await self._enter("remove_snapshot_image")
+        self.snapshots.pop(tag, None)
+
+    async def prune_snapshot_images(self) -> None:
+        await self._enter("prune_snapshot_images")
 
     async def events(
         self, since_ns: int, until_ns: int | None = None

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent import __version__
 from agent.errors import VirtError
+from agent.host import snapshots, storage  # noqa: F401  (their handlers register on import)
 from agent.host.bus import Bus, Inbound
 from agent.host.config import Config
 from agent.host.credentials import RegistryCredentials
@@ -163,6 +164,7 @@ class Agent:
             max_body_bytes=self.config.max_message_bytes,
         )
         await operations.forbid_docker_restarts()
+        await operations.count_snapshots()
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")

@@ -360,12 +360,16 @@ ERROR_CODES = {
     "RPC": 39,
     "NO_DOMAIN": 42,
     "AUTH_FAILED": 45,
+    "NO_STORAGE_POOL": 49,
+    "NO_STORAGE_VOL": 50,
     "OPERATION_INVALID": 55,
     "CONFIG_UNSUPPORTED": 67,
     "OPERATION_TIMEOUT": 68,
+    "NO_DOMAIN_SNAPSHOT": 72,
     "OPERATION_ABORTED": 78,
     "RESOURCE_BUSY": 87,
     "ACCESS_DENIED": 88,
+    "STORAGE_VOL_EXIST": 90,
 }
 """The code list of docs/protocol.md#replies, exactly."""
 
