@@ -201,7 +201,7 @@ def snapshot_fields(xml: str) -> dict[str, Any]:
         )
     _only(root, "<domainsnapshot>", {"name", "description", "memory", "disks"})
     memory = root.find("memory")
-    if memory is not None and memory.get("snapshot", "no") != "no":
+    if memory is not None and (memory.get("snapshot", "no") != "no" or memory.get("file")):
         raise XmlError(
             ErrorCode.CONFIG_UNSUPPORTED,
             "unsupported configuration: a memory snapshot (a container has no memory image)",

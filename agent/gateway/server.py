@@ -24,7 +24,10 @@ from types import TracebackType
 from typing import Any
 
 from agent.client import Connection, VirtbusError
-from agent.gateway import auth  # noqa: F401 (its handlers: the authentication procedures)
+from agent.gateway import (
+    auth,  # noqa: F401 (its handlers: the authentication procedures)
+    storage,  # noqa: F401 (its handlers: storage and snapshot procedures)
+)
 from agent.gateway.acl import access
 from agent.gateway.authz import Policy, matches, subject_dn
 from agent.gateway.identity import Identity

@@ -1,0 +1,87 @@
+"""The real virsh against the gateway and a real agent: pools, volumes and snapshots as
+a virsh user sees them, and a revert's events as ``virsh event`` prints them."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.gateway.server import Gateway
+from tests.integration.test_gateway import (  # noqa: F401  (fixtures)
+    Virsh,
+    gateway,
+    lifecycle,
+    virsh,
+    virsh_path,
+    watch,
+)
+from tests.support.fleet import Host, spec
+
+pytestmark = pytest.mark.integration
+
+
+async def test_virsh_manages_volumes_of_the_default_pool(
+    virsh: Virsh,  # noqa: F811
+    host: Host,
+) -> None:
+    pools = (await virsh.ok("pool-list", "--all")).splitlines()
+    assert pools[2].split() == ["default", "active", "yes"]
+    assert "State:          running" in await virsh.ok("pool-info", "default")
+    assert "<path>/var/lib/docker/volumes</path>" in await virsh.ok("pool-dumpxml", "default")
+
+    created = await virsh.ok("vol-create-as", "default", "data", "10M")
+    assert "Vol data created" in created
+    again = await virsh("vol-create-as", "default", "data", "10M")
+    assert again.status == 1 and "already in use" in again.err
+    listed = (await virsh.ok("vol-list", "default")).splitlines()
+    assert listed[2].split()[0] == "data"
+    info = await virsh.ok("vol-info", "--pool", "default", "data")
+    assert "Type:           dir" in info and "Capacity:       10.00 MiB" in info
+    assert "<name>data</name>" in await virsh.ok("vol-dumpxml", "--pool", "default", "data")
+
+    missing = await virsh("vol-info", "--pool", "default", "nope")
+    assert missing.status == 1 and "Storage volume not found" in missing.err
+    nopool = await virsh("vol-list", "other")
+    assert nopool.status == 1 and "Storage pool not found" in nopool.err
+
+    assert "Vol data deleted" in await virsh.ok("vol-delete", "--pool", "default", "data")
+    assert len((await virsh.ok("vol-list", "default")).strip().splitlines()) == 2
+
+
+async def test_virsh_snapshots_and_reverts_a_domain(
+    virsh: Virsh,  # noqa: F811
+    gateway: Gateway,  # noqa: F811
+    host: Host,
+) -> None:
+    await host.ok("domain.define", args={"spec": spec("snap")})
+    await virsh.ok("start", "snap")
+    assert (await virsh.ok("list", "--with-snapshot", "--name")).strip() == ""
+    created = await virsh.ok("snapshot-create-as", "snap", "s1", "first", "--disk-only")
+    assert "Domain snapshot s1 created" in created
+    assert (await virsh.ok("list", "--with-snapshot", "--name")).strip() == "snap"
+    assert (await virsh.ok("list", "--without-snapshot", "--name")).strip() == ""
+    listed = (await virsh.ok("snapshot-list", "snap")).splitlines()
+    assert listed[2].split()[0] == "s1" and listed[2].split()[-1] == "disk-snapshot"
+    assert (await virsh.ok("snapshot-current", "--name", "snap")).strip() == "s1"
+    dumped = await virsh.ok("snapshot-dumpxml", "snap", "s1")
+    assert "<description>first</description>" in dumped and "<name>snap</name>" in dumped
+    memory = await virsh("snapshot-create-as", "snap", "s2", "--memspec", "file=/tmp/m")
+    assert memory.status == 1
+
+    events = await watch(virsh, gateway)
+    try:
+        await virsh.ok("snapshot-revert", "snap", "s1")
+        assert await events.lines(3) == [
+            lifecycle("snap", "Stopped Snapshot"),
+            lifecycle("snap", "Defined Snapshot"),
+            lifecycle("snap", "Started Snapshot"),
+        ]
+    finally:
+        await events.stop()
+    assert (await virsh.ok("domstate", "--reason", "snap")).strip() == "running (from snapshot)"
+
+    refused = await virsh("undefine", "snap")
+    assert refused.status == 1 and "snapshots" in refused.err
+    await virsh.ok("destroy", "snap")
+    assert "Domain 'snap' has been undefined" in await virsh.ok(
+        "undefine", "--snapshots-metadata", "snap"
+    )
