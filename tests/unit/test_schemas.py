@@ -61,6 +61,21 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "args": {"registry": "registry.example:5000", "username": "u", "password": "pw"}
     },
     "host.logout": {"args": {"registry": "registry.example"}},
+    "host.list_pools": {},
+    "pool.lookup": {"args": {"pool": "default"}},
+    "pool.get_xml_desc": {"args": {"pool": "default"}},
+    "pool.list_volumes": {"args": {"pool": "default"}},
+    "volume.create": {"args": {"pool": "default", "name": "data"}},
+    "volume.delete": {"args": {"pool": "default", "volume": "data"}},
+    "volume.get_info": {"args": {"pool": "default", "volume": "data"}},
+    "volume.get_xml_desc": {"args": {"pool": "default", "volume": "data"}},
+    "domain.snapshot_create": {"target": WEB},
+    "domain.snapshot_list": {"target": WEB},
+    "domain.snapshot_current": {"target": WEB},
+    "snapshot.lookup": {"target": WEB, "args": {"snapshot": "s1"}},
+    "snapshot.get_xml_desc": {"target": WEB, "args": {"snapshot": "s1"}},
+    "domain.snapshot_revert": {"target": WEB, "args": {"snapshot": "s1"}},
+    "snapshot.delete": {"target": WEB, "args": {"snapshot": "s1"}},
 }
 """The smallest valid body of every op, without the envelope."""
 
@@ -399,7 +414,7 @@ def test_domain_states_are_libvirts() -> None:
 
 
 def test_reasons_are_libvirts() -> None:
-    assert (RunningReason.BOOTED, RunningReason.UNPAUSED) == (1, 5)
+    assert (RunningReason.BOOTED, RunningReason.FROM_SNAPSHOT, RunningReason.UNPAUSED) == (1, 4, 5)
     assert int(PausedReason.USER) == 1
     assert {reason.name: reason.value for reason in ShutoffReason} == {
         "UNKNOWN": 0,
@@ -407,6 +422,7 @@ def test_reasons_are_libvirts() -> None:
         "DESTROYED": 2,
         "CRASHED": 3,
         "FAILED": 6,
+        "FROM_SNAPSHOT": 7,
     }
 
 
