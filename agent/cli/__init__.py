@@ -7,7 +7,7 @@
     listing      list                        define       define, create
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
-    hosts        hosts
+    hosts        hosts                       storage      pool-list, vol-*, snapshot-*
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -34,6 +34,7 @@ from agent.cli import (
     listing,
     provision,
     schema,
+    storage,
     tuning,
 )
 from agent.cli.agent import config_from
@@ -59,6 +60,7 @@ VERB_GROUPS = (
     tuning,
     events,
     hosts,
+    storage,
 )
 """In the order ``--help`` lists their verbs."""
 

@@ -22,6 +22,8 @@ LIST_FLAGS: dict[str, ListFlag] = {
     "autostart": "autostart",
     "no_autostart": "no_autostart",
     "inactive": "inactive",
+    "with_snapshot": "has_snapshot",
+    "without_snapshot": "no_snapshot",
 }
 
 
@@ -31,7 +33,7 @@ def register(commands: Commands, config: CliConfig) -> None:
     listing.add_argument("--inactive", action="store_true")
     for option in ("state-running", "state-paused", "state-shutoff", "persistent"):
         listing.add_argument(f"--{option}", action="store_true")
-    for option in ("transient", "autostart", "no-autostart"):
+    for option in ("transient", "autostart", "no-autostart", "with-snapshot", "without-snapshot"):
         listing.add_argument(f"--{option}", action="store_true")
 
 

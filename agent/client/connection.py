@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from agent.client.domain import Domain, spec_args
 from agent.client.events import KINDS, EventKind, EventStream
 from agent.client.registry import HostRegistry
+from agent.client.storage import StoragePool
 from agent.errors import (
     BrokerUnreachable,
     NotConnected,
@@ -44,13 +45,16 @@ from schemas.commands import (
     GetHostInfo,
     ListDomains,
     ListFlag,
+    ListPools,
     Lookup,
     Ping,
+    PoolLookup,
     op_of,
 )
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import Event
 from schemas.replies import DomainList, HostInfo, Pong, Reply, Result
+from schemas.storage import PoolList, PoolRecord
 from schemas.topology import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -335,6 +339,14 @@ class Connection:
     async def list_all_domains(self, host: str, flags: Iterable[ListFlag] = ()) -> list[Domain]:
         listed = await self._call(DomainList, host, ListDomains, {"flags": list(flags)})
         return [Domain(self, host, record) for record in listed.domains]
+
+    async def list_all_storage_pools(self, host: str) -> list[StoragePool]:
+        listed = await self._call(PoolList, host, ListPools)
+        return [StoragePool(self, host, record) for record in listed.pools]
+
+    async def storage_pool_lookup_by_name(self, host: str, name: str) -> StoragePool:
+        record = await self._call(PoolRecord, host, PoolLookup, {"pool": name})
+        return StoragePool(self, host, record)
 
     async def host_info(self, host: str) -> HostInfo:
         return await self._call(HostInfo, host, GetHostInfo)
