@@ -58,6 +58,21 @@ LIBVIRT: dict[str, str] = {
     "host.ping": "—",
     "host.login": "— (docker login)",
     "host.logout": "— (docker logout)",
+    "host.list_pools": "virConnectListAllStoragePools",
+    "pool.lookup": "virStoragePoolLookupByName / virStoragePoolGetInfo",
+    "pool.get_xml_desc": "virStoragePoolGetXMLDesc",
+    "pool.list_volumes": "virStoragePoolListAllVolumes",
+    "volume.create": "virStorageVolCreateXML",
+    "volume.delete": "virStorageVolDelete",
+    "volume.get_info": "virStorageVolLookupByName / virStorageVolGetInfo",
+    "volume.get_xml_desc": "virStorageVolGetXMLDesc",
+    "domain.snapshot_create": "virDomainSnapshotCreateXML",
+    "domain.snapshot_list": "virDomainListAllSnapshots",
+    "domain.snapshot_current": "virDomainSnapshotCurrent",
+    "snapshot.lookup": "virDomainSnapshotLookupByName",
+    "snapshot.get_xml_desc": "virDomainSnapshotGetXMLDesc",
+    "domain.snapshot_revert": "virDomainRevertToSnapshot",
+    "snapshot.delete": "virDomainSnapshotDelete",
 }
 """The libvirt function each op stands for: the one fact of the op table that the models
 do not carry."""

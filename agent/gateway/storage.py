@@ -17,6 +17,7 @@ from weakref import WeakKeyDictionary
 
 from agent.client import VirtbusError
 from agent.gateway.procedures import (
+    CALL,
     Session,
     check_flags,
     expect,
@@ -157,6 +158,12 @@ async def _on(
     return await session.conn.call(session.target, op, args, {"uuid": str(domain.uuid)})
 
 
+def access_api() -> str:
+    """The libvirt function of the call being answered, for its errors."""
+    call = CALL.get()
+    return call.api if call is not None else "?"
+
+
 def _wire_pool(pool: PoolRecord) -> WirePool:
     return WirePool(pool.name, pool.uuid)
 
@@ -173,9 +180,13 @@ async def _pool_named(session: Session, name: str) -> PoolRecord:
     return expect(await _host(session, PoolLookup, {"pool": name}), PoolRecord)
 
 
-async def _pool_of(session: Session, args: Unpacker) -> PoolRecord:
-    """The pool a ``remote_nonnull_storage_pool`` argument names, by name and UUID."""
+async def _pool_of(session: Session, args: Unpacker, flags: int | None = None) -> PoolRecord:
+    """The pool a ``remote_nonnull_storage_pool`` argument names, by name and UUID;
+    ``flags``: the flags that follow it must be exactly these (read before the bus)."""
     wire = WirePool.unpack(args)
+    if flags is not None:
+        api = access_api()
+        check_flags(args.uint32(), flags, api)
     pool = await _pool_named(session, wire.name)
     if pool.uuid != wire.uuid:
         raise VirtbusError.of(
@@ -261,8 +272,7 @@ async def pool_yes(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.STORAGE_POOL_CREATE)
 async def pool_create(session: Session, args: Unpacker) -> bytes:
-    pool = await _pool_of(session, args)
-    args.uint32()
+    pool = await _pool_of(session, args, flags=0)
     raise VirtbusError.of(
         ErrorCode.OPERATION_INVALID, f"storage pool '{pool.name}' is already active"
     )
@@ -271,8 +281,7 @@ async def pool_create(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.STORAGE_POOL_REFRESH)
 async def pool_refresh(session: Session, args: Unpacker) -> bytes:
     """Nothing to refresh: every answer reads the engine's volumes as they are."""
-    await _pool_of(session, args)
-    check_flags(args.uint32(), 0, "virStoragePoolRefresh")
+    await _pool_of(session, args, flags=0)
     return b""
 
 
@@ -441,10 +450,10 @@ async def _snapshots(session: Session, domain: WireDomain) -> list[SnapshotRecor
     return expect(await _on(session, domain, ListSnapshots), SnapshotList).snapshots
 
 
-async def _snapshot_of(session: Session, args: Unpacker) -> tuple[WireSnapshot, SnapshotRecord]:
-    wire = WireSnapshot.unpack(args)
+async def _snapshot(session: Session, wire: WireSnapshot) -> SnapshotRecord:
+    """The snapshot a decoded argument names (every argument decoded first)."""
     found = await _on(session, wire.domain, SnapshotLookup, {"snapshot": wire.name})
-    return wire, expect(found, SnapshotRecord)
+    return expect(found, SnapshotRecord)
 
 
 def _selected(snapshots: list[SnapshotRecord], flags: int) -> list[SnapshotRecord]:
@@ -537,10 +546,11 @@ def _children(snapshots: list[SnapshotRecord], parent: str, flags: int) -> list[
 
 @handles(Proc.DOMAIN_SNAPSHOT_LIST_ALL_CHILDREN)
 async def list_all_children(session: Session, args: Unpacker) -> bytes:
-    wire, snapshot = await _snapshot_of(session, args)
+    wire = WireSnapshot.unpack(args)
     need_results = args.int32()
     flags = args.uint32()
     check_flags(flags, LIST_SNAP_ALL, "virDomainSnapshotListAllChildren")
+    snapshot = await _snapshot(session, wire)
     below = _children(await _snapshots(session, wire.domain), snapshot.name, flags)
     found = _selected(below, flags & ~LIST_SNAP_DESCENDANTS)
     packer = Packer()
@@ -554,19 +564,21 @@ async def list_all_children(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.DOMAIN_SNAPSHOT_NUM_CHILDREN)
 async def num_children(session: Session, args: Unpacker) -> bytes:
-    wire, snapshot = await _snapshot_of(session, args)
+    wire = WireSnapshot.unpack(args)
     flags = args.uint32()
     check_flags(flags, LIST_SNAP_ALL, "virDomainSnapshotNumChildren")
+    snapshot = await _snapshot(session, wire)
     below = _children(await _snapshots(session, wire.domain), snapshot.name, flags)
     return ints(len(_selected(below, flags & ~LIST_SNAP_DESCENDANTS)))
 
 
 @handles(Proc.DOMAIN_SNAPSHOT_LIST_CHILDREN_NAMES)
 async def list_children_names(session: Session, args: Unpacker) -> bytes:
-    wire, snapshot = await _snapshot_of(session, args)
+    wire = WireSnapshot.unpack(args)
     most = args.int32()
     flags = args.uint32()
     check_flags(flags, LIST_SNAP_ALL, "virDomainSnapshotListChildrenNames")
+    snapshot = await _snapshot(session, wire)
     below = _children(await _snapshots(session, wire.domain), snapshot.name, flags)
     names = [s.name for s in _selected(below, flags & ~LIST_SNAP_DESCENDANTS)]
     packer = Packer()
@@ -600,8 +612,9 @@ async def snapshot_current(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.DOMAIN_SNAPSHOT_GET_PARENT)
 async def snapshot_get_parent(session: Session, args: Unpacker) -> bytes:
-    wire, snapshot = await _snapshot_of(session, args)
+    wire = WireSnapshot.unpack(args)
     check_flags(args.uint32(), 0, "virDomainSnapshotGetParent")
+    snapshot = await _snapshot(session, wire)
     if snapshot.parent is None:
         raise VirtbusError.of(
             ErrorCode.NO_DOMAIN_SNAPSHOT, f"snapshot '{snapshot.name}' does not have a parent"
@@ -611,15 +624,17 @@ async def snapshot_get_parent(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.DOMAIN_SNAPSHOT_IS_CURRENT)
 async def snapshot_is_current(session: Session, args: Unpacker) -> bytes:
-    _, snapshot = await _snapshot_of(session, args)
+    wire = WireSnapshot.unpack(args)
     check_flags(args.uint32(), 0, "virDomainSnapshotIsCurrent")
+    snapshot = await _snapshot(session, wire)
     return ints(int(snapshot.current))
 
 
 @handles(Proc.DOMAIN_SNAPSHOT_HAS_METADATA)
 async def snapshot_has_metadata(session: Session, args: Unpacker) -> bytes:
-    await _snapshot_of(session, args)
+    wire = WireSnapshot.unpack(args)
     check_flags(args.uint32(), 0, "virDomainSnapshotHasMetadata")
+    await _snapshot(session, wire)
     return ints(1)
 
 

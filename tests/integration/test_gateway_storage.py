@@ -37,6 +37,15 @@ async def test_virsh_manages_volumes_of_the_default_pool(
     info = await virsh.ok("vol-info", "--pool", "default", "data")
     assert "Type:           dir" in info and "Capacity:       10.00 MiB" in info
     assert "<name>data</name>" in await virsh.ok("vol-dumpxml", "--pool", "default", "data")
+    path = (await virsh.ok("vol-path", "--pool", "default", "data")).strip()
+    assert path.endswith(f"/{host.name}.data/_data")
+    assert (await virsh.ok("vol-key", "--pool", "default", "data")).strip() == path
+    assert "Vol data2 created" in await virsh.ok("vol-create-as", "default", "data2", "1024")
+    assert "Capacity:       1.00 KiB" in await virsh.ok("vol-info", "--pool", "default", "data2")
+    await virsh.ok("vol-delete", "--pool", "default", "data2")
+    # registered, and deregistered when virsh gives up waiting: the pool never changes
+    waited = await virsh("pool-event", "--event", "lifecycle", "--loop", "--timeout", "1")
+    assert waited.err == "" and "event loop timed out\nevents received: 0" in waited.out
 
     missing = await virsh("vol-info", "--pool", "default", "nope")
     assert missing.status == 1 and "Storage volume not found" in missing.err
@@ -65,7 +74,16 @@ async def test_virsh_snapshots_and_reverts_a_domain(
     dumped = await virsh.ok("snapshot-dumpxml", "snap", "s1")
     assert "<description>first</description>" in dumped and "<name>snap</name>" in dumped
     memory = await virsh("snapshot-create-as", "snap", "s2", "--memspec", "file=/tmp/m")
-    assert memory.status == 1
+    assert memory.status == 1 and "unsupported configuration" in memory.err
+    assert "Domain snapshot s2 created" in await virsh.ok("snapshot-create-as", "snap", "s2")
+    assert (await virsh.ok("snapshot-parent", "snap", "s2")).strip() == "s1"
+    assert (await virsh("snapshot-parent", "snap", "s1")).status == 1
+    info = await virsh.ok("snapshot-info", "snap", "s2")
+    assert "Current:        yes" in info and "Parent:         s1" in info
+    tree = (await virsh.ok("snapshot-list", "snap", "--tree")).split()
+    assert tree[0] == "s1" and tree[-1] == "s2"
+    assert (await virsh.ok("snapshot-list", "snap", "--leaves", "--name")).split() == ["s2"]
+    assert "Domain snapshot s2 deleted" in await virsh.ok("snapshot-delete", "snap", "s2")
 
     events = await watch(virsh, gateway)
     try:
