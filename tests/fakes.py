@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from agent.errors import VirtError, invalid
+from agent.host import snapshots, storage  # noqa: F401  (their handlers, as the agent has them)
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainTable
 from agent.host.driver import (
@@ -148,6 +149,9 @@ class FakeDriver:
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
         await self._enter("create")
+        for wanted in spec.volumes:
+            if wanted.volume not in self.volumes_held:
+                raise VirtError(ErrorCode.NO_STORAGE_VOL, f"no volume '{wanted.volume}'")
         if any(c.name == name for c in self.containers.values()):
             raise invalid(f"Conflict. The container name '{name}' is already in use")
         handle = f"c{next(self._ids)}"
