@@ -3,13 +3,21 @@ a virsh user sees them, and a revert's events as ``virsh event`` prints them."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from agent.gateway.server import Gateway
 from tests.integration.test_gateway import (  # noqa: F401  (fixtures)
+    TIMEOUT_S,
     Virsh,
     gateway,
+    libvirt_python,
     lifecycle,
+    uri,
     virsh,
     virsh_path,
     watch,
@@ -103,3 +111,75 @@ async def test_virsh_snapshots_and_reverts_a_domain(
     assert "Domain 'snap' has been undefined" in await virsh.ok(
         "undefine", "--snapshots-metadata", "snap"
     )
+
+
+STORAGE_SCRIPT = """
+import json, sys
+import libvirt
+
+conn = libvirt.open(sys.argv[1])
+found = {}
+pool = conn.storagePoolLookupByName("default")
+found["pool"] = [pool.name(), pool.isActive(), pool.isPersistent(), pool.autostart()]
+found["pools"] = [p.name() for p in conn.listAllStoragePools()]
+vol = pool.createXML(
+    "<volume><name>data</name><capacity unit='MiB'>5</capacity></volume>", 0
+)
+found["vol"] = [vol.name(), vol.info(), vol.path() == vol.key()]
+found["vols"] = [v.name() for v in pool.listAllVolumes()]
+found["by_path"] = conn.storageVolLookupByPath(vol.path()).name()
+dom = conn.lookupByName("lp")
+dom.create()
+snap = dom.snapshotCreateXML(
+    "<domainsnapshot><name>s1</name><description>d</description></domainsnapshot>",
+    libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY,
+)
+found["snap"] = [snap.getName(), snap.isCurrent(), dom.hasCurrentSnapshot()]
+found["snaps"] = [s.getName() for s in dom.listAllSnapshots()]
+found["num"] = dom.snapshotNum()
+found["xml"] = "<state>disk-snapshot</state>" in snap.getXMLDesc()
+dom.revertToSnapshot(snap)
+found["state"] = dom.state()
+snap.delete()
+found["after"] = dom.snapshotNum()
+try:
+    dom.snapshotLookupByName("s1")
+except libvirt.libvirtError as error:
+    found["missing"] = error.get_error_code()
+dom.destroy()
+dom.undefine()
+vol.delete()
+found["left"] = pool.numOfVolumes()
+conn.close()
+print(json.dumps(found))
+"""
+
+
+async def test_libvirt_python_manages_volumes_and_snapshots(
+    libvirt_python: str,  # noqa: F811
+    gateway: Gateway,  # noqa: F811
+    host: Host,
+    tmp_path: Path,
+) -> None:
+    await host.ok("domain.define", args={"spec": spec("lp")})
+    script = tmp_path / "storage.py"
+    script.write_text(STORAGE_SCRIPT)
+    process = await asyncio.create_subprocess_exec(
+        libvirt_python,
+        str(script),
+        uri(gateway, host.name),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    assert process.returncode == 0, err.decode()
+    found: dict[str, Any] = json.loads(out)
+    assert found["pool"] == ["default", 1, 1, 1]
+    assert found["pools"] == ["default"]
+    assert found["vol"] == ["data", [2, 5 << 20, 0], True]
+    assert found["vols"] == ["data"] and found["by_path"] == "data"
+    assert found["snap"] == ["s1", 1, 1]
+    assert found["snaps"] == ["s1"] and found["num"] == 1 and found["xml"]
+    assert found["state"] == [1, 4]
+    assert found["after"] == 0 and found["missing"] == 72
+    assert found["left"] == 0
