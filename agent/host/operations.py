@@ -719,10 +719,12 @@ class Operations:
     async def _drop_storage(self, domain: DomainObj, volumes: list[str]) -> None:
         """Remove the undefined domain's snapshot images and the given volumes that no
         other domain mounts; a volume still in use (the domain runs on) is kept."""
-        for image in await self._driver.snapshot_images():
-            if image.labels.get(UUID_LABEL) == str(domain.uuid):
-                await self._driver.remove_snapshot_image(image.tag)
+        if domain.snapshots:
+            for image in await self._driver.snapshot_images():
+                if image.labels.get(UUID_LABEL) == str(domain.uuid):
+                    await self._driver.remove_snapshot_image(image.tag)
         domain.snapshots, domain.current_snapshot = 0, None
+        # the image a revert left the domain running from, once no snapshot names it
         await self._driver.prune_snapshot_images()
         used = {v.volume for d in self._domains if d is not domain for v in d.spec.volumes}
         for name in volumes:

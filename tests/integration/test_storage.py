@@ -16,7 +16,7 @@ import pytest
 from agent.host.driver import HOST_LABEL, SNAPSHOT_REPOSITORY
 from schemas.events import Event, LifecycleEvent
 from tests.support import BusPeer, lifecycle
-from tests.support.fleet import Fleet, Host, spec
+from tests.support.fleet import CLI, Fleet, Host, spec
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +175,24 @@ async def test_revert_brings_files_back_with_libvirts_events(
         if any(SNAPSHOT_REPOSITORY in t for t in i.get("RepoTags") or [])
         and (i.get("Labels") or {}).get(HOST_LABEL) == host.name
     ]
+
+
+async def test_the_cli_verbs_are_virshs(host: Host, cli: CLI, docker: aiodocker.Docker) -> None:
+    """Each verb is a process of its own: the fewest that show virsh's words."""
+    on = ("--host", host.name)
+    created = await cli("vol-create-as", "default", "data", "10M", *on)
+    assert created.out.strip() == "Vol data created"
+    assert "Capacity:       10.00 MiB" in (await cli("vol-info", "data", *on)).out
+    mounts = [{"volume": "data", "target": "/data"}]
+    assert (await cli("define", cli.spec_file("web", volumes=mounts), *on)).status == 0
+    snapshot = await cli("snapshot-create-as", "web", "s1", "first", *on)
+    assert snapshot.out.strip() == "Domain snapshot s1 created"
+    rows = (await cli("snapshot-list", "web", *on)).out.splitlines()
+    assert rows[2].split()[0] == "s1" and rows[2].split()[-1] == "disk-snapshot"
+    reverted = await cli("snapshot-revert", "web", "s1", "--running", *on)
+    assert reverted.out.strip() == "Domain 'web' reverted to snapshot s1"
+    assert (await cli("destroy", "web", *on)).status == 0
+    undefined = await cli("undefine", "web", "--snapshots-metadata", "--remove-all-storage", *on)
+    assert undefined.status == 0, undefined.err
+    assert await volumes(docker, host.name) == []
+    assert await snapshot_images(docker, host.name) == []
