@@ -163,6 +163,11 @@ class Operations:
         """The handle of the domain's container; OPERATION_FAILED if it has none."""
         return self._handle(domain)
 
+    async def verify_mounts(self, domain: DomainObj, spec: DomainSpec) -> None:
+        """Raise Denied unless the host paths Docker holds for the domain may be mounted
+        now: the last step before Docker mounts them."""
+        await self._verify_mounts(domain, spec)
+
     def saved(self, domain: DomainObj) -> DomainRecord:
         """The domain's record, once its state is stored."""
         return self._saved(domain)

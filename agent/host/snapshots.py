@@ -176,6 +176,7 @@ async def revert(ops: Operations, command: SnapshotRevert) -> DomainRecord:
     steps: list[Step] = [build_beside, swap]
     until = Lifecycle.DEFINED_FROM_SNAPSHOT
     if start is not None:
+        steps.append(lambda: ops.verify_mounts(domain, spec))
         steps.append(lambda: ops.driver.start(ops.handle_of(domain)))
         until = Lifecycle.STARTED_FROM_SNAPSHOT
     if start == "paused":

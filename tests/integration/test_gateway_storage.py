@@ -122,6 +122,15 @@ found = {}
 pool = conn.storagePoolLookupByName("default")
 found["pool"] = [pool.name(), pool.isActive(), pool.isPersistent(), pool.autostart()]
 found["pools"] = [p.name() for p in conn.listAllStoragePools()]
+# virt-manager defines "default" when it finds none: it is there, and answered as such
+defined = conn.storagePoolDefineXML(
+    "<pool type='dir'><name>default</name><target><path>/x</path></target></pool>", 0
+)
+found["define"] = defined.name()
+try:
+    conn.storagePoolDefineXML("<pool type='dir'><name>other</name></pool>", 0)
+except libvirt.libvirtError as error:
+    found["other"] = error.get_error_code()
 vol = pool.createXML(
     "<volume><name>data</name><capacity unit='MiB'>5</capacity></volume>", 0
 )
@@ -176,6 +185,7 @@ async def test_libvirt_python_manages_volumes_and_snapshots(
     found: dict[str, Any] = json.loads(out)
     assert found["pool"] == ["default", 1, 1, 1]
     assert found["pools"] == ["default"]
+    assert found["define"] == "default" and found["other"] == 3
     assert found["vol"] == ["data", [2, 5 << 20, 0], True]
     assert found["vols"] == ["data"] and found["by_path"] == "data"
     assert found["snap"] == ["s1", 1, 1]
