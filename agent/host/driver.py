@@ -405,7 +405,7 @@ class DockerDriver:
         }
         host_config.update(_limits(spec.memory_kib, spec.vcpus))
         # Docker makes a missing named volume at create: only this host's may be mounted
-        mine = {(v.pool, v.name) for v in await self.volumes()}
+        mine = {(v.pool, v.name) for v in await self.volumes()} if spec.volumes else set()
         for wanted in spec.volumes:
             if (wanted.pool, wanted.volume) not in mine:
                 raise VirtError(
