@@ -16,19 +16,23 @@ class ErrorCode(IntEnum):
     XML_ERROR = 27
     DOM_EXIST = 28
     OPERATION_DENIED = 29
+    NETWORK_EXIST = 36
     RPC = 39
     NO_DOMAIN = 42
+    NO_NETWORK = 43
     AUTH_FAILED = 45
+    NO_STORAGE_POOL = 49
+    NO_STORAGE_VOL = 50
     OPERATION_INVALID = 55
     CONFIG_UNSUPPORTED = 67
     OPERATION_TIMEOUT = 68
+    NO_DOMAIN_SNAPSHOT = 72
     ARGUMENT_UNSUPPORTED = 74
     OPERATION_ABORTED = 78
+    OPERATION_UNSUPPORTED = 84
     RESOURCE_BUSY = 87
     ACCESS_DENIED = 88
-    NETWORK_EXIST = 36
-    NO_NETWORK = 43
-    OPERATION_UNSUPPORTED = 84
+    STORAGE_VOL_EXIST = 90
 
     @property
     def prefix(self) -> str:
@@ -47,6 +51,10 @@ _ERROR_PREFIXES = {
     ErrorCode.OPERATION_DENIED: "operation forbidden",
     ErrorCode.RPC: "RPC error",
     ErrorCode.NO_DOMAIN: "Domain not found",
+    ErrorCode.NO_STORAGE_POOL: "Storage pool not found",
+    ErrorCode.NO_STORAGE_VOL: "Storage volume not found",
+    ErrorCode.NO_DOMAIN_SNAPSHOT: "Domain snapshot not found",
+    ErrorCode.STORAGE_VOL_EXIST: "this storage volume exists already",
     ErrorCode.AUTH_FAILED: "authentication failed",
     ErrorCode.OPERATION_INVALID: "Requested operation is not valid",
     ErrorCode.CONFIG_UNSUPPORTED: "unsupported configuration",
@@ -77,6 +85,7 @@ class DomainState(IntEnum):
 class RunningReason(IntEnum):
     UNKNOWN = 0
     BOOTED = 1
+    FROM_SNAPSHOT = 4
     UNPAUSED = 5
 
 
@@ -91,6 +100,7 @@ class ShutoffReason(IntEnum):
     DESTROYED = 2
     CRASHED = 3
     FAILED = 6
+    FROM_SNAPSHOT = 7
 
 
 REASONS: dict[DomainState, type[IntEnum]] = {
@@ -132,15 +142,18 @@ class Lifecycle(Enum):
     DEFINED_ADDED = ("defined", 0, "added", 0)
     DEFINED_UPDATED = ("defined", 0, "updated", 1)
     DEFINED_RENAMED = ("defined", 0, "renamed", 2)
+    DEFINED_FROM_SNAPSHOT = ("defined", 0, "from_snapshot", 3)
     UNDEFINED_REMOVED = ("undefined", 1, "removed", 0)
     UNDEFINED_RENAMED = ("undefined", 1, "renamed", 1)
     STARTED_BOOTED = ("started", 2, "booted", 0)
+    STARTED_FROM_SNAPSHOT = ("started", 2, "from_snapshot", 3)
     SUSPENDED_PAUSED = ("suspended", 3, "paused", 0)
     RESUMED_UNPAUSED = ("resumed", 4, "unpaused", 0)
     STOPPED_SHUTDOWN = ("stopped", 5, "shutdown", 0)
     STOPPED_DESTROYED = ("stopped", 5, "destroyed", 1)
     STOPPED_CRASHED = ("stopped", 5, "crashed", 2)
     STOPPED_FAILED = ("stopped", 5, "failed", 5)
+    STOPPED_FROM_SNAPSHOT = ("stopped", 5, "from_snapshot", 6)
 
     @property
     def event(self) -> str:
@@ -179,6 +192,8 @@ _OUTCOMES: dict[Lifecycle, tuple[DomainState, int]] = {
     Lifecycle.STOPPED_DESTROYED: (DomainState.SHUTOFF, ShutoffReason.DESTROYED),
     Lifecycle.STOPPED_CRASHED: (DomainState.SHUTOFF, ShutoffReason.CRASHED),
     Lifecycle.STOPPED_FAILED: (DomainState.SHUTOFF, ShutoffReason.FAILED),
+    Lifecycle.STARTED_FROM_SNAPSHOT: (DomainState.RUNNING, RunningReason.FROM_SNAPSHOT),
+    Lifecycle.STOPPED_FROM_SNAPSHOT: (DomainState.SHUTOFF, ShutoffReason.FROM_SNAPSHOT),
 }
 
 

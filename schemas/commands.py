@@ -18,11 +18,22 @@ from pydantic import (
 
 from schemas.base import WIRE_VERSION, AwareTimestamp, DomainName, MessageId, Uuid, WireModel
 from schemas.codes import ErrorCode
-from schemas.domain import MIN_MEMORY_KIB, DomainSpec, Interface, Mount, NetworkName
+from schemas.domain import (
+    MIN_MEMORY_KIB,
+    Description,
+    DomainSpec,
+    Interface,
+    Mount,
+    NetworkName,
+    PoolName,
+    SnapshotName,
+    VolumeName,
+)
 from schemas.domxml import device_fields, domain_fields
 from schemas.errors import VirtbusError
 from schemas.network import NetworkSpec
 from schemas.netxml import network_fields
+from schemas.storage import snapshot_fields, volume_fields
 from schemas.xmldoc import MAX_XML_CHARS, XmlError
 
 
@@ -146,12 +157,15 @@ ListFlag = Literal[
     "shutoff",
     "autostart",
     "no_autostart",
+    "has_snapshot",
+    "no_snapshot",
 ]
 
 
 class ListDomainsArgs(WireModel):
     """libvirt's ``virConnectListAllDomains`` flags: within a group (active/inactive,
-    persistent/transient, running/paused/shutoff, autostart/no_autostart) any flag may
+    persistent/transient, running/paused/shutoff, autostart/no_autostart,
+    has_snapshot/no_snapshot) any flag may
     match; across groups all must. No flags lists every domain."""
 
     flags: list[ListFlag] = []
@@ -378,9 +392,19 @@ class Resume(DomainCommand):
     args: NoArgs = NoArgs()
 
 
+class UndefineArgs(WireModel):
+    """virDomainUndefineFlags: ``snapshots`` (VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    deletes the domain's snapshots with it, without which a domain that has any is not
+    undefined; ``volumes`` deletes the volumes it mounts that no other domain mounts.
+    Volumes are kept unless asked."""
+
+    snapshots: bool = False
+    volumes: bool = False
+
+
 class Undefine(DomainCommand):
     op: Literal["domain.undefine"]
-    args: NoArgs = NoArgs()
+    args: UndefineArgs = UndefineArgs()
 
 
 class Lookup(DomainCommand):
@@ -534,6 +558,138 @@ class InterfaceAddresses(DomainCommand):
     args: InterfaceAddressesArgs = InterfaceAddressesArgs()
 
 
+class PoolArgs(WireModel):
+    pool: PoolName
+
+
+class VolumeArgs(WireModel):
+    pool: PoolName
+    volume: VolumeName
+
+
+class VolumeCreateArgs(WireModel):
+    """``name`` and ``capacity`` (bytes), or ``xml``: libvirt volume XML."""
+
+    pool: PoolName
+    name: VolumeName
+    capacity: int = Field(default=0, ge=0, le=2**63 - 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_xml(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "xml" not in data:
+            return data
+        if not isinstance(data["xml"], str):
+            raise ValueError("xml must be a string")
+        rest = {key: value for key, value in data.items() if key != "xml"}
+        return {**rest, **volume_fields(data["xml"])}
+
+
+class SnapshotArgs(WireModel):
+    snapshot: SnapshotName
+
+
+class SnapshotCreateArgs(WireModel):
+    """``name`` (the creation time in seconds when left out) and ``description``, or
+    ``xml``: libvirt ``<domainsnapshot>`` XML."""
+
+    name: SnapshotName | None = None
+    description: Description = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_xml(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "xml" not in data:
+            return data
+        if not isinstance(data["xml"], str):
+            raise ValueError("xml must be a string")
+        rest = {key: value for key, value in data.items() if key != "xml"}
+        return {**rest, **snapshot_fields(data["xml"])}
+
+
+class SnapshotRevertArgs(WireModel):
+    """virDomainRevertToSnapshot: the domain runs afterwards if it ran when the
+    snapshot was taken, unless ``start`` says (REVERT_RUNNING, REVERT_PAUSED)."""
+
+    snapshot: SnapshotName
+    start: Literal["running", "paused"] | None = None
+
+
+class ListPools(CommandBase):
+    op: Literal["host.list_pools"]
+    args: NoArgs = NoArgs()
+
+
+class PoolLookup(CommandBase):
+    op: Literal["pool.lookup"]
+    args: PoolArgs
+
+
+class PoolGetXmlDesc(CommandBase):
+    op: Literal["pool.get_xml_desc"]
+    args: PoolArgs
+
+
+class PoolListVolumes(CommandBase):
+    op: Literal["pool.list_volumes"]
+    args: PoolArgs
+
+
+class VolumeCreate(CommandBase):
+    op: Literal["volume.create"]
+    args: VolumeCreateArgs
+
+
+class VolumeDelete(CommandBase):
+    op: Literal["volume.delete"]
+    args: VolumeArgs
+
+
+class VolumeGetInfo(CommandBase):
+    op: Literal["volume.get_info"]
+    args: VolumeArgs
+
+
+class VolumeGetXmlDesc(CommandBase):
+    op: Literal["volume.get_xml_desc"]
+    args: VolumeArgs
+
+
+class SnapshotCreate(DomainCommand):
+    op: Literal["domain.snapshot_create"]
+    args: SnapshotCreateArgs = SnapshotCreateArgs()
+
+
+class ListSnapshots(DomainCommand):
+    op: Literal["domain.snapshot_list"]
+    args: NoArgs = NoArgs()
+
+
+class SnapshotCurrent(DomainCommand):
+    op: Literal["domain.snapshot_current"]
+    args: NoArgs = NoArgs()
+
+
+class SnapshotLookup(DomainCommand):
+    op: Literal["snapshot.lookup"]
+    args: SnapshotArgs
+
+
+class SnapshotGetXmlDesc(DomainCommand):
+    op: Literal["snapshot.get_xml_desc"]
+    args: SnapshotArgs
+
+
+class SnapshotRevert(DomainCommand):
+    op: Literal["domain.snapshot_revert"]
+    args: SnapshotRevertArgs
+
+
+class SnapshotDelete(DomainCommand):
+    op: Literal["snapshot.delete"]
+    args: SnapshotArgs
+
+
 Command = Annotated[
     Define
     | CreateXml
@@ -572,7 +728,22 @@ Command = Annotated[
     | ListNetworks
     | AttachDevice
     | DetachDevice
-    | InterfaceAddresses,
+    | InterfaceAddresses
+    | ListPools
+    | PoolLookup
+    | PoolGetXmlDesc
+    | PoolListVolumes
+    | VolumeCreate
+    | VolumeDelete
+    | VolumeGetInfo
+    | VolumeGetXmlDesc
+    | SnapshotCreate
+    | ListSnapshots
+    | SnapshotCurrent
+    | SnapshotLookup
+    | SnapshotGetXmlDesc
+    | SnapshotRevert
+    | SnapshotDelete,
     Field(discriminator="op"),
 ]
 

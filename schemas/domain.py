@@ -72,6 +72,12 @@ MacAddress = Annotated[
     str, StringConstraints(pattern=r"^[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$", to_lower=True)
 ]
 """A unicast Ethernet address, ``52:54:00:12:34:56``; kept in lower case."""
+ObjectName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+"""The name of a storage pool, volume or snapshot."""
+PoolName = ObjectName
+VolumeName = ObjectName
+SnapshotName = ObjectName
+Description = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=4096)]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 # a process receives these as C strings, which end at the first NUL
 Argument = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=4096)]
@@ -114,6 +120,16 @@ def derived_mac(uuid: object, network: str) -> str:
     return "52:54:00:" + ":".join(f"{byte:02x}" for byte in digest[:3])
 
 
+class VolumeMount(WireModel):
+    """A volume of a storage pool mounted into the domain (libvirt's ``<filesystem
+    type='volume'>``); which domain may mount which volume is the host policy's."""
+
+    volume: VolumeName
+    target: AbsolutePath
+    pool: PoolName = "default"
+    readonly: bool = False
+
+
 class DomainSpec(WireModel):
     """A domain's definition (docs/protocol.md). The image must be on the host or pullable.
 
@@ -134,6 +150,7 @@ class DomainSpec(WireModel):
     autostart: bool = False
     on_crash: Literal["destroy", "restart"] = "destroy"
     mounts: list[Mount] = Field(default=[], max_length=64)
+    volumes: list[VolumeMount] = Field(default=[], max_length=64)
     network: NetworkName = "none"
     mac: MacAddress | None = None
     """The MAC address of the interface on ``network``; derived from the UUID if None."""

@@ -27,6 +27,7 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
       <interface type='network'>           the first: network (<source network='NAME'/>) and
                                            mac (<mac address='…'/>); none without; further
                                            ones: interfaces
+      <filesystem type='volume'>…          volumes: <source pool volume/> <target dir/> [<readonly>]
     <virtbus:config xmlns:virtbus='urn:virtbus:domain'>   what libvirt has no element for:
       <virtbus:autostart>yes|no, <virtbus:init>yes|no, <virtbus:pids_limit>N,
       <virtbus:metadata name='K'>V</virtbus:metadata>…    (the spec's metadata)
@@ -393,8 +394,11 @@ class _Reader:
         access = element.get("accessmode", "passthrough")
         if access != "passthrough":
             self.refuse(f"<devices><filesystem accessmode='{access}'>", element)
-        if kind not in ("template", "mount"):
+        if kind not in ("template", "mount", "volume"):
             self.refuse(where, element)
+            return
+        if kind == "volume":
+            self.volume(element, where)
             return
         found = self.children(element, where, ("source", "target", "readonly"))
         source_key = "name" if kind == "template" else "dir"
@@ -419,6 +423,28 @@ class _Reader:
         else:
             mount = {"source": source, "target": target, "readonly": bool(readonly)}
             self.fields.setdefault("mounts", []).append(mount)
+
+    def volume(self, element: Element, where: str) -> None:
+        """``<filesystem type='volume'>``: ``<source pool='…' volume='…'/>``."""
+        found = self.children(element, where, ("source", "target", "readonly"))
+        sources = found.get("source")
+        if not sources:
+            raise XmlError(ErrorCode.XML_ERROR, f"missing {where}<source>")
+        source = sources[0]
+        self.only(source, f"{where}<source>", ("pool", "volume"))
+        _text(source, f"{where}<source>")
+        pool, volume = source.get("pool"), source.get("volume")
+        if pool is None or volume is None:
+            raise XmlError(ErrorCode.XML_ERROR, f"missing pool or volume of {where}<source>")
+        target = self.place(found, "target", "dir", where)
+        if target == "/":
+            self.refuse(f"{where}<target dir='/'> (a volume as the root filesystem)", element)
+        readonly = found.get("readonly", [])
+        for flag in readonly:
+            self.only(flag, f"{where}<readonly>")
+            _text(flag, f"{where}<readonly>")
+        mount = {"pool": pool, "volume": volume, "target": target, "readonly": bool(readonly)}
+        self.fields.setdefault("volumes", []).append(mount)
 
     def place(self, found: dict[str, list[Element]], tag: str, key: str, where: str) -> str:
         """The one attribute of a filesystem's or interface's <source> or <target>."""
@@ -532,6 +558,13 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
         add(_element(3, "source", None, dir=mount.source))
         add(_element(3, "target", None, dir=mount.target))
         if mount.readonly:
+            add(_element(3, "readonly", None))
+        add("    </filesystem>")
+    for volume in spec.volumes:
+        add(_open(2, "filesystem", type="volume", accessmode="passthrough"))
+        add(_element(3, "source", None, pool=volume.pool, volume=volume.volume))
+        add(_element(3, "target", None, dir=volume.target))
+        if volume.readonly:
             add(_element(3, "readonly", None))
         add("    </filesystem>")
     for index, nic in enumerate(spec.nics()):

@@ -11,6 +11,14 @@ from schemas.codes import ErrorCode
 from schemas.domain import DomainRecord, State, reason_enum
 from schemas.events import DomainRef
 from schemas.network import NetworkRecord
+from schemas.storage import (
+    PoolList,
+    PoolRecord,
+    SnapshotList,
+    SnapshotRecord,
+    VolumeList,
+    VolumeRecord,
+)
 
 
 class ErrorBody(WireModel):
@@ -120,7 +128,8 @@ class Pong(WireModel):
 
 
 class DomainXml(WireModel):
-    """virDomainGetXMLDesc: the domain's libvirt domain XML."""
+    """virDomainGetXMLDesc: the domain's libvirt domain XML; also the XML of a storage
+    pool, a volume or a snapshot (their GetXMLDesc)."""
 
     xml: str
 
@@ -207,6 +216,12 @@ Result = (
     | DomainInterfaces
     | DeviceChange
     | Done
+    | PoolRecord
+    | PoolList
+    | VolumeRecord
+    | VolumeList
+    | SnapshotRecord
+    | SnapshotList
 )
 
 

@@ -74,6 +74,21 @@ LIBVIRT: dict[str, str] = {
     "domain.attach_device": "virDomainAttachDeviceFlags",
     "domain.detach_device": "virDomainDetachDeviceFlags",
     "domain.interface_addresses": "virDomainInterfaceAddresses",
+    "host.list_pools": "virConnectListAllStoragePools",
+    "pool.lookup": "virStoragePoolLookupByName / virStoragePoolGetInfo",
+    "pool.get_xml_desc": "virStoragePoolGetXMLDesc",
+    "pool.list_volumes": "virStoragePoolListAllVolumes",
+    "volume.create": "virStorageVolCreateXML",
+    "volume.delete": "virStorageVolDelete",
+    "volume.get_info": "virStorageVolLookupByName / virStorageVolGetInfo",
+    "volume.get_xml_desc": "virStorageVolGetXMLDesc",
+    "domain.snapshot_create": "virDomainSnapshotCreateXML",
+    "domain.snapshot_list": "virDomainListAllSnapshots",
+    "domain.snapshot_current": "virDomainSnapshotCurrent",
+    "snapshot.lookup": "virDomainSnapshotLookupByName",
+    "snapshot.get_xml_desc": "virDomainSnapshotGetXMLDesc",
+    "domain.snapshot_revert": "virDomainRevertToSnapshot",
+    "snapshot.delete": "virDomainSnapshotDelete",
 }
 """The libvirt function each op stands for: the one fact of the op table that the models
 do not carry."""

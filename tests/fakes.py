@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +18,19 @@ from uuid import UUID
 
 import agent.host.networks  # noqa: F401 (its handlers, which operations.py does not import)
 from agent.errors import VirtError, invalid
+from agent.host import snapshots, storage  # noqa: F401  (their handlers, as the agent has them)
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainTable
 from agent.host.driver import (
+    SNAPSHOT_REPOSITORY,
     Credentials,
     Endpoint,
     EngineFacts,
+    EngineVolume,
     NetworkFacts,
     Observed,
     RuntimeEvent,
+    SnapshotImage,
     Usage,
 )
 from agent.host.monitor import Monitor
@@ -75,6 +79,9 @@ class FakeDriver:
         """Handle → network → MAC address: the networks a container is on."""
         self._ids = itertools.count(1)
         self._pids = itertools.count(1000)
+        self.volumes_held: dict[str, EngineVolume] = {}
+        self.snapshots: dict[str, SnapshotImage] = {}
+        """Tag → snapshot image."""
 
     async def _enter(self, verb: str) -> None:
         self.calls.append(verb)
@@ -150,6 +157,9 @@ class FakeDriver:
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
         await self._enter("create")
+        for wanted in spec.volumes:
+            if wanted.volume not in self.volumes_held:
+                raise VirtError(ErrorCode.NO_STORAGE_VOL, f"no volume '{wanted.volume}'")
         if any(c.name == name for c in self.containers.values()):
             raise invalid(f"Conflict. The container name '{name}' is already in use")
         handle = f"c{next(self._ids)}"
@@ -283,6 +293,39 @@ class FakeDriver:
 
     async def engine(self) -> EngineFacts:
         return EngineFacts(cpus=self.cpus, memory_kib=1 << 20, version="fake")
+
+    async def volumes(self) -> list[EngineVolume]:
+        await self._enter("volumes")
+        return list(self.volumes_held.values())
+
+    async def create_volume(self, pool: str, name: str, capacity: int) -> EngineVolume:
+        await self._enter("create_volume")
+        volume = EngineVolume(pool, name, f"/fake/volumes/{name}/_data", capacity)
+        self.volumes_held[name] = volume
+        return volume
+
+    async def remove_volume(self, name: str) -> None:
+        await self._enter("remove_volume")
+        self.volumes_held.pop(name, None)
+
+    async def commit(self, handle: str, tag: str, labels: Mapping[str, str]) -> str:
+        await self._enter("commit")
+        self._get(handle)
+        image = SnapshotImage(id=f"sha256:{tag}", tag=tag, labels=dict(labels))
+        self.snapshots[tag] = image
+        self.images[f"{SNAPSHOT_REPOSITORY}:{tag}"] = ["/bin/sh"]
+        return image.id
+
+    async def snapshot_images(self) -> list[SnapshotImage]:
+        await self._enter("snapshot_images")
+        return list(self.snapshots.values())
+
+    async def remove_snapshot_image(self, tag: str) -> None:
+        await self._enter("remove_snapshot_image")
+        self.snapshots.pop(tag, None)
+
+    async def prune_snapshot_images(self) -> None:
+        await self._enter("prune_snapshot_images")
 
     async def events(
         self, since_ns: int, until_ns: int | None = None

@@ -9,6 +9,7 @@
     tuning       autostart, setmem, …        events       event
     hosts        hosts                       completion   completion bash|zsh
     stats        domstats, capabilities, node…   networks     net-*, domifaddr, *-interface
+    hosts        hosts                       storage      pool-list, vol-*, snapshot-*
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -42,6 +43,7 @@ from agent.cli import (
     provision,
     schema,
     stats,
+    storage,
     tuning,
 )
 from agent.cli.agent import config_from
@@ -71,6 +73,7 @@ VERB_GROUPS = (
     completion,
     stats,
     networks,
+    storage,
 )
 """In the order ``--help`` lists their verbs."""
 

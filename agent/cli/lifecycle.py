@@ -45,6 +45,15 @@ def register(commands: Commands, config: CliConfig) -> None:
             command.add_argument(
                 "--grace", type=int, help="seconds before the domain is killed (default 10)"
             )
+        if verb == "undefine":
+            command.add_argument(
+                "--snapshots-metadata", action="store_true", help="delete its snapshots too"
+            )
+            command.add_argument(
+                "--remove-all-storage",
+                action="store_true",
+                help="delete the volumes it mounts that no other domain mounts",
+            )
 
 
 def start_request(args: argparse.Namespace) -> Request:
@@ -59,4 +68,6 @@ def start_request(args: argparse.Namespace) -> Request:
 def simple_request(args: argparse.Namespace) -> Request:
     _, op, message = SIMPLE[args.verb]
     args_of = {"timeout_s": args.grace} if args.verb == "shutdown" and args.grace else None
+    if args.verb == "undefine":
+        args_of = {"snapshots": args.snapshots_metadata, "volumes": args.remove_all_storage}
     return Request(op, args_of, target_of(args.domain), record_line(message))

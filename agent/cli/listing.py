@@ -22,6 +22,8 @@ LIST_FLAGS: dict[str, ListFlag] = {
     "autostart": "autostart",
     "no_autostart": "no_autostart",
     "inactive": "inactive",
+    "with_snapshot": "has_snapshot",
+    "without_snapshot": "no_snapshot",
 }
 
 LIST_HELP = {
@@ -33,6 +35,8 @@ LIST_HELP = {
     "transient": "list transient domains",
     "autostart": "list domains with autostart enabled",
     "no-autostart": "list domains with autostart disabled",
+    "with-snapshot": "list domains with existing snapshot",
+    "without-snapshot": "list domains without a snapshot",
 }
 """virsh's words for its list flags."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel
@@ -32,6 +32,14 @@ from schemas.replies import (
     NodeStats,
     Result,
 )
+from schemas.storage import (
+    PoolList,
+    PoolRecord,
+    SnapshotList,
+    SnapshotRecord,
+    VolumeList,
+    VolumeRecord,
+)
 
 if TYPE_CHECKING:
     from agent.client import BroadcastResult, HostStatus
@@ -49,6 +57,7 @@ STATE_NAMES = {
 REASON_NAMES: dict[tuple[int, int], str] = {
     (1, 0): "unknown",
     (1, 1): "booted",
+    (1, 4): "from snapshot",
     (1, 5): "unpaused",
     (3, 0): "unknown",
     (3, 1): "user",
@@ -57,6 +66,7 @@ REASON_NAMES: dict[tuple[int, int], str] = {
     (5, 2): "destroyed",
     (5, 3): "crashed",
     (5, 6): "failed",
+    (5, 7): "from snapshot",
     (6, 0): "unknown",
 }
 Render = Callable[[Result], str]
@@ -364,5 +374,80 @@ def render_device(message: str) -> Render:
         if result.live:
             return message
         return f"{message} (to the persistent definition: it takes effect at the next start)"
+
+    return render
+
+
+# ------------------------------------------------------------- storage, snapshots --
+
+
+def _size(size: int) -> str:
+    """A size as virsh prints one: ``10.00 MiB``."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    value, unit = float(size), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{value:.2f} {units[unit]}"
+
+
+def render_pools(result: Result) -> str:
+    assert isinstance(result, PoolList)
+    rows = [
+        (p.name, "active" if p.active else "inactive", "yes" if p.autostart else "no")
+        for p in result.pools
+    ]
+    return table(["Name", "State", "Autostart"], rows)
+
+
+def render_pool_info(result: Result) -> str:
+    assert isinstance(result, PoolRecord)
+    lines = [
+        ("Name:", result.name),
+        ("UUID:", str(result.uuid)),
+        ("State:", "running" if result.active else "inactive"),
+        ("Persistent:", "yes" if result.persistent else "no"),
+        ("Autostart:", "yes" if result.autostart else "no"),
+        ("Capacity:", _size(result.capacity)),
+        ("Allocation:", _size(result.allocation)),
+        ("Available:", _size(result.available)),
+    ]
+    return "\n".join(f"{key:<16}{value}" for key, value in lines)
+
+
+def render_volumes(result: Result) -> str:
+    assert isinstance(result, VolumeList)
+    return table(["Name", "Path"], [(v.name, v.path) for v in result.volumes])
+
+
+def render_volume_info(result: Result) -> str:
+    assert isinstance(result, VolumeRecord)
+    lines = [
+        ("Name:", result.name),
+        ("Type:", "dir"),
+        ("Capacity:", _size(result.capacity)),
+        ("Allocation:", _size(result.allocation)),
+    ]
+    return "\n".join(f"{key:<16}{value}" for key, value in lines)
+
+
+def render_snapshots(result: Result) -> str:
+    assert isinstance(result, SnapshotList)
+    rows = [
+        (
+            s.name,
+            datetime.fromtimestamp(s.creation_time, UTC).strftime("%Y-%m-%d %H:%M:%S +0000"),
+            s.state,
+        )
+        for s in result.snapshots
+    ]
+    return table(["Name", "Creation Time", "State"], rows)
+
+
+def snapshot_line(message: str) -> Render:
+    """A snapshot record as one line, ``{name}`` filled in."""
+
+    def render(result: Result) -> str:
+        assert isinstance(result, SnapshotRecord)
+        return message.format(name=result.name)
 
     return render

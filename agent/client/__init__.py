@@ -32,6 +32,7 @@ from agent.client.connection import (
 from agent.client.domain import Domain
 from agent.client.events import EventKind, EventStream, binding_keys
 from agent.client.registry import HostRegistry, HostState, HostStatus
+from agent.client.storage import DomainSnapshot, StoragePool, StorageVol
 from agent.errors import (
     BrokerUnreachable,
     NoHost,
@@ -48,6 +49,7 @@ __all__ = [
     "BrokerUnreachable",
     "Connection",
     "Domain",
+    "DomainSnapshot",
     "EventKind",
     "EventStream",
     "HostRegistry",
@@ -60,6 +62,8 @@ __all__ = [
     "Progress",
     "RebootEvent",
     "ReplyError",
+    "StoragePool",
+    "StorageVol",
     "TunableEvent",
     "VirtbusError",
     "binding_keys",

@@ -27,6 +27,7 @@ from agent.client.domain import Domain, spec_args
 from agent.client.events import KINDS, EventKind, EventStream
 from agent.client.network import Network, network_args
 from agent.client.registry import HostRegistry
+from agent.client.storage import StoragePool
 from agent.errors import (
     BrokerUnreachable,
     NoHost,
@@ -50,11 +51,13 @@ from schemas.commands import (
     ListDomains,
     ListFlag,
     ListNetworks,
+    ListPools,
     Lookup,
     NetworkDefine,
     NetworkListFlag,
     NetworkLookup,
     Ping,
+    PoolLookup,
     StatGroup,
     op_of,
 )
@@ -73,6 +76,7 @@ from schemas.replies import (
     Reply,
     Result,
 )
+from schemas.storage import PoolList, PoolRecord
 from schemas.topology import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -392,6 +396,14 @@ class Connection:
     ) -> list[Network]:
         listed = await self._call(NetworkList, host, ListNetworks, {"flags": list(flags)})
         return [Network(self, host, record) for record in listed.networks]
+
+    async def list_all_storage_pools(self, host: str) -> list[StoragePool]:
+        listed = await self._call(PoolList, host, ListPools)
+        return [StoragePool(self, host, record) for record in listed.pools]
+
+    async def storage_pool_lookup_by_name(self, host: str, name: str) -> StoragePool:
+        record = await self._call(PoolRecord, host, PoolLookup, {"pool": name})
+        return StoragePool(self, host, record)
 
     async def host_info(self, host: str) -> HostInfo:
         return await self._call(HostInfo, host, GetHostInfo)

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from agent.client.storage import DomainSnapshot
 from schemas.commands import (
     AttachDevice,
     Create,
@@ -17,6 +18,7 @@ from schemas.commands import (
     GetStats,
     GetXmlDesc,
     InterfaceAddresses,
+    ListSnapshots,
     Lookup,
     Reboot,
     Rename,
@@ -25,6 +27,9 @@ from schemas.commands import (
     SetMemory,
     SetVcpus,
     Shutdown,
+    SnapshotCreate,
+    SnapshotCurrent,
+    SnapshotLookup,
     StatGroup,
     Suspend,
     Undefine,
@@ -39,6 +44,7 @@ from schemas.replies import (
     DomainXml,
 )
 from schemas.replies import DomainInterfaces as Addresses
+from schemas.storage import SnapshotList, SnapshotRecord
 
 if TYPE_CHECKING:
     from agent.client.connection import Connection
@@ -106,8 +112,40 @@ class Domain:
     async def resume(self) -> DomainRecord:
         return await self._record(Resume)
 
-    async def undefine(self) -> DomainRecord:
-        return await self._record(Undefine)
+    async def undefine(self, snapshots: bool = False, volumes: bool = False) -> DomainRecord:
+        """virDomainUndefineFlags: ``snapshots`` deletes its snapshots with it (without,
+        a domain that has any stays defined); ``volumes`` the volumes only it mounts."""
+        return await self._record(Undefine, {"snapshots": snapshots, "volumes": volumes})
+
+    async def snapshot_create(
+        self, name: str | None = None, description: str = ""
+    ) -> DomainSnapshot:
+        """virDomainSnapshotCreateXML, disk-only: the domain's filesystem now."""
+        args: dict[str, Any] = {"description": description}
+        if name is not None:
+            args["name"] = name
+        record = await self._conn._call(
+            SnapshotRecord, self.host, SnapshotCreate, args, self._target
+        )
+        return DomainSnapshot(self, record)
+
+    async def list_all_snapshots(self) -> list[DomainSnapshot]:
+        listed = await self._conn._call(SnapshotList, self.host, ListSnapshots, target=self._target)
+        return [DomainSnapshot(self, record) for record in listed.snapshots]
+
+    async def snapshot_current(self) -> DomainSnapshot:
+        """NO_DOMAIN_SNAPSHOT when the domain has no current snapshot."""
+        record = await self._conn._call(
+            SnapshotRecord, self.host, SnapshotCurrent, target=self._target
+        )
+        return DomainSnapshot(self, record)
+
+    async def snapshot_lookup_by_name(self, name: str) -> DomainSnapshot:
+        args = {"snapshot": name}
+        record = await self._conn._call(
+            SnapshotRecord, self.host, SnapshotLookup, args, self._target
+        )
+        return DomainSnapshot(self, record)
 
     async def set_autostart(self, autostart: bool) -> DomainRecord:
         return await self._record(SetAutostart, {"autostart": autostart})

@@ -101,14 +101,17 @@ LIST_FLAGS: dict[int, ListFlag] = {
     64: "shutoff",
     1024: "autostart",
     2048: "no_autostart",
+    4096: "has_snapshot",
+    8192: "no_snapshot",
 }
 LIST_OTHER = 128
 LIST_STATES = 16 | 32 | 64 | LIST_OTHER
-# managed save, snapshots, checkpoints: no virtbus domain has any; asking for those
-# with and those without (libvirt ORs the two) is asking for every domain
-LIST_HAS_PAIRS = ((256, 512), (4096, 8192), (16384, 32768))
-LIST_HAS_NONE = 256 | 4096 | 16384
-LIST_HAS_NONE_NOT = 512 | 8192 | 32768
+# managed save, checkpoints: no virtbus domain has any
+LIST_HAS_PAIRS = ((256, 512), (16384, 32768))
+LIST_HAS_NONE = 256 | 16384
+LIST_HAS_NONE_NOT = 512 | 32768
+# with a snapshot or without one: libvirt ORs the two, which is every domain
+LIST_SNAPSHOT_EITHER = 4096 | 8192
 STATE_FLAGS = {
     16: {DomainState.RUNNING},
     32: {DomainState.PAUSED},
@@ -119,7 +122,8 @@ STATE_FLAGS = {
 START_PAUSED = 1
 START_FORCE_BOOT = 8
 SHUTDOWN_MODES = 4 | 8  # INITCTL, SIGNAL: what a container's init can be sent
-UNDEFINE_ALL = 1 | 2 | 4 | 8 | 16 | 32 | 64  # there is never anything extra to remove
+UNDEFINE_ALL = 1 | 2 | 4 | 8 | 16 | 32 | 64  # nothing extra to remove but snapshots
+UNDEFINE_SNAPSHOTS_METADATA = 2
 GET_XML_SECURE = 1
 GET_XML_INACTIVE = 2
 GET_XML_MIGRATABLE = 8
@@ -458,6 +462,8 @@ async def records(session: Session, flags: int = 0) -> list[DomainRecord]:
     all but OTHER (crashed, in shutdown...): with it, the states are filtered here."""
     if any(flags & has and not flags & has_not for has, has_not in LIST_HAS_PAIRS):
         return []
+    if flags & LIST_SNAPSHOT_EITHER == LIST_SNAPSHOT_EITHER:
+        flags &= ~LIST_SNAPSHOT_EITHER
     by_state = flags & LIST_STATES if flags & LIST_OTHER else 0
     asked = [name for bit, name in LIST_FLAGS.items() if flags & bit & ~by_state]
     listed = await session.conn.call(session.target, ListDomains, {"flags": asked})
@@ -609,7 +615,7 @@ async def set_autostart(session: Session, args: Unpacker) -> bytes:
     return b""
 
 
-@handles(Proc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, Proc.DOMAIN_SNAPSHOT_NUM)
+@handles(Proc.DOMAIN_HAS_MANAGED_SAVE_IMAGE)
 async def none_saved(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     args.uint32()
@@ -726,8 +732,9 @@ async def resume(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.DOMAIN_UNDEFINE, Proc.DOMAIN_UNDEFINE_FLAGS)
 async def undefine(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
-    check_flags(flags_of(args, Proc.DOMAIN_UNDEFINE_FLAGS), UNDEFINE_ALL, "virDomainUndefineFlags")
-    await lifecycle(session, domain, Undefine)
+    flags = flags_of(args, Proc.DOMAIN_UNDEFINE_FLAGS)
+    check_flags(flags, UNDEFINE_ALL, "virDomainUndefineFlags")
+    await lifecycle(session, domain, Undefine, snapshots=bool(flags & UNDEFINE_SNAPSHOTS_METADATA))
     return b""
 
 

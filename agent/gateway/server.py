@@ -28,6 +28,7 @@ from agent.gateway import (
     auth,  # noqa: F401 (its handlers: the authentication procedures)
     networks,  # noqa: F401 (its handlers: networks and interfaces)
     stats,  # noqa: F401 (its handlers: capabilities, node and domain statistics)
+    storage,  # noqa: F401 (its handlers: storage and snapshot procedures)
 )
 from agent.gateway.acl import access
 from agent.gateway.authz import Policy, matches, subject_dn

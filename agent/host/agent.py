@@ -19,7 +19,11 @@ from typing import Any
 
 from agent import __version__
 from agent.errors import VirtError
-from agent.host import stats  # noqa: F401 (its handlers: statistics and the node's facts)
+from agent.host import (  # noqa: F401  (their handlers register on import)
+    snapshots,
+    stats,
+    storage,
+)
 from agent.host.bus import Bus, Inbound
 from agent.host.config import Config
 from agent.host.credentials import RegistryCredentials
@@ -166,6 +170,7 @@ class Agent:
         )
         await operations.forbid_docker_restarts()
         await attach_networks(operations, self._store.networks()).restore()
+        await operations.count_snapshots()
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")

@@ -36,6 +36,10 @@ class DomainObj:
     pending: DomainSpec | None = None
     """A definition given while running, applied at the next start."""
     evidence: Evidence = field(default_factory=Evidence)
+    snapshots: int = 0
+    """How many snapshots the domain has."""
+    current_snapshot: str | None = None
+    """The snapshot last taken or reverted to, libvirt's current snapshot."""
 
     @property
     def active(self) -> bool:
@@ -71,6 +75,8 @@ class DomainObj:
             "shutoff": self.state == DomainState.SHUTOFF,
             "autostart": self.autostart,
             "no_autostart": not self.autostart,
+            "has_snapshot": self.snapshots > 0,
+            "no_snapshot": self.snapshots == 0,
         }
         for group in _FLAG_GROUPS:
             asked = [flag for flag in flags if flag in group]
@@ -84,6 +90,7 @@ _FLAG_GROUPS: tuple[frozenset[str], ...] = (
     frozenset({"persistent", "transient"}),
     frozenset({"running", "paused", "shutoff"}),
     frozenset({"autostart", "no_autostart"}),
+    frozenset({"has_snapshot", "no_snapshot"}),
 )
 
 

@@ -29,6 +29,11 @@ from schemas.network import NetworkSpec
 HOST_LABEL = "virtbus.host"
 UUID_LABEL = "virtbus.uuid"
 NETWORK_LABEL = "virtbus.network"
+POOL_LABEL = "virtbus.pool"
+CAPACITY_LABEL = "virtbus.capacity"
+SNAPSHOT_LABEL = "virtbus.snapshot"
+CREATED_LABEL = "virtbus.snapshot.created"
+SNAPSHOT_REPOSITORY = "virtbus-snapshot"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=300.0, sock_connect=30.0)
 """The bound on one call to the engine (aiohttp's default, which aiodocker lifts for the
 calls that wait on a container)."""
@@ -102,6 +107,26 @@ class Endpoint:
     ipv4_prefix: int
     ipv6: str | None
     ipv6_prefix: int
+
+
+@dataclass(frozen=True)
+class EngineVolume:
+    """One of this host's volumes, by its pool and its name in the pool."""
+
+    pool: str
+    name: str
+    mountpoint: str
+    capacity: int
+
+
+@dataclass(frozen=True)
+class SnapshotImage:
+    """An image committed from one of this host's domains: ``tag`` names it in
+    ``SNAPSHOT_REPOSITORY``; ``labels`` are the image's labels."""
+
+    id: str
+    tag: str
+    labels: Mapping[str, str]
 
 
 Credentials = Mapping[str, tuple[str, str]]
@@ -195,6 +220,27 @@ class Driver(Protocol):
         ...
 
     async def engine(self) -> EngineFacts: ...
+    async def volumes(self) -> list[EngineVolume]:
+        """This host's volumes (the engine's volumes with its host label)."""
+        ...
+
+    async def create_volume(self, pool: str, name: str, capacity: int) -> EngineVolume: ...
+    async def remove_volume(self, name: str) -> None: ...
+    async def commit(self, handle: str, tag: str, labels: Mapping[str, str]) -> str:
+        """Commit the container's filesystem into ``SNAPSHOT_REPOSITORY:tag`` carrying
+        ``labels`` (and the host label); returns the image's ID."""
+        ...
+
+    async def snapshot_images(self) -> list[SnapshotImage]: ...
+    async def remove_snapshot_image(self, tag: str) -> None:
+        """Remove the tag; the image goes with it unless a container still uses it
+        (then ``prune_snapshot_images`` removes it once none does)."""
+        ...
+
+    async def prune_snapshot_images(self) -> None:
+        """Remove this host's snapshot images that no tag names and no container uses."""
+        ...
+
     def events(self, since_ns: int, until_ns: int | None = None) -> AsyncIterator[RuntimeEvent]:
         """Docker's events for this host's domains from ``since_ns``: up to ``until_ns``
         (a replay of what the engine still holds), or for good; ends when the engine's
@@ -274,6 +320,16 @@ class _Inspect(_Edge):
     Config: _Config
     HostConfig: _HostConfig
     NetworkSettings: _NetworkSettings = _NetworkSettings()
+
+
+class _Volume(_Edge):
+    Name: str
+    Mountpoint: str = ""
+    Labels: dict[str, str] | None = None
+
+
+class _Volumes(_Edge):
+    Volumes: list[_Volume] | None = None
 
 
 class _ImageInspect(_Edge):
@@ -434,10 +490,29 @@ class DockerDriver:
             "Mounts": [
                 {"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.readonly}
                 for m in spec.mounts
+            ]
+            + [
+                # NoCopy: the image's files at the target never land in a shared volume
+                {
+                    "Type": "volume",
+                    "Source": self.volume_name(v.volume),
+                    "Target": v.target,
+                    "ReadOnly": v.readonly,
+                    "VolumeOptions": {"NoCopy": True},
+                }
+                for v in spec.volumes
             ],
             **unprivileged(spec.pids_limit or self._pids_limit),
         }
         host_config.update(_limits(spec.memory_kib, spec.vcpus))
+        # Docker makes a missing named volume at create: only this host's may be mounted
+        mine = {(v.pool, v.name) for v in await self.volumes()} if spec.volumes else set()
+        for wanted in spec.volumes:
+            if (wanted.pool, wanted.volume) not in mine:
+                raise VirtError(
+                    ErrorCode.NO_STORAGE_VOL,
+                    f"no storage vol with matching name '{wanted.volume}' in pool '{wanted.pool}'",
+                )
         config: dict[str, Any] = {
             "Image": spec.image,
             "Env": [f"{key}={value}" for key, value in spec.env.items()],
@@ -654,6 +729,90 @@ class DockerDriver:
         info = _Info.model_validate(await self._call(self.docker.system.info()))
         return EngineFacts(
             cpus=info.NCPU, memory_kib=info.MemTotal // 1024, version=info.ServerVersion
+        )
+
+    def volume_name(self, name: str) -> str:
+        return f"{self.host}.{name}"
+
+    async def volumes(self) -> list[EngineVolume]:
+        raw = await self._call(
+            self.docker._query_json(
+                "volumes", params={"filters": json.dumps({"label": [f"{HOST_LABEL}={self.host}"]})}
+            )
+        )
+        found = []
+        for entry in _Volumes.model_validate(raw).Volumes or []:
+            labels = entry.Labels or {}
+            if labels.get(HOST_LABEL) != self.host or POOL_LABEL not in labels:
+                continue
+            found.append(self._volume(entry))
+        return found
+
+    def _volume(self, entry: _Volume) -> EngineVolume:
+        labels = entry.Labels or {}
+        return EngineVolume(
+            pool=labels.get(POOL_LABEL, ""),
+            name=entry.Name.removeprefix(f"{self.host}."),
+            mountpoint=entry.Mountpoint,
+            capacity=_int_or_none(labels.get(CAPACITY_LABEL)) or 0,
+        )
+
+    async def create_volume(self, pool: str, name: str, capacity: int) -> EngineVolume:
+        config = {
+            "Name": self.volume_name(name),
+            "Driver": "local",
+            "Labels": {HOST_LABEL: self.host, POOL_LABEL: pool, CAPACITY_LABEL: str(capacity)},
+        }
+        raw = await self._call(
+            self.docker._query_json("volumes/create", method="POST", data=json.dumps(config))
+        )
+        return self._volume(_Volume.model_validate(raw))
+
+    async def remove_volume(self, name: str) -> None:
+        await self._call(
+            self.docker._query_json(f"volumes/{self.volume_name(name)}", method="DELETE")
+        )
+
+    async def commit(self, handle: str, tag: str, labels: Mapping[str, str]) -> str:
+        # aiodocker's commit sends no body: the labels go in the config it posts here
+        raw = await self._call(
+            self.docker._query_json(
+                "commit",
+                method="POST",
+                params={"container": handle, "repo": SNAPSHOT_REPOSITORY, "tag": tag, "pause": "1"},
+                data=json.dumps({"Labels": {**labels, HOST_LABEL: self.host}}),
+            )
+        )
+        return str(raw["Id"])
+
+    async def snapshot_images(self) -> list[SnapshotImage]:
+        filters = {"label": [f"{HOST_LABEL}={self.host}", SNAPSHOT_LABEL]}
+        raw = await self._call(self.docker.images.list(filters=filters))
+        found = []
+        for entry in raw:
+            labels = entry.get("Labels") or {}
+            for reference in entry.get("RepoTags") or []:
+                repository, _, tag = reference.rpartition(":")
+                if repository == SNAPSHOT_REPOSITORY:
+                    found.append(SnapshotImage(id=str(entry["Id"]), tag=tag, labels=labels))
+        return found
+
+    async def remove_snapshot_image(self, tag: str) -> None:
+        reference = f"{SNAPSHOT_REPOSITORY}:{tag}"
+        try:
+            await self.docker.images.delete(reference)
+        except aiodocker.DockerError as error:
+            if error.status != 409:
+                raise virt_error(error) from None
+            # used by a container: untag it, the prune removes the image after
+            await self._call(self.docker.images.delete(reference, force=True))
+
+    async def prune_snapshot_images(self) -> None:
+        filters = {"dangling": ["true"], "label": [f"{HOST_LABEL}={self.host}", SNAPSHOT_LABEL]}
+        await self._call(
+            self.docker._query_json(
+                "images/prune", method="POST", params={"filters": json.dumps(filters)}
+            )
         )
 
     async def events(

@@ -48,6 +48,7 @@ STOPPED = frozenset(
         Lifecycle.STOPPED_SHUTDOWN,
         Lifecycle.STOPPED_DESTROYED,
         Lifecycle.STOPPED_CRASHED,
+        Lifecycle.STOPPED_FROM_SNAPSHOT,
         Lifecycle.STOPPED_FAILED,
     }
 )
@@ -396,7 +397,7 @@ class Monitor:
             for transition in transitions:
                 if self._redundant(domain, transition):
                     continue
-                if transition is Lifecycle.STARTED_BOOTED or transition is Special.REBOOT:
+                if transition in _STARTS:
                     domain.pid = event.pid
                 if transition is Lifecycle.UNDEFINED_RENAMED:
                     self._emit(tx, domain, transition, origin, cause, when)
@@ -433,7 +434,7 @@ class Monitor:
     @staticmethod
     def _redundant(domain: DomainObj, transition: Transition) -> bool:
         """A transition the domain has already made: a replayed or re-listed step."""
-        if transition is Lifecycle.STARTED_BOOTED:
+        if transition in (Lifecycle.STARTED_BOOTED, Lifecycle.STARTED_FROM_SNAPSHOT):
             return domain.active
         if transition in STOPPED:
             return not domain.active
@@ -445,7 +446,7 @@ class Monitor:
 
     def _settle(self, tx: Transaction, domain: DomainObj, transition: Transition) -> None:
         """Bring the domain to where the transition leaves it."""
-        if transition is Lifecycle.STARTED_BOOTED or transition is Special.REBOOT:
+        if transition in _STARTS:
             domain.evidence = Evidence()
         if transition is Special.REBOOT:
             domain.state, domain.reason = DomainState.RUNNING, RunningReason.BOOTED
@@ -558,6 +559,7 @@ class Monitor:
         return missed
 
 
+_STARTS = frozenset({Lifecycle.STARTED_BOOTED, Lifecycle.STARTED_FROM_SNAPSHOT, Special.REBOOT})
 _CRASHES = frozenset({Lifecycle.STOPPED_CRASHED, Lifecycle.STOPPED_FAILED})
 _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UNPAUSED}
 

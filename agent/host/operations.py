@@ -23,7 +23,13 @@ from agent import __version__
 from agent.errors import VirtError, invalid
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainObj, DomainTable
-from agent.host.driver import Driver, EngineFacts
+from agent.host.driver import (
+    CREATED_LABEL,
+    SNAPSHOT_LABEL,
+    UUID_LABEL,
+    Driver,
+    EngineFacts,
+)
 from agent.host.monitor import STOPPED, Expectation, Monitor
 from agent.host.mounts import MountGuard
 from agent.host.node import host_facts
@@ -154,9 +160,52 @@ class Operations:
     def policy(self) -> Policy:
         return self._policy
 
+    @property
+    def mounts(self) -> MountGuard:
+        return self._mounts
+
     def admit(self, spec: DomainSpec, uuid: UUID | None) -> None:
         """Raise Denied unless the domain ``uuid`` may have the definition ``spec``."""
         self._mounts.admit(spec, uuid)
+
+    def handle_of(self, domain: DomainObj) -> str:
+        """The handle of the domain's container; OPERATION_FAILED if it has none."""
+        return self._handle(domain)
+
+    async def verify_mounts(self, domain: DomainObj, spec: DomainSpec) -> None:
+        """Raise Denied unless the host paths Docker holds for the domain may be mounted
+        now: the last step before Docker mounts them."""
+        await self._verify_mounts(domain, spec)
+
+    def saved(self, domain: DomainObj) -> DomainRecord:
+        """The domain's record, once its state is stored."""
+        return self._saved(domain)
+
+    async def act(
+        self,
+        domain: DomainObj,
+        cause: str,
+        until: frozenset[Transition],
+        *steps: Step,
+        mode: Mode = Mode.PLAIN,
+    ) -> None:
+        """Run driver steps on the domain until the monitor sees ``until`` (``_act``)."""
+        await self._act(domain, cause, until, *steps, mode=mode)
+
+    async def count_snapshots(self) -> None:
+        """Each domain's snapshot count and current snapshot (its newest), from the
+        snapshot images Docker holds: at start-up, as libvirtd loads its metadata."""
+        newest: dict[str, tuple[int, str]] = {}
+        counts: dict[str, int] = {}
+        for image in await self._driver.snapshot_images():
+            uuid = image.labels.get(UUID_LABEL, "")
+            counts[uuid] = counts.get(uuid, 0) + 1
+            created = int(image.labels.get(CREATED_LABEL, "0") or 0)
+            name = image.labels.get(SNAPSHOT_LABEL, "")
+            newest[uuid] = max(newest.get(uuid, (created, name)), (created, name))
+        for domain in self._domains:
+            domain.snapshots = counts.get(str(domain.uuid), 0)
+            domain.current_snapshot = newest[str(domain.uuid)][1] if domain.snapshots else None
 
     async def run(self, command: Command, retry: bool = False) -> Result:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
@@ -660,20 +709,45 @@ class Operations:
 
     @handles(Undefine)
     async def undefine(self, command: Undefine) -> DomainRecord:
+        """Volumes stay unless ``volumes`` asks; snapshots go only with ``snapshots``,
+        without which a domain that has any stays defined (libvirt's rule)."""
         domain = self._domains.get(command.target)
         if not domain.persistent:
             raise invalid("cannot undefine transient domain")
+        if domain.snapshots and not command.args.snapshots:
+            raise invalid(f"cannot delete inactive domain with {domain.snapshots} snapshots")
+        volumes = [v.volume for v in domain.spec.volumes] if command.args.volumes else []
         if domain.active:
             domain.persistent, domain.autostart, domain.pending = False, False, None
             self._monitor.announce(domain, Lifecycle.UNDEFINED_REMOVED, command.id)
-            return domain.record()
-        await self._act(
-            domain,
-            command.id,
-            frozenset({Lifecycle.UNDEFINED_REMOVED}),
-            lambda: self._driver.remove(self._handle(domain)),
-        )
+        else:
+            await self._act(
+                domain,
+                command.id,
+                frozenset({Lifecycle.UNDEFINED_REMOVED}),
+                lambda: self._driver.remove(self._handle(domain)),
+            )
+        await self._drop_storage(domain, volumes)
         return domain.record()
+
+    async def _drop_storage(self, domain: DomainObj, volumes: list[str]) -> None:
+        """Remove the undefined domain's snapshot images and the given volumes that no
+        other domain mounts; a volume still in use (the domain runs on) is kept."""
+        if domain.snapshots:
+            for image in await self._driver.snapshot_images():
+                if image.labels.get(UUID_LABEL) == str(domain.uuid):
+                    await self._driver.remove_snapshot_image(image.tag)
+        domain.snapshots, domain.current_snapshot = 0, None
+        # the image a revert left the domain running from, once no snapshot names it
+        await self._driver.prune_snapshot_images()
+        used = {v.volume for d in self._domains if d is not domain for v in d.spec.volumes}
+        for name in volumes:
+            if name in used:
+                continue
+            try:
+                await self._driver.remove_volume(name)
+            except VirtError as error:
+                log.warning("volume %s of domain %s is kept: %s", name, domain.name, error)
 
     @handles(GetInfo)
     async def get_info(self, command: GetInfo) -> DomainInfo:

@@ -40,7 +40,7 @@ NEVER_MOUNTED = (
 policy: the kernel's interfaces, the boot files, and the engine (its socket is root)."""
 _IMAGE_ID = re.compile(r"[a-f0-9]+|sha256:.*")
 
-Rule = Literal["image", "mount", "network", "memory", "vcpus", "pids"]
+Rule = Literal["image", "mount", "network", "memory", "vcpus", "pids", "volume"]
 DEFAULT_PIDS = 1024
 
 
@@ -83,6 +83,20 @@ class MountRule(BaseModel):
         return under(path, self.prefix) or under(path, os.path.realpath(self.prefix))
 
 
+class VolumeRule(BaseModel):
+    """Domains whose name matches ``domains`` may mount volumes whose name matches
+    ``volumes`` (glob patterns), read-only unless ``writable``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    volumes: str = "*"
+    domains: str = "*"
+    writable: bool = True
+
+    def covers(self, volume: str, domain: str) -> bool:
+        return fnmatchcase(volume, self.volumes) and fnmatchcase(domain, self.domains)
+
+
 class Policy(BaseModel):
     """What this host lets domains do. Every limit applies to define, to start (a
     definition made under an older policy is checked again) and to live changes."""
@@ -114,6 +128,13 @@ class Policy(BaseModel):
     pids_default: int | None = Field(default=None, ge=1, le=MAX_PIDS)
     """The process limit of a domain whose spec gives no ``pids_limit``; None: 1024, or
     ``pids_max`` if that is lower."""
+    volumes_max: int | None = Field(default=None, ge=0)
+    """With a ceiling, no more volumes than this may exist on the host."""
+    volume_bytes_max: int | None = Field(default=None, ge=0)
+    """With a ceiling, no volume may be created with a larger capacity."""
+    volume_mounts: list[VolumeRule] = [VolumeRule()]
+    """Who may mount what: the first rule that covers a volume and a domain decides;
+    none covering it refuses. By default every domain may mount every volume."""
 
     @field_validator("networks")
     @classmethod
@@ -140,6 +161,8 @@ class Policy(BaseModel):
             self._check_mount(mount.source, mount.readonly)
         for nic in [spec.network, *(i.network for i in spec.interfaces)]:
             self.check_network(nic)
+        for volume in spec.volumes:
+            self.check_volume_mount(volume.volume, spec.name, volume.readonly)
         self.check_limits(spec.memory_kib, spec.vcpus, required=True)
         if spec.pids_limit is not None and spec.pids_limit > self.pids_max:
             raise Denied(
@@ -178,6 +201,29 @@ class Policy(BaseModel):
             _within("memory", "memory_kib", memory_kib, self.memory_kib_max, required, " KiB")
         if self.vcpus_max is not None:
             _within("vcpus", "vcpus", vcpus, self.vcpus_max, required)
+
+    def check_volume_mount(self, volume: str, domain: str, readonly: bool) -> None:
+        """Raise Denied unless domain ``domain`` may mount volume ``volume``."""
+        rule = next((rule for rule in self.volume_mounts if rule.covers(volume, domain)), None)
+        if rule is None:
+            raise Denied("volume", f"domain '{domain}' may not mount volume '{volume}'")
+        if not rule.writable and not readonly:
+            raise Denied("volume", f"domain '{domain}' may mount volume '{volume}' read-only only")
+
+    def check_volume_count(self, existing: int) -> None:
+        """Raise Denied unless one more volume may join ``existing`` ones."""
+        if self.volumes_max is not None and existing >= self.volumes_max:
+            raise Denied(
+                "volume", f"the host has {existing} volumes, the ceiling is {self.volumes_max}"
+            )
+
+    def check_volume_capacity(self, capacity: int) -> None:
+        """Raise Denied unless a volume of ``capacity`` bytes may be created."""
+        if self.volume_bytes_max is not None and capacity > self.volume_bytes_max:
+            raise Denied(
+                "volume",
+                f"capacity {capacity} bytes is above the ceiling {self.volume_bytes_max} bytes",
+            )
 
     def _check_image(self, image: str) -> None:
         # Docker takes these for image IDs when no image has that name: any local image

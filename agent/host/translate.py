@@ -31,6 +31,9 @@ class Mode(StrEnum):
     as libvirt reports a domain that dies while being destroyed."""
     RESTART = "restart"
     """The agent restarts a crashed ``on_crash: restart`` domain: its start is a reboot."""
+    REVERT = "revert"
+    """``domain.snapshot_revert`` rebuilds the container from the snapshot's image beside
+    the old one: every step is libvirt's "from snapshot"."""
 
 
 class Special(Enum):
@@ -69,6 +72,11 @@ TABLE: tuple[Row, ...] = (
     Row("create", (), mode=Mode.REDEFINE),
     Row("destroy", (), mode=Mode.REDEFINE),
     Row("rename", (L.DEFINED_UPDATED,), mode=Mode.REDEFINE),
+    Row("create", (), mode=Mode.REVERT),
+    Row("destroy", (), mode=Mode.REVERT),
+    Row("die", (L.STOPPED_FROM_SNAPSHOT,), mode=Mode.REVERT),
+    Row("rename", (L.DEFINED_FROM_SNAPSHOT,), mode=Mode.REVERT),
+    Row("start", (L.STARTED_FROM_SNAPSHOT,), mode=Mode.REVERT),
     Row("create", (), mode=Mode.REFRESH),
     Row("destroy", (), mode=Mode.REFRESH),
     Row("rename", (), mode=Mode.REFRESH),

@@ -82,6 +82,21 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "domain.attach_device": {"target": WEB, "args": {"interface": {"network": "lan"}}},
     "domain.detach_device": {"target": WEB, "args": {"interface": {"network": "lan"}}},
     "domain.interface_addresses": {"target": WEB},
+    "host.list_pools": {},
+    "pool.lookup": {"args": {"pool": "default"}},
+    "pool.get_xml_desc": {"args": {"pool": "default"}},
+    "pool.list_volumes": {"args": {"pool": "default"}},
+    "volume.create": {"args": {"pool": "default", "name": "data"}},
+    "volume.delete": {"args": {"pool": "default", "volume": "data"}},
+    "volume.get_info": {"args": {"pool": "default", "volume": "data"}},
+    "volume.get_xml_desc": {"args": {"pool": "default", "volume": "data"}},
+    "domain.snapshot_create": {"target": WEB},
+    "domain.snapshot_list": {"target": WEB},
+    "domain.snapshot_current": {"target": WEB},
+    "snapshot.lookup": {"target": WEB, "args": {"snapshot": "s1"}},
+    "snapshot.get_xml_desc": {"target": WEB, "args": {"snapshot": "s1"}},
+    "domain.snapshot_revert": {"target": WEB, "args": {"snapshot": "s1"}},
+    "snapshot.delete": {"target": WEB, "args": {"snapshot": "s1"}},
 }
 """The smallest valid body of every op, without the envelope."""
 
@@ -389,19 +404,23 @@ ERROR_CODES = {
     "XML_ERROR": 27,
     "DOM_EXIST": 28,
     "OPERATION_DENIED": 29,
+    "NETWORK_EXIST": 36,
     "RPC": 39,
     "NO_DOMAIN": 42,
+    "NO_NETWORK": 43,
     "AUTH_FAILED": 45,
+    "NO_STORAGE_POOL": 49,
+    "NO_STORAGE_VOL": 50,
     "OPERATION_INVALID": 55,
     "CONFIG_UNSUPPORTED": 67,
     "OPERATION_TIMEOUT": 68,
+    "NO_DOMAIN_SNAPSHOT": 72,
     "ARGUMENT_UNSUPPORTED": 74,
     "OPERATION_ABORTED": 78,
+    "OPERATION_UNSUPPORTED": 84,
     "RESOURCE_BUSY": 87,
     "ACCESS_DENIED": 88,
-    "NETWORK_EXIST": 36,
-    "NO_NETWORK": 43,
-    "OPERATION_UNSUPPORTED": 84,
+    "STORAGE_VOL_EXIST": 90,
 }
 """The code list of docs/protocol.md#replies, exactly."""
 
@@ -431,7 +450,7 @@ def test_domain_states_are_libvirts() -> None:
 
 
 def test_reasons_are_libvirts() -> None:
-    assert (RunningReason.BOOTED, RunningReason.UNPAUSED) == (1, 5)
+    assert (RunningReason.BOOTED, RunningReason.FROM_SNAPSHOT, RunningReason.UNPAUSED) == (1, 4, 5)
     assert int(PausedReason.USER) == 1
     assert {reason.name: reason.value for reason in ShutoffReason} == {
         "UNKNOWN": 0,
@@ -439,6 +458,7 @@ def test_reasons_are_libvirts() -> None:
         "DESTROYED": 2,
         "CRASHED": 3,
         "FAILED": 6,
+        "FROM_SNAPSHOT": 7,
     }
 
 
