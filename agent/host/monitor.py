@@ -62,12 +62,15 @@ DOCKER_TIME = "docker_ns"
 @dataclass
 class Expectation:
     """An operation in flight on one domain: how to read Docker's steps, whom to credit,
-    and which transition ends it."""
+    and which transition ends it. Only the transitions it brings about carry its
+    ``cause``: those it passes through (``via``) and the one that ends it, and none once
+    it has ended; anything else that happens to the domain meanwhile is not its doing."""
 
     cause: str
     until: frozenset[Transition]
     mode: Mode = Mode.PLAIN
     params: dict[str, int] = field(default_factory=dict)
+    via: frozenset[Transition] = frozenset()
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: bool = True
     """False for an operation of a previous run that nobody waits for any more."""
@@ -79,6 +82,10 @@ class Expectation:
         except TimeoutError:
             return False
         return True
+
+    def credits(self, transition: Transition) -> bool:
+        """Whether the operation brought ``transition`` about."""
+        return not self.reached.is_set() and transition in self.until | self.via
 
 
 class Monitor:
@@ -113,8 +120,9 @@ class Monitor:
         until: frozenset[Transition],
         mode: Mode = Mode.PLAIN,
         params: dict[str, int] | None = None,
+        via: frozenset[Transition] = frozenset(),
     ) -> Iterator[Expectation]:
-        expectation = Expectation(cause, until, mode, params or {})
+        expectation = Expectation(cause, until, mode, params or {}, via)
         log.debug("expect %s on %s: %s", cause, domain.name, sorted(t.name for t in until))
         self._expectations[domain.uuid] = expectation
         with self._store.transaction() as tx:
@@ -282,7 +290,7 @@ class Monitor:
                 continue
             exit_code = found.exit_code if found and transition in STOPPED else None
             self._settle(tx, domain, transition)
-            cause = expectation.cause if expectation else None
+            cause = expectation.cause if expectation and expectation.credits(transition) else None
             self._emit(tx, domain, transition, "reconcile", cause, when, exit_code)
             emitted.add(transition)
         if self._domains.by_uuid(domain.uuid) is domain:
@@ -345,22 +353,22 @@ class Monitor:
             return
         params: dict[str, int] = {}
         if Special.TUNABLE in transitions:
-            params = expectation.params if expectation else await self._tunables(domain)
-            if expectation is None and params == _tunables_of(domain):
+            tuning = expectation is not None and expectation.credits(Special.TUNABLE)
+            params = expectation.params if expectation and tuning else await self._tunables(domain)
+            if not tuning and params == _tunables_of(domain):
                 # an update of something else (the restart policy): no tunable changed
                 return
-        # an operation of a previous run is credited only with the effect it was after
-        credited = expectation is not None and (
-            expectation.waiting or bool(expectation.until & set(transitions))
-        )
-        origin: Origin = origin_override or ("agent" if credited else "external")
-        cause = expectation.cause if expectation and credited and origin == "agent" else None
         when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
         emitted: set[Transition] = set()
         with self._store.transaction() as tx:
             for transition in transitions:
                 if self._redundant(domain, transition):
                     continue
+                credited = expectation is not None and expectation.credits(transition)
+                origin: Origin = origin_override or ("agent" if credited else "external")
+                cause = (
+                    expectation.cause if expectation and credited and origin == "agent" else None
+                )
                 if transition is Lifecycle.STARTED_BOOTED or transition is Special.REBOOT:
                     domain.pid = event.pid
                 if transition is Lifecycle.UNDEFINED_RENAMED:
@@ -528,8 +536,8 @@ _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UN
 
 
 def _awaited(expectation: Expectation | None, transition: Transition) -> bool:
-    """The event an operation in flight is waiting for: taken as it comes."""
-    return expectation is not None and expectation.waiting and transition in expectation.until
+    """The event an operation in flight is waiting for."""
+    return expectation is not None and expectation.waiting and expectation.credits(transition)
 
 
 def _tunables_of(domain: DomainObj) -> dict[str, int]:

@@ -261,12 +261,14 @@ class Operations:
         params: dict[str, int] | None = None,
         wait_s: float = EVENT_WAIT_S,
         answer_at_report: bool = False,
+        via: frozenset[Transition] = frozenset(),
     ) -> None:
-        """Run driver steps on the domain and wait until the monitor sees ``until``.
+        """Run driver steps on the domain and wait until the monitor sees ``until``;
+        the transitions ``via`` and ``until`` carry ``cause``, no other.
 
         ``answer_at_report``: the last step only acts on the container (its answer
         carries nothing the domain needs), so the op may end at Docker's report."""
-        with self._monitor.expect(domain, cause, until, mode, params) as expectation:
+        with self._monitor.expect(domain, cause, until, mode, params, via) as expectation:
             *before, last = steps
             for step in before:
                 await step()
@@ -466,11 +468,13 @@ class Operations:
             mode = Mode.REFRESH
         steps.append(lambda: self._verify_mounts(domain, spec))
         steps.append(lambda: self._driver.start(self._handle(domain)))
-        until = Lifecycle.STARTED_BOOTED
+        until, via = Lifecycle.STARTED_BOOTED, frozenset[Transition]()
         if paused:
             steps.append(lambda: self._driver.pause(self._handle(domain)))
-            until = Lifecycle.SUSPENDED_PAUSED
-        await self._act(domain, cause, frozenset({until}), *steps, mode=mode, answer_at_report=True)
+            until, via = Lifecycle.SUSPENDED_PAUSED, frozenset({Lifecycle.STARTED_BOOTED})
+        await self._act(
+            domain, cause, frozenset({until}), *steps, mode=mode, answer_at_report=True, via=via
+        )
         if pending is not None:
             domain.spec, domain.pending = pending, None
         return self._saved(domain)
@@ -708,6 +712,7 @@ class Operations:
             command.id,
             frozenset({Lifecycle.DEFINED_RENAMED}),
             lambda: self._driver.rename(self._handle(domain), new_name),
+            via=frozenset({Lifecycle.UNDEFINED_RENAMED}),
         )
         domain.spec = domain.spec.model_copy(update={"name": new_name})
         if domain.pending is not None:

@@ -115,6 +115,69 @@ async def test_an_expected_change_is_credited_to_its_command(watched: Watched) -
     assert web.state is DomainState.PAUSED
 
 
+async def test_a_stop_right_after_a_start_is_not_credited_to_the_start(
+    watched: Watched,
+) -> None:
+    """dockerd going down stops a domain just started: Docker reports the stop before
+    the start's command has ended, and the stop is not that command's doing."""
+    web = watched.adopt("web")
+    watched.driver.exit(web.handle or "", 0)
+    await watched.published(1)
+    until = frozenset({Lifecycle.STARTED_BOOTED})
+    with watched.monitor.expect(web, "create-1", until) as expectation:
+        await watched.driver.start(web.handle or "")
+        watched.driver.exit(web.handle or "", 0)
+        _, booted, stopped = await watched.published(3)
+        assert await expectation.wait(WAIT_S)
+    assert (booted.lifecycle, booted.origin, booted.cause) == (
+        Lifecycle.STARTED_BOOTED,
+        "agent",
+        "create-1",
+    )
+    assert (stopped.lifecycle, stopped.origin, stopped.cause) == (
+        Lifecycle.STOPPED_SHUTDOWN,
+        "external",
+        None,
+    )
+
+
+async def test_a_step_on_the_way_is_credited_and_nothing_else(watched: Watched) -> None:
+    """A start into the paused state causes its boot on the way; a stop seen while it
+    waits for the pause is not its doing."""
+    web = watched.adopt("web")
+    watched.driver.exit(web.handle or "", 0)
+    await watched.published(1)
+    until, via = frozenset({Lifecycle.SUSPENDED_PAUSED}), frozenset({Lifecycle.STARTED_BOOTED})
+    with watched.monitor.expect(web, "create-1", until, via=via):
+        await watched.driver.start(web.handle or "")
+        watched.driver.exit(web.handle or "", 1)
+        _, booted, failed = await watched.published(3)
+    assert (booted.lifecycle, booted.cause) == (Lifecycle.STARTED_BOOTED, "create-1")
+    assert (failed.lifecycle, failed.origin, failed.cause) == (
+        Lifecycle.STOPPED_FAILED,
+        "external",
+        None,
+    )
+
+
+async def test_a_missed_stop_found_while_an_operation_waits_is_not_its_doing(
+    watched: Watched,
+) -> None:
+    """Docker's events were lost (dockerd restarted): the stop the re-list finds is
+    published, but not credited to the suspend that was waiting for a pause."""
+    web = watched.adopt("web")
+    container = watched.driver.containers[web.handle or ""]
+    with watched.monitor.expect(web, "suspend-1", frozenset({Lifecycle.SUSPENDED_PAUSED})):
+        container.status, container.pid, container.exit_code = "exited", 0, 0
+        await watched.monitor.resync(web)
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.STOPPED_SHUTDOWN,
+        "reconcile",
+        None,
+    )
+
+
 async def test_an_operation_of_a_previous_run_is_credited_after_a_restart(
     watched: Watched, tmp_path: Path
 ) -> None:
