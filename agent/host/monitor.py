@@ -289,8 +289,17 @@ class Monitor:
             if self._redundant(domain, transition):
                 continue
             exit_code = found.exit_code if found and transition in STOPPED else None
+            credited = expectation is not None and expectation.credits(transition)
+            if (
+                credited
+                and transition in STOPPED
+                and expectation
+                and expectation.mode is Mode.DESTROY
+            ):
+                # as its live die is read: a domain that dies while being destroyed
+                transition = Lifecycle.STOPPED_DESTROYED
             self._settle(tx, domain, transition)
-            cause = expectation.cause if expectation and expectation.credits(transition) else None
+            cause = expectation.cause if expectation and credited else None
             self._emit(tx, domain, transition, "reconcile", cause, when, exit_code)
             emitted.add(transition)
         if self._domains.by_uuid(domain.uuid) is domain:

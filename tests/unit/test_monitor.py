@@ -14,6 +14,7 @@ import pytest
 from agent.host.domains import DomainObj, DomainTable
 from agent.host.monitor import Monitor
 from agent.host.store import Store
+from agent.host.translate import Mode
 from schemas.codes import DomainState, Lifecycle, RunningReason
 from schemas.domain import DomainSpec
 from schemas.events import EVENT_ADAPTER, LifecycleEvent
@@ -175,6 +176,27 @@ async def test_a_missed_stop_found_while_an_operation_waits_is_not_its_doing(
         Lifecycle.STOPPED_SHUTDOWN,
         "reconcile",
         None,
+    )
+
+
+async def test_a_stop_found_by_a_re_list_during_a_destroy_is_the_destroy(
+    watched: Watched,
+) -> None:
+    """Read as the destroy's live ``die`` is: whatever the exit code, destroyed."""
+    web = watched.adopt("web")
+    container = watched.driver.containers[web.handle or ""]
+    stops = frozenset(
+        {Lifecycle.STOPPED_SHUTDOWN, Lifecycle.STOPPED_DESTROYED, Lifecycle.STOPPED_FAILED}
+    )
+    with watched.monitor.expect(web, "destroy-1", stops, Mode.DESTROY) as expectation:
+        container.status, container.pid, container.exit_code = "exited", 0, 0
+        await watched.monitor.resync(web)
+        assert expectation.reached.is_set()
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.STOPPED_DESTROYED,
+        "reconcile",
+        "destroy-1",
     )
 
 
