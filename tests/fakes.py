@@ -118,6 +118,10 @@ class FakeDriver:
         container = self.containers.get(handle)
         return self._observed(container) if container else None
 
+    async def named(self, name: str) -> Observed | None:
+        found = [c for c in self.containers.values() if c.name == name]
+        return self._observed(found[0]) if found else None
+
     @staticmethod
     def _observed(c: FakeContainer) -> Observed:
         return Observed(

@@ -87,6 +87,10 @@ Credentials = Mapping[str, tuple[str, str]]
 class Driver(Protocol):
     async def observe_all(self) -> list[Observed]: ...
     async def observe(self, handle: str) -> Observed | None: ...
+    async def named(self, name: str) -> Observed | None:
+        """The container Docker holds under the name of domain ``name``, if any."""
+        ...
+
     async def paused(self, handle: str, pid: int) -> bool | None:
         """Whether the container (whose init has host PID ``pid``, 0 if unknown) is
         paused now; None once it is gone."""
@@ -319,6 +323,9 @@ class DockerDriver:
             mounts={bind.Target: bind.Source for bind in facts.HostConfig.Mounts or []},
             restart_policy=facts.HostConfig.RestartPolicy.Name or "no",
         )
+
+    async def named(self, name: str) -> Observed | None:
+        return await self.observe(self.container_name(name))
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
         """The container runs unprivileged whatever the engine's defaults: no added

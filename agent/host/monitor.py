@@ -8,6 +8,7 @@ that by the time a command is answered its events are in the outbox, attributed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -55,6 +56,10 @@ _DOCKER_STATES: dict[str, tuple[DomainState, int | None]] = {
 RESUBSCRIBE_DELAY_S = 1.0
 APPLIED_KEPT = 1024
 ORPHAN_TTL_S = 60.0
+DISCARD_TRIES = 6
+"""Attempts to remove a stopped transient domain's container, 0.1 s apart and doubling
+(about 6 s); a container still there after them is removed by a later re-list."""
+ACTIVE_STATUSES = frozenset({"running", "paused", "restarting"})
 DOCKER_TIME = "docker_ns"
 """Store counter: Docker's time of the last event applied, where a replay resumes."""
 
@@ -135,10 +140,22 @@ class Monitor:
                 del self._expectations[domain.uuid]
 
     async def name_free(self, name: str) -> None:
-        """Wait until the container of a transient domain that was named ``name`` is gone."""
+        """Wait until the removal of the container of a transient domain that was named
+        ``name`` has ended (tried a few times; a later re-list takes over if it failed)."""
         task = self._discards.get(name)
         if task is not None:
             await asyncio.shield(task)
+
+    async def claim(self, name: str) -> None:
+        """Make ``name`` free for a new domain: a container Docker still holds under that
+        name for no domain (left by a transient domain that stopped while Docker could
+        not remove it, or by an agent killed in between) is removed, running or not,
+        as nothing could ever manage it. Raises if Docker cannot remove it."""
+        await self.name_free(name)
+        leftover = await self._driver.named(name)
+        if leftover is not None and self._domains.by_uuid(leftover.uuid) is None:
+            log.warning("domain name %s: removing the container of no domain that holds it", name)
+            await self._driver.remove(leftover.handle)
 
     def announce(self, domain: DomainObj, transition: Lifecycle, cause: str) -> None:
         """Publish a transition that has no Docker event of its own."""
@@ -448,19 +465,46 @@ class Monitor:
 
     def _discard(self, domain: DomainObj) -> None:
         """Remove a transient domain's container now that it has stopped."""
-        handle = domain.handle
-        if handle is None:
+        if domain.handle is not None:
+            self._remove_later(domain.name, domain.handle)
+
+    def _remove_later(self, name: str, handle: str) -> None:
+        if name in self._discards:
             return
 
         async def remove() -> None:
             try:
-                await self._driver.remove(handle)
-            except VirtError as error:
-                log.warning("could not remove stopped transient domain %s: %s", domain.name, error)
+                await self._remove(name, handle)
             finally:
-                self._discards.pop(domain.name, None)
+                if self._discards.get(name) is task:
+                    del self._discards[name]
 
-        self._discards[domain.name] = asyncio.create_task(remove())
+        task = asyncio.create_task(remove(), name=f"remove {name}")
+        self._discards[name] = task
+
+    async def _remove(self, name: str, handle: str) -> None:
+        """Docker may fail a removal for a while (its overlay mount still busy right
+        after the stop, the engine restarting): tried again, DISCARD_TRIES times."""
+        delay = 0.1
+        for attempt in range(1, DISCARD_TRIES + 1):
+            try:
+                await self._driver.remove(handle)
+                return
+            except VirtError as error:
+                with contextlib.suppress(VirtError):
+                    if await self._driver.observe(handle) is None:
+                        return
+                if attempt == DISCARD_TRIES:
+                    log.warning(
+                        "could not remove the container of stopped domain %s (%d tries), "
+                        "left to the next re-list: %s",
+                        name,
+                        attempt,
+                        error,
+                    )
+                    return
+            await asyncio.sleep(delay)
+            delay *= 2
 
     def _emit(
         self,
@@ -516,7 +560,18 @@ class Monitor:
                     self._catch_up_domain(tx, domain, observed.get(domain.uuid), now)
             queued = tx.queued
         for uuid in observed.keys() - {d.uuid for d in self._domains}:
-            log.warning("container %s carries this host's labels but no domain; left alone", uuid)
+            leftover = observed[uuid]
+            if leftover.status in ACTIVE_STATUSES:
+                log.warning(
+                    "container %s (%s) carries this host's labels but no domain and runs; "
+                    "left alone",
+                    leftover.name,
+                    uuid,
+                )
+            else:
+                # a transient domain's, stopped while Docker could not remove it or the
+                # agent was down
+                self._remove_later(leftover.name, leftover.handle)
         if queued:
             self._on_queued()
 

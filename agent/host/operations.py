@@ -390,7 +390,7 @@ class Operations:
 
     async def _new_domain(self, spec: DomainSpec, persistent: bool) -> DomainObj:
         uuid = spec.uuid or uuid4()
-        await self._monitor.name_free(spec.name)
+        await self._monitor.claim(spec.name)
         domain = DomainObj(
             uuid=uuid,
             name=spec.name,
@@ -706,7 +706,7 @@ class Operations:
             raise invalid("Can't rename domain to itself")
         if self._domains.by_name(new_name) is not None:
             raise invalid(f"domain with name '{new_name}' already exists")
-        await self._monitor.name_free(new_name)
+        await self._monitor.claim(new_name)
         await self._act(
             domain,
             command.id,

@@ -275,6 +275,20 @@ async def test_a_transient_domain_that_stops_is_forgotten_and_its_container_remo
     assert watched.store.domains() == []
 
 
+async def test_a_re_list_removes_a_stopped_container_of_no_domain_and_leaves_a_running_one(
+    watched: Watched,
+) -> None:
+    """What an agent killed between a transient domain's stop and its container's
+    removal leaves: Docker still holds the stopped container, the agent no domain."""
+    spec = DomainSpec(name="gone", image="virtbus-test:latest", command=["sleep", "60"])
+    watched.driver.containers["c-gone"] = FakeContainer("c-gone", uuid4(), "gone", spec, "exited")
+    watched.driver.containers["c-lost"] = FakeContainer("c-lost", uuid4(), "lost", spec, "running")
+    await watched.monitor.reconcile()
+    await asyncio.wait_for(watched.monitor.name_free("gone"), WAIT_S)
+    assert list(watched.driver.containers) == ["c-lost"]
+    assert watched.events() == []
+
+
 async def test_a_transition_without_a_docker_event_is_announced(watched: Watched) -> None:
     web = watched.adopt("web")
     web.persistent = False

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar, get_args
+from uuid import uuid4
 
 import pytest
 
@@ -26,10 +27,10 @@ from schemas.commands import (
     Suspend,
     Undefine,
 )
-from schemas.domain import DomainRecord
+from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import EVENT_ADAPTER, LifecycleEvent
 from schemas.replies import DomainXml
-from tests.fakes import FakeHost, fake_host
+from tests.fakes import FakeContainer, FakeHost, fake_host
 
 SPEC = {"name": "web", "image": "virtbus-test:latest", "command": ["sleep", "60"]}
 WAIT_S = 5.0
@@ -135,6 +136,36 @@ async def test_a_transient_domain_that_cannot_start_leaves_nothing(rig: Rig) -> 
         await rig.run(command(CreateXml, spec=SPEC))
     assert rig.host.domains.by_name("web") is None
     assert rig.host.driver.containers == {}
+
+
+async def test_an_undefined_domain_that_stops_leaves_no_container_when_docker_balks(
+    rig: Rig,
+) -> None:
+    """Docker refuses the first removal (its overlay mount still busy right after the
+    stop): the container goes all the same, and the name is free for a define."""
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    await rig.run(command(Undefine, "web"))
+    rig.host.driver.failures["remove"] = VirtError(
+        ErrorCode.OPERATION_FAILED, "unlinkat …/merged: device or resource busy"
+    )
+    await rig.run(command(Shutdown, "web"))
+    assert rig.host.driver.calls.count("remove") == 2
+    assert rig.host.driver.containers == {}
+    assert rig.host.domains.by_name("web") is None
+    await rig.run(command(Define, spec=SPEC))
+
+
+@pytest.mark.parametrize("status", ["exited", "running"])
+async def test_a_container_of_no_domain_never_blocks_a_define(rig: Rig, status: str) -> None:
+    """Left by a transient domain whose removal failed for good, or by an agent killed
+    between a domain's stop and its container's removal."""
+    spec = DomainSpec.model_validate(SPEC)
+    rig.host.driver.containers["left"] = FakeContainer("left", uuid4(), "web", spec, status)
+    record = await rig.run(command(Define, spec=SPEC))
+    (container,) = rig.host.driver.containers.values()
+    assert container.uuid == record.uuid
+    assert record.name == "web"
 
 
 async def test_a_retried_define_of_the_same_spec_answers_success(rig: Rig) -> None:
