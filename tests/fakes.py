@@ -114,6 +114,9 @@ class FakeDriver:
         container = self.containers.get(handle)
         return None if container is None else container.status == "paused"
 
+    async def frozen(self, handle: str, pid: int) -> bool | None:
+        return await self.paused(handle, pid)
+
     async def observe(self, handle: str) -> Observed | None:
         container = self.containers.get(handle)
         return self._observed(container) if container else None

@@ -356,10 +356,8 @@ class Monitor:
         if domain is None:
             return
         expectation = self._expectations.get(event.uuid)
-        if (
-            event.action in _TOGGLES
-            and not _awaited(expectation, _TOGGLES[event.action])
-            and await self._stale(domain, event.action)
+        if event.action in _TOGGLES and await self._stale(
+            domain, event.action, _awaited(expectation, _TOGGLES[event.action])
         ):
             return
         reported = replace(domain.evidence, signals=list(domain.evidence.signals))
@@ -414,12 +412,18 @@ class Monitor:
             self._on_queued()
         self._settled(event.uuid, expectation, emitted)
 
-    async def _stale(self, domain: DomainObj, action: str) -> bool:
+    async def _stale(self, domain: DomainObj, action: str, awaited: bool) -> bool:
         """Docker 20.10 may report a pause or unpause twice (from its API and from
-        containerd's event, racing); the late copy no longer matches the container.
-        Checked only when no operation awaits that very change: the check may wait for
-        the pause in progress to finish."""
-        paused = await self._driver.paused(domain.handle, domain.pid) if domain.handle else None
+        containerd's event, racing); the late copy no longer matches the container. The
+        change an operation awaits is checked with the kernel only (Docker's answer
+        would wait for the operation's own call to end), and taken when the kernel
+        cannot tell: a stale copy must not answer the operation before its call acted."""
+        if domain.handle is None:
+            return action == "pause"
+        if awaited:
+            frozen = await self._driver.frozen(domain.handle, domain.pid)
+            return frozen is not None and frozen != (action == "pause")
+        paused = await self._driver.paused(domain.handle, domain.pid)
         return bool(paused) != (action == "pause")
 
     async def _tunables(self, domain: DomainObj) -> dict[str, int]:

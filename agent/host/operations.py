@@ -583,6 +583,7 @@ class Operations:
             return
         cause = f"restart-{domain.uuid}"
         try:
+            await self.docker_done(domain, "restart")
             self._mounts.admit(domain.spec, domain.uuid)
             await self._act(
                 domain,

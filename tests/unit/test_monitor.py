@@ -200,6 +200,28 @@ async def test_a_stop_found_by_a_re_list_during_a_destroy_is_the_destroy(
     )
 
 
+async def test_a_stale_copy_of_a_toggle_does_not_answer_the_operation_awaiting_it(
+    watched: Watched,
+) -> None:
+    """Docker 20.10 reports a past unpause again while a resume's own unpause has not
+    acted yet (the container still frozen): the resume waits for its own."""
+    web, marker = watched.adopt("web"), watched.adopt("marker")
+    container = watched.driver.containers[web.handle or ""]
+    await watched.driver.pause(web.handle or "")
+    await watched.published(1)
+    until = frozenset({Lifecycle.RESUMED_UNPAUSED})
+    with watched.monitor.expect(web, "resume-1", until) as expectation:
+        watched.driver._emit(container, "unpause")
+        watched.driver.exit(marker.handle or "", 0)
+        await watched.published(2)  # the marker's stop, read after the copy
+        assert not expectation.reached.is_set()
+        assert web.state is DomainState.PAUSED
+        await watched.driver.unpause(web.handle or "")
+        assert await expectation.wait(WAIT_S)
+    *_, resumed = await watched.published(3)
+    assert (resumed.lifecycle, resumed.cause) == (Lifecycle.RESUMED_UNPAUSED, "resume-1")
+
+
 async def test_an_operation_of_a_previous_run_is_credited_after_a_restart(
     watched: Watched, tmp_path: Path
 ) -> None:
