@@ -59,7 +59,6 @@ ORPHAN_TTL_S = 60.0
 DISCARD_TRIES = 6
 """Attempts to remove a stopped transient domain's container, 0.1 s apart and doubling
 (about 6 s); a container still there after them is removed by a later re-list."""
-ACTIVE_STATUSES = frozenset({"running", "paused", "restarting"})
 DOCKER_TIME = "docker_ns"
 """Store counter: Docker's time of the last event applied, where a replay resumes."""
 
@@ -148,14 +147,21 @@ class Monitor:
 
     async def claim(self, name: str) -> None:
         """Make ``name`` free for a new domain: a container Docker still holds under that
-        name for no domain (left by a transient domain that stopped while Docker could
-        not remove it, or by an agent killed in between) is removed, running or not,
-        as nothing could ever manage it. Raises if Docker cannot remove it."""
+        name for a domain this agent no longer has (``_leftover``) is removed. Raises if
+        Docker cannot remove it."""
         await self.name_free(name)
-        leftover = await self._driver.named(name)
-        if leftover is not None and self._domains.by_uuid(leftover.uuid) is None:
-            log.warning("domain name %s: removing the container of no domain that holds it", name)
-            await self._driver.remove(leftover.handle)
+        found = await self._driver.named(name)
+        if found is not None and self._leftover(found):
+            log.warning("domain name %s: removing the container left by a gone domain", name)
+            await self._driver.remove(found.handle)
+
+    def _leftover(self, found: Observed) -> bool:
+        """A container of a domain this agent made and no longer has: a transient domain
+        that stopped while Docker could not remove its container or the agent was killed
+        in between, or a start the agent was killed in the middle of. Nothing can manage
+        it any more. A container of a domain the agent never knew (its state deleted)
+        is not one: that is left alone."""
+        return self._domains.by_uuid(found.uuid) is None and self._store.made(found.uuid)
 
     def announce(self, domain: DomainObj, transition: Lifecycle, cause: str) -> None:
         """Publish a transition that has no Docker event of its own."""
@@ -564,18 +570,13 @@ class Monitor:
                     self._catch_up_domain(tx, domain, observed.get(domain.uuid), now)
             queued = tx.queued
         for uuid in observed.keys() - {d.uuid for d in self._domains}:
-            leftover = observed[uuid]
-            if leftover.status in ACTIVE_STATUSES:
-                log.warning(
-                    "container %s (%s) carries this host's labels but no domain and runs; "
-                    "left alone",
-                    leftover.name,
-                    uuid,
-                )
+            found = observed[uuid]
+            if self._leftover(found):
+                self._remove_later(found.name, found.handle)
             else:
-                # a transient domain's, stopped while Docker could not remove it or the
-                # agent was down
-                self._remove_later(leftover.name, leftover.handle)
+                log.warning(
+                    "container %s carries this host's labels but no domain; left alone", uuid
+                )
         if queued:
             self._on_queued()
 

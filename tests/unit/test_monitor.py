@@ -297,17 +297,23 @@ async def test_a_transient_domain_that_stops_is_forgotten_and_its_container_remo
     assert watched.store.domains() == []
 
 
-async def test_a_re_list_removes_a_stopped_container_of_no_domain_and_leaves_a_running_one(
+async def test_a_re_list_removes_the_container_of_a_gone_domain_and_no_other(
     watched: Watched,
 ) -> None:
     """What an agent killed between a transient domain's stop and its container's
-    removal leaves: Docker still holds the stopped container, the agent no domain."""
-    spec = DomainSpec(name="gone", image="virtbus-test:latest", command=["sleep", "60"])
-    watched.driver.containers["c-gone"] = FakeContainer("c-gone", uuid4(), "gone", spec, "exited")
-    watched.driver.containers["c-lost"] = FakeContainer("c-lost", uuid4(), "lost", spec, "running")
+    removal leaves: Docker still holds the container, the agent only the domain's last
+    record. A container of a domain the agent never knew (its state deleted) stays."""
+    gone = watched.adopt("gone", persistent=False)
+    container = watched.driver.containers[gone.handle or ""]
+    container.status, container.pid = "exited", 0
+    with watched.store.transaction() as tx:
+        tx.forget(gone)
+    watched.domains.remove(gone)
+    spec = DomainSpec(name="alien", image="virtbus-test:latest", command=["sleep", "60"])
+    watched.driver.containers["c-alien"] = FakeContainer("c-alien", uuid4(), "alien", spec)
     await watched.monitor.reconcile()
     await asyncio.wait_for(watched.monitor.name_free("gone"), WAIT_S)
-    assert list(watched.driver.containers) == ["c-lost"]
+    assert list(watched.driver.containers) == ["c-alien"]
     assert watched.events() == []
 
 
