@@ -313,14 +313,10 @@ class Monitor:
                 continue
             exit_code = found.exit_code if found and transition in STOPPED else None
             credited = expectation is not None and expectation.credits(transition)
-            if (
-                credited
-                and transition in STOPPED
-                and expectation
-                and expectation.mode is Mode.DESTROY
-            ):
-                # as its live die is read: a domain that dies while being destroyed
-                transition = Lifecycle.STOPPED_DESTROYED
+            if credited and expectation and transition in STOPPED:
+                # the signals that would tell were lost with the events: the stop is the
+                # take-down's own, as a domain that dies while being destroyed is
+                transition = _OWN_STOPS.get(expectation.mode, transition)
             self._settle(tx, domain, transition)
             cause = expectation.cause if expectation and credited else None
             self._emit(tx, domain, transition, "reconcile", cause, when, exit_code)
@@ -601,6 +597,11 @@ class Monitor:
 
 
 _CRASHES = frozenset({Lifecycle.STOPPED_CRASHED, Lifecycle.STOPPED_FAILED})
+_OWN_STOPS: dict[Mode, Transition] = {
+    Mode.DESTROY: Lifecycle.STOPPED_DESTROYED,
+    Mode.SHUTDOWN: Lifecycle.STOPPED_SHUTDOWN,
+}
+"""The stop a re-list reports for a take-down whose Docker events were lost."""
 _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UNPAUSED}
 
 

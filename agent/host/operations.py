@@ -503,7 +503,7 @@ class Operations:
             Lifecycle.STOPPED_SHUTDOWN,
             lambda domain: self._driver.stop(self._handle(domain), timeout_s),
             timeout_s + EVENT_WAIT_S,
-            Mode.PLAIN,
+            Mode.SHUTDOWN,
         )
 
     async def destroy(self, command: Destroy) -> DomainRecord:

@@ -179,25 +179,34 @@ async def test_a_missed_stop_found_while_an_operation_waits_is_not_its_doing(
     )
 
 
-async def test_a_stop_found_by_a_re_list_during_a_destroy_is_the_destroy(
-    watched: Watched,
+@pytest.mark.parametrize(
+    ("mode", "exit_code", "stop"),
+    [
+        (Mode.DESTROY, 0, Lifecycle.STOPPED_DESTROYED),
+        (Mode.SHUTDOWN, 143, Lifecycle.STOPPED_SHUTDOWN),
+    ],
+)
+async def test_a_stop_found_by_a_re_list_during_a_take_down_is_the_take_down(
+    watched: Watched, mode: Mode, exit_code: int, stop: Lifecycle
 ) -> None:
-    """Read as the destroy's live ``die`` is: whatever the exit code, destroyed."""
+    """The signals that tell a stop's kind were lost with Docker's events (the agent or
+    dockerd restarted): whatever the exit code, the stop is the one the command makes."""
     web = watched.adopt("web")
     container = watched.driver.containers[web.handle or ""]
     stops = frozenset(
-        {Lifecycle.STOPPED_SHUTDOWN, Lifecycle.STOPPED_DESTROYED, Lifecycle.STOPPED_FAILED}
+        {
+            Lifecycle.STOPPED_SHUTDOWN,
+            Lifecycle.STOPPED_DESTROYED,
+            Lifecycle.STOPPED_FAILED,
+            Lifecycle.STOPPED_CRASHED,
+        }
     )
-    with watched.monitor.expect(web, "destroy-1", stops, Mode.DESTROY) as expectation:
-        container.status, container.pid, container.exit_code = "exited", 0, 0
+    with watched.monitor.expect(web, "stop-1", stops, mode) as expectation:
+        container.status, container.pid, container.exit_code = "exited", 0, exit_code
         await watched.monitor.resync(web)
         assert expectation.reached.is_set()
     (event,) = watched.events()
-    assert (event.lifecycle, event.origin, event.cause) == (
-        Lifecycle.STOPPED_DESTROYED,
-        "reconcile",
-        "destroy-1",
-    )
+    assert (event.lifecycle, event.origin, event.cause) == (stop, "reconcile", "stop-1")
 
 
 async def test_a_stale_copy_of_a_toggle_does_not_answer_the_operation_awaiting_it(
