@@ -135,9 +135,16 @@ class FakeDriver:
         container = self.containers.get(handle)
         return None if container is None else container.status == "paused"
 
+    async def frozen(self, handle: str, pid: int) -> bool | None:
+        return await self.paused(handle, pid)
+
     async def observe(self, handle: str) -> Observed | None:
         container = self.containers.get(handle)
         return self._observed(container) if container else None
+
+    async def named(self, name: str) -> Observed | None:
+        found = [c for c in self.containers.values() if c.name == name]
+        return self._observed(found[0]) if found else None
 
     @staticmethod
     def _observed(c: FakeContainer) -> Observed:

@@ -37,6 +37,10 @@ SNAPSHOT_REPOSITORY = "virtbus-snapshot"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=300.0, sock_connect=30.0)
 """The bound on one call to the engine (aiohttp's default, which aiodocker lifts for the
 calls that wait on a container)."""
+TOGGLE_SETTLE_S = 2.0
+"""How long a pause or unpause that Docker refuses on a stale record of the container is
+made again (see ``DockerDriver._toggle``)."""
+TOGGLE_RETRY_S = 0.02
 DROPPED_CAPABILITIES = ("AUDIT_WRITE", "MKNOD", "NET_RAW")
 BRIDGE_OPTION = "com.docker.network.bridge.name"
 """Docker grants these by default; Podman does not, and neither does virtbus."""
@@ -174,9 +178,18 @@ def pull_cause(message: str, registry: str, logged_in: bool) -> str:
 class Driver(Protocol):
     async def observe_all(self) -> list[Observed]: ...
     async def observe(self, handle: str) -> Observed | None: ...
+    async def named(self, name: str) -> Observed | None:
+        """The container Docker holds under the name of domain ``name``, if any."""
+        ...
+
     async def paused(self, handle: str, pid: int) -> bool | None:
         """Whether the container (whose init has host PID ``pid``, 0 if unknown) is
         paused now; None once it is gone."""
+        ...
+
+    async def frozen(self, handle: str, pid: int) -> bool | None:
+        """Whether the kernel has the container frozen now, without waiting for Docker;
+        None when that cannot be told."""
         ...
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
@@ -445,6 +458,9 @@ class DockerDriver:
         observed = await self.observe(handle)
         return None if observed is None else observed.status == "paused"
 
+    async def frozen(self, handle: str, pid: int) -> bool | None:
+        return _frozen(handle, pid) if pid > 0 else None
+
     def _container(self, handle: str) -> aiodocker.containers.DockerContainer:
         return self.docker.containers.container(handle)
 
@@ -461,11 +477,17 @@ class DockerDriver:
         labels = facts.Config.Labels or {}
         if labels.get(HOST_LABEL) != self.host or UUID_LABEL not in labels:
             return None
+        status = facts.State.Status
+        if status in ("running", "paused") and facts.State.Pid > 0:
+            # Docker's record of a pause can lag the kernel (see _toggle)
+            frozen = _frozen(facts.Id, facts.State.Pid)
+            if frozen is not None:
+                status = "paused" if frozen else "running"
         return Observed(
             handle=facts.Id,
             uuid=UUID(labels[UUID_LABEL]),
             name=self.domain_name(facts.Name),
-            status=facts.State.Status,
+            status=status,
             pid=facts.State.Pid,
             exit_code=facts.State.ExitCode,
             oom_killed=facts.State.OOMKilled,
@@ -474,6 +496,9 @@ class DockerDriver:
             mounts={bind.Target: bind.Source for bind in facts.HostConfig.Mounts or []},
             restart_policy=facts.HostConfig.RestartPolicy.Name or "no",
         )
+
+    async def named(self, name: str) -> Observed | None:
+        return await self.observe(self.container_name(name))
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
         """The container runs unprivileged whatever the engine's defaults: no added
@@ -653,10 +678,33 @@ class DockerDriver:
         await self._call(self._container(handle).restart(t=10, timeout=CALL_TIMEOUT))
 
     async def pause(self, handle: str) -> None:
-        await self._call(self._container(handle).pause())
+        await self._toggle(handle, pause=True)
 
     async def unpause(self, handle: str) -> None:
-        await self._call(self._container(handle).unpause())
+        await self._toggle(handle, pause=False)
+
+    async def _toggle(self, handle: str, pause: bool) -> None:
+        """Docker 20.10 applies containerd's own report of each pause and unpause to its
+        record of the container late, after the call has answered and sometimes after
+        the next call: a correctly ordered next call then meets a record one step behind
+        ("is already paused", "is not paused") and Docker reports the stale step again.
+        While the kernel shows the container still needs the change, such a refusal is
+        Docker's record catching up: the call is made again, for up to TOGGLE_SETTLE_S."""
+        container = self._container(handle)
+        deadline = asyncio.get_running_loop().time() + TOGGLE_SETTLE_S
+        while True:
+            try:
+                await (container.pause() if pause else container.unpause())
+                return
+            except aiodocker.DockerError as error:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise virt_error(error) from None
+                observed = await self.observe(handle)
+                if observed is None or observed.status != ("running" if pause else "paused"):
+                    raise virt_error(error) from None
+            except (aiohttp.ClientError, OSError) as error:
+                raise virt_error(error) from None
+            await asyncio.sleep(TOGGLE_RETRY_S)
 
     async def rename(self, handle: str, name: str) -> None:
         await self._call(self._container(handle).rename(self.container_name(name)))

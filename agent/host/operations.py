@@ -188,9 +188,11 @@ class Operations:
         until: frozenset[Transition],
         *steps: Step,
         mode: Mode = Mode.PLAIN,
+        via: frozenset[Transition] = frozenset(),
     ) -> None:
-        """Run driver steps on the domain until the monitor sees ``until`` (``_act``)."""
-        await self._act(domain, cause, until, *steps, mode=mode)
+        """Run driver steps on the domain until the monitor sees ``until`` (``_act``);
+        ``via``: the transitions on the way, which carry ``cause`` too."""
+        await self._act(domain, cause, until, *steps, mode=mode, via=via)
 
     async def count_snapshots(self) -> None:
         """Each domain's snapshot count and current snapshot (its newest), from the
@@ -333,12 +335,14 @@ class Operations:
         params: dict[str, int] | None = None,
         wait_s: float = EVENT_WAIT_S,
         answer_at_report: bool = False,
+        via: frozenset[Transition] = frozenset(),
     ) -> None:
-        """Run driver steps on the domain and wait until the monitor sees ``until``.
+        """Run driver steps on the domain and wait until the monitor sees ``until``;
+        the transitions ``via`` and ``until`` carry ``cause``, no other.
 
         ``answer_at_report``: the last step only acts on the container (its answer
         carries nothing the domain needs), so the op may end at Docker's report."""
-        with self._monitor.expect(domain, cause, until, mode, params) as expectation:
+        with self._monitor.expect(domain, cause, until, mode, params, via) as expectation:
             *before, last = steps
             for step in before:
                 await step()
@@ -461,7 +465,7 @@ class Operations:
 
     async def _new_domain(self, spec: DomainSpec, persistent: bool) -> DomainObj:
         uuid = spec.uuid or uuid4()
-        await self._monitor.name_free(spec.name)
+        await self._monitor.claim(spec.name)
         domain = DomainObj(
             uuid=uuid,
             name=spec.name,
@@ -540,11 +544,13 @@ class Operations:
             mode = Mode.REFRESH
         steps.append(lambda: self._verify_mounts(domain, spec))
         steps.append(lambda: self._driver.start(self._handle(domain)))
-        until = Lifecycle.STARTED_BOOTED
+        until, via = Lifecycle.STARTED_BOOTED, frozenset[Transition]()
         if paused:
             steps.append(lambda: self._driver.pause(self._handle(domain)))
-            until = Lifecycle.SUSPENDED_PAUSED
-        await self._act(domain, cause, frozenset({until}), *steps, mode=mode, answer_at_report=True)
+            until, via = Lifecycle.SUSPENDED_PAUSED, frozenset({Lifecycle.STARTED_BOOTED})
+        await self._act(
+            domain, cause, frozenset({until}), *steps, mode=mode, answer_at_report=True, via=via
+        )
         if pending is not None:
             domain.spec, domain.pending = pending, None
         return self._saved(domain)
@@ -575,7 +581,7 @@ class Operations:
             Lifecycle.STOPPED_SHUTDOWN,
             lambda domain: self._driver.stop(self._handle(domain), timeout_s),
             timeout_s + EVENT_WAIT_S,
-            Mode.PLAIN,
+            Mode.SHUTDOWN,
         )
 
     @handles(Destroy)
@@ -657,6 +663,7 @@ class Operations:
             return
         cause = f"restart-{domain.uuid}"
         try:
+            await self.docker_done(domain, "restart")
             self._mounts.admit(domain.spec, domain.uuid)
             await self._act(
                 domain,
@@ -811,12 +818,13 @@ class Operations:
             raise invalid("Can't rename domain to itself")
         if self._domains.by_name(new_name) is not None:
             raise invalid(f"domain with name '{new_name}' already exists")
-        await self._monitor.name_free(new_name)
+        await self._monitor.claim(new_name)
         await self._act(
             domain,
             command.id,
             frozenset({Lifecycle.DEFINED_RENAMED}),
             lambda: self._driver.rename(self._handle(domain), new_name),
+            via=frozenset({Lifecycle.UNDEFINED_RENAMED}),
         )
         domain.spec = domain.spec.model_copy(update={"name": new_name})
         if domain.pending is not None:

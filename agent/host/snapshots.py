@@ -182,7 +182,14 @@ async def revert(ops: Operations, command: SnapshotRevert) -> DomainRecord:
     if start == "paused":
         steps.append(lambda: ops.driver.pause(ops.handle_of(domain)))
         until = Lifecycle.SUSPENDED_PAUSED
-    await ops.act(domain, command.id, frozenset({until}), *steps, mode=Mode.REVERT)
+    on_the_way = {
+        Lifecycle.STOPPED_FROM_SNAPSHOT,
+        Lifecycle.DEFINED_FROM_SNAPSHOT,
+        Lifecycle.STARTED_FROM_SNAPSHOT,
+    } - {until}
+    await ops.act(
+        domain, command.id, frozenset({until}), *steps, mode=Mode.REVERT, via=frozenset(on_the_way)
+    )
     domain.spec, domain.pending = spec, None
     domain.current_snapshot = record.name
     await ops.driver.prune_snapshot_images()

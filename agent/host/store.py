@@ -369,6 +369,15 @@ class Store:
         ).fetchone()
         return DomainRecord.model_validate_json(row[0]) if row else None
 
+    def made(self, uuid: UUID) -> bool:
+        """Whether this agent acted through Docker for a domain with this uuid (an
+        operation's intent, or the domain's last record once it went away)."""
+        row = self.db.execute(
+            "SELECT 1 FROM gone WHERE uuid = ? UNION ALL SELECT 1 FROM intents WHERE uuid = ?",
+            (str(uuid), str(uuid)),
+        ).fetchone()
+        return row is not None
+
     def pending(self, limit: int) -> list[Pending]:
         rows = self.db.execute(
             "SELECT seq, routing_key, body FROM outbox ORDER BY seq LIMIT ?", (limit,)

@@ -29,6 +29,9 @@ class Mode(StrEnum):
     DESTROY = "destroy"
     """``domain.destroy``: the domain stops destroyed even if it died by itself first,
     as libvirt reports a domain that dies while being destroyed."""
+    SHUTDOWN = "shutdown"
+    """``domain.shutdown``: every step reported as it is; a stop found only by a re-list
+    (its signal lost) is the shutdown's."""
     RESTART = "restart"
     """The agent restarts a crashed ``on_crash: restart`` domain: its start is a reboot."""
     REVERT = "revert"
