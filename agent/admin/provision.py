@@ -51,6 +51,9 @@ from schemas.topology import (
     DEAD_LETTER_BINDING,
     EVENTS_EXCHANGE,
     EXCHANGES,
+    HISTORY,
+    HISTORY_BINDINGS,
+    HISTORY_QUEUE,
     POLICY_PRIORITY,
     Binding,
     Exchange,
@@ -140,7 +143,7 @@ def orchestrator_grant() -> Grant:
     return Grant(
         configure=_names(PRIVATE_QUEUES),
         write=_names(re.escape(COMMANDS_EXCHANGE), re.escape(BROADCAST_EXCHANGE), PRIVATE_QUEUES),
-        read=_names(re.escape(EVENTS_EXCHANGE), PRIVATE_QUEUES),
+        read=_names(re.escape(EVENTS_EXCHANGE), re.escape(HISTORY_QUEUE), PRIVATE_QUEUES),
         topics=(TopicGrant(EVENTS_EXCHANGE, write=NOTHING, read=".*"),),
     )
 
@@ -152,7 +155,7 @@ def subscriber_grant(hosts: Sequence[str] = ()) -> Grant:
         configure=_names(PRIVATE_QUEUES),
         # write on its own queues is what binding them takes; no exchange matches
         write=_names(PRIVATE_QUEUES),
-        read=_names(re.escape(EVENTS_EXCHANGE), PRIVATE_QUEUES),
+        read=_names(re.escape(EVENTS_EXCHANGE), re.escape(HISTORY_QUEUE), PRIVATE_QUEUES),
         topics=(TopicGrant(EVENTS_EXCHANGE, write=NOTHING, read=keys),),
     )
 
@@ -273,6 +276,9 @@ class Management:
             await self._exchange(vhost, exchange)
         await self._queue(vhost, DEAD_LETTER_BINDING.queue)
         await self._bind(vhost, DEAD_LETTER_BINDING)
+        await self._queue(vhost, HISTORY)
+        for binding in HISTORY_BINDINGS:
+            await self._bind(vhost, binding)
         for name, (pattern, definition) in operator_policies().items():
             await self._call(
                 "PUT",

@@ -7,7 +7,7 @@
     listing      list                        define       define, create
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
-    hosts        hosts
+    hosts        hosts                       dashboard    dashboard, dashboard-user
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.cli import (
     agent,
+    dashboard,
     define,
     events,
     gateway,
@@ -59,6 +60,7 @@ VERB_GROUPS = (
     tuning,
     events,
     hosts,
+    dashboard,
 )
 """In the order ``--help`` lists their verbs."""
 

@@ -18,7 +18,7 @@ agent took by then leaves the host queue (dead-lettered as expired).
 
 The rooms: ``connection`` (the broker connection, commands and replies), ``domain``
 (the handle on one domain), ``events`` (event streams), ``registry`` (the fleet as
-presence events tell it).
+presence events tell it), ``history`` (the recorded events, replayed).
 """
 
 from agent.client.connection import (
@@ -30,6 +30,7 @@ from agent.client.connection import (
 )
 from agent.client.domain import Domain
 from agent.client.events import EventKind, EventStream, binding_keys
+from agent.client.history import EventHistory, Replayed, Since
 from agent.client.registry import HostRegistry, HostState, HostStatus
 from agent.errors import (
     BrokerUnreachable,
@@ -46,6 +47,7 @@ __all__ = [
     "BrokerUnreachable",
     "Connection",
     "Domain",
+    "EventHistory",
     "EventKind",
     "EventStream",
     "HostRegistry",
@@ -56,7 +58,9 @@ __all__ = [
     "OperationTimeout",
     "Progress",
     "RebootEvent",
+    "Replayed",
     "ReplyError",
+    "Since",
     "TunableEvent",
     "VirtbusError",
     "binding_keys",
