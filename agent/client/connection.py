@@ -361,11 +361,13 @@ class Connection:
         domain: str | None = None,
         kind: EventKind | None = None,
         event: str | None = None,
+        presence: bool = False,
         on_state: StateListener | None = None,
     ) -> EventHistory:
         """The fleet's recorded events from ``since`` (an offset of the history, a time,
         ``"first"``, ``"next"``), then live, on a connection of its own that survives a
-        broker restart; filtered as ``events``. Yields ``Replayed(offset, event)``."""
+        broker restart; filtered as ``events`` (``presence``: with the agents' arrivals
+        and goodbyes). Yields ``Replayed(offset, event)``."""
         return EventHistory(
             self._url,
             since,
@@ -373,6 +375,7 @@ class Connection:
             domain=domain,
             kind=kind,
             event=event,
+            presence=presence,
             ssl_context=self._ssl_context,
             on_state=on_state,
         )

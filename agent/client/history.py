@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from agent.client.events import EventKind
 from agent.errors import BrokerUnreachable, OperationTimeout
-from schemas.events import EVENT_ADAPTER, DomainEventBase, Event, LifecycleEvent
+from schemas.events import EVENT_ADAPTER, AgentEvent, DomainEventBase, Event, LifecycleEvent
 from schemas.topology import EVENTS, HISTORY, HISTORY_BINDINGS, HISTORY_QUEUE
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,16 @@ class Replayed:
 
 
 def _wanted(
-    event: Event, host: str, domain: str | None, kind: EventKind | None, name: str | None
+    event: Event,
+    host: str,
+    domain: str | None,
+    kind: EventKind | None,
+    name: str | None,
+    presence: bool,
 ) -> bool:
     if host != "*" and event.host != host:
+        return False
+    if kind is None and isinstance(event, AgentEvent) and not presence:
         return False
     if kind is not None and event.kind != kind:
         return False
@@ -53,7 +60,9 @@ def _wanted(
 
 
 class EventHistory:
-    """Events of the history from ``since`` on, then live, in offset order.
+    """Events of the history from ``since`` on, then live, in offset order: those of
+    ``host`` (``*``: all), ``domain`` (by name), ``kind`` and lifecycle ``event``; without
+    a kind, domain events, and with ``presence`` the agents' arrivals and goodbyes too.
 
     Guarantees: each offset is delivered at most once; a lost broker connection is
     retried every ``retry_s`` and reading resumes right after the last offset delivered,
@@ -70,6 +79,7 @@ class EventHistory:
         domain: str | None = None,
         kind: EventKind | None = None,
         event: str | None = None,
+        presence: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         retry_s: float = 1.0,
         on_state: StateListener | None = None,
@@ -78,7 +88,7 @@ class EventHistory:
         self._url = url
         self._ssl_context = ssl_context
         self._since = since
-        self._filter = (host, domain, kind, event)
+        self._filter = (host, domain, kind, event, presence)
         self._retry_s = retry_s
         self._on_state = on_state
         self._name = name

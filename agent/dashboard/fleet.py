@@ -102,7 +102,7 @@ class Fleet:
 
     async def start(self, discover_s: float = 2.0) -> None:
         self._history = self._conn.history(
-            datetime.now(UTC) - HISTORY_WINDOW, on_state=self._broker_state
+            datetime.now(UTC) - HISTORY_WINDOW, presence=True, on_state=self._broker_state
         )
         await self._history.start()
         self._registry = self._conn.hosts(discover_s=0)

@@ -31,6 +31,7 @@ from schemas.topology import (
     DEAD_EXCHANGE,
     DEAD_QUEUE,
     EVENTS_EXCHANGE,
+    HISTORY_QUEUE,
 )
 from tests.environment import unavailable
 
@@ -178,6 +179,9 @@ def test_channels_match_the_topology(document: dict[str, Any]) -> None:
         assert exchange(channel) == (EVENTS_EXCHANGE, "topic")
     assert exchange("deadLetterExchange") == (DEAD_EXCHANGE, "fanout")
     assert channels["deadLetters"]["bindings"]["amqp"]["queue"]["name"] == DEAD_QUEUE
+    history = channels["eventHistory"]
+    assert history["bindings"]["amqp"]["queue"]["name"] == HISTORY_QUEUE
+    assert history["x-amqp-queue-arguments"]["x-queue-type"] == "stream"
     assert channels["replies"]["bindings"]["amqp"]["is"] == "queue"
     assert channels["replies"]["address"] is None  # dynamic: the operations' reply address
     host_queue = channels["hostQueue"]
@@ -332,7 +336,7 @@ def test_the_real_parser_accepts_the_document(node: str, tmp_path: Path) -> None
     assert result.returncode == 0, output
     assert not [line for line in result.stdout.splitlines() if line.startswith("error ")], output
     assert re.search(
-        r"^OK: .*AsyncAPI 3\.0\.0, 10 channels, 7 operations, 7 messages", output, re.M
+        r"^OK: .*AsyncAPI 3\.0\.0, 11 channels, 8 operations, 7 messages", output, re.M
     )
 
 
