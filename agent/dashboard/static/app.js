@@ -269,7 +269,7 @@ function drawDomain() {
 function feedLine(e) {
   const what = e.domain ? `${e.domain.name}` : "";
   const extra = e.kind === "lifecycle" ? ` ${e.detail}` : e.kind === "tunable" ? ` ${JSON.stringify(e.params)}` : "";
-  return el("li", { "data-offset": e.offset, "data-type": e.type }, `#${e.offset} ${e.time} ${e.host} ${e.type} ${what}${extra}`);
+  return el("li", { "data-offset": e.offset, "data-type": e.type, "data-domain": e.domain ? e.domain.name : "" }, `#${e.offset} ${e.time} ${e.host} ${e.type} ${what}${extra}`);
 }
 function drawFeed() {
   const host = $("feed-host").value, group = $("feed-group").value, domain = $("feed-domain").value, type = $("feed-type").value;
