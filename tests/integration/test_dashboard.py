@@ -23,7 +23,7 @@ from schemas.events import AgentEvent
 from schemas.topology import EVENTS_EXCHANGE
 from tests.faults.cluster import Node, rabbitmqctl
 from tests.support.browser import Browser, Dashboard, chromium
-from tests.support.fleet import CLI, Fleet, spec
+from tests.support.fleet import CLI, VIRTBUS, Fleet, spec
 from tests.support.services import AMQP_URL, new_host
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,14 @@ async def test_a_read_only_user_gets_no_buttons_and_its_forged_post_is_refused(
     async with connect(AMQP_URL) as conn:
         web = await conn.define(agent.host, spec("web"))
     users = tmp_path / "users.toml"
-    added = await cli.start("dashboard-user", "-f", str(users), "add", "viewer")
+    added = await asyncio.create_subprocess_exec(
+        str(VIRTBUS),
+        *("dashboard-user", "-f", str(users), "add", "viewer"),
+        env=cli.env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(added.communicate(b"s3cret-viewer\n"), 30)
     assert added.returncode == 0, err
     assert "read-only" in users.read_text() and "s3cret" not in users.read_text()
@@ -116,8 +123,8 @@ async def test_a_read_only_user_gets_no_buttons_and_its_forged_post_is_refused(
     page = Browser(driver, dashboard.base)
 
     await page.open(f"/#/host/{agent.host}")
-    await (await page.element("#login-user")).send_keys("viewer")
-    await (await page.element("#login-password")).send_keys("s3cret-viewer")
+    await page.type("#login-user", "viewer")
+    await page.type("#login-password", "s3cret-viewer")
     await page.click("#login-submit")
     await page.text_of('#domains tr[data-domain="web"] .state', "shutoff")
     buttons = driver.find_elements(By.CSS_SELECTOR, "button[data-action]")

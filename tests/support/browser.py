@@ -98,6 +98,10 @@ class Browser:
         await self.element(css)
         await self.run("document.querySelector(arguments[0]).click();", css)
 
+    async def type(self, css: str, text: str) -> None:
+        element = await self.element(css)
+        await asyncio.to_thread(element.send_keys, text)
+
     async def screenshot(self, name: str) -> None:
         if SCREENSHOTS:
             await asyncio.to_thread(self.driver.save_screenshot, str(Path(SCREENSHOTS) / name))
