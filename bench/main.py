@@ -42,6 +42,7 @@ from bench import (
     b6_scale,
     b7_cli,
     b8_fleet,
+    b9_dashboard,
     baseline,
 )
 from bench.core import BenchResult, Cleanup, Context, Scale, sweep_stale, write_pidfile
@@ -59,6 +60,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "B5": ("broadcast to 50 agents", b5_broadcast.run),
     "B6": ("1,000 domains on one host", b6_scale.run),
     "B8": ("fleet of 1,000 hosts", b8_fleet.run),
+    "B9": ("dashboard over 1,000 hosts", b9_dashboard.run),
 }
 """In the order they run: those needing only one agent first, the big ones last."""
 
