@@ -44,7 +44,7 @@ CHROMIUM_FLAGS = (
 
 async def http_load(base: str, size: int) -> float:
     """Seconds to fetch the page, its assets, the session and the first SSE message
-    (the fleet), with ``size`` hosts in it."""
+    (the fleet), with at least ``size`` hosts in it."""
     jar = aiohttp.CookieJar(unsafe=True)
     began = time.perf_counter()
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
@@ -78,8 +78,8 @@ def browser_load(base: str, size: int) -> list[float]:
     )
     times = []
     try:
-        for _ in range(ROUNDS):
-            driver.get(base + "/#/")
+        for round_ in range(ROUNDS):
+            driver.get(f"{base}/?round={round_}#/")  # a new document each round
             WebDriverWait(driver, 30, poll_frequency=0.02).until(
                 lambda d: (
                     d.execute_script("return document.querySelectorAll('#fleet tbody tr').length")
