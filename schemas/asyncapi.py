@@ -387,9 +387,7 @@ def _channels() -> dict[str, Any]:
                 "connected; each message carries its offset in the header `x-stream-offset`. "
                 "Reading removes nothing."
             ),
-            "messages": _messages(
-                "LifecycleEvent", "RebootEvent", "TunableEvent", "AgentEvent"
-            ),
+            "messages": _messages("LifecycleEvent", "RebootEvent", "TunableEvent", "AgentEvent"),
             "bindings": _queue(HISTORY),
             "x-amqp-queue-arguments": _queue_arguments(HISTORY),
         },

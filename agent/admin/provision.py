@@ -149,13 +149,18 @@ def orchestrator_grant() -> Grant:
 
 
 def subscriber_grant(hosts: Sequence[str] = ()) -> Grant:
-    """Events of every host, or of ``hosts`` only."""
+    """Events of every host, or of ``hosts`` only; the event history with every host."""
     keys = f"^{_any_of(hosts)}\\." if hosts else ".*"
     return Grant(
         configure=_names(PRIVATE_QUEUES),
         # write on its own queues is what binding them takes; no exchange matches
         write=_names(PRIVATE_QUEUES),
-        read=_names(re.escape(EVENTS_EXCHANGE), re.escape(HISTORY_QUEUE), PRIVATE_QUEUES),
+        # the history holds every host's events: only a subscriber to all may read it
+        read=_names(
+            re.escape(EVENTS_EXCHANGE),
+            *(() if hosts else (re.escape(HISTORY_QUEUE),)),
+            PRIVATE_QUEUES,
+        ),
         topics=(TopicGrant(EVENTS_EXCHANGE, write=NOTHING, read=keys),),
     )
 
