@@ -94,6 +94,9 @@ class Fleet:
         self._history: EventHistory | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._follower: asyncio.Task[None] | None = None
+        self._listed_all = False
+        """Until the first listing of the fleet, a host that appears waits for it instead
+        of being listed alone."""
 
     @property
     def registry(self) -> HostRegistry:
@@ -111,6 +114,7 @@ class Fleet:
         self._follower = asyncio.create_task(self._follow(self._history))
         await self._registry.discover(discover_s)
         await self.list_fleet()
+        self._listed_all = True
 
     async def stop(self) -> None:
         for task in [*self._tasks, *([self._follower] if self._follower else [])]:
@@ -156,12 +160,12 @@ class Fleet:
         view = self.hosts.get(status.host)
         if view is None:
             view = self.hosts[status.host] = HostView(status)
-            if status.state == "alive":
+            if status.state == "alive" and self._listed_all:
                 self._spawn(self.list_host(status.host))
         else:
             came_back = view.status.state != "alive" and status.state == "alive"
             view.status = status
-            if came_back:
+            if came_back and self._listed_all:
                 self._spawn(self.list_host(status.host))
         self._push("host", {"host": view.json()})
 
