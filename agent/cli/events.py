@@ -12,13 +12,13 @@ from agent.cli.config import CliConfig
 from agent.cli.options import client_options
 from agent.cli.output import Output, event_text, jsonable
 from agent.cli.runner import run_client
-from agent.client.history import Replayed, Since
 from schemas.codes import Lifecycle
 from schemas.errors import VirtbusError
 
 if TYPE_CHECKING:
     from agent.cli.options import Commands
     from agent.client import Connection, EventHistory, EventKind, EventStream
+    from agent.client.history import Since
 
 EVENT_CHOICES = (
     "lifecycle",
@@ -78,6 +78,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def run(conn: Connection, args: argparse.Namespace, output: Output) -> int:
+    from agent.client import Replayed
+
     if not args.all and args.event is None:
         output.error("one of --event or --all is required")
         return 1
