@@ -17,6 +17,7 @@ from agent.dashboard.fleet import Fleet
 from agent.dashboard.server import Dashboard, is_loopback
 from agent.errors import VirtbusError
 from schemas.codes import ErrorCode
+from schemas.replies import DomainInfo
 
 
 class StandInFleet:
@@ -124,3 +125,29 @@ async def test_a_login_dashboard_refuses_strangers_and_read_only_actions(
     assert (await refused.json())["error"] == "access denied: user ro may not act (read-only)"
     assert (await login_client.get("/static/app.js")).status == 200
     assert (await login_client.get("/static/..%2fserver.py")).status == 404
+
+
+async def test_statistics_degrade_without_the_call(open_client: TestClient[Any, Any]) -> None:
+    await open_client.get("/")
+    session = await (await open_client.get("/api/session")).json()
+    assert session["stats"] is False
+    answer = await open_client.get("/api/hosts/h1/domains/x/stats")
+    assert answer.status == 501
+    assert (await answer.json())["code"] == ErrorCode.NO_SUPPORT
+
+
+class StandInConnection:
+    async def call(self, host: str, op: str, target: dict[str, str]) -> DomainInfo:
+        assert (host, op, target) == ("h1", "domain.get_info", {"uuid": "x"})
+        return DomainInfo(state=1, max_mem_kib=4096, memory_kib=2048, nr_virt_cpu=1, cpu_time_ns=7)
+
+
+async def test_statistics_show_when_the_call_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.dashboard.server.STATS_OPS", ("domain.get_info",))
+    conn = cast(Connection, StandInConnection())
+    dashboard = Dashboard(conn, cast(Fleet, StandInFleet()), Access(None), False)
+    async with TestClient(TestServer(dashboard.app()), cookie_jar=CookieJar(unsafe=True)) as c:
+        await c.get("/")
+        assert (await (await c.get("/api/session")).json())["stats"] is True
+        answer = await c.get("/api/hosts/h1/domains/x/stats")
+        assert (await answer.json())["stats"]["cpu_time_ns"] == 7

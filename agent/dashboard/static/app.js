@@ -189,8 +189,25 @@ function showReport(action, domain, report) {
 // ------------------------------------------------------------------- host --
 async function loadHost(host) {
   try { const data = await api(`/api/hosts/${encodeURIComponent(host)}`);
-    state.hosts.set(host, data.host); state.domains.set(host, new Map(data.domains.map((d) => [d.uuid, d]))); render(); }
+    state.hosts.set(host, data.host); state.domains.set(host, new Map(data.domains.map((d) => [d.uuid, d]))); render();
+    if (state.session.stats) await loadHostStats(host, data.domains); }
   catch (e) { showError(e.message); }
+}
+// The statistics of the host's running domains, once per visit (the statistics call).
+state.hostStats = new Map();
+async function loadHostStats(host, domains) {
+  for (const d of domains.filter((d) => d.state_name === "running")) {
+    try { const data = await api(`/api/hosts/${encodeURIComponent(host)}/domains/${d.uuid}/stats`);
+      state.hostStats.set(d.uuid, data.stats); render(); }
+    catch (e) { return; }
+  }
+}
+function statText(host, domain, what) {
+  const stats = state.hostStats.get(domain.uuid);
+  if (!stats) return "";
+  if (what === "cpu") return stats["cpu.time"] !== undefined ? `${(stats["cpu.time"] / 1e9).toFixed(1)} s` : "";
+  const kib = stats["balloon.rss"] ?? stats["balloon.current"];
+  return kib !== undefined ? `${(kib / 1024).toFixed(1)} MiB` : "";
 }
 function actionButtons(host, domain) {
   return ACTIONS.map((action) => el("button", { type: "button", "data-action": action, onclick: () => act(host, domain, action) },
@@ -215,7 +232,7 @@ function drawHost() {
     el("td", {}, el("span", { class: `badge state ${d.state_name}` }, d.state_name)),
     el("td", {}, d.reason), el("td", {}, d.id < 0 ? "-" : d.id),
     el("td", {}, d.autostart ? "yes" : "no"), el("td", {}, d.persistent ? "yes" : "no"),
-    el("td", { class: "stats-only" }, ""), el("td", { class: "stats-only" }, ""),
+    el("td", { class: "stats-only" }, statText(host, d, "cpu")), el("td", { class: "stats-only" }, statText(host, d, "mem")),
     el("td", { class: "acts actions-only" }, ...actionButtons(host, d)))));
 }
 
