@@ -48,7 +48,7 @@ async def http_load(base: str, size: int) -> float:
     (the fleet), with at least ``size`` hosts in it."""
     jar = aiohttp.CookieJar(unsafe=True)
     began = time.perf_counter()
-    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+    async with aiohttp.ClientSession(cookie_jar=jar, read_bufsize=2**22) as http:
         for path in ("/", "/static/app.js", "/static/style.css", "/api/session"):
             async with http.get(base + path) as response:
                 response.raise_for_status()
