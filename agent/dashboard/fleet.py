@@ -25,7 +25,6 @@ from schemas.replies import DomainList
 log = logging.getLogger(__name__)
 Presence = Literal["alive", "missing", "offline"]
 PRESENCE: dict[str, Presence] = {"alive": "alive", "lost": "missing", "offline": "offline"}
-STATE_NAMES = {state: state.name.lower() for state in DomainState}
 RECENT_EVENTS = 2000
 HISTORY_WINDOW = timedelta(hours=1)
 """The feed opens with the events of the last hour that the history still holds."""
@@ -33,13 +32,16 @@ SUBSCRIBER_BACKLOG = 20_000
 """A page that falls this far behind is dropped; it reconnects and starts over."""
 
 
+def state_name(state: int) -> str:
+    """libvirt's state number as the page names it (``running``, ``shutoff``…)."""
+    try:
+        return DomainState(state).name.lower()
+    except ValueError:
+        return "nostate"
+
+
 def record_json(record: DomainRecord) -> dict[str, Any]:
-    return {
-        **record.model_dump(mode="json"),
-        "state_name": STATE_NAMES.get(DomainState(record.state), "nostate")
-        if record.state in DomainState._value2member_map_
-        else "nostate",
-    }
+    return {**record.model_dump(mode="json"), "state_name": state_name(record.state)}
 
 
 def event_json(replayed: Replayed) -> dict[str, Any]:
@@ -64,7 +66,7 @@ class HostView:
     def json(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for record in self.domains.values():
-            name = record_json(record)["state_name"]
+            name = state_name(record.state)
             counts[name] = counts.get(name, 0) + 1
         return {
             "host": self.status.host,
