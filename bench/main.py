@@ -43,6 +43,7 @@ from bench import (
     b7_cli,
     b8_fleet,
     b9_stats,
+    b10_dashboard,
     baseline,
 )
 from bench.core import BenchResult, Cleanup, Context, Scale, sweep_stale, write_pidfile
@@ -61,6 +62,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "B5": ("broadcast to 50 agents", b5_broadcast.run),
     "B6": ("1,000 domains on one host", b6_scale.run),
     "B8": ("fleet of 1,000 hosts", b8_fleet.run),
+    "B10": ("dashboard over 1,000 hosts", b10_dashboard.run),
 }
 """In the order they run: those needing only one agent first, the big ones last."""
 

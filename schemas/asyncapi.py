@@ -50,6 +50,12 @@ from schemas.topology import (
     DEAD_LETTERS_TTL_MS,
     DEAD_QUEUE,
     EVENTS,
+    EVENTS_EXCHANGE,
+    HISTORY,
+    HISTORY_KEYS,
+    HISTORY_MAX_AGE,
+    HISTORY_MAX_BYTES,
+    HISTORY_QUEUE,
     Exchange,
     Queue,
     QueueType,
@@ -407,6 +413,24 @@ def _channels() -> dict[str, Any]:
             "bindings": _queue(DEAD_LETTERS),
             "x-amqp-queue-arguments": _queue_arguments(DEAD_LETTERS),
         },
+        "eventHistory": {
+            "address": HISTORY_QUEUE,
+            "title": "Event history",
+            "description": (
+                f"The durable stream queue `{HISTORY_QUEUE}`, bound to `{EVENTS_EXCHANGE}` "
+                f"with {', '.join(f'`{key}`' for key in HISTORY_KEYS)}: every domain event "
+                "and the agents' arrivals and goodbyes, not their heartbeats. Bounded by "
+                f"age ({HISTORY_MAX_AGE}) and size ({HISTORY_MAX_BYTES} bytes); the oldest "
+                "segment goes first. A reader consumes it with a prefetch count, manual "
+                "acknowledgements and the consumer argument `x-stream-offset` (`first`, "
+                "`last`, `next`, an offset, or a timestamp) to replay what happened before it "
+                "connected; each message carries its offset in the header `x-stream-offset`. "
+                "Reading removes nothing."
+            ),
+            "messages": _messages("LifecycleEvent", "RebootEvent", "TunableEvent", "AgentEvent"),
+            "bindings": _queue(HISTORY),
+            "x-amqp-queue-arguments": _queue_arguments(HISTORY),
+        },
         "hostQueue": {
             "address": host_queue("{host}"),
             "title": "A host's command queue",
@@ -534,6 +558,15 @@ def _operations() -> dict[str, Any]:
             "title": "Drain dead letters",
             "summary": "Commands the agents refused at the edge, and commands that expired.",
             "messages": _channel_messages("deadLetters", "DeadLetter"),
+        },
+        "replayEvents": {
+            "action": "receive",
+            "channel": _channel_ref("eventHistory"),
+            "title": "Replay the event history",
+            "summary": "What happened before the reader connected, then what happens next.",
+            "messages": _channel_messages(
+                "eventHistory", "LifecycleEvent", "RebootEvent", "TunableEvent", "AgentEvent"
+            ),
         },
     }
 

@@ -8,8 +8,9 @@
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
     hosts        hosts                       completion   completion bash|zsh
-    stats        domstats, capabilities, node…   networks     net-*, domifaddr, *-interface
-    hosts        hosts                       storage      pool-list, vol-*, snapshot-*
+    stats        domstats, capabilities, …   networks     net-*, domifaddr, *-interface
+    storage      pool-list, vol-*, snapshot-*
+    dashboard    dashboard, dashboard-user
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -31,6 +32,7 @@ from agent import __version__
 from agent.cli import (
     agent,
     completion,
+    dashboard,
     define,
     events,
     gateway,
@@ -74,6 +76,7 @@ VERB_GROUPS = (
     stats,
     networks,
     storage,
+    dashboard,
 )
 """In the order ``--help`` lists their verbs."""
 

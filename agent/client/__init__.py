@@ -19,7 +19,7 @@ agent took by then leaves the host queue (dead-lettered as expired).
 
 The rooms: ``connection`` (the broker connection, commands and replies), ``domain``
 (the handle on one domain), ``events`` (event streams), ``registry`` (the fleet as
-presence events tell it).
+presence events tell it), ``history`` (the recorded events, replayed).
 """
 
 from agent.client.connection import (
@@ -31,6 +31,7 @@ from agent.client.connection import (
 )
 from agent.client.domain import Domain
 from agent.client.events import EventKind, EventStream, binding_keys
+from agent.client.history import EventHistory, Replayed, Since
 from agent.client.registry import HostRegistry, HostState, HostStatus
 from agent.client.storage import DomainSnapshot, StoragePool, StorageVol
 from agent.errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "Connection",
     "Domain",
     "DomainSnapshot",
+    "EventHistory",
     "EventKind",
     "EventStream",
     "HostRegistry",
@@ -61,7 +63,9 @@ __all__ = [
     "OperationTimeout",
     "Progress",
     "RebootEvent",
+    "Replayed",
     "ReplyError",
+    "Since",
     "StoragePool",
     "StorageVol",
     "TunableEvent",

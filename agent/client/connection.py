@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from agent.client.domain import Domain, spec_args
 from agent.client.events import KINDS, EventKind, EventStream
+from agent.client.history import EventHistory, Since, StateListener
 from agent.client.network import Network, network_args
 from agent.client.registry import HostRegistry
 from agent.client.storage import StoragePool
@@ -439,6 +440,32 @@ class Connection:
         """Events filtered by host, domain name, kind and lifecycle event: what routing
         keys can say is filtered by the broker, the domain here."""
         return EventStream(self.channel, host, domain, kind, event)
+
+    def history(
+        self,
+        since: Since,
+        host: str = "*",
+        domain: str | None = None,
+        kind: EventKind | None = None,
+        event: str | None = None,
+        presence: bool = False,
+        on_state: StateListener | None = None,
+    ) -> EventHistory:
+        """The fleet's recorded events from ``since`` (an offset of the history, a time,
+        ``"first"``, ``"next"``), then live, on a connection of its own that survives a
+        broker restart; filtered as ``events`` (``presence``: with the agents' arrivals
+        and goodbyes). Yields ``Replayed(offset, event)``."""
+        return EventHistory(
+            self._url,
+            since,
+            host=host,
+            domain=domain,
+            kind=kind,
+            event=event,
+            presence=presence,
+            ssl_context=self._ssl_context,
+            on_state=on_state,
+        )
 
     def hosts(self, misses: int = 3, discover_s: float = 1.0) -> HostRegistry:
         """A live registry of the fleet, fed by presence events."""

@@ -343,7 +343,7 @@ def test_the_real_parser_accepts_the_document(node: str, tmp_path: Path) -> None
     assert result.returncode == 0, output
     assert not [line for line in result.stdout.splitlines() if line.startswith("error ")], output
     assert re.search(
-        r"^OK: .*AsyncAPI 3\.0\.0, 12 channels, 9 operations, 9 messages", output, re.M
+        r"^OK: .*AsyncAPI 3\.0\.0, 13 channels, 10 operations, 9 messages", output, re.M
     )
 
 
