@@ -22,6 +22,7 @@ class ErrorCode(IntEnum):
     CONFIG_UNSUPPORTED = 67
     OPERATION_TIMEOUT = 68
     OPERATION_ABORTED = 78
+    NO_DOMAIN_METADATA = 80
     RESOURCE_BUSY = 87
     ACCESS_DENIED = 88
 
@@ -46,6 +47,7 @@ _ERROR_PREFIXES = {
     ErrorCode.CONFIG_UNSUPPORTED: "unsupported configuration",
     ErrorCode.OPERATION_TIMEOUT: "Timed out during operation",
     ErrorCode.OPERATION_ABORTED: "operation aborted",
+    ErrorCode.NO_DOMAIN_METADATA: "metadata not found",
     ErrorCode.RESOURCE_BUSY: "resource busy",
     ErrorCode.ACCESS_DENIED: "access denied",
 }
@@ -88,7 +90,9 @@ class EventId(IntEnum):
 
     LIFECYCLE = 0
     REBOOT = 1
+    BALLOON_CHANGE = 13
     TUNABLE = 17
+    METADATA_CHANGE = 23
 
 
 class Lifecycle(Enum):
@@ -148,3 +152,11 @@ _OUTCOMES: dict[Lifecycle, tuple[DomainState, int]] = {
     Lifecycle.STOPPED_CRASHED: (DomainState.SHUTOFF, ShutoffReason.CRASHED),
     Lifecycle.STOPPED_FAILED: (DomainState.SHUTOFF, ShutoffReason.FAILED),
 }
+
+
+class MetadataType(IntEnum):
+    """``virDomainMetadataType``."""
+
+    DESCRIPTION = 0
+    TITLE = 1
+    ELEMENT = 2

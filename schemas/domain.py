@@ -64,6 +64,9 @@ MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_
 Argument = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=4096)]
 EnvValue = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=32768)]
 MetadataValue = Annotated[str, StringConstraints(max_length=4096)]
+Title = Annotated[str, StringConstraints(pattern=r"^[^\n]*$", max_length=4096)]
+"""libvirt's ``<title>``: one line."""
+Description = Annotated[str, StringConstraints(max_length=65536)]
 MetadataXml = Annotated[
     str, StringConstraints(min_length=1, max_length=65536), AfterValidator(normal_fragment)
 ]
@@ -103,6 +106,11 @@ class DomainSpec(WireModel):
     init: bool = True
     metadata: dict[MetadataKey, MetadataValue] = {}
     metadata_xml: MetadataXml | None = None
+    title: Title | None = None
+    description: Description | None = None
+    console: bool = False
+    """An interactive console (libvirt's ``<console type='pty'>``): the container gets
+    a terminal and an open standard input, which ``domain.open_console`` attaches to."""
 
     @field_validator("network")
     @classmethod

@@ -8,6 +8,7 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
 
     <domain type='docker'>  (or 'lxc')     id='N' written while running, ignored when read
     <name>, <uuid>                         name, uuid
+    <title>, <description>                 title, description
     <metadata>                             metadata_xml: its elements, kept verbatim
     <memory>, <currentMemory>              memory_kib; every libvirt unit, KiB by default
     <vcpu>                                 vcpus
@@ -25,6 +26,7 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
       <filesystem type='template'>         image: <source name='IMAGE'/> <target dir='/'/>
       <filesystem type='mount'>…           mounts: <source dir/> <target dir/> [<readonly/>]
       <interface type='network'>           network: <source network='NAME'/>; none without
+      <console type='pty'>                 console: an interactive console (a terminal)
     <virtbus:config xmlns:virtbus='urn:virtbus:domain'>   what libvirt has no element for:
       <virtbus:autostart>yes|no, <virtbus:init>yes|no, <virtbus:pids_limit>N,
       <virtbus:metadata name='K'>V</virtbus:metadata>…    (the spec's metadata)
@@ -214,6 +216,8 @@ class _Reader:
         readers: dict[str, Callable[[Element], None]] = {
             "name": self.name,
             "uuid": self.uuid,
+            "title": self.title,
+            "description": self.description,
             "metadata": self.metadata,
             "memory": self.memory,
             "currentMemory": self.current_memory,
@@ -257,6 +261,14 @@ class _Reader:
             self.fields["uuid"] = str(UUID(text))
         except ValueError:
             raise XmlError(ErrorCode.XML_ERROR, f"malformed <uuid> {_quoted(text)}") from None
+
+    def title(self, element: Element) -> None:
+        self.only(element, "<title>")
+        self.fields["title"] = _text(element, "<title>")
+
+    def description(self, element: Element) -> None:
+        self.only(element, "<description>")
+        self.fields["description"] = _text(element, "<description>")
 
     def metadata(self, element: Element) -> None:
         self.only(element, "<metadata>")
@@ -364,12 +376,28 @@ class _Reader:
 
     def devices(self, element: Element) -> None:
         self.only(element, "<devices>")
-        kinds = ("filesystem", "interface")
+        kinds = ("filesystem", "interface", "console")
         found = self.children(element, "<devices>", kinds, repeatable=kinds)
         for filesystem in found.get("filesystem", []):
             self.filesystem(filesystem)
         for interface in found.get("interface", []):
             self.interface(interface)
+        for console in found.get("console", []):
+            self.console(console)
+
+    def console(self, element: Element) -> None:
+        """``<console type='pty'>``, with whatever target libvirt writes inside it (a
+        container has one console: its terminal)."""
+        kind = element.get("type", "")
+        where = f"<devices><console type='{kind}'>"
+        self.only(element, where, ("type", "tty"))
+        if kind != "pty":
+            self.refuse(where, element)
+            return
+        if self.fields.get("console"):
+            self.refuse("<devices><console> (a second console)", element)
+        self.children(element, where, ("target", "source", "alias"))
+        self.fields["console"] = True
 
     def filesystem(self, element: Element) -> None:
         kind = element.get("type", "mount")
@@ -478,6 +506,10 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
     add(_element(1, "name", spec.name))
     if spec.uuid is not None:
         add(_element(1, "uuid", str(spec.uuid)))
+    if spec.title is not None:
+        add(_element(1, "title", spec.title))
+    if spec.description is not None:
+        add(_element(1, "description", spec.description))
     if spec.metadata_xml is not None:
         add("  <metadata>")
         lines.extend(
@@ -524,6 +556,10 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
         add(_open(2, "interface", type="network"))
         add(_element(3, "source", None, network=spec.network))
         add("    </interface>")
+    if spec.console:
+        add(_open(2, "console", type="pty"))
+        add(_element(3, "target", None, type="lxc", port="0"))
+        add("    </console>")
     add("  </devices>")
     lines += _config(spec)
     add("</domain>")

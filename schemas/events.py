@@ -68,6 +68,20 @@ class TunableEvent(DomainEventBase):
         return f"{self.host}.tunable"
 
 
+class MetadataChangeEvent(DomainEventBase):
+    """libvirt's VIR_DOMAIN_EVENT_ID_METADATA_CHANGE (23): the description, title or a
+    namespace's element (``nsuri``) changed; one event per change."""
+
+    kind: Literal["metadata_change"] = "metadata_change"
+    type: Literal["description", "title", "element"]
+    type_code: int
+    nsuri: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.metadata_change"
+
+
 Presence = Literal["online", "heartbeat", "offline"]
 
 
@@ -87,8 +101,11 @@ class AgentEvent(EventBase):
         return f"{self.host}.agent.{self.state}"
 
 
-DomainEvent = Annotated[LifecycleEvent | RebootEvent | TunableEvent, Field(discriminator="kind")]
+DomainEvent = Annotated[
+    LifecycleEvent | RebootEvent | TunableEvent | MetadataChangeEvent, Field(discriminator="kind")
+]
 Event = Annotated[
-    LifecycleEvent | RebootEvent | TunableEvent | AgentEvent, Field(discriminator="kind")
+    LifecycleEvent | RebootEvent | TunableEvent | MetadataChangeEvent | AgentEvent,
+    Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

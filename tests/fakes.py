@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from agent.errors import VirtError, invalid
+from agent.host import console, metadata  # noqa: F401 (their handlers, as the agent has them)
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainTable
 from agent.host.driver import Credentials, EngineFacts, Observed, RuntimeEvent, Usage
@@ -25,6 +26,26 @@ from agent.host.operations import Operations
 from agent.host.store import Store
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
+
+
+class FakeTerminal:
+    """A terminal that echoes what is written to it, as ``cat`` on a tty does."""
+
+    def __init__(self) -> None:
+        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
+
+    async def read(self) -> bytes | None:
+        return await self._out.get()
+
+    async def write(self, data: bytes) -> None:
+        self._out.put_nowait(data)
+
+    def hang_up(self) -> None:
+        self._out.put_nowait(None)
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 @dataclass
@@ -58,6 +79,8 @@ class FakeDriver:
         self.failures: dict[str, Exception] = {}
         """Verb → exception raised (once) by the next call of that verb."""
         self.called = asyncio.Condition()
+        self.written: dict[str, bytes] = {}
+        """Handle → what the container wrote (its console output)."""
         self._events: asyncio.Queue[RuntimeEvent | None] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._pids = itertools.count(1000)
@@ -182,7 +205,7 @@ class FakeDriver:
             raise invalid(f"Container {handle} is not running")
         self._die(container, signal=9, exit_code=137)
 
-    async def restart(self, handle: str) -> None:
+    async def restart(self, handle: str, timeout_s: int = 10) -> None:
         await self._enter("restart")
         container = self._get(handle)
         self._die(container, signal=15, exit_code=143)
@@ -190,6 +213,23 @@ class FakeDriver:
         container.status, container.pid = "running", next(self._pids)
         self._emit(container, "start")
         self._emit(container, "restart")
+
+    async def signal(self, handle: str, signal: str) -> None:
+        await self._enter("signal")
+        container = self._get(handle)
+        if container.status not in ("running", "paused"):
+            raise invalid(f"Container {handle} is not running")
+        self._die(container, signal=15, exit_code=143)
+
+    async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
+        await self._enter("output")
+        written = self.written.get(handle, b"")
+        return written[-max_bytes:], len(written) > max_bytes
+
+    async def attach(self, handle: str) -> FakeTerminal:
+        await self._enter("attach")
+        self._get(handle)
+        return FakeTerminal()
 
     async def pause(self, handle: str) -> None:
         await self._enter("pause")

@@ -19,8 +19,10 @@ from typing import Any
 
 from agent import __version__
 from agent.errors import VirtError
+from agent.host import metadata  # noqa: F401 (its handlers)
 from agent.host.bus import Bus, Inbound
 from agent.host.config import Config
+from agent.host.console import Consoles
 from agent.host.credentials import RegistryCredentials
 from agent.host.dispatch import Dispatcher, Outcome
 from agent.host.domains import DomainTable
@@ -94,6 +96,7 @@ class Agent:
             self._server = MetricsServer(
                 self.metrics, self.health, config.metrics_host, config.metrics_port
             )
+        self._consoles = Consoles(self._bus.open_stream)
         self._dispatcher: Dispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: asyncio.Task[None] | None = None
@@ -150,6 +153,7 @@ class Agent:
             intent_reached=self._store.intent_reached,
             policy=self.config.policy,
         )
+        operations.sessions = self._consoles
         self._dispatcher = Dispatcher(
             self.host,
             operations,
@@ -206,6 +210,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._consoles.close()
         await self._outbox.kill()
         self._tasks.clear()
         self._answers.clear()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from agent.errors import VirtError
@@ -31,7 +32,14 @@ from agent.host.translate import (
     translate,
 )
 from schemas.codes import DomainState, Lifecycle, PausedReason, RunningReason
-from schemas.events import DomainRef, LifecycleEvent, Origin, RebootEvent, TunableEvent
+from schemas.events import (
+    DomainEventBase,
+    DomainRef,
+    LifecycleEvent,
+    Origin,
+    RebootEvent,
+    TunableEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +146,20 @@ class Monitor:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
+        self._on_queued()
+
+    def publish(
+        self, domain: DomainObj, build: Callable[[int, dict[str, Any]], DomainEventBase]
+    ) -> None:
+        """Store the domain and queue an event of a change Docker does not see (its
+        metadata) in one transaction. ``build`` gets the event's ``seq`` and the fields
+        every domain event shares."""
+        ref = DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id)
+        with self._store.transaction() as tx:
+            if self._domains.by_uuid(domain.uuid) is domain:
+                tx.save(domain)
+            common = {"host": self.host, "time": datetime.now(UTC), "domain": ref}
+            tx.enqueue(lambda seq: build(seq, common))
         self._on_queued()
 
     def stopped(

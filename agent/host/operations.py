@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -79,6 +79,8 @@ EVENT_WAIT_S = 10.0
 """How long an op waits for Docker's report of what it did, beyond its own duration."""
 ORPHAN_WAIT_S = 20.0
 """How long a retried command waits for Docker to finish its first attempt's work."""
+REBOOT_WAIT_S = 3600.0
+"""How long a reboot without escalation waits for the domain to stop by itself."""
 JOB_WAIT_S = 30.0
 """How long a command waits for Docker to finish the previous call on its domain, as
 libvirt waits for a domain's job lock."""
@@ -132,6 +134,25 @@ class Operations:
         self._credentials = credentials
         self._engine = engine
         self._finishing: dict[UUID, asyncio.Future[object]] = {}
+        self._delivered: set[asyncio.Task[None]] = set()
+        self.sessions: Any = None
+        """The console sessions (agent/host/console.py), set where the agent is composed."""
+
+    @property
+    def domains(self) -> DomainTable:
+        return self._domains
+
+    @property
+    def driver(self) -> Driver:
+        return self._driver
+
+    @property
+    def monitor(self) -> Monitor:
+        return self._monitor
+
+    def saved(self, domain: DomainObj) -> DomainRecord:
+        """Store the domain as it stands; its record."""
+        return self._saved(domain)
 
     async def run(self, command: Command, retry: bool = False) -> Result:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
@@ -461,7 +482,7 @@ class Operations:
         self._mounts.admit(spec, domain.uuid)
         steps = list(before or [])
         mode = Mode.PLAIN
-        if pending is not None:
+        if pending is not None and _container_of(pending) != _container_of(domain.spec):
             steps += self._rebuild(domain, pending)
             mode = Mode.REFRESH
         steps.append(lambda: self._verify_mounts(domain, spec))
@@ -496,6 +517,10 @@ class Operations:
     @handles(Shutdown)
     async def shutdown(self, command: Shutdown) -> DomainRecord:
         timeout_s = command.args.timeout_s
+        if not command.args.escalate:
+            domain = self._active(command)
+            await self._driver.signal(self._handle(domain), "TERM")
+            return domain.record()
         return await self._take_down(
             command,
             Lifecycle.STOPPED_SHUTDOWN,
@@ -559,19 +584,42 @@ class Operations:
 
     @handles(Reboot)
     async def reboot(self, command: Reboot) -> DomainRecord:
-        """Docker's restart mounts the sources again: they are checked first."""
+        """Docker's restart mounts the sources again: they are checked first. Without
+        ``escalate`` the restart waits for the domain to stop however long it takes (it
+        is never killed) and the reply does not wait for it."""
         domain = await self._running(command)
-        await self._act(
-            domain,
-            command.id,
-            frozenset({Special.REBOOT}),
-            lambda: self._verify_mounts(domain, domain.spec),
-            lambda: self._driver.restart(self._handle(domain)),
-            mode=Mode.REBOOT,
-            wait_s=2 * EVENT_WAIT_S,
-            answer_at_report=True,
-        )
+        escalate = command.args.escalate
+        grace_s = command.args.timeout_s if escalate else -1
+
+        async def restart() -> None:
+            await self._act(
+                domain,
+                command.id,
+                frozenset({Special.REBOOT}),
+                lambda: self._verify_mounts(domain, domain.spec),
+                lambda: self._driver.restart(self._handle(domain), grace_s),
+                mode=Mode.REBOOT,
+                wait_s=grace_s + 2 * EVENT_WAIT_S if escalate else REBOOT_WAIT_S,
+                answer_at_report=True,
+            )
+
+        if escalate:
+            await restart()
+        else:
+            await self._verify_mounts(domain, domain.spec)
+            self._in_background(restart(), f"reboot of domain {domain.name}")
         return domain.record()
+
+    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(work)
+        self._delivered.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._delivered.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s failed: %s", what, task.exception())
+
+        task.add_done_callback(done)
 
     async def _restart_after_crash(
         self, domain: DomainObj, crash: Lifecycle, exit_code: int | None
@@ -776,3 +824,12 @@ class Operations:
                     await self.start(domain, f"autostart-{domain.uuid}", paused=False)
                 except VirtError as error:
                     log.warning("autostart of domain %s failed: %s", domain.name, error)
+
+
+_OUTSIDE_THE_CONTAINER = {"title", "description", "metadata", "metadata_xml", "autostart"}
+
+
+def _container_of(spec: DomainSpec) -> DomainSpec:
+    """The part of a definition its container is built from: a definition that differs
+    from the running one only in its description or metadata needs no new container."""
+    return spec.model_copy(update=dict.fromkeys(_OUTSIDE_THE_CONTAINER))

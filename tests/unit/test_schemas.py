@@ -61,6 +61,10 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "args": {"registry": "registry.example:5000", "username": "u", "password": "pw"}
     },
     "host.logout": {"args": {"registry": "registry.example"}},
+    "domain.set_metadata": {"target": WEB, "args": {"type": "title"}},
+    "domain.get_metadata": {"target": WEB, "args": {"type": "description"}},
+    "domain.get_console_output": {"target": WEB},
+    "domain.open_console": {"target": WEB, "args": {"queue": "amq.gen-x"}},
 }
 """The smallest valid body of every op, without the envelope."""
 
@@ -118,7 +122,7 @@ def test_target_by_each_key() -> None:
 
 def test_defaults_are_the_contracts() -> None:
     shutdown = parse_command(body("domain.shutdown"))
-    assert shutdown.args.model_dump() == {"timeout_s": 10}
+    assert shutdown.args.model_dump() == {"timeout_s": 10, "escalate": True}
     define = parse_command(body("domain.define"))
     assert define.op == "domain.define"
     spec = define.args.spec
@@ -364,6 +368,7 @@ ERROR_CODES = {
     "CONFIG_UNSUPPORTED": 67,
     "OPERATION_TIMEOUT": 68,
     "OPERATION_ABORTED": 78,
+    "NO_DOMAIN_METADATA": 80,
     "RESOURCE_BUSY": 87,
     "ACCESS_DENIED": 88,
 }
@@ -410,7 +415,9 @@ def test_event_ids_are_libvirts() -> None:
     assert {event.name: event.value for event in EventId} == {
         "LIFECYCLE": 0,
         "REBOOT": 1,
+        "BALLOON_CHANGE": 13,
         "TUNABLE": 17,
+        "METADATA_CHANGE": 23,
     }
 
 
