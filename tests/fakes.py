@@ -221,6 +221,9 @@ class FakeDriver:
             raise invalid(f"Container {handle} is not running")
         self._die(container, signal=15, exit_code=143)
 
+    async def wait_stopped(self, handle: str) -> None:
+        await self._enter("wait_stopped")
+
     async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
         await self._enter("output")
         written = self.written.get(handle, b"")

@@ -100,6 +100,8 @@ ACCESS: dict[int, Access] = {
     231: _a("virDomainUndefineFlags", "domain:delete"),
     234: _a("virDomainDestroyFlags", "domain:stop"),
     258: _a("virDomainShutdownFlags", "domain:init_control"),
+    264: _a("virDomainSetMetadata", "domain:write"),
+    265: _a("virDomainGetMetadata", "domain:read"),
     273: _a("virConnectListAllDomains", "connect:search_domains"),
     274: _a("virDomainListAllSnapshots", "domain:read"),
     281: _a("virConnectListAllStoragePools", "connect:search_storage_pools"),

@@ -143,6 +143,10 @@ class Driver(Protocol):
         """Send ``signal`` (``TERM``...) to the container's init."""
         ...
 
+    async def wait_stopped(self, handle: str) -> None:
+        """Return once the container is not running, however long that takes."""
+        ...
+
     async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
         """The last ``max_bytes`` of what the container wrote, and whether there was more."""
         ...
@@ -424,6 +428,10 @@ class DockerDriver:
 
     async def signal(self, handle: str, signal: str) -> None:
         await self._call(self._container(handle).kill(signal=signal, timeout=CALL_TIMEOUT))
+
+    async def wait_stopped(self, handle: str) -> None:
+        forever = aiohttp.ClientTimeout(total=None)
+        await self._call(self._container(handle).wait(timeout=forever))
 
     async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
         # Docker cannot bound logs in bytes: lines, then the tail of their bytes

@@ -79,8 +79,6 @@ EVENT_WAIT_S = 10.0
 """How long an op waits for Docker's report of what it did, beyond its own duration."""
 ORPHAN_WAIT_S = 20.0
 """How long a retried command waits for Docker to finish its first attempt's work."""
-REBOOT_WAIT_S = 3600.0
-"""How long a reboot without escalation waits for the domain to stop by itself."""
 JOB_WAIT_S = 30.0
 """How long a command waits for Docker to finish the previous call on its domain, as
 libvirt waits for a domain's job lock."""
@@ -134,7 +132,7 @@ class Operations:
         self._credentials = credentials
         self._engine = engine
         self._finishing: dict[UUID, asyncio.Future[object]] = {}
-        self._delivered: set[asyncio.Task[None]] = set()
+        self._rebooting: dict[UUID, asyncio.Task[None]] = {}
         self.sessions: Any = None
         """The console sessions (agent/host/console.py), set where the agent is composed."""
 
@@ -519,6 +517,7 @@ class Operations:
         timeout_s = command.args.timeout_s
         if not command.args.escalate:
             domain = self._active(command)
+            await self._cancel_reboot(domain.uuid)
             await self._driver.signal(self._handle(domain), "TERM")
             return domain.record()
         return await self._take_down(
@@ -551,6 +550,7 @@ class Operations:
         while this runs, and one still waiting is cancelled (the domain, whose container
         is already down, stops with ``stopped`` at once)."""
         domain = self._domains.get(command.target)
+        await self._cancel_reboot(domain.uuid)
         with self._restarts.held(domain.uuid):
             if await self._restarts.cancel(domain.uuid):
                 self._monitor.stopped(domain, stopped, command.id)
@@ -585,41 +585,58 @@ class Operations:
     @handles(Reboot)
     async def reboot(self, command: Reboot) -> DomainRecord:
         """Docker's restart mounts the sources again: they are checked first. Without
-        ``escalate`` the restart waits for the domain to stop however long it takes (it
-        is never killed) and the reply does not wait for it."""
+        ``escalate``: the domain's init gets SIGTERM and the reply goes out; when the
+        domain has stopped, however long that takes, the agent starts it again (one
+        reboot event). A shutdown or destroy in the meantime cancels the restart."""
         domain = await self._running(command)
-        escalate = command.args.escalate
-        grace_s = command.args.timeout_s if escalate else -1
+        await self._verify_mounts(domain, domain.spec)
+        handle = self._handle(domain)
+        if not command.args.escalate:
 
-        async def restart() -> None:
-            await self._act(
-                domain,
-                command.id,
-                frozenset({Special.REBOOT}),
-                lambda: self._verify_mounts(domain, domain.spec),
-                lambda: self._driver.restart(self._handle(domain), grace_s),
-                mode=Mode.REBOOT,
-                wait_s=grace_s + 2 * EVENT_WAIT_S if escalate else REBOOT_WAIT_S,
-                answer_at_report=True,
-            )
+            async def reboot_when_stopped() -> None:
+                await self._act(
+                    domain,
+                    command.id,
+                    frozenset({Special.REBOOT}),
+                    lambda: self._driver.signal(handle, "TERM"),
+                    lambda: self._driver.wait_stopped(handle),
+                    lambda: self._verify_mounts(domain, domain.spec),
+                    lambda: self._driver.start(handle),
+                    mode=Mode.SOFT_REBOOT,
+                )
 
-        if escalate:
-            await restart()
-        else:
-            await self._verify_mounts(domain, domain.spec)
-            self._in_background(restart(), f"reboot of domain {domain.name}")
+            self._in_background(domain.uuid, reboot_when_stopped(), f"reboot of {domain.name}")
+            return domain.record()
+        grace_s = command.args.timeout_s
+        await self._act(
+            domain,
+            command.id,
+            frozenset({Special.REBOOT}),
+            lambda: self._driver.restart(handle, grace_s),
+            mode=Mode.REBOOT,
+            wait_s=grace_s + 2 * EVENT_WAIT_S,
+            answer_at_report=True,
+        )
         return domain.record()
 
-    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+    def _in_background(self, uuid: UUID, work: Coroutine[Any, Any, None], what: str) -> None:
         task = asyncio.create_task(work)
-        self._delivered.add(task)
+        self._rebooting[uuid] = task
 
         def done(task: asyncio.Task[None]) -> None:
-            self._delivered.discard(task)
+            if self._rebooting.get(uuid) is task:
+                del self._rebooting[uuid]
             if not task.cancelled() and task.exception() is not None:
                 log.warning("%s failed: %s", what, task.exception())
 
         task.add_done_callback(done)
+
+    async def _cancel_reboot(self, uuid: UUID) -> None:
+        """A reboot waiting for the domain to stop by itself will not start it again."""
+        task = self._rebooting.pop(uuid, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _restart_after_crash(
         self, domain: DomainObj, crash: Lifecycle, exit_code: int | None

@@ -31,6 +31,9 @@ class Mode(StrEnum):
     as libvirt reports a domain that dies while being destroyed."""
     RESTART = "restart"
     """The agent restarts a crashed ``on_crash: restart`` domain: its start is a reboot."""
+    SOFT_REBOOT = "soft_reboot"
+    """``domain.reboot`` without escalation: the domain stops by itself after a signal
+    and the agent starts it; the stop is not reported, the start is the reboot."""
 
 
 class Special(Enum):
@@ -76,12 +79,14 @@ TABLE: tuple[Row, ...] = (
     Row("create", (), persistent=False),
     Row("start", (), mode=Mode.REBOOT),
     Row("start", (Special.REBOOT,), mode=Mode.RESTART),
+    Row("start", (Special.REBOOT,), mode=Mode.SOFT_REBOOT),
     Row("start", (L.STARTED_BOOTED,)),
     Row("pause", (L.SUSPENDED_PAUSED,)),
     # Docker unpauses a paused container on its way down: not a resume.
     Row("unpause", (), stopping=True),
     Row("unpause", (L.RESUMED_UNPAUSED,)),
     Row("die", (), mode=Mode.REBOOT),
+    Row("die", (), mode=Mode.SOFT_REBOOT),
     Row("die", (L.STOPPED_DESTROYED,), mode=Mode.DESTROY),
     Row("die", (Special.STOPPED,)),
     Row("restart", (Special.REBOOT,)),
