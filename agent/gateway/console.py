@@ -127,6 +127,7 @@ class ConsoleRelay:
         self._ended = True
         if self._session.streams.get(self._serial) is self:
             del self._session.streams[self._serial]
+            self._session.changed()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -157,5 +158,6 @@ async def open_console(session: Session, args: Unpacker) -> bytes:
     )
     relay = ConsoleRelay(session, console, serial)
     session.streams[serial] = relay
+    session.changed()
     relay.start(REPLIED.get())
     return b""

@@ -160,6 +160,11 @@ class Gateway:
         return sum(len(session.callbacks) for session in self._sessions)
 
     @property
+    def streams(self) -> int:
+        """Streams (consoles) the clients connected now have open."""
+        return sum(len(session.streams) for session in self._sessions)
+
+    @property
     def clients(self) -> int:
         """Clients connected now."""
         return len(self._clients)

@@ -103,6 +103,11 @@ class Agent:
         self._answers: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
+    @property
+    def consoles(self) -> Consoles:
+        """The console sessions open now."""
+        return self._consoles
+
     async def __aenter__(self) -> Agent:
         try:
             await self.start()

@@ -51,9 +51,18 @@ class Consoles:
         self._limit = limit
         self._sessions: dict[UUID, Session] = {}
         self._ending: set[asyncio.Future[None]] = set()
+        self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    async def wait(self, predicate: Callable[[int], bool], timeout_s: float) -> None:
+        """Until the number of open sessions satisfies ``predicate``; TimeoutError after
+        ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate(len(self._sessions)):
+                self._changed.clear()
+                await self._changed.wait()
 
     async def open(self, domain: UUID, terminal: Terminal, peer: str, force: bool) -> BusStream:
         """Join ``terminal`` to a new stream whose peer is the queue ``peer``."""
@@ -70,6 +79,7 @@ class Consoles:
         stream.connect(peer)
         session = Session(domain, stream, terminal)
         self._sessions[domain] = session
+        self._changed.set()
         session.tasks = [
             asyncio.create_task(self._output(session)),
             asyncio.create_task(self._input(session)),
@@ -108,6 +118,7 @@ class Consoles:
         """Close a session on every side; idempotent."""
         if self._sessions.get(session.domain) is session:
             del self._sessions[session.domain]
+            self._changed.set()
         if session.closed.is_set():
             return
         session.closed.set()
