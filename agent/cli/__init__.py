@@ -8,6 +8,7 @@
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
     hosts        hosts
+    metadata     desc, metadata              console      console, console-output
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.cli import (
     agent,
+    console,
     define,
     events,
     gateway,
@@ -32,6 +34,7 @@ from agent.cli import (
     info,
     lifecycle,
     listing,
+    metadata,
     provision,
     schema,
     tuning,
@@ -59,6 +62,8 @@ VERB_GROUPS = (
     tuning,
     events,
     hosts,
+    metadata,
+    console,
 )
 """In the order ``--help`` lists their verbs."""
 

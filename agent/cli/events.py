@@ -22,6 +22,7 @@ EVENT_CHOICES = (
     "lifecycle",
     "reboot",
     "tunable",
+    "metadata_change",
     "agent",
     *dict.fromkeys(member.event for member in Lifecycle),
 )
@@ -54,7 +55,7 @@ async def run(conn: Connection, args: argparse.Namespace, output: Output) -> int
         return 1
     kind: EventKind | None = None
     event: str | None = None
-    if args.event in ("reboot", "tunable", "agent"):
+    if args.event in ("reboot", "tunable", "metadata_change", "agent"):
         kind = args.event
     elif args.event == "lifecycle":
         kind = "lifecycle"

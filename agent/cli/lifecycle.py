@@ -45,6 +45,12 @@ def register(commands: Commands, config: CliConfig) -> None:
             command.add_argument(
                 "--grace", type=int, help="seconds before the domain is killed (default 10)"
             )
+        if verb in ("shutdown", "reboot"):
+            command.add_argument(
+                "--no-kill",
+                action="store_true",
+                help="ask the domain and return (as libvirt): it is never killed",
+            )
 
 
 def start_request(args: argparse.Namespace) -> Request:
@@ -58,5 +64,9 @@ def start_request(args: argparse.Namespace) -> Request:
 
 def simple_request(args: argparse.Namespace) -> Request:
     _, op, message = SIMPLE[args.verb]
-    args_of = {"timeout_s": args.grace} if args.verb == "shutdown" and args.grace else None
+    args_of: dict[str, object] | None = None
+    if args.verb == "shutdown" and args.grace:
+        args_of = {"timeout_s": args.grace}
+    if args.verb in ("shutdown", "reboot") and args.no_kill:
+        args_of = {**(args_of or {}), "escalate": False}
     return Request(op, args_of, target_of(args.domain), record_line(message))

@@ -14,19 +14,17 @@ import pytest
 
 from agent.gateway.server import Gateway
 from schemas.events import LifecycleEvent, MetadataChangeEvent
-from tests.integration.test_gateway import (  # noqa: F401 (fixtures)
-    TIMEOUT_S,
-    Virsh,
-    gateway,
-    libvirt_python,
-    uri,
-    virsh,
-    virsh_path,
-    watch,
-)
-from tests.support.fleet import Host, spec
+from tests.integration import test_gateway
+from tests.integration.test_gateway import TIMEOUT_S, Virsh, uri, watch
+from tests.support.fleet import CLI, VIRTBUS, Host, spec
 
 pytestmark = pytest.mark.integration
+
+# the fixtures of the gateway's tests: a gateway, virsh on it, libvirt-python
+gateway = test_gateway.gateway
+virsh = test_gateway.virsh
+virsh_path = test_gateway.virsh_path
+libvirt_python = test_gateway.libvirt_python
 
 ESCAPE = b"\x1d"  # Ctrl-], virsh's default escape key
 NS = "http://example.org/virtbus-test"
@@ -71,14 +69,14 @@ class Terminal:
         os.close(self.master)
 
 
-async def on_pty(*argv: str) -> Terminal:
+async def on_pty(*argv: str, env: dict[str, str] | None = None) -> Terminal:
     master, slave = pty.openpty()
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=slave,
         stdout=slave,
         stderr=slave,
-        env={**os.environ, "LC_ALL": "C", "TERM": "dumb"},
+        env={**(env or os.environ), "LC_ALL": "C", "TERM": "dumb"},
         start_new_session=True,
     )
     os.close(slave)
@@ -196,7 +194,7 @@ async def test_metadata_set_through_virsh_comes_back_through_the_bus(
     await virsh.ok("metadata", "web", NS, "--key", "t", "--set", "<owner team='a'>ops</owner>")
     assert (await virsh.ok("desc", "web")).strip() == "the web server"
     assert (await virsh.ok("desc", "web", "--title")).strip() == "Web"
-    assert (await virsh.ok("metadata", "web", NS)).strip() == "<owner team=\"a\">ops</owner>"
+    assert (await virsh.ok("metadata", "web", NS)).strip() == '<owner team="a">ops</owner>'
 
     got = await host.ok("domain.get_metadata", "web", {"type": "element", "uri": NS})
     assert got["metadata"] == '<owner team="a">ops</owner>'
@@ -246,3 +244,41 @@ async def test_virsh_event_prints_balloon_tunable_and_metadata_events(
         )
     finally:
         await events.stop()
+
+
+async def test_the_cli_sets_and_shows_metadata_and_console_output(cli: CLI, host: Host) -> None:
+    on = ("--host", host.name)
+    await host.ok("domain.define", args={"spec": spec("hello", "echo", "hello from the console")})
+    await host.ok("domain.create", "hello")
+    await host.events.wait_for(
+        lambda e: (
+            isinstance(e, LifecycleEvent) and e.domain.name == "hello" and e.event == "stopped"
+        )
+    )
+    shown = await cli("console-output", "hello", *on)
+    assert shown.out.strip() == "hello from the console", shown.err
+    updated = await cli("desc", "hello", "--new-desc", "says hello", *on)
+    assert updated.out.strip() == "Domain description updated successfully", updated.err
+    assert (await cli("desc", "hello", *on)).out.strip() == "says hello"
+    await cli("metadata", "hello", NS, "--key", "t", "--set", "<greeting/>", *on)
+    assert (await cli("metadata", "hello", NS, *on)).out.strip() == "<greeting/>"
+    missing = await cli("desc", "hello", "--title", *on)
+    assert missing.status == 1
+    assert "metadata not found" in missing.err
+
+
+async def test_the_cli_console_echoes_and_detaches(cli: CLI, host: Host) -> None:
+    await host.ok("domain.define", args={"spec": spec("cat", "cat", console=True)})
+    await host.ok("domain.create", "cat")
+    terminal = await on_pty(str(VIRTBUS), "console", "cat", "--host", host.name, env=cli.env)
+    try:
+        ready = await terminal.expect(b"Escape character is ^]")
+        terminal.type(b"from the cli\r")
+        echoed = await terminal.expect(b"from the cli", ready)
+        await terminal.expect(b"from the cli", echoed)
+        terminal.type(ESCAPE)
+        assert await asyncio.wait_for(terminal.process.wait(), TIMEOUT_S) == 0
+    finally:
+        await terminal.close()
+    await host.agent.consoles.wait(lambda n: n == 0, TIMEOUT_S)
+    assert (await host.ok("domain.lookup", "cat"))["state"] == 1
