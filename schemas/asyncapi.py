@@ -24,7 +24,14 @@ from pydantic.json_schema import JsonSchemaMode
 
 from schemas.codes import Lifecycle
 from schemas.commands import COMMAND_ADAPTER
-from schemas.events import AgentEvent, LifecycleEvent, Presence, RebootEvent, TunableEvent
+from schemas.events import (
+    AgentEvent,
+    LifecycleEvent,
+    MetadataChangeEvent,
+    Presence,
+    RebootEvent,
+    TunableEvent,
+)
 from schemas.replies import Reply
 from schemas.topology import (
     BROADCAST,
@@ -74,6 +81,7 @@ _PAYLOADS: dict[str, TypeAdapter[Any]] = {
     "LifecycleEvent": TypeAdapter(LifecycleEvent),
     "RebootEvent": TypeAdapter(RebootEvent),
     "TunableEvent": TypeAdapter(TunableEvent),
+    "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
 }
 
@@ -325,6 +333,14 @@ def _channels() -> dict[str, Any]:
             "(`memory_kib`, `vcpus`).",
             "TunableEvent",
         ),
+        "metadataChangeEvents": _event_channel(
+            "{host}.metadata_change",
+            "Metadata change events",
+            "libvirt's VIR_DOMAIN_EVENT_ID_METADATA_CHANGE (23): a domain's description, "
+            "title or namespaced metadata element changed (`domain.set_metadata`), one "
+            "event per change.",
+            "MetadataChangeEvent",
+        ),
         "presence": _event_channel(
             "{host}.agent.{state}",
             "Agent presence",
@@ -473,6 +489,12 @@ def _operations() -> dict[str, Any]:
         "receiveTunableEvents": _receive(
             "tunableEvents", "TunableEvent", "Follow tunable events", "Domain tunables changed."
         ),
+        "receiveMetadataChangeEvents": _receive(
+            "metadataChangeEvents",
+            "MetadataChangeEvent",
+            "Follow metadata change events",
+            "Domain descriptions, titles and metadata elements changed.",
+        ),
         "receivePresence": _receive(
             "presence",
             "AgentEvent",
@@ -593,6 +615,21 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "cause": "6f1c2d",
             "kind": "tunable",
             "params": {"memory_kib": 131072},
+        }
+    ],
+    "MetadataChangeEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:03:00Z",
+            "seq": 1045,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "agent",
+            "cause": "6f1c2f",
+            "kind": "metadata_change",
+            "type": "element",
+            "type_code": 2,
+            "nsuri": "http://example.org/app",
         }
     ],
     "AgentEvent": [
@@ -742,6 +779,13 @@ def _messages_components() -> dict[str, Any]:
             "Tunable event",
             "Tunables of a domain changed (VIR_DOMAIN_EVENT_ID_TUNABLE).",
             "`params` holds the new values by their spec names. " + _EVENT_PROPERTIES,
+        ),
+        "MetadataChangeEvent": _message(
+            "MetadataChangeEvent",
+            "Metadata change event",
+            "A domain's metadata changed (VIR_DOMAIN_EVENT_ID_METADATA_CHANGE).",
+            "`type` (`virDomainMetadataType` by name, `type_code` by number) and, for an "
+            "element, its namespace `nsuri`. " + _EVENT_PROPERTIES,
         ),
         "AgentEvent": _message(
             "AgentEvent",

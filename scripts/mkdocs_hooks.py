@@ -58,6 +58,10 @@ LIBVIRT: dict[str, str] = {
     "host.ping": "—",
     "host.login": "— (docker login)",
     "host.logout": "— (docker logout)",
+    "domain.set_metadata": "virDomainSetMetadata",
+    "domain.get_metadata": "virDomainGetMetadata",
+    "domain.get_console_output": "— (nova's get_console_output)",
+    "domain.open_console": "virDomainOpenConsole",
 }
 """The libvirt function each op stands for: the one fact of the op table that the models
 do not carry."""

@@ -13,6 +13,7 @@ import pytest
 
 from agent.client import Connection, VirtbusError
 from agent.client.connection import Op
+from agent.client.events import EventKind
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     REMOTE_PROGRAM,
@@ -26,7 +27,6 @@ from agent.gateway.protocol import (
 )
 from agent.gateway.server import Client
 from agent.gateway.xdr import Packer, Unpacker
-from agent.client.events import EventKind
 from schemas.codes import ErrorCode, EventId
 from schemas.commands import op_of
 from schemas.domain import DomainRecord
