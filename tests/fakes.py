@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +79,8 @@ class FakeDriver:
         self.failures: dict[str, Exception] = {}
         """Verb → exception raised (once) by the next call of that verb."""
         self.called = asyncio.Condition()
+        self.deaf: set[str] = set()
+        """Handles of containers whose init ignores SIGTERM."""
         self.written: dict[str, bytes] = {}
         """Handle → what the container wrote (its console output)."""
         self._events: asyncio.Queue[RuntimeEvent | None] = asyncio.Queue()
@@ -219,7 +221,10 @@ class FakeDriver:
         container = self._get(handle)
         if container.status not in ("running", "paused"):
             raise invalid(f"Container {handle} is not running")
-        self._die(container, signal=15, exit_code=143)
+        self._emit(container, "kill", signal=15)
+        if handle not in self.deaf:
+            container.status, container.pid, container.exit_code = "exited", 0, 143
+            self._emit(container, "die", exit_code=143)
 
     async def wait_stopped(self, handle: str) -> None:
         await self._enter("wait_stopped")
@@ -324,10 +329,13 @@ class FakeHost:
 
 
 @asynccontextmanager
-async def fake_host(store: Store, state: Path) -> AsyncIterator[FakeHost]:
-    """A FakeHost on an open store; its monitor runs until the block ends."""
+async def fake_host(
+    store: Store, state: Path, on_queued: Callable[[], None] = lambda: None
+) -> AsyncIterator[FakeHost]:
+    """A FakeHost on an open store; its monitor runs until the block ends and calls
+    ``on_queued`` whenever it queued events."""
     driver, domains = FakeDriver(), DomainTable()
-    monitor = Monitor("h1", domains, store, driver, lambda: None)
+    monitor = Monitor("h1", domains, store, driver, on_queued)
     watching = asyncio.create_task(monitor.run())
     try:
         await asyncio.wait_for(monitor.connected.wait(), 5)
