@@ -26,6 +26,7 @@ from schemas.codes import Lifecycle
 from schemas.commands import COMMAND_ADAPTER
 from schemas.events import (
     AgentEvent,
+    HealthEvent,
     LifecycleEvent,
     MetadataChangeEvent,
     Presence,
@@ -82,6 +83,7 @@ _PAYLOADS: dict[str, TypeAdapter[Any]] = {
     "RebootEvent": TypeAdapter(RebootEvent),
     "TunableEvent": TypeAdapter(TunableEvent),
     "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
+    "HealthEvent": TypeAdapter(HealthEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
 }
 
@@ -341,6 +343,19 @@ def _channels() -> dict[str, Any]:
             "event per change.",
             "MetadataChangeEvent",
         ),
+        "healthEvents": _event_channel(
+            "{host}.health.{status}",
+            "Health events",
+            "A domain's health check (its spec's `healthcheck`, or its image's) changed its "
+            "verdict. libvirt has no such event; the gateway reports it as "
+            "VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE (18), healthy as a connected guest agent.",
+            "HealthEvent",
+            status={
+                "description": "The health check's verdict.",
+                "enum": ["healthy", "unhealthy"],
+                "location": "$message.payload#/status",
+            },
+        ),
         "presence": _event_channel(
             "{host}.agent.{state}",
             "Agent presence",
@@ -495,6 +510,12 @@ def _operations() -> dict[str, Any]:
             "Follow metadata change events",
             "Domain descriptions, titles and metadata elements changed.",
         ),
+        "receiveHealthEvents": _receive(
+            "healthEvents",
+            "HealthEvent",
+            "Follow health events",
+            "Domains whose health check turned healthy or unhealthy.",
+        ),
         "receivePresence": _receive(
             "presence",
             "AgentEvent",
@@ -630,6 +651,19 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "type": "element",
             "type_code": 2,
             "nsuri": "http://example.org/app",
+        }
+    ],
+    "HealthEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:04:00Z",
+            "seq": 1046,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "external",
+            "cause": None,
+            "kind": "health",
+            "status": "unhealthy",
         }
     ],
     "AgentEvent": [
@@ -786,6 +820,12 @@ def _messages_components() -> dict[str, Any]:
             "A domain's metadata changed (VIR_DOMAIN_EVENT_ID_METADATA_CHANGE).",
             "`type` (`virDomainMetadataType` by name, `type_code` by number) and, for an "
             "element, its namespace `nsuri`. " + _EVENT_PROPERTIES,
+        ),
+        "HealthEvent": _message(
+            "HealthEvent",
+            "Health event",
+            "A domain's health check turned healthy or unhealthy.",
+            "`status` is Docker's verdict. " + _EVENT_PROPERTIES,
         ),
         "AgentEvent": _message(
             "AgentEvent",

@@ -92,6 +92,7 @@ class EventId(IntEnum):
     REBOOT = 1
     BALLOON_CHANGE = 13
     TUNABLE = 17
+    AGENT_LIFECYCLE = 18
     METADATA_CHANGE = 23
 
 

@@ -82,6 +82,16 @@ class Mount(WireModel):
     readonly: bool = False
 
 
+class HealthCheck(WireModel):
+    """A command Docker runs in the domain every ``interval_s``: healthy when it exits 0,
+    unhealthy after ``retries`` failures in a row (each bounded by ``timeout_s``)."""
+
+    command: list[Argument] = Field(min_length=1, max_length=256)
+    interval_s: int = Field(default=30, ge=1, le=3600)
+    timeout_s: int = Field(default=30, ge=1, le=3600)
+    retries: int = Field(default=3, ge=1, le=100)
+
+
 class DomainSpec(WireModel):
     """A domain's definition (docs/protocol.md). The image must be on the host or pullable.
 
@@ -111,6 +121,8 @@ class DomainSpec(WireModel):
     console: bool = False
     """An interactive console (libvirt's ``<console type='pty'>``): the container gets
     a terminal and an open standard input, which ``domain.open_console`` attaches to."""
+    healthcheck: HealthCheck | None = None
+    """Its transitions are ``health`` events (docs/console-metadata.md)."""
 
     @field_validator("network")
     @classmethod

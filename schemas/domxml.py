@@ -30,6 +30,8 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
     <virtbus:config xmlns:virtbus='urn:virtbus:domain'>   what libvirt has no element for:
       <virtbus:autostart>yes|no, <virtbus:init>yes|no, <virtbus:pids_limit>N,
       <virtbus:metadata name='K'>V</virtbus:metadata>…    (the spec's metadata)
+      <virtbus:healthcheck interval='S' timeout='S' retries='N'>
+        <virtbus:arg>…</virtbus:arg>…</virtbus:healthcheck>  (the spec's healthcheck)
 
 Errors are XmlError. XML_ERROR: text that is not XML, a root that is not ``<domain>``,
 something required missing or repeated, a value that cannot be read (a number, a unit, a
@@ -461,7 +463,8 @@ class _Reader:
         where = f"<{_shown(element)}>"
         self.only(element, where)
         tags = {
-            name: f"{PREFIX}:{name}" for name in ("autostart", "init", "pids_limit", "metadata")
+            name: f"{PREFIX}:{name}"
+            for name in ("autostart", "init", "pids_limit", "metadata", "healthcheck")
         }
         found = self.children(element, where, tags.values(), repeatable=(tags["metadata"],))
         for name in ("autostart", "init"):
@@ -495,6 +498,24 @@ class _Reader:
             metadata[key] = _text(entry, shown)
         if metadata:
             self.fields["metadata"] = metadata
+        for check in found.get(tags["healthcheck"], []):
+            self.healthcheck(check)
+
+    def healthcheck(self, element: Element) -> None:
+        shown = f"<{_shown(element)}>"
+        self.only(element, shown, ("interval", "timeout", "retries"))
+        arg = f"{PREFIX}:arg"
+        args = self.children(element, shown, (arg,), repeatable=(arg,)).get(arg, [])
+        check: dict[str, Any] = {"command": [_text(a, f"<{_shown(a)}>") for a in args]}
+        for attribute, field in (
+            ("interval", "interval_s"),
+            ("timeout", "timeout_s"),
+            ("retries", "retries"),
+        ):
+            value = element.get(attribute)
+            if value is not None:
+                check[field] = _number(value, f"{shown[:-1]} {attribute}>")
+        self.fields["healthcheck"] = check
 
 
 def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
@@ -582,6 +603,19 @@ def _config(spec: DomainSpec) -> list[str]:
     lines += (
         _element(2, f"{PREFIX}:metadata", value, name=key) for key, value in spec.metadata.items()
     )
+    check = spec.healthcheck
+    if check is not None:
+        lines.append(
+            _open(
+                2,
+                f"{PREFIX}:healthcheck",
+                interval=str(check.interval_s),
+                timeout=str(check.timeout_s),
+                retries=str(check.retries),
+            )
+        )
+        lines += (_element(3, f"{PREFIX}:arg", arg) for arg in check.command)
+        lines.append(f"    </{PREFIX}:healthcheck>")
     if not lines:
         return []
     opening = _open(1, f"{PREFIX}:config", **{f"xmlns:{PREFIX}": NAMESPACE})

@@ -82,6 +82,19 @@ class MetadataChangeEvent(DomainEventBase):
         return f"{self.host}.metadata_change"
 
 
+class HealthEvent(DomainEventBase):
+    """The domain's health check (its spec's ``healthcheck``, or its image's) changed
+    its verdict. libvirt has no such event: the gateway reports it as the guest agent's
+    lifecycle (VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, 18), healthy as connected."""
+
+    kind: Literal["health"] = "health"
+    status: Literal["healthy", "unhealthy"]
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.health.{self.status}"
+
+
 Presence = Literal["online", "heartbeat", "offline"]
 
 
@@ -102,10 +115,11 @@ class AgentEvent(EventBase):
 
 
 DomainEvent = Annotated[
-    LifecycleEvent | RebootEvent | TunableEvent | MetadataChangeEvent, Field(discriminator="kind")
+    LifecycleEvent | RebootEvent | TunableEvent | MetadataChangeEvent | HealthEvent,
+    Field(discriminator="kind"),
 ]
 Event = Annotated[
-    LifecycleEvent | RebootEvent | TunableEvent | MetadataChangeEvent | AgentEvent,
+    LifecycleEvent | RebootEvent | TunableEvent | MetadataChangeEvent | HealthEvent | AgentEvent,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

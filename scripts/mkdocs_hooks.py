@@ -66,6 +66,9 @@ LIBVIRT: dict[str, str] = {
 """The libvirt function each op stands for: the one fact of the op table that the models
 do not carry."""
 
+LIBVIRT_EVENTS = {"health": "AGENT_LIFECYCLE"}
+"""Event kinds whose libvirt event is not named as they are."""
+
 REASONS: dict[DomainState, type[IntEnum]] = {
     DomainState.RUNNING: RunningReason,
     DomainState.PAUSED: PausedReason,
@@ -167,7 +170,7 @@ def event_kinds() -> str:
             ).routing_key  # type: ignore[attr-defined]
             for state in states
         ]
-        event_id = EventId.__members__.get(kind.upper())
+        event_id = EventId.__members__.get(LIBVIRT_EVENTS.get(kind, kind.upper()))
         libvirt = "— (presence)" if event_id is None else f"`{event_id.name}` ({int(event_id)})"
         routing = _cell(" · ".join(f"`{key}`" for key in keys))
         rows.append(f"| `{kind}` | `{model.__name__}` | {routing} | {libvirt} |")

@@ -23,6 +23,7 @@ EVENT_CHOICES = (
     "reboot",
     "tunable",
     "metadata_change",
+    "health",
     "agent",
     *dict.fromkeys(member.event for member in Lifecycle),
 )
@@ -55,7 +56,7 @@ async def run(conn: Connection, args: argparse.Namespace, output: Output) -> int
         return 1
     kind: EventKind | None = None
     event: str | None = None
-    if args.event in ("reboot", "tunable", "metadata_change", "agent"):
+    if args.event in ("reboot", "tunable", "metadata_change", "health", "agent"):
         kind = args.event
     elif args.event == "lifecycle":
         kind = "lifecycle"

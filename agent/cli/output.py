@@ -16,6 +16,7 @@ from schemas.domain import DomainRecord
 from schemas.events import (
     AgentEvent,
     Event,
+    HealthEvent,
     LifecycleEvent,
     MetadataChangeEvent,
     RebootEvent,
@@ -185,6 +186,9 @@ def event_text(event: Event) -> str:
     if isinstance(event, TunableEvent):
         params = "".join(f"\n\t{key}: {value}" for key, value in event.params.items())
         return f"event 'tunable' for domain '{event.domain.name}' on host '{event.host}':{params}"
+    if isinstance(event, HealthEvent):
+        where = f"domain '{event.domain.name}' on host '{event.host}'"
+        return f"event 'health' for {where}: {event.status}"
     if isinstance(event, MetadataChangeEvent):
         return (
             f"event 'metadata-change' for domain '{event.domain.name}' on host '{event.host}': "

@@ -18,16 +18,18 @@ from schemas.codes import ErrorCode, EventId
 from schemas.events import EVENT_ADAPTER, DomainEventBase, Event
 from schemas.topology import EVENTS_EXCHANGE
 
-EventKind = Literal["lifecycle", "reboot", "tunable", "metadata_change", "agent"]
+EventKind = Literal["lifecycle", "reboot", "tunable", "metadata_change", "health", "agent"]
 KINDS: dict[int, EventKind] = {
     EventId.LIFECYCLE: "lifecycle",
     EventId.REBOOT: "reboot",
     EventId.BALLOON_CHANGE: "tunable",
     EventId.TUNABLE: "tunable",
+    EventId.AGENT_LIFECYCLE: "health",
     EventId.METADATA_CHANGE: "metadata_change",
 }
 """The kind of stream that carries each of libvirt's event ids (a memory change is a
-tunable on the bus and libvirt's balloon change)."""
+tunable on the bus and libvirt's balloon change; a health check's verdict is libvirt's
+guest agent lifecycle)."""
 
 
 def binding_keys(host: str, kind: EventKind | None, event: str | None) -> list[str]:
@@ -39,6 +41,7 @@ def binding_keys(host: str, kind: EventKind | None, event: str | None) -> list[s
         "reboot": f"{host}.reboot",
         "tunable": f"{host}.tunable",
         "metadata_change": f"{host}.metadata_change",
+        "health": f"{host}.health.*",
         "agent": f"{host}.agent.*",
     }
     if kind is not None:

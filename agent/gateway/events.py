@@ -6,7 +6,8 @@ feeds it and the callback message(s) a bus event becomes. An event ID without a 
 registered all the same (libvirtd accepts every ID it knows, whatever its driver emits)
 and never fires. A memory change (a ``tunable`` event with ``memory_kib`` on the bus) is
 libvirt's balloon change; a CPU change (``vcpus``) is libvirt's tunable event with its
-typed ``cputune.*`` keys (a container's CPUs are a CFS quota).
+typed ``cputune.*`` keys (a container's CPUs are a CFS quota); a health check's verdict
+(libvirt has no such event) is the guest agent's lifecycle, healthy as connected.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from schemas.events import (
     DomainEventBase,
     DomainRef,
     Event,
+    HealthEvent,
     LifecycleEvent,
     MetadataChangeEvent,
     RebootEvent,
@@ -117,6 +119,26 @@ def _tunable(event: Event) -> Body | None:
     return body
 
 
+AGENT_CONNECTED = 1
+AGENT_DISCONNECTED = 2
+AGENT_REASON_CHANNEL = 2
+
+
+def _health(event: Event) -> Body | None:
+    """``remote_domain_event_callback_agent_lifecycle_msg``: a healthy domain is a
+    connected guest agent, an unhealthy one a disconnected agent (reason: channel)."""
+    if not isinstance(event, HealthEvent):
+        return None
+    state = AGENT_CONNECTED if event.status == "healthy" else AGENT_DISCONNECTED
+
+    def body(packer: Packer) -> None:
+        _domain(packer, event.domain)
+        packer.int32(state)
+        packer.int32(AGENT_REASON_CHANNEL)
+
+    return body
+
+
 def _metadata(event: Event) -> Body | None:
     """``remote_domain_event_callback_metadata_change_msg``: type and namespace URI."""
     if not isinstance(event, MetadataChangeEvent):
@@ -137,6 +159,9 @@ EVENT_ROWS: dict[int, EventRow] = {
         "tunable", Proc.DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE, _balloon
     ),
     EventId.TUNABLE: EventRow("tunable", Proc.DOMAIN_EVENT_CALLBACK_TUNABLE, _tunable),
+    EventId.AGENT_LIFECYCLE: EventRow(
+        "health", Proc.DOMAIN_EVENT_CALLBACK_AGENT_LIFECYCLE, _health
+    ),
     EventId.METADATA_CHANGE: EventRow(
         "metadata_change", Proc.DOMAIN_EVENT_CALLBACK_METADATA_CHANGE, _metadata
     ),

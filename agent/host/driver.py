@@ -48,6 +48,8 @@ class RuntimeEvent:
     signal: int | None = None
     pid: int = 0
     """Host PID after a ``start`` or ``restart``; 0 otherwise."""
+    status: str | None = None
+    """What follows the action's colon: ``healthy`` in ``health_status: healthy``."""
 
 
 @dataclass(frozen=True)
@@ -405,6 +407,14 @@ class DockerDriver:
             config["User"] = spec.user
         if spec.console:
             config.update(Tty=True, OpenStdin=True, StdinOnce=False, AttachStdin=True)
+        if spec.healthcheck is not None:
+            check = spec.healthcheck
+            config["Healthcheck"] = {
+                "Test": ["CMD", *check.command],
+                "Interval": check.interval_s * 1_000_000_000,
+                "Timeout": check.timeout_s * 1_000_000_000,
+                "Retries": check.retries,
+            }
         container = await self._call(
             self.docker.containers.create(config, name=self.container_name(name))
         )
@@ -563,7 +573,7 @@ class DockerDriver:
         labels = raw.Actor.Attributes
         if raw.Type != "container" or UUID_LABEL not in labels:
             return None
-        action = raw.Action.split(":", 1)[0]
+        action, _, status = raw.Action.partition(":")
         pid = 0
         if action in ("start", "restart"):
             observed = await self.observe(raw.Actor.ID)
@@ -577,6 +587,7 @@ class DockerDriver:
             exit_code=_int_or_none(labels.get("exitCode")),
             signal=_int_or_none(labels.get("signal")),
             pid=pid,
+            status=status.strip() or None,
         )
 
 

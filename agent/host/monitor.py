@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from agent.errors import VirtError
@@ -35,6 +35,7 @@ from schemas.codes import DomainState, Lifecycle, PausedReason, RunningReason
 from schemas.events import (
     DomainEventBase,
     DomainRef,
+    HealthEvent,
     LifecycleEvent,
     Origin,
     RebootEvent,
@@ -65,6 +66,8 @@ APPLIED_KEPT = 1024
 ORPHAN_TTL_S = 60.0
 DOCKER_TIME = "docker_ns"
 """Store counter: Docker's time of the last event applied, where a replay resumes."""
+HEALTH_STATUS = "health_status"
+"""Docker's action for a health check's verdict (``health_status: healthy``)."""
 
 
 @dataclass
@@ -146,6 +149,29 @@ class Monitor:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
+        self._on_queued()
+
+    def _health(self, domain: DomainObj, event: RuntimeEvent) -> None:
+        """A health check's verdict: an event of its own, no state change."""
+        if event.status not in ("healthy", "unhealthy"):
+            return
+        status: Literal["healthy", "unhealthy"] = (
+            "healthy" if event.status == "healthy" else "unhealthy"
+        )
+        ref = DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id)
+        when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
+        with self._store.transaction() as tx:
+            tx.enqueue(
+                lambda seq: HealthEvent(
+                    seq=seq,
+                    host=self.host,
+                    time=when,
+                    domain=ref,
+                    origin="external",
+                    status=status,
+                )
+            )
+            tx.set_counter(DOCKER_TIME, event.time_ns)
         self._on_queued()
 
     def publish(
@@ -342,6 +368,9 @@ class Monitor:
             f" as {origin_override}" if origin_override else "",
         )
         if domain is None:
+            return
+        if event.action == HEALTH_STATUS:
+            self._health(domain, event)
             return
         expectation = self._expectations.get(event.uuid)
         if (

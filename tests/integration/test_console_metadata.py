@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent.gateway.server import Gateway
-from schemas.events import LifecycleEvent, MetadataChangeEvent
+from schemas.events import HealthEvent, LifecycleEvent, MetadataChangeEvent
 from tests.integration import test_gateway
-from tests.integration.test_gateway import TIMEOUT_S, Virsh, uri, watch
+from tests.integration.test_gateway import TIMEOUT_S, Virsh, lifecycle, uri, watch
 from tests.support.fleet import CLI, VIRTBUS, Host, spec
 
 pytestmark = pytest.mark.integration
@@ -282,3 +282,32 @@ async def test_the_cli_console_echoes_and_detaches(cli: CLI, host: Host) -> None
         await terminal.close()
     await host.agent.consoles.wait(lambda n: n == 0, TIMEOUT_S)
     assert (await host.ok("domain.lookup", "cat"))["state"] == 1
+
+
+async def test_health_checks_are_events_and_libvirts_agent_lifecycle(
+    virsh: Virsh, gateway: Gateway, host: Host
+) -> None:
+    check = {"command": ["true"], "interval_s": 1, "timeout_s": 5, "retries": 1}
+    sick = {"command": ["false"], "interval_s": 1, "timeout_s": 5, "retries": 1}
+    await host.ok("domain.define", args={"spec": spec("well", healthcheck=check)})
+    await host.ok("domain.define", args={"spec": spec("sick", healthcheck=sick)})
+    assert "<virtbus:healthcheck interval='1'" in await virsh.ok("dumpxml", "well")
+    events = await watch(virsh, gateway)
+    try:
+        await virsh.ok("start", "well")
+        assert await events.next() == lifecycle("well", "Started Booted")
+        assert await events.next() == (
+            "event 'agent-lifecycle' for domain 'well': state: 'connected' reason: 'channel event'"
+        )
+        await virsh.ok("start", "sick")
+        assert await events.next() == lifecycle("sick", "Started Booted")
+        assert await events.next() == (
+            "event 'agent-lifecycle' for domain 'sick': "
+            "state: 'disconnected' reason: 'channel event'"
+        )
+    finally:
+        await events.stop()
+    statuses = [
+        (e.domain.name, e.status) for e in host.events.domain_events() if isinstance(e, HealthEvent)
+    ]
+    assert statuses[:2] == [("well", "healthy"), ("sick", "unhealthy")]

@@ -25,6 +25,7 @@ from schemas.codes import Lifecycle
 from schemas.commands import COMMAND_ADAPTER, OPS
 from schemas.events import (
     AgentEvent,
+    HealthEvent,
     LifecycleEvent,
     MetadataChangeEvent,
     RebootEvent,
@@ -52,6 +53,7 @@ ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "RebootEvent": TypeAdapter(RebootEvent),
     "TunableEvent": TypeAdapter(TunableEvent),
     "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
+    "HealthEvent": TypeAdapter(HealthEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
 }
 
@@ -238,6 +240,7 @@ def test_message_examples_are_valid(name: str, document: dict[str, Any]) -> None
         ("rebootEvents", "RebootEvent"),
         ("tunableEvents", "TunableEvent"),
         ("metadataChangeEvents", "MetadataChangeEvent"),
+        ("healthEvents", "HealthEvent"),
         ("presence", "AgentEvent"),
     ],
 )
@@ -340,7 +343,7 @@ def test_the_real_parser_accepts_the_document(node: str, tmp_path: Path) -> None
     assert result.returncode == 0, output
     assert not [line for line in result.stdout.splitlines() if line.startswith("error ")], output
     assert re.search(
-        r"^OK: .*AsyncAPI 3\.0\.0, 11 channels, 8 operations, 8 messages", output, re.M
+        r"^OK: .*AsyncAPI 3\.0\.0, 12 channels, 9 operations, 9 messages", output, re.M
     )
 
 

@@ -199,5 +199,5 @@ def test_a_metadata_change_carries_its_type_and_namespace() -> None:
 
 
 def test_every_row_is_fed_by_a_bus_kind() -> None:
-    assert set(EVENT_ROWS) == {0, 1, 13, 17, 23}
+    assert set(EVENT_ROWS) == {0, 1, 13, 17, 18, 23}
     assert event_message(3, 5, tunable(vcpus=1)) is None  # IO_ERROR: never fires

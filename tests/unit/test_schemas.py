@@ -417,6 +417,7 @@ def test_event_ids_are_libvirts() -> None:
         "REBOOT": 1,
         "BALLOON_CHANGE": 13,
         "TUNABLE": 17,
+        "AGENT_LIFECYCLE": 18,
         "METADATA_CHANGE": 23,
     }
 
