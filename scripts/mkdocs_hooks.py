@@ -166,7 +166,7 @@ def event_kinds() -> str:
         )
         keys = [
             model.model_construct(
-                host="<host>", event="<event>", detail="<detail>", state=state
+                host="<host>", event="<event>", detail="<detail>", state=state, status="<status>"
             ).routing_key  # type: ignore[attr-defined]
             for state in states
         ]
