@@ -18,7 +18,7 @@ agent took by then leaves the host queue (dead-lettered as expired).
 
 The rooms: ``connection`` (the broker connection, commands and replies), ``domain``
 (the handle on one domain), ``events`` (event streams), ``registry`` (the fleet as
-presence events tell it).
+presence events tell it), ``streams`` (a domain's console).
 """
 
 from agent.client.connection import (
@@ -31,6 +31,7 @@ from agent.client.connection import (
 from agent.client.domain import Domain
 from agent.client.events import EventKind, EventStream, binding_keys
 from agent.client.registry import HostRegistry, HostState, HostStatus
+from agent.client.streams import Console
 from agent.errors import (
     BrokerUnreachable,
     NotConnected,
@@ -38,25 +39,36 @@ from agent.errors import (
     ReplyError,
     VirtbusError,
 )
-from schemas.events import LifecycleEvent, RebootEvent, TunableEvent
+from agent.streams import StreamError
+from schemas.events import (
+    HealthEvent,
+    LifecycleEvent,
+    MetadataChangeEvent,
+    RebootEvent,
+    TunableEvent,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "BroadcastResult",
     "BrokerUnreachable",
     "Connection",
+    "Console",
     "Domain",
     "EventKind",
     "EventStream",
+    "HealthEvent",
     "HostRegistry",
     "HostState",
     "HostStatus",
     "LifecycleEvent",
+    "MetadataChangeEvent",
     "NotConnected",
     "OperationTimeout",
     "Progress",
     "RebootEvent",
     "ReplyError",
+    "StreamError",
     "TunableEvent",
     "VirtbusError",
     "binding_keys",

@@ -6,7 +6,7 @@ feeds it and the callback message(s) a bus event becomes. An event ID without a 
 registered all the same (libvirtd accepts every ID it knows, whatever its driver emits)
 and never fires. A memory change (a ``tunable`` event with ``memory_kib`` on the bus) is
 libvirt's balloon change; a CPU change (``vcpus``) is libvirt's tunable event with its
-typed ``cputune.*`` keys (a container's CPUs are a CFS quota); a health check's verdict
+typed ``cputune.*`` keys (a domain's CPUs are a CFS quota); a health check's verdict
 (libvirt has no such event) is the guest agent's lifecycle, healthy as connected.
 """
 
@@ -35,7 +35,7 @@ from schemas.events import (
 EVENT_ID_LIMIT = 64
 """Event IDs at or above this are refused (libvirt 9.0 knows 0 to 26)."""
 CFS_PERIOD_US = 100_000
-"""Docker's CFS period: a container's CPUs are a quota of this many microseconds each."""
+"""The CFS period: a domain's CPUs are a quota of this many microseconds each."""
 
 
 class TypedParam:

@@ -70,6 +70,9 @@ class Consoles:
         if existing is not None:
             if not force:
                 raise invalid("Active console session exists for this domain")
+            await existing.stream.abort(
+                ErrorCode.OPERATION_ABORTED, "the console was taken by another session"
+            )
             await self.end(existing)
         if len(self._sessions) >= self._limit:
             raise VirtError(
@@ -115,23 +118,21 @@ class Consoles:
             await session.stream.abort(error.code, error.message)
 
     async def end(self, session: Session) -> None:
-        """Close a session on every side; idempotent."""
-        if self._sessions.get(session.domain) is session:
-            del self._sessions[session.domain]
-            self._changed.set()
+        """Close a session on every side, then forget it; idempotent."""
         if session.closed.is_set():
             return
         session.closed.set()
         current = asyncio.current_task()
-        for task in session.tasks:
-            if task is not current:
-                task.cancel()
-        await asyncio.gather(
-            *(t for t in session.tasks if t is not current), return_exceptions=True
-        )
+        others = [task for task in session.tasks if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         with contextlib.suppress(Exception):
             await session.terminal.close()
         await session.stream.close()
+        if self._sessions.get(session.domain) is session:
+            del self._sessions[session.domain]
+            self._changed.set()
 
     async def close(self) -> None:
         """End every session (the agent stops)."""

@@ -1,7 +1,7 @@
 """virDomainSetMetadata and virDomainGetMetadata: a domain's description, title and
 namespaced metadata elements, in its running and persistent definitions.
 
-Metadata lives in the agent's store, never in the container, so a change takes no
+Metadata lives in the agent's store, never in Docker, so a change takes no
 Docker call: the definitions change, and one METADATA_CHANGE event is published in the
 same transaction that stores them.
 """
