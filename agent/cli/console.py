@@ -61,9 +61,11 @@ async def run(conn: Connection, args: argparse.Namespace, output: Output) -> int
     if no_host(args, output):
         return 1
     console = await conn.open_console(args.host, target_of(args.domain), args.force)
-    print(f"Connected to domain '{args.domain}'\r\nEscape character is ^]\r", file=output.err)
     async with console:
         with raw(sys.stdin.fileno()):
+            # once the terminal is raw: keys typed after this line reach the domain
+            print(f"Connected to domain '{args.domain}'\r", file=output.err)
+            print("Escape character is ^]\r", file=output.err, flush=True)
             await attached(console, sys.stdin.fileno(), sys.stdout.buffer.fileno())
     print("", file=output.err)
     return 0
@@ -76,7 +78,7 @@ def raw(fd: int) -> Iterator[None]:
         yield
         return
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # not TCSAFLUSH: keys typed already stay
     try:
         yield
     finally:

@@ -91,6 +91,8 @@ async def test_virsh_console_echoes_a_line_and_detaches_with_the_escape_key(
     terminal = await on_pty(virsh.path, "-c", virsh.uri, "console", "cat")
     try:
         ready = await terminal.expect(b"Escape character is ^]")
+        # virsh makes its terminal raw (flushing what was typed) before it opens the
+        # console: once the console is open, keys reach it
         await gateway.wait(lambda: gateway.streams == 1, TIMEOUT_S)
         terminal.type(b"hello virtbus\r")
         # the domain's terminal echoes the line, then cat writes it back
@@ -126,6 +128,9 @@ async def test_a_cut_console_is_cleaned_up_on_every_side(
     again = await on_pty(virsh.path, "-c", virsh.uri, "console", "cat")
     try:
         await again.expect(b"Escape character is ^]")
+        # virsh makes its terminal raw (flushing what was typed) before it opens the
+        # console: once the console is open, keys reach it
+        await gateway.wait(lambda: gateway.streams == 1, TIMEOUT_S)
         again.type(ESCAPE)
         assert await asyncio.wait_for(again.process.wait(), TIMEOUT_S) == 0
     finally:
