@@ -27,7 +27,9 @@ from schemas.commands import COMMAND_ADAPTER
 from schemas.events import (
     AgentEvent,
     DeviceEvent,
+    HealthEvent,
     LifecycleEvent,
+    MetadataChangeEvent,
     NetworkEvent,
     Presence,
     RebootEvent,
@@ -90,6 +92,8 @@ _PAYLOADS: dict[str, TypeAdapter[Any]] = {
     "TunableEvent": TypeAdapter(TunableEvent),
     "DeviceEvent": TypeAdapter(DeviceEvent),
     "NetworkEvent": TypeAdapter(NetworkEvent),
+    "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
+    "HealthEvent": TypeAdapter(HealthEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
 }
 
@@ -371,6 +375,27 @@ def _channels() -> dict[str, Any]:
                 "location": "$message.payload#/detail",
             },
         ),
+        "metadataChangeEvents": _event_channel(
+            "{host}.metadata_change",
+            "Metadata change events",
+            "libvirt's VIR_DOMAIN_EVENT_ID_METADATA_CHANGE (23): a domain's description, "
+            "title or namespaced metadata element changed (`domain.set_metadata`), one "
+            "event per change.",
+            "MetadataChangeEvent",
+        ),
+        "healthEvents": _event_channel(
+            "{host}.health.{status}",
+            "Health events",
+            "A domain's health check (its spec's `healthcheck`, or its image's) changed its "
+            "verdict. libvirt has no such event; the gateway reports it as "
+            "VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE (18), healthy as a connected guest agent.",
+            "HealthEvent",
+            status={
+                "description": "The health check's verdict.",
+                "enum": ["healthy", "unhealthy"],
+                "location": "$message.payload#/status",
+            },
+        ),
         "presence": _event_channel(
             "{host}.agent.{state}",
             "Agent presence",
@@ -546,6 +571,18 @@ def _operations() -> dict[str, Any]:
             "Follow network events",
             "Networks defined, undefined, started and stopped.",
         ),
+        "receiveMetadataChangeEvents": _receive(
+            "metadataChangeEvents",
+            "MetadataChangeEvent",
+            "Follow metadata change events",
+            "Domain descriptions, titles and metadata elements changed.",
+        ),
+        "receiveHealthEvents": _receive(
+            "healthEvents",
+            "HealthEvent",
+            "Follow health events",
+            "Domains whose health check turned healthy or unhealthy.",
+        ),
         "receivePresence": _receive(
             "presence",
             "AgentEvent",
@@ -705,6 +742,34 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "detail": "none",
             "detail_code": 0,
             "cause": "6f1c30",
+        }
+    ],
+    "MetadataChangeEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:03:00Z",
+            "seq": 1045,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "agent",
+            "cause": "6f1c2f",
+            "kind": "metadata_change",
+            "type": "element",
+            "type_code": 2,
+            "nsuri": "http://example.org/app",
+        }
+    ],
+    "HealthEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:04:00Z",
+            "seq": 1046,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "external",
+            "cause": None,
+            "kind": "health",
+            "status": "unhealthy",
         }
     ],
     "AgentEvent": [
@@ -867,6 +932,19 @@ def _messages_components() -> dict[str, Any]:
             "A network defined, undefined, started or stopped.",
             "`event_code` is libvirt's `virNetworkEventLifecycleType`; `seq` is the host's "
             "one sequence, shared with domain events. " + _EVENT_PROPERTIES,
+        ),
+        "MetadataChangeEvent": _message(
+            "MetadataChangeEvent",
+            "Metadata change event",
+            "A domain's metadata changed (VIR_DOMAIN_EVENT_ID_METADATA_CHANGE).",
+            "`type` (`virDomainMetadataType` by name, `type_code` by number) and, for an "
+            "element, its namespace `nsuri`. " + _EVENT_PROPERTIES,
+        ),
+        "HealthEvent": _message(
+            "HealthEvent",
+            "Health event",
+            "A domain's health check turned healthy or unhealthy.",
+            "`status` is Docker's verdict. " + _EVENT_PROPERTIES,
         ),
         "AgentEvent": _message(
             "AgentEvent",

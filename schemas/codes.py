@@ -29,6 +29,7 @@ class ErrorCode(IntEnum):
     NO_DOMAIN_SNAPSHOT = 72
     ARGUMENT_UNSUPPORTED = 74
     OPERATION_ABORTED = 78
+    NO_DOMAIN_METADATA = 80
     OPERATION_UNSUPPORTED = 84
     RESOURCE_BUSY = 87
     ACCESS_DENIED = 88
@@ -61,6 +62,7 @@ _ERROR_PREFIXES = {
     ErrorCode.OPERATION_TIMEOUT: "Timed out during operation",
     ErrorCode.ARGUMENT_UNSUPPORTED: "argument unsupported",
     ErrorCode.OPERATION_ABORTED: "operation aborted",
+    ErrorCode.NO_DOMAIN_METADATA: "metadata not found",
     ErrorCode.RESOURCE_BUSY: "resource busy",
     ErrorCode.ACCESS_DENIED: "access denied",
     ErrorCode.NETWORK_EXIST: "this network exists already",
@@ -128,9 +130,12 @@ class EventId(IntEnum):
 
     LIFECYCLE = 0
     REBOOT = 1
+    BALLOON_CHANGE = 13
     TUNABLE = 17
     DEVICE_REMOVED = 15
+    AGENT_LIFECYCLE = 18
     DEVICE_ADDED = 19
+    METADATA_CHANGE = 23
 
 
 class Lifecycle(Enum):
@@ -212,3 +217,11 @@ class NetworkLifecycle(Enum):
     @property
     def event_code(self) -> int:
         return int(self.value[1])
+
+
+class MetadataType(IntEnum):
+    """``virDomainMetadataType``."""
+
+    DESCRIPTION = 0
+    TITLE = 1
+    ELEMENT = 2

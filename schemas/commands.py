@@ -128,7 +128,22 @@ class CreateArgs(WireModel):
 
 
 class ShutdownArgs(WireModel):
+    """``escalate`` (the default): stop, and kill after ``timeout_s`` if the domain is
+    still up, answering once it is down. Without: libvirt's virDomainShutdown, a request
+    delivered to the domain's init (SIGTERM) that is answered at once and never becomes
+    a kill; the stopped event follows when the domain stops."""
+
     timeout_s: int = Field(default=10, ge=0, le=3600)
+    escalate: bool = True
+
+
+class RebootArgs(WireModel):
+    """``escalate`` (the default): restart, killing after ``timeout_s`` a domain that does
+    not stop, answering once it runs again. Without: libvirt's virDomainReboot, answered
+    once delivered; the domain is restarted when it stops by itself, never killed."""
+
+    timeout_s: int = Field(default=10, ge=0, le=3600)
+    escalate: bool = True
 
 
 class SetAutostartArgs(WireModel):
@@ -160,6 +175,51 @@ ListFlag = Literal[
     "has_snapshot",
     "no_snapshot",
 ]
+
+
+MetadataKind = Literal["description", "title", "element"]
+"""libvirt's virDomainMetadataType, by name."""
+MetadataPrefix = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")]
+NamespaceUri = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+
+
+class SetMetadataArgs(WireModel):
+    """virDomainSetMetadata. ``metadata`` null (or empty) removes it. An ``element`` is
+    one XML element, stored under the namespace ``uri`` with the prefix ``key``; it
+    replaces the element of that namespace. ``live`` and ``config`` are libvirt's
+    VIR_DOMAIN_AFFECT_* flags: the running definition, the persistent one, or (neither)
+    the running one of an active domain and the persistent one of an inactive one."""
+
+    type: MetadataKind
+    metadata: Annotated[str, StringConstraints(max_length=MAX_XML_CHARS)] | None = None
+    key: MetadataPrefix | None = None
+    uri: NamespaceUri | None = None
+    live: bool = False
+    config: bool = False
+
+
+class GetMetadataArgs(WireModel):
+    """virDomainGetMetadata; ``live`` and ``config`` as for set_metadata, not both."""
+
+    type: MetadataKind
+    uri: NamespaceUri | None = None
+    live: bool = False
+    config: bool = False
+
+
+class ConsoleOutputArgs(WireModel):
+    """At most ``max_bytes`` of the domain's most recent console output."""
+
+    max_bytes: int = Field(default=65536, ge=1, le=1 << 20)
+
+
+class OpenConsoleArgs(WireModel):
+    """``queue``: the caller's own exclusive queue, where the agent sends the console's
+    output. ``force``: end a session already open on the domain (libvirt's
+    VIR_DOMAIN_CONSOLE_FORCE); without it a second session is refused."""
+
+    queue: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,255}$")]
+    force: bool = False
 
 
 class ListDomainsArgs(WireModel):
@@ -379,7 +439,7 @@ class Destroy(DomainCommand):
 
 class Reboot(DomainCommand):
     op: Literal["domain.reboot"]
-    args: NoArgs = NoArgs()
+    args: RebootArgs = RebootArgs()
 
 
 class Suspend(DomainCommand):
@@ -445,6 +505,26 @@ class Rename(DomainCommand):
 class GetXmlDesc(DomainCommand):
     op: Literal["domain.get_xml_desc"]
     args: XmlDescArgs = XmlDescArgs()
+
+
+class SetMetadata(DomainCommand):
+    op: Literal["domain.set_metadata"]
+    args: SetMetadataArgs
+
+
+class GetMetadata(DomainCommand):
+    op: Literal["domain.get_metadata"]
+    args: GetMetadataArgs
+
+
+class GetConsoleOutput(DomainCommand):
+    op: Literal["domain.get_console_output"]
+    args: ConsoleOutputArgs = ConsoleOutputArgs()
+
+
+class OpenConsole(DomainCommand):
+    op: Literal["domain.open_console"]
+    args: OpenConsoleArgs
 
 
 class ListDomains(CommandBase):
@@ -743,7 +823,11 @@ Command = Annotated[
     | SnapshotLookup
     | SnapshotGetXmlDesc
     | SnapshotRevert
-    | SnapshotDelete,
+    | SnapshotDelete
+    | SetMetadata
+    | GetMetadata
+    | GetConsoleOutput
+    | OpenConsole,
     Field(discriminator="op"),
 ]
 

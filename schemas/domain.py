@@ -83,6 +83,10 @@ MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_
 Argument = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=4096)]
 EnvValue = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=32768)]
 MetadataValue = Annotated[str, StringConstraints(max_length=4096)]
+Title = Annotated[str, StringConstraints(pattern=r"^[^\n]*$", max_length=4096)]
+"""libvirt's ``<title>``: one line."""
+DomainDescription = Annotated[str, StringConstraints(max_length=65536)]
+"""libvirt's ``<description>``: any text."""
 MetadataXml = Annotated[
     str, StringConstraints(min_length=1, max_length=65536), AfterValidator(normal_fragment)
 ]
@@ -130,6 +134,16 @@ class VolumeMount(WireModel):
     readonly: bool = False
 
 
+class HealthCheck(WireModel):
+    """A command Docker runs in the domain every ``interval_s``: healthy when it exits 0,
+    unhealthy after ``retries`` failures in a row (each bounded by ``timeout_s``)."""
+
+    command: list[Argument] = Field(min_length=1, max_length=256)
+    interval_s: int = Field(default=30, ge=1, le=3600)
+    timeout_s: int = Field(default=30, ge=1, le=3600)
+    retries: int = Field(default=3, ge=1, le=100)
+
+
 class DomainSpec(WireModel):
     """A domain's definition (docs/protocol.md). The image must be on the host or pullable.
 
@@ -159,6 +173,13 @@ class DomainSpec(WireModel):
     init: bool = True
     metadata: dict[MetadataKey, MetadataValue] = {}
     metadata_xml: MetadataXml | None = None
+    title: Title | None = None
+    description: DomainDescription | None = None
+    console: bool = False
+    """An interactive console (libvirt's ``<console type='pty'>``): the container gets
+    a terminal and an open standard input, which ``domain.open_console`` attaches to."""
+    healthcheck: HealthCheck | None = None
+    """Its transitions are ``health`` events (docs/console-metadata.md)."""
 
     @field_validator("network")
     @classmethod

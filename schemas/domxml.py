@@ -8,6 +8,7 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
 
     <domain type='docker'>  (or 'lxc')     id='N' written while running, ignored when read
     <name>, <uuid>                         name, uuid
+    <title>, <description>                 title, description
     <metadata>                             metadata_xml: its elements, kept verbatim
     <memory>, <currentMemory>              memory_kib; every libvirt unit, KiB by default
     <vcpu>                                 vcpus
@@ -28,9 +29,12 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
                                            mac (<mac address='…'/>); none without; further
                                            ones: interfaces
       <filesystem type='volume'>…          volumes: <source pool volume/> <target dir/> [<readonly>]
+      <console type='pty'>                 console: an interactive console (a terminal)
     <virtbus:config xmlns:virtbus='urn:virtbus:domain'>   what libvirt has no element for:
       <virtbus:autostart>yes|no, <virtbus:init>yes|no, <virtbus:pids_limit>N,
       <virtbus:metadata name='K'>V</virtbus:metadata>…    (the spec's metadata)
+      <virtbus:healthcheck interval='S' timeout='S' retries='N'>
+        <virtbus:arg>…</virtbus:arg>…</virtbus:healthcheck>  (the spec's healthcheck)
 
 Errors are XmlError. XML_ERROR: text that is not XML, a root that is not ``<domain>``,
 something required missing or repeated, a value that cannot be read (a number, a unit, a
@@ -217,6 +221,8 @@ class _Reader:
         readers: dict[str, Callable[[Element], None]] = {
             "name": self.name,
             "uuid": self.uuid,
+            "title": self.title,
+            "description": self.description,
             "metadata": self.metadata,
             "memory": self.memory,
             "currentMemory": self.current_memory,
@@ -273,6 +279,14 @@ class _Reader:
             self.fields["uuid"] = str(UUID(text))
         except ValueError:
             raise XmlError(ErrorCode.XML_ERROR, f"malformed <uuid> {_quoted(text)}") from None
+
+    def title(self, element: Element) -> None:
+        self.only(element, "<title>")
+        self.fields["title"] = _text(element, "<title>")
+
+    def description(self, element: Element) -> None:
+        self.only(element, "<description>")
+        self.fields["description"] = _text(element, "<description>")
 
     def metadata(self, element: Element) -> None:
         self.only(element, "<metadata>")
@@ -380,12 +394,28 @@ class _Reader:
 
     def devices(self, element: Element) -> None:
         self.only(element, "<devices>")
-        kinds = ("filesystem", "interface")
+        kinds = ("filesystem", "interface", "console")
         found = self.children(element, "<devices>", kinds, repeatable=kinds)
         for filesystem in found.get("filesystem", []):
             self.filesystem(filesystem)
         for interface in found.get("interface", []):
             self.interface(interface)
+        for console in found.get("console", []):
+            self.console(console)
+
+    def console(self, element: Element) -> None:
+        """``<console type='pty'>``, with whatever target libvirt writes inside it (a
+        container has one console: its terminal)."""
+        kind = element.get("type", "")
+        where = f"<devices><console type='{kind}'>"
+        self.only(element, where, ("type", "tty"))
+        if kind != "pty":
+            self.refuse(where, element)
+            return
+        if self.fields.get("console"):
+            self.refuse("<devices><console> (a second console)", element)
+        self.children(element, where, ("target", "source", "alias"))
+        self.fields["console"] = True
 
     def filesystem(self, element: Element) -> None:
         kind = element.get("type", "mount")
@@ -473,7 +503,8 @@ class _Reader:
         where = f"<{_shown(element)}>"
         self.only(element, where)
         tags = {
-            name: f"{PREFIX}:{name}" for name in ("autostart", "init", "pids_limit", "metadata")
+            name: f"{PREFIX}:{name}"
+            for name in ("autostart", "init", "pids_limit", "metadata", "healthcheck")
         }
         found = self.children(element, where, tags.values(), repeatable=(tags["metadata"],))
         for name in ("autostart", "init"):
@@ -507,6 +538,24 @@ class _Reader:
             metadata[key] = _text(entry, shown)
         if metadata:
             self.fields["metadata"] = metadata
+        for check in found.get(tags["healthcheck"], []):
+            self.healthcheck(check)
+
+    def healthcheck(self, element: Element) -> None:
+        shown = f"<{_shown(element)}>"
+        self.only(element, shown, ("interval", "timeout", "retries"))
+        arg = f"{PREFIX}:arg"
+        args = self.children(element, shown, (arg,), repeatable=(arg,)).get(arg, [])
+        check: dict[str, Any] = {"command": [_text(a, f"<{_shown(a)}>") for a in args]}
+        for attribute, field in (
+            ("interval", "interval_s"),
+            ("timeout", "timeout_s"),
+            ("retries", "retries"),
+        ):
+            value = element.get(attribute)
+            if value is not None:
+                check[field] = _number(value, f"{shown[:-1]} {attribute}>")
+        self.fields["healthcheck"] = check
 
 
 def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
@@ -518,6 +567,10 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
     add(_element(1, "name", spec.name))
     if spec.uuid is not None:
         add(_element(1, "uuid", str(spec.uuid)))
+    if spec.title is not None:
+        add(_element(1, "title", spec.title))
+    if spec.description is not None:
+        add(_element(1, "description", spec.description))
     if spec.metadata_xml is not None:
         add("  <metadata>")
         lines.extend(
@@ -569,6 +622,10 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
         add("    </filesystem>")
     for index, nic in enumerate(spec.nics()):
         lines += interface_lines(nic.network, nic.mac, f"net{index}", depth=2)
+    if spec.console:
+        add(_open(2, "console", type="pty"))
+        add(_element(3, "target", None, type="lxc", port="0"))
+        add("    </console>")
     add("  </devices>")
     lines += _config(spec)
     add("</domain>")
@@ -652,6 +709,19 @@ def _config(spec: DomainSpec) -> list[str]:
     lines += (
         _element(2, f"{PREFIX}:metadata", value, name=key) for key, value in spec.metadata.items()
     )
+    check = spec.healthcheck
+    if check is not None:
+        lines.append(
+            _open(
+                2,
+                f"{PREFIX}:healthcheck",
+                interval=str(check.interval_s),
+                timeout=str(check.timeout_s),
+                retries=str(check.retries),
+            )
+        )
+        lines += (_element(3, f"{PREFIX}:arg", arg) for arg in check.command)
+        lines.append(f"    </{PREFIX}:healthcheck>")
     if not lines:
         return []
     opening = _open(1, f"{PREFIX}:config", **{f"xmlns:{PREFIX}": NAMESPACE})

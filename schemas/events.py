@@ -110,6 +110,33 @@ class NetworkEvent(EventBase):
         return f"{self.host}.network.{self.event}.{self.detail}"
 
 
+class MetadataChangeEvent(DomainEventBase):
+    """libvirt's VIR_DOMAIN_EVENT_ID_METADATA_CHANGE (23): the description, title or a
+    namespace's element (``nsuri``) changed; one event per change."""
+
+    kind: Literal["metadata_change"] = "metadata_change"
+    type: Literal["description", "title", "element"]
+    type_code: int
+    nsuri: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.metadata_change"
+
+
+class HealthEvent(DomainEventBase):
+    """The domain's health check (its spec's ``healthcheck``, or its image's) changed
+    its verdict. libvirt has no such event: the gateway reports it as the guest agent's
+    lifecycle (VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, 18), healthy as connected."""
+
+    kind: Literal["health"] = "health"
+    status: Literal["healthy", "unhealthy"]
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.health.{self.status}"
+
+
 Presence = Literal["online", "heartbeat", "offline"]
 
 
@@ -130,10 +157,18 @@ class AgentEvent(EventBase):
 
 
 DomainEvent = Annotated[
-    LifecycleEvent | RebootEvent | TunableEvent | DeviceEvent, Field(discriminator="kind")
+    LifecycleEvent | RebootEvent | TunableEvent | DeviceEvent | MetadataChangeEvent | HealthEvent,
+    Field(discriminator="kind"),
 ]
 Event = Annotated[
-    LifecycleEvent | RebootEvent | TunableEvent | DeviceEvent | NetworkEvent | AgentEvent,
+    LifecycleEvent
+    | RebootEvent
+    | TunableEvent
+    | DeviceEvent
+    | NetworkEvent
+    | MetadataChangeEvent
+    | HealthEvent
+    | AgentEvent,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

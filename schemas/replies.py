@@ -196,6 +196,32 @@ class Done(WireModel):
     """The result of an op that has nothing to return."""
 
 
+class Metadata(WireModel):
+    """virDomainGetMetadata: the description, the title, or the namespace's element (as
+    XML, without the namespace)."""
+
+    metadata: str
+
+
+class ConsoleOutput(WireModel):
+    """The end of a domain's console output; ``truncated`` when there was more."""
+
+    output: str
+    truncated: bool
+
+
+class ConsoleSession(WireModel):
+    """An open console: ``queue`` is the agent's end of the stream, where the caller
+    sends its input; frames are at most ``max_frame`` bytes and at most ``window`` data
+    frames travel unacknowledged in each direction (docs/console-metadata.md)."""
+
+    session: str
+    queue: str
+    max_frame: int
+    window: int
+    idle_timeout_s: float
+
+
 Result = (
     DomainRecord
     | DomainList
@@ -222,6 +248,9 @@ Result = (
     | VolumeList
     | SnapshotRecord
     | SnapshotList
+    | Metadata
+    | ConsoleOutput
+    | ConsoleSession
 )
 
 

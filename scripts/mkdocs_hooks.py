@@ -89,6 +89,10 @@ LIBVIRT: dict[str, str] = {
     "snapshot.get_xml_desc": "virDomainSnapshotGetXMLDesc",
     "domain.snapshot_revert": "virDomainRevertToSnapshot",
     "snapshot.delete": "virDomainSnapshotDelete",
+    "domain.set_metadata": "virDomainSetMetadata",
+    "domain.get_metadata": "virDomainGetMetadata",
+    "domain.get_console_output": "— (nova's get_console_output)",
+    "domain.open_console": "virDomainOpenConsole",
 }
 """The libvirt function each op stands for: the one fact of the op table that the models
 do not carry."""
@@ -98,6 +102,8 @@ OTHER_EVENT_IDS = {
     "network": "network `LIFECYCLE` (0)",
 }
 """Event kinds whose libvirt event ID is not named by the kind."""
+LIBVIRT_EVENTS = {"health": "AGENT_LIFECYCLE"}
+"""Event kinds whose libvirt event is not named as they are."""
 
 REASONS: dict[DomainState, type[IntEnum]] = {
     DomainState.RUNNING: RunningReason,
@@ -196,11 +202,11 @@ def event_kinds() -> str:
         )
         keys = [
             model.model_construct(
-                host="<host>", event="<event>", detail="<detail>", state=state
+                host="<host>", event="<event>", detail="<detail>", state=state, status="<status>"
             ).routing_key  # type: ignore[attr-defined]
             for state in states
         ]
-        event_id = EventId.__members__.get(kind.upper())
+        event_id = EventId.__members__.get(LIBVIRT_EVENTS.get(kind, kind.upper()))
         libvirt = "— (presence)" if event_id is None else f"`{event_id.name}` ({int(event_id)})"
         libvirt = OTHER_EVENT_IDS.get(kind, libvirt)
         routing = _cell(" · ".join(f"`{key}`" for key in keys))

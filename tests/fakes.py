@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,12 @@ from uuid import UUID
 
 import agent.host.networks  # noqa: F401 (its handlers, which operations.py does not import)
 from agent.errors import VirtError, invalid
-from agent.host import snapshots, storage  # noqa: F401  (their handlers, as the agent has them)
+from agent.host import (  # noqa: F401  (their handlers, as the agent has them)
+    console,
+    metadata,
+    snapshots,
+    storage,
+)
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainTable
 from agent.host.driver import (
@@ -39,6 +44,26 @@ from agent.host.store import Store
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
 from schemas.network import NetworkSpec
+
+
+class FakeTerminal:
+    """A terminal that echoes what is written to it, as ``cat`` on a tty does."""
+
+    def __init__(self) -> None:
+        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
+
+    async def read(self) -> bytes | None:
+        return await self._out.get()
+
+    async def write(self, data: bytes) -> None:
+        self._out.put_nowait(data)
+
+    def hang_up(self) -> None:
+        self._out.put_nowait(None)
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 @dataclass
@@ -72,6 +97,10 @@ class FakeDriver:
         self.failures: dict[str, Exception] = {}
         """Verb → exception raised (once) by the next call of that verb."""
         self.called = asyncio.Condition()
+        self.deaf: set[str] = set()
+        """Handles of containers whose init ignores SIGTERM."""
+        self.written: dict[str, bytes] = {}
+        """Handle → what the container wrote (its console output)."""
         self._events: asyncio.Queue[RuntimeEvent | None] = asyncio.Queue()
         self.networks: dict[str, NetworkSpec] = {}
         """Virtbus network name → its spec, for each Docker network of one."""
@@ -213,7 +242,7 @@ class FakeDriver:
             raise invalid(f"Container {handle} is not running")
         self._die(container, signal=9, exit_code=137)
 
-    async def restart(self, handle: str) -> None:
+    async def restart(self, handle: str, timeout_s: int = 10) -> None:
         await self._enter("restart")
         container = self._get(handle)
         self._die(container, signal=15, exit_code=143)
@@ -221,6 +250,29 @@ class FakeDriver:
         container.status, container.pid = "running", next(self._pids)
         self._emit(container, "start")
         self._emit(container, "restart")
+
+    async def signal(self, handle: str, signal: str) -> None:
+        await self._enter("signal")
+        container = self._get(handle)
+        if container.status not in ("running", "paused"):
+            raise invalid(f"Container {handle} is not running")
+        self._emit(container, "kill", signal=15)
+        if handle not in self.deaf:
+            container.status, container.pid, container.exit_code = "exited", 0, 143
+            self._emit(container, "die", exit_code=143)
+
+    async def wait_stopped(self, handle: str) -> None:
+        await self._enter("wait_stopped")
+
+    async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
+        await self._enter("output")
+        written = self.written.get(handle, b"")
+        return written[-max_bytes:], len(written) > max_bytes
+
+    async def attach(self, handle: str) -> FakeTerminal:
+        await self._enter("attach")
+        self._get(handle)
+        return FakeTerminal()
 
     async def pause(self, handle: str) -> None:
         await self._enter("pause")
@@ -380,10 +432,13 @@ class FakeHost:
 
 
 @asynccontextmanager
-async def fake_host(store: Store, state: Path) -> AsyncIterator[FakeHost]:
-    """A FakeHost on an open store; its monitor runs until the block ends."""
+async def fake_host(
+    store: Store, state: Path, on_queued: Callable[[], None] = lambda: None
+) -> AsyncIterator[FakeHost]:
+    """A FakeHost on an open store; its monitor runs until the block ends and calls
+    ``on_queued`` whenever it queued events."""
     driver, domains = FakeDriver(), DomainTable()
-    monitor = Monitor("h1", domains, store, driver, lambda: None)
+    monitor = Monitor("h1", domains, store, driver, on_queued)
     watching = asyncio.create_task(monitor.run())
     try:
         await asyncio.wait_for(monitor.connected.wait(), 5)

@@ -11,6 +11,7 @@
     stats        domstats, capabilities, …   networks     net-*, domifaddr, *-interface
     storage      pool-list, vol-*, snapshot-*
     dashboard    dashboard, dashboard-user
+    metadata     desc, metadata              console      console, console-output
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -32,6 +33,7 @@ from agent import __version__
 from agent.cli import (
     agent,
     completion,
+    console,
     dashboard,
     define,
     events,
@@ -41,6 +43,7 @@ from agent.cli import (
     info,
     lifecycle,
     listing,
+    metadata,
     networks,
     provision,
     schema,
@@ -77,6 +80,8 @@ VERB_GROUPS = (
     networks,
     storage,
     dashboard,
+    metadata,
+    console,
 )
 """In the order ``--help`` lists their verbs."""
 

@@ -24,6 +24,8 @@ EVENT_CHOICES = (
     "lifecycle",
     "reboot",
     "tunable",
+    "metadata_change",
+    "health",
     "agent",
     *dict.fromkeys(member.event for member in Lifecycle),
 )
@@ -84,7 +86,7 @@ async def run(conn: Connection, args: argparse.Namespace, output: Output) -> int
         return 1
     kind: EventKind | None = None
     event: str | None = None
-    if args.event in ("reboot", "tunable", "agent"):
+    if args.event in ("reboot", "tunable", "metadata_change", "health", "agent"):
         kind = args.event
     elif args.event == "lifecycle":
         kind = "lifecycle"

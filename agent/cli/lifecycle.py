@@ -54,6 +54,12 @@ def register(commands: Commands, config: CliConfig) -> None:
                 action="store_true",
                 help="delete the volumes it mounts that no other domain mounts",
             )
+        if verb in ("shutdown", "reboot"):
+            command.add_argument(
+                "--no-kill",
+                action="store_true",
+                help="ask the domain and return (as libvirt): it is never killed",
+            )
 
 
 def start_request(args: argparse.Namespace) -> Request:
@@ -67,7 +73,11 @@ def start_request(args: argparse.Namespace) -> Request:
 
 def simple_request(args: argparse.Namespace) -> Request:
     _, op, message = SIMPLE[args.verb]
-    args_of = {"timeout_s": args.grace} if args.verb == "shutdown" and args.grace else None
+    args_of: dict[str, object] | None = None
+    if args.verb == "shutdown" and args.grace:
+        args_of = {"timeout_s": args.grace}
+    if args.verb in ("shutdown", "reboot") and args.no_kill:
+        args_of = {**(args_of or {}), "escalate": False}
     if args.verb == "undefine":
         args_of = {"snapshots": args.snapshots_metadata, "volumes": args.remove_all_storage}
     return Request(op, args_of, target_of(args.domain), record_line(message))

@@ -13,9 +13,18 @@ from pydantic import BaseModel
 
 from schemas.codes import DomainState
 from schemas.domain import DomainRecord
-from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
+from schemas.events import (
+    AgentEvent,
+    Event,
+    HealthEvent,
+    LifecycleEvent,
+    MetadataChangeEvent,
+    RebootEvent,
+    TunableEvent,
+)
 from schemas.network import NetworkRecord
 from schemas.replies import (
+    ConsoleOutput,
     DeviceChange,
     DhcpLeases,
     DomainInfo,
@@ -27,6 +36,7 @@ from schemas.replies import (
     DomainXml,
     HostCapabilities,
     HostInfo,
+    Metadata,
     NetworkList,
     NetworkXml,
     NodeStats,
@@ -150,6 +160,16 @@ def render_xml(result: Result) -> str:
     return result.xml.rstrip("\n")
 
 
+def render_metadata(result: Result) -> str:
+    assert isinstance(result, Metadata)
+    return result.metadata
+
+
+def render_console_output(result: Result) -> str:
+    assert isinstance(result, ConsoleOutput)
+    return result.output.rstrip("\n")
+
+
 def render_field(field: str) -> Render:
     def render(result: Result) -> str:
         assert isinstance(result, DomainRecord)
@@ -187,6 +207,14 @@ def event_text(event: Event) -> str:
     if isinstance(event, TunableEvent):
         params = "".join(f"\n\t{key}: {value}" for key, value in event.params.items())
         return f"event 'tunable' for domain '{event.domain.name}' on host '{event.host}':{params}"
+    if isinstance(event, HealthEvent):
+        where = f"domain '{event.domain.name}' on host '{event.host}'"
+        return f"event 'health' for {where}: {event.status}"
+    if isinstance(event, MetadataChangeEvent):
+        return (
+            f"event 'metadata-change' for domain '{event.domain.name}' on host '{event.host}': "
+            f"type {event.type}, uri {event.nsuri or '<null>'}"
+        )
     assert isinstance(event, AgentEvent)
     return f"event 'agent' for host '{event.host}': {event.state}"
 

@@ -19,7 +19,8 @@ agent took by then leaves the host queue (dead-lettered as expired).
 
 The rooms: ``connection`` (the broker connection, commands and replies), ``domain``
 (the handle on one domain), ``events`` (event streams), ``registry`` (the fleet as
-presence events tell it), ``history`` (the recorded events, replayed).
+presence events tell it), ``history`` (the recorded events, replayed), ``streams`` (a
+domain's console).
 """
 
 from agent.client.connection import (
@@ -34,6 +35,7 @@ from agent.client.events import EventKind, EventStream, binding_keys
 from agent.client.history import EventHistory, Replayed, Since
 from agent.client.registry import HostRegistry, HostState, HostStatus
 from agent.client.storage import DomainSnapshot, StoragePool, StorageVol
+from agent.client.streams import Console
 from agent.errors import (
     BrokerUnreachable,
     NoHost,
@@ -42,22 +44,32 @@ from agent.errors import (
     ReplyError,
     VirtbusError,
 )
-from schemas.events import LifecycleEvent, RebootEvent, TunableEvent
+from agent.streams import StreamError
+from schemas.events import (
+    HealthEvent,
+    LifecycleEvent,
+    MetadataChangeEvent,
+    RebootEvent,
+    TunableEvent,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "BroadcastResult",
     "BrokerUnreachable",
     "Connection",
+    "Console",
     "Domain",
     "DomainSnapshot",
     "EventHistory",
     "EventKind",
     "EventStream",
+    "HealthEvent",
     "HostRegistry",
     "HostState",
     "HostStatus",
     "LifecycleEvent",
+    "MetadataChangeEvent",
     "NoHost",
     "NotConnected",
     "OperationTimeout",
@@ -68,6 +80,7 @@ __all__ = [
     "Since",
     "StoragePool",
     "StorageVol",
+    "StreamError",
     "TunableEvent",
     "VirtbusError",
     "binding_keys",

@@ -29,6 +29,7 @@ from agent.client.history import EventHistory, Since, StateListener
 from agent.client.network import Network, network_args
 from agent.client.registry import HostRegistry
 from agent.client.storage import StoragePool
+from agent.client.streams import Console, open_console
 from agent.errors import (
     BrokerUnreachable,
     NoHost,
@@ -140,7 +141,7 @@ class Connection:
         self._channel: AbstractChannel | None = None
         self._reply_queue: AbstractQueue | None = None
         self._waiting: dict[str, asyncio.Queue[Reply]] = {}
-        self._callbacks: dict[int, asyncio.Task[None]] = {}
+        self._callbacks: dict[int, asyncio.Task[None] | None] = {}
         self._next_callback = 1
 
     async def __aenter__(self) -> Connection:
@@ -173,9 +174,10 @@ class Connection:
             raise BrokerUnreachable(f"cannot reach the broker: {error}") from None
 
     async def close(self) -> None:
-        for task in self._callbacks.values():
+        tasks = [task for task in self._callbacks.values() if task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._callbacks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._callbacks.clear()
         if self._connection is not None:
             await self._connection.close()
@@ -471,27 +473,45 @@ class Connection:
         """A live registry of the fleet, fed by presence events."""
         return HostRegistry(self, misses, discover_s)
 
+    async def open_console(self, host: str, target: dict[str, Any], force: bool = False) -> Console:
+        """virDomainOpenConsole on the domain ``target`` names (agent/client/streams.py)."""
+        return await open_console(self, host, target, force)
+
     async def domain_event_register_any(
         self,
         host: str,
         domain: str | None,
-        event_id: EventId,
+        event_id: EventId | int,
         callback: Callable[[Event], Awaitable[None] | None],
     ) -> int:
         """Call ``callback`` for each event of ``event_id`` (as libvirt's
-        virConnectDomainEventRegisterAny); returns the id to deregister with."""
-        return await self._register(self.events(host, domain, KINDS[event_id]), callback)
+        virConnectDomainEventRegisterAny); returns the id to deregister with. An event
+        id the bus carries no events for registers a callback that is never called, as
+        libvirt's drivers that never emit it."""
+        return await self.subscribe(host, domain, KINDS.get(event_id), callback)
 
     async def network_event_register_any(
         self, host: str, callback: Callable[[Event], Awaitable[None] | None]
     ) -> int:
         """Call ``callback`` for each network lifecycle event of ``host`` (as libvirt's
         virConnectNetworkEventRegisterAny); deregister with domain_event_deregister_any."""
-        return await self._register(self.events(host, None, "network"), callback)
+        return await self.subscribe(host, None, "network", callback)
 
-    async def _register(
-        self, stream: EventStream, callback: Callable[[Event], Awaitable[None] | None]
+    async def subscribe(
+        self,
+        host: str,
+        domain: str | None,
+        kind: EventKind | None,
+        callback: Callable[[Event], Awaitable[None] | None],
     ) -> int:
+        """Call ``callback`` for each event of ``kind`` (never, for None); returns the
+        id to deregister with (``domain_event_deregister_any``)."""
+        callback_id = self._next_callback
+        self._next_callback += 1
+        if kind is None:
+            self._callbacks[callback_id] = None
+            return callback_id
+        stream = self.events(host, domain, kind)
         await stream.start()
 
         async def deliver() -> None:
@@ -505,19 +525,18 @@ class Connection:
                     except Exception:
                         log.exception("event callback %d failed on %s", callback_id, item)
 
-        callback_id = self._next_callback
-        self._next_callback += 1
         self._callbacks[callback_id] = asyncio.create_task(deliver())
         return callback_id
 
     async def domain_event_deregister_any(self, callback_id: int) -> None:
-        task = self._callbacks.pop(callback_id, None)
-        if task is None:
+        if callback_id not in self._callbacks:
             raise VirtbusError.of(
                 ErrorCode.INVALID_ARG, f"callback {callback_id} is not registered"
             )
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        task = self._callbacks.pop(callback_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def _in_words(error: ValidationError) -> str:

@@ -13,18 +13,22 @@ from schemas.commands import (
     Destroy,
     DetachDevice,
     DomainCommand,
+    GetConsoleOutput,
     GetInfo,
+    GetMetadata,
     GetState,
     GetStats,
     GetXmlDesc,
     InterfaceAddresses,
     ListSnapshots,
     Lookup,
+    MetadataKind,
     Reboot,
     Rename,
     Resume,
     SetAutostart,
     SetMemory,
+    SetMetadata,
     SetVcpus,
     Shutdown,
     SnapshotCreate,
@@ -36,18 +40,21 @@ from schemas.commands import (
 )
 from schemas.domain import DomainRecord, DomainSpec, Interface, Mount
 from schemas.replies import (
+    ConsoleOutput,
     DeviceChange,
     DomainInfo,
     DomainInterface,
     DomainStateInfo,
     DomainStats,
     DomainXml,
+    Metadata,
 )
 from schemas.replies import DomainInterfaces as Addresses
 from schemas.storage import SnapshotList, SnapshotRecord
 
 if TYPE_CHECKING:
     from agent.client.connection import Connection
+    from agent.client.streams import Console
 
 
 def spec_args(spec: DomainSpec | dict[str, Any]) -> dict[str, Any]:
@@ -97,14 +104,16 @@ class Domain:
     async def create(self, start_paused: bool = False) -> DomainRecord:
         return await self._record(Create, {"start_paused": start_paused})
 
-    async def shutdown(self, timeout_s: int = 10) -> DomainRecord:
-        return await self._record(Shutdown, {"timeout_s": timeout_s})
+    async def shutdown(self, timeout_s: int = 10, escalate: bool = True) -> DomainRecord:
+        """``escalate``: stop, killing after ``timeout_s``, and answer once down; without,
+        libvirt's request to the domain's init, answered once delivered."""
+        return await self._record(Shutdown, {"timeout_s": timeout_s, "escalate": escalate})
 
     async def destroy(self) -> DomainRecord:
         return await self._record(Destroy)
 
-    async def reboot(self) -> DomainRecord:
-        return await self._record(Reboot)
+    async def reboot(self, timeout_s: int = 10, escalate: bool = True) -> DomainRecord:
+        return await self._record(Reboot, {"timeout_s": timeout_s, "escalate": escalate})
 
     async def suspend(self) -> DomainRecord:
         return await self._record(Suspend)
@@ -215,3 +224,39 @@ class Domain:
             Addresses, self.host, InterfaceAddresses, {"source": source}, self._target
         )
         return found.interfaces
+
+    async def set_metadata(
+        self,
+        kind: MetadataKind,
+        metadata: str | None,
+        key: str | None = None,
+        uri: str | None = None,
+        live: bool = False,
+        config: bool = False,
+    ) -> DomainRecord:
+        """virDomainSetMetadata: ``kind`` is description, title or element (one XML
+        element under namespace ``uri`` with prefix ``key``); None removes it."""
+        args = {"type": kind, "metadata": metadata, "key": key, "uri": uri}
+        args = {k: v for k, v in args.items() if v is not None}
+        return await self._record(SetMetadata, {**args, "live": live, "config": config})
+
+    async def metadata(
+        self, kind: MetadataKind, uri: str | None = None, live: bool = False, config: bool = False
+    ) -> str:
+        """virDomainGetMetadata; NO_DOMAIN_METADATA when there is none."""
+        args: dict[str, Any] = {"type": kind, "live": live, "config": config}
+        if uri is not None:
+            args["uri"] = uri
+        got = await self._conn._call(Metadata, self.host, GetMetadata, args, self._target)
+        return got.metadata
+
+    async def console_output(self, max_bytes: int = 65536) -> ConsoleOutput:
+        """The domain's most recent console output, at most ``max_bytes``."""
+        args = {"max_bytes": max_bytes}
+        return await self._conn._call(
+            ConsoleOutput, self.host, GetConsoleOutput, args, self._target
+        )
+
+    async def open_console(self, force: bool = False) -> Console:
+        """virDomainOpenConsole: ``async with await dom.open_console() as console``."""
+        return await self._conn.open_console(self.host, self._target, force)

@@ -131,6 +131,8 @@ ACCESS: dict[int, Access] = {
     246: _a("virDomainSnapshotNumChildren", "domain:read"),
     247: _a("virDomainSnapshotListChildrenNames", "domain:read"),
     258: _a("virDomainShutdownFlags", "domain:init_control"),
+    264: _a("virDomainSetMetadata", "domain:write"),
+    265: _a("virDomainGetMetadata", "domain:read"),
     273: _a("virConnectListAllDomains", "connect:search_domains"),
     271: _a("virDomainSnapshotIsCurrent", "domain:read"),
     272: _a("virDomainSnapshotHasMetadata", "domain:read"),

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
@@ -26,19 +26,17 @@ from agent.gateway.acl import BEFORE_AUTH, access
 from agent.gateway.authz import Grant, Policy
 from agent.gateway.identity import Identity
 from agent.gateway.protocol import (
-    REMOTE_PROGRAM,
     RPC_ERROR,
     STRING_MAX,
     UUID_BYTES,
     CallError,
     Proc,
     WireDomain,
-    message,
 )
 from agent.gateway.sasl import SaslLogin
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.base import HostName
-from schemas.codes import DomainState, ErrorCode, EventId
+from schemas.codes import DomainState, ErrorCode
 from schemas.commands import (
     CommandBase,
     Create,
@@ -64,7 +62,6 @@ from schemas.commands import (
     Undefine,
 )
 from schemas.domain import DomainRecord
-from schemas.events import DeviceEvent, DomainEventBase, Event, LifecycleEvent, RebootEvent
 from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, HostInfo, Result
 
 log = logging.getLogger(__name__)
@@ -134,6 +131,15 @@ MEMORY_ALL = AFFECT_ALL | 4  # MAXIMUM: a container's memory is its limit
 VCPUS_ALL = AFFECT_ALL | 4
 
 
+class Stream(Protocol):
+    """A stream a call opened (a console): the client's STREAM packets go to it."""
+
+    async def packet(self, status: int, payload: bytes) -> None: ...
+    async def close(self) -> None:
+        """The client is gone: end the stream on every side."""
+        ...
+
+
 @dataclass
 class Call:
     """The call being answered: the server sets it before its handler runs."""
@@ -142,6 +148,7 @@ class Call:
     api: str
     args: Unpacker
     forwarded: bool = False
+    serial: int = 0
 
 
 CALL: ContextVar[Call | None] = ContextVar("call", default=None)
@@ -171,6 +178,8 @@ class Session:
     read_only: bool = False
     grant: Grant | None = None
     callbacks: set[int] = field(default_factory=set)
+    streams: dict[int, Stream] = field(default_factory=dict)
+    """The streams this client opened, by the serial of the call that opened each."""
     sasl: SaslLogin | None = None
     """The SASL login in progress, when the gateway requires one."""
 
@@ -239,8 +248,18 @@ class Session:
             )
             raise VirtbusError.of(ErrorCode.ACCESS_DENIED, f"'{DRIVER}' denied access")
 
+    async def stream_packet(self, serial: int, status: int, payload: bytes) -> None:
+        """A STREAM packet from the client, for the stream its call ``serial`` opened;
+        one for no open stream is dropped, as libvirtd drops it."""
+        stream = self.streams.get(serial)
+        if stream is not None:
+            await stream.packet(status, payload)
+
     async def close(self) -> None:
-        """Free every callback the client left registered."""
+        """Free every callback and stream the client left open."""
+        while self.streams:
+            _, stream = self.streams.popitem()
+            await stream.close()
         while self.callbacks:
             callback_id = self.callbacks.pop()
             with contextlib.suppress(VirtbusError):
@@ -697,7 +716,7 @@ async def shutdown(session: Session, args: Unpacker) -> bytes:
     check_flags(
         flags_of(args, Proc.DOMAIN_SHUTDOWN_FLAGS), SHUTDOWN_MODES, "virDomainShutdownFlags"
     )
-    await lifecycle(session, domain, Shutdown)
+    await lifecycle(session, domain, Shutdown, escalate=False)
     return b""
 
 
@@ -705,7 +724,7 @@ async def shutdown(session: Session, args: Unpacker) -> bytes:
 async def reboot(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     check_flags(args.uint32(), SHUTDOWN_MODES, "virDomainReboot")
-    await lifecycle(session, domain, Reboot)
+    await lifecycle(session, domain, Reboot, escalate=False)
     return b""
 
 
@@ -765,88 +784,6 @@ async def rename(session: Session, args: Unpacker) -> bytes:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, "new_name in virDomainRename must not be NULL")
     await lifecycle(session, domain, Rename, new_name=new_name)
     return ints(0)
-
-
-# ------------------------------------------------------------------ events --
-
-
-def event_message(callback_id: int, event: Event) -> bytes | None:
-    """The MESSAGE packet that tells a client's callback about ``event``."""
-    packer = Packer()
-    packer.int32(callback_id)
-    if isinstance(event, LifecycleEvent):
-        procedure = Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE
-        WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
-        packer.int32(event.event_code)
-        packer.int32(event.detail_code)
-    elif isinstance(event, RebootEvent):
-        procedure = Proc.DOMAIN_EVENT_CALLBACK_REBOOT
-        WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
-    elif isinstance(event, DeviceEvent):
-        added = event.event_id == EventId.DEVICE_ADDED
-        procedure = (
-            Proc.DOMAIN_EVENT_CALLBACK_DEVICE_ADDED
-            if added
-            else Proc.DOMAIN_EVENT_CALLBACK_DEVICE_REMOVED
-        )
-        WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
-        packer.string(event.alias)
-    else:
-        return None
-    return message(REMOTE_PROGRAM, procedure, packer.data())
-
-
-@handles(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY)
-async def register_any(session: Session, args: Unpacker) -> bytes:
-    """Lifecycle and reboot callbacks, each fed by its own event stream from now on;
-    one domain's, by UUID as libvirt (a rename keeps it), or every domain's."""
-    event_id = args.int32()
-    domain = args.optional(lambda: read_domain(args))
-    if event_id not in (
-        EventId.LIFECYCLE,
-        EventId.REBOOT,
-        EventId.DEVICE_ADDED,
-        EventId.DEVICE_REMOVED,
-    ):
-        raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"domain event {event_id}")
-    if len(session.callbacks) >= session.max_callbacks:
-        raise VirtbusError.of(
-            ErrorCode.RESOURCE_BUSY,
-            f"this connection has {len(session.callbacks)} event callbacks, the most allowed",
-        )
-    callback_id = 0
-    replied = REPLIED.get()
-
-    async def deliver(event: Event) -> None:
-        """After the reply that gave the client its callback ID: a client drops
-        events for an ID it has not been told yet."""
-        if replied is not None:
-            await replied.wait()
-        if isinstance(event, DomainEventBase) and domain and event.domain.uuid != domain.uuid:
-            return
-        if isinstance(event, DeviceEvent) and event.event_id != event_id:
-            return
-        packet = event_message(callback_id, event)
-        if packet is not None:
-            await session.send(packet)
-
-    callback_id = await session.conn.domain_event_register_any(
-        session.target, None, EventId(event_id), deliver
-    )
-    session.callbacks.add(callback_id)
-    session.changed()
-    return ints(callback_id)
-
-
-@handles(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY)
-async def deregister_any(session: Session, args: Unpacker) -> bytes:
-    callback_id = args.int32()
-    if callback_id not in session.callbacks:
-        raise VirtbusError.of(ErrorCode.INVALID_ARG, f"callback {callback_id} is not registered")
-    session.callbacks.discard(callback_id)
-    await session.conn.domain_event_deregister_any(callback_id)
-    session.changed()
-    return b""
 
 
 __all__ = ["HANDLERS", "Session"]

@@ -30,11 +30,13 @@ class MessageType(IntEnum):
     CALL = 0
     REPLY = 1
     MESSAGE = 2
+    STREAM = 3
 
 
 class Status(IntEnum):
     OK = 0
     ERROR = 1
+    CONTINUE = 2
 
 
 class KeepaliveProc(IntEnum):
@@ -90,20 +92,27 @@ class Proc(IntEnum):
     DOMAIN_CREATE_WITH_FLAGS = 196
     DOMAIN_SET_VCPUS_FLAGS = 199
     DOMAIN_GET_VCPUS_FLAGS = 200
+    DOMAIN_OPEN_CONSOLE = 201
     DOMAIN_SET_MEMORY_FLAGS = 204
     DOMAIN_GET_STATE = 212
     DOMAIN_UNDEFINE_FLAGS = 231
     DOMAIN_DESTROY_FLAGS = 234
     DOMAIN_SHUTDOWN_FLAGS = 258
+    DOMAIN_SET_METADATA = 264
+    DOMAIN_GET_METADATA = 265
     CONNECT_LIST_ALL_DOMAINS = 273
     CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY = 316
     CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY = 317
     DOMAIN_EVENT_CALLBACK_LIFECYCLE = 318
     DOMAIN_EVENT_CALLBACK_REBOOT = 319
+    DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE = 331
+    DOMAIN_EVENT_CALLBACK_TUNABLE = 346
+    DOMAIN_EVENT_CALLBACK_AGENT_LIFECYCLE = 348
     DOMAIN_DEFINE_XML_FLAGS = 350
     DOMAIN_RENAME = 358
     CONNECT_REGISTER_CLOSE_CALLBACK = 360
     CONNECT_UNREGISTER_CLOSE_CALLBACK = 361
+    DOMAIN_EVENT_CALLBACK_METADATA_CHANGE = 379
     DOMAIN_GET_MESSAGES = 426
     CONNECT_GET_MAX_VCPUS = 5
     CONNECT_GET_CAPABILITIES = 7
@@ -259,6 +268,12 @@ class Header:
     def reply(self, status: Status) -> Header:
         return Header(
             self.program, self.version, self.procedure, MessageType.REPLY, self.serial, status
+        )
+
+    def stream(self, status: Status) -> Header:
+        """A packet of the stream this call opened: its procedure and serial."""
+        return Header(
+            self.program, self.version, self.procedure, MessageType.STREAM, self.serial, status
         )
 
 

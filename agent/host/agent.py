@@ -20,12 +20,14 @@ from typing import Any
 from agent import __version__
 from agent.errors import VirtError
 from agent.host import (  # noqa: F401  (their handlers register on import)
+    metadata,
     snapshots,
     stats,
     storage,
 )
 from agent.host.bus import Bus, Inbound
 from agent.host.config import Config
+from agent.host.console import Consoles
 from agent.host.credentials import RegistryCredentials
 from agent.host.dispatch import Dispatcher, Outcome
 from agent.host.domains import DomainTable
@@ -100,11 +102,17 @@ class Agent:
             self._server = MetricsServer(
                 self.metrics, self.health, config.metrics_host, config.metrics_port
             )
+        self._consoles = Consoles(self._bus.open_stream)
         self._dispatcher: Dispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
+
+    @property
+    def consoles(self) -> Consoles:
+        """The console sessions open now."""
+        return self._consoles
 
     async def __aenter__(self) -> Agent:
         try:
@@ -156,6 +164,7 @@ class Agent:
             intent_reached=self._store.intent_reached,
             policy=self.config.policy,
         )
+        operations.sessions = self._consoles
         self._dispatcher = Dispatcher(
             self.host,
             operations,
@@ -214,6 +223,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._consoles.close()
         await self._outbox.kill()
         self._tasks.clear()
         self._answers.clear()

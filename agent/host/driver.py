@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import aiodocker
+import aiodocker.stream
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -59,6 +60,8 @@ class RuntimeEvent:
     signal: int | None = None
     pid: int = 0
     """Host PID after a ``start`` or ``restart``; 0 otherwise."""
+    status: str | None = None
+    """What follows the action's colon: ``healthy`` in ``health_status: healthy``."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,40 @@ class SnapshotImage:
     labels: Mapping[str, str]
 
 
+class Terminal(Protocol):
+    """A container's attached terminal."""
+
+    async def read(self) -> bytes | None:
+        """The next output; None at its end."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+class _AttachedTerminal:
+    def __init__(self, stream: aiodocker.stream.Stream) -> None:
+        self._stream = stream
+
+    async def read(self) -> bytes | None:
+        try:
+            message = await self._stream.read_out()
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
+        return None if message is None else bytes(message.data)
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write_in(data)
+        except RuntimeError:
+            raise VirtError(ErrorCode.OPERATION_FAILED, "the console is closed") from None
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
 Credentials = Mapping[str, tuple[str, str]]
 """Registry → (username, password), for pulls."""
 
@@ -200,7 +237,26 @@ class Driver(Protocol):
     async def start(self, handle: str) -> None: ...
     async def stop(self, handle: str, timeout_s: int) -> None: ...
     async def kill(self, handle: str) -> None: ...
-    async def restart(self, handle: str) -> None: ...
+    async def restart(self, handle: str, timeout_s: int = 10) -> None:
+        """Stop (killing after ``timeout_s``; never, for -1) and start again."""
+        ...
+
+    async def signal(self, handle: str, signal: str) -> None:
+        """Send ``signal`` (``TERM``...) to the container's init."""
+        ...
+
+    async def wait_stopped(self, handle: str) -> None:
+        """Return once the container is not running, however long that takes."""
+        ...
+
+    async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
+        """The last ``max_bytes`` of what the container wrote, and whether there was more."""
+        ...
+
+    async def attach(self, handle: str) -> Terminal:
+        """The container's terminal: its output from now on, and its input."""
+        ...
+
     async def pause(self, handle: str) -> None: ...
     async def unpause(self, handle: str) -> None: ...
     async def rename(self, handle: str, name: str) -> None: ...
@@ -552,6 +608,16 @@ class DockerDriver:
             config["User"] = spec.user
         if nics and nics[0].mac is not None:
             config["MacAddress"] = nics[0].mac
+        if spec.console:
+            config.update(Tty=True, OpenStdin=True, StdinOnce=False, AttachStdin=True)
+        if spec.healthcheck is not None:
+            check = spec.healthcheck
+            config["Healthcheck"] = {
+                "Test": ["CMD", *check.command],
+                "Interval": check.interval_s * 1_000_000_000,
+                "Timeout": check.timeout_s * 1_000_000_000,
+                "Retries": check.retries,
+            }
         container = await self._call(
             self.docker.containers.create(config, name=self.container_name(name))
         )
@@ -674,8 +740,32 @@ class DockerDriver:
     async def kill(self, handle: str) -> None:
         await self._call(self._container(handle).kill(signal="KILL", timeout=CALL_TIMEOUT))
 
-    async def restart(self, handle: str) -> None:
-        await self._call(self._container(handle).restart(t=10, timeout=CALL_TIMEOUT))
+    async def restart(self, handle: str, timeout_s: int = 10) -> None:
+        timeout = CALL_TIMEOUT if timeout_s >= 0 else aiohttp.ClientTimeout(total=None)
+        await self._call(self._container(handle).restart(t=timeout_s, timeout=timeout))
+
+    async def signal(self, handle: str, signal: str) -> None:
+        await self._call(self._container(handle).kill(signal=signal, timeout=CALL_TIMEOUT))
+
+    async def wait_stopped(self, handle: str) -> None:
+        forever = aiohttp.ClientTimeout(total=None)
+        await self._call(self._container(handle).wait(timeout=forever))
+
+    async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
+        # Docker cannot bound logs in bytes: lines, then the tail of their bytes
+        lines = await self._call(
+            self._container(handle).log(stdout=True, stderr=True, tail=str(max_bytes))
+        )
+        text = "".join(lines).encode(errors="surrogateescape")
+        return text[-max_bytes:], len(text) > max_bytes
+
+    async def attach(self, handle: str) -> Terminal:
+        stream = self._container(handle).attach(stdin=True, stdout=True, stderr=True)
+        try:
+            await stream.__aenter__()
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
+        return _AttachedTerminal(stream)
 
     async def pause(self, handle: str) -> None:
         await self._toggle(handle, pause=True)
@@ -897,7 +987,7 @@ class DockerDriver:
         labels = raw.Actor.Attributes
         if raw.Type != "container" or UUID_LABEL not in labels:
             return None
-        action = raw.Action.split(":", 1)[0]
+        action, _, status = raw.Action.partition(":")
         pid = 0
         if action in ("start", "restart"):
             observed = await self.observe(raw.Actor.ID)
@@ -911,6 +1001,7 @@ class DockerDriver:
             exit_code=_int_or_none(labels.get("exitCode")),
             signal=_int_or_none(labels.get("signal")),
             pid=pid,
+            status=status.strip() or None,
         )
 
 

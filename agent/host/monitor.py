@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from agent.errors import VirtError
@@ -35,7 +35,9 @@ from agent.host.translate import (
 from schemas.codes import DomainState, Lifecycle, PausedReason, RunningReason
 from schemas.events import (
     DeviceEvent,
+    DomainEventBase,
     DomainRef,
+    HealthEvent,
     LifecycleEvent,
     Origin,
     RebootEvent,
@@ -70,6 +72,8 @@ DISCARD_TRIES = 6
 (about 6 s); a container still there after them is removed by a later re-list."""
 DOCKER_TIME = "docker_ns"
 """Store counter: Docker's time of the last event applied, where a replay resumes."""
+HEALTH_STATUS = "health_status"
+"""Docker's action for a health check's verdict (``health_status: healthy``)."""
 
 
 @dataclass
@@ -178,6 +182,43 @@ class Monitor:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
+        self._on_queued()
+
+    def _health(self, domain: DomainObj, event: RuntimeEvent) -> None:
+        """A health check's verdict: an event of its own, no state change."""
+        if event.status not in ("healthy", "unhealthy"):
+            return
+        status: Literal["healthy", "unhealthy"] = (
+            "healthy" if event.status == "healthy" else "unhealthy"
+        )
+        ref = DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id)
+        when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
+        with self._store.transaction() as tx:
+            tx.enqueue(
+                lambda seq: HealthEvent(
+                    seq=seq,
+                    host=self.host,
+                    time=when,
+                    domain=ref,
+                    origin="external",
+                    status=status,
+                )
+            )
+            tx.set_counter(DOCKER_TIME, event.time_ns)
+        self._on_queued()
+
+    def publish(
+        self, domain: DomainObj, build: Callable[[int, dict[str, Any]], DomainEventBase]
+    ) -> None:
+        """Store the domain and queue an event of a change Docker does not see (its
+        metadata) in one transaction. ``build`` gets the event's ``seq`` and the fields
+        every domain event shares."""
+        ref = DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id)
+        with self._store.transaction() as tx:
+            if self._domains.by_uuid(domain.uuid) is domain:
+                tx.save(domain)
+            common = {"host": self.host, "time": datetime.now(UTC), "domain": ref}
+            tx.enqueue(lambda seq: build(seq, common))
         self._on_queued()
 
     def stopped(
@@ -392,6 +433,9 @@ class Monitor:
             f" as {origin_override}" if origin_override else "",
         )
         if domain is None:
+            return
+        if event.action == HEALTH_STATUS:
+            self._health(domain, event)
             return
         expectation = self._expectations.get(event.uuid)
         if event.action in _TOGGLES and await self._stale(

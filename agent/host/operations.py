@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -139,6 +139,9 @@ class Operations:
         self._credentials = credentials
         self._engine = engine
         self._finishing: dict[UUID, asyncio.Future[object]] = {}
+        self._rebooting: dict[UUID, asyncio.Task[None]] = {}
+        self.sessions: Any = None
+        """The console sessions (agent/host/console.py), set where the agent is composed."""
 
     @property
     def domains(self) -> DomainTable:
@@ -539,7 +542,7 @@ class Operations:
         self._mounts.admit(spec, domain.uuid)
         steps = list(before or [])
         mode = Mode.PLAIN
-        if pending is not None:
+        if pending is not None and _container_of(pending) != _container_of(domain.spec):
             steps += self._rebuild(domain, pending)
             mode = Mode.REFRESH
         steps.append(lambda: self._verify_mounts(domain, spec))
@@ -576,6 +579,11 @@ class Operations:
     @handles(Shutdown)
     async def shutdown(self, command: Shutdown) -> DomainRecord:
         timeout_s = command.args.timeout_s
+        if not command.args.escalate:
+            domain = self._active(command)
+            await self._cancel_reboot(domain.uuid)
+            await self._driver.signal(self._handle(domain), "TERM")
+            return domain.record()
         return await self._take_down(
             command,
             Lifecycle.STOPPED_SHUTDOWN,
@@ -606,6 +614,7 @@ class Operations:
         while this runs, and one still waiting is cancelled (the domain, whose container
         is already down, stops with ``stopped`` at once)."""
         domain = self._domains.get(command.target)
+        await self._cancel_reboot(domain.uuid)
         with self._restarts.held(domain.uuid):
             if await self._restarts.cancel(domain.uuid):
                 self._monitor.stopped(domain, stopped, command.id)
@@ -639,19 +648,59 @@ class Operations:
 
     @handles(Reboot)
     async def reboot(self, command: Reboot) -> DomainRecord:
-        """Docker's restart mounts the sources again: they are checked first."""
+        """Docker's restart mounts the sources again: they are checked first. Without
+        ``escalate``: the domain's init gets SIGTERM and the reply goes out; when the
+        domain has stopped, however long that takes, the agent starts it again (one
+        reboot event). A shutdown or destroy in the meantime cancels the restart."""
         domain = await self._running(command)
+        await self._verify_mounts(domain, domain.spec)
+        handle = self._handle(domain)
+        if not command.args.escalate:
+
+            async def reboot_when_stopped() -> None:
+                await self._act(
+                    domain,
+                    command.id,
+                    frozenset({Special.REBOOT}),
+                    lambda: self._driver.signal(handle, "TERM"),
+                    lambda: self._driver.wait_stopped(handle),
+                    lambda: self._verify_mounts(domain, domain.spec),
+                    lambda: self._driver.start(handle),
+                    mode=Mode.SOFT_REBOOT,
+                )
+
+            self._in_background(domain.uuid, reboot_when_stopped(), f"reboot of {domain.name}")
+            return domain.record()
+        grace_s = command.args.timeout_s
         await self._act(
             domain,
             command.id,
             frozenset({Special.REBOOT}),
-            lambda: self._verify_mounts(domain, domain.spec),
-            lambda: self._driver.restart(self._handle(domain)),
+            lambda: self._driver.restart(handle, grace_s),
             mode=Mode.REBOOT,
-            wait_s=2 * EVENT_WAIT_S,
+            wait_s=grace_s + 2 * EVENT_WAIT_S,
             answer_at_report=True,
         )
         return domain.record()
+
+    def _in_background(self, uuid: UUID, work: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(work)
+        self._rebooting[uuid] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            if self._rebooting.get(uuid) is task:
+                del self._rebooting[uuid]
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s failed: %s", what, task.exception())
+
+        task.add_done_callback(done)
+
+    async def _cancel_reboot(self, uuid: UUID) -> None:
+        """A reboot waiting for the domain to stop by itself will not start it again."""
+        task = self._rebooting.pop(uuid, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _restart_after_crash(
         self, domain: DomainObj, crash: Lifecycle, exit_code: int | None
@@ -891,3 +940,12 @@ class Operations:
                     await self.start(domain, f"autostart-{domain.uuid}", paused=False)
                 except VirtError as error:
                     log.warning("autostart of domain %s failed: %s", domain.name, error)
+
+
+_OUTSIDE_THE_CONTAINER = {"title", "description", "metadata", "metadata_xml", "autostart"}
+
+
+def _container_of(spec: DomainSpec) -> DomainSpec:
+    """The part of a definition its container is built from: a definition that differs
+    from the running one only in its description or metadata needs no new container."""
+    return spec.model_copy(update=dict.fromkeys(_OUTSIDE_THE_CONTAINER))

@@ -37,6 +37,9 @@ class Mode(StrEnum):
     REVERT = "revert"
     """``domain.snapshot_revert`` rebuilds the container from the snapshot's image beside
     the old one: every step is libvirt's "from snapshot"."""
+    SOFT_REBOOT = "soft_reboot"
+    """``domain.reboot`` without escalation: the domain stops by itself after a signal
+    and the agent starts it; the stop is not reported, the start is the reboot."""
 
 
 class Special(Enum):
@@ -87,12 +90,14 @@ TABLE: tuple[Row, ...] = (
     Row("create", (), persistent=False),
     Row("start", (), mode=Mode.REBOOT),
     Row("start", (Special.REBOOT,), mode=Mode.RESTART),
+    Row("start", (Special.REBOOT,), mode=Mode.SOFT_REBOOT),
     Row("start", (L.STARTED_BOOTED,)),
     Row("pause", (L.SUSPENDED_PAUSED,)),
     # Docker unpauses a paused container on its way down: not a resume.
     Row("unpause", (), stopping=True),
     Row("unpause", (L.RESUMED_UNPAUSED,)),
     Row("die", (), mode=Mode.REBOOT),
+    Row("die", (), mode=Mode.SOFT_REBOOT),
     Row("die", (L.STOPPED_DESTROYED,), mode=Mode.DESTROY),
     Row("die", (Special.STOPPED,)),
     Row("restart", (Special.REBOOT,)),

@@ -26,7 +26,9 @@ from schemas.commands import COMMAND_ADAPTER, OPS
 from schemas.events import (
     AgentEvent,
     DeviceEvent,
+    HealthEvent,
     LifecycleEvent,
+    MetadataChangeEvent,
     NetworkEvent,
     RebootEvent,
     TunableEvent,
@@ -54,6 +56,8 @@ ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "TunableEvent": TypeAdapter(TunableEvent),
     "DeviceEvent": TypeAdapter(DeviceEvent),
     "NetworkEvent": TypeAdapter(NetworkEvent),
+    "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
+    "HealthEvent": TypeAdapter(HealthEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
 }
 
@@ -241,6 +245,8 @@ def test_message_examples_are_valid(name: str, document: dict[str, Any]) -> None
         ("tunableEvents", "TunableEvent"),
         ("deviceEvents", "DeviceEvent"),
         ("networkEvents", "NetworkEvent"),
+        ("metadataChangeEvents", "MetadataChangeEvent"),
+        ("healthEvents", "HealthEvent"),
         ("presence", "AgentEvent"),
     ],
 )
@@ -343,7 +349,7 @@ def test_the_real_parser_accepts_the_document(node: str, tmp_path: Path) -> None
     assert result.returncode == 0, output
     assert not [line for line in result.stdout.splitlines() if line.startswith("error ")], output
     assert re.search(
-        r"^OK: .*AsyncAPI 3\.0\.0, 13 channels, 10 operations, 9 messages", output, re.M
+        r"^OK: .*AsyncAPI 3\.0\.0, 15 channels, 12 operations, 11 messages", output, re.M
     )
 
 

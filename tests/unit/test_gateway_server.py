@@ -13,6 +13,7 @@ import pytest
 
 from agent.client import Connection, VirtbusError
 from agent.client.connection import Op
+from agent.client.events import EventKind
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     REMOTE_PROGRAM,
@@ -92,11 +93,11 @@ class FakeBus(Connection):
             return WEB
         raise VirtbusError.of(ErrorCode.NO_DOMAIN, f"no domain matching {target}", host)
 
-    async def domain_event_register_any(
+    async def subscribe(
         self,
         host: str,
         domain: str | None,
-        event_id: EventId,
+        kind: EventKind | None,
         callback: Callable[[Event], Awaitable[None] | None],
     ) -> int:
         callback_id = len(self.callbacks) + 1
@@ -318,13 +319,20 @@ async def test_an_event_at_registration_comes_after_the_reply(peer: Peer, bus: F
     assert message.int32() == callback_id
 
 
-async def test_unsupported_event_ids_are_no_support(peer: Peer) -> None:
+async def test_every_event_id_libvirt_knows_registers(peer: Peer, bus: FakeBus) -> None:
+    """As libvirtd: an ID the bus never feeds (IO_ERROR) registers and never fires; an
+    ID out of range is refused."""
     await peer.open()
     packer = Packer()
     packer.int32(5)  # IO_ERROR
     packer.boolean(False)
+    body = await peer.ok(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, packer.data())
+    assert body.int32() in bus.callbacks
+    packer = Packer()
+    packer.int32(64)
+    packer.boolean(False)
     code, _ = await peer.error(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, packer.data())
-    assert code == ErrorCode.NO_SUPPORT
+    assert code == ErrorCode.INTERNAL_ERROR
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,10 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "snapshot.get_xml_desc": {"target": WEB, "args": {"snapshot": "s1"}},
     "domain.snapshot_revert": {"target": WEB, "args": {"snapshot": "s1"}},
     "snapshot.delete": {"target": WEB, "args": {"snapshot": "s1"}},
+    "domain.set_metadata": {"target": WEB, "args": {"type": "title"}},
+    "domain.get_metadata": {"target": WEB, "args": {"type": "description"}},
+    "domain.get_console_output": {"target": WEB},
+    "domain.open_console": {"target": WEB, "args": {"queue": "amq.gen-x"}},
 }
 """The smallest valid body of every op, without the envelope."""
 
@@ -154,7 +158,7 @@ def test_target_by_each_key() -> None:
 
 def test_defaults_are_the_contracts() -> None:
     shutdown = parse_command(body("domain.shutdown"))
-    assert shutdown.args.model_dump() == {"timeout_s": 10}
+    assert shutdown.args.model_dump() == {"timeout_s": 10, "escalate": True}
     define = parse_command(body("domain.define"))
     assert define.op == "domain.define"
     spec = define.args.spec
@@ -417,6 +421,7 @@ ERROR_CODES = {
     "NO_DOMAIN_SNAPSHOT": 72,
     "ARGUMENT_UNSUPPORTED": 74,
     "OPERATION_ABORTED": 78,
+    "NO_DOMAIN_METADATA": 80,
     "OPERATION_UNSUPPORTED": 84,
     "RESOURCE_BUSY": 87,
     "ACCESS_DENIED": 88,
@@ -466,9 +471,12 @@ def test_event_ids_are_libvirts() -> None:
     assert {event.name: event.value for event in EventId} == {
         "LIFECYCLE": 0,
         "REBOOT": 1,
+        "BALLOON_CHANGE": 13,
         "TUNABLE": 17,
         "DEVICE_REMOVED": 15,
+        "AGENT_LIFECYCLE": 18,
         "DEVICE_ADDED": 19,
+        "METADATA_CHANGE": 23,
     }
 
 
