@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ POOL_LABEL = "virtbus.pool"
 CAPACITY_LABEL = "virtbus.capacity"
 SNAPSHOT_LABEL = "virtbus.snapshot"
 CREATED_LABEL = "virtbus.snapshot.created"
+log = logging.getLogger(__name__)
 SNAPSHOT_REPOSITORY = "virtbus-snapshot"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=300.0, sock_connect=30.0)
 """The bound on one call to the engine (aiohttp's default, which aiodocker lifts for the
@@ -470,6 +472,7 @@ class DockerDriver:
         self._url = url
         self._ssl_context = ssl_context
         self._docker: aiodocker.Docker | None = None
+        self._pruning = asyncio.Lock()
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -946,12 +949,19 @@ class DockerDriver:
             await self._call(self.docker.images.delete(reference, force=True))
 
     async def prune_snapshot_images(self) -> None:
+        """Garbage collection of this host's snapshot images that nothing names any more:
+        one prune at a time (Docker refuses a second while one runs), and never an error
+        for the operation that asked; what one prune leaves, the next takes."""
         filters = {"dangling": ["true"], "label": [f"{HOST_LABEL}={self.host}", SNAPSHOT_LABEL]}
-        await self._call(
-            self.docker._query_json(
-                "images/prune", method="POST", params={"filters": json.dumps(filters)}
-            )
-        )
+        async with self._pruning:
+            try:
+                await self._call(
+                    self.docker._query_json(
+                        "images/prune", method="POST", params={"filters": json.dumps(filters)}
+                    )
+                )
+            except VirtError as error:
+                log.warning("snapshot images not pruned: %s", error)
 
     async def events(
         self, since_ns: int, until_ns: int | None = None
