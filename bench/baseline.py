@@ -2,14 +2,22 @@
 
 The echo server (``bench.echo``) sits on a host queue of its own, of each queue type,
 reached through ``virtbus.commands`` exactly as an agent is; the client is the one the
-benchmarks measure agents with, sending the same command bodies. Measured: one call at
-a time (round-trip latency) and 64 in flight (throughput).
+benchmarks measure agents with, sending the same command bodies.
+
+A benchmark whose goal is set against a bare round trip starts its own echo with
+``echo_peer`` and measures it in alternating rounds with its subject
+(``bench.core.interleave``). The "RPC" section that opens every run (``run`` here:
+one call at a time, and 64 in flight) describes the bus for the report; no goal is set
+against it, since it was measured minutes before the benchmarks under another load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from bench.core import BenchResult, Context, CpuMeter, Dist, broker_pid, fmt
@@ -82,8 +90,48 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     return result
 
 
+@dataclass
+class Echo:
+    """A running bare echo server and the client that calls it."""
+
+    host: str
+    client: RpcClient
+    process: EchoProcess
+
+    async def one(self, n: int = 0) -> bool:
+        """One round trip with the body of a ``domain.get_state`` command (the shape
+        ``sequential`` and ``closed_loop`` call)."""
+        command_id = uuid.uuid4().hex
+        body = command_body(command_id, "domain.get_state", {"name": "echo"})
+        await self.client.call(self.host, body, command_id)
+        return True
+
+    async def calls(self, count: int) -> list[float]:
+        """``count`` round trips one at a time; the seconds of each."""
+        return (await sequential(self.one, count, warmup=0)).latencies
+
+
+@contextlib.asynccontextmanager
+async def echo_peer(
+    ctx: Context, client: RpcClient, queue_type: str, name: str = ""
+) -> AsyncIterator[Echo]:
+    """A bare echo server on a host queue of ``queue_type`` for the block, to be measured
+    interleaved with the benchmark's subject; removed afterwards."""
+    host = ctx.host(f"echo-{name or ctx.current.lower()}-{queue_type[0]}")
+    process = EchoProcess(ctx, host, queue_type)
+    await process.start()
+    try:
+        echo = Echo(host, client, process)
+        await sequential(echo.one, 0, warmup=10)
+        yield echo
+    finally:
+        await process.stop()
+        await ctx.cleanup.sweep(ctx.docker, [host])
+
+
 def rpc(ctx: Context, queue_type: str) -> dict[str, Any]:
-    """The baseline figures of one queue type (measured earlier in the run)."""
+    """The figures of the run's opening RPC section (measured before the benchmarks, not
+    interleaved with them: a goal set against them must say ``interleaved=False``)."""
     figures: dict[str, Any] = ctx.baselines[f"rpc_{queue_type}"]
     return figures
 

@@ -98,20 +98,137 @@ def fmt(value: float, digits: int = 3) -> str:
     return f"{value:,.{decimals}f}"
 
 
+# ------------------------------------------------------------------ interleave --
+
+Side = Callable[[int], Awaitable["float | Sequence[float] | None"]]
+"""One side of an interleaved measurement, called once per round with the round's
+number (negative in warm-up rounds). It returns its samples (seconds, or any other unit
+the caller keeps to), or None to have the wall time of the call recorded."""
+
+
+@dataclass
+class Interleaved:
+    """The samples of each side of an interleaved measurement."""
+
+    samples: dict[str, list[float]]
+    rounds: int
+    orders: list[list[str]] = field(default_factory=list)
+    """The order the sides ran in, round by round."""
+    load: list[float] = field(default_factory=list)
+    """The 1-minute load average as each round began."""
+
+    def dist(self, name: str) -> Dist:
+        """The samples of ``name`` as a latency distribution (samples in seconds)."""
+        return Dist.of(self.samples[name])
+
+    def total(self, name: str) -> float:
+        return sum(self.samples[name])
+
+    def summary(self) -> dict[str, Any]:
+        """What the results file keeps of it (not every sample)."""
+        return {
+            "rounds": self.rounds,
+            "first_round_order": self.orders[0] if self.orders else [],
+            "load_1min": [round(value, 2) for value in self.load],
+            "samples": {name: len(values) for name, values in self.samples.items()},
+        }
+
+
+async def interleave(sides: dict[str, Side], rounds: int, *, warmup: int = 0) -> Interleaved:
+    """Measure a subject and its baseline(s) in alternating rounds: each round calls every
+    side once, one after the other, and the order rotates from round to round (with two
+    sides, who goes first alternates), so a change in the machine's load falls on both
+    alike. ``warmup`` rounds go first and are not recorded."""
+    if not sides or rounds < 1:
+        raise ValueError("interleave needs at least one side and one round")
+    names = list(sides)
+    measured = Interleaved({name: [] for name in names}, rounds)
+    for round_ in range(-warmup, rounds):
+        shift = round_ % len(names)
+        order = names[shift:] + names[:shift]
+        if round_ >= 0:
+            measured.orders.append(order)
+            measured.load.append(os.getloadavg()[0])
+        for name in order:
+            began = time.perf_counter()
+            outcome = await sides[name](round_)
+            elapsed = time.perf_counter() - began
+            if round_ < 0:
+                continue
+            if outcome is None:
+                measured.samples[name].append(elapsed)
+            elif isinstance(outcome, int | float):
+                measured.samples[name].append(float(outcome))
+            else:
+                measured.samples[name].extend(float(value) for value in outcome)
+    return measured
+
+
 # --------------------------------------------------------------------- results --
+
+
+RATIO = "ratio"
+DIFFERENCE = "difference"
+ABSOLUTE = "absolute"
 
 
 @dataclass
 class Goal:
-    """One goal line: what was measured, against what, and whether it was met."""
+    """One goal, as the results file records it: virtbus's figure (``subject``), the
+    baseline's figure in the same unit, how they compare (``kind``: ``value`` is
+    ``subject / baseline`` for a ratio, ``subject - baseline`` for a difference), the
+    bound ``value`` is held to and whether it was met.
+
+    ``interleaved`` says the baseline was measured in alternating rounds with the subject
+    (``rounds`` of them), in the same benchmark. An ``absolute`` goal has no baseline: a
+    fixed bound, kept only where there is nothing to compare with (a count of lost
+    messages, a bound the issue itself sets); ``baseline_what`` then says why."""
 
     bench: str
     what: str
-    measured: float
-    unit: str
+    kind: str
+    subject: float
+    baseline: float | None
+    baseline_what: str
+    value: float
+    op: str
+    """``<=`` or ``>=``: ``value op bound`` is the goal."""
+    bound: float
     goal: str
     met: bool
+    unit: str
+    """The unit of ``subject`` and ``baseline`` (``ms``, ``s``, ``MiB``, ``/s``, ``%`` or "")."""
+    interleaved: bool
+    rounds: int = 0
     detail: str = ""
+    valid: bool = True
+    """False when the measurement itself failed a check (a reply not ``ok``, a reply
+    missing): the goal then counts as missed whatever the figures say."""
+
+    @property
+    def value_unit(self) -> str:
+        return "x" if self.kind == RATIO else self.unit
+
+
+def _goal_text(kind: str, op: str, bound: float, unit: str, baseline_what: str) -> str:
+    sign = "≤" if op == "<=" else "≥"
+    if kind == RATIO:
+        return f"{sign} {bound:g} x {baseline_what}"
+    if kind == DIFFERENCE:
+        return f"{sign} {baseline_what} {'+' if bound >= 0 else '-'} {abs(bound):g} {unit}"
+    return f"{sign} {bound:g} {unit}".rstrip()
+
+
+def _compare(value: float, op: str, bound: float) -> bool:
+    if math.isnan(value):
+        return False
+    return value <= bound if op == "<=" else value >= bound
+
+
+def _bound(at_most: float | None, at_least: float | None) -> tuple[str, float]:
+    if (at_most is None) == (at_least is None):
+        raise ValueError("give exactly one of at_most and at_least")
+    return ("<=", at_most) if at_most is not None else (">=", at_least)  # type: ignore[return-value]
 
 
 @dataclass
@@ -133,16 +250,152 @@ class BenchResult:
     error: str | None = None
     duration_s: float = 0.0
 
-    def goal(
+    def ratio(
         self,
         what: str,
-        measured: float,
+        subject: float,
+        baseline: float,
+        *,
         unit: str,
-        goal: str,
-        met: bool,
+        baseline_what: str,
+        at_most: float | None = None,
+        at_least: float | None = None,
+        interleaved: bool = True,
+        rounds: int = 0,
         detail: str = "",
+        valid: bool = True,
+    ) -> Goal:
+        """Record the goal ``subject / baseline`` ≤ ``at_most`` (or ≥ ``at_least``)."""
+        op, bound = _bound(at_most, at_least)
+        value = subject / baseline if baseline else math.nan
+        return self._add(
+            RATIO,
+            what,
+            subject,
+            baseline,
+            baseline_what,
+            value,
+            op,
+            bound,
+            unit,
+            interleaved,
+            rounds,
+            detail,
+            valid,
+        )
+
+    def difference(
+        self,
+        what: str,
+        subject: float,
+        baseline: float,
+        *,
+        unit: str,
+        baseline_what: str,
+        at_most: float | None = None,
+        at_least: float | None = None,
+        interleaved: bool = True,
+        rounds: int = 0,
+        detail: str = "",
+        valid: bool = True,
+    ) -> Goal:
+        """Record the goal ``subject - baseline`` ≤ ``at_most`` (or ≥ ``at_least``), in
+        ``unit``."""
+        op, bound = _bound(at_most, at_least)
+        return self._add(
+            DIFFERENCE,
+            what,
+            subject,
+            baseline,
+            baseline_what,
+            subject - baseline,
+            op,
+            bound,
+            unit,
+            interleaved,
+            rounds,
+            detail,
+            valid,
+        )
+
+    def absolute(
+        self,
+        what: str,
+        value: float,
+        *,
+        unit: str,
+        reason: str,
+        at_most: float | None = None,
+        at_least: float | None = None,
+        detail: str = "",
+        valid: bool = True,
+    ) -> Goal:
+        """Record a goal with a fixed bound and no baseline; ``reason`` says why there is
+        none (the report prints it next to the goal)."""
+        op, bound = _bound(at_most, at_least)
+        return self._add(
+            ABSOLUTE, what, value, None, reason, value, op, bound, unit, False, 0, detail, valid
+        )
+
+    def goal(
+        self, what: str, measured: float, unit: str, goal: str, met: bool, detail: str = ""
     ) -> None:
-        self.goals.append(Goal(self.id, what, measured, unit, goal, met, detail))
+        """The old way to record a goal, with no baseline: kept so that a benchmark not
+        yet moved to ``ratio``/``difference`` still reports, flagged as such."""
+        recorded = self._add(
+            ABSOLUTE,
+            what,
+            measured,
+            None,
+            "no baseline recorded (old API)",
+            measured,
+            "<=",
+            math.nan,
+            unit,
+            False,
+            0,
+            detail,
+            True,
+        )
+        recorded.goal = goal
+        recorded.met = met
+
+    def _add(
+        self,
+        kind: str,
+        what: str,
+        subject: float,
+        baseline: float | None,
+        baseline_what: str,
+        value: float,
+        op: str,
+        bound: float,
+        unit: str,
+        interleaved: bool,
+        rounds: int,
+        detail: str,
+        valid: bool,
+    ) -> Goal:
+        goal = Goal(
+            bench=self.id,
+            what=what,
+            kind=kind,
+            subject=subject,
+            baseline=baseline,
+            baseline_what=baseline_what,
+            value=value,
+            op=op,
+            bound=bound,
+            goal=_goal_text(kind, op, bound, unit, baseline_what),
+            met=valid and _compare(value, op, bound),
+            unit=unit,
+            interleaved=interleaved,
+            rounds=rounds,
+            detail=detail,
+            valid=valid,
+        )
+        self.goals.append(goal)
+        return goal
 
     def table(self, title: str, headers: list[str], rows: Iterable[Iterable[str]]) -> None:
         self.tables.append(Table(title, headers, [list(row) for row in rows]))
@@ -186,6 +439,8 @@ class Scale:
     broker_memory: bool
     """Sample the broker's memory (a few seconds of ``rabbitmq-diagnostics`` each)."""
     b7_warmup: bool
+    rounds: int
+    """Rounds of an interleaved measurement (subject and baseline alternating)."""
 
     @classmethod
     def full(cls) -> Scale:
@@ -213,6 +468,7 @@ class Scale:
             b9_calls=20,
             broker_memory=True,
             b7_warmup=True,
+            rounds=6,
         )
 
     @classmethod
@@ -241,6 +497,7 @@ class Scale:
             b9_calls=5,
             broker_memory=False,
             b7_warmup=False,
+            rounds=2,
         )
 
 
