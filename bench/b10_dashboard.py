@@ -139,23 +139,21 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "http_load_s": http,
         "chromium_load_s": chromium,
     }
-    result.goal(
+    result.absolute(
         f"fleet view load over HTTP (page, assets, session, fleet snapshot), worst of {ROUNDS}",
         worst_http,
-        "s",
-        f"≤ {LOAD_GOAL_S} s",
-        worst_http <= LOAD_GOAL_S,
-        f"ratio {worst_http / LOAD_GOAL_S:.2f} of the goal",
+        unit="s",
+        reason="the dashboard's own goal: nothing to compare it with",
+        at_most=LOAD_GOAL_S,
     )
     if chromium:
         worst = max(chromium)
-        result.goal(
+        result.absolute(
             f"fleet view drawn in headless Chromium with every host, worst of {ROUNDS}",
             worst,
-            "s",
-            f"≤ {LOAD_GOAL_S} s",
-            worst <= LOAD_GOAL_S,
-            f"ratio {worst / LOAD_GOAL_S:.2f} of the goal",
+            unit="s",
+            reason="the dashboard's own goal: nothing to compare it with",
+            at_most=LOAD_GOAL_S,
         )
     result.table(
         f"B10 dashboard over {size:,} hosts",

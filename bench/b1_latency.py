@@ -92,13 +92,15 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
                 f"{delta / base['p50_ms']:.2f}x",
             ]
         )
-        result.goal(
+        result.ratio(
             f"{op}: agent p50 - raw p50",
             delta,
-            "ms",
-            f"≤ {BOUND} x RPC p50 = {fmt(bound)} ms",
-            delta <= bound,
-            f"agent {fmt(via_agent.p50)} ms, raw {fmt(bare.p50)} ms (n={via_agent.n})",
+            base["p50_ms"],
+            unit="ms",
+            baseline_what="bare RPC p50",
+            at_most=BOUND,
+            interleaved=False,
+            detail=f"agent {fmt(via_agent.p50)} ms, raw {fmt(bare.p50)} ms (n={via_agent.n})",
         )
     result.metrics["rpc_p50_ms"] = base["p50_ms"]
     result.metrics["bound_ms"] = bound

@@ -204,6 +204,9 @@ class Goal:
     valid: bool = True
     """False when the measurement itself failed a check (a reply not ``ok``, a reply
     missing): the goal then counts as missed whatever the figures say."""
+    profiles: list[str] = field(default_factory=list)
+    """Where the time goes, for a missed goal: the call trees of its benchmark's profiled
+    re-run (filled in by the run with ``--profile`` or ``--publish``)."""
 
     @property
     def value_unit(self) -> str:

@@ -73,6 +73,11 @@ class Gathering:
     def dist(self) -> Dist:
         return Dist.of(self.times_s)
 
+    def add(self, other: Gathering) -> None:
+        self.times_s.extend(other.times_s)
+        self.missing += other.missing
+        self.failed += other.failed
+
 
 async def gather_typed(
     conn: Connection, fleet: Fleet, rounds: int, timeout_s: float, warmup: int = 2

@@ -1,13 +1,16 @@
-"""``python -m bench``: run the benchmarks of issue 4 and write the results.
+"""``python -m bench``: run the benchmarks and write the results.
 
-    bench/run.sh [--quick] [--only B1,B3] [--profile]
+    bench/run.sh [--quick] [--only B1,B3] [--profile] [--publish]
 
 Writes ``bench/results/<timestamp>.json`` (everything), ``bench/results/<timestamp>.md``
 and ``bench/results/latest.md`` (the report), and prints the report on standard output;
 progress goes to standard error. With ``--profile``, every benchmark that missed a goal
 is run once more under pyinstrument (agents and fleet workers profiled over the measured
-part only) and the profiles are added to its section; the figures of the report always
-come from the run without the profiler.
+part only), the profiles are added to its section and each missed goal points to them;
+the figures of the report always come from the run without the profiler.
+
+``--publish`` is a full run with ``--profile`` whose results become the published ones
+(``bench/published/``) and regenerate the docs' tables (``bench.publish``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from bench import (
     b9_stats,
     b10_dashboard,
     baseline,
+    publish,
 )
 from bench.core import BenchResult, Cleanup, Context, Scale, sweep_stale, write_pidfile
 from bench.machine import describe
@@ -90,6 +94,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="before each benchmark, wait (up to 15 min) for the 1-minute load average "
         "to drop to this (on a machine shared with other work)",
     )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="a full run (with --profile) that becomes the published one: writes "
+        "bench/published/ and regenerates the docs' tables from it",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--keep-workdir", action="store_true", help="keep state and logs")
     args = parser.parse_args(argv)
@@ -99,7 +109,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
         args.only = wanted
-    args.profile = args.profile or args.profile_all
+    if args.publish and (args.quick or args.only):
+        parser.error("--publish records the full suite: not with --quick or --only")
+    args.profile = args.profile or args.profile_all or args.publish
     if args.profile:
         try:
             import pyinstrument  # noqa: F401
@@ -250,10 +262,14 @@ async def amain(args: argparse.Namespace) -> int:
                 title, bench = BENCHES[result.id]
                 again = await run_bench(ctx, result.id, title, bench, args.quiet_load)
                 result.profiles = ctx.profiles
+                trees = [str(profile["call_tree"]) for profile in ctx.profiles]
+                for goal in result.goals:
+                    if not goal.met:
+                        goal.profiles = trees
                 result.notes.append(
                     "profiled re-run (figures under the profiler, for orientation only): "
                     + "; ".join(
-                        f"{g.what} = {g.measured:.4g} {g.unit}".rstrip() for g in again.goals
+                        f"{g.what} = {g.subject:.4g} {g.unit}".rstrip() for g in again.goals
                     )
                     + (f" - error: {again.error}" if again.error else "")
                 )
@@ -274,6 +290,14 @@ async def amain(args: argparse.Namespace) -> int:
         path, text = write(args.results, run, ordered)
         print(text)
         ctx.log(f"wrote {path} and {args.results / 'latest.md'}")
+        if args.publish:
+            published = publish.adopt(path)
+            changed = publish.write()
+            ctx.log(
+                f"published {published}; regenerated "
+                + (", ".join(str(p.relative_to(publish.REPO)) for p in changed) or "nothing")
+                + ". Commit bench/published/ and the pages together."
+            )
         errors = [r.id for r in ordered if r.error]
         status = 1 if errors else 0
         if errors:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.core import BenchResult, Table, fmt
+from bench.core import ABSOLUTE, DIFFERENCE, RATIO, BenchResult, Table, fmt
 from bench.machine import one_line
 
 
@@ -22,53 +23,104 @@ def _table(table: Table) -> list[str]:
     return [*lines, ""]
 
 
-def _measured(value: float, unit: str) -> str:
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
     text = fmt(value) if isinstance(value, float) else str(value)
-    if unit in ("", "x"):
-        return f"{text}{unit}"
-    return f"{text} {unit}"
+    return f"{text} {unit}".rstrip() if unit not in ("x", "%") else f"{text}{unit}"
 
 
-def markdown(run: dict[str, Any], results: list[BenchResult]) -> str:
-    machine = run["machine"]
-    lines = [
-        f"# virtbus benchmarks — {run['timestamp']} ({'quick' if run['quick'] else 'full'} run)",
-        "",
-        f"- **Command**: `{run['command']}` (in `{run['cwd']}`), {run['duration_s']:.0f} s"
-        + (
-            f" (of which {run['waited_s']:.0f} s waiting for a quiet machine)"
-            if run.get("waited_s")
-            else ""
-        ),
-        f"- **Machine**: {one_line(machine)}",
-        f"- **Load average** (1/5/15 min) at start {_load(run, 'start')}, "
-        f"at end {_load(run, 'end')}",
-        "- Every figure is set against a baseline measured in the same run: raw aiodocker "
-        "calls (Docker side), a bare aio-pika RPC echo between two processes (bus side), "
-        "the `docker` CLI (operator side).",
-        "",
-        "## Goals",
-        "",
-        _row(["id", "measure", "measured", "goal", "met", "context"]),
-        "|---|---|---|---|---|---|",
-    ]
+def _value(goal: dict[str, Any]) -> str:
+    value = goal["value"]
+    if goal["kind"] == RATIO:
+        return "n/a" if value is None or math.isnan(value) else f"{fmt(value)}x"
+    if goal["kind"] == DIFFERENCE:
+        sign = "+" if value >= 0 else "-"
+        return f"{sign}{_number(abs(value), goal['unit'])}"
+    return _number(value, goal["unit"])
+
+
+def _baseline(goal: dict[str, Any]) -> str:
+    if goal["kind"] == ABSOLUTE:
+        return f"none: fixed bound ({goal['baseline_what']})"
+    when = (
+        f"interleaved, {goal['rounds']} rounds"
+        if goal["interleaved"] and goal["rounds"]
+        else "at the same moment"
+        if goal["interleaved"]
+        else "**not interleaved**: measured earlier in the run"
+    )
+    return f"{goal['baseline_what']}: {_number(goal['baseline'], goal['unit'])} ({when})"
+
+
+def _met(goal: dict[str, Any]) -> str:
+    if goal["met"]:
+        return "✓"
+    if not goal.get("valid", True):
+        return "✗ **missed** (a measurement check failed)"
+    return "✗ **missed**"
+
+
+GOAL_HEADERS = ["id", "goal", "virtbus", "baseline (same benchmark)", "ratio / Δ", "bound", "met"]
+
+
+def goals_table(results: list[dict[str, Any]]) -> list[str]:
+    """The goals of every benchmark (results as in the results file), one row each,
+    followed by the errors of benchmarks that could not run."""
+    lines = [_row(GOAL_HEADERS), "|" + "---|" * len(GOAL_HEADERS)]
     for result in results:
-        if result.error:
-            lines.append(_row([result.id, result.title, "error", "", "✗", result.error[:200]]))
-        for goal in result.goals:
+        if result.get("error"):
+            lines.append(_row([result["id"], result["title"], "error", "", "", "", "✗"]))
+        for goal in result["goals"]:
+            what = goal["what"] + (f" ({goal['detail']})" if goal.get("detail") else "")
             lines.append(
                 _row(
                     [
-                        goal.bench,
-                        goal.what,
-                        _measured(goal.measured, goal.unit),
-                        goal.goal,
-                        "✓" if goal.met else "✗ **missed**",
-                        goal.detail,
+                        goal["bench"],
+                        what,
+                        _number(goal["subject"], goal["unit"]),
+                        _baseline(goal),
+                        _value(goal),
+                        goal["goal"],
+                        _met(goal),
                     ]
                 )
             )
-    lines.append("")
+    return [*lines, ""]
+
+
+def misses(results: list[dict[str, Any]]) -> list[str]:
+    """For each missed goal, where its profile is (or that there is none)."""
+    lines: list[str] = []
+    for result in results:
+        for goal in result["goals"]:
+            if goal["met"]:
+                continue
+            where = (
+                ", ".join(f"`{path}`" for path in goal.get("profiles") or [])
+                or "no profile was taken (run with `--profile`)"
+            )
+            lines.append(f"- {goal['bench']} {goal['what']}: {where}")
+        if result.get("error"):
+            lines.append(f"- {result['id']} could not run: `{result['error'][:300]}`")
+    return lines
+
+
+def markdown(run: dict[str, Any], results: list[BenchResult]) -> str:
+    documents = [result.to_json() for result in results]
+    lines = [
+        f"# virtbus benchmarks — {run['timestamp']} ({'quick' if run['quick'] else 'full'} run)",
+        "",
+        *run_lines(run),
+        "",
+        "## Goals",
+        "",
+        *goals_table(documents),
+    ]
+    missed = misses(documents)
+    if missed:
+        lines += ["Where the time goes, for each goal missed (pyinstrument call trees):", ""]
+        lines += [*missed, ""]
     for result in results:
         lines += [f"## {result.id}: {result.title}", ""]
         if result.error:
@@ -81,6 +133,22 @@ def markdown(run: dict[str, Any], results: list[BenchResult]) -> str:
         for profile in result.profiles:
             lines += _profile(profile)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def run_lines(run: dict[str, Any]) -> list[str]:
+    """What a run was: command, machine, commit, load."""
+    machine = run["machine"]
+    waited = run.get("waited_s")
+    return [
+        f"- **Command**: `{run['command']}`, {run['duration_s']:.0f} s"
+        + (f" (of which {waited:.0f} s waiting for a quiet machine)" if waited else ""),
+        f"- **Machine**: {one_line(machine)}",
+        f"- **Load average** (1/5/15 min) at start {_load(run, 'start')}, "
+        f"at end {_load(run, 'end')}",
+        "- Every goal is a ratio or a difference against a baseline measured in the same "
+        "benchmark, in rounds alternating with the subject, unless its baseline column "
+        "says otherwise.",
+    ]
 
 
 def _load(run: dict[str, Any], when: str) -> str:
