@@ -216,7 +216,7 @@ class Goal:
 def _goal_text(kind: str, op: str, bound: float, unit: str, baseline_what: str) -> str:
     sign = "≤" if op == "<=" else "≥"
     if kind == RATIO:
-        return f"{sign} {bound:g} x {baseline_what}"
+        return f"{sign} {bound:g} \u00d7 {baseline_what}"
     if kind == DIFFERENCE:
         return f"{sign} {baseline_what} {'+' if bound >= 0 else '-'} {abs(bound):g} {unit}"
     return f"{sign} {bound:g} {unit}".rstrip()

@@ -26,16 +26,19 @@ def _table(table: Table) -> list[str]:
 def _number(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    text = fmt(value) if isinstance(value, float) else str(value)
-    return f"{text} {unit}".rstrip() if unit not in ("x", "%") else f"{text}{unit}"
+    text = fmt(float(value))
+    return f"{text}{unit}" if unit.startswith(("/", "%")) else f"{text} {unit}".rstrip()
+
+
+TIMES, MINUS = "\u00d7", "\u2212"
 
 
 def _value(goal: dict[str, Any]) -> str:
     value = goal["value"]
     if goal["kind"] == RATIO:
-        return "n/a" if value is None or math.isnan(value) else f"{fmt(value)}x"
+        return "n/a" if value is None or math.isnan(value) else f"{fmt(value)}{TIMES}"
     if goal["kind"] == DIFFERENCE:
-        sign = "+" if value >= 0 else "-"
+        sign = "+" if value >= 0 else MINUS
         return f"{sign}{_number(abs(value), goal['unit'])}"
     return _number(value, goal["unit"])
 

@@ -1,0 +1,304 @@
+"""The bench framework without services: interleaved rounds, goal records, the report's
+goal table, and the docs' tables generated from the published results file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import publish
+from bench.core import ABSOLUTE, DIFFERENCE, RATIO, BenchResult, interleave
+from bench.report import TIMES, goals_table, misses
+
+# ------------------------------------------------------------------ interleave --
+
+
+async def test_interleave_alternates_who_goes_first() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def side(name: str, value: float) -> Any:
+        async def one(round_: int) -> float:
+            calls.append((name, round_))
+            return value
+
+        return one
+
+    measured = await interleave(
+        {"subject": side("subject", 2.0), "baseline": side("baseline", 1.0)}, 4, warmup=1
+    )
+
+    assert calls == [
+        ("baseline", -1),
+        ("subject", -1),
+        ("subject", 0),
+        ("baseline", 0),
+        ("baseline", 1),
+        ("subject", 1),
+        ("subject", 2),
+        ("baseline", 2),
+        ("baseline", 3),
+        ("subject", 3),
+    ]
+    assert measured.samples == {"subject": [2.0] * 4, "baseline": [1.0] * 4}
+    assert measured.orders[0] == ["subject", "baseline"]
+    assert measured.orders[1] == ["baseline", "subject"]
+    assert len(measured.load) == 4
+    assert measured.summary()["rounds"] == 4
+
+
+async def test_interleave_rotates_three_sides() -> None:
+    async def nothing(round_: int) -> None:
+        return None
+
+    measured = await interleave({"a": nothing, "b": nothing, "c": nothing}, 3)
+
+    assert measured.orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+
+
+async def test_interleave_times_a_side_that_returns_nothing_and_keeps_lists() -> None:
+    async def timed(round_: int) -> None:
+        return None
+
+    async def many(round_: int) -> list[float]:
+        return [0.001 * round_, 0.002]
+
+    measured = await interleave({"timed": timed, "many": many}, 2)
+
+    assert len(measured.samples["timed"]) == 2
+    assert all(0 <= value < 1 for value in measured.samples["timed"])
+    assert measured.samples["many"] == [0.0, 0.002, 0.001, 0.002]
+    assert measured.dist("many").n == 4
+    assert measured.dist("many").max == pytest.approx(2.0)  # milliseconds
+
+
+async def test_interleave_needs_a_side_and_a_round() -> None:
+    async def side(round_: int) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="at least one side"):
+        await interleave({}, 3)
+    with pytest.raises(ValueError, match="one round"):
+        await interleave({"a": side}, 0)
+
+
+# --------------------------------------------------------------------- records --
+
+
+def test_ratio_record() -> None:
+    result = BenchResult("B9", "stats")
+    goal = result.ratio(
+        "bulk", 6.0, 4.0, unit="ms", baseline_what="direct reads", at_most=1.5, rounds=4
+    )
+
+    assert (goal.kind, goal.value, goal.met, goal.op, goal.bound) == (RATIO, 1.5, True, "<=", 1.5)
+    assert goal.goal == f"≤ 1.5 {TIMES} direct reads"
+    record = result.to_json()["goals"][0]
+    for key in ("bench", "what", "subject", "baseline", "value", "goal", "met", "unit", "kind"):
+        assert key in record
+    assert record["bench"] == "B9"
+    assert record["subject"] == 6.0 and record["baseline"] == 4.0
+    assert record["interleaved"] is True and record["rounds"] == 4
+
+    missed = result.ratio("bulk", 6.1, 4.0, unit="ms", baseline_what="x", at_most=1.5)
+    assert not missed.met
+    assert result.missed
+
+
+def test_at_least_and_invalid_measurements() -> None:
+    result = BenchResult("B2", "throughput")
+    goal = result.ratio("rate", 700, 1000, unit="/s", baseline_what="echo", at_least=0.7)
+    assert goal.met and goal.goal == f"≥ 0.7 {TIMES} echo"
+
+    failed = result.ratio(
+        "rate", 900, 1000, unit="/s", baseline_what="echo", at_least=0.7, valid=False
+    )
+    assert not failed.met and not failed.valid
+
+    nothing = result.ratio("rate", 900, 0, unit="/s", baseline_what="echo", at_least=0.7)
+    assert math.isnan(nothing.value) and not nothing.met
+
+    with pytest.raises(ValueError, match="exactly one"):
+        result.ratio("rate", 1, 1, unit="", baseline_what="", at_most=1, at_least=1)
+    with pytest.raises(ValueError, match="exactly one"):
+        result.ratio("rate", 1, 1, unit="", baseline_what="")
+
+
+def test_difference_and_absolute_records() -> None:
+    result = BenchResult("B3", "events")
+    goal = result.difference(
+        "p50", 1.2, 0.9, unit="ms", baseline_what="Docker + bus", at_most=0.5, interleaved=False
+    )
+    assert goal.kind == DIFFERENCE
+    assert goal.value == pytest.approx(0.3) and goal.met
+    assert goal.goal == "≤ Docker + bus + 0.5 ms"
+    assert not goal.interleaved
+
+    lost = result.absolute("lost", 1, unit="", reason="a count of lost messages", at_most=0)
+    assert lost.kind == ABSOLUTE and lost.baseline is None and not lost.met
+    assert lost.baseline_what == "a count of lost messages"
+
+
+def test_the_old_goal_call_is_recorded_without_a_baseline() -> None:
+    result = BenchResult("B7", "cli")
+    result.goal("lookup", 516.0, "ms", "≤ 100 ms", False, "old")
+
+    (goal,) = result.goals
+    assert goal.kind == ABSOLUTE and goal.baseline is None and not goal.interleaved
+    assert (goal.goal, goal.met) == ("≤ 100 ms", False)
+    assert "no baseline" in goal.baseline_what
+
+
+# ---------------------------------------------------------------------- report --
+
+
+def _document() -> list[dict[str, Any]]:
+    b2 = BenchResult("B2", "throughput")
+    b2.ratio("rate", 800, 1000, unit="/s", baseline_what="echo @64", at_least=0.7, rounds=6)
+    b1 = BenchResult("B1", "latency")
+    missed = b1.ratio(
+        "suspend: agent p50 - raw p50",
+        3.4,
+        1.7,
+        unit="ms",
+        baseline_what="bare RPC p50",
+        at_most=1.5,
+        interleaved=False,
+    )
+    missed.profiles = ["bench/published/profiles/20261206T070000Z/B1-x-1-0.txt"]
+    b3 = BenchResult("B3", "events")
+    b3.difference("p50", 2.0, 0.7, unit="ms", baseline_what="Docker + bus", at_most=0.5)
+    broken = BenchResult("B8", "fleet", error="BenchError: no reply")
+    return [result.to_json() for result in (b1, b2, b3, broken)]
+
+
+def test_goal_table_flags_baselines_and_misses() -> None:
+    text = "\n".join(goals_table(_document()))
+
+    assert (
+        f"| B2 | rate | 800/s | echo @64: 1,000/s (interleaved, 6 rounds) | 0.800{TIMES} |" in text
+    )
+    assert "**not interleaved**: measured earlier in the run" in text
+    assert "| +1.30 ms | ≤ Docker + bus + 0.5 ms | ✗ **missed** |" in text
+    assert "| B8 | fleet | error |" in text
+
+    where = "\n".join(misses(_document()))
+    assert "B1 suspend: agent p50 - raw p50: `bench/published/profiles/20261206T0700" in where
+    assert "B3 p50: no profile was taken" in where
+    assert "B8 could not run: `BenchError: no reply`" in where
+
+
+# --------------------------------------------------------------------- publish --
+
+
+def test_fill_replaces_only_between_the_markers() -> None:
+    page = "intro\n<!-- bench:results -->\nold\nlines\n<!-- /bench:results -->\noutro\n"
+
+    filled = publish.fill(page, "results", "new table\n")
+
+    assert filled == "intro\n<!-- bench:results -->\nnew table\n<!-- /bench:results -->\noutro\n"
+    assert publish.fill(filled, "results", "new table") == filled
+    with pytest.raises(ValueError, match="no <!-- bench:results -->"):
+        publish.fill("no markers here\n", "results", "x")
+
+
+def _run(timestamp: str) -> dict[str, Any]:
+    return {
+        "id": "abc123",
+        "timestamp": timestamp,
+        "quick": False,
+        "command": "bench/run.sh --publish",
+        "cwd": "/repo",
+        "duration_s": 600.0,
+        "waited_s": 0.0,
+        "machine": {
+            "cpu": "Test CPU",
+            "cores": 2,
+            "memory_gib": 8.0,
+            "kernel": "Linux 6",
+            "docker": "20.10",
+            "rabbitmq": "3.10.8",
+            "python": "CPython 3.11.7",
+            "packages": {"aio-pika": "9"},
+            "virtbus": "0.1",
+            "commit": "abcdef0",
+        },
+        "load_average": {"start": [1.0, 1.0, 1.0], "end": [2.0, 2.0, 2.0]},
+    }
+
+
+def _tree(root: Path) -> None:
+    for relative in publish.TARGETS:
+        page = root / relative
+        page.parent.mkdir(parents=True, exist_ok=True)
+        parts = "".join(
+            f"<!-- bench:{name} -->\n<!-- /bench:{name} -->\n" for name in publish.TARGETS[relative]
+        )
+        page.write_text(f"# page\n\n{parts}\nend\n")
+
+
+def test_pages_are_generated_from_the_results_file(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    assert publish.stale(tmp_path) == [tmp_path / relative for relative in publish.TARGETS]
+
+    publish.write(tmp_path)
+    assert publish.stale(tmp_path) == []
+    assert publish.NOT_YET in (tmp_path / "docs/benchmarks.md").read_text()
+
+    results = tmp_path / "bench/published/results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    b8 = BenchResult("B8", "fleet")
+    b8.metrics = {"hosts": 1000, "cpu_us_per_reply": {"broker": 221.4, "agents": 705.0}}
+    document = {"run": _run("20261206T070000Z"), "results": [*_document(), b8.to_json()]}
+    results.write_text(json.dumps(document))
+
+    assert publish.stale(tmp_path) != []
+    publish.write(tmp_path)
+    assert publish.stale(tmp_path) == []
+    page = (tmp_path / "docs/benchmarks.md").read_text()
+    assert "Run `20261206T070000Z` (full)" in page
+    assert "`bench/run.sh --publish`" in page and "Test CPU, 2 cores" in page
+    assert "| B2 | rate | 800/s |" in page
+    assert "bench/published/profiles/20261206T070000Z/B1-x-1-0.txt" in page
+    scaling = (tmp_path / "bench/SCALING.md").read_text()
+    assert "| one broadcast reply, plain client (classic) | 221 µs | 705 µs | n/a | B8" in scaling
+
+
+def test_adopt_keeps_the_profiles_of_missed_goals(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    profiles = scratch / "20261206T070000Z-profiles"
+    profiles.mkdir(parents=True)
+    tree = profiles / "B1-host-1-0.txt"
+    tree.write_text("call tree")
+    (profiles / "B1-host-1-0.json").write_text("{}")
+    b1 = BenchResult("B1", "latency")
+    b1.ratio("suspend", 3.4, 1.7, unit="ms", baseline_what="RPC", at_most=1.5).profiles = [
+        str(tree)
+    ]
+    b1.profiles = [{"process": "agent", "window": "w", "call_tree": str(tree)}]
+    run = scratch / "20261206T070000Z.json"
+    run.write_text(json.dumps({"run": _run("20261206T070000Z"), "results": [b1.to_json()]}))
+    stale = tmp_path / "bench/published/profiles/20261205T000000Z"
+    stale.mkdir(parents=True)
+
+    path = publish.adopt(run, tmp_path)
+
+    kept = "bench/published/profiles/20261206T070000Z/B1-host-1-0.txt"
+    assert (tmp_path / kept).read_text() == "call tree"
+    assert (tmp_path / kept).with_suffix(".json").exists()
+    assert not stale.exists()
+    document = json.loads(path.read_text())
+    assert document["results"][0]["goals"][0]["profiles"] == [kept]
+    assert document["goals"][0]["profiles"] == [kept]
+    assert document["results"][0]["profiles"][0]["call_tree"] == kept
+
+
+def test_committed_pages_match_the_committed_results() -> None:
+    behind = publish.stale()
+    assert behind == [], (
+        f"{[str(p) for p in behind]} differ from bench/published/results.json: "
+        "run `.venv/bin/python -m bench.publish`"
+    )
