@@ -47,7 +47,7 @@ def _baseline(goal: dict[str, Any]) -> str:
     if goal["kind"] == ABSOLUTE:
         return f"none: fixed bound ({goal['baseline_what']})"
     when = (
-        f"interleaved, {goal['rounds']} rounds"
+        f"interleaved, {goal['rounds']} round{'s' if goal['rounds'] > 1 else ''}"
         if goal["interleaved"] and goal["rounds"]
         else "at the same moment"
         if goal["interleaved"]
@@ -64,7 +64,23 @@ def _met(goal: dict[str, Any]) -> str:
     return "✗ **missed**"
 
 
-GOAL_HEADERS = ["id", "goal", "virtbus", "baseline (same benchmark)", "ratio / Δ", "bound", "met"]
+GOAL_HEADERS = [
+    "id",
+    "goal",
+    "virtbus",
+    "baseline (same benchmark)",
+    "ratio / Δ",
+    "bound",
+    "met",
+    "machine (CPUs busy, load)",
+]
+
+
+def _machine(result: dict[str, Any]) -> str:
+    load = (result.get("metrics") or {}).get("machine_load")
+    if not isinstance(load, dict):
+        return ""
+    return f"{load['cpu_busy_pct']:.0f} %, {load['load_start']:.1f} → {load['load_end']:.1f}"
 
 
 def goals_table(results: list[dict[str, Any]]) -> list[str]:
@@ -73,7 +89,9 @@ def goals_table(results: list[dict[str, Any]]) -> list[str]:
     lines = [_row(GOAL_HEADERS), "|" + "---|" * len(GOAL_HEADERS)]
     for result in results:
         if result.get("error"):
-            lines.append(_row([result["id"], result["title"], "error", "", "", "", "✗"]))
+            lines.append(
+                _row([result["id"], result["title"], "error", "", "", "", "✗", _machine(result)])
+            )
         for goal in result["goals"]:
             what = goal["what"] + (f" ({goal['detail']})" if goal.get("detail") else "")
             lines.append(
@@ -86,6 +104,7 @@ def goals_table(results: list[dict[str, Any]]) -> list[str]:
                         _value(goal),
                         goal["goal"],
                         _met(goal),
+                        _machine(result),
                     ]
                 )
             )

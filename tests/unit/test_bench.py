@@ -158,6 +158,7 @@ def test_the_old_goal_call_is_recorded_without_a_baseline() -> None:
 def _document() -> list[dict[str, Any]]:
     b2 = BenchResult("B2", "throughput")
     b2.ratio("rate", 800, 1000, unit="/s", baseline_what="echo @64", at_least=0.7, rounds=6)
+    b2.metrics["machine_load"] = {"cpu_busy_pct": 97.4, "load_start": 1.53, "load_end": 2.0}
     b1 = BenchResult("B1", "latency")
     missed = b1.ratio(
         "suspend: agent p50 - raw p50",
