@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs the virtbus benchmarks (issue 4, B1–B8) on this machine with one command.
+# Runs the virtbus benchmarks (issues 4 and 15) on this machine with one command.
 #
-#   bench/run.sh            full run (about 5–6 minutes on 2 cores)
-#   bench/run.sh --quick    smoke run (well under 2 minutes)
+#   bench/run.sh            full run (about 10 minutes on a quiet 2-core machine)
+#   bench/run.sh --quick    smoke run (a few minutes)
 #   bench/run.sh --profile  also re-run each benchmark that missed a goal under
 #                           pyinstrument (installed into .venv if missing)
 #   bench/run.sh --only B1,B3
+#   bench/run.sh --publish  full run with --profile that becomes the published one:
+#                           bench/published/ (results + profiles of misses) and the
+#                           tables of docs/benchmarks.md and bench/SCALING.md; commit them
 #
 # Prepares the machine first (scripts/setup.sh: RabbitMQ, dockerd, the test image,
 # .venv), then runs `python -m bench`. The report goes to standard output and to
@@ -21,7 +24,7 @@ if [[ "${BENCH_SKIP_SETUP:-0}" != 1 ]]; then
 fi
 
 for arg in "$@"; do
-    if [[ "$arg" == --profile* ]] && ! .venv/bin/python -c 'import pyinstrument' 2>/dev/null; then
+    if [[ "$arg" == --profile* || "$arg" == --publish ]] && ! .venv/bin/python -c 'import pyinstrument' 2>/dev/null; then
         echo "bench: installing pyinstrument into .venv for --profile" >&2
         .venv/bin/python -m pip install -q pyinstrument >&2
     fi

@@ -303,3 +303,12 @@ def test_committed_pages_match_the_committed_results() -> None:
         f"{[str(p) for p in behind]} differ from bench/published/results.json: "
         "run `.venv/bin/python -m bench.publish`"
     )
+
+
+def test_publish_is_a_full_profiled_run() -> None:
+    from bench.main import parse
+
+    assert parse(["--publish"]).profile
+    for narrower in (["--quick"], ["--only", "B1"]):
+        with pytest.raises(SystemExit):
+            parse(["--publish", *narrower])
