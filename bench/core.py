@@ -1,7 +1,9 @@
-"""What every benchmark shares: the run's context, statistics, results and the cleanup.
+"""What every benchmark shares: the run's context, statistics, interleaved rounds, goal
+records and the cleanup.
 
-Every figure a benchmark reports is set against a baseline measured in the same run, so
-the table holds on a noisy machine. Every resource a run creates is named after the run
+Every goal is a ratio or a difference against a baseline measured in the same benchmark,
+in rounds alternating with the subject (``interleave``), so the table holds on a noisy
+machine; a goal records its subject, its baseline and how they were measured (``Goal``). Every resource a run creates is named after the run
 (hosts ``bench-<run>-…``) and is removed at the end, also when the run fails.
 """
 

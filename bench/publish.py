@@ -90,7 +90,7 @@ def _us(cpu: dict[str, float] | None, *names: str) -> str:
     for name in names:
         value = cpu.get(name)
         if isinstance(value, int | float) and not math.isnan(value):
-            return f"{value:.0f} µs"
+            return f"{value:,.0f} µs"
     return "n/a"
 
 
@@ -104,8 +104,8 @@ def unit_costs(document: Document | None) -> str:
         rows.append(
             (
                 f"one bare RPC, echo server in place of the agent ({queue_type})",
-                _cpu(by_id.get("RPC"), queue_type, "cpu_us_per_call"),
-                "RPC, 64 in flight",
+                _cpu(by_id.get("B2"), queue_type, "echo_cpu_us_per_call"),
+                "B2, the echo beside the agent, 64 in flight",
             )
         )
         rows.append(

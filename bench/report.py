@@ -111,18 +111,39 @@ def goals_table(results: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _where(path: str, result: dict[str, Any]) -> str:
+    """A profile's path, and what its summary says the busy time went to."""
+    line = f"`{path}`"
+    for profile in result.get("profiles") or []:
+        if profile.get("call_tree") != path:
+            continue
+        packages = ", ".join(
+            f"{row['frame']} {row['pct']:.0f} %" for row in (profile.get("by_package") or [])[:4]
+        )
+        line += (
+            f" ({profile.get('window', '?')}: busy {profile.get('busy_s', 0):.2f} s of "
+            f"{profile.get('wall_s', 0):.2f} s; {packages or 'no samples'})"
+        )
+        break
+    return line
+
+
 def misses(results: list[dict[str, Any]]) -> list[str]:
-    """For each missed goal, where its profile is (or that there is none)."""
+    """For each missed goal, where its profiles are and what they say (or that there is
+    none)."""
     lines: list[str] = []
     for result in results:
         for goal in result["goals"]:
             if goal["met"]:
                 continue
-            where = (
-                ", ".join(f"`{path}`" for path in goal.get("profiles") or [])
-                or "no profile was taken (run with `--profile`)"
-            )
-            lines.append(f"- {goal['bench']} {goal['what']}: {where}")
+            paths = goal.get("profiles") or []
+            if not paths:
+                lines.append(
+                    f"- {goal['bench']} {goal['what']}: no profile was taken (run with `--profile`)"
+                )
+                continue
+            lines.append(f"- {goal['bench']} {goal['what']}:")
+            lines += [f"    - {_where(path, result)}" for path in paths]
         if result.get("error"):
             lines.append(f"- {result['id']} could not run: `{result['error'][:300]}`")
     return lines

@@ -170,6 +170,15 @@ def _document() -> list[dict[str, Any]]:
         interleaved=False,
     )
     missed.profiles = ["bench/published/profiles/20261206T070000Z/B1-x-1-0.txt"]
+    b1.profiles = [
+        {
+            "call_tree": missed.profiles[0],
+            "window": "w",
+            "busy_s": 1.5,
+            "wall_s": 3.0,
+            "by_package": [{"frame": "asyncio", "pct": 40.0}, {"frame": "agent", "pct": 20.0}],
+        }
+    ]
     b3 = BenchResult("B3", "events")
     b3.difference("p50", 2.0, 0.7, unit="ms", baseline_what="Docker + bus", at_most=0.5)
     broken = BenchResult("B8", "fleet", error="BenchError: no reply")
@@ -187,7 +196,8 @@ def test_goal_table_flags_baselines_and_misses() -> None:
     assert "| B8 | fleet | error |" in text
 
     where = "\n".join(misses(_document()))
-    assert "B1 suspend: agent p50 - raw p50: `bench/published/profiles/20261206T0700" in where
+    assert "- B1 suspend: agent p50 - raw p50:\n    - `bench/published/profiles/2026" in where
+    assert "(w: busy 1.50 s of 3.00 s; asyncio 40 %, agent 20 %)" in where
     assert "B3 p50: no profile was taken" in where
     assert "B8 could not run: `BenchError: no reply`" in where
 
