@@ -30,7 +30,8 @@ QUEUE_TYPE = "classic"
 LOAD_GOAL_S = 1.0
 DISCOVER_S = 10.0
 DISCOVER_ROUNDS = 5
-PORT = 18089
+PORT = 0
+"""Any free port: another run on the same machine may hold a fixed one."""
 ROUNDS = 5
 CHROMIUM_FLAGS = (
     "--headless",
@@ -100,7 +101,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     result = BenchResult("B10", f"dashboard over {size:,} hosts")
     shared, how = await choose_connections(size, workers)
     fleet = await Fleet.start(ctx, "d", size, workers, QUEUE_TYPE, shared)
-    ctx.log(f"B9 fleet of {size} ready in {fleet.startup_s:.1f} s ({how})")
+    ctx.log(f"B10 fleet of {size} ready in {fleet.startup_s:.1f} s ({how})")
     try:
         async with connect(ctx.amqp_url, timeout_s=30) as conn:
             model = FleetModel(conn, list_timeout_s=30)
@@ -118,7 +119,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
             runner = await serve(
                 Dashboard(conn, model, Access(None), False), "127.0.0.1", PORT, None
             )
-            base = f"http://127.0.0.1:{PORT}"
+            port = runner.addresses[0][1]
+            base = f"http://127.0.0.1:{port}"
             try:
                 http = [await http_load(base, size) for _ in range(ROUNDS)]
                 chromium = (
