@@ -3,8 +3,9 @@ records and the cleanup.
 
 Every goal is a ratio or a difference against a baseline measured in the same benchmark,
 in rounds alternating with the subject (``interleave``), so the table holds on a noisy
-machine; a goal records its subject, its baseline and how they were measured (``Goal``). Every resource a run creates is named after the run
-(hosts ``bench-<run>-…``) and is removed at the end, also when the run fails.
+machine; a goal records its subject, its baseline and how they were measured (``Goal``).
+Every resource a run creates is named after the run (hosts ``bench-<run>-…``) and is
+removed at the end, also when the run fails.
 """
 
 from __future__ import annotations

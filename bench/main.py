@@ -73,6 +73,12 @@ BENCHES: dict[str, tuple[str, Bench]] = {
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def bench_order(result: BenchResult) -> tuple[int, str]:
+    """B1, B2, …, B10 in their numeric order; any other id after them."""
+    number = result.id.removeprefix("B")
+    return (int(number), "") if number.isdigit() else (1 << 30, result.id)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.sh", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -271,7 +277,7 @@ async def amain(args: argparse.Namespace) -> int:
                     + (f" - error: {again.error}" if again.error else "")
                 )
             ctx.profiling = False
-        ordered = [base, *sorted(results, key=lambda r: r.id)]
+        ordered = [base, *sorted(results, key=bench_order)]
         run = {
             "id": run_id,
             "timestamp": timestamp,

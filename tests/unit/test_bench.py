@@ -322,3 +322,11 @@ def test_publish_is_a_full_profiled_run() -> None:
     for narrower in (["--quick"], ["--only", "B1"]):
         with pytest.raises(SystemExit):
             parse(["--publish", *narrower])
+
+
+def test_benchmarks_are_reported_in_numeric_order() -> None:
+    from bench.main import bench_order
+
+    ids = ["B10", "B2", "GW", "B1", "B9"]
+    ordered = sorted((BenchResult(i, "") for i in ids), key=bench_order)
+    assert [r.id for r in ordered] == ["B1", "B2", "B9", "B10", "GW"]
