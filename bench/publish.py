@@ -148,9 +148,104 @@ def unit_costs(document: Document | None) -> str:
     return "\n".join(lines)
 
 
+def _get(metrics: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(metrics, dict):
+            return None
+        metrics = metrics.get(key)
+    return metrics
+
+
+def _num(value: Any, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "n/a"
+    return f"{value / scale:,.{digits}f}{unit}"
+
+
+def _by_id(document: Document) -> dict[str, Any]:
+    return {result["id"]: result.get("metrics", {}) for result in document["results"]}
+
+
+def memory(document: Document | None) -> str:
+    """Broker memory per agent, from B5 (one connection per agent) and B8 (shared)."""
+    if document is None:
+        return NOT_YET
+    b5, b8 = _by_id(document).get("B5"), _by_id(document).get("B8")
+
+    def kib(*keys: str) -> str:
+        return _num(_get(b5, *keys), " KiB", 1024)
+
+    rows = [
+        ("connection processes", "connections", "B5, one connection per agent"),
+        ("channel", "channels", "B5"),
+        ("host queue process", "queues", "B5"),
+        ("everything the fleet added, per agent", "total", "B5"),
+    ]
+    lines = [
+        f"Generated from `bench/published/results.json` (run `{document['run']['timestamp']}`):",
+        "",
+        "| per agent | classic host queue | quorum host queue | source |",
+        "|---|---|---|---|",
+    ]
+    for label, key, source in rows:
+        classic = kib("classic", "broker_bytes_per_agent", key)
+        quorum = kib("quorum", "broker_bytes_per_agent", key)
+        if key == "queues":
+            classic += f" (`list_queues`: {kib('classic', 'broker_bytes_per_queue', 'classic')})"
+            quorum += f" (`list_queues`: {kib('quorum', 'broker_bytes_per_queue', 'quorum')})"
+        lines.append(f"| {label} | {classic} | {quorum} | {source} |")
+    hosts = _get(b8, "hosts")
+    lines.append(
+        "| channel + queue + bindings, no own connection | "
+        f"{_num(_get(b8, 'broker_bytes_per_agent', 'total'), ' KiB', 1024)} | | "
+        f"B8, {_num(hosts)} agents over shared connections |"
+    )
+    return "\n".join(lines)
+
+
+def queue_types(document: Document | None) -> str:
+    """Classic against quorum host queues, from B2 (echo and agent side by side) and B5."""
+    if document is None:
+        return NOT_YET
+    b2, b5 = _by_id(document).get("B2"), _by_id(document).get("B5")
+
+    def both(make: Callable[[str], str]) -> str:
+        return f"{make('classic')} | {make('quorum')}"
+
+    lines = [
+        f"Generated from `bench/published/results.json` (run `{document['run']['timestamp']}`):",
+        "",
+        "| | classic | quorum | measured |",
+        "|---|---|---|---|",
+        "| bare RPC p50 (1 in flight) | "
+        + both(lambda q: _num(_get(b2, q, "echo_p50_ms"), " ms", digits=2))
+        + " | B2, the echo beside the agent; on a cluster add a round trip to a follower |",
+        "| throughput at 64 in flight (echo / get_state) | "
+        + both(
+            lambda q: (
+                _num(_get(b2, q, "echo_rate_64"), "/s") + " / " + _num(_get(b2, q, "rate_64"), "/s")
+            )
+        )
+        + " | B2 |",
+        "| broadcast gather, 50 agents, p50 | "
+        + both(lambda q: _num(_get(b5, q, "gather_ms", "p50"), " ms", digits=1))
+        + " | B5 |",
+        "| broker CPU per broadcast reply | "
+        + both(lambda q: _num(_get(b5, q, "cpu_us_per_reply", "broker"), " µs"))
+        + " | B5 |",
+        "| memory per host queue (`list_queues`) | "
+        + both(lambda q: _num(_get(b5, q, "broker_bytes_per_queue", q), " KiB", 1024))
+        + " | B5; quorum has it on every node |",
+        "| a node is lost | its host queues are gone until it returns: a third of the fleet "
+        "cannot be commanded, and its agents cannot redeclare the queue elsewhere | the queue "
+        "elects a new leader; commands keep flowing | by design |",
+    ]
+    return "\n".join(lines)
+
+
 TARGETS: dict[str, dict[str, Render]] = {
     "docs/benchmarks.md": {"results": results_section},
-    "bench/SCALING.md": {"unit-costs": unit_costs},
+    "bench/SCALING.md": {"memory": memory, "unit-costs": unit_costs, "queue-types": queue_types},
 }
 """Each page (relative to the repository) and the generated parts it marks."""
 

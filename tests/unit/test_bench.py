@@ -263,7 +263,12 @@ def test_pages_are_generated_from_the_results_file(tmp_path: Path) -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     b8 = BenchResult("B8", "fleet")
     b8.metrics = {"hosts": 1000, "cpu_us_per_reply": {"broker": 221.4, "agents": 705.0}}
-    document = {"run": _run("20261206T070000Z"), "results": [*_document(), b8.to_json()]}
+    b2 = BenchResult("B2", "throughput")
+    b2.metrics = {"classic": {"echo_p50_ms": 1.29}}
+    b5 = BenchResult("B5", "broadcast")
+    b5.metrics = {"classic": {"broker_bytes_per_agent": {"connections": 87 * 1024}}}
+    extra = [b8.to_json(), b2.to_json(), b5.to_json()]
+    document = {"run": _run("20261206T070000Z"), "results": [*_document(), *extra]}
     results.write_text(json.dumps(document))
 
     assert publish.stale(tmp_path) != []
@@ -276,6 +281,8 @@ def test_pages_are_generated_from_the_results_file(tmp_path: Path) -> None:
     assert "bench/published/profiles/20261206T070000Z/B1-x-1-0.txt" in page
     scaling = (tmp_path / "bench/SCALING.md").read_text()
     assert "| one broadcast reply, plain client (classic) | 221 µs | 705 µs | n/a | B8" in scaling
+    assert "| bare RPC p50 (1 in flight) | 1.29 ms | n/a |" in scaling
+    assert "| connection processes | 87 KiB | n/a |" in scaling
 
 
 def test_adopt_keeps_the_profiles_of_missed_goals(tmp_path: Path) -> None:
