@@ -201,7 +201,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     result = BenchResult("B10", f"dashboard over {size:,} hosts")
     shared, how = await choose_connections(size, workers)
     fleet = await Fleet.start(ctx, "d", size, workers, QUEUE_TYPE, shared, HEARTBEAT_S)
-    ctx.log(f"B9 fleet of {size} ready in {fleet.startup_s:.1f} s ({how})")
+    ctx.log(f"B10 fleet of {size} ready in {fleet.startup_s:.1f} s ({how})")
     try:
         async with connect(ctx.amqp_url, timeout_s=30) as conn:
             model = FleetModel(conn, list_timeout_s=30)

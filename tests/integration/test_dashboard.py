@@ -112,6 +112,9 @@ async def test_a_heartbeat_rewrites_its_hosts_row_in_place(
     assert first
     await page.until(lambda d: d.execute_script("return watched.dataset.lastSeen") != first)
     assert await page.run("return document.querySelector(arguments[0]) === watched;", row)
+    # the row carries the heartbeats; the feed does not
+    feed = await page.run("return state.events.map((e) => e.type);")
+    assert "agent.online" in feed and "agent.heartbeat" not in feed
 
 
 async def test_a_group_broadcast_names_the_missing_host(
