@@ -14,7 +14,8 @@ Protocol: one JSON object per line. The worker first prints ``{"ready": …}``; 
 every request line it prints one reply line. Requests: ``{"cmd": "emit", "domain": D,
 "n": N}`` (each agent's domain D is killed/started N times in all behind the agent's
 back: N events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
-``{"cmd": "profile_stop"}``, ``{"cmd": "stop"}``.
+``{"cmd": "profile_stop"}``, ``{"cmd": "stop"}``. The agents heartbeat every
+``heartbeat_s`` of the config (default: once an hour, none during a run).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ async def serve(config: dict[str, Any]) -> None:
             groups=[config["group"]],
             state_dir=Path(config["state_dir"]),
             queue_type=config["queue_type"],
-            heartbeat_s=HEARTBEAT_S,
+            heartbeat_s=config.get("heartbeat_s") or HEARTBEAT_S,
             drain_s=5.0,
             **QUIET,
         )

@@ -33,6 +33,7 @@ class Fleet:
         processes: int,
         queue_type: str,
         shared_connection: bool,
+        heartbeat_s: float | None = None,
     ) -> Fleet:
         hosts = [ctx.host(f"{label}{index:04d}") for index in range(size)]
         group = f"bench-{ctx.run_id}-{label}"
@@ -43,7 +44,13 @@ class Fleet:
             if chunk:
                 fleet.workers.append(
                     FleetProcess(
-                        ctx, f"{label}-worker{index}", chunk, group, queue_type, shared_connection
+                        ctx,
+                        f"{label}-worker{index}",
+                        chunk,
+                        group,
+                        queue_type,
+                        shared_connection,
+                        heartbeat_s,
                     )
                 )
         began = time.perf_counter()

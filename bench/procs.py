@@ -262,9 +262,12 @@ class FleetProcess:
         group: str,
         queue_type: str,
         shared_connection: bool,
+        heartbeat_s: float | None = None,
     ) -> None:
         self.ctx = ctx
         self.name = name
+        self.heartbeat_s = heartbeat_s
+        """None: the worker's own (no heartbeats during a run)."""
         self.hosts = hosts
         self.group = group
         self.queue_type = queue_type
@@ -280,6 +283,7 @@ class FleetProcess:
             "queue_type": self.queue_type,
             "state_dir": str(self.ctx.workdir / "state"),
             "shared_connection": self.shared_connection,
+            "heartbeat_s": self.heartbeat_s,
             "profile_out": (
                 str(self.ctx.profile_dir / f"{self.ctx.current}-{self.name}")
                 if self.ctx.profiling

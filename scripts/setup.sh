@@ -102,6 +102,39 @@ install_libvirt_clients() {
     compgen -G '/usr/lib/*/sasl2/libscram.so*' >/dev/null || die "SASL's SCRAM plugin still missing"
 }
 
+# The virt-manager test (tests/integration/test_virt_manager.py) drives Debian's
+# virt-manager under Xvfb through the AT-SPI tree (dogtail, in the system python3) and
+# xdotool, and grabs a screenshot with ImageMagick. Without recommends: libvirtd and QEMU.
+install_virt_manager_tools() {
+    local missing=()
+    command -v virt-manager >/dev/null 2>&1 || missing+=(virt-manager)
+    command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
+    command -v xdotool >/dev/null 2>&1 || missing+=(xdotool)
+    command -v import >/dev/null 2>&1 || missing+=(imagemagick)
+    command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
+    [[ -x /usr/libexec/at-spi-bus-launcher ]] || missing+=(at-spi2-core)
+    /usr/bin/python3 -c 'import dogtail' >/dev/null 2>&1 || missing+=(python3-dogtail)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        log "virt-manager test tools: present"
+        return 0
+    fi
+    need_root "installing ${missing[*]}"
+    log "installing: ${missing[*]}"
+    local aptlog
+    aptlog="$(mktemp /tmp/virtbus-apt.XXXXXX)"
+    if ! {
+        DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                "${missing[@]}"
+    } >"$aptlog" 2>&1; then
+        show_tail "$aptlog" 60
+        die "apt-get failed installing ${missing[*]}; full log: $aptlog"
+    fi
+    rm -f "$aptlog"
+    command -v virt-manager >/dev/null 2>&1 || die "virt-manager still missing after install"
+    /usr/bin/python3 -c 'import dogtail' || die "python3-dogtail does not import after install"
+}
+
 install_packages() {
     local missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
@@ -423,6 +456,7 @@ setup_asyncapi() {
 # ------------------------------------------------------------------- main ---
 install_packages
 install_libvirt_clients
+install_virt_manager_tools
 start_docker
 start_rabbitmq
 enable_management

@@ -56,6 +56,8 @@ ACTIONS: dict[str, type[CommandBase]] = {
 ACTION_TIMEOUT_S = 30.0
 BROADCAST_TIMEOUT_S = 10.0
 HEARTBEAT_S = 15.0
+SSE_BATCH = 500
+"""At most this many queued changes go to a page in one write."""
 STATIC = files("agent.dashboard") / "static"
 SESSION_KEY = web.RequestKey("session", Session)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -262,7 +264,17 @@ class Dashboard:
                     continue
                 if message is None:
                     break
-                await response.write(f"data: {message}\n\n".encode())
+                # what queued up meanwhile goes in the same write (a fleet's heartbeats)
+                batch, ended = [message], False
+                while len(batch) < SSE_BATCH and not queue.empty():
+                    queued = queue.get_nowait()
+                    if queued is None:
+                        ended = True
+                        break
+                    batch.append(queued)
+                await response.write("".join(f"data: {m}\n\n" for m in batch).encode())
+                if ended:
+                    break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -5,8 +5,10 @@ After the opening call's reply, packets of type STREAM carry the call's procedur
 serial both ways (``src/remote/remote_daemon_stream.c``): status CONTINUE with bytes,
 OK with no body to finish (answered with an empty OK, as libvirtd confirms), ERROR to
 abort (confirmed the same way). The domain's output goes to the client as CONTINUE
-packets and, when the domain's terminal closes, an empty OK; a failure of the bus side
-is an ERROR packet with a ``remote_error``.
+packets and, when the domain's terminal closes, an empty CONTINUE (libvirtd's end of
+file: an OK the client did not ask for makes libvirt's client drop the connection); the
+client's finish that follows is confirmed with an OK. A failure of the bus side is an
+ERROR packet with a ``remote_error``.
 
 Flow control: the client's packets wait in a queue of the session's window, whose
 single writer sends them to the agent only as its window has room; while it is full,
@@ -73,6 +75,8 @@ class ConsoleRelay:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = False
+        self._drained = False
+        """The bus side sent its end of file: a finish has nothing to tell it."""
 
     def start(self, replied: asyncio.Event | None) -> None:
         self._tasks = [
@@ -90,7 +94,8 @@ class ConsoleRelay:
         try:
             while (data := await self._console.recv()) is not None:
                 await self._packet(Status.CONTINUE, data)
-            await self._packet(Status.OK)
+            self._drained = True
+            await self._packet(Status.CONTINUE)
         except VirtbusError as error:
             await self._fail(error)
 
@@ -102,7 +107,8 @@ class ConsoleRelay:
                     await self._console.send(payload)
                     continue
                 if status == Status.OK:
-                    await self._console.finish()
+                    if not self._drained:
+                        await self._console.finish()
                 else:
                     await self._console.abort()
                 await self._packet(Status.OK)

@@ -94,6 +94,29 @@ async def test_the_page_lists_hosts_and_a_start_turns_the_row_running(
     await page.screenshot("dashboard-domain.png")
 
 
+async def test_a_heartbeat_rewrites_its_hosts_row_in_place(
+    fleet: Fleet, driver: WebDriver, dashboards: list[Dashboard]
+) -> None:
+    """A fleet's heartbeats change one row's cells each, not the whole table (1,000 hosts
+    heartbeat 100 times a second: bench/b10_dashboard.py)."""
+    agent = await fleet.start(heartbeat_s=0.5)
+    dashboards.append(dashboard := await Dashboard.start())
+    page = Browser(driver, dashboard.base)
+    await page.open("/#/")
+    row = f'tr[data-host="{agent.host}"]'
+    await page.text_of(f"{row} .presence", "alive")
+    first = await page.run(
+        "window.watched = document.querySelector(arguments[0]); return watched.dataset.lastSeen;",
+        row,
+    )
+    assert first
+    await page.until(lambda d: d.execute_script("return watched.dataset.lastSeen") != first)
+    assert await page.run("return document.querySelector(arguments[0]) === watched;", row)
+    # the row carries the heartbeats; the feed does not
+    feed = await page.run("return state.events.map((e) => e.type);")
+    assert "agent.online" in feed and "agent.heartbeat" not in feed
+
+
 async def test_a_group_broadcast_names_the_missing_host(
     fleet: Fleet, driver: WebDriver, dashboards: list[Dashboard]
 ) -> None:

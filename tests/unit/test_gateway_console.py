@@ -93,16 +93,24 @@ def stream_header(header: Header, status: Status) -> None:
     )
 
 
-async def test_output_is_continue_packets_then_an_empty_ok_at_its_end() -> None:
-    _, console, wire, _ = relay()
+async def test_output_is_continue_packets_then_an_empty_continue_at_its_end() -> None:
+    """libvirtd's end of file; an OK the client did not ask for would make libvirt's client
+    drop its connection (virt-manager's, when a domain stops with its console open)."""
+    _, console, wire, session = relay()
     console.output.put_nowait(b"hello")
     console.output.put_nowait(None)
     header, body = await wire.next()
     stream_header(header, Status.CONTINUE)
     assert body == b"hello"
     header, body = await wire.next()
-    stream_header(header, Status.OK)
+    stream_header(header, Status.CONTINUE)
     assert body == b""
+    # the client's finish after the end of file is confirmed; the bus side already ended
+    await session.stream_packet(SERIAL, Status.OK, b"")
+    header, _ = await wire.next()
+    stream_header(header, Status.OK)
+    assert "finish" not in console.ended
+    assert SERIAL not in session.streams
 
 
 async def test_input_goes_to_the_bus_in_order_and_a_finish_is_confirmed() -> None:

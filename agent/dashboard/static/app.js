@@ -73,6 +73,7 @@ function apply(message) {
   switch (message.type) {
     case "snapshot":
       state.hosts = new Map(message.hosts.map((h) => [h.host, h]));
+      fleet.dirty = true;
       for (const event of message.events) addEvent(event, false);
       brokerBadge(message.broker);
       if (!$("banner").classList.contains("ok")) banner("", false);
@@ -81,23 +82,28 @@ function apply(message) {
       brokerBadge(message);
       banner(message.connected ? "Reconnected to the broker; the feed resumed where it stopped." : `Broker connection lost: ${message.message}`, message.connected);
       break;
-    case "host": state.hosts.set(message.host.host, message.host); break;
+    case "host": setHost(message.host); break;
     case "domains":
-      state.hosts.set(message.host.host, message.host);
+      setHost(message.host);
       state.domains.set(message.host.host, new Map(message.domains.map((d) => [d.uuid, d])));
       break;
     case "domain":
-      state.hosts.set(message.host.host, message.host);
+      setHost(message.host);
       if (!state.domains.has(message.host.host)) state.domains.set(message.host.host, new Map());
       state.domains.get(message.host.host).set(message.domain.uuid, message.domain);
       break;
     case "removed":
-      state.hosts.set(message.host.host, message.host);
+      setHost(message.host);
       state.domains.get(message.host.host)?.delete(message.uuid);
       break;
     case "event": addEvent(message.event, true); break;
   }
   render();
+}
+function setHost(h) {
+  if (!state.hosts.has(h.host)) fleet.dirty = true;
+  state.hosts.set(h.host, h);
+  fleet.changed.add(h.host);
 }
 function addEvent(event, live) {
   if (state.offsets.has(event.offset)) return;
@@ -133,37 +139,71 @@ function draw() {
 }
 
 // ------------------------------------------------------------------ fleet --
+// The fleet's rows live between draws: a heartbeat rewrites the cells of its host's row;
+// the table is rebuilt only when the set of rows shown (new hosts, filters) changes.
+const fleet = { rows: new Map(), dirty: true, changed: new Set() };
+const byName = new Intl.Collator().compare;
+function fleetFilter() {
+  const group = $("filter-group").value, presence = $("filter-presence").value;
+  const wanted = $("filter-state").value, name = $("filter-host").value;
+  return (h) => (!group || h.groups.includes(group)) && (!presence || h.presence === presence) &&
+    (!wanted || !!h.states[wanted]) && (!name || h.host.includes(name));
+}
+function fleetRow(h) {
+  let row = fleet.rows.get(h.host);
+  if (!row) {
+    const cells = Array.from({ length: 8 }, () => document.createElement("td"));
+    cells[0].append(el("a", { href: `#/host/${encodeURIComponent(h.host)}` }, h.host));
+    cells[2].className = "seen"; cells[6].className = "count";
+    row = { tr: el("tr", { "data-host": h.host }, ...cells), cells, shown: {} };
+    fleet.rows.set(h.host, row);
+  }
+  const shown = row.shown, cells = row.cells;
+  const put = (key, value, show) => { if (shown[key] !== value) { shown[key] = value; show(value); } };
+  put("presence", h.presence, (p) => cells[1].replaceChildren(el("span", { class: `badge presence ${p}` }, p)));
+  put("last_seen", h.last_seen, (seen) => { row.tr.dataset.lastSeen = seen; cells[2].textContent = ago(seen); });
+  put("groups", h.groups.join(", "), (g) => { cells[3].textContent = g; });
+  put("engine", h.engine_version, (v) => { cells[4].textContent = v; });
+  put("agent", h.agent_version, (v) => { cells[5].textContent = v; });
+  put("domains", String(h.domains), (n) => { cells[6].textContent = n; });
+  put("states", JSON.stringify(h.states), () => cells[7].replaceChildren(
+    ...Object.entries(h.states).map(([s, n]) => el("span", { class: `badge ${s}` }, `${s} ${n}`))));
+  return row.tr;
+}
 function drawFleet() {
+  const passes = fleetFilter();
+  if (!fleet.dirty) {
+    for (const host of fleet.changed) {
+      const h = state.hosts.get(host), row = fleet.rows.get(host);
+      const groupsChanged = row && row.shown.groups !== h.groups.join(", ");
+      if (!row || groupsChanged || row.tr.isConnected !== passes(h)) { fleet.dirty = true; break; }
+      fleetRow(h);
+    }
+  }
+  if (fleet.dirty) drawFleetTable(passes);
+  fleet.changed.clear();
+}
+function drawFleetTable(passes) {
   const groups = new Set();
   for (const h of state.hosts.values()) h.groups.forEach((g) => groups.add(g));
   for (const id of ["filter-group", "bc-group"]) {
     const select = $(id), have = new Set([...select.options].map((o) => o.value));
     for (const g of [...groups].sort()) if (!have.has(g)) select.append(el("option", { value: g }, g));
   }
-  const group = $("filter-group").value, presence = $("filter-presence").value;
-  const wanted = $("filter-state").value, name = $("filter-host").value;
   const rows = [];
-  for (const h of [...state.hosts.values()].sort((a, b) => a.host.localeCompare(b.host))) {
-    if (group && !h.groups.includes(group)) continue;
-    if (presence && h.presence !== presence) continue;
-    if (wanted && !h.states[wanted]) continue;
-    if (name && !h.host.includes(name)) continue;
-    const counts = Object.entries(h.states).map(([s, n]) => el("span", { class: `badge ${s}` }, `${s} ${n}`));
-    rows.push(el("tr", { "data-host": h.host },
-      el("td", {}, el("a", { href: `#/host/${encodeURIComponent(h.host)}` }, h.host)),
-      el("td", {}, el("span", { class: `badge presence ${h.presence}` }, h.presence)),
-      el("td", { class: "seen" }, ago(h.last_seen)),
-      el("td", {}, h.groups.join(", ")),
-      el("td", {}, h.engine_version), el("td", {}, h.agent_version),
-      el("td", { class: "count" }, h.domains),
-      el("td", {}, ...counts)));
+  for (const h of [...state.hosts.values()].sort((a, b) => byName(a.host, b.host))) {
+    if (passes(h)) rows.push(fleetRow(h));
   }
   $("fleet").tBodies[0].replaceChildren(...rows);
-  // ms from navigation to the first drawn fleet, for the benchmark (bench/b9_dashboard.py)
+  fleet.dirty = false;
+  // ms from navigation to the first drawn fleet, for the benchmark (bench/b10_dashboard.py)
   if (rows.length && window.fleetDrawnAt === undefined) window.fleetDrawnAt = performance.now();
   $("fleet-count").textContent = `${rows.length} of ${state.hosts.size} hosts`;
 }
-for (const id of ["filter-group", "filter-presence", "filter-state", "filter-host"]) $(id).addEventListener("input", render);
+function refreshAges() {
+  for (const row of fleet.rows.values()) if (row.tr.isConnected) row.cells[2].textContent = ago(row.shown.last_seen);
+}
+for (const id of ["filter-group", "filter-presence", "filter-state", "filter-host"]) $(id).addEventListener("input", () => { fleet.dirty = true; render(); });
 
 $("bc-run").addEventListener("click", () => {
   const action = $("bc-action").value, domain = $("bc-domain").value.trim(), group = $("bc-group").value;
@@ -312,5 +352,5 @@ function confirmThen(text, work) {
   dialog.showModal();
 }
 
-setInterval(() => { if (!state.route || !state.route[0]) render(); }, 5000);
+setInterval(() => { if (!state.route || !state.route[0]) refreshAges(); }, 5000);
 boot().catch((e) => showError(e.message));
