@@ -25,5 +25,5 @@ USER virtbus
 WORKDIR /var/lib/virtbus
 # /health answers 200 once the agent holds the broker and the engine, 503 otherwise
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9177/health', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['VIRTBUS_METRICS_PORT'], timeout=4).status != 200)"]
 ENTRYPOINT ["virtbus", "agent"]
