@@ -31,8 +31,11 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 class PullReporter:
     """The progress events of one host's pulls."""
 
-    def __init__(self, host: str, publish: Publish) -> None:
+    def __init__(
+        self, host: str, publish: Publish, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.host = host
+        self.clock = clock
         self._publish = publish
 
     def pull(self, image: str, cause: str | None) -> PullEvents:
@@ -77,7 +80,7 @@ class PullEvents:
     async def __call__(self, progress: PullProgress) -> None:
         self._pulled = True
         self._last = progress
-        now = time.monotonic()
+        now = self._reporter.clock()
         if self._sent_at is not None and now - self._sent_at < PULL_EVENT_INTERVAL_S:
             return
         self._sent_at = now
