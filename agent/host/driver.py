@@ -909,7 +909,7 @@ class DockerDriver:
         return config.Cmd or config.Entrypoint or None
 
     async def _pull(
-        self, image: str, credentials: Credentials, listener: PullListener | None
+        self, image: str, credentials: Credentials, listener: PullListener | None = None
     ) -> None:
         registry = registry_of(image)
         auth = None
