@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agent.cli.output import event_text
 from agent.cli.pullbar import PullBar
 from agent.host.driver import PullProgress, PullTally
 from agent.host.pulls import PullReporter
@@ -153,3 +154,10 @@ def test_the_bar_is_drawn_when_asked_or_on_a_terminal(
     if drawn:
         assert "h1: pulling registry.example.org/web:1" in text
         assert "4.0/4.0 MB" in text and "2/2 layers complete" in text
+
+
+def test_event_prints_a_pull_in_one_line() -> None:
+    assert event_text(_event("pulling", 1_000_000)) == (
+        "event 'image' for host 'h1': pull of 'registry.example.org/web:1' pulling, "
+        "0/2 layers, 1000000/4000000 bytes"
+    )
