@@ -201,17 +201,19 @@ class Connection:
         return self._channel
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        # the reply queue also takes the pull progress of the hosts in _pull_hosts
+        answer: Reply | ImagePullEvent
         try:
             if message.exchange == EVENTS_EXCHANGE:
-                event = ImagePullEvent.model_validate_json(message.body)
-                key = event.cause
+                answer = ImagePullEvent.model_validate_json(message.body)
+                key = answer.cause
             else:
-                reply, key = Reply.model_validate_json(message.body), message.correlation_id
+                answer, key = Reply.model_validate_json(message.body), message.correlation_id
         except ValidationError:
             return
         waiting = self._waiting.get(key or "")
         if waiting is not None:
-            waiting.put_nowait(event if message.exchange == EVENTS_EXCHANGE else reply)
+            waiting.put_nowait(answer)
 
     async def _follow_pulls(self, host: str) -> None:
         """Have ``host``'s pull progress events come to the reply queue too."""
