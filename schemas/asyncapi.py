@@ -28,6 +28,7 @@ from schemas.events import (
     AgentEvent,
     DeviceEvent,
     HealthEvent,
+    ImagePullEvent,
     LifecycleEvent,
     MetadataChangeEvent,
     NetworkEvent,
@@ -95,6 +96,7 @@ _PAYLOADS: dict[str, TypeAdapter[Any]] = {
     "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
     "HealthEvent": TypeAdapter(HealthEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
+    "ImagePullEvent": TypeAdapter(ImagePullEvent),
 }
 
 _DESCRIPTION = """\
@@ -409,6 +411,16 @@ def _channels() -> dict[str, Any]:
                 "location": "$message.payload#/state",
             },
         ),
+        "imagePullEvents": _event_channel(
+            "{host}.image.pull",
+            "Image pull progress",
+            "Progress of an image pull that a `domain.define` or `domain.create_xml` "
+            "started (`cause` is the command's id): at most one event every 0.5 s while "
+            "the pull runs, then one `complete` or `failed`. The command's reply comes "
+            "after the pull: a client waiting for it starts its timeout again at each of "
+            "these events. No `seq`; libvirt has no such event. Bind `h1.image.pull`.",
+            "ImagePullEvent",
+        ),
         "deadLetterExchange": {
             "address": None,
             "title": "Dead-letter exchange",
@@ -588,6 +600,12 @@ def _operations() -> dict[str, Any]:
             "AgentEvent",
             "Follow agent presence",
             "Agents coming online, alive, and going offline.",
+        ),
+        "receiveImagePullEvents": _receive(
+            "imagePullEvents",
+            "ImagePullEvent",
+            "Follow image pulls",
+            "Bytes and layers of the image pulls that commands started.",
         ),
         "receiveDeadLetters": {
             "action": "receive",
@@ -786,6 +804,21 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "domains": 3,
         }
     ],
+    "ImagePullEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:05:00Z",
+            "kind": "image",
+            "image": "registry.example.org/web:1.4",
+            "cause": "6f1c31",
+            "status": "pulling",
+            "layers": 3,
+            "layers_done": 1,
+            "bytes_done": 7340032,
+            "bytes_total": 31457280,
+        }
+    ],
 }
 """Message examples, by message name; each one valid for its pydantic model."""
 
@@ -953,6 +986,15 @@ def _messages_components() -> dict[str, Any]:
             "With the agent's version, groups, capabilities (its ops), heartbeat period "
             "and number of domains. Published persistent with publisher confirms; no "
             "`seq`, no `message_id`.",
+        ),
+        "ImagePullEvent": _message(
+            "ImagePullEvent",
+            "Image pull progress",
+            "Where an image pull that a command started stands.",
+            "Layers seen and finished, compressed bytes downloaded of the layers whose "
+            "size is known so far (`bytes_total` may grow), and `status` pulling, "
+            "complete or failed; `cause` is the command's id. Best effort: no `seq`, no "
+            "`message_id`, not stored; a lost one is superseded by the next.",
         ),
         "DeadLetter": {
             "name": "DeadLetter",

@@ -137,6 +137,34 @@ class HealthEvent(DomainEventBase):
         return f"{self.host}.health.{self.status}"
 
 
+PullStatus = Literal["pulling", "complete", "failed"]
+
+
+class ImagePullEvent(EventBase):
+    """Progress of an image pull that a command (``cause``, its id) started: at most one
+    event every ``PULL_EVENT_INTERVAL_S`` while the pull runs, then one ``complete`` or
+    ``failed``. Sizes are the registry's compressed layer sizes; ``bytes_total`` counts
+    only the layers whose size the engine has reported so far, so it may grow. No
+    ``seq``, not stored: a lost progress event is superseded by the next. libvirt has no
+    such event."""
+
+    kind: Literal["image"] = "image"
+    image: str
+    cause: str | None = None
+    status: PullStatus
+    layers: int = Field(ge=0)
+    layers_done: int = Field(ge=0)
+    bytes_done: int = Field(ge=0)
+    bytes_total: int = Field(ge=0)
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.image.pull"
+
+
+PULL_EVENT_INTERVAL_S = 0.5
+"""The least time between two progress events of one pull."""
+
 Presence = Literal["online", "heartbeat", "offline"]
 
 
@@ -168,7 +196,8 @@ Event = Annotated[
     | NetworkEvent
     | MetadataChangeEvent
     | HealthEvent
-    | AgentEvent,
+    | AgentEvent
+    | ImagePullEvent,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -100,6 +100,7 @@ do not carry."""
 OTHER_EVENT_IDS = {
     "device": "`DEVICE_ADDED` (19), `DEVICE_REMOVED` (15)",
     "network": "network `LIFECYCLE` (0)",
+    "image": "— (pull progress)",
 }
 """Event kinds whose libvirt event ID is not named by the kind."""
 LIBVIRT_EVENTS = {"health": "AGENT_LIFECYCLE"}

@@ -150,6 +150,9 @@ install_packages() {
     # the dashboard's browser tests drive headless Chromium through Selenium
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    # scripts/build-image.sh makes the image's base from Debian's mirror (tests/integration/
+    # test_image.py builds it once, about 5 minutes, and the engine keeps it)
+    command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "system packages: all present"
@@ -191,6 +194,7 @@ install_packages() {
     command -v npm >/dev/null 2>&1 || die "npm still missing after install"
     command -v docker-registry >/dev/null 2>&1 || die "docker-registry still missing after install"
     command -v htpasswd >/dev/null 2>&1 || die "htpasswd still missing after install"
+    command -v debootstrap >/dev/null 2>&1 || die "debootstrap still missing after install"
     command -v chromium >/dev/null 2>&1 || die "chromium still missing after install"
     command -v chromedriver >/dev/null 2>&1 || die "chromedriver still missing after install"
     log "packages installed"

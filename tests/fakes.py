@@ -34,6 +34,8 @@ from agent.host.driver import (
     EngineVolume,
     NetworkFacts,
     Observed,
+    PullListener,
+    PullProgress,
     RuntimeEvent,
     SnapshotImage,
     Usage,
@@ -88,6 +90,8 @@ class FakeDriver:
             "virtbus-test:latest": ["/bin/sh"],
             "virtbus-test:nocmd": None,
         }
+        self.pullable: dict[str, list[PullProgress]] = {}
+        """Image → the steps its pull reports before the image is there."""
         self.calls: list[str] = []
         self.gates: dict[str, asyncio.Event] = {}
         """Verb → event: a call of that verb waits until the event is set."""
@@ -344,8 +348,15 @@ class FakeDriver:
             for index, (network, mac) in enumerate(joined.items())
         ]
 
-    async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
+    async def default_command(
+        self, image: str, credentials: Credentials, listener: PullListener | None = None
+    ) -> list[str] | None:
         await self._enter("default_command")
+        if image in self.pullable:
+            for step in self.pullable.pop(image):
+                if listener is not None:
+                    await listener(step)
+            self.images[image] = ["/bin/sh"]
         if image not in self.images:
             raise VirtError(ErrorCode.OPERATION_FAILED, f"cannot pull image '{image}'")
         return self.images[image]

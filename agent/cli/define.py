@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from agent.cli.config import CliConfig
 from agent.cli.domain import Request, add_verb, read_definition
 from agent.cli.output import record_line
+from agent.cli.pullbar import add_progress_option
 from schemas.commands import CreateXml, Define
 
 if TYPE_CHECKING:
@@ -20,9 +21,11 @@ def register(commands: Commands, config: CliConfig) -> None:
     summary = "{} a domain from a JSON spec or libvirt domain XML file"
     define = add_verb(commands, config, "define", summary.format("define"), define_request)
     define.add_argument("file", help=FILE_HELP)
+    add_progress_option(define)
     create = add_verb(commands, config, "create", summary.format("create"), create_request)
     create.add_argument("file", help=FILE_HELP)
     create.add_argument("--paused", action="store_true", help="leave the domain paused")
+    add_progress_option(create)
 
 
 def define_request(args: argparse.Namespace) -> Request:

@@ -17,6 +17,7 @@ from agent.cli.config import CliConfig
 from agent.cli.known import expected_hosts, remember
 from agent.cli.options import add_client_options, add_targeting
 from agent.cli.output import Output, Progress, Render, broadcast_text
+from agent.cli.pullbar import PullBar
 from agent.cli.runner import run_client
 from schemas.codes import ErrorCode
 from schemas.commands import CommandBase
@@ -110,7 +111,10 @@ async def run(conn: Connection, args: argparse.Namespace, output: Output) -> int
     timeout_s = args.timeout
     if request.args and "timeout_s" in request.args:
         timeout_s = max(timeout_s, request.args["timeout_s"] + 10.0)
-    result = await conn.call(args.host, request.op, request.args, request.target, timeout_s)
+    with PullBar(output.err, getattr(args, "progress", "never")) as bar:
+        result = await conn.call(
+            args.host, request.op, request.args, request.target, timeout_s, bar.update
+        )
     output.result(result, request.render(result))
     return 0
 

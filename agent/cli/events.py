@@ -27,6 +27,7 @@ EVENT_CHOICES = (
     "metadata_change",
     "health",
     "agent",
+    "image",
     *dict.fromkeys(member.event for member in Lifecycle),
 )
 
@@ -86,7 +87,7 @@ async def run(conn: Connection, args: argparse.Namespace, output: Output) -> int
         return 1
     kind: EventKind | None = None
     event: str | None = None
-    if args.event in ("reboot", "tunable", "metadata_change", "health", "agent"):
+    if args.event in ("reboot", "tunable", "metadata_change", "health", "agent", "image"):
         kind = args.event
     elif args.event == "lifecycle":
         kind = "lifecycle"

@@ -17,6 +17,7 @@ from schemas.events import (
     AgentEvent,
     Event,
     HealthEvent,
+    ImagePullEvent,
     LifecycleEvent,
     MetadataChangeEvent,
     RebootEvent,
@@ -214,6 +215,12 @@ def event_text(event: Event) -> str:
         return (
             f"event 'metadata-change' for domain '{event.domain.name}' on host '{event.host}': "
             f"type {event.type}, uri {event.nsuri or '<null>'}"
+        )
+    if isinstance(event, ImagePullEvent):
+        return (
+            f"event 'image' for host '{event.host}': pull of '{event.image}' {event.status}, "
+            f"{event.layers_done}/{event.layers} layers, "
+            f"{event.bytes_done}/{event.bytes_total} bytes"
         )
     assert isinstance(event, AgentEvent)
     return f"event 'agent' for host '{event.host}': {event.state}"

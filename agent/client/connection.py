@@ -64,7 +64,7 @@ from schemas.commands import (
     op_of,
 )
 from schemas.domain import DomainRecord, DomainSpec
-from schemas.events import Event
+from schemas.events import Event, ImagePullEvent
 from schemas.network import NetworkRecord, NetworkSpec
 from schemas.problems import explain, where
 from schemas.replies import (
@@ -79,7 +79,13 @@ from schemas.replies import (
     Result,
 )
 from schemas.storage import PoolList, PoolRecord
-from schemas.topology import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
+from schemas.topology import (
+    BROADCAST_ALL,
+    BROADCAST_EXCHANGE,
+    COMMANDS_EXCHANGE,
+    EVENTS_EXCHANGE,
+    group_key,
+)
 
 DEFAULT_TIMEOUT_S = 30.0
 log = logging.getLogger(__name__)
@@ -121,6 +127,10 @@ class BroadcastResult:
 
 Progress = Callable[[str, int, int | None], None]
 """Called as each host answers: (host, answered so far, expected or None)."""
+PullWatcher = Callable[[ImagePullEvent], None]
+"""Called with each progress event of the image pull a command started."""
+PULLING_OPS: frozenset[type[CommandBase]] = frozenset({Define, CreateXml})
+"""The ops whose host may pull an image before answering."""
 
 
 class Connection:
@@ -140,7 +150,8 @@ class Connection:
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._reply_queue: AbstractQueue | None = None
-        self._waiting: dict[str, asyncio.Queue[Reply]] = {}
+        self._waiting: dict[str, asyncio.Queue[Reply | ImagePullEvent]] = {}
+        self._pull_hosts: set[str] = set()
         self._callbacks: dict[int, asyncio.Task[None] | None] = {}
         self._next_callback = 1
 
@@ -190,13 +201,30 @@ class Connection:
         return self._channel
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        waiting = self._waiting.get(message.correlation_id or "")
-        if waiting is None:
-            return
+        # the reply queue also takes the pull progress of the hosts in _pull_hosts
+        answer: Reply | ImagePullEvent
         try:
-            waiting.put_nowait(Reply.model_validate_json(message.body))
+            if message.exchange == EVENTS_EXCHANGE:
+                answer = ImagePullEvent.model_validate_json(message.body)
+                key = answer.cause
+            else:
+                answer, key = Reply.model_validate_json(message.body), message.correlation_id
         except ValidationError:
             return
+        waiting = self._waiting.get(key or "")
+        if waiting is not None:
+            waiting.put_nowait(answer)
+
+    async def _follow_pulls(self, host: str) -> None:
+        """Have ``host``'s pull progress events come to the reply queue too."""
+        if host in self._pull_hosts or self._reply_queue is None:
+            return
+        try:
+            exchange = await self.channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+            await self._reply_queue.bind(exchange, routing_key=f"{host}.image.pull")
+        except (OSError, aio_pika.exceptions.AMQPError) as error:
+            raise BrokerUnreachable(f"cannot bind to the broker's events: {error}") from None
+        self._pull_hosts.add(host)
 
     def command(
         self,
@@ -258,12 +286,23 @@ class Connection:
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             raise BrokerUnreachable(f"cannot publish to the broker: {error}") from None
 
-    async def request(self, host: str, command: Command, timeout_s: float | None = None) -> Reply:
+    async def request(
+        self,
+        host: str,
+        command: Command,
+        timeout_s: float | None = None,
+        on_pull: PullWatcher | None = None,
+    ) -> Reply:
         """Send one command to one host and return its reply, error or not. NoHost at
         once if the broker has no queue for ``host`` (no agent of that name ever started
-        on it); OperationTimeout if no reply comes in time."""
+        on it); OperationTimeout if no reply comes in time.
+
+        A command that makes its host pull an image (``PULLING_OPS``) gets its reply
+        when the pull and the command are done, however long that takes: each progress
+        event of the pull (given to ``on_pull``) starts the timeout again, so only
+        ``timeout_s`` without a reply or any progress is a timeout."""
         timeout = timeout_s or self.timeout_s
-        replies: asyncio.Queue[Reply] = asyncio.Queue()
+        replies: asyncio.Queue[Reply | ImagePullEvent] = asyncio.Queue()
         self._waiting[command.id] = replies
         try:
             await self._publish(
@@ -272,12 +311,19 @@ class Connection:
                 host,
                 f"host '{host}' has no queue on the broker: no agent of that name has started",
             )
-            try:
-                return await asyncio.wait_for(replies.get(), timeout)
-            except TimeoutError:
-                raise OperationTimeout(
-                    f"no reply from host {host} to {command.op} within {timeout:g} s", host
-                ) from None
+            if type(command) in PULLING_OPS:
+                await self._follow_pulls(host)
+            while True:
+                try:
+                    answer = await asyncio.wait_for(replies.get(), timeout)
+                except TimeoutError:
+                    raise OperationTimeout(
+                        f"no reply from host {host} to {command.op} within {timeout:g} s", host
+                    ) from None
+                if isinstance(answer, Reply):
+                    return answer
+                if on_pull is not None:
+                    on_pull(answer)
         finally:
             del self._waiting[command.id]
 
@@ -288,9 +334,12 @@ class Connection:
         args: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
         timeout_s: float | None = None,
+        on_pull: PullWatcher | None = None,
     ) -> Result:
-        """The result of one command on one host; an error reply raises ReplyError."""
-        reply = await self.request(host, self.command(op, args, target, timeout_s), timeout_s)
+        """The result of one command on one host; an error reply raises ReplyError.
+        ``on_pull``: as ``request``'s."""
+        command = self.command(op, args, target, timeout_s)
+        reply = await self.request(host, command, timeout_s, on_pull)
         if reply.error is not None:
             raise ReplyError(reply.error, reply.host)
         assert reply.result is not None
@@ -326,7 +375,7 @@ class Connection:
         """
         expected = frozenset(expect) if expect is not None else None
         command = self.command(op, args, target, timeout_s)
-        replies: asyncio.Queue[Reply] = asyncio.Queue()
+        replies: asyncio.Queue[Reply | ImagePullEvent] = asyncio.Queue()
         gathered: dict[str, Reply] = {}
         started = time.monotonic()
         self._waiting[command.id] = replies
@@ -345,6 +394,8 @@ class Connection:
                     reply = await asyncio.wait_for(replies.get(), left)
                 except TimeoutError:
                     break
+                if not isinstance(reply, Reply):
+                    continue
                 gathered[reply.host] = reply
                 if progress is not None:
                     progress(reply.host, len(gathered), len(expected) if expected else None)
@@ -365,16 +416,27 @@ class Connection:
         record = await self._call(DomainRecord, host, Lookup, target=target)
         return Domain(self, host, record)
 
-    async def define(self, host: str, spec: DomainSpec | dict[str, Any]) -> Domain:
-        record = await self._call(DomainRecord, host, Define, {"spec": spec_args(spec)})
-        return Domain(self, host, record)
+    async def define(
+        self, host: str, spec: DomainSpec | dict[str, Any], on_pull: PullWatcher | None = None
+    ) -> Domain:
+        """virDomainDefineXML; a pull of the spec's image reports to ``on_pull`` and
+        extends the wait for the reply (``request``)."""
+        reply = await self.request(
+            host, self.command(Define, {"spec": spec_args(spec)}), on_pull=on_pull
+        )
+        return Domain(self, host, _result(reply, DomainRecord))
 
     async def create_xml(
-        self, host: str, spec: DomainSpec | dict[str, Any], start_paused: bool = False
+        self,
+        host: str,
+        spec: DomainSpec | dict[str, Any],
+        start_paused: bool = False,
+        on_pull: PullWatcher | None = None,
     ) -> Domain:
+        """virDomainCreateXML; ``on_pull`` as ``define``'s."""
         args = {"spec": spec_args(spec), "start_paused": start_paused}
-        record = await self._call(DomainRecord, host, CreateXml, args)
-        return Domain(self, host, record)
+        reply = await self.request(host, self.command(CreateXml, args), on_pull=on_pull)
+        return Domain(self, host, _result(reply, DomainRecord))
 
     async def list_all_domains(self, host: str, flags: Iterable[ListFlag] = ()) -> list[Domain]:
         listed = await self._call(DomainList, host, ListDomains, {"flags": list(flags)})

@@ -19,7 +19,15 @@ from schemas.events import EVENT_ADAPTER, DomainEventBase, Event
 from schemas.topology import EVENTS_EXCHANGE
 
 EventKind = Literal[
-    "lifecycle", "reboot", "tunable", "metadata_change", "health", "agent", "device", "network"
+    "lifecycle",
+    "reboot",
+    "tunable",
+    "metadata_change",
+    "health",
+    "agent",
+    "device",
+    "network",
+    "image",
 ]
 KINDS: dict[int, EventKind] = {
     EventId.LIFECYCLE: "lifecycle",
@@ -49,10 +57,12 @@ def binding_keys(host: str, kind: EventKind | None, event: str | None) -> list[s
         "agent": f"{host}.agent.*",
         "device": f"{host}.device.*",
         "network": f"{host}.network.#",
+        "image": f"{host}.image.pull",
     }
     if kind is not None:
         return [by_kind[kind]]
-    return [value for key, value in by_kind.items() if key != "agent"]
+    # presence and pull progress are asked for by name, not part of "all events"
+    return [value for key, value in by_kind.items() if key not in ("agent", "image")]
 
 
 class EventStream:

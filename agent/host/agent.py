@@ -37,6 +37,7 @@ from agent.host.monitor import Monitor
 from agent.host.networks import attach_networks
 from agent.host.operations import Operations
 from agent.host.outbox import Outbox
+from agent.host.pulls import PullReporter
 from agent.host.store import Store
 from agent.signing import Verifier
 from schemas.codes import DomainState
@@ -165,6 +166,7 @@ class Agent:
             policy=self.config.policy,
         )
         operations.sessions = self._consoles
+        operations.pulls = PullReporter(self.host, self._outbox.publish_transient)
         self._dispatcher = Dispatcher(
             self.host,
             operations,

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -190,6 +190,61 @@ PULL_CAUSES = (
 refused login behind an HTTP fallback still says "unauthorized"."""
 
 
+@dataclass(frozen=True)
+class PullProgress:
+    """Where a pull stands: layers seen and finished, compressed bytes downloaded of the
+    layers whose size is known so far."""
+
+    layers: int
+    layers_done: int
+    bytes_done: int
+    bytes_total: int
+
+
+PullListener = Callable[[PullProgress], Awaitable[None]]
+"""Told of each step of a pull, as the engine reports it."""
+
+_LAYER_DONE = ("Pull complete", "Already exists")
+_LAYER_DOWNLOADED = ("Download complete", "Verifying Checksum", "Extracting", *_LAYER_DONE)
+
+
+class PullTally:
+    """The engine's pull stream (one JSON object per layer step), added up."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self._layers: set[str] = set()
+        self._done: set[str] = set()
+
+    def add(self, item: Mapping[str, Any]) -> bool:
+        """Count one item of the stream; True if it was about a layer."""
+        layer, status = item.get("id"), item.get("status", "")
+        # the engine's layer steps carry progressDetail ({} for most); its other lines
+        # ("Pulling from …", "Digest: …") do not
+        if not isinstance(layer, str) or "progressDetail" not in item:
+            return False
+        self._layers.add(layer)
+        detail = item.get("progressDetail") or {}
+        current, total = self._sizes.get(layer, (0, 0))
+        if status == "Downloading":
+            current, total = int(detail.get("current", 0)), int(detail.get("total", total))
+        elif status in _LAYER_DOWNLOADED:
+            current = total
+        self._sizes[layer] = (current, total)
+        if status in _LAYER_DONE:
+            self._done.add(layer)
+        return True
+
+    @property
+    def progress(self) -> PullProgress:
+        return PullProgress(
+            layers=len(self._layers),
+            layers_done=len(self._done),
+            bytes_done=sum(current for current, _ in self._sizes.values()),
+            bytes_total=sum(total for _, total in self._sizes.values()),
+        )
+
+
 def pull_cause(message: str, registry: str, logged_in: bool) -> str:
     """The cause of a failed pull in words, from the engine's message."""
     lowered = message.lower()
@@ -286,8 +341,11 @@ class Driver(Protocol):
         """The domain's interfaces with the addresses Docker assigned, in Docker's order."""
         ...
 
-    async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
-        """The image's own command; pulls the image first when the host lacks it."""
+    async def default_command(
+        self, image: str, credentials: Credentials, listener: PullListener | None = None
+    ) -> list[str] | None:
+        """The image's own command; pulls the image first when the host lacks it,
+        telling ``listener`` of each step of the pull."""
         ...
 
     async def engine(self) -> EngineFacts: ...
@@ -835,20 +893,24 @@ class DockerDriver:
             cpu_time_ns=stats.cpu_stats.cpu_usage.total_usage,
         )
 
-    async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
+    async def default_command(
+        self, image: str, credentials: Credentials, listener: PullListener | None = None
+    ) -> list[str] | None:
         try:
             raw = await self.docker.images.inspect(image)
         except aiodocker.DockerError as error:
             if error.status != 404:
                 raise virt_error(error) from None
-            await self._pull(image, credentials)
+            await self._pull(image, credentials, listener)
             raw = await self._call(self.docker.images.inspect(image))
         config = _ImageInspect.model_validate(raw).Config
         if config is None:
             return None
         return config.Cmd or config.Entrypoint or None
 
-    async def _pull(self, image: str, credentials: Credentials) -> None:
+    async def _pull(
+        self, image: str, credentials: Credentials, listener: PullListener | None = None
+    ) -> None:
         registry = registry_of(image)
         auth = None
         if registry in credentials:
@@ -857,7 +919,10 @@ class DockerDriver:
         # aiodocker sends credentials only with a reference that names its registry
         reference = image if "/" in image else f"docker.io/library/{image}"
         try:
-            await self.docker.images.pull(reference, auth=auth)
+            tally = PullTally()
+            async for item in self.docker.images.pull(reference, auth=auth, stream=True):
+                if tally.add(item) and listener is not None:
+                    await listener(tally.progress)
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
             message = error.message if isinstance(error, aiodocker.DockerError) else str(error)
             raise VirtError(

@@ -34,6 +34,7 @@ from agent.host.monitor import STOPPED, Expectation, Monitor
 from agent.host.mounts import MountGuard
 from agent.host.node import host_facts
 from agent.host.policy import Policy
+from agent.host.pulls import PullReporter
 from agent.host.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
@@ -142,6 +143,8 @@ class Operations:
         self._rebooting: dict[UUID, asyncio.Task[None]] = {}
         self.sessions: Any = None
         """The console sessions (agent/host/console.py), set where the agent is composed."""
+        self.pulls: PullReporter | None = None
+        """Where pulls report their progress (agent/host/pulls.py), set where composed."""
 
     @property
     def domains(self) -> DomainTable:
@@ -404,8 +407,13 @@ class Operations:
             raise VirtError(ErrorCode.OPERATION_FAILED, f"domain '{domain.name}' has no container")
         return domain.handle
 
-    async def _check_image(self, spec: DomainSpec) -> None:
-        default = await self._driver.default_command(spec.image, self._credentials.for_pulls())
+    async def _check_image(self, spec: DomainSpec, cause: str) -> None:
+        credentials = self._credentials.for_pulls()
+        if self.pulls is None:
+            default = await self._driver.default_command(spec.image, credentials)
+        else:
+            async with self.pulls.pull(spec.image, cause) as listener:
+                default = await self._driver.default_command(spec.image, credentials, listener)
         if spec.command is None and default is None:
             raise VirtError(
                 ErrorCode.INVALID_ARG,
@@ -455,7 +463,7 @@ class Operations:
                     f"domain '{spec.name}' already exists with uuid {existing.uuid}",
                 )
             return await self._redefine(existing, spec, command.id)
-        await self._check_image(spec)
+        await self._check_image(spec, command.id)
         domain = await self._new_domain(spec, persistent=True)
         try:
             await self._act(
@@ -480,7 +488,7 @@ class Operations:
         return domain
 
     async def _redefine(self, domain: DomainObj, spec: DomainSpec, cause: str) -> DomainRecord:
-        await self._check_image(spec)
+        await self._check_image(spec, cause)
         domain.autostart = spec.autostart
         if domain.active:
             domain.pending = spec
@@ -512,7 +520,7 @@ class Operations:
             raise VirtError(
                 ErrorCode.DOM_EXIST, f"domain '{clash.name}' already exists with uuid {clash.uuid}"
             )
-        await self._check_image(spec)
+        await self._check_image(spec, command.id)
         domain = await self._new_domain(spec, persistent=False)
         try:
             await self.start(domain, command.id, command.args.start_paused, [self._create(domain)])

@@ -118,6 +118,12 @@ class Outbox:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    async def publish_transient(self, routing_key: str, body: bytes) -> None:
+        """Publish an event that has no ``seq`` and is not stored (progress): now, beside
+        the queued ones, once; raises if the broker does not confirm it."""
+        await self._sink.publish_event(routing_key, body, None)
+        self._on_published(routing_key)
+
     async def _run(self) -> None:
         while True:
             await self._queued.wait()

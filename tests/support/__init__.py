@@ -21,6 +21,7 @@ from schemas.events import (
     AgentEvent,
     DomainEvent,
     Event,
+    ImagePullEvent,
     LifecycleEvent,
     NetworkEvent,
 )
@@ -181,7 +182,9 @@ class EventRecorder:
         return event
 
     def domain_events(self) -> list[DomainEvent]:
-        return [e for e in self.events if not isinstance(e, AgentEvent | NetworkEvent)]
+        return [
+            e for e in self.events if not isinstance(e, AgentEvent | NetworkEvent | ImagePullEvent)
+        ]
 
 
 def lifecycle(events: list[DomainEvent], name: str | None = None) -> list[tuple[str, str]]:

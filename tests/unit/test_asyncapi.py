@@ -27,6 +27,7 @@ from schemas.events import (
     AgentEvent,
     DeviceEvent,
     HealthEvent,
+    ImagePullEvent,
     LifecycleEvent,
     MetadataChangeEvent,
     NetworkEvent,
@@ -59,6 +60,7 @@ ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
     "HealthEvent": TypeAdapter(HealthEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
+    "ImagePullEvent": TypeAdapter(ImagePullEvent),
 }
 
 
@@ -248,6 +250,7 @@ def test_message_examples_are_valid(name: str, document: dict[str, Any]) -> None
         ("metadataChangeEvents", "MetadataChangeEvent"),
         ("healthEvents", "HealthEvent"),
         ("presence", "AgentEvent"),
+        ("imagePullEvents", "ImagePullEvent"),
     ],
 )
 def test_event_addresses_are_the_routing_keys(
@@ -349,7 +352,7 @@ def test_the_real_parser_accepts_the_document(node: str, tmp_path: Path) -> None
     assert result.returncode == 0, output
     assert not [line for line in result.stdout.splitlines() if line.startswith("error ")], output
     assert re.search(
-        r"^OK: .*AsyncAPI 3\.0\.0, 15 channels, 12 operations, 11 messages", output, re.M
+        r"^OK: .*AsyncAPI 3\.0\.0, 16 channels, 13 operations, 12 messages", output, re.M
     )
 
 

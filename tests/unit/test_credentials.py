@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,9 +88,16 @@ class _Images:
     def __init__(self) -> None:
         self.pulls: list[tuple[str, dict[str, str] | None]] = []
 
-    async def pull(self, reference: str, *, auth: dict[str, str] | None = None) -> None:
+    def pull(
+        self, reference: str, *, auth: dict[str, str] | None = None, stream: bool = False
+    ) -> AsyncIterator[dict[str, object]]:
+        assert stream
         self.pulls.append((reference, auth))
+        return self._refused()
+
+    async def _refused(self) -> AsyncIterator[dict[str, object]]:
         raise aiodocker.DockerError(500, "no route to the registry")
+        yield {}  # an async generator, as the engine's stream
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trustme
 
-from agent.client.connection import Op
+from agent.client.connection import Op, PullWatcher
 from agent.gateway.acl import ACCESS, access
 from agent.gateway.authz import Policy, matches
 from agent.gateway.procedures import HANDLERS
@@ -54,6 +54,7 @@ class GuardedBus(FakeBus):
         args: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
         timeout_s: float | None = None,
+        on_pull: PullWatcher | None = None,
     ) -> Result:
         op = op if isinstance(op, str) else op_of(op)
         async with self.arrived:

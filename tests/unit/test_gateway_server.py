@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.client import Connection, VirtbusError
-from agent.client.connection import Op
+from agent.client.connection import Op, PullWatcher
 from agent.client.events import EventKind
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
@@ -74,6 +74,7 @@ class FakeBus(Connection):
         args: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
         timeout_s: float | None = None,
+        on_pull: PullWatcher | None = None,
     ) -> Result:
         op = op if isinstance(op, str) else op_of(op)
         self.calls.append((host, op, args, target))

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the agent's container image without any registry: the base image comes from
+# Debian's apt mirror (debootstrap + docker import), the wheel and its dependencies are
+# built here, and the image installs them offline.
+#
+#   scripts/build-image.sh [--base-only] [--tag virtbus-agent:latest]
+#
+# Environment: VIRTBUS_BASE_IMAGE (virtbus-base:bookworm), DEBIAN_MIRROR
+# (http://deb.debian.org/debian), PYTHON (the Python that builds the wheels; the repo's
+# .venv by default). The base is built only when missing: `docker rmi` it to rebuild.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BASE="${VIRTBUS_BASE_IMAGE:-virtbus-base:bookworm}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+TAG="virtbus-agent:latest"
+BASE_ONLY=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --base-only) BASE_ONLY=1 ;;
+        --tag) TAG="$2"; shift ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "build-image.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+build_base() {
+    if docker image inspect "$BASE" >/dev/null 2>&1; then
+        return
+    fi
+    command -v debootstrap >/dev/null || {
+        echo "build-image.sh: debootstrap is needed to build $BASE (apt-get install debootstrap)" >&2
+        exit 1
+    }
+    local rootfs
+    rootfs="$(mktemp -d /tmp/virtbus-rootfs.XXXXXX)"
+    trap 'rm -rf "$rootfs"' RETURN
+    echo "building $BASE from $MIRROR" >&2
+    # python3 is 3.11 on bookworm; ca-certificates for amqps/TLS peers
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+        bookworm "$rootfs" "$MIRROR" >&2
+    chroot "$rootfs" apt-get clean
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+    tar -C "$rootfs" --numeric-owner -c . \
+        | docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$BASE" >&2
+}
+
+build_base
+[ "$BASE_ONLY" = 1 ] && exit 0
+
+context="$(mktemp -d /tmp/virtbus-image.XXXXXX)"
+trap 'rm -rf "$context"' EXIT
+mkdir -p "$context/wheels"
+# the project's wheel (the same as `python -m build` makes) and every dependency's wheel,
+# so that the image installs offline
+"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheels" "$ROOT" >&2
+cp "$ROOT/Dockerfile" "$context/Dockerfile"
+docker build --network none --build-arg "BASE=$BASE" --tag "$TAG" "$context" >&2
+echo "$TAG"
