@@ -51,6 +51,8 @@ DEFAULT_GROUPS: tuple[StatGroup, ...] = (*LIBVIRT_GROUPS, "pids")
 LOOPBACK = "lo"
 ROOT_DISK = "rootfs"
 """The one block device a domain has: its root filesystem (and its mounts)."""
+READ_AT_ONCE = 25
+"""Domains read between two turns of the agent's event loop in a bulk call."""
 VCPU_RUNNING = 1
 VCPU_OFFLINE = 0
 
@@ -275,21 +277,26 @@ def wanted(groups: list[StatGroup]) -> list[StatGroup]:
 @handles(GetStats)
 async def get_stats(ops: Operations, command: GetStats) -> DomainStats:
     domain = ops.domains.get(command.target)
-    return await asyncio.to_thread(reader(ops, domain).read, wanted(command.args.groups))
+    return reader(ops, domain).read(wanted(command.args.groups))
 
 
 @handles(GetAllDomainStats)
 async def get_all_domain_stats(ops: Operations, command: GetAllDomainStats) -> DomainStatsList:
-    """Every domain the flags select, sorted by name, read in one pass."""
+    """Every domain the flags select, sorted by name, read in one pass on the event
+    loop: the files are the kernel's counters (microseconds each), so a thread hop per
+    call would cost more than it spares; the loop gets a turn every READ_AT_ONCE
+    domains."""
     groups = wanted(command.args.groups)
     chosen = sorted((d for d in ops.domains if d.matches(command.args.flags)), key=lambda d: d.name)
     cgroup_cache(ops).keep(ops.domains)
-    readers = [reader(ops, domain) for domain in chosen]
-
-    def read_all() -> list[DomainStats]:
-        return [each.read(groups) for each in readers]
-
-    return DomainStatsList.model_construct(records=await asyncio.to_thread(read_all))
+    records: list[DomainStats] = []
+    for start in range(0, len(chosen), READ_AT_ONCE):
+        if start:
+            await asyncio.sleep(0)
+        records += [
+            reader(ops, domain).read(groups) for domain in chosen[start : start + READ_AT_ONCE]
+        ]
+    return DomainStatsList.model_construct(records=records)
 
 
 @handles(GetCapabilities)
