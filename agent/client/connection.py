@@ -28,6 +28,7 @@ from agent.client.events import KINDS, EventKind, EventStream
 from agent.client.history import EventHistory, Since, StateListener
 from agent.client.network import Network, network_args
 from agent.client.registry import HostRegistry
+from agent.client.replies import parse_reply
 from agent.client.storage import StoragePool
 from agent.client.streams import Console, open_console
 from agent.errors import (
@@ -194,7 +195,7 @@ class Connection:
         if waiting is None:
             return
         try:
-            waiting.put_nowait(Reply.model_validate_json(message.body))
+            waiting.put_nowait(parse_reply(message.body))
         except ValidationError:
             return
 
