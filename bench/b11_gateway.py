@@ -24,13 +24,20 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.client import Connection
+from agent.client.connection import Op
+from agent.gateway.server import Gateway
 from bench.core import BenchError, BenchResult, Context, Dist, domain_spec, fmt
 from bench.procs import VIRTBUS, FleetProcess, child_env, log_file, log_tail, terminate
 from bench.rpc import RpcClient
+from schemas.commands import GetState, ListDomains, Lookup, Ping
+from schemas.domain import DomainRecord
+from schemas.replies import DomainList, DomainStateInfo, Pong, Result
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 QUEUE_TYPE = "quorum"
@@ -64,6 +71,73 @@ for line in sys.stdin:
 conn.close()
 """
 """libvirt-python on one persistent connection: timed batches on request."""
+
+
+class InstantBus(Connection):
+    """A bus whose every answer is ready at once: a gateway over it costs only its own
+    work, libvirt's client's and the socket's."""
+
+    RECORD = DomainRecord(
+        name="b11-0000",
+        uuid=uuid.uuid4(),
+        id=-1,
+        state=5,
+        reason=0,
+        persistent=True,
+        autostart=False,
+    )
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def call(
+        self,
+        host: str,
+        op: Op,
+        args: dict[str, Any] | None = None,
+        target: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> Result:
+        if op is Ping:
+            return Pong(host=host, time=datetime.now(UTC))
+        if op is Lookup:
+            return self.RECORD
+        if op is GetState:
+            return DomainStateInfo(state=5, reason=0)
+        if op is ListDomains:
+            return DomainList(domains=[self.RECORD])
+        raise BenchError(f"the instant bus does not answer {op}")
+
+
+async def start_peer(ctx: Context, uri: str, name: str) -> Peer:
+    script = ctx.workdir / "b11_peer.py"
+    script.write_text(PEER)
+    process = await asyncio.create_subprocess_exec(
+        SYSTEM_PYTHON,
+        str(script),
+        uri,
+        name,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    ctx.cleanup.processes.append(process)
+    return Peer(process)
+
+
+async def gateway_alone(ctx: Context, calls: int) -> list[float]:
+    """virDomainGetState through a gateway in this process over the instant bus."""
+    async with Gateway(InstantBus("amqp://unused"), "127.0.0.1", 0) as gateway:
+        peer = await start_peer(ctx, f"virtbus+tcp://127.0.0.1:{gateway.port}/b11", "b11-0000")
+        try:
+            await peer.read()
+            times: list[float] = (await peer.batch("state", calls))["times"]
+        finally:
+            await terminate(peer.process, 10)
+    return times
 
 
 def free_port() -> int:
@@ -125,7 +199,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     peer: Peer | None = None
     conn = Connection(ctx.amqp_url)
     times: dict[str, list[float]] = {key: [] for key in ("gw_state", "lib_state")}
-    times |= {"gw_list": [], "lib_list": [], "virsh_list": []}
+    times |= {"gw_list": [], "lib_list": [], "virsh_list": [], "gw_alone": []}
     try:
         await agent.start()
         slots = asyncio.Semaphore(DEFINE_AT_ONCE)
@@ -160,20 +234,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         except BenchError as error:
             raise BenchError(f"{error}:\n{log_tail(ctx, 'b11-gateway')}") from None
         uri = f"virtbus+tcp://127.0.0.1:{port}/{host}"
-        script = ctx.workdir / "b11_peer.py"
-        script.write_text(PEER)
         name = "b11-0000"
-        process = await asyncio.create_subprocess_exec(
-            SYSTEM_PYTHON,
-            str(script),
-            uri,
-            name,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "LC_ALL": "C"},
-        )
-        ctx.cleanup.processes.append(process)
-        peer = Peer(process)
+        peer = await start_peer(ctx, uri, name)
         ready = await peer.read()
         if ready.get("ready") != count:
             raise BenchError(f"libvirt-python listed {ready} domains, not {count}")
@@ -221,6 +283,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
                     await side()
             ctx.log(f"B11 list round {round_} done")
 
+        times["gw_alone"] = await gateway_alone(ctx, 100 if ctx.quick else 500)
         virsh = shutil.which("virsh")
         assert virsh is not None
         for _ in range(virsh_runs):
@@ -265,6 +328,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "gw_list": f"listAllDomains(0) of {count} via the gateway (libvirt-python)",
         "lib_list": f"list_all_domains of {count} (client library)",
         "virsh_list": f"`virsh list --all` of {count}, process start included",
+        "gw_alone": "virDomainGetState via a gateway over a bus that answers at once",
     }
     result.table(
         f"B11 the gateway against the client library: state in {state_rounds} alternating "
@@ -285,7 +349,9 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "The agent runs over the fake driver (one host, bench.fleet): both calls are "
         "answered from its domain table without an engine call. libvirt-python keeps one "
         "connection open (no process start); `virsh list --all` is a process per run and "
-        "also asks each domain's state (one virDomainGetState per domain)."
+        "also asks each domain's state (one virDomainGetState per domain). The gateway "
+        "over a bus that answers at once (in this process, between the rounds) shows what "
+        "the gateway, libvirt's client and the socket cost by themselves."
     )
     result.goal(
         "virsh call via the gateway - same op via the client library (p50)",
