@@ -47,6 +47,7 @@ from bench import (
     b8_fleet,
     b9_stats,
     b10_dashboard,
+    b11_gateway,
     baseline,
     publish,
 )
@@ -67,6 +68,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "B6": ("1,000 domains on one host", b6_scale.run),
     "B8": ("fleet of 1,000 hosts", b8_fleet.run),
     "B10": ("dashboard over 1,000 hosts", b10_dashboard.run),
+    "B11": ("libvirt gateway: per-call cost, list of 1,000", b11_gateway.run),
 }
 """In the order they run: those needing only one agent first, the big ones last."""
 

@@ -28,6 +28,7 @@ from agent.client.events import KINDS, EventKind, EventStream
 from agent.client.history import EventHistory, Since, StateListener
 from agent.client.network import Network, network_args
 from agent.client.registry import HostRegistry
+from agent.client.replies import parse_reply
 from agent.client.storage import StoragePool
 from agent.client.streams import Console, open_console
 from agent.errors import (
@@ -208,7 +209,7 @@ class Connection:
                 answer = ImagePullEvent.model_validate_json(message.body)
                 key = answer.cause
             else:
-                answer, key = Reply.model_validate_json(message.body), message.correlation_id
+                answer, key = parse_reply(message.body), message.correlation_id
         except ValidationError:
             return
         waiting = self._waiting.get(key or "")

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import re
+import struct
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -34,7 +36,7 @@ from agent.gateway.protocol import (
     WireDomain,
 )
 from agent.gateway.sasl import SaslLogin
-from agent.gateway.xdr import Packer, Unpacker
+from agent.gateway.xdr import Packer, Unpacker, XdrError
 from schemas.base import HostName
 from schemas.codes import DomainState, ErrorCode
 from schemas.commands import (
@@ -75,6 +77,9 @@ LIBVIRT_API = "9.0.0"
 """The libvirt release whose remote protocol and API semantics the gateway implements
 (the level clients gate features on), answered by virConnectGetLibVersion."""
 HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
+LISTED_STATE_S = 2.0
+"""How long a state a listing brought may answer a virDomainGetState (see
+``Session.listed_state``)."""
 
 
 class Feature(IntEnum):
@@ -182,6 +187,24 @@ class Session:
     """The streams this client opened, by the serial of the call that opened each."""
     sasl: SaslLogin | None = None
     """The SASL login in progress, when the gateway requires one."""
+    listed: dict[uuid.UUID, tuple[float, int, int]] = field(default_factory=dict)
+    """The states the last listing brought, by domain: when, state, reason."""
+
+    def remember_listing(self, found: list[DomainRecord]) -> None:
+        at = time.monotonic()
+        self.listed = {record.uuid: (at, record.state, record.reason) for record in found}
+
+    def listed_state(self, domain: uuid.UUID) -> tuple[int, int] | None:
+        """The state (and reason) the last listing brought for ``domain``, once, and
+        only within LISTED_STATE_S of the listing and before any call of this client
+        that may change something. ``virsh list`` asks each listed domain's state right
+        after the listing: those answers come from the listing, not from a bus round
+        trip each, and are as old as the listing (libvirtd would read each a moment
+        later)."""
+        entry = self.listed.pop(domain, None)
+        if entry is None or time.monotonic() - entry[0] > LISTED_STATE_S:
+            return None
+        return entry[1], entry[2]
 
     def login(self, identity: Identity) -> None:
         """The hook for authentication: the client proved it is ``identity``."""
@@ -304,6 +327,25 @@ def string(text: str) -> bytes:
     packer = Packer()
     packer.string(text)
     return packer.data()
+
+
+_ARRAY_LENGTH = struct.Struct(">I")
+
+
+def pack_domains(records: list[DomainRecord]) -> bytes:
+    """An array of ``remote_nonnull_domain``, as ``Packer.array`` of ``WireDomain``s
+    packs it, in one ``struct.pack`` per domain (a listing may hold thousands)."""
+    parts = [_ARRAY_LENGTH.pack(len(records))]
+    for record in records:
+        name = record.name.encode()
+        padded = (len(name) + 3) & ~3
+        try:
+            parts.append(
+                struct.pack(f">I{padded}s16si", len(name), name, record.uuid.bytes, record.id)
+            )
+        except struct.error:
+            raise XdrError(f"domain id {record.id} does not fit in 32 bits") from None
+    return b"".join(parts)
 
 
 def pack_domain(record: DomainRecord | WireDomain) -> bytes:
@@ -503,10 +545,9 @@ async def list_all_domains(session: Session, args: Unpacker) -> bytes:
         "virConnectListAllDomains",
     )
     found = await records(session, flags)
-    packer = Packer()
-    packer.array([wire(r) for r in found] if need_results else [], lambda d: d.pack(packer))
-    packer.uint32(len(found))
-    return packer.data()
+    if need_results:
+        session.remember_listing(found)
+    return pack_domains(found if need_results else []) + _ARRAY_LENGTH.pack(len(found))
 
 
 @handles(Proc.CONNECT_NUM_OF_DOMAINS)
@@ -601,6 +642,9 @@ async def get_vcpus_flags(session: Session, args: Unpacker) -> bytes:
 async def get_state(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     check_flags(args.uint32(), 0, "virDomainGetState")
+    listed = session.listed_state(domain.uuid)
+    if listed is not None:
+        return ints(*listed)
     state = await on_domain(session, domain, GetState, DomainStateInfo)
     return ints(state.state, state.reason)
 

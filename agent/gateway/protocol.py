@@ -6,6 +6,7 @@ A packet is ``u32 length`` (counting itself), a six-word header, then the XDR pa
 
 from __future__ import annotations
 
+import struct
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
@@ -231,6 +232,11 @@ class CallError(VirtbusError):
         self.close = close
 
 
+_HEADER_WORDS = struct.Struct(">6I")
+_PACKET_START = struct.Struct(">7I")
+"""The length word and the header's six words."""
+
+
 @dataclass(frozen=True)
 class Header:
     program: int
@@ -242,28 +248,27 @@ class Header:
 
     def pack(self, payload: bytes) -> bytes:
         """The whole packet: length, this header, the payload."""
-        packer = Packer()
-        packer.uint32(LENGTH_BYTES + HEADER_BYTES + len(payload))
-        for word in (self.program, self.version, self.procedure, self.type, self.serial):
-            packer.uint32(word)
-        packer.uint32(self.status)
-        return packer.data() + payload
+        length = LENGTH_BYTES + HEADER_BYTES + len(payload)
+        try:
+            words = _PACKET_START.pack(
+                length,
+                self.program,
+                self.version,
+                self.procedure,
+                self.type,
+                self.serial,
+                self.status,
+            )
+        except struct.error:
+            raise XdrError(f"a header word of {self} does not fit in 32 bits") from None
+        return words + payload
 
     @classmethod
     def unpack(cls, data: bytes) -> tuple[Header, bytes]:
         """A packet without its length word: its header, and the payload after it."""
         if len(data) < HEADER_BYTES:
             raise XdrError(f"a packet of {len(data)} bytes has no room for its header")
-        words = Unpacker(data[:HEADER_BYTES])
-        header = cls(
-            words.uint32(),
-            words.uint32(),
-            words.uint32(),
-            words.uint32(),
-            words.uint32(),
-            words.uint32(),
-        )
-        return header, data[HEADER_BYTES:]
+        return cls(*_HEADER_WORDS.unpack_from(data)), data[HEADER_BYTES:]
 
     def reply(self, status: Status) -> Header:
         return Header(

@@ -514,6 +514,8 @@ class Client:
             raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"procedure {header.procedure}") from None
         self.session.authorize(header.procedure)
         needed = access(header.procedure)
+        if needed is not None and not needed.read_only:
+            self.session.listed.clear()
         args = Unpacker(payload)
         CALL.set(Call(header.procedure, needed.api if needed else "?", args, serial=header.serial))
         body = await handler(self.session, args)

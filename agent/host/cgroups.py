@@ -16,6 +16,7 @@ from pathlib import Path
 PROC = Path("/proc")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+READ_BYTES = 65536
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Cgroup:
         """The cgroup of host process ``pid``, from ``/proc/PID/cgroup``."""
         v1: dict[str, Path] = {}
         v2: Path | None = None
-        for line in (proc / str(pid) / "cgroup").read_text().splitlines():
+        for line in read_text(proc / str(pid) / "cgroup").splitlines():
             _, controllers, path = line.split(":", 2)
             relative = path.lstrip("/")
             if controllers == "":
@@ -54,6 +55,20 @@ class Cgroup:
         return self.v2 / v2_name
 
 
+def read_text(path: Path) -> str:
+    """A kernel file's text, read to its end without the buffered text layer
+    ``Path.read_text`` builds per file (a bulk read opens thousands). A kernel file may
+    hand out less than asked before its end, so only an empty read ends it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, READ_BYTES):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
 def _unified(cgroup: Cgroup) -> Path:
     if cgroup.v2 is None:
         raise FileNotFoundError("no cgroup v2 directory")
@@ -63,7 +78,7 @@ def _unified(cgroup: Cgroup) -> Path:
 def _pairs(path: Path) -> dict[str, int]:
     """A flat keyed file (``memory.stat``, ``cpu.stat``, ``cpuacct.stat``)."""
     pairs: dict[str, int] = {}
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         key, _, value = line.partition(" ")
         if value.strip().lstrip("-").isdigit():
             pairs[key] = int(value)
@@ -71,7 +86,7 @@ def _pairs(path: Path) -> dict[str, int]:
 
 
 def _number(path: Path) -> int:
-    return int(path.read_text().split()[0])
+    return int(read_text(path).split()[0])
 
 
 @dataclass(frozen=True)
@@ -103,7 +118,7 @@ def per_cpu_ns(cgroup: Cgroup) -> list[int]:
     """CPU time per host CPU (cgroup v1's cpuacct only: v2 does not count per CPU)."""
     if "cpuacct" not in cgroup.v1:
         raise FileNotFoundError("cgroup v2 keeps no per-CPU time")
-    text = (cgroup.v1["cpuacct"] / "cpuacct.usage_percpu").read_text()
+    text = read_text(cgroup.v1["cpuacct"] / "cpuacct.usage_percpu")
     return [int(value) for value in text.split()]
 
 
@@ -145,7 +160,7 @@ def memory(cgroup: Cgroup) -> MemoryUse:
 def pids(cgroup: Cgroup) -> tuple[int, int | None]:
     """Processes in the domain now, and its limit (None: unlimited)."""
     current = _number(cgroup.file("pids", "pids.current", "pids.current"))
-    limit = cgroup.file("pids", "pids.max", "pids.max").read_text().strip()
+    limit = read_text(cgroup.file("pids", "pids.max", "pids.max")).strip()
     return current, None if limit == "max" else int(limit)
 
 
@@ -167,7 +182,7 @@ def block_io(cgroup: Cgroup, proc: Path = PROC) -> BlockIo:
     cgroup's processes, and the requests are their read and write system calls."""
     if cgroup.v2 is not None and not cgroup.v1 and (cgroup.v2 / "io.stat").exists():
         totals = {"rbytes": 0, "wbytes": 0, "rios": 0, "wios": 0}
-        for line in (cgroup.v2 / "io.stat").read_text().splitlines():
+        for line in read_text(cgroup.v2 / "io.stat").splitlines():
             for item in line.split()[1:]:
                 key, _, value = item.partition("=")
                 if key in totals:
@@ -175,9 +190,9 @@ def block_io(cgroup: Cgroup, proc: Path = PROC) -> BlockIo:
         return BlockIo(totals["rios"], totals["rbytes"], totals["wios"], totals["wbytes"])
     members = cgroup.file("pids", "cgroup.procs", "cgroup.procs")
     totals = {"syscr": 0, "read_bytes": 0, "syscw": 0, "write_bytes": 0}
-    for pid in members.read_text().split():
+    for pid in read_text(members).split():
         try:
-            accounting = (proc / pid / "io").read_text()
+            accounting = read_text(proc / pid / "io")
         except OSError:
             continue  # gone since the list was read
         for line in accounting.splitlines():
@@ -205,7 +220,7 @@ def interfaces(pid: int, proc: Path = PROC) -> dict[str, Interface]:
     """Every interface of the domain's network namespace (``/proc/PID/net/dev``), by
     name, in the kernel's order."""
     found: dict[str, Interface] = {}
-    for line in (proc / str(pid) / "net" / "dev").read_text().splitlines()[2:]:
+    for line in read_text(proc / str(pid) / "net" / "dev").splitlines()[2:]:
         name, _, counters = line.partition(":")
         values = [int(value) for value in counters.split()]
         found[name.strip()] = Interface(
@@ -223,12 +238,12 @@ def interfaces(pid: int, proc: Path = PROC) -> dict[str, Interface]:
 
 def cpuset(cgroup: Cgroup) -> str:
     """The host CPUs the domain may run on, as a kernel CPU list (``0-3,6``)."""
-    return cgroup.file("cpuset", "cpuset.cpus", "cpuset.cpus.effective").read_text().strip()
+    return read_text(cgroup.file("cpuset", "cpuset.cpus", "cpuset.cpus.effective")).strip()
 
 
 def last_cpu(pid: int, proc: Path = PROC) -> int:
     """The host CPU the process last ran on (``/proc/PID/stat`` field 39)."""
-    stat = (proc / str(pid) / "stat").read_text()
+    stat = read_text(proc / str(pid) / "stat")
     return int(stat.rpartition(")")[2].split()[36])
 
 

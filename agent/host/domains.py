@@ -8,7 +8,7 @@ from uuid import UUID
 
 from agent.errors import no_domain
 from agent.host.translate import Evidence
-from schemas.codes import DomainState, ShutoffReason
+from schemas.codes import DomainState, ShutoffReason, reason_of
 from schemas.commands import Command, CreateXml, Define, DomainCommand, ListFlag, Target
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import DomainRef
@@ -50,12 +50,16 @@ class DomainObj:
         return self.pid if self.active and self.pid > 0 else -1
 
     def record(self) -> DomainRecord:
-        return DomainRecord(
+        """Built as its validators would build it (the state a DomainState, the reason
+        its state's reason member), without validating what the agent holds: a
+        listing builds one per domain."""
+        state = DomainState(int(self.state))
+        return DomainRecord.model_construct(
             name=self.name,
             uuid=self.uuid,
             id=self.id,
-            state=int(self.state),
-            reason=int(self.reason),
+            state=state,
+            reason=reason_of(state, int(self.reason)),
             persistent=self.persistent,
             autostart=self.autostart,
         )
@@ -65,6 +69,8 @@ class DomainObj:
 
     def matches(self, flags: list[ListFlag]) -> bool:
         """libvirt's list filter: any flag within a group, every group that has one."""
+        if not flags:
+            return True
         facts: dict[str, bool] = {
             "active": self.active,
             "inactive": not self.active,

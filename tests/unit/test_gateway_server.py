@@ -14,6 +14,7 @@ import pytest
 from agent.client import Connection, VirtbusError
 from agent.client.connection import Op, PullWatcher
 from agent.client.events import EventKind
+from agent.gateway import procedures
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     REMOTE_PROGRAM,
@@ -26,7 +27,7 @@ from agent.gateway.protocol import (
     packet_length,
 )
 from agent.gateway.server import Client
-from agent.gateway.xdr import Packer, Unpacker
+from agent.gateway.xdr import Packer, Unpacker, XdrError
 from schemas.codes import ErrorCode, EventId
 from schemas.commands import op_of
 from schemas.domain import DomainRecord
@@ -404,3 +405,60 @@ async def test_a_packet_length_out_of_bounds_closes_the_connection(peer: Peer) -
     peer.writer.write(b"\xff\xff\xff\xff")
     await peer.writer.drain()
     assert await asyncio.wait_for(peer.reader.read(), TIMEOUT_S) == b""
+
+
+async def list_all(peer: Peer) -> None:
+    packer = Packer()
+    packer.int32(1)
+    packer.uint32(0)
+    await peer.ok(Proc.CONNECT_LIST_ALL_DOMAINS, packer.data())
+
+
+def state_calls(bus: FakeBus) -> int:
+    return sum(1 for call in bus.calls if call[1] == "domain.get_state")
+
+
+async def test_a_listing_answers_each_listed_domains_next_state_once(
+    peer: Peer, bus: FakeBus
+) -> None:
+    """virsh list: one listing, then each domain's state, with no bus call for those."""
+    await peer.open()
+    await list_all(peer)
+    body = await peer.ok(Proc.DOMAIN_GET_STATE, domain_payload(0))
+    assert (body.int32(), body.int32()) == (WEB.state, WEB.reason)
+    assert state_calls(bus) == 0
+    code, _ = await peer.error(Proc.DOMAIN_GET_STATE, domain_payload(0))
+    assert code == ErrorCode.INTERNAL_ERROR  # the fake bus's answer: it was asked
+    assert state_calls(bus) == 1
+
+
+async def test_a_call_that_may_change_a_domain_forgets_the_listing(
+    peer: Peer, bus: FakeBus
+) -> None:
+    await peer.open()
+    await list_all(peer)
+    await peer.error(Proc.DOMAIN_DESTROY, domain_payload())
+    await peer.error(Proc.DOMAIN_GET_STATE, domain_payload(0))
+    assert state_calls(bus) == 1
+
+
+async def test_a_listed_state_runs_out(
+    peer: Peer, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procedures, "LISTED_STATE_S", 0.0)
+    await peer.open()
+    await list_all(peer)
+    await peer.error(Proc.DOMAIN_GET_STATE, domain_payload(0))
+    assert state_calls(bus) == 1
+
+
+def test_domains_pack_as_the_packer_packs_them() -> None:
+    records = [
+        WEB.model_copy(update={"name": name, "uuid": uuid.uuid4(), "id": domain_id})
+        for name, domain_id in (("a", -1), ("abcd", 7), ("abcde", 2**31 - 1), ("é" * 3, 1))
+    ]
+    packer = Packer()
+    packer.array([WireDomain(r.name, r.uuid, r.id) for r in records], lambda d: d.pack(packer))
+    assert procedures.pack_domains(records) == packer.data()
+    with pytest.raises(XdrError):
+        procedures.pack_domains([WEB.model_copy(update={"id": 2**31})])
