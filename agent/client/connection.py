@@ -15,12 +15,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import aio_pika
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractIncomingMessage,
-    AbstractQueue,
-)
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustChannel
+from aiormq.abc import DeliveredMessage
 from pydantic import ValidationError
 
 from agent.client.domain import Domain, spec_args
@@ -82,6 +78,10 @@ from schemas.storage import PoolList, PoolRecord
 from schemas.topology import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
 
 DEFAULT_TIMEOUT_S = 30.0
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+"""RabbitMQ's direct reply-to pseudo-queue: replies reach this channel's consumer with
+no reply queue in between, and the broker puts a name of this channel in ``reply_to``
+(an agent publishes to it through the default exchange, as to any queue)."""
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Result)
 Op = type[CommandBase] | str
@@ -124,7 +124,8 @@ Progress = Callable[[str, int, int | None], None]
 
 
 class Connection:
-    """One connection to the broker and one reply queue, shared by every call."""
+    """One connection to the broker and one channel, shared by every call; replies come
+    back by RabbitMQ's direct reply-to, on that channel."""
 
     def __init__(
         self,
@@ -139,8 +140,8 @@ class Connection:
         self._signing_key = signing_key
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._reply_queue: AbstractQueue | None = None
-        self._waiting: dict[str, asyncio.Queue[Reply]] = {}
+        self._replies_ready = False
+        self._waiting: dict[str, Callable[[Reply], None]] = {}
         self._callbacks: dict[int, asyncio.Task[None] | None] = {}
         self._next_callback = 1
 
@@ -166,9 +167,12 @@ class Connection:
                 client_properties={"connection_name": "virtbus client"},
             )
             # a command nobody's queue takes comes back (mandatory), and raises
-            self._channel = await self._connection.channel(on_return_raises=True)
-            self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
-            await self._reply_queue.consume(self._on_reply, no_ack=True)
+            channel = await self._connection.channel(on_return_raises=True)
+            self._channel = channel
+            await self._consume_replies()
+            if isinstance(channel, AbstractRobustChannel):
+                # a reopened channel has a new direct reply-to name and no consumer
+                channel.reopen_callbacks.add(self._consume_replies)
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             await self.close()
             raise BrokerUnreachable(f"cannot reach the broker: {error}") from None
@@ -189,14 +193,24 @@ class Connection:
             raise NotConnected()
         return self._channel
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        waiting = self._waiting.get(message.correlation_id or "")
+    async def _consume_replies(self, _: object = None) -> None:
+        """Consume direct replies (no ack, as the broker requires) on the channel the
+        commands are published on. On the underlying channel: a reply costs no
+        ``IncomingMessage`` and no second task."""
+        self._replies_ready = False
+        underlay = await self.channel.get_underlay_channel()
+        await underlay.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        self._replies_ready = True
+
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        waiting = self._waiting.get(message.header.properties.correlation_id or "")
         if waiting is None:
             return
         try:
-            waiting.put_nowait(Reply.model_validate_json(message.body))
+            reply = Reply.model_validate_json(message.body)
         except ValidationError:
             return
+        waiting(reply)
 
     def command(
         self,
@@ -227,7 +241,7 @@ class Connection:
     ) -> None:
         """Publish ``command``, mandatory: NoHost with ``unroutable`` as its detail if no
         queue takes it (the broker returns it at once)."""
-        if self._reply_queue is None:
+        if not self._replies_ready:
             raise NotConnected()
         target = await self.channel.get_exchange(exchange, ensure=False)
         body = command.model_dump_json(exclude_none=True).encode()
@@ -241,8 +255,14 @@ class Connection:
                     content_type="application/json",
                     message_id=command.id,
                     correlation_id=command.id,
-                    reply_to=self._reply_queue.name,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    reply_to=DIRECT_REPLY_TO,
+                    # a broadcast is answered now or never (its replies go to this
+                    # channel): transient, it touches no host queue's disk
+                    delivery_mode=(
+                        aio_pika.DeliveryMode.NOT_PERSISTENT
+                        if exchange == BROADCAST_EXCHANGE
+                        else aio_pika.DeliveryMode.PERSISTENT
+                    ),
                     headers=headers,
                     # the deadline as the broker's TTL too: a command nobody took in time
                     # leaves the queue (dead-lettered as expired) instead of waiting there
@@ -263,8 +283,13 @@ class Connection:
         once if the broker has no queue for ``host`` (no agent of that name ever started
         on it); OperationTimeout if no reply comes in time."""
         timeout = timeout_s or self.timeout_s
-        replies: asyncio.Queue[Reply] = asyncio.Queue()
-        self._waiting[command.id] = replies
+        replied: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+        def take(reply: Reply) -> None:
+            if not replied.done():
+                replied.set_result(reply)
+
+        self._waiting[command.id] = take
         try:
             await self._publish(
                 command,
@@ -273,7 +298,7 @@ class Connection:
                 f"host '{host}' has no queue on the broker: no agent of that name has started",
             )
             try:
-                return await asyncio.wait_for(replies.get(), timeout)
+                return await asyncio.wait_for(replied, timeout)
             except TimeoutError:
                 raise OperationTimeout(
                     f"no reply from host {host} to {command.op} within {timeout:g} s", host
@@ -326,10 +351,26 @@ class Connection:
         """
         expected = frozenset(expect) if expect is not None else None
         command = self.command(op, args, target, timeout_s)
-        replies: asyncio.Queue[Reply] = asyncio.Queue()
         gathered: dict[str, Reply] = {}
+        complete: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        outstanding = set(expected) if expected is not None else None
+
+        def take(reply: Reply) -> None:
+            gathered[reply.host] = reply
+            if progress is not None:
+                try:
+                    progress(reply.host, len(gathered), len(expected) if expected else None)
+                except Exception as error:  # fails the broadcast, in its caller
+                    if not complete.done():
+                        complete.set_exception(error)
+                    return
+            if outstanding is not None:
+                outstanding.discard(reply.host)
+                if not outstanding and not complete.done():
+                    complete.set_result(None)
+
         started = time.monotonic()
-        self._waiting[command.id] = replies
+        self._waiting[command.id] = take
         try:
             await self._publish(
                 command,
@@ -337,17 +378,9 @@ class Connection:
                 group_key(group) if group else BROADCAST_ALL,
                 f"no host is in group '{group}'" if group else "no host is on the broker",
             )
-            while expected is None or not expected <= gathered.keys():
-                left = timeout_s - (time.monotonic() - started)
-                if left <= 0:
-                    break
-                try:
-                    reply = await asyncio.wait_for(replies.get(), left)
-                except TimeoutError:
-                    break
-                gathered[reply.host] = reply
-                if progress is not None:
-                    progress(reply.host, len(gathered), len(expected) if expected else None)
+            if outstanding is None or outstanding or complete.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(complete, timeout_s - (time.monotonic() - started))
         finally:
             del self._waiting[command.id]
         return BroadcastResult(gathered, expected, time.monotonic() - started)
