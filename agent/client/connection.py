@@ -140,7 +140,8 @@ class Connection:
         self._signing_key = signing_key
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._replies_ready = False
+        self._replies_ready = asyncio.Event()
+        """Set while the channel has its reply consumer (cleared while it is reopened)."""
         self._waiting: dict[str, Callable[[Reply], None]] = {}
         self._callbacks: dict[int, asyncio.Task[None] | None] = {}
         self._next_callback = 1
@@ -172,6 +173,7 @@ class Connection:
             await self._consume_replies()
             if isinstance(channel, AbstractRobustChannel):
                 # a reopened channel has a new direct reply-to name and no consumer
+                channel.close_callbacks.add(lambda *_: self._replies_ready.clear())
                 channel.reopen_callbacks.add(self._consume_replies)
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             await self.close()
@@ -197,10 +199,10 @@ class Connection:
         """Consume direct replies (no ack, as the broker requires) on the channel the
         commands are published on. On the underlying channel: a reply costs no
         ``IncomingMessage`` and no second task."""
-        self._replies_ready = False
+        self._replies_ready.clear()
         underlay = await self.channel.get_underlay_channel()
         await underlay.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
-        self._replies_ready = True
+        self._replies_ready.set()
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
         waiting = self._waiting.get(message.header.properties.correlation_id or "")
@@ -241,8 +243,14 @@ class Connection:
     ) -> None:
         """Publish ``command``, mandatory: NoHost with ``unroutable`` as its detail if no
         queue takes it (the broker returns it at once)."""
-        if not self._replies_ready:
+        if self._channel is None:
             raise NotConnected()
+        if not self._replies_ready.is_set():
+            try:
+                # a lost channel being reopened: wait as long as the command may wait
+                await asyncio.wait_for(self._replies_ready.wait(), _until(command.deadline))
+            except TimeoutError:
+                raise BrokerUnreachable("the channel to the broker was not reopened") from None
         target = await self.channel.get_exchange(exchange, ensure=False)
         body = command.model_dump_json(exclude_none=True).encode()
         headers: dict[str, Any] = {}
