@@ -11,13 +11,15 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from agent.client.domain import Domain, spec_args
 from agent.client.events import KINDS, EventKind, EventStream
@@ -101,22 +103,52 @@ def _result(reply: Reply, expected: type[R]) -> R:
     return reply.result
 
 
+class _Envelope(TypedDict):
+    host: str
+    ok: bool
+
+
+_ENVELOPE = TypeAdapter(_Envelope)
+"""What a gather reads of each reply: who answered, and whether it failed."""
+
+
 @dataclass(frozen=True)
 class BroadcastResult:
-    """The replies to one fleet-wide command, by host, and who stayed silent."""
+    """The replies to one fleet-wide command, by host, and who stayed silent.
 
-    replies: dict[str, Reply]
+    Gathering reads only each reply's host and outcome; ``replies`` validates them into
+    ``Reply`` models when first read (one that does not validate is left out and logged),
+    ``failed`` only the failed ones."""
+
+    bodies: dict[str, bytes]
+    """Each host's reply as it arrived (the last one, if a host answered twice)."""
+    succeeded: frozenset[str]
     expected: frozenset[str] | None
     elapsed_s: float
 
     @property
     def missing(self) -> frozenset[str]:
         """Expected hosts that did not answer in time."""
-        return (self.expected or frozenset()) - self.replies.keys()
+        return (self.expected or frozenset()) - self.bodies.keys()
+
+    @cached_property
+    def replies(self) -> dict[str, Reply]:
+        return self._parse(self.bodies)
 
     @property
     def failed(self) -> dict[str, Reply]:
-        return {host: reply for host, reply in self.replies.items() if not reply.ok}
+        return self._parse({h: b for h, b in self.bodies.items() if h not in self.succeeded})
+
+    def _parse(self, bodies: dict[str, bytes]) -> dict[str, Reply]:
+        if "replies" in self.__dict__:
+            return {host: self.replies[host] for host in bodies if host in self.replies}
+        parsed: dict[str, Reply] = {}
+        for host, body in bodies.items():
+            try:
+                parsed[host] = Reply.model_validate_json(body)
+            except ValidationError as error:
+                log.warning("host %s answered with an invalid reply: %s", host, _in_words(error))
+        return parsed
 
 
 Progress = Callable[[str, int, int | None], None]
@@ -142,7 +174,7 @@ class Connection:
         self._channel: AbstractChannel | None = None
         self._replies_ready = asyncio.Event()
         """Set while the channel has its reply consumer (cleared while it is reopened)."""
-        self._waiting: dict[str, Callable[[Reply], None]] = {}
+        self._waiting: dict[str, Callable[[bytes], None]] = {}
         self._callbacks: dict[int, asyncio.Task[None] | None] = {}
         self._next_callback = 1
 
@@ -206,13 +238,8 @@ class Connection:
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
         waiting = self._waiting.get(message.header.properties.correlation_id or "")
-        if waiting is None:
-            return
-        try:
-            reply = Reply.model_validate_json(message.body)
-        except ValidationError:
-            return
-        waiting(reply)
+        if waiting is not None:
+            waiting(message.body)
 
     def command(
         self,
@@ -293,7 +320,11 @@ class Connection:
         timeout = timeout_s or self.timeout_s
         replied: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
-        def take(reply: Reply) -> None:
+        def take(body: bytes) -> None:
+            try:
+                reply = Reply.model_validate_json(body)
+            except ValidationError:
+                return
             if not replied.done():
                 replied.set_result(reply)
 
@@ -359,21 +390,31 @@ class Connection:
         """
         expected = frozenset(expect) if expect is not None else None
         command = self.command(op, args, target, timeout_s)
-        gathered: dict[str, Reply] = {}
+        gathered: dict[str, bytes] = {}
+        succeeded: set[str] = set()
         complete: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         outstanding = set(expected) if expected is not None else None
 
-        def take(reply: Reply) -> None:
-            gathered[reply.host] = reply
+        def take(body: bytes) -> None:
+            try:
+                reply = _ENVELOPE.validate_json(body)
+            except ValidationError:
+                return
+            host = reply["host"]
+            gathered[host] = body
+            if reply["ok"]:
+                succeeded.add(host)
+            else:
+                succeeded.discard(host)
             if progress is not None:
                 try:
-                    progress(reply.host, len(gathered), len(expected) if expected else None)
+                    progress(host, len(gathered), len(expected) if expected else None)
                 except Exception as error:  # fails the broadcast, in its caller
                     if not complete.done():
                         complete.set_exception(error)
                     return
             if outstanding is not None:
-                outstanding.discard(reply.host)
+                outstanding.discard(host)
                 if not outstanding and not complete.done():
                     complete.set_result(None)
 
@@ -391,7 +432,7 @@ class Connection:
                     await asyncio.wait_for(complete, timeout_s - (time.monotonic() - started))
         finally:
             del self._waiting[command.id]
-        return BroadcastResult(gathered, expected, time.monotonic() - started)
+        return BroadcastResult(gathered, frozenset(succeeded), expected, time.monotonic() - started)
 
     async def lookup_by_name(self, host: str, name: str) -> Domain:
         return await self._lookup(host, {"name": name})
