@@ -122,6 +122,10 @@ class PathCost:
     missing: int = 0
     failed: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)
+    background_s: float = 0.0
+    """Broker CPU that the broker's rate just before each gather (other clients of a
+    shared broker, the idle fleet's own upkeep) predicts for the gather's duration;
+    ``per_reply`` takes it off the broker's share."""
     replies: int = 0
 
     @property
@@ -129,14 +133,30 @@ class PathCost:
         return Dist.of(self.times_s)
 
     def per_reply(self) -> dict[str, float]:
-        return per_unit(self.cpu_s, self.replies)
+        used = dict(self.cpu_s)
+        if "broker" in used:
+            used["broker (raw)"] = used["broker"]
+            used["broker"] = max(used["broker"] - self.background_s, 0.0)
+        return per_unit(used, self.replies)
 
-    def add(self, elapsed_s: float, missing: int, failed: int, used: dict[str, float]) -> None:
+    def add(
+        self,
+        elapsed_s: float,
+        missing: int,
+        failed: int,
+        used: dict[str, float],
+        background_s: float,
+    ) -> None:
+        self.background_s += background_s
         self.times_s.append(elapsed_s)
         self.missing += missing
         self.failed += failed
         for name, seconds in used.items():
             self.cpu_s[name] = self.cpu_s.get(name, 0.0) + seconds
+
+
+BACKGROUND_S = 1.0
+"""How long the broker's background rate is sampled before each gather."""
 
 
 async def compare_gathers(
@@ -167,9 +187,14 @@ async def compare_gathers(
     paths = [(old, by_reply_queue), (new, by_library)]
     for round_ in range(rounds):
         for cost, gather in paths if round_ % 2 == 0 else paths[::-1]:
+            idle = CpuMeter({"broker": [broker] if broker else []})
+            idle.start()
+            await asyncio.sleep(BACKGROUND_S)
+            rate = idle.stop()["broker"] / idle.wall_s
             meter = fleet_meter(fleet, broker)
             elapsed_s, missing, failed = await gather()
-            cost.add(elapsed_s, missing, failed, meter.stop())
+            used = meter.stop()
+            cost.add(elapsed_s, missing, failed, used, rate * meter.wall_s)
             cost.replies += len(expect) - missing
     return old, new
 
