@@ -4,7 +4,8 @@ driver, spread over worker processes, classic host queues).
 1. Broadcast gather: ``host.ping`` to the fleet's group until every host has answered,
    by two paths in alternating rounds, each gather metered on its own: the client
    library's (``agent.client.Connection.broadcast``: transient command, replies by
-   RabbitMQ's direct reply-to, every reply validated) and, as the baseline, the path B8
+   RabbitMQ's direct reply-to, each read for its host and outcome) and, as the
+   baseline, the path B8
    measured before (plain aio-pika, a reply queue of its own, replies parsed for their
    host only). Goals (issue 15, goal 6): the library's p50 ≤ 2 s; the broker's and the
    gatherer's CPU per reply at most half the baseline's; no lost replies.
@@ -244,7 +245,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "gather metered on its own (broker: the VM of the node on the default port). "
         "Client library: `agent.client.Connection.broadcast`, the command transient, "
         "replies by direct reply-to (`amq.rabbitmq.reply-to`: no reply queue), consumed "
-        "on the underlying aiormq channel and validated into a `Reply` each. Old path: "
+        "on the underlying aiormq channel, each read for its host and outcome only "
+        "(`Reply` models are built when the caller reads `replies`). Old path: "
         "`bench.rpc.RpcClient` (plain aio-pika, transient command, an exclusive reply "
         "queue, `json.loads` per reply), the path B8 measured before issue 15. The "
         "broker is shared: its CPU per reply has its rate in the second before each "
