@@ -180,6 +180,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "gather_failed": new.failed,
         "baseline_gather_ms": asdict(old.dist),
         "baseline_gather_missing": old.missing,
+        "gather_missing_by_round": new.missing_by_round,
+        "baseline_gather_missing_by_round": old.missing_by_round,
         "baseline_gather_failed": old.failed,
         "create_gather_s": created.elapsed_s,
         "events_other_origin": fan_in.others,
@@ -209,7 +211,10 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
                 gather_line(new),
             ],
             ["... old path (baseline, alternating rounds)", gather_line(old)],
-            ["replies missing (all rounds, library / old path)", f"{new.missing} / {old.missing}"],
+            [
+                "replies missing by round, library / old path",
+                f"{new.missing_by_round} / {old.missing_by_round}",
+            ],
             [
                 "broadcast domain.create gather (start 1 domain per host)",
                 f"{created.elapsed_s:.2f} s",

@@ -119,6 +119,7 @@ class PathCost:
     broker, the agents and the gatherer spent inside those gathers."""
 
     times_s: list[float] = field(default_factory=list)
+    missing_by_round: list[int] = field(default_factory=list)
     missing: int = 0
     failed: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -149,6 +150,7 @@ class PathCost:
     ) -> None:
         self.background_s += background_s
         self.times_s.append(elapsed_s)
+        self.missing_by_round.append(missing)
         self.missing += missing
         self.failed += failed
         for name, seconds in used.items():
