@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.client import Connection
-from agent.client.connection import Op
+from agent.client.connection import Op, PullWatcher
 from agent.gateway.server import Gateway
 from bench.core import BenchError, BenchResult, Context, Dist, domain_spec, fmt
 from bench.procs import VIRTBUS, FleetProcess, child_env, log_file, log_tail, terminate
@@ -100,6 +100,7 @@ class InstantBus(Connection):
         args: dict[str, Any] | None = None,
         target: dict[str, Any] | None = None,
         timeout_s: float | None = None,
+        on_pull: PullWatcher | None = None,
     ) -> Result:
         if op is Ping:
             return Pong(host=host, time=datetime.now(UTC))

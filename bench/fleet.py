@@ -21,11 +21,13 @@ back: N events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +50,22 @@ class SharedConnection:
     """Stands in for one agent's connection: its channels live on a shared one, and
     closing it closes only them."""
 
-    def __init__(self, real: AbstractConnection) -> None:
+    def __init__(self, real: AbstractConnection, numbers: Iterator[int]) -> None:
         self._real = real
+        self._numbers = numbers
         self._channels: list[AbstractChannel] = []
         self._closed = False
         self.close_callbacks: set[Any] = set()
         """Kept for the bus's sake; a lost shared connection closes every channel on it,
         and the bus watches its channel too."""
 
-    def channel(self, *args: Any, **kwargs: Any) -> AbstractChannel:
-        channel = self._real.channel(*args, **kwargs)
+    def channel(self, publisher_confirms: bool = True) -> AbstractChannel:
+        # never a number used before on the shared connection: aiormq may drop the
+        # CloseOk of a channel the broker closed (its write queue full), and the broker
+        # then refuses the number's next channel.open by closing the whole connection
+        channel = self._real.channel(
+            channel_number=next(self._numbers), publisher_confirms=publisher_confirms
+        )
         self._channels.append(channel)
         return channel
 
@@ -77,6 +85,7 @@ def share_connections(url: str) -> list[AbstractConnection]:
     """Make ``aio_pika.connect`` (as the agents' bus calls it) hand out channels of one
     real connection per worker; returns the list that will hold that connection."""
     shared: list[AbstractConnection] = []
+    numbers = itertools.count(1)
     lock = asyncio.Lock()
     real_connect = aio_pika.connect
 
@@ -88,7 +97,7 @@ def share_connections(url: str) -> list[AbstractConnection]:
                         url, client_properties={"connection_name": "virtbus bench fleet worker"}
                     )
                 )
-        return SharedConnection(shared[0])
+        return SharedConnection(shared[0], numbers)
 
     aio_pika.connect = connect
     aio_pika.connect_robust = connect

@@ -125,6 +125,103 @@ async def gather_raw(
     return Gathering(times, missing, failed)
 
 
+@dataclass
+class PathCost:
+    """One gather path over the rounds it ran: gather times, and the CPU seconds of the
+    broker, the agents and the gatherer spent inside those gathers."""
+
+    times_s: list[float] = field(default_factory=list)
+    missing_by_round: list[int] = field(default_factory=list)
+    missing: int = 0
+    failed: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    background_s: float = 0.0
+    """Broker CPU that the broker's rate just before each gather (other clients of a
+    shared broker, the idle fleet's own upkeep) predicts for the gather's duration;
+    ``per_reply`` takes it off the broker's share."""
+    replies: int = 0
+
+    @property
+    def dist(self) -> Dist:
+        return Dist.of(self.times_s)
+
+    def per_reply(self) -> dict[str, float]:
+        used = dict(self.cpu_s)
+        if "broker" in used:
+            used["broker (raw)"] = used["broker"]
+            used["broker"] = max(used["broker"] - self.background_s, 0.0)
+        return per_unit(used, self.replies)
+
+    def add(
+        self,
+        elapsed_s: float,
+        missing: int,
+        failed: int,
+        used: dict[str, float],
+        background_s: float,
+    ) -> None:
+        self.background_s += background_s
+        self.times_s.append(elapsed_s)
+        self.missing_by_round.append(missing)
+        self.missing += missing
+        self.failed += failed
+        for name, seconds in used.items():
+            self.cpu_s[name] = self.cpu_s.get(name, 0.0) + seconds
+
+
+BACKGROUND_S = 1.0
+"""How long the broker's background rate is sampled before each gather."""
+
+
+async def compare_gathers(
+    client: RpcClient,
+    conn: Connection,
+    fleet: Fleet,
+    rounds: int,
+    timeout_s: float,
+    broker: int | None,
+) -> tuple[PathCost, PathCost]:
+    """``host.ping`` to the fleet's group, ``rounds`` times by each path, alternating
+    which goes first: the old path (plain aio-pika, a reply queue of its own, replies
+    parsed for their host only) and the client library's (direct reply-to, every reply
+    validated into a ``Reply``). Each gather is metered on its own."""
+    expect = set(fleet.hosts)
+    old, new = PathCost(), PathCost()
+
+    async def by_reply_queue() -> tuple[float, int, int]:
+        outcome = await client.broadcast(fleet.group, "host.ping", expect, timeout_s=timeout_s)
+        return outcome.elapsed_s, outcome.missing, outcome.failed
+
+    async def by_library() -> tuple[float, int, int]:
+        outcome = await conn.broadcast(
+            "host.ping", group=fleet.group, expect=expect, timeout_s=timeout_s
+        )
+        return outcome.elapsed_s, len(outcome.missing), len(outcome.failed)
+
+    paths = [(old, by_reply_queue), (new, by_library)]
+    for round_ in range(rounds):
+        for cost, gather in paths if round_ % 2 == 0 else paths[::-1]:
+            idle = CpuMeter({"broker": [broker] if broker else []})
+            idle.start()
+            await asyncio.sleep(BACKGROUND_S)
+            rate = idle.stop()["broker"] / idle.wall_s
+            meter = fleet_meter(fleet, broker)
+            elapsed_s, missing, failed = await gather()
+            used = meter.stop()
+            cost.add(elapsed_s, missing, failed, used, rate * meter.wall_s)
+            cost.replies += len(expect) - missing
+    return old, new
+
+
+async def shared_broker_pid() -> int | None:
+    """The Erlang VM of the node on the default port, as that node tells (other nodes,
+    started by test harnesses, may run beside it); else the first ``beam.smp``."""
+    output = await run_tool("rabbitmqctl", "-q", "eval", "os:getpid().")
+    if output is not None and output.strip().strip('"').isdigit():
+        return int(output.strip().strip('"'))
+    return broker_pid()
+
+
 @dataclass(frozen=True)
 class Descriptors:
     """The local RabbitMQ node's file descriptors, as ``rabbitmq-diagnostics`` has them."""
@@ -250,9 +347,10 @@ async def queue_memory(prefix: str) -> dict[str, float]:
     return {kind: sum(values) / len(values) for kind, values in sizes.items()}
 
 
-def fleet_meter(fleet: Fleet) -> CpuMeter:
-    """Meters the broker, the fleet's worker processes and this process (the client)."""
-    broker = broker_pid()
+def fleet_meter(fleet: Fleet, broker: int | None = None) -> CpuMeter:
+    """Meters the broker (``broker``, else the first RabbitMQ VM found), the fleet's
+    worker processes and this process (the client)."""
+    broker = broker or broker_pid()
     meter = CpuMeter(
         {
             "broker": [broker] if broker else [],

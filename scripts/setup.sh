@@ -241,15 +241,38 @@ rabbit_logs() {
     done
 }
 
+# RabbitMQ's documented production setting is at least 65536 descriptors: a node at the
+# default 1024 holds 832 sockets (927 descriptors in all), too few for a fleet (B8 runs
+# 5,000 hosts). As many as the hard limit allows, up to that; root raises the hard limit
+# first where it may (in a container it may not).
+RABBIT_NOFILE=65536
+rabbit_nofile() {
+    local hard
+    ulimit -H -n "$RABBIT_NOFILE" 2>/dev/null || true
+    hard=$(ulimit -H -n)
+    if [[ "$hard" == unlimited ]] || ((hard > RABBIT_NOFILE)); then
+        hard=$RABBIT_NOFILE
+    fi
+    echo "$hard"
+}
+
+# su (pam_limits) resets the soft limit to 1024, so the limit is raised again as the
+# rabbitmq user, which then starts the node through the Debian wrapper.
+rabbit_detached() (
+    local nofile
+    nofile=$(rabbit_nofile)
+    ulimit -H -n "$RABBIT_NOFILE" 2>/dev/null || true
+    su rabbitmq -s /bin/sh -c "ulimit -n $nofile && exec $(command -v rabbitmq-server) -detached"
+)
+
 start_rabbitmq() {
     if rabbit_ping && amqp_port_open; then
         log "rabbitmq: already running"
     else
         need_root "starting rabbitmq"
         if ! rabbit_ping && ! pgrep -u rabbitmq -f 'beam.*rabbit' >/dev/null 2>&1; then
-            log "rabbitmq: starting (rabbitmq-server -detached)"
-            # The Debian wrapper drops to the rabbitmq user itself.
-            rabbitmq-server -detached >/dev/null 2>&1 || {
+            log "rabbitmq: starting (rabbitmq-server -detached, ulimit -n $(rabbit_nofile))"
+            rabbit_detached >/dev/null 2>&1 || {
                 rabbit_logs
                 die "rabbitmq-server -detached failed"
             }

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,8 +21,11 @@ from aio_pika.abc import (
     AbstractConnection,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
 )
-from pydantic import ValidationError
+from aiormq.abc import DeliveredMessage
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from agent.client.domain import Domain, spec_args
 from agent.client.events import KINDS, EventKind, EventStream
@@ -89,6 +93,10 @@ from schemas.topology import (
 )
 
 DEFAULT_TIMEOUT_S = 30.0
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+"""RabbitMQ's direct reply-to pseudo-queue: replies reach this channel's consumer with
+no reply queue in between, and the broker puts a name of this channel in ``reply_to``
+(an agent publishes to it through the default exchange, as to any queue)."""
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Result)
 Op = type[CommandBase] | str
@@ -108,22 +116,52 @@ def _result(reply: Reply, expected: type[R]) -> R:
     return reply.result
 
 
+class _Envelope(TypedDict):
+    host: str
+    ok: bool
+
+
+_ENVELOPE = TypeAdapter(_Envelope)
+"""What a gather reads of each reply: who answered, and whether it failed."""
+
+
 @dataclass(frozen=True)
 class BroadcastResult:
-    """The replies to one fleet-wide command, by host, and who stayed silent."""
+    """The replies to one fleet-wide command, by host, and who stayed silent.
 
-    replies: dict[str, Reply]
+    Gathering reads only each reply's host and outcome; ``replies`` validates them into
+    ``Reply`` models when first read (one that does not validate is left out and logged),
+    ``failed`` only the failed ones."""
+
+    bodies: dict[str, bytes]
+    """Each host's reply as it arrived (the last one, if a host answered twice)."""
+    succeeded: frozenset[str]
     expected: frozenset[str] | None
     elapsed_s: float
 
     @property
     def missing(self) -> frozenset[str]:
         """Expected hosts that did not answer in time."""
-        return (self.expected or frozenset()) - self.replies.keys()
+        return (self.expected or frozenset()) - self.bodies.keys()
+
+    @cached_property
+    def replies(self) -> dict[str, Reply]:
+        return self._parse(self.bodies)
 
     @property
     def failed(self) -> dict[str, Reply]:
-        return {host: reply for host, reply in self.replies.items() if not reply.ok}
+        return self._parse({h: b for h, b in self.bodies.items() if h not in self.succeeded})
+
+    def _parse(self, bodies: dict[str, bytes]) -> dict[str, Reply]:
+        if "replies" in self.__dict__:
+            return {host: self.replies[host] for host in bodies if host in self.replies}
+        parsed: dict[str, Reply] = {}
+        for host, body in bodies.items():
+            try:
+                parsed[host] = Reply.model_validate_json(body)
+            except ValidationError as error:
+                log.warning("host %s answered with an invalid reply: %s", host, _in_words(error))
+        return parsed
 
 
 Progress = Callable[[str, int, int | None], None]
@@ -135,7 +173,8 @@ PULLING_OPS: frozenset[type[CommandBase]] = frozenset({Define, CreateXml})
 
 
 class Connection:
-    """One connection to the broker and one reply queue, shared by every call."""
+    """One connection to the broker and one channel, shared by every call; replies come
+    back by RabbitMQ's direct reply-to, on that channel."""
 
     def __init__(
         self,
@@ -150,9 +189,12 @@ class Connection:
         self._signing_key = signing_key
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._reply_queue: AbstractQueue | None = None
-        self._waiting: dict[str, asyncio.Queue[Reply | ImagePullEvent]] = {}
+        self._replies_ready = asyncio.Event()
+        """Set while the channel has its reply consumer (cleared while it is reopened)."""
+        self._waiting: dict[str, Callable[[bytes], None]] = {}
+        self._pull_queue: AbstractQueue | None = None
         self._pull_hosts: set[str] = set()
+        self._pull_watchers: dict[str, PullWatcher] = {}
         self._callbacks: dict[int, asyncio.Task[None] | None] = {}
         self._next_callback = 1
 
@@ -178,9 +220,13 @@ class Connection:
                 client_properties={"connection_name": "virtbus client"},
             )
             # a command nobody's queue takes comes back (mandatory), and raises
-            self._channel = await self._connection.channel(on_return_raises=True)
-            self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
-            await self._reply_queue.consume(self._on_reply, no_ack=True)
+            channel = await self._connection.channel(on_return_raises=True)
+            self._channel = channel
+            await self._consume_replies()
+            if isinstance(channel, AbstractRobustChannel):
+                # a reopened channel has a new direct reply-to name and no consumer
+                channel.close_callbacks.add(lambda *_: self._replies_ready.clear())
+                channel.reopen_callbacks.add(self._consume_replies)
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             await self.close()
             raise BrokerUnreachable(f"cannot reach the broker: {error}") from None
@@ -201,28 +247,43 @@ class Connection:
             raise NotConnected()
         return self._channel
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        # the reply queue also takes the pull progress of the hosts in _pull_hosts
-        answer: Reply | ImagePullEvent
+    async def _consume_replies(self, _: object = None) -> None:
+        """Consume direct replies (no ack, as the broker requires) on the channel the
+        commands are published on. On the underlying channel: a reply costs no
+        ``IncomingMessage`` and no second task."""
+        self._replies_ready.clear()
+        underlay = await self.channel.get_underlay_channel()
+        await underlay.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        self._replies_ready.set()
+
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        waiting = self._waiting.get(message.header.properties.correlation_id or "")
+        if waiting is not None:
+            waiting(message.body)
+
+    async def _on_pull(self, message: AbstractIncomingMessage) -> None:
         try:
-            if message.exchange == EVENTS_EXCHANGE:
-                answer = ImagePullEvent.model_validate_json(message.body)
-                key = answer.cause
-            else:
-                answer, key = parse_reply(message.body), message.correlation_id
+            progress = ImagePullEvent.model_validate_json(message.body)
         except ValidationError:
             return
-        waiting = self._waiting.get(key or "")
-        if waiting is not None:
-            waiting.put_nowait(answer)
+        watcher = self._pull_watchers.get(progress.cause or "")
+        if watcher is not None:
+            watcher(progress)
 
     async def _follow_pulls(self, host: str) -> None:
-        """Have ``host``'s pull progress events come to the reply queue too."""
-        if host in self._pull_hosts or self._reply_queue is None:
+        """Have ``host``'s pull progress events come to this connection: a queue of its
+        own, declared the first time a command may pull (direct reply-to takes replies
+        only)."""
+        if host in self._pull_hosts:
             return
         try:
+            if self._pull_queue is None:
+                self._pull_queue = await self.channel.declare_queue(
+                    exclusive=True, auto_delete=True
+                )
+                await self._pull_queue.consume(self._on_pull, no_ack=True)
             exchange = await self.channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
-            await self._reply_queue.bind(exchange, routing_key=f"{host}.image.pull")
+            await self._pull_queue.bind(exchange, routing_key=f"{host}.image.pull")
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             raise BrokerUnreachable(f"cannot bind to the broker's events: {error}") from None
         self._pull_hosts.add(host)
@@ -256,8 +317,14 @@ class Connection:
     ) -> None:
         """Publish ``command``, mandatory: NoHost with ``unroutable`` as its detail if no
         queue takes it (the broker returns it at once)."""
-        if self._reply_queue is None:
+        if self._channel is None:
             raise NotConnected()
+        if not self._replies_ready.is_set():
+            try:
+                # a lost channel being reopened: wait as long as the command may wait
+                await asyncio.wait_for(self._replies_ready.wait(), _until(command.deadline))
+            except TimeoutError:
+                raise BrokerUnreachable("the channel to the broker was not reopened") from None
         target = await self.channel.get_exchange(exchange, ensure=False)
         body = command.model_dump_json(exclude_none=True).encode()
         headers: dict[str, Any] = {}
@@ -270,8 +337,14 @@ class Connection:
                     content_type="application/json",
                     message_id=command.id,
                     correlation_id=command.id,
-                    reply_to=self._reply_queue.name,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    reply_to=DIRECT_REPLY_TO,
+                    # a broadcast is answered now or never (its replies go to this
+                    # channel): transient, it touches no host queue's disk
+                    delivery_mode=(
+                        aio_pika.DeliveryMode.NOT_PERSISTENT
+                        if exchange == BROADCAST_EXCHANGE
+                        else aio_pika.DeliveryMode.PERSISTENT
+                    ),
                     headers=headers,
                     # the deadline as the broker's TTL too: a command nobody took in time
                     # leaves the queue (dead-lettered as expired) instead of waiting there
@@ -303,8 +376,17 @@ class Connection:
         event of the pull (given to ``on_pull``) starts the timeout again, so only
         ``timeout_s`` without a reply or any progress is a timeout."""
         timeout = timeout_s or self.timeout_s
-        replies: asyncio.Queue[Reply | ImagePullEvent] = asyncio.Queue()
-        self._waiting[command.id] = replies
+        answers: asyncio.Queue[Reply | ImagePullEvent] = asyncio.Queue()
+
+        def take(body: bytes) -> None:
+            try:
+                answers.put_nowait(parse_reply(body))
+            except ValidationError:
+                return
+
+        self._waiting[command.id] = take
+        if type(command) in PULLING_OPS:
+            self._pull_watchers[command.id] = answers.put_nowait
         try:
             await self._publish(
                 command,
@@ -316,7 +398,7 @@ class Connection:
                 await self._follow_pulls(host)
             while True:
                 try:
-                    answer = await asyncio.wait_for(replies.get(), timeout)
+                    answer = await asyncio.wait_for(answers.get(), timeout)
                 except TimeoutError:
                     raise OperationTimeout(
                         f"no reply from host {host} to {command.op} within {timeout:g} s", host
@@ -327,6 +409,7 @@ class Connection:
                     on_pull(answer)
         finally:
             del self._waiting[command.id]
+            self._pull_watchers.pop(command.id, None)
 
     async def call(
         self,
@@ -376,10 +459,36 @@ class Connection:
         """
         expected = frozenset(expect) if expect is not None else None
         command = self.command(op, args, target, timeout_s)
-        replies: asyncio.Queue[Reply | ImagePullEvent] = asyncio.Queue()
-        gathered: dict[str, Reply] = {}
+        gathered: dict[str, bytes] = {}
+        succeeded: set[str] = set()
+        complete: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        outstanding = set(expected) if expected is not None else None
+
+        def take(body: bytes) -> None:
+            try:
+                reply = _ENVELOPE.validate_json(body)
+            except ValidationError:
+                return
+            host = reply["host"]
+            gathered[host] = body
+            if reply["ok"]:
+                succeeded.add(host)
+            else:
+                succeeded.discard(host)
+            if progress is not None:
+                try:
+                    progress(host, len(gathered), len(expected) if expected else None)
+                except Exception as error:  # fails the broadcast, in its caller
+                    if not complete.done():
+                        complete.set_exception(error)
+                    return
+            if outstanding is not None:
+                outstanding.discard(host)
+                if not outstanding and not complete.done():
+                    complete.set_result(None)
+
         started = time.monotonic()
-        self._waiting[command.id] = replies
+        self._waiting[command.id] = take
         try:
             await self._publish(
                 command,
@@ -387,22 +496,12 @@ class Connection:
                 group_key(group) if group else BROADCAST_ALL,
                 f"no host is in group '{group}'" if group else "no host is on the broker",
             )
-            while expected is None or not expected <= gathered.keys():
-                left = timeout_s - (time.monotonic() - started)
-                if left <= 0:
-                    break
-                try:
-                    reply = await asyncio.wait_for(replies.get(), left)
-                except TimeoutError:
-                    break
-                if not isinstance(reply, Reply):
-                    continue
-                gathered[reply.host] = reply
-                if progress is not None:
-                    progress(reply.host, len(gathered), len(expected) if expected else None)
+            if outstanding is None or outstanding or complete.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(complete, timeout_s - (time.monotonic() - started))
         finally:
             del self._waiting[command.id]
-        return BroadcastResult(gathered, expected, time.monotonic() - started)
+        return BroadcastResult(gathered, frozenset(succeeded), expected, time.monotonic() - started)
 
     async def lookup_by_name(self, host: str, name: str) -> Domain:
         return await self._lookup(host, {"name": name})
