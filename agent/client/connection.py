@@ -30,6 +30,7 @@ from agent.client.network import Network, network_args
 from agent.client.registry import HostRegistry
 from agent.client.storage import StoragePool
 from agent.client.streams import Console, open_console
+from agent.client.wire import command_message
 from agent.errors import (
     BrokerUnreachable,
     NoHost,
@@ -235,20 +236,11 @@ class Connection:
         if self._signing_key is not None:
             headers = self._signing_key.headers(body, exchange, routing_key, command.id, command.id)
         try:
+            message = command_message(
+                body, command.id, self._reply_queue.name, command.deadline, headers
+            )
             await target.publish(
-                aio_pika.Message(
-                    body,
-                    content_type="application/json",
-                    message_id=command.id,
-                    correlation_id=command.id,
-                    reply_to=self._reply_queue.name,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    headers=headers,
-                    # the deadline as the broker's TTL too: a command nobody took in time
-                    # leaves the queue (dead-lettered as expired) instead of waiting there
-                    expiration=_until(command.deadline),
-                    timestamp=datetime.now(UTC),
-                ),
+                message,
                 routing_key=routing_key,
                 mandatory=True,
             )
@@ -548,12 +540,6 @@ def _in_words(error: ValidationError) -> str:
         loc = loc[1:] if loc[:1] == ("args",) else loc
         named.append(f"{where(loc) or 'command'}: {explain(item)}")
     return "; ".join(named)
-
-
-def _until(deadline: datetime | None) -> float | None:
-    """Seconds left before ``deadline``, never below 0 (an expiration of 0 lets only a
-    consumer that is ready take the message)."""
-    return None if deadline is None else max(0.0, (deadline - datetime.now(UTC)).total_seconds())
 
 
 def connect(
