@@ -8,7 +8,6 @@ names are matched regardless of case, as pydantic-settings matches them."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.settings import DEFAULT_AMQP_URL
@@ -27,27 +26,27 @@ def _path(name: str) -> Path | None:
     return None if value is None else Path(value)
 
 
-@dataclass(frozen=True)
 class CliConfig:
-    """Each field defaults to its ``VIRTBUS_<FIELD>`` variable, else to its default."""
+    """Each setting is its ``VIRTBUS_<SETTING>`` variable when set, else its default."""
 
-    amqp_url: str = field(default_factory=lambda: _variable("VIRTBUS_AMQP_URL") or DEFAULT_AMQP_URL)
-    """The broker the client verbs and the gateway connect to (``--connect``)."""
-    signing_key: str | None = field(default_factory=lambda: _variable("VIRTBUS_SIGNING_KEY"))
-    """``ID=ALGORITHM:PATH``: sign every command with this key (``--signing-key``)."""
-    amqp_ca_file: Path | None = field(default_factory=lambda: _path("VIRTBUS_AMQP_CA_FILE"))
-    amqp_cert_file: Path | None = field(default_factory=lambda: _path("VIRTBUS_AMQP_CERT_FILE"))
-    amqp_key_file: Path | None = field(default_factory=lambda: _path("VIRTBUS_AMQP_KEY_FILE"))
-    host: str | None = field(default_factory=lambda: _variable("VIRTBUS_HOST"))
-    """The host a domain verb talks to without ``--host``, ``--group`` or
-    ``--all-hosts``."""
-    known_hosts: str | None = field(default_factory=lambda: _variable("VIRTBUS_KNOWN_HOSTS"))
-    """The file of the hosts seen, which broadcasts expect to answer."""
-    state_home: str | None = field(default_factory=lambda: _variable("XDG_STATE_HOME"))
-    """Base of the default ``known_hosts``: ``$XDG_STATE_HOME/virtbus/hosts.json``."""
-    management_url: str | None = field(default_factory=lambda: _variable("VIRTBUS_MANAGEMENT_URL"))
-    """RabbitMQ's management API, with an administrator's credentials, for ``provision``;
-    None: ``agent.provision.DEFAULT_MANAGEMENT_URL``."""
+    def __init__(self) -> None:
+        self.amqp_url: str = _variable("VIRTBUS_AMQP_URL") or DEFAULT_AMQP_URL
+        """The broker the client verbs and the gateway connect to (``--connect``)."""
+        self.signing_key = _variable("VIRTBUS_SIGNING_KEY")
+        """``ID=ALGORITHM:PATH``: sign every command with this key (``--signing-key``)."""
+        self.amqp_ca_file = _path("VIRTBUS_AMQP_CA_FILE")
+        self.amqp_cert_file = _path("VIRTBUS_AMQP_CERT_FILE")
+        self.amqp_key_file = _path("VIRTBUS_AMQP_KEY_FILE")
+        self.host = _variable("VIRTBUS_HOST")
+        """The host a domain verb talks to without ``--host``, ``--group`` or
+        ``--all-hosts``."""
+        self.known_hosts = _variable("VIRTBUS_KNOWN_HOSTS")
+        """The file of the hosts seen, which broadcasts expect to answer."""
+        self.state_home = _variable("XDG_STATE_HOME")
+        """Base of the default ``known_hosts``: ``$XDG_STATE_HOME/virtbus/hosts.json``."""
+        self.management_url = _variable("VIRTBUS_MANAGEMENT_URL")
+        """RabbitMQ's management API, with an administrator's credentials, for
+        ``provision``; None: ``agent.provision.DEFAULT_MANAGEMENT_URL``."""
 
     @property
     def known_hosts_path(self) -> Path:

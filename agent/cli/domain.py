@@ -16,17 +16,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent.cli.config import CliConfig
 from agent.cli.known import expected_hosts, remember
 from agent.cli.options import add_client_options, add_targeting
 from agent.cli.plain import JsonRender, Output, broadcast_summary, host_answer
 from agent.cli.runner import run_client, run_wire
-from schemas.codes import ErrorCode
-from schemas.errors import VirtbusError
 from schemas.names import OP_NAMES, is_domain_name
 
 if TYPE_CHECKING:
@@ -37,8 +34,7 @@ if TYPE_CHECKING:
     from schemas.commands import CommandBase
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One verb as a command: its model, args and target, and how to print the result."""
 
     op: type[CommandBase]
@@ -47,8 +43,7 @@ class Request:
     render: Render
 
 
-@dataclass(frozen=True)
-class WireRequest:
+class WireRequest(NamedTuple):
     """One verb as a command sent without the models: the command model's name (one of
     ``schemas.names.OP_NAMES``), args, target, and how to print the decoded result."""
 
@@ -117,6 +112,9 @@ def target_of(domain: str) -> dict[str, Any]:
 def read_definition(path: str) -> dict[str, Any]:
     """A definition file as a command's args: ``{"xml": …}`` for libvirt domain XML (a
     ``.xml`` name, or text that starts with ``<``), ``{"spec": …}`` for a JSON spec."""
+    from schemas.codes import ErrorCode
+    from schemas.errors import VirtbusError
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except (OSError, UnicodeDecodeError) as error:

@@ -11,18 +11,18 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TextIO
 
-from schemas.codes import DomainState
-
 STATE_NAMES = {
-    DomainState.NOSTATE: "no state",
-    DomainState.RUNNING: "running",
-    DomainState.BLOCKED: "idle",
-    DomainState.PAUSED: "paused",
-    DomainState.SHUTDOWN: "in shutdown",
-    DomainState.SHUTOFF: "shut off",
-    DomainState.CRASHED: "crashed",
-    DomainState.PMSUSPENDED: "pmsuspended",
+    0: "no state",
+    1: "running",
+    2: "idle",
+    3: "paused",
+    4: "in shutdown",
+    5: "shut off",
+    6: "crashed",
+    7: "pmsuspended",
 }
+"""virsh's words for libvirt's virDomainState numbers (``schemas.codes.DomainState``,
+not loaded here: a test checks they agree)."""
 REASON_NAMES: dict[tuple[int, int], str] = {
     (1, 0): "unknown",
     (1, 1): "booted",
@@ -43,7 +43,7 @@ JsonRender = Callable[[Any], str]
 
 
 def state_name(state: int) -> str:
-    return STATE_NAMES.get(DomainState(state), "unknown")
+    return STATE_NAMES.get(state, "unknown")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

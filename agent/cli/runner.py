@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from agent.cli.plain import Output
 from agent.tls import client_context
-from schemas.errors import VirtbusError
 
 if TYPE_CHECKING:
     from agent.client import Connection
@@ -39,7 +38,12 @@ def run(work: Awaitable[int], output: Output) -> int:
 async def _guarded(work: Awaitable[int], output: Output) -> int:
     try:
         return await work
-    except VirtbusError as error:
+    except Exception as error:
+        # the error tree is loaded once something failed, not by every verb that runs
+        from schemas.errors import VirtbusError
+
+        if not isinstance(error, VirtbusError):
+            raise
         output.error(str(error))
         return 1
 

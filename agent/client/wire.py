@@ -19,26 +19,27 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from agent.errors import BrokerUnreachable, NoHost, OperationTimeout, ReplyError
-from schemas.topology import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
+from schemas.names import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
 
 if TYPE_CHECKING:
+    from agent.errors import ReplyError
     from agent.signing import SigningKey
+
+# agent.errors (and its ErrorCode enum) is loaded only when something fails: a command
+# that succeeds costs no more than aio-pika
 
 Document = dict[str, Any]
 """A command or a reply, as decoded JSON."""
 
 
-@dataclass(frozen=True)
-class WireError:
+class WireError(NamedTuple):
     """A reply's error, as ReplyError reads it."""
 
     vir_error: int
@@ -78,6 +79,8 @@ def reply_error(reply: Document) -> ReplyError | None:
     error = reply.get("error")
     if not isinstance(error, dict):
         return None
+    from agent.errors import ReplyError
+
     body = WireError(int(error.get("vir_error", 1)), str(error.get("message", "")))
     return ReplyError(body, str(reply.get("host", "")))
 
@@ -113,6 +116,8 @@ class WireConnection:
             await queue.consume(self._on_reply, no_ack=True)
             self._reply_to = queue.name
         except (OSError, aio_pika.exceptions.AMQPError) as error:
+            from agent.errors import BrokerUnreachable
+
             await self._close()
             raise BrokerUnreachable(f"cannot reach the broker: {error}") from None
         return self
@@ -161,7 +166,9 @@ class WireConnection:
         self, command: Document, exchange: str, routing_key: str, unroutable: str
     ) -> None:
         if self._channel is None:
-            raise BrokerUnreachable("the connection is not open")
+            from agent.errors import NotConnected
+
+            raise NotConnected()
         body = json.dumps(command, default=datetime.isoformat).encode()
         headers: dict[str, Any] = {}
         if self._signing_key is not None:
@@ -173,9 +180,13 @@ class WireConnection:
         try:
             await target.publish(message, routing_key=routing_key, mandatory=True)
         except aio_pika.exceptions.PublishError:
+            from agent.errors import NoHost
+
             host = None if exchange == BROADCAST_EXCHANGE else routing_key
             raise NoHost(unroutable, host) from None
         except (OSError, aio_pika.exceptions.AMQPError) as error:
+            from agent.errors import BrokerUnreachable
+
             raise BrokerUnreachable(f"cannot publish to the broker: {error}") from None
 
     async def call(self, host: str, command: Document, timeout_s: float | None = None) -> Any:
@@ -194,6 +205,8 @@ class WireConnection:
             try:
                 reply = await asyncio.wait_for(replies.get(), timeout)
             except TimeoutError:
+                from agent.errors import OperationTimeout
+
                 raise OperationTimeout(
                     f"no reply from host {host} to {command['op']} within {timeout:g} s", host
                 ) from None
