@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
 
 
 async def main(url: str, host: str, op: str, target: str, args: str = "{}") -> int:
@@ -18,14 +19,18 @@ async def main(url: str, host: str, op: str, target: str, args: str = "{}") -> i
         channel = await connection.channel()
         replies = await channel.declare_queue(exclusive=True, auto_delete=True)
         answered: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        await replies.consume(lambda message: answered.set_result(message.body), no_ack=True)
-        deadline = datetime.now(UTC) + timedelta(seconds=10)
-        command = {"v": 1, "id": uuid.uuid4().hex, "op": op, "deadline": deadline.isoformat()}
+
+        async def on_reply(message: AbstractIncomingMessage) -> None:
+            answered.set_result(message.body)
+
+        await replies.consume(on_reply, no_ack=True)
+        command_id, deadline = uuid.uuid4().hex, datetime.now(UTC) + timedelta(seconds=10)
+        command = {"v": 1, "id": command_id, "op": op, "deadline": deadline.isoformat()}
         command |= {"args": json.loads(args)} | ({"target": json.loads(target)} if target else {})
         message = aio_pika.Message(
             json.dumps(command).encode(),
             content_type="application/json",
-            correlation_id=command["id"],
+            correlation_id=command_id,
             reply_to=replies.name,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             expiration=10,
