@@ -242,7 +242,7 @@ async def broadcast_json(
     remember(replies)
     if output.as_json:
         document = {
-            "replies": replies,
+            "replies": {host: replies[host] for host in sorted(replies)},
             "expected": sorted(expected) if expected is not None else None,
             "missing": missing,
         }
