@@ -26,7 +26,6 @@ loads no pydantic: ``virtbus domstate`` costs little more than importing aio-pik
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -123,6 +122,8 @@ def unknown_verb(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | 
     known = verbs(parser)
     if word is None or word in known:
         return None
+    import difflib
+
     message = f"error: unknown command: '{word}'"
     close = difflib.get_close_matches(word, known, n=3, cutoff=0.6)
     if close:
