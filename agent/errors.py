@@ -17,15 +17,32 @@ the dispatcher; anything else is a bug, answered as INTERNAL_ERROR.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
+
 from schemas.codes import ErrorCode
 from schemas.errors import VirtbusError
-from schemas.replies import ErrorBody
+
+if TYPE_CHECKING:
+    from schemas.replies import ErrorBody
+
+
+class ErrorFields(Protocol):
+    """A reply's error as ReplyError reads it: ``ErrorBody``, or the same fields decoded
+    without the models (``agent.client.wire``)."""
+
+    @property
+    def vir_error(self) -> int: ...
+
+    @property
+    def message(self) -> str: ...
 
 
 class VirtError(VirtbusError):
     """A command failed on the agent; ``to_wire`` is the reply's error."""
 
     def to_wire(self) -> ErrorBody:
+        from schemas.replies import ErrorBody
+
         return ErrorBody.of(self.code, self.message)
 
 
@@ -34,7 +51,7 @@ class ReplyError(VirtbusError):
     them, ``code`` their ErrorCode (INTERNAL_ERROR for a number this version does not
     know), ``host`` the host that answered."""
 
-    def __init__(self, body: ErrorBody, host: str) -> None:
+    def __init__(self, body: ErrorFields, host: str) -> None:
         code = ErrorCode(body.vir_error) if body.vir_error in _KNOWN else ErrorCode.INTERNAL_ERROR
         detail = body.message.removeprefix(f"{code.prefix}: ")
         super().__init__(code, detail)

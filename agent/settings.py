@@ -1,17 +1,17 @@
 """What every virtbus program reads the same way: the broker it reaches by default and how a
 broker URL is shown. Each program's own settings (the agent's ``Config``, the CLI's
-``CliConfig``, the gateway's ``GatewaySettings``) are pydantic-settings models read from
-flags, then ``VIRTBUS_*`` variables, then defaults; ``setting_problems`` says what is wrong
+``CliConfig``, the gateway's ``GatewaySettings``) are read from flags, then ``VIRTBUS_*``
+variables, then defaults; ``setting_problems`` says what is wrong
 with them, by flag and variable."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
-
-from schemas.problems import explain
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -39,6 +39,8 @@ def setting_problems(
     ``flags`` maps a field to its flag where it is not ``--`` and the field's name with
     dashes, or to None where it has none; ``env_prefix`` None: no variable. A value of a
     ``secret`` field is never echoed."""
+    from schemas.problems import explain
+
     lines = []
     for item in error.errors(include_url=False):
         field = str(item["loc"][0]) if item["loc"] else ""

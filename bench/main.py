@@ -62,7 +62,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "B2": ("get_state throughput vs echo", b2_throughput.run),
     "B3": ("event latency", b3_events.run),
     "B4": ("100 domains concurrently vs raw", b4_bulk.run),
-    "B7": ("docker CLI vs virtbus CLI/library", b7_cli.run),
+    "B7": ("virtbus CLI vs minimal aio-pika script", b7_cli.run),
     "B9": ("bulk statistics vs direct cgroup reads", b9_stats.run),
     "B5": ("broadcast to 50 agents", b5_broadcast.run),
     "B6": ("1,000 domains on one host", b6_scale.run),

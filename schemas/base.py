@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from schemas.names import DOMAIN_NAME_PATTERN, HOST_NAME_MAX, HOST_NAME_PATTERN
+
 WIRE_VERSION: Literal[1] = 1
 
 
@@ -17,10 +19,8 @@ class WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
-DomainName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
-HostName = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63)
-]
+DomainName = Annotated[str, StringConstraints(pattern=DOMAIN_NAME_PATTERN)]
+HostName = Annotated[str, StringConstraints(pattern=HOST_NAME_PATTERN, max_length=HOST_NAME_MAX)]
 GroupName = HostName
 MessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,127}$")]
 

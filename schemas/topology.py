@@ -13,20 +13,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from schemas.names import BROADCAST_ALL as BROADCAST_ALL
+from schemas.names import BROADCAST_EXCHANGE as BROADCAST_EXCHANGE
+from schemas.names import COMMANDS_EXCHANGE as COMMANDS_EXCHANGE
+from schemas.names import group_key as group_key
+
 ExchangeKind = Literal["direct", "topic", "fanout"]
 QueueType = Literal["quorum", "classic"]
 Arguments = Mapping[str, str | int]
 
-COMMANDS_EXCHANGE = "virtbus.commands"
-BROADCAST_EXCHANGE = "virtbus.broadcast"
 EVENTS_EXCHANGE = "virtbus.events"
 DEAD_EXCHANGE = "virtbus.dead"
 DEAD_QUEUE = "virtbus.dead"
 """Keeps dead letters: without a queue bound to it the fanout would drop them."""
 HISTORY_QUEUE = "virtbus.events.history"
 """The fleet's recent events, a stream: read from any offset or time, never consumed away."""
-
-BROADCAST_ALL = "all"
 
 DEAD_LETTERS_MAX_LENGTH = 10_000
 DEAD_LETTERS_MAX_BYTES = 64 * 1024 * 1024
@@ -126,10 +127,6 @@ HISTORY_BINDINGS = tuple(Binding(EVENTS, HISTORY, key) for key in HISTORY_KEYS)
 
 def host_queue(host: str) -> str:
     return f"virtbus.host.{host}"
-
-
-def group_key(group: str) -> str:
-    return f"group.{group}"
 
 
 def broadcast_keys(groups: Sequence[str]) -> list[str]:

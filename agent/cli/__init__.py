@@ -18,43 +18,26 @@ the choice of hosts), ``domain`` (a domain verb as a typed command, to one host 
 many), ``output`` (all formatting), ``known`` (the hosts seen), ``runner`` (asyncio,
 errors, the connection). Libraries that talk to the broker, Docker or HTTP are imported
 by the verb that runs, so ``virtbus --help`` loads none of them.
+
+A one-command verb (``ONE_COMMAND_VERBS``) builds the parser of its own group only and
+loads no pydantic: ``virtbus domstate`` costs little more than importing aio-pika.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
+import importlib
 import sys
 from collections.abc import Sequence
-
-from pydantic import ValidationError
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.cli import (
-    agent,
-    completion,
-    console,
-    dashboard,
-    define,
-    events,
-    gateway,
-    gateway_user,
-    hosts,
-    info,
-    lifecycle,
-    listing,
-    metadata,
-    networks,
-    provision,
-    schema,
-    stats,
-    storage,
-    tuning,
-)
-from agent.cli.agent import config_from
 from agent.cli.config import CliConfig
-from agent.cli.tuning import kib
-from agent.settings import setting_problems
+
+if TYPE_CHECKING:
+    from agent.cli.agent import config_from
+    from agent.cli.tuning import kib
 
 DESCRIPTION = """virtbus: the operator's virsh for a fleet of Docker hosts, and the agent.
 
@@ -63,30 +46,52 @@ Domain commands talk to one host (--host), one group (--group) or every host
 "error: <message>" with exit status 1. "virtbus COMMAND --help" tells more.
 """
 VERB_GROUPS = (
-    agent,
-    gateway,
-    gateway_user,
-    provision,
-    schema,
-    listing,
-    define,
-    info,
-    lifecycle,
-    tuning,
-    events,
-    hosts,
-    completion,
-    stats,
-    networks,
-    storage,
-    dashboard,
-    metadata,
-    console,
+    "agent",
+    "gateway",
+    "gateway_user",
+    "provision",
+    "schema",
+    "listing",
+    "define",
+    "info",
+    "lifecycle",
+    "tuning",
+    "events",
+    "hosts",
+    "completion",
+    "stats",
+    "networks",
+    "storage",
+    "dashboard",
+    "metadata",
+    "console",
 )
-"""In the order ``--help`` lists their verbs."""
+"""The modules of ``agent.cli`` that add verbs, in the order ``--help`` lists their verbs."""
+ONE_COMMAND_VERBS = {
+    "list": "listing",
+    "domstate": "info",
+    "domid": "info",
+    "domuuid": "info",
+    "domname": "info",
+    "dumpxml": "info",
+    "start": "lifecycle",
+    "shutdown": "lifecycle",
+    "destroy": "lifecycle",
+    "reboot": "lifecycle",
+    "suspend": "lifecycle",
+    "resume": "lifecycle",
+    "undefine": "lifecycle",
+}
+"""Verbs that send one command as JSON (``agent.cli.domain.WireRequest``), by the group
+that adds them: run with that group's parser alone (a test checks the groups)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def group(name: str) -> ModuleType:
+    return importlib.import_module(f"agent.cli.{name}")
+
+
+def build_parser(groups: Sequence[str] = VERB_GROUPS) -> argparse.ArgumentParser:
+    """The parser of the verbs of ``groups`` (all by default)."""
     parser = argparse.ArgumentParser(
         prog="virtbus",
         description=DESCRIPTION,
@@ -97,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="verb", required=True, metavar="COMMAND", title="commands"
     )
     config = CliConfig()
-    for group in VERB_GROUPS:
-        group.register(commands, config)
+    for name in groups:
+        group(name).register(commands, config)
     return parser
 
 
@@ -117,6 +122,8 @@ def unknown_verb(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | 
     known = verbs(parser)
     if word is None or word in known:
         return None
+    import difflib
+
     message = f"error: unknown command: '{word}'"
     close = difflib.get_close_matches(word, known, n=3, cutoff=0.6)
     if close:
@@ -124,33 +131,28 @@ def unknown_verb(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | 
     return message + "\n(virtbus --help lists every command)"
 
 
-CLI_FLAGS = {
-    "amqp_url": "--connect",
-    "amqp_ca_file": "--ca-file",
-    "amqp_cert_file": "--cert-file",
-    "amqp_key_file": "--key-file",
-    "known_hosts": None,
-    "state_home": None,
-    "management_url": "--management-url",
-}
-"""CliConfig's settings whose flag is not their name, or that have none."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        parser = build_parser()
-    except ValidationError as error:
-        for line in setting_problems(error, CLI_FLAGS):
-            print(f"error: {line}", file=sys.stderr)
-        return 2
     words = list(sys.argv[1:] if argv is None else argv)
-    complaint = unknown_verb(parser, words)
-    if complaint is not None:
-        print(complaint, file=sys.stderr)
-        return 1
+    verb = next((item for item in words if not item.startswith("-")), None)
+    if verb in ONE_COMMAND_VERBS:
+        parser = build_parser([ONE_COMMAND_VERBS[verb]])
+    else:
+        parser = build_parser()
+        complaint = unknown_verb(parser, words)
+        if complaint is not None:
+            print(complaint, file=sys.stderr)
+            return 1
     args = parser.parse_args(words)
     status: int = args.main(args)
     return status
+
+
+def __getattr__(name: str) -> Any:
+    if name == "config_from":
+        return group("agent").config_from
+    if name == "kib":
+        return group("tuning").kib
+    raise AttributeError(f"module 'agent.cli' has no attribute {name!r}")
 
 
 __all__ = ["build_parser", "config_from", "kib", "main"]

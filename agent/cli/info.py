@@ -8,12 +8,9 @@ from typing import TYPE_CHECKING
 
 from agent.cli import domain
 from agent.cli.config import CliConfig
-from agent.cli.domain import Request, add_verb, target_of
-from agent.cli.output import Output, dominfo_text, render_field, render_state, render_xml
+from agent.cli.domain import WireRequest, add_verb, target_of
+from agent.cli.plain import Output, render_field, render_state, render_xml
 from agent.cli.runner import run_client
-from schemas.commands import GetInfo, GetState, GetXmlDesc, Lookup
-from schemas.domain import DomainRecord
-from schemas.replies import DomainInfo
 
 if TYPE_CHECKING:
     from agent.cli.options import Commands
@@ -39,18 +36,18 @@ def register(commands: Commands, config: CliConfig) -> None:
     )
 
 
-def lookup_request(args: argparse.Namespace) -> Request:
+def lookup_request(args: argparse.Namespace) -> WireRequest:
     """``domid``, ``domuuid``, ``domname``: one field of the domain's record."""
-    return Request(Lookup, None, target_of(args.domain), render_field(args.verb[3:]))
+    return WireRequest("Lookup", None, target_of(args.domain), render_field(args.verb[3:]))
 
 
-def state_request(args: argparse.Namespace) -> Request:
-    return Request(GetState, None, target_of(args.domain), render_state(args.reason))
+def state_request(args: argparse.Namespace) -> WireRequest:
+    return WireRequest("GetState", None, target_of(args.domain), render_state(args.reason))
 
 
-def dumpxml_request(args: argparse.Namespace) -> Request:
+def dumpxml_request(args: argparse.Namespace) -> WireRequest:
     target = target_of(args.domain)
-    return Request(GetXmlDesc, {"inactive": args.inactive}, target, render_xml)
+    return WireRequest("GetXmlDesc", {"inactive": args.inactive}, target, render_xml)
 
 
 def dominfo_main(args: argparse.Namespace) -> int:
@@ -59,6 +56,11 @@ def dominfo_main(args: argparse.Namespace) -> int:
 
 async def dominfo(conn: Connection, args: argparse.Namespace, output: Output) -> int:
     """Two commands, the record and the info, so one host only."""
+    from agent.cli.output import dominfo_text
+    from schemas.commands import GetInfo, Lookup
+    from schemas.domain import DomainRecord
+    from schemas.replies import DomainInfo
+
     if domain.broadcasts(args):
         output.error("dominfo takes one host: use --host")
         return 1

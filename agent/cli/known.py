@@ -13,7 +13,6 @@ from agent.cli.config import CliConfig
 
 if TYPE_CHECKING:
     from agent.client import HostStatus
-    from schemas.replies import Reply
 
 
 def known_hosts_path() -> Path:
@@ -38,8 +37,9 @@ def save_known(known: dict[str, dict[str, Any]]) -> None:
         return
 
 
-def remember(replies: dict[str, Reply], statuses: Iterable[HostStatus] = ()) -> None:
-    """Keep the hosts seen, so that a later broadcast knows whom to expect."""
+def remember(replies: Iterable[str], statuses: Iterable[HostStatus] = ()) -> None:
+    """Keep the hosts seen (those that ``replies`` answered, by name), so that a later
+    broadcast knows whom to expect."""
     known = load_known()
     now = datetime.now(UTC).isoformat()
     for host in replies:

@@ -7,31 +7,21 @@ import argparse
 from typing import TYPE_CHECKING
 
 from agent.cli.config import CliConfig
-from agent.cli.domain import Request, add_verb, target_of
-from agent.cli.output import record_line
-from schemas.commands import (
-    Create,
-    Destroy,
-    DomainCommand,
-    Reboot,
-    Resume,
-    Shutdown,
-    Suspend,
-    Undefine,
-)
+from agent.cli.domain import WireRequest, add_verb, target_of
+from agent.cli.plain import record_line
 
 if TYPE_CHECKING:
     from agent.cli.options import Commands
 
-SIMPLE: dict[str, tuple[str, type[DomainCommand], str]] = {
-    "shutdown": ("gracefully shut a domain down", Shutdown, "Domain '{name}' is being shutdown"),
-    "destroy": ("stop a domain at once", Destroy, "Domain '{name}' destroyed"),
-    "reboot": ("reboot a domain", Reboot, "Domain '{name}' is being rebooted"),
-    "suspend": ("suspend a domain", Suspend, "Domain '{name}' suspended"),
-    "resume": ("resume a suspended domain", Resume, "Domain '{name}' resumed"),
-    "undefine": ("undefine a domain", Undefine, "Domain '{name}' has been undefined"),
+SIMPLE: dict[str, tuple[str, str, str]] = {
+    "shutdown": ("gracefully shut a domain down", "Shutdown", "Domain '{name}' is being shutdown"),
+    "destroy": ("stop a domain at once", "Destroy", "Domain '{name}' destroyed"),
+    "reboot": ("reboot a domain", "Reboot", "Domain '{name}' is being rebooted"),
+    "suspend": ("suspend a domain", "Suspend", "Domain '{name}' suspended"),
+    "resume": ("resume a suspended domain", "Resume", "Domain '{name}' resumed"),
+    "undefine": ("undefine a domain", "Undefine", "Domain '{name}' has been undefined"),
 }
-"""verb: (summary, command, what it prints)."""
+"""verb: (summary, command model, what it prints)."""
 
 
 def register(commands: Commands, config: CliConfig) -> None:
@@ -62,16 +52,16 @@ def register(commands: Commands, config: CliConfig) -> None:
             )
 
 
-def start_request(args: argparse.Namespace) -> Request:
-    return Request(
-        Create,
+def start_request(args: argparse.Namespace) -> WireRequest:
+    return WireRequest(
+        "Create",
         {"start_paused": args.paused},
         target_of(args.domain),
         record_line("Domain '{name}' started"),
     )
 
 
-def simple_request(args: argparse.Namespace) -> Request:
+def simple_request(args: argparse.Namespace) -> WireRequest:
     _, op, message = SIMPLE[args.verb]
     args_of: dict[str, object] | None = None
     if args.verb == "shutdown" and args.grace:
@@ -80,4 +70,4 @@ def simple_request(args: argparse.Namespace) -> Request:
         args_of = {**(args_of or {}), "escalate": False}
     if args.verb == "undefine":
         args_of = {"snapshots": args.snapshots_metadata, "volumes": args.remove_all_storage}
-    return Request(op, args_of, target_of(args.domain), record_line(message))
+    return WireRequest(op, args_of, target_of(args.domain), record_line(message))

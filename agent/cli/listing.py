@@ -6,12 +6,12 @@ import argparse
 from typing import TYPE_CHECKING
 
 from agent.cli.config import CliConfig
-from agent.cli.domain import Request, add_verb
-from agent.cli.output import render_list
-from schemas.commands import ListDomains, ListFlag
+from agent.cli.domain import WireRequest, add_verb
+from agent.cli.plain import render_list
 
 if TYPE_CHECKING:
     from agent.cli.options import Commands
+    from schemas.commands import ListFlag
 
 LIST_FLAGS: dict[str, ListFlag] = {
     "state_running": "running",
@@ -55,5 +55,5 @@ def list_flags(args: argparse.Namespace) -> list[ListFlag]:
     return flags
 
 
-def request(args: argparse.Namespace) -> Request:
-    return Request(ListDomains, {"flags": list_flags(args)}, None, render_list)
+def request(args: argparse.Namespace) -> WireRequest:
+    return WireRequest("ListDomains", {"flags": list_flags(args)}, None, render_list)

@@ -7,10 +7,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from pydantic import TypeAdapter, ValidationError
-
 from agent.cli.config import CliConfig
-from schemas.base import HostName
+from schemas.names import is_host_name
 
 if TYPE_CHECKING:
     from agent.signing import SigningKey
@@ -22,7 +20,6 @@ TLS_FILES = {
     "cert": "client certificate",
     "key": "client certificate's key",
 }
-HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
 
 
 def signing_key(text: str) -> SigningKey:
@@ -37,12 +34,11 @@ def signing_key(text: str) -> SigningKey:
 
 def host_name(text: str) -> str:
     """An argparse type: a host or group name (a DNS label)."""
-    try:
-        return HOST_NAME.validate_python(text)
-    except ValidationError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a host or group name (a DNS label: a-z, 0-9, -)"
-        ) from None
+    if is_host_name(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a host or group name (a DNS label: a-z, 0-9, -)"
+    )
 
 
 def add_client_options(parser: argparse.ArgumentParser, config: CliConfig) -> None:

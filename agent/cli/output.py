@@ -3,15 +3,13 @@ errors as ``error: <message>`` on stderr."""
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from pydantic import BaseModel
-
-from schemas.codes import DomainState
+from agent.cli.plain import Output as Output
+from agent.cli.plain import broadcast_summary, state_name, table
+from agent.cli.plain import jsonable as jsonable
 from schemas.domain import DomainRecord
 from schemas.events import (
     AgentEvent,
@@ -30,8 +28,6 @@ from schemas.replies import (
     DhcpLeases,
     DomainInfo,
     DomainInterfaces,
-    DomainList,
-    DomainStateInfo,
     DomainStats,
     DomainStatsList,
     DomainXml,
@@ -55,78 +51,8 @@ from schemas.storage import (
 if TYPE_CHECKING:
     from agent.client import BroadcastResult, HostStatus
 
-STATE_NAMES = {
-    DomainState.NOSTATE: "no state",
-    DomainState.RUNNING: "running",
-    DomainState.BLOCKED: "idle",
-    DomainState.PAUSED: "paused",
-    DomainState.SHUTDOWN: "in shutdown",
-    DomainState.SHUTOFF: "shut off",
-    DomainState.CRASHED: "crashed",
-    DomainState.PMSUSPENDED: "pmsuspended",
-}
-REASON_NAMES: dict[tuple[int, int], str] = {
-    (1, 0): "unknown",
-    (1, 1): "booted",
-    (1, 4): "from snapshot",
-    (1, 5): "unpaused",
-    (3, 0): "unknown",
-    (3, 1): "user",
-    (5, 0): "unknown",
-    (5, 1): "shutdown",
-    (5, 2): "destroyed",
-    (5, 3): "crashed",
-    (5, 6): "failed",
-    (5, 7): "from snapshot",
-    (6, 0): "unknown",
-}
 Render = Callable[[Result], str]
 """A verb's result as text."""
-
-
-def state_name(state: int) -> str:
-    return STATE_NAMES.get(DomainState(state), "unknown")
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """virsh's layout: a leading space, aligned columns, a rule under the headers."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        return " " + "   ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
-
-    rule = "-" * (sum(widths) + 3 * (len(widths) - 1) + 2)
-    return "\n".join([line(headers), rule, *(line(r) for r in cells)])
-
-
-class Output:
-    """Where results go: text for people or JSON for scripts; errors always to stderr."""
-
-    def __init__(self, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-        self.as_json = as_json
-        self.out = out
-        self.err = err
-
-    def result(self, value: Any, text: str) -> None:
-        if self.as_json:
-            json.dump(jsonable(value), self.out, indent=2, default=str)
-            self.out.write("\n")
-        elif text:
-            print(text, file=self.out)
-
-    def error(self, message: str) -> None:
-        print(f"error: {message}", file=self.err)
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, dict):
-        return {key: jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(item) for item in value]
-    return value
 
 
 def record_line(message: str) -> Render:
@@ -135,23 +61,6 @@ def record_line(message: str) -> Render:
     def render(result: Result) -> str:
         name = result.name if isinstance(result, DomainRecord) else "?"
         return message.format(name=name)
-
-    return render
-
-
-def render_list(result: Result) -> str:
-    assert isinstance(result, DomainList)
-    rows = [(d.id if d.id > 0 else "-", d.name, state_name(d.state)) for d in result.domains]
-    return table(["Id", "Name", "State"], rows)
-
-
-def render_state(with_reason: bool) -> Render:
-    def render(result: Result) -> str:
-        assert isinstance(result, DomainStateInfo)
-        name = state_name(result.state)
-        if with_reason:
-            name += f" ({REASON_NAMES.get((result.state, result.reason), 'unknown')})"
-        return name
 
     return render
 
@@ -169,15 +78,6 @@ def render_metadata(result: Result) -> str:
 def render_console_output(result: Result) -> str:
     assert isinstance(result, ConsoleOutput)
     return result.output.rstrip("\n")
-
-
-def render_field(field: str) -> Render:
-    def render(result: Result) -> str:
-        assert isinstance(result, DomainRecord)
-        value = getattr(result, field)
-        return "-" if field == "id" and value < 0 else str(value)
-
-    return render
 
 
 def dominfo_text(record: DomainRecord, info: DomainInfo) -> str:
@@ -270,14 +170,7 @@ class Progress:
             self._stream.flush()
 
     def done(self, result: BroadcastResult) -> None:
-        if result.expected is None:
-            summary = f"{len(result.replies)} hosts answered"
-        else:
-            answered = len(result.expected & result.replies.keys())
-            others = len(result.replies) - answered
-            summary = f"{answered}/{len(result.expected)} expected hosts answered"
-            summary += f" (+{others} others)" if others else ""
-        summary += f" in {result.elapsed_s:.2f} s"
+        summary = broadcast_summary(result.replies, result.expected, result.elapsed_s)
         self._stream.write(f"\r{summary}\x1b[K\n" if self._live else f"{summary}\n")
 
 

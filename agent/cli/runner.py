@@ -11,15 +11,17 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from agent.cli.output import Output
+from agent.cli.plain import Output
 from agent.tls import client_context
-from schemas.errors import VirtbusError
 
 if TYPE_CHECKING:
     from agent.client import Connection
+    from agent.client.wire import WireConnection
 
 ClientWork = Callable[["Connection", argparse.Namespace, Output], Awaitable[int]]
 """A client verb: what it does with the connection, its arguments and its output."""
+WireWork = Callable[["WireConnection", argparse.Namespace, Output], Awaitable[int]]
+"""A verb that sends its commands as JSON (``agent.client.wire``), without the models."""
 
 
 def run(work: Awaitable[int], output: Output) -> int:
@@ -36,7 +38,12 @@ def run(work: Awaitable[int], output: Output) -> int:
 async def _guarded(work: Awaitable[int], output: Output) -> int:
     try:
         return await work
-    except VirtbusError as error:
+    except Exception as error:
+        # the error tree is loaded once something failed, not by every verb that runs
+        from schemas.errors import VirtbusError
+
+        if not isinstance(error, VirtbusError):
+            raise
         output.error(str(error))
         return 1
 
@@ -63,5 +70,26 @@ async def _connected(args: argparse.Namespace, output: Output, work: ClientWork)
         timeout_s=args.timeout or 10.0,
         signing_key=args.signing_key,
         ssl_context=tls,
+    ) as conn:
+        return await work(conn, args, output)
+
+
+def run_wire(args: argparse.Namespace, work: WireWork) -> int:
+    """Run a verb over one ``WireConnection``: as ``run_client``, without the models."""
+    logging.basicConfig(level=logging.CRITICAL)
+    output = Output(args.json)
+    return run(_wired(args, output, work), output)
+
+
+async def _wired(args: argparse.Namespace, output: Output, work: WireWork) -> int:
+    from agent.client.wire import WireConnection
+
+    try:
+        tls = client_context(args.ca_file, args.cert_file, args.key_file)
+    except ValueError as error:
+        output.error(str(error))
+        return 1
+    async with WireConnection(
+        args.connect, args.timeout or 10.0, signing_key=args.signing_key, ssl_context=tls
     ) as conn:
         return await work(conn, args, output)

@@ -35,6 +35,7 @@ from agent.client.registry import HostRegistry
 from agent.client.replies import parse_reply
 from agent.client.storage import StoragePool
 from agent.client.streams import Console, open_console
+from agent.client.wire import command_message, seconds_until
 from agent.errors import (
     BrokerUnreachable,
     NoHost,
@@ -322,7 +323,7 @@ class Connection:
         if not self._replies_ready.is_set():
             try:
                 # a lost channel being reopened: wait as long as the command may wait
-                await asyncio.wait_for(self._replies_ready.wait(), _until(command.deadline))
+                await asyncio.wait_for(self._replies_ready.wait(), seconds_until(command.deadline))
             except TimeoutError:
                 raise BrokerUnreachable("the channel to the broker was not reopened") from None
         target = await self.channel.get_exchange(exchange, ensure=False)
@@ -331,26 +332,18 @@ class Connection:
         if self._signing_key is not None:
             headers = self._signing_key.headers(body, exchange, routing_key, command.id, command.id)
         try:
+            message = command_message(
+                body,
+                command.id,
+                DIRECT_REPLY_TO,
+                command.deadline,
+                headers,
+                # a broadcast is answered now or never (its replies go to this channel):
+                # transient, it touches no host queue's disk
+                persistent=exchange != BROADCAST_EXCHANGE,
+            )
             await target.publish(
-                aio_pika.Message(
-                    body,
-                    content_type="application/json",
-                    message_id=command.id,
-                    correlation_id=command.id,
-                    reply_to=DIRECT_REPLY_TO,
-                    # a broadcast is answered now or never (its replies go to this
-                    # channel): transient, it touches no host queue's disk
-                    delivery_mode=(
-                        aio_pika.DeliveryMode.NOT_PERSISTENT
-                        if exchange == BROADCAST_EXCHANGE
-                        else aio_pika.DeliveryMode.PERSISTENT
-                    ),
-                    headers=headers,
-                    # the deadline as the broker's TTL too: a command nobody took in time
-                    # leaves the queue (dead-lettered as expired) instead of waiting there
-                    expiration=_until(command.deadline),
-                    timestamp=datetime.now(UTC),
-                ),
+                message,
                 routing_key=routing_key,
                 mandatory=True,
             )
@@ -710,12 +703,6 @@ def _in_words(error: ValidationError) -> str:
         loc = loc[1:] if loc[:1] == ("args",) else loc
         named.append(f"{where(loc) or 'command'}: {explain(item)}")
     return "; ".join(named)
-
-
-def _until(deadline: datetime | None) -> float | None:
-    """Seconds left before ``deadline``, never below 0 (an expiration of 0 lets only a
-    consumer that is ready take the message)."""
-    return None if deadline is None else max(0.0, (deadline - datetime.now(UTC)).total_seconds())
 
 
 def connect(

@@ -177,3 +177,45 @@ def test_the_import_graph_has_no_cycle() -> None:
     for module in sorted(graph):
         visit(module, [])
     assert cycles == []
+
+
+HEAVY_FOR_ONE_COMMAND = (
+    "pydantic",
+    "pydantic_settings",
+    "aiohttp",
+    "prometheus_client",
+    "lxml",
+    "cryptography",
+    "aiodocker",
+    "agent.host",
+    "agent.gateway",
+    "agent.client.connection",
+    "schemas.commands",
+    "schemas.replies",
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["domstate", "--host", "h1", "web"],
+        ["list", "--host", "h1"],
+        ["start", "--host", "h1", "web"],
+        ["list", "--group", "red", "--expect", "h1"],
+    ],
+)
+def test_a_one_command_verb_loads_only_the_broker_client(argv: list[str]) -> None:
+    """Run against a port nobody listens on: the verb loads what it needs to connect and
+    to report the failure, and nothing of pydantic, HTTP, XML, crypto or Docker."""
+    probe = (
+        "import sys\n"
+        "from agent.cli import main\n"
+        f"status = main({[*argv, '--connect', 'amqp://guest:guest@127.0.0.1:9/']!r})\n"
+        f"heavy = {HEAVY_FOR_ONE_COMMAND!r}\n"
+        "print(status, 'aio_pika' in sys.modules, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert ran.stdout.strip() == "1 True []"
+    assert ran.stderr.startswith("error: operation failed: cannot reach the broker")
