@@ -171,8 +171,8 @@ class Transaction:
                 domain.name,
                 domain.persistent,
                 domain.autostart,
-                domain.spec.model_dump_json(),
-                domain.pending.model_dump_json() if domain.pending else None,
+                _spec_json(domain.spec),
+                _spec_json(domain.pending) if domain.pending else None,
                 domain.handle,
                 int(domain.state),
                 int(domain.reason),
@@ -428,6 +428,24 @@ class Store:
                 f"(SELECT {key} FROM {table} ORDER BY at DESC LIMIT ?)",
                 (keep,),
             )
+
+
+_SPEC_JSON: dict[int, tuple[DomainSpec, str]] = {}
+_SPEC_JSON_KEPT = 4096
+
+
+def _spec_json(spec: DomainSpec) -> str:
+    """A definition's JSON, serialised once per definition: a domain is saved at every
+    state change and its (frozen) definition rarely changes. Keyed by identity, holding
+    the definition so that the key stays its own."""
+    cached = _SPEC_JSON.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    if len(_SPEC_JSON) >= _SPEC_JSON_KEPT:
+        _SPEC_JSON.clear()
+    text = spec.model_dump_json()
+    _SPEC_JSON[id(spec)] = (spec, text)
+    return text
 
 
 def _columns(fingerprint: Fingerprint | None) -> tuple[str | None, str | None, str | None]:
