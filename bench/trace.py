@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -45,6 +46,8 @@ async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--external", action="store_true")
+    parser.add_argument("--spy", help="also sample the agent with py-spy into this file")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--amqp-url", default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL))
     args = parser.parse_args()
     host = f"bench-{secrets.token_hex(3)}-trace"
@@ -69,6 +72,8 @@ async def main() -> int:
             "3600",
             "--log-level",
             "warning",
+            "--event-loop",
+            args.event_loop,
             cwd=REPO,
             env=env,
         )
@@ -80,6 +85,23 @@ async def main() -> int:
             await client.command(host, "domain.define", args={"spec": domain_spec("t")})
             target = {"name": "t"}
             cpu_before = cpu_s(process.pid)
+            spy = None
+            if args.spy:
+                spy = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-r",
+                    "1000",
+                    "-f",
+                    "raw",
+                    "-o",
+                    args.spy,
+                    "-p",
+                    str(process.pid),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                await asyncio.sleep(1)
             if args.external:
                 await client.command(host, "domain.create", target=target)
                 handle = (await docker._query_json(f"containers/{host}.t/json"))["Id"]
@@ -107,6 +129,9 @@ async def main() -> int:
                     await client.command(host, "domain.destroy", target=target)
                     await asyncio.sleep(0.05)
             cpu_ms = 1000 * (cpu_s(process.pid) - cpu_before)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                await spy.wait()
         finally:
             await cleanup.stop_processes()
             await cleanup.sweep(docker)
