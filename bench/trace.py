@@ -46,6 +46,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--external", action="store_true")
+    parser.add_argument("--lookups", action="store_true", help="lookups only (no Docker)")
     parser.add_argument("--spy", help="also sample the agent with py-spy into this file")
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--amqp-url", default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL))
@@ -116,8 +117,9 @@ async def main() -> int:
                         await asyncio.sleep(0.02)
                 await tap.stop()
             else:
+                ops = (("lookup", "domain.lookup"),) if args.lookups else OPS
                 for _ in range(args.cycles):
-                    for op, name in OPS:
+                    for op, name in ops:
                         command_id = uuid.uuid4().hex
                         body = command_body(command_id, name, target)
                         began = time.perf_counter_ns()
@@ -126,8 +128,9 @@ async def main() -> int:
                         if not ok(reply):
                             raise RuntimeError(reply.decode())
                         await asyncio.sleep(0.02)
-                    await client.command(host, "domain.destroy", target=target)
-                    await asyncio.sleep(0.05)
+                    if not args.lookups:
+                        await client.command(host, "domain.destroy", target=target)
+                        await asyncio.sleep(0.05)
             cpu_ms = 1000 * (cpu_s(process.pid) - cpu_before)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
