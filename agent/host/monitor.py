@@ -92,7 +92,7 @@ class Expectation:
     waiting: bool = True
     """False for an operation of a previous run that nobody waits for any more."""
     since: float = field(default_factory=time.monotonic)
-    _on_reach: list[Callable[[], None]] = field(default_factory=list)
+    _on_reach: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
 
     def reach(self) -> None:
         """The transition that ends the operation was seen; whoever waits for it is
