@@ -47,6 +47,7 @@ async def main() -> int:
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--external", action="store_true")
     parser.add_argument("--lookups", action="store_true", help="lookups only (no Docker)")
+    parser.add_argument("--fresh", action="store_true", help="starts of fresh domains")
     parser.add_argument("--spy", help="also sample the agent with py-spy into this file")
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--amqp-url", default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL))
@@ -116,6 +117,20 @@ async def main() -> int:
                         tap.arrivals.clear()
                         await asyncio.sleep(0.02)
                 await tap.stop()
+            elif args.fresh:
+                for cycle in range(args.cycles):
+                    fresh = {"name": f"f{cycle}"}
+                    spec = domain_spec(fresh["name"])
+                    await client.command(host, "domain.define", args={"spec": spec})
+                    command_id = uuid.uuid4().hex
+                    body = command_body(command_id, "domain.create", fresh)
+                    began = time.perf_counter_ns()
+                    reply = await client.call(host, body, command_id)
+                    marks.append(("fresh start", began, time.perf_counter_ns()))
+                    if not ok(reply):
+                        raise RuntimeError(reply.decode())
+                    await client.command(host, "domain.destroy", target=fresh)
+                    await client.command(host, "domain.undefine", target=fresh)
             else:
                 ops = (("lookup", "domain.lookup"),) if args.lookups else OPS
                 for _ in range(args.cycles):
