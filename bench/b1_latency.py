@@ -85,10 +85,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
 
         fresh = 0
 
-        async def fresh_starts(record: bool) -> None:
-            nonlocal fresh
-            fresh += 1
-            name = f"b1f{fresh}"
+        async def agent_fresh(name: str) -> float:
             await client.command(host, "domain.define", args={"spec": domain_spec(name)})
             began = time.perf_counter()
             body = await client.command_raw(host, "domain.create", {"name": name})
@@ -97,14 +94,27 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
                 raise BenchError(f"domain.create of a fresh domain: {body.decode()}")
             await client.command(host, "domain.destroy", target={"name": name})
             await client.command(host, "domain.undefine", target={"name": name})
+            return elapsed
+
+        async def raw_fresh(name: str) -> float:
             fresh_handle = await raw.create(name)
             began = time.perf_counter()
             await raw.start(fresh_handle)
-            raw_elapsed = time.perf_counter() - began
+            elapsed = time.perf_counter() - began
             await raw.remove(fresh_handle)
+            return elapsed
+
+        async def fresh_starts(record: bool) -> None:
+            nonlocal fresh
+            fresh += 1
+            name = f"b1f{fresh}"
+            if fresh % 2:
+                via_agent, bare = await agent_fresh(name), await raw_fresh(name)
+            else:
+                bare, via_agent = await raw_fresh(name), await agent_fresh(name)
             if record:
-                agent_times[FRESH].append(elapsed)
-                raw_times[FRESH].append(raw_elapsed)
+                agent_times[FRESH].append(via_agent)
+                raw_times[FRESH].append(bare)
 
         rounds: list[Callable[[bool], Awaitable[None]]] = [
             agent_cycle,
