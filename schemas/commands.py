@@ -863,6 +863,11 @@ def parse_command(body: bytes, fallback_id: str | None = None) -> Command:
     INVALID_ARG for everything else.
     """
     try:
+        # the usual body, read once; anything else is read again below, for its reason
+        return COMMAND_ADAPTER.validate_json(body)
+    except (ValueError, XmlError):
+        pass
+    try:
         document: Any = json.loads(body)
     except (ValueError, RecursionError) as error:
         # ValueError covers undecodable bytes, bad JSON and integers beyond Python's

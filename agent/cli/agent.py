@@ -55,6 +55,11 @@ def register(commands: Commands, config: CliConfig) -> None:
         "--outbox-limit", type=int, help="pending events beyond which commands wait"
     )
     parser.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        help="the agent's event loop (default uvloop) (VIRTBUS_EVENT_LOOP)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="least severe message logged (default info) (VIRTBUS_LOG_LEVEL)",
@@ -126,7 +131,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     logs.configure(config.log_level, config.log_format, config.host)
     try:
-        asyncio.run(run_agent(config))
+        if config.event_loop == "uvloop":
+            import uvloop
+
+            uvloop.run(run_agent(config))
+        else:
+            asyncio.run(run_agent(config))
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -44,6 +44,8 @@ class Config(BaseSettings):
     """Seconds between re-lists of Docker, the safety net behind the event stream."""
     outbox_limit: int = Field(default=100_000, ge=1)
     """Events waiting for the broker beyond which no new command is taken."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The agent's event loop: libuv's (uvloop), or the standard library's."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

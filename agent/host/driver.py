@@ -531,6 +531,7 @@ class DockerDriver:
         self._ssl_context = ssl_context
         self._docker: aiodocker.Docker | None = None
         self._pruning = asyncio.Lock()
+        self._cgroups = CgroupLayout()
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -569,14 +570,17 @@ class DockerDriver:
         """The kernel's freezer answers when this host's /proc and cgroup tree show the
         container's init: an inspect waits for the container's lock, which a pause in
         progress holds for milliseconds. Otherwise Docker's inspect answers."""
-        frozen = _frozen(handle, pid) if pid > 0 else None
+        frozen = await self.frozen(handle, pid)
         if frozen is not None:
             return frozen
         observed = await self.observe(handle)
         return None if observed is None else observed.status == "paused"
 
     async def frozen(self, handle: str, pid: int) -> bool | None:
-        return _frozen(handle, pid) if pid > 0 else None
+        if pid <= 0:
+            return None
+        frozen = self._cgroups.frozen(handle)
+        return _frozen(handle, pid) if frozen is None else frozen
 
     def _container(self, handle: str) -> aiodocker.containers.DockerContainer:
         return self.docker.containers.container(handle)
@@ -596,6 +600,7 @@ class DockerDriver:
             return None
         status = facts.State.Status
         if status in ("running", "paused") and facts.State.Pid > 0:
+            self._cgroups.learn(facts.Id, facts.State.Pid)
             # Docker's record of a pause can lag the kernel (see _toggle)
             frozen = _frozen(facts.Id, facts.State.Pid)
             if frozen is not None:
@@ -1065,8 +1070,12 @@ class DockerDriver:
         action, _, status = raw.Action.partition(":")
         pid = 0
         if action in ("start", "restart"):
-            observed = await self.observe(raw.Actor.ID)
-            pid = observed.pid if observed else 0
+            # the kernel names the new init at once; Docker's inspect would wait for the
+            # container's lock, which the start holds until its call answers
+            pid = self._cgroups.init_pid(raw.Actor.ID)
+            if not pid:
+                observed = await self.observe(raw.Actor.ID)
+                pid = observed.pid if observed else 0
         return RuntimeEvent(
             action=action,
             handle=raw.Actor.ID,
@@ -1137,6 +1146,71 @@ def virt_error(error: aiodocker.DockerError | aiohttp.ClientError | OSError) -> 
         if rule.matches(error):
             return VirtError(rule.code, message)
     return VirtError(ErrorCode.OPERATION_FAILED, message)
+
+
+class CgroupLayout:
+    """Where the engine puts a container's cgroup, learned from the first container seen
+    running (``learn``: the line of its init's ``/proc/PID/cgroup`` that names the
+    container, for the v1 freezer or the v2 hierarchy), so that the init of another
+    container of the same engine can be read from the kernel (``init_pid``)."""
+
+    def __init__(self, proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> None:
+        self._proc = proc
+        self._cgroups = cgroups
+        self._template: tuple[Path, str, str] | None = None
+        """The cgroup directory of a container: root, then the path around its handle."""
+
+    def learn(self, handle: str, pid: int) -> None:
+        if self._template is not None:
+            return
+        try:
+            for line in (self._proc / str(pid) / "cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                before, found, after = path.lstrip("/").partition(handle)
+                if not found:
+                    continue
+                if controllers == "freezer":
+                    self._template = (self._cgroups / "freezer", before, after)
+                    return
+                if controllers == "":
+                    unified = (self._cgroups / "cgroup.controllers").exists()
+                    root = self._cgroups if unified else self._cgroups / "unified"
+                    self._template = (root, before, after)
+        except (OSError, ValueError):
+            return
+
+    def frozen(self, handle: str) -> bool | None:
+        """The container's freezer state, read from its cgroup directly; None when the
+        layout is not known yet or the kernel does not tell."""
+        if self._template is None:
+            return None
+        root, before, after = self._template
+        directory = root / f"{before}{handle}{after}"
+        try:
+            if root == self._cgroups / "freezer":
+                return (directory / "freezer.state").read_text().strip() != "THAWED"
+            return "frozen 1" in (directory / "cgroup.events").read_text().splitlines()
+        except OSError:
+            return None
+
+    def init_pid(self, handle: str) -> int:
+        """The host PID of the container's init (PID 1 of its PID namespace, the
+        ``State.Pid`` Docker reports), read from its cgroup's processes; 0 when the
+        layout is not known yet or the kernel does not tell."""
+        if self._template is None:
+            return 0
+        root, before, after = self._template
+        try:
+            members = (root / f"{before}{handle}{after}" / "cgroup.procs").read_text().split()
+            for member in members:
+                for line in (self._proc / member / "status").read_text().splitlines():
+                    if line.startswith("NSpid:"):
+                        if line.split()[-1] == "1":
+                            return int(member)
+                        break
+        except (OSError, ValueError):
+            return 0
+        return 0
 
 
 def _frozen(

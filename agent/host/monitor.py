@@ -92,8 +92,26 @@ class Expectation:
     waiting: bool = True
     """False for an operation of a previous run that nobody waits for any more."""
     since: float = field(default_factory=time.monotonic)
+    _on_reach: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
+
+    def reach(self) -> None:
+        """The transition that ends the operation was seen; whoever waits for it is
+        woken in the same step, with no task in between."""
+        self.reached.set()
+        callbacks, self._on_reach = self._on_reach, []
+        for callback in callbacks:
+            callback()
+
+    def on_reach(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the operation's end is seen, at once if it was."""
+        if self.reached.is_set():
+            callback()
+        else:
+            self._on_reach.append(callback)
 
     async def wait(self, timeout_s: float) -> bool:
+        if self.reached.is_set():
+            return True
         try:
             await asyncio.wait_for(self.reached.wait(), timeout_s)
         except TimeoutError:
@@ -351,7 +369,7 @@ class Monitor:
     ) -> None:
         if expectation is None or not expectation.until & emitted:
             return
-        expectation.reached.set()
+        expectation.reach()
         if not expectation.waiting and self._expectations.get(uuid) is expectation:
             del self._expectations[uuid]
 

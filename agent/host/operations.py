@@ -377,14 +377,21 @@ class Operations:
         the container's cleanup); the rest of the call finishes in the background, and
         the domain's next command waits for it (``docker_done``)."""
         acting = asyncio.ensure_future(step())
-        reported = asyncio.ensure_future(expectation.reached.wait())
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake(*_: object) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        acting.add_done_callback(wake)
+        expectation.on_reach(wake)
         try:
-            await asyncio.wait({acting, reported}, return_when=asyncio.FIRST_COMPLETED)
+            await woken
         except BaseException:
             acting.cancel()
             raise
         finally:
-            reported.cancel()
+            acting.remove_done_callback(wake)
         if acting.done():
             acting.result()
             return

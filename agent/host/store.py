@@ -162,6 +162,8 @@ class Transaction:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self.queued = 0
+        self.last_seq: int | None = None
+        """The ``seq`` of the last event this transaction queued."""
 
     def save(self, domain: DomainObj) -> None:
         self._db.execute(
@@ -171,8 +173,8 @@ class Transaction:
                 domain.name,
                 domain.persistent,
                 domain.autostart,
-                domain.spec.model_dump_json(),
-                domain.pending.model_dump_json() if domain.pending else None,
+                _spec_json(domain.spec),
+                _spec_json(domain.pending) if domain.pending else None,
                 domain.handle,
                 int(domain.state),
                 int(domain.reason),
@@ -228,6 +230,7 @@ class Transaction:
             "INSERT INTO counters VALUES ('seq', 1) "
             "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value"
         ).fetchone()
+        self.last_seq = seq
         event = build(seq)
         routing_key: str = getattr(event, "routing_key")  # noqa: B009
         self._db.execute(
@@ -244,6 +247,8 @@ class Store:
     def __init__(self, directory: Path) -> None:
         self.path = directory / "state.db"
         self._db: sqlite3.Connection | None = None
+        self._last_seq: int | None = None
+        """The ``seq`` counter as last committed, read once per open."""
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -258,6 +263,7 @@ class Store:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
+        self._last_seq = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -287,12 +293,15 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         self.db.execute("BEGIN IMMEDIATE")
+        tx = Transaction(self.db)
         try:
-            yield Transaction(self.db)
+            yield tx
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        if tx.last_seq is not None:
+            self._last_seq = tx.last_seq
 
     def domains(self) -> list[DomainObj]:
         cursor = self.db.execute("SELECT * FROM domains")
@@ -327,7 +336,11 @@ class Store:
         return int(row[0]) if row else 0
 
     def last_seq(self) -> int:
-        return self.counter("seq")
+        """The ``seq`` of the last event committed (kept in memory: asked before every
+        command, and only this store's transactions move it)."""
+        if self._last_seq is None:
+            self._last_seq = self.counter("seq")
+        return self._last_seq
 
     def intents(self) -> list[Intent]:
         rows = self.db.execute(
@@ -428,6 +441,24 @@ class Store:
                 f"(SELECT {key} FROM {table} ORDER BY at DESC LIMIT ?)",
                 (keep,),
             )
+
+
+_SPEC_JSON: dict[int, tuple[DomainSpec, str]] = {}
+_SPEC_JSON_KEPT = 4096
+
+
+def _spec_json(spec: DomainSpec) -> str:
+    """A definition's JSON, serialised once per definition: a domain is saved at every
+    state change and its (frozen) definition rarely changes. Keyed by identity, holding
+    the definition so that the key stays its own."""
+    cached = _SPEC_JSON.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    if len(_SPEC_JSON) >= _SPEC_JSON_KEPT:
+        _SPEC_JSON.clear()
+    text = spec.model_dump_json()
+    _SPEC_JSON[id(spec)] = (spec, text)
+    return text
 
 
 def _columns(fingerprint: Fingerprint | None) -> tuple[str | None, str | None, str | None]:

@@ -38,6 +38,13 @@ def test_defaults() -> None:
     assert config.amqp_url.get_secret_value() == DEFAULT_AMQP_URL
     assert config.queue_type == "quorum"
     assert str(config.host_dir) == "/var/lib/virtbus/h1"
+    assert config.event_loop == "uvloop"
+
+
+def test_the_event_loop_is_chosen_by_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse("--event-loop", "asyncio")["event_loop"] == "asyncio"
+    monkeypatch.setenv("VIRTBUS_EVENT_LOOP", "asyncio")
+    assert parse()["event_loop"] == "asyncio"
 
 
 def test_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.host.driver import _frozen
+from agent.host.driver import CgroupLayout, _frozen
 
 HANDLE = "3f2a9c"
 
@@ -49,3 +49,56 @@ def test_a_process_of_another_cgroup_tells_nothing(tmp_path: Path) -> None:
 
 def test_an_unreadable_tree_tells_nothing(tmp_path: Path) -> None:
     assert _frozen(HANDLE, 42, tmp_path / "proc", tmp_path / "cgroup") is None
+
+
+def layout_tree(tmp_path: Path, membership: str) -> tuple[Path, Path]:
+    """A container whose init is host PID 42 (PID 1 inside), with a child, PID 43."""
+    proc, cgroups = tree(tmp_path, membership, {})
+    (proc / "42" / "status").write_text("Name:\tdocker-init\nNSpid:\t42\t1\n")
+    (proc / "43").mkdir()
+    (proc / "43" / "status").write_text("Name:\tsleep\nNSpid:\t43\t7\n")
+    return proc, cgroups
+
+
+def test_the_layout_names_a_new_containers_init_from_its_v1_freezer_cgroup(
+    tmp_path: Path,
+) -> None:
+    proc, cgroups = layout_tree(
+        tmp_path, f"12:memory:/docker/{HANDLE}\n9:freezer:/docker/{HANDLE}\n0::/\n"
+    )
+    layout = CgroupLayout(proc, cgroups)
+    assert layout.init_pid("b0c1d2") == 0  # nothing learned yet: Docker is asked
+    layout.learn(HANDLE, 42)
+    other = cgroups / "freezer" / "docker" / "b0c1d2"
+    other.mkdir(parents=True)
+    (other / "cgroup.procs").write_text("43\n42\n")
+    (other / "freezer.state").write_text("FROZEN\n")
+    assert layout.init_pid("b0c1d2") == 42
+    assert layout.frozen("b0c1d2") is True
+    assert layout.init_pid("e3f4a5") == 0  # no such cgroup
+    assert layout.frozen("e3f4a5") is None
+
+
+def test_the_layout_of_the_v2_hierarchy(tmp_path: Path) -> None:
+    path = f"system.slice/docker-{HANDLE}.scope"
+    proc, cgroups = layout_tree(tmp_path, f"0::/{path}\n")
+    (cgroups / "cgroup.controllers").parent.mkdir(parents=True, exist_ok=True)
+    (cgroups / "cgroup.controllers").write_text("cpu memory pids\n")
+    layout = CgroupLayout(proc, cgroups)
+    layout.learn(HANDLE, 42)
+    other = cgroups / "system.slice" / "docker-b0c1d2.scope"
+    other.mkdir(parents=True)
+    (other / "cgroup.procs").write_text("42\n43\n")
+    (other / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    assert layout.init_pid("b0c1d2") == 42
+    assert layout.frozen("b0c1d2") is False
+
+
+def test_a_cgroup_without_its_init_names_none(tmp_path: Path) -> None:
+    proc, cgroups = layout_tree(tmp_path, f"9:freezer:/docker/{HANDLE}\n")
+    layout = CgroupLayout(proc, cgroups)
+    layout.learn(HANDLE, 42)
+    other = cgroups / "freezer" / "docker" / "b0c1d2"
+    other.mkdir(parents=True)
+    (other / "cgroup.procs").write_text("43\n")
+    assert layout.init_pid("b0c1d2") == 0

@@ -12,7 +12,7 @@ from uuid import uuid4
 import pytest
 
 from agent.host.domains import DomainObj, DomainTable
-from agent.host.monitor import Monitor
+from agent.host.monitor import Expectation, Monitor
 from agent.host.store import Store
 from agent.host.translate import Mode
 from schemas.codes import DomainState, Lifecycle, RunningReason
@@ -337,3 +337,15 @@ async def test_a_transition_without_a_docker_event_is_announced(watched: Watched
         "agent",
         "cmd-1",
     )
+
+
+async def test_whoever_waits_for_an_operation_is_woken_in_the_step_that_ends_it() -> None:
+    expectation = Expectation("c1", frozenset({Lifecycle.SUSPENDED_PAUSED}))
+    woken: list[str] = []
+    expectation.on_reach(lambda: woken.append("first"))
+    assert woken == []
+    expectation.reach()
+    assert woken == ["first"] and expectation.reached.is_set()
+    expectation.on_reach(lambda: woken.append("late"))
+    assert woken == ["first", "late"]
+    assert await expectation.wait(0) is True

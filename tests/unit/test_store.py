@@ -72,3 +72,54 @@ def test_a_fingerprint_names_what_differs() -> None:
     assert web.conflict(Fingerprint("domain.destroy", "name 'web'", "e")) == (
         "other arguments to domain.destroy"
     )
+
+
+def test_the_last_seq_moves_with_committed_events_only(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from schemas.codes import Lifecycle
+    from schemas.events import DomainRef, LifecycleEvent
+
+    started = Lifecycle.STARTED_BOOTED
+
+    def event(seq: int) -> LifecycleEvent:
+        return LifecycleEvent(
+            seq=seq,
+            host="h",
+            time=datetime.now(UTC),
+            domain=DomainRef(name="web", uuid=uuid4(), id=7),
+            origin="agent",
+            event=started.event,
+            event_code=started.event_code,
+            detail=started.detail,
+            detail_code=started.detail_code,
+        )
+
+    with Store(tmp_path) as store:
+        assert store.last_seq() == 0
+        with store.transaction() as tx:
+            tx.enqueue(event)
+            tx.enqueue(event)
+        assert store.last_seq() == 2
+        try:
+            with store.transaction() as tx:
+                tx.enqueue(event)
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+        assert store.last_seq() == 2
+    with Store(tmp_path) as store:
+        assert store.last_seq() == 2
+        assert [item.seq for item in store.pending(10)] == [1, 2]
+
+
+def test_a_changed_definition_is_saved_as_it_now_is(tmp_path: Path) -> None:
+    domain = DomainObj(uuid=uuid4(), name="web", spec=SPEC, persistent=True, autostart=False)
+    with Store(tmp_path) as store:
+        with store.transaction() as tx:
+            tx.save(domain)
+        domain.spec = SPEC.model_copy(update={"memory_kib": 65536})
+        with store.transaction() as tx:
+            tx.save(domain)
+        (restored,) = store.domains()
+    assert restored.spec.memory_kib == 65536

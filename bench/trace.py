@@ -1,0 +1,197 @@
+"""``python -m bench.trace [--cycles N] [--external]``: timestamped traces of B1's ops
+(or, with ``--external``, of B3's changes made behind the agent's back).
+
+Runs one agent as ``python -m bench.tracedagent`` (``virtbus agent`` with
+``perf_counter_ns`` stamps at each step of a command and of a Docker event), sends it
+start / suspend / resume / destroy cycles with the benchmarks' client, and prints, per op,
+the median time of each step after the command was sent (``CLOCK_MONOTONIC`` is shared
+by the processes). The machine must be prepared (``scripts/setup.sh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import aiodocker
+
+from agent.settings import DEFAULT_AMQP_URL
+from bench.core import Cleanup, cpu_s, domain_spec
+from bench.procs import REPO
+from bench.rpc import Arrival, EventTap, RpcClient, command_body, ok
+
+OPS = (("start", "domain.create"), ("suspend", "domain.suspend"), ("resume", "domain.resume"))
+EXTERNAL = (("suspended", "pause"), ("resumed", "unpause"))
+
+
+def is_event(event: str) -> Callable[[Arrival], bool]:
+    return lambda arrival: arrival.body.get("event") == event
+
+
+def timeline(stamps: list[tuple[int, str]], since: int, until: int) -> list[tuple[str, float]]:
+    return [(point, (ns - since) / 1e6) for ns, point in stamps if since <= ns <= until]
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--external", action="store_true")
+    parser.add_argument("--lookups", action="store_true", help="lookups only (no Docker)")
+    parser.add_argument("--fresh", action="store_true", help="starts of fresh domains")
+    parser.add_argument("--spy", help="also sample the agent with py-spy into this file")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--amqp-url", default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL))
+    args = parser.parse_args()
+    host = f"bench-{secrets.token_hex(3)}-trace"
+    work = Path(tempfile.mkdtemp(prefix="virtbus-trace-"))
+    out = work / "trace.txt"
+    cleanup = Cleanup(args.amqp_url, hosts={host})
+    docker = aiodocker.Docker()
+    marks: list[tuple[str, int, int]] = []
+    async with RpcClient(args.amqp_url) as client:
+        online = await EventTap(client.channel, [f"{host}.agent.online"]).start()
+        env = {**child_env_for(args.amqp_url), "BENCH_TRACE_OUT": str(out)}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.tracedagent",
+            "agent",
+            "--host",
+            host,
+            "--state-dir",
+            str(work / "state"),
+            "--heartbeat-s",
+            "3600",
+            "--log-level",
+            "warning",
+            "--event-loop",
+            args.event_loop,
+            cwd=REPO,
+            env=env,
+        )
+        cleanup.processes.append(process)
+        cpu_ms = 0.0
+        try:
+            await online.wait_for(lambda a: True, 60)
+            await online.stop()
+            await client.command(host, "domain.define", args={"spec": domain_spec("t")})
+            target = {"name": "t"}
+            cpu_before = cpu_s(process.pid)
+            spy = None
+            if args.spy:
+                spy = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-r",
+                    "1000",
+                    "-f",
+                    "raw",
+                    "-o",
+                    args.spy,
+                    "-p",
+                    str(process.pid),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                await asyncio.sleep(1)
+            if args.external:
+                await client.command(host, "domain.create", target=target)
+                handle = (await docker._query_json(f"containers/{host}.t/json"))["Id"]
+                tap = await EventTap(client.channel, [f"{host}.lifecycle.#"]).start()
+                for _ in range(args.cycles):
+                    for event, verb in EXTERNAL:
+                        began = time.perf_counter_ns()
+                        await docker._query_json(f"containers/{handle}/{verb}", method="POST")
+                        await tap.wait_for(is_event(event), 15)
+                        marks.append((event, began, time.perf_counter_ns()))
+                        tap.arrivals.clear()
+                        await asyncio.sleep(0.02)
+                await tap.stop()
+            elif args.fresh:
+                for cycle in range(args.cycles):
+                    fresh = {"name": f"f{cycle}"}
+                    spec = domain_spec(fresh["name"])
+                    await client.command(host, "domain.define", args={"spec": spec})
+                    command_id = uuid.uuid4().hex
+                    body = command_body(command_id, "domain.create", fresh)
+                    began = time.perf_counter_ns()
+                    reply = await client.call(host, body, command_id)
+                    marks.append(("fresh start", began, time.perf_counter_ns()))
+                    if not ok(reply):
+                        raise RuntimeError(reply.decode())
+                    await client.command(host, "domain.destroy", target=fresh)
+                    await client.command(host, "domain.undefine", target=fresh)
+            else:
+                ops = (("lookup", "domain.lookup"),) if args.lookups else OPS
+                for _ in range(args.cycles):
+                    for op, name in ops:
+                        command_id = uuid.uuid4().hex
+                        body = command_body(command_id, name, target)
+                        began = time.perf_counter_ns()
+                        reply = await client.call(host, body, command_id)
+                        marks.append((op, began, time.perf_counter_ns()))
+                        if not ok(reply):
+                            raise RuntimeError(reply.decode())
+                        await asyncio.sleep(0.02)
+                    if not args.lookups:
+                        await client.command(host, "domain.destroy", target=target)
+                        await asyncio.sleep(0.05)
+            cpu_ms = 1000 * (cpu_s(process.pid) - cpu_before)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                await spy.wait()
+        finally:
+            await cleanup.stop_processes()
+            await cleanup.sweep(docker)
+            await docker.close()
+    per_op = 1000 * cpu_ms / len(marks)
+    print(f"agent CPU: {cpu_ms:.1f} ms for {len(marks)} ops (+ destroys): {per_op:.0f} µs per op")
+    stamps = [
+        (int(ns), point) for ns, point in (line.split() for line in out.read_text().splitlines())
+    ]
+    for op in dict.fromkeys(m[0] for m in marks):
+        runs = [timeline(stamps, began, ended) for name, began, ended in marks if name == op]
+        totals = [(ended - began) / 1e6 for name, began, ended in marks if name == op]
+        print(f"\n{op}: round trip p50 {statistics.median(totals):.2f} ms (n={len(totals)})")
+        firsts: dict[str, list[float]] = {}
+        for run in runs:
+            seen: dict[str, float] = {}
+            for point, ms in run:
+                seen.setdefault(point, ms)
+            for point, ms in seen.items():
+                firsts.setdefault(point, []).append(ms)
+        ordered = sorted(firsts.items(), key=lambda item: statistics.median(item[1]))
+        previous = "sent"
+        for point, values in ordered:
+            steps = []
+            for run in runs:
+                seen = dict(reversed(run))
+                if point in seen:
+                    before = seen.get(previous, 0.0) if previous != "sent" else 0.0
+                    steps.append(seen[point] - before)
+            print(
+                f"  {statistics.median(values):7.2f} ms  {point:16} "
+                f"+{statistics.median(steps) if steps else float('nan'):6.2f}  (n={len(values)})"
+            )
+            previous = point
+    return 0
+
+
+def child_env_for(url: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VIRTBUS_")}
+    env["VIRTBUS_AMQP_URL"] = url
+    return env
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
