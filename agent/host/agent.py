@@ -6,6 +6,9 @@
   event outbox (agent/host/outbox.py), publish ``agent.offline``, close.
 - ``kill()`` is urgent: cancel everything now. Commands not yet acked return to the
   queue; events not yet confirmed stay in the outbox for the next start.
+- While the state store cannot write, no command is taken, answered or acked, and
+  ``/health`` reports ``store: false``; once it can, the agent re-lists Docker and
+  carries on by itself (agent/host/store.py, monitor.py, dispatch.py).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from agent.host.metrics import Metrics, MetricsServer, Readings
 from agent.host.monitor import Monitor
 from agent.host.operations import Operations
 from agent.host.outbox import Outbox
-from agent.host.store import Store
+from agent.host.store import Store, StoreUnwritable
 from agent.signing import Verifier
 from schemas.codes import DomainState
 from schemas.commands import OPS
@@ -53,9 +56,9 @@ class Agent:
             config.docker_ssl_context,
             pids_limit=config.policy.default_pids_limit,
         )
-        self._store = Store(config.host_dir)
-        self._domains = DomainTable()
         self.metrics = Metrics()
+        self._store = Store(config.host_dir, on_write_failed=self.metrics.store_failures.inc)
+        self._domains = DomainTable()
         self._bus = Bus(
             config.amqp_urls,
             config.host,
@@ -87,6 +90,7 @@ class Agent:
                 docker_connected=self._monitor.connected.is_set,
                 events_pending=lambda: self._outbox.pending,
                 domains_by_state=self._domains_by_state,
+                store_writable=lambda: self._store.is_writable,
             )
         )
         self._server: MetricsServer | None = None
@@ -161,12 +165,14 @@ class Agent:
             if self.config.trusted_keys
             else None,
             max_body_bytes=self.config.max_message_bytes,
+            recovered=self._monitor.recovered,
         )
         await operations.forbid_docker_restarts()
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")
         self._spawn(self._reconcile_periodically(), "reconcile")
+        self._spawn(self._relist_after_store_failures(), "store recovery")
         commands = await self._bus.commands()
         self._consumer = asyncio.create_task(self._consume(commands), name="commands")
         self.ready.set()
@@ -222,16 +228,28 @@ class Agent:
         assert self._dispatcher is not None
         async for inbound in commands:
             await self._outbox.room()
-            pending = self._dispatcher.submit(
-                inbound.body, inbound.message_id or inbound.correlation_id, inbound
-            )
+            while True:
+                await self._store.writable()
+                try:
+                    pending = self._dispatcher.submit(
+                        inbound.body, inbound.message_id or inbound.correlation_id, inbound
+                    )
+                    break
+                except StoreUnwritable:
+                    continue
             answer = asyncio.create_task(self._answer(inbound, pending))
             self._answers.add(answer)
             answer.add_done_callback(self._answers.discard)
 
     async def _answer(self, inbound: Inbound, pending: Awaitable[Outcome]) -> None:
-        """The acknowledgement policy: reply first, then ack (or dead-letter if refused)."""
-        outcome = await pending
+        """The acknowledgement policy: reply first, then ack (or dead-letter if refused).
+        The outcome's reply is recorded in the store already."""
+        try:
+            outcome = await pending
+        except Exception:
+            log.exception("command %s failed unanswered; back to the queue", inbound.message_id)
+            await self._bus.requeue(inbound)
+            return
         try:
             await self._bus.reply(inbound, outcome.reply.id, outcome.body)
             await self._bus.settle(
@@ -253,8 +271,20 @@ class Agent:
             await asyncio.sleep(self.config.reconcile_s)
             try:
                 await self._monitor.reconcile()
-            except VirtError as error:
+            except (VirtError, StoreUnwritable) as error:
                 log.warning("periodic re-list failed: %s", error)
+
+    async def _relist_after_store_failures(self) -> None:
+        """Each time the store can write again after failing, re-list Docker at once:
+        a write that failed outside Docker's event stream (a crash restart's, say) left
+        its change in Docker only."""
+        while True:
+            await self._store.failed.wait()
+            await self._store.writable()
+            try:
+                await self._monitor.reconcile()
+            except (VirtError, StoreUnwritable) as error:
+                log.warning("re-list after the state store recovered failed: %s", error)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -285,8 +315,13 @@ class Agent:
         await self._outbox.flushed(timeout_s)
 
     def health(self) -> dict[str, bool]:
-        """Ready means the broker and Docker are both reachable now."""
-        return {"broker": self._bus.connected, "docker": self._monitor.connected.is_set()}
+        """Ready means the broker and Docker are both reachable now and the state store
+        can write."""
+        return {
+            "broker": self._bus.connected,
+            "docker": self._monitor.connected.is_set(),
+            "store": self._store.is_writable,
+        }
 
     def _domains_by_state(self) -> dict[str, int]:
         counts = {state.name.lower(): 0 for state in DomainState}

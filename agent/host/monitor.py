@@ -3,6 +3,13 @@
 The monitor is the only writer of domain state transitions. Operations that act through
 Docker say what they expect (``expect``) and wait for the monitor to see it happen, so
 that by the time a command is answered its events are in the outbox, attributed to it.
+
+A domain changes in memory only with a committed write: when the store cannot write
+(``StoreUnwritable``), what the failed transaction changed is put back (``kept``) and
+the error goes to the caller. A Docker event whose write failed is not dropped: the
+monitor leaves Docker's stream, waits until the store can write, and catches up as
+after a lost stream, replaying Docker's events from the last one it committed and
+re-listing (``origin: reconcile``).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
@@ -21,7 +28,7 @@ from agent.errors import VirtError
 from agent.host.domains import DomainObj, DomainTable
 from agent.host.driver import Driver, Observed, RuntimeEvent
 from agent.host.restarts import Restarts
-from agent.host.store import Store, Transaction
+from agent.host.store import Store, StoreUnwritable, Transaction
 from agent.host.translate import (
     Evidence,
     Mode,
@@ -104,6 +111,9 @@ class Monitor:
         self._lock = asyncio.Lock()
         self._applied: OrderedDict[tuple[int, str, str], None] = OrderedDict()
         self.connected = asyncio.Event()
+        self._current = asyncio.Event()
+        """Cleared while Docker's events wait for the store: the monitor is behind."""
+        self._current.set()
 
     @contextmanager
     def expect(
@@ -116,9 +126,9 @@ class Monitor:
     ) -> Iterator[Expectation]:
         expectation = Expectation(cause, until, mode, params or {})
         log.debug("expect %s on %s: %s", cause, domain.name, sorted(t.name for t in until))
-        self._expectations[domain.uuid] = expectation
         with self._store.transaction() as tx:
             tx.intend(cause, domain.uuid, mode.value, sorted(t.name for t in until))
+        self._expectations[domain.uuid] = expectation
         try:
             yield expectation
         finally:
@@ -132,9 +142,32 @@ class Monitor:
         if task is not None:
             await asyncio.shield(task)
 
+    @contextmanager
+    def kept(self, *domains: DomainObj) -> Iterator[None]:
+        """Changes made inside to ``domains`` (their fields, their place in the domain
+        table) are undone if the store cannot write them: the agent's view never runs
+        ahead of its store, and what was not written is left for a retry or a re-read of
+        Docker to find."""
+        saved = [(d, d.copy(), self._domains.by_uuid(d.uuid) is d) for d in domains]
+        try:
+            yield
+        except StoreUnwritable:
+            for domain, before, listed in saved:
+                self._domains.remove(domain)
+                domain.restore(before)
+                if listed:
+                    self._domains.add(domain)
+            raise
+
+    async def recovered(self) -> None:
+        """Returns once the store can write and, if Docker's events waited for it, the
+        monitor has caught up with them."""
+        await self._store.writable()
+        await self._current.wait()
+
     def announce(self, domain: DomainObj, transition: Lifecycle, cause: str) -> None:
         """Publish a transition that has no Docker event of its own."""
-        with self._store.transaction() as tx:
+        with self.kept(domain), self._store.transaction() as tx:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
@@ -149,7 +182,7 @@ class Monitor:
     ) -> None:
         """Publish a stop that has no Docker event of its own (the domain's container is
         already down: a crash restart cancelled or refused), and bring the domain there."""
-        with self._store.transaction() as tx:
+        with self.kept(domain), self._store.transaction() as tx:
             self._settle(tx, domain, transition)
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC), exit_code)
             if self._domains.by_uuid(domain.uuid) is domain:
@@ -184,21 +217,29 @@ class Monitor:
 
     async def run(self) -> None:
         """Follow Docker's events for good. Each time the stream (re)starts, first catch
-        up: replay what Docker still holds since the last event applied, then re-list."""
-        first = True
+        up: replay what Docker still holds since the last event applied, then re-list.
+        An event the store cannot take ends the stream the same way: once the store can
+        write, the replay starts at that event."""
+        lost = False
         while True:
             try:
                 live_from = time.time_ns()
                 await self._catch_up(live_from)
+                self._current.set()
                 self.connected.set()
-                if not first:
+                if lost:
                     self._on_reconnect()
-                first = False
+                lost = False
                 async for event in self._driver.events(live_from):
                     await self._apply_once(event, None)
             except VirtError as error:
                 log.warning("Docker event stream lost: %s", error)
+            except StoreUnwritable:
+                self._current.clear()
+                await self._store.writable()
+                continue
             self.connected.clear()
+            lost = True
             await asyncio.sleep(RESUBSCRIBE_DELAY_S)
 
     async def _catch_up(self, until_ns: int) -> None:
@@ -258,7 +299,7 @@ class Monitor:
         flight on it: for when Docker's events of that operation were lost."""
         async with self._lock:
             found = await self._driver.observe(domain.handle) if domain.handle else None
-            with self._store.transaction() as tx:
+            with self.kept(domain), self._store.transaction() as tx:
                 self._catch_up_domain(tx, domain, found, datetime.now(UTC))
                 queued = tx.queued
             if queued:
@@ -292,7 +333,8 @@ class Monitor:
         self._settled(domain.uuid, expectation, emitted)
 
     async def _apply_once(self, event: RuntimeEvent, origin: Origin | None) -> None:
-        """Apply an event not applied before (a replay overlaps the live stream)."""
+        """Apply an event not applied before (a replay overlaps the live stream). One
+        the store could not take stays unapplied, for the replay, and raises."""
         key = (event.time_ns, event.handle, event.action)
         if key in self._applied:
             return
@@ -301,13 +343,19 @@ class Monitor:
             self._applied.popitem(last=False)
         try:
             await self.apply(event, origin)
+        except StoreUnwritable:
+            self._applied.pop(key, None)
+            raise
         except Exception:
             log.exception("could not translate Docker event %s", event)
 
     async def apply(self, event: RuntimeEvent, origin: Origin | None = None) -> None:
-        """Translate one Docker event; ``origin`` overrides who is credited."""
+        """Translate one Docker event; ``origin`` overrides who is credited. Raises
+        StoreUnwritable, with the domain as it was, if the store cannot take it."""
         async with self._lock:
-            await self._apply(event, origin)
+            domain = self._domains.by_uuid(event.uuid)
+            with self.kept(domain) if domain else nullcontext():
+                await self._apply(event, origin)
 
     async def _apply(self, event: RuntimeEvent, origin_override: Origin | None) -> None:
         domain = self._domains.by_uuid(event.uuid)
@@ -420,7 +468,7 @@ class Monitor:
             domain.pid = 0
             if not domain.persistent:
                 self._forget(tx, domain)
-                self._discard(domain)
+                tx.after(lambda: self._discard(domain))
         elif transition is Lifecycle.UNDEFINED_REMOVED:
             domain.persistent = domain.autostart = False
             self._forget(tx, domain)
@@ -490,7 +538,7 @@ class Monitor:
 
     def _reconcile(self, observed: dict[UUID, Observed]) -> None:
         now = datetime.now(UTC)
-        with self._store.transaction() as tx:
+        with self.kept(*self._domains), self._store.transaction() as tx:
             for domain in self._domains:
                 expectation = self._expectations.get(domain.uuid)
                 if self.restarts.pending(domain.uuid):

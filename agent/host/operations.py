@@ -25,6 +25,7 @@ from agent.host.driver import Driver, EngineFacts
 from agent.host.monitor import STOPPED, Expectation, Monitor
 from agent.host.mounts import MountGuard
 from agent.host.policy import Policy
+from agent.host.store import StoreUnwritable
 from agent.host.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
@@ -381,6 +382,12 @@ class Operations:
             await self._act(
                 domain, command.id, frozenset({Lifecycle.DEFINED_ADDED}), self._create(domain)
             )
+        except StoreUnwritable:
+            # not defined: its retry defines it afresh, under the same name
+            self._domains.remove(domain)
+            if domain.handle is not None:
+                await self._driver.remove(domain.handle)
+            raise
         except BaseException:
             self._domains.remove(domain)
             raise
@@ -401,13 +408,14 @@ class Operations:
 
     async def _redefine(self, domain: DomainObj, spec: DomainSpec, cause: str) -> DomainRecord:
         await self._check_image(spec)
-        domain.autostart = spec.autostart
         if domain.active:
-            domain.pending = spec
-            was_persistent, domain.persistent = domain.persistent, True
-            added = Lifecycle.DEFINED_UPDATED if was_persistent else Lifecycle.DEFINED_ADDED
-            self._monitor.announce(domain, added, cause)
+            with self._monitor.kept(domain):
+                domain.autostart, domain.pending = spec.autostart, spec
+                was_persistent, domain.persistent = domain.persistent, True
+                added = Lifecycle.DEFINED_UPDATED if was_persistent else Lifecycle.DEFINED_ADDED
+                self._monitor.announce(domain, added, cause)
             return domain.record()
+        domain.autostart = spec.autostart
         steps = self._rebuild(domain, spec)
         await self._act(
             domain, cause, frozenset({Lifecycle.DEFINED_UPDATED}), *steps, mode=Mode.REDEFINE
@@ -632,8 +640,9 @@ class Operations:
         if not domain.persistent:
             raise invalid("cannot undefine transient domain")
         if domain.active:
-            domain.persistent, domain.autostart, domain.pending = False, False, None
-            self._monitor.announce(domain, Lifecycle.UNDEFINED_REMOVED, command.id)
+            with self._monitor.kept(domain):
+                domain.persistent, domain.autostart, domain.pending = False, False, None
+                self._monitor.announce(domain, Lifecycle.UNDEFINED_REMOVED, command.id)
             return domain.record()
         await self._act(
             domain,
