@@ -239,12 +239,13 @@ class Dispatcher:
                     reply = await self._execute(command, retry, turn)
                     break
                 except StoreUnwritable as error:
-                    log.warning(
-                        "command %s (%s) waits for the state store (%s), then runs again",
-                        command.id,
-                        command.op,
-                        error,
-                    )
+                    if turn:
+                        log.warning(
+                            "command %s (%s) waits for the state store (%s), then runs again",
+                            command.id,
+                            command.op,
+                            error,
+                        )
                     await self._recovered()
                     retry, turn = retry or self._store.intended(command.id), False
             self._metrics.command_seconds.labels(command.op).observe(time.perf_counter() - started)

@@ -111,6 +111,9 @@ class Monitor:
         self._lock = asyncio.Lock()
         self._applied: OrderedDict[tuple[int, str, str], None] = OrderedDict()
         self.connected = asyncio.Event()
+        self._unwritten_ns: int | None = None
+        """Docker's time of the first event the store could not take, where a replay
+        starts (the store's own mark may be older, or unset on a new host)."""
         self._current = asyncio.Event()
         """Cleared while Docker's events wait for the store: the monitor is behind."""
         self._current.set()
@@ -158,6 +161,11 @@ class Monitor:
                 if listed:
                     self._domains.add(domain)
             raise
+
+    @property
+    def behind(self) -> bool:
+        """Docker's events wait for the store: what the monitor has not seen may be there."""
+        return not self._current.is_set()
 
     async def recovered(self) -> None:
         """Returns once the store can write and, if Docker's events waited for it, the
@@ -246,9 +254,11 @@ class Monitor:
         """Replay, re-list, then settle the operations whose events were lost."""
         self._adopt_intents()
         applied_ns = self._store.counter(DOCKER_TIME)
-        if applied_ns:
-            async for event in self._driver.events(applied_ns + 1, until_ns):
+        since_ns = min(applied_ns + 1 if applied_ns else until_ns, self._unwritten_ns or until_ns)
+        if since_ns < until_ns:
+            async for event in self._driver.events(since_ns, until_ns):
                 await self._apply_once(event, "reconcile")
+        self._unwritten_ns = None
         await self.reconcile()
         for uuid in list(self._expectations):
             domain = self._domains.by_uuid(uuid)
@@ -256,12 +266,13 @@ class Monitor:
                 await self.resync(domain)
 
     def _adopt_intents(self) -> None:
-        """Operations a previous run of the agent left acting (Docker may still be
-        finishing them): read their events in the operation's mode and credit the
-        command, until their effect is seen, a new operation takes the domain over, or
-        ORPHAN_TTL_S passes."""
+        """Operations a previous run of the agent left acting on a domain it knows
+        (Docker may still be finishing them): read their events in the operation's mode
+        and credit the command, until their effect is seen, a new operation takes the
+        domain over, or ORPHAN_TTL_S passes."""
         for intent in self._store.intents():
-            if intent.reached or intent.uuid in self._expectations:
+            known = self._domains.by_uuid(intent.uuid) is not None
+            if intent.reached or intent.uuid in self._expectations or not known:
                 continue
             until = frozenset(_transition(name) for name in intent.until)
             self._expectations[intent.uuid] = Expectation(
@@ -345,6 +356,7 @@ class Monitor:
             await self.apply(event, origin)
         except StoreUnwritable:
             self._applied.pop(key, None)
+            self._unwritten_ns = min(self._unwritten_ns or event.time_ns, event.time_ns)
             raise
         except Exception:
             log.exception("could not translate Docker event %s", event)

@@ -277,6 +277,8 @@ class Operations:
                 await last()
             if not await expectation.wait(wait_s):
                 await self._monitor.resync(domain)
+            if not expectation.reached.is_set() and self._monitor.behind:
+                raise StoreUnwritable("Docker's report of the effect waits for the store")
             if not expectation.reached.is_set():
                 log.warning(
                     "Docker did not report %s of domain %s within %.0f s",

@@ -14,6 +14,7 @@ when it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 from uuid import UUID
 
 from agent.host.domains import DomainObj
@@ -260,7 +262,7 @@ class Store:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -289,16 +291,14 @@ class Store:
 
     async def writable(self) -> None:
         """Returns once the store can write: at once unless its last write failed, else
-        once a probe write (one every ``PROBE_S``) succeeds."""
+        once a probe write (one every ``PROBE_S``, the first after ``PROBE_S``) succeeds."""
         while not self.is_writable:
             async with self._probing:
                 if self.is_writable:
                     return
-                try:
-                    with self.transaction() as tx:
-                        tx.set_counter("probe", time.time_ns())
-                except StoreUnwritable:
-                    await asyncio.sleep(PROBE_S)
+                await asyncio.sleep(PROBE_S)
+                with contextlib.suppress(StoreUnwritable), self.transaction() as tx:
+                    tx.set_counter("probe", time.time_ns())
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -311,22 +311,24 @@ class Store:
             self._failed(error)
             raise StoreUnwritable(str(error)) from error
         if self._unwritable_since is not None:
-            log.warning(
-                "the state store can write again after %.1f s (%d failed writes)",
-                time.monotonic() - self._unwritable_since,
-                self._failures,
-            )
+            if self._logged_at >= self._unwritable_since:
+                log.warning(
+                    "the state store can write again after %.1f s (%d failed writes)",
+                    time.monotonic() - self._unwritable_since,
+                    self._failures,
+                )
             self._unwritable_since = None
             self.failed.clear()
 
     def _failed(self, error: sqlite3.OperationalError) -> None:
+        """Logged at most once per LOG_EVERY_S, however often it fails and recovers."""
         self._on_write_failed()
         now = time.monotonic()
         if self._unwritable_since is None:
             self._unwritable_since, self._failures = now, 0
             self.failed.set()
         self._failures += 1
-        if self._failures == 1 or now - self._logged_at >= LOG_EVERY_S:
+        if self._logged_at == 0.0 or now - self._logged_at >= LOG_EVERY_S:
             self._logged_at = now
             log.error(
                 "the state store %s cannot write (%s) for %.0f s, %d failed writes: commands "
