@@ -188,7 +188,8 @@ class Agent:
         drain_s = self.config.drain_s
         await self._bus.stop_consuming()
         if self._consumer is not None:
-            await asyncio.gather(self._consumer, return_exceptions=True)
+            # bounded: it may be waiting for the state store to take writes
+            await asyncio.wait([self._consumer], timeout=drain_s)
         if self._dispatcher is not None and not await self._dispatcher.drain(drain_s):
             log.warning(
                 "commands still running after %.0f s; their messages will be redelivered", drain_s

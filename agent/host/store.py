@@ -291,12 +291,16 @@ class Store:
 
     async def writable(self) -> None:
         """Returns once the store can write: at once unless its last write failed, else
-        once a probe write (one every ``PROBE_S``, the first after ``PROBE_S``) succeeds."""
+        once a probe write (one every ``PROBE_S``, the first after ``PROBE_S``) succeeds.
+        Each probe first moves the write-ahead log into the database and truncates it:
+        on a small disk the log itself may be what fills it."""
         while not self.is_writable:
             async with self._probing:
                 if self.is_writable:
                     return
                 await asyncio.sleep(PROBE_S)
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 with contextlib.suppress(StoreUnwritable), self.transaction() as tx:
                     tx.set_counter("probe", time.time_ns())
 
