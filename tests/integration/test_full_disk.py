@@ -24,9 +24,9 @@ from tests.support.fleet import Fleet, Host, spec
 
 pytestmark = pytest.mark.integration
 
-DISK = "16m"
+DISK = "4m"
 DOMAINS = 4
-ROUNDS = 10
+ROUNDS = 3
 FULL_S = 3.0
 """How long the disk stays full once the agent has noticed (commands keep coming)."""
 
