@@ -157,7 +157,10 @@ class Monitor:
         except StoreUnwritable:
             for domain, before, listed in saved:
                 self._domains.remove(domain)
+                # the handle is set by an operation as Docker answers it, maybe meanwhile
+                handle = domain.handle
                 domain.restore(before)
+                domain.handle = handle
                 if listed:
                     self._domains.add(domain)
             raise

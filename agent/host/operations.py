@@ -276,6 +276,9 @@ class Operations:
             else:
                 await last()
             if not await expectation.wait(wait_s):
+                if self._monitor.behind:
+                    # Docker's report waits in Docker: read there, not guessed from its state
+                    raise StoreUnwritable("Docker's report of the effect waits for the store")
                 await self._monitor.resync(domain)
             if not expectation.reached.is_set() and self._monitor.behind:
                 raise StoreUnwritable("Docker's report of the effect waits for the store")
