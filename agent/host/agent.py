@@ -270,6 +270,8 @@ class Agent:
     async def _reconcile_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.reconcile_s)
+            # after Docker's events that waited for the store: a re-list cannot tell why
+            await self._monitor.recovered()
             try:
                 await self._monitor.reconcile()
             except (VirtError, StoreUnwritable) as error:
@@ -281,7 +283,7 @@ class Agent:
         its change in Docker only."""
         while True:
             await self._store.failed.wait()
-            await self._store.writable()
+            await self._monitor.recovered()
             try:
                 await self._monitor.reconcile()
             except (VirtError, StoreUnwritable) as error:
