@@ -8,6 +8,8 @@ The whole tree is drawn in ``schemas/errors.py``, where the root lives. Here:
     OperationTimeout               no reply (or no event) in time: OPERATION_TIMEOUT
     BrokerUnreachable              the client cannot reach the broker: OPERATION_FAILED
     NotConnected                   a call on a connection that is not open
+    NoHost                         the broker has no queue for the host or group a
+                                   command is sent to: NO_CONNECT
 
 Every failure a command can meet on the agent becomes a VirtError before it reaches
 the dispatcher; anything else is a bug, answered as INTERNAL_ERROR.
@@ -66,6 +68,16 @@ class NotConnected(VirtbusError, RuntimeError):
         super().__init__(ErrorCode.OPERATION_INVALID, "the connection is not open")
 
 
+class NoHost(VirtbusError, LookupError):
+    """The broker returned a command: no queue is bound for its host (no agent of that
+    name ever started on this broker) or, for a broadcast, no host is in the group.
+    libvirt's closest word is VIR_ERR_NO_CONNECT, "no connection driver available"."""
+
+    def __init__(self, detail: str, host: str | None = None) -> None:
+        super().__init__(ErrorCode.NO_CONNECT, detail)
+        self.host = host
+
+
 def no_domain(what: str) -> VirtError:
     return VirtError(ErrorCode.NO_DOMAIN, f"no domain with matching {what}")
 
@@ -76,6 +88,7 @@ def invalid(detail: str) -> VirtError:
 
 __all__ = [
     "BrokerUnreachable",
+    "NoHost",
     "NotConnected",
     "OperationTimeout",
     "ReplyError",

@@ -181,6 +181,8 @@ class Scale:
     b8_workers: int
     b8_rounds: int
     b8_events_per_host: int
+    b9_domains: int
+    b9_calls: int
     broker_memory: bool
     """Sample the broker's memory (a few seconds of ``rabbitmq-diagnostics`` each)."""
     b7_warmup: bool
@@ -207,6 +209,8 @@ class Scale:
             b8_workers=4,
             b8_rounds=20,
             b8_events_per_host=10,
+            b9_domains=50,
+            b9_calls=20,
             broker_memory=True,
             b7_warmup=True,
         )
@@ -233,6 +237,8 @@ class Scale:
             b8_workers=2,
             b8_rounds=5,
             b8_events_per_host=4,
+            b9_domains=10,
+            b9_calls=5,
             broker_memory=False,
             b7_warmup=False,
         )

@@ -42,6 +42,8 @@ from bench import (
     b6_scale,
     b7_cli,
     b8_fleet,
+    b9_stats,
+    b10_dashboard,
     baseline,
 )
 from bench.core import BenchResult, Cleanup, Context, Scale, sweep_stale, write_pidfile
@@ -56,9 +58,11 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "B3": ("event latency", b3_events.run),
     "B4": ("100 domains concurrently vs raw", b4_bulk.run),
     "B7": ("docker CLI vs virtbus CLI/library", b7_cli.run),
+    "B9": ("bulk statistics vs direct cgroup reads", b9_stats.run),
     "B5": ("broadcast to 50 agents", b5_broadcast.run),
     "B6": ("1,000 domains on one host", b6_scale.run),
     "B8": ("fleet of 1,000 hosts", b8_fleet.run),
+    "B10": ("dashboard over 1,000 hosts", b10_dashboard.run),
 }
 """In the order they run: those needing only one agent first, the big ones last."""
 

@@ -22,9 +22,19 @@ from typing import Any, get_args
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from schemas.codes import Lifecycle
+from schemas.codes import Lifecycle, NetworkLifecycle
 from schemas.commands import COMMAND_ADAPTER
-from schemas.events import AgentEvent, LifecycleEvent, Presence, RebootEvent, TunableEvent
+from schemas.events import (
+    AgentEvent,
+    DeviceEvent,
+    HealthEvent,
+    LifecycleEvent,
+    MetadataChangeEvent,
+    NetworkEvent,
+    Presence,
+    RebootEvent,
+    TunableEvent,
+)
 from schemas.replies import Reply
 from schemas.topology import (
     BROADCAST,
@@ -42,6 +52,12 @@ from schemas.topology import (
     DEAD_LETTERS_TTL_MS,
     DEAD_QUEUE,
     EVENTS,
+    EVENTS_EXCHANGE,
+    HISTORY,
+    HISTORY_KEYS,
+    HISTORY_MAX_AGE,
+    HISTORY_MAX_BYTES,
+    HISTORY_QUEUE,
     Exchange,
     Queue,
     QueueType,
@@ -74,6 +90,10 @@ _PAYLOADS: dict[str, TypeAdapter[Any]] = {
     "LifecycleEvent": TypeAdapter(LifecycleEvent),
     "RebootEvent": TypeAdapter(RebootEvent),
     "TunableEvent": TypeAdapter(TunableEvent),
+    "DeviceEvent": TypeAdapter(DeviceEvent),
+    "NetworkEvent": TypeAdapter(NetworkEvent),
+    "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
+    "HealthEvent": TypeAdapter(HealthEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
 }
 
@@ -325,6 +345,57 @@ def _channels() -> dict[str, Any]:
             "(`memory_kib`, `vcpus`).",
             "TunableEvent",
         ),
+        "deviceEvents": _event_channel(
+            "{host}.device.{event}",
+            "Device events",
+            "libvirt's VIR_DOMAIN_EVENT_ID_DEVICE_ADDED (19) and _DEVICE_REMOVED (15): an "
+            "interface plugged into or out of a running domain, by its alias (`net1`).",
+            "DeviceEvent",
+            event={
+                "description": "added (event ID 19) or removed (15).",
+                "enum": ["added", "removed"],
+                "location": "$message.payload#/event",
+            },
+        ),
+        "networkEvents": _event_channel(
+            "{host}.network.{event}.{detail}",
+            "Network lifecycle events",
+            "libvirt's network lifecycle event (`virNetworkEventLifecycleType`): a "
+            "network defined (0), undefined (1), started (2) or stopped (3). Bind "
+            "`h1.network.#`.",
+            "NetworkEvent",
+            event={
+                "description": "The network event, by name.",
+                "enum": [member.event for member in NetworkLifecycle],
+                "location": "$message.payload#/event",
+            },
+            detail={
+                "description": "Always `none` (0): libvirt's network events have no detail.",
+                "enum": ["none"],
+                "location": "$message.payload#/detail",
+            },
+        ),
+        "metadataChangeEvents": _event_channel(
+            "{host}.metadata_change",
+            "Metadata change events",
+            "libvirt's VIR_DOMAIN_EVENT_ID_METADATA_CHANGE (23): a domain's description, "
+            "title or namespaced metadata element changed (`domain.set_metadata`), one "
+            "event per change.",
+            "MetadataChangeEvent",
+        ),
+        "healthEvents": _event_channel(
+            "{host}.health.{status}",
+            "Health events",
+            "A domain's health check (its spec's `healthcheck`, or its image's) changed its "
+            "verdict. libvirt has no such event; the gateway reports it as "
+            "VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE (18), healthy as a connected guest agent.",
+            "HealthEvent",
+            status={
+                "description": "The health check's verdict.",
+                "enum": ["healthy", "unhealthy"],
+                "location": "$message.payload#/status",
+            },
+        ),
         "presence": _event_channel(
             "{host}.agent.{state}",
             "Agent presence",
@@ -366,6 +437,24 @@ def _channels() -> dict[str, Any]:
             "messages": _messages("DeadLetter"),
             "bindings": _queue(DEAD_LETTERS),
             "x-amqp-queue-arguments": _queue_arguments(DEAD_LETTERS),
+        },
+        "eventHistory": {
+            "address": HISTORY_QUEUE,
+            "title": "Event history",
+            "description": (
+                f"The durable stream queue `{HISTORY_QUEUE}`, bound to `{EVENTS_EXCHANGE}` "
+                f"with {', '.join(f'`{key}`' for key in HISTORY_KEYS)}: every domain event "
+                "and the agents' arrivals and goodbyes, not their heartbeats. Bounded by "
+                f"age ({HISTORY_MAX_AGE}) and size ({HISTORY_MAX_BYTES} bytes); the oldest "
+                "segment goes first. A reader consumes it with a prefetch count, manual "
+                "acknowledgements and the consumer argument `x-stream-offset` (`first`, "
+                "`last`, `next`, an offset, or a timestamp) to replay what happened before it "
+                "connected; each message carries its offset in the header `x-stream-offset`. "
+                "Reading removes nothing."
+            ),
+            "messages": _messages("LifecycleEvent", "RebootEvent", "TunableEvent", "AgentEvent"),
+            "bindings": _queue(HISTORY),
+            "x-amqp-queue-arguments": _queue_arguments(HISTORY),
         },
         "hostQueue": {
             "address": host_queue("{host}"),
@@ -473,6 +562,27 @@ def _operations() -> dict[str, Any]:
         "receiveTunableEvents": _receive(
             "tunableEvents", "TunableEvent", "Follow tunable events", "Domain tunables changed."
         ),
+        "receiveDeviceEvents": _receive(
+            "deviceEvents", "DeviceEvent", "Follow device events", "Interfaces hot-plugged."
+        ),
+        "receiveNetworkEvents": _receive(
+            "networkEvents",
+            "NetworkEvent",
+            "Follow network events",
+            "Networks defined, undefined, started and stopped.",
+        ),
+        "receiveMetadataChangeEvents": _receive(
+            "metadataChangeEvents",
+            "MetadataChangeEvent",
+            "Follow metadata change events",
+            "Domain descriptions, titles and metadata elements changed.",
+        ),
+        "receiveHealthEvents": _receive(
+            "healthEvents",
+            "HealthEvent",
+            "Follow health events",
+            "Domains whose health check turned healthy or unhealthy.",
+        ),
         "receivePresence": _receive(
             "presence",
             "AgentEvent",
@@ -485,6 +595,15 @@ def _operations() -> dict[str, Any]:
             "title": "Drain dead letters",
             "summary": "Commands the agents refused at the edge, and commands that expired.",
             "messages": _channel_messages("deadLetters", "DeadLetter"),
+        },
+        "replayEvents": {
+            "action": "receive",
+            "channel": _channel_ref("eventHistory"),
+            "title": "Replay the event history",
+            "summary": "What happened before the reader connected, then what happens next.",
+            "messages": _channel_messages(
+                "eventHistory", "LifecycleEvent", "RebootEvent", "TunableEvent", "AgentEvent"
+            ),
         },
     }
 
@@ -593,6 +712,64 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "cause": "6f1c2d",
             "kind": "tunable",
             "params": {"memory_kib": 131072},
+        }
+    ],
+    "DeviceEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:03:00Z",
+            "seq": 1045,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "agent",
+            "cause": "6f1c2f",
+            "kind": "device",
+            "event": "added",
+            "event_id": 19,
+            "alias": "net1",
+        }
+    ],
+    "NetworkEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:04:00Z",
+            "seq": 1046,
+            "kind": "network",
+            "network": {"name": "lan", "uuid": "3e3fce45-4f53-4fa7-bb32-11f34168b82b"},
+            "event": "started",
+            "event_code": 2,
+            "detail": "none",
+            "detail_code": 0,
+            "cause": "6f1c30",
+        }
+    ],
+    "MetadataChangeEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:03:00Z",
+            "seq": 1045,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "agent",
+            "cause": "6f1c2f",
+            "kind": "metadata_change",
+            "type": "element",
+            "type_code": 2,
+            "nsuri": "http://example.org/app",
+        }
+    ],
+    "HealthEvent": [
+        {
+            "v": 1,
+            "host": "h1",
+            "time": "2026-11-28T21:04:00Z",
+            "seq": 1046,
+            "domain": _EXAMPLE_DOMAIN,
+            "origin": "external",
+            "cause": None,
+            "kind": "health",
+            "status": "unhealthy",
         }
     ],
     "AgentEvent": [
@@ -742,6 +919,32 @@ def _messages_components() -> dict[str, Any]:
             "Tunable event",
             "Tunables of a domain changed (VIR_DOMAIN_EVENT_ID_TUNABLE).",
             "`params` holds the new values by their spec names. " + _EVENT_PROPERTIES,
+        ),
+        "DeviceEvent": _message(
+            "DeviceEvent",
+            "Device event",
+            "A device plugged into or out of a running domain (DEVICE_ADDED, DEVICE_REMOVED).",
+            "`event_id` is libvirt's event ID, `alias` the device's. " + _EVENT_PROPERTIES,
+        ),
+        "NetworkEvent": _message(
+            "NetworkEvent",
+            "Network event",
+            "A network defined, undefined, started or stopped.",
+            "`event_code` is libvirt's `virNetworkEventLifecycleType`; `seq` is the host's "
+            "one sequence, shared with domain events. " + _EVENT_PROPERTIES,
+        ),
+        "MetadataChangeEvent": _message(
+            "MetadataChangeEvent",
+            "Metadata change event",
+            "A domain's metadata changed (VIR_DOMAIN_EVENT_ID_METADATA_CHANGE).",
+            "`type` (`virDomainMetadataType` by name, `type_code` by number) and, for an "
+            "element, its namespace `nsuri`. " + _EVENT_PROPERTIES,
+        ),
+        "HealthEvent": _message(
+            "HealthEvent",
+            "Health event",
+            "A domain's health check turned healthy or unhealthy.",
+            "`status` is Docker's verdict. " + _EVENT_PROPERTIES,
         ),
         "AgentEvent": _message(
             "AgentEvent",

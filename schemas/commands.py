@@ -18,9 +18,22 @@ from pydantic import (
 
 from schemas.base import WIRE_VERSION, AwareTimestamp, DomainName, MessageId, Uuid, WireModel
 from schemas.codes import ErrorCode
-from schemas.domain import MIN_MEMORY_KIB, DomainSpec
-from schemas.domxml import domain_fields
+from schemas.domain import (
+    MIN_MEMORY_KIB,
+    Description,
+    DomainSpec,
+    Interface,
+    Mount,
+    NetworkName,
+    PoolName,
+    SnapshotName,
+    VolumeName,
+)
+from schemas.domxml import device_fields, domain_fields
 from schemas.errors import VirtbusError
+from schemas.network import NetworkSpec
+from schemas.netxml import network_fields
+from schemas.storage import snapshot_fields, volume_fields
 from schemas.xmldoc import MAX_XML_CHARS, XmlError
 
 
@@ -115,7 +128,22 @@ class CreateArgs(WireModel):
 
 
 class ShutdownArgs(WireModel):
+    """``escalate`` (the default): stop, and kill after ``timeout_s`` if the domain is
+    still up, answering once it is down. Without: libvirt's virDomainShutdown, a request
+    delivered to the domain's init (SIGTERM) that is answered at once and never becomes
+    a kill; the stopped event follows when the domain stops."""
+
     timeout_s: int = Field(default=10, ge=0, le=3600)
+    escalate: bool = True
+
+
+class RebootArgs(WireModel):
+    """``escalate`` (the default): restart, killing after ``timeout_s`` a domain that does
+    not stop, answering once it runs again. Without: libvirt's virDomainReboot, answered
+    once delivered; the domain is restarted when it stops by itself, never killed."""
+
+    timeout_s: int = Field(default=10, ge=0, le=3600)
+    escalate: bool = True
 
 
 class SetAutostartArgs(WireModel):
@@ -144,15 +172,100 @@ ListFlag = Literal[
     "shutoff",
     "autostart",
     "no_autostart",
+    "has_snapshot",
+    "no_snapshot",
 ]
+
+
+MetadataKind = Literal["description", "title", "element"]
+"""libvirt's virDomainMetadataType, by name."""
+MetadataPrefix = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")]
+NamespaceUri = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+
+
+class SetMetadataArgs(WireModel):
+    """virDomainSetMetadata. ``metadata`` null (or empty) removes it. An ``element`` is
+    one XML element, stored under the namespace ``uri`` with the prefix ``key``; it
+    replaces the element of that namespace. ``live`` and ``config`` are libvirt's
+    VIR_DOMAIN_AFFECT_* flags: the running definition, the persistent one, or (neither)
+    the running one of an active domain and the persistent one of an inactive one."""
+
+    type: MetadataKind
+    metadata: Annotated[str, StringConstraints(max_length=MAX_XML_CHARS)] | None = None
+    key: MetadataPrefix | None = None
+    uri: NamespaceUri | None = None
+    live: bool = False
+    config: bool = False
+
+
+class GetMetadataArgs(WireModel):
+    """virDomainGetMetadata; ``live`` and ``config`` as for set_metadata, not both."""
+
+    type: MetadataKind
+    uri: NamespaceUri | None = None
+    live: bool = False
+    config: bool = False
+
+
+class ConsoleOutputArgs(WireModel):
+    """At most ``max_bytes`` of the domain's most recent console output."""
+
+    max_bytes: int = Field(default=65536, ge=1, le=1 << 20)
+
+
+class OpenConsoleArgs(WireModel):
+    """``queue``: the caller's own exclusive queue, where the agent sends the console's
+    output. ``force``: end a session already open on the domain (libvirt's
+    VIR_DOMAIN_CONSOLE_FORCE); without it a second session is refused."""
+
+    queue: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,255}$")]
+    force: bool = False
 
 
 class ListDomainsArgs(WireModel):
     """libvirt's ``virConnectListAllDomains`` flags: within a group (active/inactive,
-    persistent/transient, running/paused/shutoff, autostart/no_autostart) any flag may
+    persistent/transient, running/paused/shutoff, autostart/no_autostart,
+    has_snapshot/no_snapshot) any flag may
     match; across groups all must. No flags lists every domain."""
 
     flags: list[ListFlag] = []
+
+
+StatGroup = Literal[
+    "state", "cpu-total", "balloon", "vcpu", "interface", "block", "pids", "percpu", "affinity"
+]
+"""libvirt's stat groups (``virDomainStatsTypes``: state, cpu-total, balloon, vcpu,
+interface, block) and the ones a container adds: ``pids``, ``percpu`` (CPU time per
+host CPU) and ``affinity`` (the host CPUs it may run on and last ran on)."""
+LIBVIRT_GROUPS: tuple[StatGroup, ...] = (
+    "state",
+    "cpu-total",
+    "balloon",
+    "vcpu",
+    "interface",
+    "block",
+)
+
+
+class StatsArgs(WireModel):
+    """virDomainListGetStats: the groups wanted; none asks for libvirt's groups and
+    ``pids``."""
+
+    groups: list[StatGroup] = []
+
+
+class AllStatsArgs(WireModel):
+    """virConnectGetAllDomainStats: the groups (as ``StatsArgs``) of every domain that
+    ``flags`` selects (as ``ListDomainsArgs``)."""
+
+    groups: list[StatGroup] = []
+    flags: list[ListFlag] = []
+
+
+class CapabilitiesArgs(WireModel):
+    """virConnectGetDomainCapabilities' virttype: the domain type its document is for."""
+
+    virttype: Literal["docker", "lxc"] = "docker"
 
 
 RegistryName = Annotated[
@@ -172,6 +285,116 @@ class LoginArgs(WireModel):
 
 class LogoutArgs(WireModel):
     registry: RegistryName
+
+
+class NetworkTarget(WireModel):
+    """Names one network: by exactly one of name or UUID (as virNetworkLookupBy*)."""
+
+    name: NetworkName | None = None
+    uuid: Uuid | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NetworkTarget:
+        if (self.name is None) == (self.uuid is None):
+            raise ValueError("target needs exactly one of name or uuid")
+        return self
+
+    def __str__(self) -> str:
+        return f"name '{self.name}'" if self.name is not None else f"uuid '{self.uuid}'"
+
+
+def _network_from_xml(data: Any) -> Any:
+    """``xml`` (libvirt network XML) instead of ``spec``, read into a spec here."""
+    if not isinstance(data, dict) or "xml" not in data:
+        return data
+    if "spec" in data:
+        raise ValueError("takes spec or xml, not both")
+    if not isinstance(data["xml"], str):
+        raise ValueError("xml must be a string")
+    return {**{k: v for k, v in data.items() if k != "xml"}, "spec": network_fields(data["xml"])}
+
+
+def _document_network_xml(schema: dict[str, Any]) -> None:
+    _document_xml(schema)
+    schema["properties"]["xml"]["description"] = "libvirt network XML, instead of spec"
+
+
+class NetworkDefineArgs(WireModel):
+    """``spec``, or ``xml``: libvirt network XML, read into the spec on arrival."""
+
+    model_config = ConfigDict(json_schema_extra=_document_network_xml)
+
+    spec: NetworkSpec
+
+    _from_xml = model_validator(mode="before")(_network_from_xml)
+
+
+NetworkListFlag = Literal[
+    "active", "inactive", "persistent", "transient", "autostart", "no_autostart"
+]
+
+
+class ListNetworksArgs(WireModel):
+    """``virConnectListAllNetworks`` flags, grouped as for domains."""
+
+    flags: list[NetworkListFlag] = []
+
+
+class DhcpLeasesArgs(WireModel):
+    mac: str | None = None
+    """Only the leases of this MAC address."""
+
+
+def _device_from_xml(data: Any) -> Any:
+    """``xml`` (a libvirt ``<interface>`` or ``<filesystem>``) instead of the device."""
+    if not isinstance(data, dict) or "xml" not in data:
+        return data
+    if "interface" in data or "filesystem" in data:
+        raise ValueError("takes interface, filesystem or xml, one of them")
+    if not isinstance(data["xml"], str):
+        raise ValueError("xml must be a string")
+    return {**{k: v for k, v in data.items() if k != "xml"}, **device_fields(data["xml"])}
+
+
+def _document_device_xml(schema: dict[str, Any]) -> None:
+    schema["properties"]["xml"] = {
+        "type": "string",
+        "maxLength": MAX_XML_CHARS,
+        "title": "Xml",
+        "description": "libvirt device XML (<interface> or <filesystem>), instead of the device",
+    }
+    schema["oneOf"] = [{"required": [key]} for key in ("interface", "filesystem", "xml")]
+
+
+class DeviceArgs(WireModel):
+    """One device (``interface``, ``filesystem``, or ``xml``: libvirt device XML) and
+    where the change applies, as libvirt's VIR_DOMAIN_AFFECT_LIVE and _CONFIG: neither
+    means the running domain if it runs, its definition otherwise. An interface to
+    detach is found by its network (and MAC address, if given); a filesystem by target."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: _document_device_xml(schema))
+
+    interface: Interface | None = None
+    filesystem: Mount | None = None
+    live: bool = False
+    config: bool = False
+
+    _from_xml = model_validator(mode="before")(_device_from_xml)
+
+    @model_validator(mode="after")
+    def _one_device(self) -> DeviceArgs:
+        if (self.interface is None) == (self.filesystem is None):
+            raise ValueError("needs exactly one device: interface or filesystem")
+        return self
+
+
+AddressSource = Literal["lease", "agent", "arp"]
+
+
+class InterfaceAddressesArgs(WireModel):
+    """virDomainInterfaceAddresses' source; every source answers what Docker assigned."""
+
+    source: AddressSource = "lease"
 
 
 class CommandBase(WireModel):
@@ -216,7 +439,7 @@ class Destroy(DomainCommand):
 
 class Reboot(DomainCommand):
     op: Literal["domain.reboot"]
-    args: NoArgs = NoArgs()
+    args: RebootArgs = RebootArgs()
 
 
 class Suspend(DomainCommand):
@@ -229,9 +452,19 @@ class Resume(DomainCommand):
     args: NoArgs = NoArgs()
 
 
+class UndefineArgs(WireModel):
+    """virDomainUndefineFlags: ``snapshots`` (VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    deletes the domain's snapshots with it, without which a domain that has any is not
+    undefined; ``volumes`` deletes the volumes it mounts that no other domain mounts.
+    Volumes are kept unless asked."""
+
+    snapshots: bool = False
+    volumes: bool = False
+
+
 class Undefine(DomainCommand):
     op: Literal["domain.undefine"]
-    args: NoArgs = NoArgs()
+    args: UndefineArgs = UndefineArgs()
 
 
 class Lookup(DomainCommand):
@@ -274,6 +507,26 @@ class GetXmlDesc(DomainCommand):
     args: XmlDescArgs = XmlDescArgs()
 
 
+class SetMetadata(DomainCommand):
+    op: Literal["domain.set_metadata"]
+    args: SetMetadataArgs
+
+
+class GetMetadata(DomainCommand):
+    op: Literal["domain.get_metadata"]
+    args: GetMetadataArgs
+
+
+class GetConsoleOutput(DomainCommand):
+    op: Literal["domain.get_console_output"]
+    args: ConsoleOutputArgs = ConsoleOutputArgs()
+
+
+class OpenConsole(DomainCommand):
+    op: Literal["domain.open_console"]
+    args: OpenConsoleArgs
+
+
 class ListDomains(CommandBase):
     op: Literal["host.list_domains"]
     args: ListDomainsArgs = ListDomainsArgs()
@@ -289,6 +542,26 @@ class Ping(CommandBase):
     args: NoArgs = NoArgs()
 
 
+class GetStats(DomainCommand):
+    op: Literal["domain.get_stats"]
+    args: StatsArgs = StatsArgs()
+
+
+class GetAllDomainStats(CommandBase):
+    op: Literal["host.get_all_domain_stats"]
+    args: AllStatsArgs = AllStatsArgs()
+
+
+class GetCapabilities(CommandBase):
+    op: Literal["host.get_capabilities"]
+    args: CapabilitiesArgs = CapabilitiesArgs()
+
+
+class GetNodeStats(CommandBase):
+    op: Literal["host.get_node_stats"]
+    args: NoArgs = NoArgs()
+
+
 class Login(CommandBase):
     op: Literal["host.login"]
     args: LoginArgs
@@ -297,6 +570,204 @@ class Login(CommandBase):
 class Logout(CommandBase):
     op: Literal["host.logout"]
     args: LogoutArgs
+
+
+class NetworkCommand(CommandBase):
+    """A command about one existing network."""
+
+    target: NetworkTarget
+
+
+class NetworkDefine(CommandBase):
+    op: Literal["network.define"]
+    args: NetworkDefineArgs
+
+
+class NetworkCreate(NetworkCommand):
+    op: Literal["network.create"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkDestroy(NetworkCommand):
+    op: Literal["network.destroy"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkUndefine(NetworkCommand):
+    op: Literal["network.undefine"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkSetAutostart(NetworkCommand):
+    op: Literal["network.set_autostart"]
+    args: SetAutostartArgs
+
+
+class NetworkLookup(NetworkCommand):
+    op: Literal["network.lookup"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkGetXmlDesc(NetworkCommand):
+    op: Literal["network.get_xml_desc"]
+    args: NoArgs = NoArgs()
+
+
+class NetworkGetDhcpLeases(NetworkCommand):
+    op: Literal["network.get_dhcp_leases"]
+    args: DhcpLeasesArgs = DhcpLeasesArgs()
+
+
+class ListNetworks(CommandBase):
+    op: Literal["host.list_networks"]
+    args: ListNetworksArgs = ListNetworksArgs()
+
+
+class AttachDevice(DomainCommand):
+    op: Literal["domain.attach_device"]
+    args: DeviceArgs
+
+
+class DetachDevice(DomainCommand):
+    op: Literal["domain.detach_device"]
+    args: DeviceArgs
+
+
+class InterfaceAddresses(DomainCommand):
+    op: Literal["domain.interface_addresses"]
+    args: InterfaceAddressesArgs = InterfaceAddressesArgs()
+
+
+class PoolArgs(WireModel):
+    pool: PoolName
+
+
+class VolumeArgs(WireModel):
+    pool: PoolName
+    volume: VolumeName
+
+
+class VolumeCreateArgs(WireModel):
+    """``name`` and ``capacity`` (bytes), or ``xml``: libvirt volume XML."""
+
+    pool: PoolName
+    name: VolumeName
+    capacity: int = Field(default=0, ge=0, le=2**63 - 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_xml(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "xml" not in data:
+            return data
+        if not isinstance(data["xml"], str):
+            raise ValueError("xml must be a string")
+        rest = {key: value for key, value in data.items() if key != "xml"}
+        return {**rest, **volume_fields(data["xml"])}
+
+
+class SnapshotArgs(WireModel):
+    snapshot: SnapshotName
+
+
+class SnapshotCreateArgs(WireModel):
+    """``name`` (the creation time in seconds when left out) and ``description``, or
+    ``xml``: libvirt ``<domainsnapshot>`` XML."""
+
+    name: SnapshotName | None = None
+    description: Description = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_xml(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "xml" not in data:
+            return data
+        if not isinstance(data["xml"], str):
+            raise ValueError("xml must be a string")
+        rest = {key: value for key, value in data.items() if key != "xml"}
+        return {**rest, **snapshot_fields(data["xml"])}
+
+
+class SnapshotRevertArgs(WireModel):
+    """virDomainRevertToSnapshot: the domain runs afterwards if it ran when the
+    snapshot was taken, unless ``start`` says (REVERT_RUNNING, REVERT_PAUSED)."""
+
+    snapshot: SnapshotName
+    start: Literal["running", "paused"] | None = None
+
+
+class ListPools(CommandBase):
+    op: Literal["host.list_pools"]
+    args: NoArgs = NoArgs()
+
+
+class PoolLookup(CommandBase):
+    op: Literal["pool.lookup"]
+    args: PoolArgs
+
+
+class PoolGetXmlDesc(CommandBase):
+    op: Literal["pool.get_xml_desc"]
+    args: PoolArgs
+
+
+class PoolListVolumes(CommandBase):
+    op: Literal["pool.list_volumes"]
+    args: PoolArgs
+
+
+class VolumeCreate(CommandBase):
+    op: Literal["volume.create"]
+    args: VolumeCreateArgs
+
+
+class VolumeDelete(CommandBase):
+    op: Literal["volume.delete"]
+    args: VolumeArgs
+
+
+class VolumeGetInfo(CommandBase):
+    op: Literal["volume.get_info"]
+    args: VolumeArgs
+
+
+class VolumeGetXmlDesc(CommandBase):
+    op: Literal["volume.get_xml_desc"]
+    args: VolumeArgs
+
+
+class SnapshotCreate(DomainCommand):
+    op: Literal["domain.snapshot_create"]
+    args: SnapshotCreateArgs = SnapshotCreateArgs()
+
+
+class ListSnapshots(DomainCommand):
+    op: Literal["domain.snapshot_list"]
+    args: NoArgs = NoArgs()
+
+
+class SnapshotCurrent(DomainCommand):
+    op: Literal["domain.snapshot_current"]
+    args: NoArgs = NoArgs()
+
+
+class SnapshotLookup(DomainCommand):
+    op: Literal["snapshot.lookup"]
+    args: SnapshotArgs
+
+
+class SnapshotGetXmlDesc(DomainCommand):
+    op: Literal["snapshot.get_xml_desc"]
+    args: SnapshotArgs
+
+
+class SnapshotRevert(DomainCommand):
+    op: Literal["domain.snapshot_revert"]
+    args: SnapshotRevertArgs
+
+
+class SnapshotDelete(DomainCommand):
+    op: Literal["snapshot.delete"]
+    args: SnapshotArgs
 
 
 Command = Annotated[
@@ -321,7 +792,42 @@ Command = Annotated[
     | GetHostInfo
     | Ping
     | Login
-    | Logout,
+    | Logout
+    | GetStats
+    | GetAllDomainStats
+    | GetCapabilities
+    | GetNodeStats
+    | NetworkDefine
+    | NetworkCreate
+    | NetworkDestroy
+    | NetworkUndefine
+    | NetworkSetAutostart
+    | NetworkLookup
+    | NetworkGetXmlDesc
+    | NetworkGetDhcpLeases
+    | ListNetworks
+    | AttachDevice
+    | DetachDevice
+    | InterfaceAddresses
+    | ListPools
+    | PoolLookup
+    | PoolGetXmlDesc
+    | PoolListVolumes
+    | VolumeCreate
+    | VolumeDelete
+    | VolumeGetInfo
+    | VolumeGetXmlDesc
+    | SnapshotCreate
+    | ListSnapshots
+    | SnapshotCurrent
+    | SnapshotLookup
+    | SnapshotGetXmlDesc
+    | SnapshotRevert
+    | SnapshotDelete
+    | SetMetadata
+    | GetMetadata
+    | GetConsoleOutput
+    | OpenConsole,
     Field(discriminator="op"),
 ]
 

@@ -8,6 +8,7 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
 
     <domain type='docker'>  (or 'lxc')     id='N' written while running, ignored when read
     <name>, <uuid>                         name, uuid
+    <title>, <description>                 title, description
     <metadata>                             metadata_xml: its elements, kept verbatim
     <memory>, <currentMemory>              memory_kib; every libvirt unit, KiB by default
     <vcpu>                                 vcpus
@@ -24,10 +25,16 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
     <devices>
       <filesystem type='template'>         image: <source name='IMAGE'/> <target dir='/'/>
       <filesystem type='mount'>…           mounts: <source dir/> <target dir/> [<readonly/>]
-      <interface type='network'>           network: <source network='NAME'/>; none without
+      <interface type='network'>           the first: network (<source network='NAME'/>) and
+                                           mac (<mac address='…'/>); none without; further
+                                           ones: interfaces
+      <filesystem type='volume'>…          volumes: <source pool volume/> <target dir/> [<readonly>]
+      <console type='pty'>                 console: an interactive console (a terminal)
     <virtbus:config xmlns:virtbus='urn:virtbus:domain'>   what libvirt has no element for:
       <virtbus:autostart>yes|no, <virtbus:init>yes|no, <virtbus:pids_limit>N,
       <virtbus:metadata name='K'>V</virtbus:metadata>…    (the spec's metadata)
+      <virtbus:healthcheck interval='S' timeout='S' retries='N'>
+        <virtbus:arg>…</virtbus:arg>…</virtbus:healthcheck>  (the spec's healthcheck)
 
 Errors are XmlError. XML_ERROR: text that is not XML, a root that is not ``<domain>``,
 something required missing or repeated, a value that cannot be read (a number, a unit, a
@@ -47,7 +54,7 @@ from lxml import etree
 from pydantic import ValidationError
 
 from schemas.codes import ErrorCode
-from schemas.domain import DomainSpec
+from schemas.domain import DomainSpec, derived_mac
 from schemas.xmldoc import (
     XmlError,
     escape_attribute,
@@ -214,6 +221,8 @@ class _Reader:
         readers: dict[str, Callable[[Element], None]] = {
             "name": self.name,
             "uuid": self.uuid,
+            "title": self.title,
+            "description": self.description,
             "metadata": self.metadata,
             "memory": self.memory,
             "currentMemory": self.current_memory,
@@ -238,6 +247,7 @@ class _Reader:
             )
         if not self.fields.get("name"):
             raise XmlError(ErrorCode.XML_ERROR, "missing <name>")
+        self.drop_derived_macs()
         if "image" not in self.fields:
             raise XmlError(
                 ErrorCode.CONFIG_UNSUPPORTED,
@@ -245,6 +255,18 @@ class _Reader:
                 "a domain cannot have the host's root filesystem",
             )
         return self.fields
+
+    def drop_derived_macs(self) -> None:
+        """A MAC address equal to the one derived from the UUID is not kept: dumpxml
+        writes it, and the definition read back stays the same."""
+        uuid = self.fields.get("uuid")
+        if uuid is None:
+            return
+        if self.fields.get("mac") == derived_mac(uuid, self.fields.get("network", "")):
+            del self.fields["mac"]
+        for nic in self.fields.get("interfaces", []):
+            if nic.get("mac") == derived_mac(uuid, nic["network"]):
+                del nic["mac"]
 
     def name(self, element: Element) -> None:
         self.only(element, "<name>")
@@ -257,6 +279,14 @@ class _Reader:
             self.fields["uuid"] = str(UUID(text))
         except ValueError:
             raise XmlError(ErrorCode.XML_ERROR, f"malformed <uuid> {_quoted(text)}") from None
+
+    def title(self, element: Element) -> None:
+        self.only(element, "<title>")
+        self.fields["title"] = _text(element, "<title>")
+
+    def description(self, element: Element) -> None:
+        self.only(element, "<description>")
+        self.fields["description"] = _text(element, "<description>")
 
     def metadata(self, element: Element) -> None:
         self.only(element, "<metadata>")
@@ -364,12 +394,28 @@ class _Reader:
 
     def devices(self, element: Element) -> None:
         self.only(element, "<devices>")
-        kinds = ("filesystem", "interface")
+        kinds = ("filesystem", "interface", "console")
         found = self.children(element, "<devices>", kinds, repeatable=kinds)
         for filesystem in found.get("filesystem", []):
             self.filesystem(filesystem)
         for interface in found.get("interface", []):
             self.interface(interface)
+        for console in found.get("console", []):
+            self.console(console)
+
+    def console(self, element: Element) -> None:
+        """``<console type='pty'>``, with whatever target libvirt writes inside it (a
+        container has one console: its terminal)."""
+        kind = element.get("type", "")
+        where = f"<devices><console type='{kind}'>"
+        self.only(element, where, ("type", "tty"))
+        if kind != "pty":
+            self.refuse(where, element)
+            return
+        if self.fields.get("console"):
+            self.refuse("<devices><console> (a second console)", element)
+        self.children(element, where, ("target", "source", "alias"))
+        self.fields["console"] = True
 
     def filesystem(self, element: Element) -> None:
         kind = element.get("type", "mount")
@@ -378,8 +424,11 @@ class _Reader:
         access = element.get("accessmode", "passthrough")
         if access != "passthrough":
             self.refuse(f"<devices><filesystem accessmode='{access}'>", element)
-        if kind not in ("template", "mount"):
+        if kind not in ("template", "mount", "volume"):
             self.refuse(where, element)
+            return
+        if kind == "volume":
+            self.volume(element, where)
             return
         found = self.children(element, where, ("source", "target", "readonly"))
         source_key = "name" if kind == "template" else "dir"
@@ -405,6 +454,28 @@ class _Reader:
             mount = {"source": source, "target": target, "readonly": bool(readonly)}
             self.fields.setdefault("mounts", []).append(mount)
 
+    def volume(self, element: Element, where: str) -> None:
+        """``<filesystem type='volume'>``: ``<source pool='…' volume='…'/>``."""
+        found = self.children(element, where, ("source", "target", "readonly"))
+        sources = found.get("source")
+        if not sources:
+            raise XmlError(ErrorCode.XML_ERROR, f"missing {where}<source>")
+        source = sources[0]
+        self.only(source, f"{where}<source>", ("pool", "volume"))
+        _text(source, f"{where}<source>")
+        pool, volume = source.get("pool"), source.get("volume")
+        if pool is None or volume is None:
+            raise XmlError(ErrorCode.XML_ERROR, f"missing pool or volume of {where}<source>")
+        target = self.place(found, "target", "dir", where)
+        if target == "/":
+            self.refuse(f"{where}<target dir='/'> (a volume as the root filesystem)", element)
+        readonly = found.get("readonly", [])
+        for flag in readonly:
+            self.only(flag, f"{where}<readonly>")
+            _text(flag, f"{where}<readonly>")
+        mount = {"pool": pool, "volume": volume, "target": target, "readonly": bool(readonly)}
+        self.fields.setdefault("volumes", []).append(mount)
+
     def place(self, found: dict[str, list[Element]], tag: str, key: str, where: str) -> str:
         """The one attribute of a filesystem's or interface's <source> or <target>."""
         elements = found.get(tag)
@@ -418,22 +489,22 @@ class _Reader:
         return value
 
     def interface(self, element: Element) -> None:
-        kind = element.get("type", "")
-        where = f"<devices><interface type='{kind}'>"
-        self.only(element, where, ("type",))
-        if kind != "network":
-            self.refuse(where, element)
+        nic = interface_fields(element, self)
+        if nic is None:
             return
-        network = self.place(self.children(element, where, ("source",)), "source", "network", where)
-        if "network" in self.fields:
-            self.refuse("<devices><interface> (a second interface)", element)
-        self.fields["network"] = network
+        if "network" not in self.fields:
+            self.fields["network"] = nic["network"]
+            if "mac" in nic:
+                self.fields["mac"] = nic["mac"]
+        else:
+            self.fields.setdefault("interfaces", []).append(nic)
 
     def config(self, element: Element) -> None:
         where = f"<{_shown(element)}>"
         self.only(element, where)
         tags = {
-            name: f"{PREFIX}:{name}" for name in ("autostart", "init", "pids_limit", "metadata")
+            name: f"{PREFIX}:{name}"
+            for name in ("autostart", "init", "pids_limit", "metadata", "healthcheck")
         }
         found = self.children(element, where, tags.values(), repeatable=(tags["metadata"],))
         for name in ("autostart", "init"):
@@ -467,6 +538,24 @@ class _Reader:
             metadata[key] = _text(entry, shown)
         if metadata:
             self.fields["metadata"] = metadata
+        for check in found.get(tags["healthcheck"], []):
+            self.healthcheck(check)
+
+    def healthcheck(self, element: Element) -> None:
+        shown = f"<{_shown(element)}>"
+        self.only(element, shown, ("interval", "timeout", "retries"))
+        arg = f"{PREFIX}:arg"
+        args = self.children(element, shown, (arg,), repeatable=(arg,)).get(arg, [])
+        check: dict[str, Any] = {"command": [_text(a, f"<{_shown(a)}>") for a in args]}
+        for attribute, field in (
+            ("interval", "interval_s"),
+            ("timeout", "timeout_s"),
+            ("retries", "retries"),
+        ):
+            value = element.get(attribute)
+            if value is not None:
+                check[field] = _number(value, f"{shown[:-1]} {attribute}>")
+        self.fields["healthcheck"] = check
 
 
 def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
@@ -478,6 +567,10 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
     add(_element(1, "name", spec.name))
     if spec.uuid is not None:
         add(_element(1, "uuid", str(spec.uuid)))
+    if spec.title is not None:
+        add(_element(1, "title", spec.title))
+    if spec.description is not None:
+        add(_element(1, "description", spec.description))
     if spec.metadata_xml is not None:
         add("  <metadata>")
         lines.extend(
@@ -520,14 +613,84 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
         if mount.readonly:
             add(_element(3, "readonly", None))
         add("    </filesystem>")
-    if spec.network != "none":
-        add(_open(2, "interface", type="network"))
-        add(_element(3, "source", None, network=spec.network))
-        add("    </interface>")
+    for volume in spec.volumes:
+        add(_open(2, "filesystem", type="volume", accessmode="passthrough"))
+        add(_element(3, "source", None, pool=volume.pool, volume=volume.volume))
+        add(_element(3, "target", None, dir=volume.target))
+        if volume.readonly:
+            add(_element(3, "readonly", None))
+        add("    </filesystem>")
+    for index, nic in enumerate(spec.nics()):
+        lines += interface_lines(nic.network, nic.mac, f"net{index}", depth=2)
+    if spec.console:
+        add(_open(2, "console", type="pty"))
+        add(_element(3, "target", None, type="lxc", port="0"))
+        add("    </console>")
     add("  </devices>")
     lines += _config(spec)
     add("</domain>")
     return "\n".join(lines) + "\n"
+
+
+def interface_fields(element: Element, reader: _Reader | None = None) -> dict[str, Any] | None:
+    """The fields of one ``<interface type='network'>``: network and, if given, mac. An
+    interface of another type is refused through ``reader`` (None: CONFIG_UNSUPPORTED
+    at once, as for a device on its own)."""
+    reader = reader or _Reader()
+    kind = element.get("type", "")
+    where = f"<devices><interface type='{kind}'>"
+    reader.only(element, where, ("type",))
+    if kind != "network":
+        reader.refuse(where, element)
+    else:
+        found = reader.children(element, where, ("source", "mac", "alias", "model"))
+        nic: dict[str, Any] = {"network": reader.place(found, "source", "network", where)}
+        if "mac" in found:
+            nic["mac"] = reader.place(found, "mac", "address", where)
+        for model in found.get("model", []):
+            if model.get("type") not in (None, "virtio"):
+                reader.refuse(f"{where}<model type='{model.get('type')}'>", model)
+    return None if kind != "network" else nic
+
+
+def device_fields(xml: str) -> dict[str, Any]:
+    """One device, as virDomainAttachDevice takes it: ``{"interface": {network, mac}}``
+    for an ``<interface type='network'>``, ``{"filesystem": {source, target, readonly}}``
+    for a ``<filesystem type='mount'>``. Raises XmlError as for a domain."""
+    root = parse_xml(xml)
+    reader = _Reader()
+    result: dict[str, Any] = {}
+    if root.tag == "interface":
+        nic = interface_fields(root, reader)
+        if nic is not None:
+            result["interface"] = nic
+    elif root.tag == "filesystem":
+        if root.get("type", "mount") != "mount":
+            reader.refuse(f"<filesystem type='{root.get('type')}'> (as a device)", root)
+        else:
+            reader.filesystem(root)
+            mounts = reader.fields.get("mounts", [])
+            if mounts:
+                result["filesystem"] = mounts[0]
+    else:
+        reader.refuse(f"<{_shown(root)}> (as a device)", root)
+    if reader.refused:
+        raise XmlError(
+            ErrorCode.CONFIG_UNSUPPORTED, "not supported by virtbus: " + ", ".join(reader.refused)
+        )
+    return result
+
+
+def interface_lines(network: str, mac: str | None, alias: str | None, depth: int) -> list[str]:
+    """An ``<interface type='network'>`` as libvirt writes it."""
+    lines = [_open(depth, "interface", type="network")]
+    if mac is not None:
+        lines.append(_element(depth + 1, "mac", None, address=mac))
+    lines.append(_element(depth + 1, "source", None, network=network))
+    if alias is not None:
+        lines.append(_element(depth + 1, "alias", None, name=alias))
+    lines.append(f"{'  ' * depth}</interface>")
+    return lines
 
 
 def _id(domain_id: int | None) -> str:
@@ -546,6 +709,19 @@ def _config(spec: DomainSpec) -> list[str]:
     lines += (
         _element(2, f"{PREFIX}:metadata", value, name=key) for key, value in spec.metadata.items()
     )
+    check = spec.healthcheck
+    if check is not None:
+        lines.append(
+            _open(
+                2,
+                f"{PREFIX}:healthcheck",
+                interval=str(check.interval_s),
+                timeout=str(check.timeout_s),
+                retries=str(check.retries),
+            )
+        )
+        lines += (_element(3, f"{PREFIX}:arg", arg) for arg in check.command)
+        lines.append(f"    </{PREFIX}:healthcheck>")
     if not lines:
         return []
     opening = _open(1, f"{PREFIX}:config", **{f"xmlns:{PREFIX}": NAMESPACE})

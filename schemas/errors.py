@@ -19,6 +19,8 @@ exception, the class keeps it as a second base (``except TimeoutError`` still wo
     ├── BrokerUnreachable (ConnectionError)
     │                                 agent/errors.py: the client cannot reach the broker
     ├── NotConnected (RuntimeError)   agent/errors.py: a call on a connection not open
+    ├── NoHost (LookupError)          agent/errors.py: no queue for the host or group
+    │                                 a command is sent to (NO_CONNECT)
     ├── BusUnavailable (ConnectionError)
     │                                 agent/host/bus.py: the agent's bus is reconnecting
     ├── Refused                       agent/signing.py: a command that failed

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter
 
 from schemas.base import WIRE_VERSION, DomainName, HostName, Timestamp, Uuid, WireModel
-from schemas.codes import Lifecycle
+from schemas.codes import EventId, Lifecycle
 
 Origin = Literal["agent", "external", "reconcile"]
 
@@ -68,6 +68,75 @@ class TunableEvent(DomainEventBase):
         return f"{self.host}.tunable"
 
 
+class DeviceEvent(DomainEventBase):
+    """libvirt's DEVICE_ADDED (event ID 19) or DEVICE_REMOVED (15): a device plugged into
+    or out of the running domain, by its alias (``net1``)."""
+
+    kind: Literal["device"] = "device"
+    event: Literal["added", "removed"]
+    event_id: int
+    alias: str
+
+    @classmethod
+    def of(cls, event: Literal["added", "removed"], **fields: object) -> DeviceEvent:
+        code = EventId.DEVICE_ADDED if event == "added" else EventId.DEVICE_REMOVED
+        return cls.model_validate({"event": event, "event_id": int(code), **fields})
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.device.{self.event}"
+
+
+class NetworkRef(WireModel):
+    name: DomainName
+    uuid: Uuid
+
+
+class NetworkEvent(EventBase):
+    """libvirt's network lifecycle event (``virNetworkEventLifecycleType``); ``detail``
+    is always ``none`` (0), as libvirt's."""
+
+    seq: int = Field(ge=1)
+    kind: Literal["network"] = "network"
+    network: NetworkRef
+    event: str
+    event_code: int
+    detail: str = "none"
+    detail_code: int = 0
+    cause: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.network.{self.event}.{self.detail}"
+
+
+class MetadataChangeEvent(DomainEventBase):
+    """libvirt's VIR_DOMAIN_EVENT_ID_METADATA_CHANGE (23): the description, title or a
+    namespace's element (``nsuri``) changed; one event per change."""
+
+    kind: Literal["metadata_change"] = "metadata_change"
+    type: Literal["description", "title", "element"]
+    type_code: int
+    nsuri: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.metadata_change"
+
+
+class HealthEvent(DomainEventBase):
+    """The domain's health check (its spec's ``healthcheck``, or its image's) changed
+    its verdict. libvirt has no such event: the gateway reports it as the guest agent's
+    lifecycle (VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, 18), healthy as connected."""
+
+    kind: Literal["health"] = "health"
+    status: Literal["healthy", "unhealthy"]
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.host}.health.{self.status}"
+
+
 Presence = Literal["online", "heartbeat", "offline"]
 
 
@@ -87,8 +156,19 @@ class AgentEvent(EventBase):
         return f"{self.host}.agent.{self.state}"
 
 
-DomainEvent = Annotated[LifecycleEvent | RebootEvent | TunableEvent, Field(discriminator="kind")]
+DomainEvent = Annotated[
+    LifecycleEvent | RebootEvent | TunableEvent | DeviceEvent | MetadataChangeEvent | HealthEvent,
+    Field(discriminator="kind"),
+]
 Event = Annotated[
-    LifecycleEvent | RebootEvent | TunableEvent | AgentEvent, Field(discriminator="kind")
+    LifecycleEvent
+    | RebootEvent
+    | TunableEvent
+    | DeviceEvent
+    | NetworkEvent
+    | MetadataChangeEvent
+    | HealthEvent
+    | AgentEvent,
+    Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.base import WIRE_VERSION, HostName, Timestamp, WireModel
 from schemas.codes import ErrorCode
-from schemas.domain import DomainRecord
+from schemas.domain import DomainRecord, State, reason_enum
+from schemas.events import DomainRef
+from schemas.network import NetworkRecord
+from schemas.storage import (
+    PoolList,
+    PoolRecord,
+    SnapshotList,
+    SnapshotRecord,
+    VolumeList,
+    VolumeRecord,
+)
 
 
 class ErrorBody(WireModel):
@@ -28,7 +38,7 @@ class DomainList(WireModel):
 class DomainInfo(WireModel):
     """virDomainGetInfo."""
 
-    state: int
+    state: State
     max_mem_kib: int
     memory_kib: int
     nr_virt_cpu: int
@@ -38,8 +48,10 @@ class DomainInfo(WireModel):
 class DomainStateInfo(WireModel):
     """virDomainGetState."""
 
-    state: int
+    state: State
     reason: int
+
+    _reason = field_validator("reason")(reason_enum)
 
 
 class DomainCounts(WireModel):
@@ -51,6 +63,9 @@ class DomainCounts(WireModel):
 
 
 class HostInfo(WireModel):
+    """The host, as virNodeGetInfo and virConnectGetHostname/GetVersion see it:
+    ``arch`` is libvirt's CPU model field, ``cpu_model`` the processor's name."""
+
     hostname: HostName
     groups: list[str]
     cpus: int
@@ -59,6 +74,52 @@ class HostInfo(WireModel):
     agent_version: str
     heartbeat_s: float
     domains: DomainCounts
+    arch: str = ""
+    cpu_model: str = ""
+    mhz: int = 0
+    nodes: int = 1
+    sockets: int = 1
+    cores: int = 1
+    threads: int = 1
+
+
+StatValue = int | str
+
+
+class DomainStats(WireModel):
+    """One domain's statistics, read at ``time``: libvirt's keys and units (ns of CPU
+    time, KiB of memory, bytes and requests of I/O), flat, as virDomainStatsRecord's
+    typed parameters. Counters are cumulative: rates are differences over ``time``."""
+
+    domain: DomainRef
+    time: Timestamp
+    stats: dict[str, StatValue]
+
+
+class DomainStatsList(WireModel):
+    """virConnectGetAllDomainStats' records, one per domain (``records``, not
+    ``domains``: an empty list must not read as a DomainList)."""
+
+    records: list[DomainStats]
+
+
+class HostCapabilities(WireModel):
+    """virConnectGetCapabilities, virConnectGetDomainCapabilities and
+    virConnectGetSysinfo: three XML documents."""
+
+    capabilities: str
+    domain_capabilities: str
+    sysinfo: str
+
+
+class NodeStats(WireModel):
+    """virNodeGetMemoryStats (KiB: total, free, buffers, cached) and virNodeGetCPUStats
+    (ns: kernel, user, idle, iowait) for all CPUs and for each, read at ``time``."""
+
+    time: Timestamp
+    memory: dict[str, int]
+    cpu: dict[str, int]
+    cpus: list[dict[str, int]]
 
 
 class Pong(WireModel):
@@ -67,17 +128,129 @@ class Pong(WireModel):
 
 
 class DomainXml(WireModel):
-    """virDomainGetXMLDesc: the domain's libvirt domain XML."""
+    """virDomainGetXMLDesc: the domain's libvirt domain XML; also the XML of a storage
+    pool, a volume or a snapshot (their GetXMLDesc)."""
 
     xml: str
+
+
+class NetworkList(WireModel):
+    networks: list[NetworkRecord]
+
+
+class NetworkXml(WireModel):
+    """virNetworkGetXMLDesc: the network's libvirt network XML."""
+
+    network_xml: str
+
+
+class DhcpLease(WireModel):
+    """virNetworkDHCPLease: an address Docker's IPAM gave a domain on the network."""
+
+    iface: str
+    expiry_time: int
+    """Seconds since the epoch; 0: the address is the domain's while it stays joined."""
+    type: int
+    """``virIPAddrType``: 0 IPv4, 1 IPv6."""
+    mac: str | None
+    ipaddr: str
+    prefix: int
+    hostname: str | None
+    client_id: str | None = None
+
+
+class DhcpLeases(WireModel):
+    leases: list[DhcpLease]
+
+
+class IpAddress(WireModel):
+    type: int
+    """``virIPAddrType``: 0 IPv4, 1 IPv6."""
+    addr: str
+    prefix: int
+
+
+class DomainInterface(WireModel):
+    """virDomainInterface: one interface with its addresses."""
+
+    name: str
+    hwaddr: str | None
+    addrs: list[IpAddress]
+
+
+class DomainInterfaces(WireModel):
+    interfaces: list[DomainInterface]
+
+
+class DeviceChange(WireModel):
+    """A device attached or detached: where the change took effect. ``live`` false means
+    the running domain is unchanged and the device comes or goes at its next start."""
+
+    domain: DomainRecord
+    alias: str
+    live: bool
+    config: bool
 
 
 class Done(WireModel):
     """The result of an op that has nothing to return."""
 
 
+class Metadata(WireModel):
+    """virDomainGetMetadata: the description, the title, or the namespace's element (as
+    XML, without the namespace)."""
+
+    metadata: str
+
+
+class ConsoleOutput(WireModel):
+    """The end of a domain's console output; ``truncated`` when there was more."""
+
+    output: str
+    truncated: bool
+
+
+class ConsoleSession(WireModel):
+    """An open console: ``queue`` is the agent's end of the stream, where the caller
+    sends its input; frames are at most ``max_frame`` bytes and at most ``window`` data
+    frames travel unacknowledged in each direction (docs/console-metadata.md)."""
+
+    session: str
+    queue: str
+    max_frame: int
+    window: int
+    idle_timeout_s: float
+
+
 Result = (
-    DomainRecord | DomainList | DomainInfo | DomainStateInfo | HostInfo | Pong | DomainXml | Done
+    DomainRecord
+    | DomainList
+    | DomainInfo
+    | DomainStateInfo
+    | HostInfo
+    | Pong
+    | DomainXml
+    | Done
+    | DomainStats
+    | DomainStatsList
+    | HostCapabilities
+    | NodeStats
+    | NetworkRecord
+    | NetworkList
+    | NetworkXml
+    | DhcpLeases
+    | DomainInterfaces
+    | DeviceChange
+    | Done
+    | PoolRecord
+    | PoolList
+    | VolumeRecord
+    | VolumeList
+    | SnapshotRecord
+    | SnapshotList
+    | Metadata
+    | ConsoleOutput
+    | ConsoleSession
 )
 
 

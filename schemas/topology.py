@@ -23,6 +23,8 @@ EVENTS_EXCHANGE = "virtbus.events"
 DEAD_EXCHANGE = "virtbus.dead"
 DEAD_QUEUE = "virtbus.dead"
 """Keeps dead letters: without a queue bound to it the fanout would drop them."""
+HISTORY_QUEUE = "virtbus.events.history"
+"""The fleet's recent events, a stream: read from any offset or time, never consumed away."""
 
 BROADCAST_ALL = "all"
 
@@ -92,6 +94,34 @@ DEAD_LETTERS = Queue(
 """Quorum, so that it outlives any one node of a cluster; bounded in length, bytes and
 age. Nothing consumes it."""
 DEAD_LETTER_BINDING = Binding(DEAD, DEAD_LETTERS)
+
+
+HISTORY_MAX_AGE = "7D"
+HISTORY_MAX_BYTES = 1024 * 1024 * 1024
+HISTORY_SEGMENT_BYTES = 16 * 1024 * 1024
+"""The history keeps at most this age and these bytes; the oldest segment goes first."""
+HISTORY_KEYS = (
+    "*.lifecycle.#",
+    "*.reboot",
+    "*.tunable",
+    "*.agent.online",
+    "*.agent.offline",
+)
+"""What the history keeps: every domain event and the agents' arrivals and goodbyes, not
+their heartbeats (at a 1,000-host fleet's rate they would push real events out)."""
+HISTORY = Queue(
+    HISTORY_QUEUE,
+    arguments={
+        "x-queue-type": "stream",
+        "x-max-age": HISTORY_MAX_AGE,
+        "x-max-length-bytes": HISTORY_MAX_BYTES,
+        "x-stream-max-segment-size-bytes": HISTORY_SEGMENT_BYTES,
+    },
+)
+"""A stream queue (replicated on every node of a cluster); a reader attaches with the
+consumer argument ``x-stream-offset`` (``first``, ``last``, ``next``, an offset, or a
+timestamp) and acknowledges nothing away."""
+HISTORY_BINDINGS = tuple(Binding(EVENTS, HISTORY, key) for key in HISTORY_KEYS)
 
 
 def host_queue(host: str) -> str:

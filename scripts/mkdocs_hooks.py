@@ -32,7 +32,7 @@ from schemas.codes import (
     RunningReason,
     ShutoffReason,
 )
-from schemas.commands import OPS, Command, DomainCommand
+from schemas.commands import OPS, Command, DomainCommand, NetworkCommand
 from schemas.events import Event
 
 LIBVIRT: dict[str, str] = {
@@ -58,9 +58,52 @@ LIBVIRT: dict[str, str] = {
     "host.ping": "—",
     "host.login": "— (docker login)",
     "host.logout": "— (docker logout)",
+    "domain.get_stats": "virDomainListGetStats (and its memory, block, interface, CPU stats)",
+    "host.get_all_domain_stats": "virConnectGetAllDomainStats",
+    "host.get_capabilities": "virConnectGetCapabilities / GetDomainCapabilities / GetSysinfo",
+    "host.get_node_stats": "virNodeGetMemoryStats / virNodeGetCPUStats",
+    "network.define": "virNetworkDefineXML",
+    "network.create": "virNetworkCreate",
+    "network.destroy": "virNetworkDestroy",
+    "network.undefine": "virNetworkUndefine",
+    "network.set_autostart": "virNetworkSetAutostart",
+    "network.lookup": "virNetworkLookupByName / ByUUID",
+    "network.get_xml_desc": "virNetworkGetXMLDesc",
+    "network.get_dhcp_leases": "virNetworkGetDHCPLeases",
+    "host.list_networks": "virConnectListAllNetworks",
+    "domain.attach_device": "virDomainAttachDeviceFlags",
+    "domain.detach_device": "virDomainDetachDeviceFlags",
+    "domain.interface_addresses": "virDomainInterfaceAddresses",
+    "host.list_pools": "virConnectListAllStoragePools",
+    "pool.lookup": "virStoragePoolLookupByName / virStoragePoolGetInfo",
+    "pool.get_xml_desc": "virStoragePoolGetXMLDesc",
+    "pool.list_volumes": "virStoragePoolListAllVolumes",
+    "volume.create": "virStorageVolCreateXML",
+    "volume.delete": "virStorageVolDelete",
+    "volume.get_info": "virStorageVolLookupByName / virStorageVolGetInfo",
+    "volume.get_xml_desc": "virStorageVolGetXMLDesc",
+    "domain.snapshot_create": "virDomainSnapshotCreateXML",
+    "domain.snapshot_list": "virDomainListAllSnapshots",
+    "domain.snapshot_current": "virDomainSnapshotCurrent",
+    "snapshot.lookup": "virDomainSnapshotLookupByName",
+    "snapshot.get_xml_desc": "virDomainSnapshotGetXMLDesc",
+    "domain.snapshot_revert": "virDomainRevertToSnapshot",
+    "snapshot.delete": "virDomainSnapshotDelete",
+    "domain.set_metadata": "virDomainSetMetadata",
+    "domain.get_metadata": "virDomainGetMetadata",
+    "domain.get_console_output": "— (nova's get_console_output)",
+    "domain.open_console": "virDomainOpenConsole",
 }
 """The libvirt function each op stands for: the one fact of the op table that the models
 do not carry."""
+
+OTHER_EVENT_IDS = {
+    "device": "`DEVICE_ADDED` (19), `DEVICE_REMOVED` (15)",
+    "network": "network `LIFECYCLE` (0)",
+}
+"""Event kinds whose libvirt event ID is not named by the kind."""
+LIBVIRT_EVENTS = {"health": "AGENT_LIFECYCLE"}
+"""Event kinds whose libvirt event is not named as they are."""
 
 REASONS: dict[DomainState, type[IntEnum]] = {
     DomainState.RUNNING: RunningReason,
@@ -137,7 +180,7 @@ def ops_table() -> str:
         args = "<br>".join(described) or "—"
         if described and not args_field.is_required():
             args += "<br>(`args` may be left out)"
-        target = "required" if issubclass(model, DomainCommand) else "—"
+        target = "required" if issubclass(model, DomainCommand | NetworkCommand) else "—"
         rows.append(f"| `{op}` | `{model.__name__}` | {target} | {args} | {LIBVIRT[op]} |")
     return "\n".join(rows)
 
@@ -159,12 +202,13 @@ def event_kinds() -> str:
         )
         keys = [
             model.model_construct(
-                host="<host>", event="<event>", detail="<detail>", state=state
+                host="<host>", event="<event>", detail="<detail>", state=state, status="<status>"
             ).routing_key  # type: ignore[attr-defined]
             for state in states
         ]
-        event_id = EventId.__members__.get(kind.upper())
+        event_id = EventId.__members__.get(LIBVIRT_EVENTS.get(kind, kind.upper()))
         libvirt = "— (presence)" if event_id is None else f"`{event_id.name}` ({int(event_id)})"
+        libvirt = OTHER_EVENT_IDS.get(kind, libvirt)
         routing = _cell(" · ".join(f"`{key}`" for key in keys))
         rows.append(f"| `{kind}` | `{model.__name__}` | {routing} | {libvirt} |")
     return "\n".join(rows)

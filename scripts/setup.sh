@@ -114,6 +114,9 @@ install_packages() {
     # the registry-credentials tests run a real registry with basic auth
     command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
     command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+    # the dashboard's browser tests drive headless Chromium through Selenium
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "system packages: all present"
@@ -155,6 +158,8 @@ install_packages() {
     command -v npm >/dev/null 2>&1 || die "npm still missing after install"
     command -v docker-registry >/dev/null 2>&1 || die "docker-registry still missing after install"
     command -v htpasswd >/dev/null 2>&1 || die "htpasswd still missing after install"
+    command -v chromium >/dev/null 2>&1 || die "chromium still missing after install"
+    command -v chromedriver >/dev/null 2>&1 || die "chromedriver still missing after install"
     log "packages installed"
 }
 

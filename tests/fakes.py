@@ -10,22 +10,61 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import agent.host.networks  # noqa: F401 (its handlers, which operations.py does not import)
 from agent.errors import VirtError, invalid
+from agent.host import (  # noqa: F401  (their handlers, as the agent has them)
+    console,
+    metadata,
+    snapshots,
+    storage,
+)
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainTable
-from agent.host.driver import Credentials, EngineFacts, Observed, RuntimeEvent, Usage
+from agent.host.driver import (
+    SNAPSHOT_REPOSITORY,
+    Credentials,
+    Endpoint,
+    EngineFacts,
+    EngineVolume,
+    NetworkFacts,
+    Observed,
+    RuntimeEvent,
+    SnapshotImage,
+    Usage,
+)
 from agent.host.monitor import Monitor
 from agent.host.operations import Operations
 from agent.host.store import Store
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
+from schemas.network import NetworkSpec
+
+
+class FakeTerminal:
+    """A terminal that echoes what is written to it, as ``cat`` on a tty does."""
+
+    def __init__(self) -> None:
+        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
+
+    async def read(self) -> bytes | None:
+        return await self._out.get()
+
+    async def write(self, data: bytes) -> None:
+        self._out.put_nowait(data)
+
+    def hang_up(self) -> None:
+        self._out.put_nowait(None)
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 @dataclass
@@ -61,9 +100,20 @@ class FakeDriver:
         self.called = asyncio.Condition()
         self.history: list[RuntimeEvent] = []
         """Every event reported, for a replay (Docker keeps its recent events)."""
+        self.deaf: set[str] = set()
+        """Handles of containers whose init ignores SIGTERM."""
+        self.written: dict[str, bytes] = {}
+        """Handle → what the container wrote (its console output)."""
         self._events: asyncio.Queue[RuntimeEvent | None] = asyncio.Queue()
+        self.networks: dict[str, NetworkSpec] = {}
+        """Virtbus network name → its spec, for each Docker network of one."""
+        self.joined: dict[str, dict[str, str | None]] = {}
+        """Handle → network → MAC address: the networks a container is on."""
         self._ids = itertools.count(1)
         self._pids = itertools.count(1000)
+        self.volumes_held: dict[str, EngineVolume] = {}
+        self.snapshots: dict[str, SnapshotImage] = {}
+        """Tag → snapshot image."""
 
     async def _enter(self, verb: str) -> None:
         self.calls.append(verb)
@@ -117,9 +167,16 @@ class FakeDriver:
         container = self.containers.get(handle)
         return None if container is None else container.status == "paused"
 
+    async def frozen(self, handle: str, pid: int) -> bool | None:
+        return await self.paused(handle, pid)
+
     async def observe(self, handle: str) -> Observed | None:
         container = self.containers.get(handle)
         return self._observed(container) if container else None
+
+    async def named(self, name: str) -> Observed | None:
+        found = [c for c in self.containers.values() if c.name == name]
+        return self._observed(found[0]) if found else None
 
     @staticmethod
     def _observed(c: FakeContainer) -> Observed:
@@ -139,6 +196,9 @@ class FakeDriver:
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
         await self._enter("create")
+        for wanted in spec.volumes:
+            if wanted.volume not in self.volumes_held:
+                raise VirtError(ErrorCode.NO_STORAGE_VOL, f"no volume '{wanted.volume}'")
         if any(c.name == name for c in self.containers.values()):
             raise invalid(f"Conflict. The container name '{name}' is already in use")
         handle = f"c{next(self._ids)}"
@@ -185,7 +245,7 @@ class FakeDriver:
             raise invalid(f"Container {handle} is not running")
         self._die(container, signal=9, exit_code=137)
 
-    async def restart(self, handle: str) -> None:
+    async def restart(self, handle: str, timeout_s: int = 10) -> None:
         await self._enter("restart")
         container = self._get(handle)
         self._die(container, signal=15, exit_code=143)
@@ -193,6 +253,29 @@ class FakeDriver:
         container.status, container.pid = "running", next(self._pids)
         self._emit(container, "start")
         self._emit(container, "restart")
+
+    async def signal(self, handle: str, signal: str) -> None:
+        await self._enter("signal")
+        container = self._get(handle)
+        if container.status not in ("running", "paused"):
+            raise invalid(f"Container {handle} is not running")
+        self._emit(container, "kill", signal=15)
+        if handle not in self.deaf:
+            container.status, container.pid, container.exit_code = "exited", 0, 143
+            self._emit(container, "die", exit_code=143)
+
+    async def wait_stopped(self, handle: str) -> None:
+        await self._enter("wait_stopped")
+
+    async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
+        await self._enter("output")
+        written = self.written.get(handle, b"")
+        return written[-max_bytes:], len(written) > max_bytes
+
+    async def attach(self, handle: str) -> FakeTerminal:
+        await self._enter("attach")
+        self._get(handle)
+        return FakeTerminal()
 
     async def pause(self, handle: str) -> None:
         await self._enter("pause")
@@ -229,6 +312,41 @@ class FakeDriver:
         await self._enter("usage")
         return Usage(memory_kib=1024, cpu_time_ns=42)
 
+    async def create_network(self, uuid: UUID, spec: NetworkSpec) -> NetworkFacts:
+        await self._enter("create_network")
+        if spec.name in self.networks:
+            raise invalid(f"network with name {spec.name} already exists")
+        self.networks[spec.name] = spec
+        return NetworkFacts(id=f"n-{spec.name}", bridge=spec.bridge or f"br-{spec.name}")
+
+    async def network_facts(self, name: str) -> NetworkFacts | None:
+        spec = self.networks.get(name)
+        return None if spec is None else NetworkFacts(f"n-{name}", spec.bridge or f"br-{name}")
+
+    async def remove_network(self, name: str) -> None:
+        await self._enter("remove_network")
+        if any(name in joined for joined in self.joined.values()):
+            raise VirtError(ErrorCode.OPERATION_FAILED, f"network {name} has active endpoints")
+        self.networks.pop(name, None)
+
+    async def connect(self, handle: str, network: str, mac: str | None) -> None:
+        await self._enter("connect")
+        self._get(handle)
+        self.joined.setdefault(handle, {})[network] = mac
+
+    async def disconnect(self, handle: str, network: str) -> None:
+        await self._enter("disconnect")
+        self.joined.get(handle, {}).pop(network, None)
+
+    async def endpoints(self, handle: str) -> list[Endpoint]:
+        container = self._get(handle)
+        joined = {nic.network: nic.mac for nic in container.spec.nics()[:1]}
+        joined.update(self.joined.get(handle, {}))
+        return [
+            Endpoint(network, mac, f"10.0.0.{index + 2}", 24, None, 0)
+            for index, (network, mac) in enumerate(joined.items())
+        ]
+
     async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
         await self._enter("default_command")
         if image not in self.images:
@@ -237,6 +355,39 @@ class FakeDriver:
 
     async def engine(self) -> EngineFacts:
         return EngineFacts(cpus=self.cpus, memory_kib=1 << 20, version="fake")
+
+    async def volumes(self) -> list[EngineVolume]:
+        await self._enter("volumes")
+        return list(self.volumes_held.values())
+
+    async def create_volume(self, pool: str, name: str, capacity: int) -> EngineVolume:
+        await self._enter("create_volume")
+        volume = EngineVolume(pool, name, f"/fake/volumes/{name}/_data", capacity)
+        self.volumes_held[name] = volume
+        return volume
+
+    async def remove_volume(self, name: str) -> None:
+        await self._enter("remove_volume")
+        self.volumes_held.pop(name, None)
+
+    async def commit(self, handle: str, tag: str, labels: Mapping[str, str]) -> str:
+        await self._enter("commit")
+        self._get(handle)
+        image = SnapshotImage(id=f"sha256:{tag}", tag=tag, labels=dict(labels))
+        self.snapshots[tag] = image
+        self.images[f"{SNAPSHOT_REPOSITORY}:{tag}"] = ["/bin/sh"]
+        return image.id
+
+    async def snapshot_images(self) -> list[SnapshotImage]:
+        await self._enter("snapshot_images")
+        return list(self.snapshots.values())
+
+    async def remove_snapshot_image(self, tag: str) -> None:
+        await self._enter("remove_snapshot_image")
+        self.snapshots.pop(tag, None)
+
+    async def prune_snapshot_images(self) -> None:
+        await self._enter("prune_snapshot_images")
 
     async def events(
         self, since_ns: int, until_ns: int | None = None
@@ -336,10 +487,13 @@ class FakeHost:
 
 
 @asynccontextmanager
-async def fake_host(store: Store, state: Path) -> AsyncIterator[FakeHost]:
-    """A FakeHost on an open store; its monitor runs until the block ends."""
+async def fake_host(
+    store: Store, state: Path, on_queued: Callable[[], None] = lambda: None
+) -> AsyncIterator[FakeHost]:
+    """A FakeHost on an open store; its monitor runs until the block ends and calls
+    ``on_queued`` whenever it queued events."""
     driver, domains = FakeDriver(), DomainTable()
-    monitor = Monitor("h1", domains, store, driver, lambda: None)
+    monitor = Monitor("h1", domains, store, driver, on_queued)
     watching = asyncio.create_task(monitor.run())
     try:
         await asyncio.wait_for(monitor.connected.wait(), 5)

@@ -51,6 +51,9 @@ from schemas.topology import (
     DEAD_LETTER_BINDING,
     EVENTS_EXCHANGE,
     EXCHANGES,
+    HISTORY,
+    HISTORY_BINDINGS,
+    HISTORY_QUEUE,
     POLICY_PRIORITY,
     Binding,
     Exchange,
@@ -140,19 +143,24 @@ def orchestrator_grant() -> Grant:
     return Grant(
         configure=_names(PRIVATE_QUEUES),
         write=_names(re.escape(COMMANDS_EXCHANGE), re.escape(BROADCAST_EXCHANGE), PRIVATE_QUEUES),
-        read=_names(re.escape(EVENTS_EXCHANGE), PRIVATE_QUEUES),
+        read=_names(re.escape(EVENTS_EXCHANGE), re.escape(HISTORY_QUEUE), PRIVATE_QUEUES),
         topics=(TopicGrant(EVENTS_EXCHANGE, write=NOTHING, read=".*"),),
     )
 
 
 def subscriber_grant(hosts: Sequence[str] = ()) -> Grant:
-    """Events of every host, or of ``hosts`` only."""
+    """Events of every host, or of ``hosts`` only; the event history with every host."""
     keys = f"^{_any_of(hosts)}\\." if hosts else ".*"
     return Grant(
         configure=_names(PRIVATE_QUEUES),
         # write on its own queues is what binding them takes; no exchange matches
         write=_names(PRIVATE_QUEUES),
-        read=_names(re.escape(EVENTS_EXCHANGE), PRIVATE_QUEUES),
+        # the history holds every host's events: only a subscriber to all may read it
+        read=_names(
+            re.escape(EVENTS_EXCHANGE),
+            *(() if hosts else (re.escape(HISTORY_QUEUE),)),
+            PRIVATE_QUEUES,
+        ),
         topics=(TopicGrant(EVENTS_EXCHANGE, write=NOTHING, read=keys),),
     )
 
@@ -273,6 +281,9 @@ class Management:
             await self._exchange(vhost, exchange)
         await self._queue(vhost, DEAD_LETTER_BINDING.queue)
         await self._bind(vhost, DEAD_LETTER_BINDING)
+        await self._queue(vhost, HISTORY)
+        for binding in HISTORY_BINDINGS:
+            await self._bind(vhost, binding)
         for name, (pattern, definition) in operator_policies().items():
             await self._call(
                 "PUT",

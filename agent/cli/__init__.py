@@ -7,7 +7,11 @@
     listing      list                        define       define, create
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
     tuning       autostart, setmem, …        events       event
-    hosts        hosts
+    hosts        hosts                       completion   completion bash|zsh
+    stats        domstats, capabilities, …   networks     net-*, domifaddr, *-interface
+    storage      pool-list, vol-*, snapshot-*
+    dashboard    dashboard, dashboard-user
+    metadata     desc, metadata              console      console, console-output
 
 Shared: ``config`` (the ``VIRTBUS_*`` settings), ``options`` (connection options and
 the choice of hosts), ``domain`` (a domain verb as a typed command, to one host or
@@ -19,11 +23,18 @@ by the verb that runs, so ``virtbus --help`` loads none of them.
 from __future__ import annotations
 
 import argparse
+import difflib
+import sys
 from collections.abc import Sequence
+
+from pydantic import ValidationError
 
 from agent import __version__
 from agent.cli import (
     agent,
+    completion,
+    console,
+    dashboard,
     define,
     events,
     gateway,
@@ -32,19 +43,24 @@ from agent.cli import (
     info,
     lifecycle,
     listing,
+    metadata,
+    networks,
     provision,
     schema,
+    stats,
+    storage,
     tuning,
 )
 from agent.cli.agent import config_from
 from agent.cli.config import CliConfig
 from agent.cli.tuning import kib
+from agent.settings import setting_problems
 
-DESCRIPTION = """``virtbus``: the operator's virsh for a fleet of Docker hosts, and the agent.
+DESCRIPTION = """virtbus: the operator's virsh for a fleet of Docker hosts, and the agent.
 
-Domain verbs talk to one host (``--host``), one group (``--group``) or every host
-(``--all-hosts``). Tables for people, ``--json`` for scripts; errors go to stderr as
-``error: <message>`` with exit status 1.
+Domain commands talk to one host (--host), one group (--group) or every host
+(--all-hosts). Tables for people, --json for scripts; errors go to stderr as
+"error: <message>" with exit status 1. "virtbus COMMAND --help" tells more.
 """
 VERB_GROUPS = (
     agent,
@@ -59,22 +75,80 @@ VERB_GROUPS = (
     tuning,
     events,
     hosts,
+    completion,
+    stats,
+    networks,
+    storage,
+    dashboard,
+    metadata,
+    console,
 )
 """In the order ``--help`` lists their verbs."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="virtbus", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="virtbus",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"virtbus {__version__}")
-    commands = parser.add_subparsers(dest="verb", required=True)
+    commands = parser.add_subparsers(
+        dest="verb", required=True, metavar="COMMAND", title="commands"
+    )
     config = CliConfig()
     for group in VERB_GROUPS:
         group.register(commands, config)
     return parser
 
 
+def verbs(parser: argparse.ArgumentParser) -> list[str]:
+    """The parser's commands, in the order ``--help`` lists them."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def unknown_verb(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """virsh's complaint about a command it does not know, with the closest ones, or None
+    if the first word that is not an option is a command (or there is none)."""
+    word = next((item for item in argv if not item.startswith("-")), None)
+    known = verbs(parser)
+    if word is None or word in known:
+        return None
+    message = f"error: unknown command: '{word}'"
+    close = difflib.get_close_matches(word, known, n=3, cutoff=0.6)
+    if close:
+        message += "\ndid you mean " + " or ".join(f"'{verb}'" for verb in close) + "?"
+    return message + "\n(virtbus --help lists every command)"
+
+
+CLI_FLAGS = {
+    "amqp_url": "--connect",
+    "amqp_ca_file": "--ca-file",
+    "amqp_cert_file": "--cert-file",
+    "amqp_key_file": "--key-file",
+    "known_hosts": None,
+    "state_home": None,
+    "management_url": "--management-url",
+}
+"""CliConfig's settings whose flag is not their name, or that have none."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ValidationError as error:
+        for line in setting_problems(error, CLI_FLAGS):
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    words = list(sys.argv[1:] if argv is None else argv)
+    complaint = unknown_verb(parser, words)
+    if complaint is not None:
+        print(complaint, file=sys.stderr)
+        return 1
+    args = parser.parse_args(words)
     status: int = args.main(args)
     return status
 

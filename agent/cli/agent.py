@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from agent import logs
 from agent.cli.config import CliConfig
 from agent.cli.options import TLS_FILES
+from agent.settings import setting_problems
 
 if TYPE_CHECKING:
     from agent.cli.options import Commands
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 NOT_SETTINGS = frozenset({"verb", "main"})
 """Namespace entries that are the parser's, not the agent's configuration."""
+AGENT_FLAGS = {"groups": "--group", "trusted_keys": "--trusted-key"}
+"""Settings whose flag is not their name."""
 
 
 def register(commands: Commands, config: CliConfig) -> None:
@@ -38,7 +41,11 @@ def register(commands: Commands, config: CliConfig) -> None:
     )
     parser.add_argument("--docker-url", help="Docker engine URL (VIRTBUS_DOCKER_URL)")
     parser.add_argument("--state-dir", help="base of the per-host state (VIRTBUS_STATE_DIR)")
-    parser.add_argument("--queue-type", choices=["quorum", "classic"])
+    parser.add_argument(
+        "--queue-type",
+        choices=["quorum", "classic"],
+        help="type of the host queue (default quorum) (VIRTBUS_QUEUE_TYPE)",
+    )
     parser.add_argument("--concurrency", type=int, help="commands run at once")
     parser.add_argument("--prefetch", type=int, help="commands taken from the queue at once")
     parser.add_argument("--heartbeat-s", type=float, help="seconds between heartbeats")
@@ -47,8 +54,16 @@ def register(commands: Commands, config: CliConfig) -> None:
     parser.add_argument(
         "--outbox-limit", type=int, help="pending events beyond which commands wait"
     )
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe message logged (default info) (VIRTBUS_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines for people or for a collector (default text) (VIRTBUS_LOG_FORMAT)",
+    )
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /health on this port")
     parser.add_argument("--metrics-host", help="address of the metrics endpoint (127.0.0.1)")
     parser.add_argument(
@@ -68,7 +83,7 @@ def register(commands: Commands, config: CliConfig) -> None:
         "--declare-topology",
         action=argparse.BooleanOptionalAction,
         help="declare exchanges, the host queue and its bindings at start (default); "
-        "--no-declare-topology for a user made by `virtbus provision agent` "
+        "--no-declare-topology for a user made by 'virtbus provision agent' "
         "(VIRTBUS_DECLARE_TOPOLOGY)",
     )
     for peer, prefix in (("amqp", "amqps"), ("docker", "Docker over TLS")):
@@ -106,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = config_from(args)
     except ValidationError as error:
-        print(f"error: invalid configuration: {error}", file=sys.stderr)
+        for line in setting_problems(error, AGENT_FLAGS):
+            print(f"error: {line}", file=sys.stderr)
         return 2
     logs.configure(config.log_level, config.log_format, config.host)
     try:

@@ -22,7 +22,7 @@ def register(commands: Commands, config: CliConfig) -> None:
     define.add_argument("file", help=FILE_HELP)
     create = add_verb(commands, config, "create", summary.format("create"), create_request)
     create.add_argument("file", help=FILE_HELP)
-    create.add_argument("--paused", action="store_true")
+    create.add_argument("--paused", action="store_true", help="leave the domain paused")
 
 
 def define_request(args: argparse.Namespace) -> Request:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.cli.config import CliConfig
 from agent.cli.known import expected_hosts, remember
-from agent.cli.options import client_options, targeting
+from agent.cli.options import add_client_options, add_targeting
 from agent.cli.output import Output, Progress, Render, broadcast_text
 from agent.cli.runner import run_client
 from schemas.codes import ErrorCode
@@ -47,8 +47,10 @@ def add_verb(
     """A domain verb's parser: the connection options, the choice of hosts, and
     ``request`` to turn its arguments into the command."""
     parser = commands.add_parser(
-        verb, parents=[client_options(config), targeting(config)], help=summary
+        verb, help=summary, description=summary[:1].upper() + summary[1:] + "."
     )
+    add_targeting(parser, config)
+    add_client_options(parser, config)
     parser.set_defaults(main=main, request=request)
     return parser
 
@@ -142,4 +144,8 @@ async def broadcast(conn: Connection, args: argparse.Namespace, output: Output) 
             print(text, file=output.out)
     for host in sorted(result.missing):
         output.error(f"host {host} did not answer within {args.timeout:g} s")
+    if not result.replies and not result.missing:
+        where = f"in group '{args.group}'" if args.group else "on the bus"
+        output.error(f"no host {where} answered within {args.timeout:g} s")
+        return 1
     return 1 if result.failed or result.missing else 0

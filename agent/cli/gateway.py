@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from agent import logs
 from agent.cli.config import CliConfig
-from agent.cli.options import client_options
+from agent.cli.options import add_client_options
 from agent.cli.output import Output
 from agent.cli.runner import run
+from agent.settings import setting_problems
 from agent.tls import client_context
 from schemas.codes import ErrorCode
 from schemas.errors import VirtbusError
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
 def register(commands: Commands, config: CliConfig) -> None:
     parser = commands.add_parser(
         "gateway",
-        parents=[client_options(config)],
         help="serve libvirt's remote protocol: virsh -c virtbus+tcp://ADDRESS:PORT/HOST",
     )
+    add_client_options(parser, config)
     parser.add_argument(
         "--listen",
         type=listen_address,
@@ -64,6 +65,12 @@ GATEWAY_GROUPS = {
 }
 
 
+def gateway_flag(name: str) -> str:
+    """The option of a GatewaySettings field: ``--handshake-timeout`` for
+    ``handshake_timeout_s``."""
+    return "--" + name.replace("_", "-").removesuffix("-s")
+
+
 def settings_options(parser: argparse.ArgumentParser, model: Any) -> None:
     """One option per settings field, ``--max-clients`` for ``max_clients``, in groups;
     the field's description is its help and its default is shown."""
@@ -71,7 +78,7 @@ def settings_options(parser: argparse.ArgumentParser, model: Any) -> None:
         group = parser.add_argument_group(title)
         for name in names:
             info = model.model_fields[name]
-            flag = "--" + name.replace("_", "-").removesuffix("-s")
+            flag = gateway_flag(name)
             if name == "tls_allowed_dn":
                 group.add_argument(
                     flag,
@@ -111,7 +118,7 @@ def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
         for name in names
         if getattr(args, name, None) is not None
     }
-    return GatewaySettings.model_validate(given)
+    return GatewaySettings(**given)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -148,7 +155,9 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         settings = gateway_settings(args)
     except ValidationError as error:
-        raise VirtbusError.of(ErrorCode.INVALID_ARG, str(error)) from None
+        flags = {name: gateway_flag(name) for names in GATEWAY_GROUPS.values() for name in names}
+        problems = setting_problems(error, flags, env_prefix=None)
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, "; ".join(problems)) from None
     conn = Connection(args.connect, args.timeout, args.signing_key, broker_tls)
     try:
         address, port = args.listen

@@ -31,7 +31,7 @@ def register(commands: Commands, config: CliConfig) -> None:
     parser = commands.add_parser(
         "gateway-user",
         help="add, change or remove a user of the gateway's SASL login (--sasl-users)",
-        description="Edit the users file of `virtbus gateway --sasl-users FILE`. It keeps "
+        description="Edit the users file of 'virtbus gateway --sasl-users FILE'. It keeps "
         "SCRAM-SHA-256 verifiers (salted, iterated), never passwords.",
     )
     parser.add_argument("--users", "-f", required=True, type=Path, help="the users FILE")
@@ -40,7 +40,7 @@ def register(commands: Commands, config: CliConfig) -> None:
         "add",
         help="add a user, or set its password (read from the terminal, or from stdin's first line)",
     )
-    add.add_argument("name")
+    add.add_argument("name", help="the user's name, as the client logs in with it")
     add.add_argument(
         "--iterations",
         type=int,
@@ -49,7 +49,7 @@ def register(commands: Commands, config: CliConfig) -> None:
         f"(libvirt's client computes no more; default {DEFAULT_ITERATIONS})",
     )
     remove = verbs.add_parser("remove", help="remove a user")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the user to remove")
     verbs.add_parser("list", help="the users' names")
     parser.set_defaults(main=main)
 

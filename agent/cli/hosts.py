@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from agent.cli.config import CliConfig
 from agent.cli.known import load_known, remember, save_known
-from agent.cli.options import client_options
+from agent.cli.options import add_client_options
 from agent.cli.output import Output, hosts_table
 from agent.cli.runner import run_client
 
@@ -18,9 +18,8 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands, config: CliConfig) -> None:
-    hosts = commands.add_parser(
-        "hosts", parents=[client_options(config)], help="the fleet and its presence"
-    )
+    hosts = commands.add_parser("hosts", help="the fleet and its presence")
+    add_client_options(hosts, config)
     hosts.add_argument("--group", help="only this group")
     hosts.add_argument("--misses", type=int, default=3, help="heartbeats missed before lost")
     hosts.add_argument(

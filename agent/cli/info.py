@@ -26,7 +26,7 @@ def register(commands: Commands, config: CliConfig) -> None:
     dominfo.set_defaults(main=dominfo_main)
     domstate = add_verb(commands, config, "domstate", "domain state", state_request)
     domstate.add_argument("domain", help="name, UUID or ID")
-    domstate.add_argument("--reason", action="store_true")
+    domstate.add_argument("--reason", action="store_true", help="also print the reason")
     for verb, summary in (("domid", "id"), ("domuuid", "UUID"), ("domname", "name")):
         field = add_verb(commands, config, verb, f"domain {summary}", lookup_request)
         field.add_argument("domain", help="name, UUID or ID")

@@ -37,13 +37,28 @@ SIMPLE: dict[str, tuple[str, type[DomainCommand], str]] = {
 def register(commands: Commands, config: CliConfig) -> None:
     start = add_verb(commands, config, "start", "start a defined domain", start_request)
     start.add_argument("domain", help="name, UUID or ID")
-    start.add_argument("--paused", action="store_true")
+    start.add_argument("--paused", action="store_true", help="leave the domain paused")
     for verb, (summary, _, _) in SIMPLE.items():
         command = add_verb(commands, config, verb, summary, simple_request)
         command.add_argument("domain", help="name, UUID or ID")
         if verb == "shutdown":
             command.add_argument(
                 "--grace", type=int, help="seconds before the domain is killed (default 10)"
+            )
+        if verb == "undefine":
+            command.add_argument(
+                "--snapshots-metadata", action="store_true", help="delete its snapshots too"
+            )
+            command.add_argument(
+                "--remove-all-storage",
+                action="store_true",
+                help="delete the volumes it mounts that no other domain mounts",
+            )
+        if verb in ("shutdown", "reboot"):
+            command.add_argument(
+                "--no-kill",
+                action="store_true",
+                help="ask the domain and return (as libvirt): it is never killed",
             )
 
 
@@ -58,5 +73,11 @@ def start_request(args: argparse.Namespace) -> Request:
 
 def simple_request(args: argparse.Namespace) -> Request:
     _, op, message = SIMPLE[args.verb]
-    args_of = {"timeout_s": args.grace} if args.verb == "shutdown" and args.grace else None
+    args_of: dict[str, object] | None = None
+    if args.verb == "shutdown" and args.grace:
+        args_of = {"timeout_s": args.grace}
+    if args.verb in ("shutdown", "reboot") and args.no_kill:
+        args_of = {**(args_of or {}), "escalate": False}
+    if args.verb == "undefine":
+        args_of = {"snapshots": args.snapshots_metadata, "volumes": args.remove_all_storage}
     return Request(op, args_of, target_of(args.domain), record_line(message))

@@ -22,17 +22,30 @@ LIST_FLAGS: dict[str, ListFlag] = {
     "autostart": "autostart",
     "no_autostart": "no_autostart",
     "inactive": "inactive",
+    "with_snapshot": "has_snapshot",
+    "without_snapshot": "no_snapshot",
 }
+
+LIST_HELP = {
+    "inactive": "list inactive domains",
+    "state-running": "list domains in running state",
+    "state-paused": "list domains in paused state",
+    "state-shutoff": "list domains in shutoff state",
+    "persistent": "list persistent domains",
+    "transient": "list transient domains",
+    "autostart": "list domains with autostart enabled",
+    "no-autostart": "list domains with autostart disabled",
+    "with-snapshot": "list domains with existing snapshot",
+    "without-snapshot": "list domains without a snapshot",
+}
+"""virsh's words for its list flags."""
 
 
 def register(commands: Commands, config: CliConfig) -> None:
     listing = add_verb(commands, config, "list", "list domains", request)
-    listing.add_argument("--all", action="store_true", help="active and inactive domains")
-    listing.add_argument("--inactive", action="store_true")
-    for option in ("state-running", "state-paused", "state-shutoff", "persistent"):
-        listing.add_argument(f"--{option}", action="store_true")
-    for option in ("transient", "autostart", "no-autostart"):
-        listing.add_argument(f"--{option}", action="store_true")
+    listing.add_argument("--all", action="store_true", help="list inactive & active domains")
+    for option, meaning in LIST_HELP.items():
+        listing.add_argument(f"--{option}", action="store_true", help=meaning)
 
 
 def list_flags(args: argparse.Namespace) -> list[ListFlag]:

@@ -45,13 +45,21 @@ def host_name(text: str) -> str:
         ) from None
 
 
-def client_options(config: CliConfig) -> argparse.ArgumentParser:
-    """The broker connection, as every verb that talks to the bus takes it."""
-    options = argparse.ArgumentParser(add_help=False)
-    options.add_argument(
-        "-c", "--connect", default=config.amqp_url, help="broker URL (VIRTBUS_AMQP_URL)"
+def add_client_options(parser: argparse.ArgumentParser, config: CliConfig) -> None:
+    """The broker connection, as every verb that talks to the bus takes it: a group of
+    its own in ``--help``, apart from the verb's options."""
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print JSON for scripts")
+    options = parser.add_argument_group(
+        "connection", "how to reach the broker; each also read from its VIRTBUS_* variable"
     )
-    options.add_argument("--json", action="store_true", help="print JSON for scripts")
+    options.add_argument(
+        "-c",
+        "--connect",
+        default=config.amqp_url,
+        metavar="URL",
+        help="broker URL (VIRTBUS_AMQP_URL)",
+    )
     options.add_argument(
         "--signing-key",
         type=signing_key,
@@ -61,7 +69,11 @@ def client_options(config: CliConfig) -> argparse.ArgumentParser:
         "file) (VIRTBUS_SIGNING_KEY)",
     )
     options.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for replies (default 10)"
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds to wait for replies (default 10; a pull in progress extends it)",
     )
     defaults = {
         "ca": config.amqp_ca_file,
@@ -73,22 +85,24 @@ def client_options(config: CliConfig) -> argparse.ArgumentParser:
             f"--{what}-file",
             type=Path,
             default=defaults[what],
+            metavar="PATH",
             help=f"amqps: {meaning} (VIRTBUS_AMQP_{what.upper()}_FILE)",
         )
-    return options
 
 
-def targeting(config: CliConfig) -> argparse.ArgumentParser:
+def add_targeting(parser: argparse.ArgumentParser, config: CliConfig) -> None:
     """Which hosts a domain verb talks to: one, a group, or all."""
-    options = argparse.ArgumentParser(add_help=False)
-    where = options.add_mutually_exclusive_group()
-    where.add_argument("--host", default=config.host, help="one host")
-    where.add_argument("--group", help="every host of a group (broadcast)")
+    hosts = parser.add_argument_group("hosts", "where the command goes (one of these)")
+    where = hosts.add_mutually_exclusive_group()
+    where.add_argument(
+        "--host", type=host_name, default=config.host, help="one host (VIRTBUS_HOST)"
+    )
+    where.add_argument("--group", type=host_name, help="every host of a group (broadcast)")
     where.add_argument("--all-hosts", action="store_true", help="every host (broadcast)")
-    options.add_argument(
+    hosts.add_argument(
         "--expect",
         action="append",
+        metavar="HOST[,HOST…]",
         help="hosts expected to answer a broadcast (comma-separated; repeatable); "
         "default: the hosts seen before",
     )
-    return options

@@ -6,15 +6,50 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel
 
 from schemas.codes import DomainState
 from schemas.domain import DomainRecord
-from schemas.events import AgentEvent, Event, LifecycleEvent, RebootEvent, TunableEvent
-from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, Result
+from schemas.events import (
+    AgentEvent,
+    Event,
+    HealthEvent,
+    LifecycleEvent,
+    MetadataChangeEvent,
+    RebootEvent,
+    TunableEvent,
+)
+from schemas.network import NetworkRecord
+from schemas.replies import (
+    ConsoleOutput,
+    DeviceChange,
+    DhcpLeases,
+    DomainInfo,
+    DomainInterfaces,
+    DomainList,
+    DomainStateInfo,
+    DomainStats,
+    DomainStatsList,
+    DomainXml,
+    HostCapabilities,
+    HostInfo,
+    Metadata,
+    NetworkList,
+    NetworkXml,
+    NodeStats,
+    Result,
+)
+from schemas.storage import (
+    PoolList,
+    PoolRecord,
+    SnapshotList,
+    SnapshotRecord,
+    VolumeList,
+    VolumeRecord,
+)
 
 if TYPE_CHECKING:
     from agent.client import BroadcastResult, HostStatus
@@ -32,6 +67,7 @@ STATE_NAMES = {
 REASON_NAMES: dict[tuple[int, int], str] = {
     (1, 0): "unknown",
     (1, 1): "booted",
+    (1, 4): "from snapshot",
     (1, 5): "unpaused",
     (3, 0): "unknown",
     (3, 1): "user",
@@ -40,6 +76,7 @@ REASON_NAMES: dict[tuple[int, int], str] = {
     (5, 2): "destroyed",
     (5, 3): "crashed",
     (5, 6): "failed",
+    (5, 7): "from snapshot",
     (6, 0): "unknown",
 }
 Render = Callable[[Result], str]
@@ -123,6 +160,16 @@ def render_xml(result: Result) -> str:
     return result.xml.rstrip("\n")
 
 
+def render_metadata(result: Result) -> str:
+    assert isinstance(result, Metadata)
+    return result.metadata
+
+
+def render_console_output(result: Result) -> str:
+    assert isinstance(result, ConsoleOutput)
+    return result.output.rstrip("\n")
+
+
 def render_field(field: str) -> Render:
     def render(result: Result) -> str:
         assert isinstance(result, DomainRecord)
@@ -160,6 +207,14 @@ def event_text(event: Event) -> str:
     if isinstance(event, TunableEvent):
         params = "".join(f"\n\t{key}: {value}" for key, value in event.params.items())
         return f"event 'tunable' for domain '{event.domain.name}' on host '{event.host}':{params}"
+    if isinstance(event, HealthEvent):
+        where = f"domain '{event.domain.name}' on host '{event.host}'"
+        return f"event 'health' for {where}: {event.status}"
+    if isinstance(event, MetadataChangeEvent):
+        return (
+            f"event 'metadata-change' for domain '{event.domain.name}' on host '{event.host}': "
+            f"type {event.type}, uri {event.nsuri or '<null>'}"
+        )
     assert isinstance(event, AgentEvent)
     return f"event 'agent' for host '{event.host}': {event.state}"
 
@@ -217,3 +272,210 @@ class Progress:
             summary += f" (+{others} others)" if others else ""
         summary += f" in {result.elapsed_s:.2f} s"
         self._stream.write(f"\r{summary}\x1b[K\n" if self._live else f"{summary}\n")
+
+
+def _stats_lines(stats: DomainStats) -> str:
+    lines = [f"Domain: '{stats.domain.name}'"]
+    lines += [f"  {key}={value}" for key, value in stats.stats.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_domstats(result: Result) -> str:
+    """``virsh domstats``: a ``Domain: 'name'`` line, then ``  key=value`` lines."""
+    if isinstance(result, DomainStats):
+        return _stats_lines(result).rstrip("\n")
+    assert isinstance(result, DomainStatsList)
+    return "\n".join(_stats_lines(record) for record in result.records).rstrip("\n")
+
+
+def render_document(field: str) -> Render:
+    """One of the host's XML documents: capabilities, domain_capabilities, sysinfo."""
+
+    def render(result: Result) -> str:
+        assert isinstance(result, HostCapabilities)
+        return str(getattr(result, field)).rstrip("\n")
+
+    return render
+
+
+def render_nodeinfo(result: Result) -> str:
+    assert isinstance(result, HostInfo)
+    rows = [
+        ("CPU model", result.arch),
+        ("CPU(s)", result.cpus),
+        ("CPU frequency", f"{result.mhz} MHz"),
+        ("CPU socket(s)", max(1, result.sockets // max(1, result.nodes))),
+        ("Core(s) per socket", result.cores),
+        ("Thread(s) per core", result.threads),
+        ("NUMA cell(s)", result.nodes),
+        ("Memory size", f"{result.memory_kib} KiB"),
+    ]
+    return "\n".join(f"{f'{name}:':<21}{value}" for name, value in rows)
+
+
+def render_nodememstats(result: Result) -> str:
+    assert isinstance(result, NodeStats)
+    return "\n".join(f"{name:<7}: {value:>20} KiB" for name, value in result.memory.items())
+
+
+def render_nodecpustats(cpu: int | None) -> Render:
+    """``virsh nodecpustats [CPU]``: libvirt's kernel time is virsh's ``system``."""
+
+    def render(result: Result) -> str:
+        assert isinstance(result, NodeStats)
+        times = result.cpu if cpu is None else result.cpus[cpu]
+        names = {"user": "user", "kernel": "system", "idle": "idle", "iowait": "iowait"}
+        return "\n".join(f"{names[key] + ':':<15}{times[key]:>20}" for key in names)
+
+    return render
+
+
+def network_line(message: str) -> Render:
+    """A network record as one line, ``{name}`` filled in."""
+
+    def render(result: Result) -> str:
+        name = result.name if isinstance(result, NetworkRecord) else "?"
+        return message.format(name=name)
+
+    return render
+
+
+def render_networks(result: Result) -> str:
+    """``net-list``'s table."""
+    assert isinstance(result, NetworkList)
+    rows = [
+        (
+            n.name,
+            "active" if n.active else "inactive",
+            "yes" if n.autostart else "no",
+            "yes" if n.persistent else "no",
+        )
+        for n in result.networks
+    ]
+    return table(["Name", "State", "Autostart", "Persistent"], rows)
+
+
+def render_network_xml(result: Result) -> str:
+    assert isinstance(result, NetworkXml)
+    return result.network_xml.rstrip("\n")
+
+
+def render_leases(result: Result) -> str:
+    """``net-dhcp-leases``' table; a lease lasts while its domain stays joined."""
+    assert isinstance(result, DhcpLeases)
+    rows = [
+        (
+            "-" if lease.expiry_time == 0 else str(lease.expiry_time),
+            lease.mac or "-",
+            "ipv4" if lease.type == 0 else "ipv6",
+            f"{lease.ipaddr}/{lease.prefix}",
+            lease.hostname or "-",
+            lease.client_id or "-",
+        )
+        for lease in result.leases
+    ]
+    headers = ["Expiry Time", "MAC address", "Protocol", "IP address", "Hostname", "Client ID"]
+    return table(headers, rows)
+
+
+def render_addresses(result: Result) -> str:
+    """``domifaddr``'s table."""
+    assert isinstance(result, DomainInterfaces)
+    rows = [
+        (
+            nic.name,
+            nic.hwaddr or "-",
+            "ipv4" if address.type == 0 else "ipv6",
+            f"{address.addr}/{address.prefix}",
+        )
+        for nic in result.interfaces
+        for address in nic.addrs
+    ]
+    return table(["Name", "MAC address", "Protocol", "Address"], rows)
+
+
+def render_device(message: str) -> Render:
+    """A device change, saying where it took effect."""
+
+    def render(result: Result) -> str:
+        assert isinstance(result, DeviceChange)
+        if result.live:
+            return message
+        return f"{message} (to the persistent definition: it takes effect at the next start)"
+
+    return render
+
+
+# ------------------------------------------------------------- storage, snapshots --
+
+
+def _size(size: int) -> str:
+    """A size as virsh prints one: ``10.00 MiB``."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    value, unit = float(size), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{value:.2f} {units[unit]}"
+
+
+def render_pools(result: Result) -> str:
+    assert isinstance(result, PoolList)
+    rows = [
+        (p.name, "active" if p.active else "inactive", "yes" if p.autostart else "no")
+        for p in result.pools
+    ]
+    return table(["Name", "State", "Autostart"], rows)
+
+
+def render_pool_info(result: Result) -> str:
+    assert isinstance(result, PoolRecord)
+    lines = [
+        ("Name:", result.name),
+        ("UUID:", str(result.uuid)),
+        ("State:", "running" if result.active else "inactive"),
+        ("Persistent:", "yes" if result.persistent else "no"),
+        ("Autostart:", "yes" if result.autostart else "no"),
+        ("Capacity:", _size(result.capacity)),
+        ("Allocation:", _size(result.allocation)),
+        ("Available:", _size(result.available)),
+    ]
+    return "\n".join(f"{key:<16}{value}" for key, value in lines)
+
+
+def render_volumes(result: Result) -> str:
+    assert isinstance(result, VolumeList)
+    return table(["Name", "Path"], [(v.name, v.path) for v in result.volumes])
+
+
+def render_volume_info(result: Result) -> str:
+    assert isinstance(result, VolumeRecord)
+    lines = [
+        ("Name:", result.name),
+        ("Type:", "dir"),
+        ("Capacity:", _size(result.capacity)),
+        ("Allocation:", _size(result.allocation)),
+    ]
+    return "\n".join(f"{key:<16}{value}" for key, value in lines)
+
+
+def render_snapshots(result: Result) -> str:
+    assert isinstance(result, SnapshotList)
+    rows = [
+        (
+            s.name,
+            datetime.fromtimestamp(s.creation_time, UTC).strftime("%Y-%m-%d %H:%M:%S +0000"),
+            s.state,
+        )
+        for s in result.snapshots
+    ]
+    return table(["Name", "Creation Time", "State"], rows)
+
+
+def snapshot_line(message: str) -> Render:
+    """A snapshot record as one line, ``{name}`` filled in."""
+
+    def render(result: Result) -> str:
+        assert isinstance(result, SnapshotRecord)
+        return message.format(name=result.name)
+
+    return render

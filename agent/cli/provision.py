@@ -81,7 +81,7 @@ def register(commands: Commands, config: CliConfig) -> None:
     )
     remove = roles.add_parser("remove", help="delete a user")
     remove.add_argument("user", help="user name")
-    remove.add_argument("--management-url", default=config.management_url)
+    remove.add_argument("--management-url", default=config.management_url, help=MANAGEMENT_HELP)
 
 
 def main(args: argparse.Namespace) -> int:

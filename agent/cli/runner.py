@@ -43,7 +43,7 @@ async def _guarded(work: Awaitable[int], output: Output) -> int:
 
 def run_client(args: argparse.Namespace, work: ClientWork) -> int:
     """Run a verb that talks to the bus over one connection, made from the connection
-    options (``options.client_options``)."""
+    options (``options.add_client_options``)."""
     # the client's own errors are reported as `error: …`; library chatter is not
     logging.basicConfig(level=logging.CRITICAL)
     output = Output(args.json)

@@ -30,18 +30,18 @@ def register(commands: Commands, config: CliConfig) -> None:
         commands, config, "autostart", "start a domain when its agent starts", autostart_request
     )
     autostart.add_argument("domain", help="name, UUID or ID")
-    autostart.add_argument("--disable", action="store_true")
+    autostart.add_argument("--disable", action="store_true", help="disable autostart")
     setmem = add_verb(commands, config, "setmem", "set a domain's memory", setmem_request)
     setmem.add_argument("domain", help="name, UUID or ID")
     setmem.add_argument("size", type=kib, help="KiB, or with a unit: 64M, 1G")
     setvcpus = add_verb(commands, config, "setvcpus", "set a domain's vCPU count", setvcpus_request)
     setvcpus.add_argument("domain", help="name, UUID or ID")
-    setvcpus.add_argument("count", type=int)
+    setvcpus.add_argument("count", type=int, help="number of virtual CPUs")
     domrename = add_verb(
         commands, config, "domrename", "rename a shut-off domain", domrename_request
     )
     domrename.add_argument("domain", help="name, UUID or ID")
-    domrename.add_argument("new_name")
+    domrename.add_argument("new_name", help="new domain name")
 
 
 def autostart_request(args: argparse.Namespace) -> Request:

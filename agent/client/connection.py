@@ -25,9 +25,14 @@ from pydantic import ValidationError
 
 from agent.client.domain import Domain, spec_args
 from agent.client.events import KINDS, EventKind, EventStream
+from agent.client.history import EventHistory, Since, StateListener
+from agent.client.network import Network, network_args
 from agent.client.registry import HostRegistry
+from agent.client.storage import StoragePool
+from agent.client.streams import Console, open_console
 from agent.errors import (
     BrokerUnreachable,
+    NoHost,
     NotConnected,
     OperationTimeout,
     ReplyError,
@@ -41,16 +46,39 @@ from schemas.commands import (
     CommandBase,
     CreateXml,
     Define,
+    GetAllDomainStats,
+    GetCapabilities,
     GetHostInfo,
+    GetNodeStats,
     ListDomains,
     ListFlag,
+    ListNetworks,
+    ListPools,
     Lookup,
+    NetworkDefine,
+    NetworkListFlag,
+    NetworkLookup,
     Ping,
+    PoolLookup,
+    StatGroup,
     op_of,
 )
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import Event
-from schemas.replies import DomainList, HostInfo, Pong, Reply, Result
+from schemas.network import NetworkRecord, NetworkSpec
+from schemas.problems import explain, where
+from schemas.replies import (
+    DomainList,
+    DomainStatsList,
+    HostCapabilities,
+    HostInfo,
+    NetworkList,
+    NodeStats,
+    Pong,
+    Reply,
+    Result,
+)
+from schemas.storage import PoolList, PoolRecord
 from schemas.topology import BROADCAST_ALL, BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, group_key
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -113,7 +141,7 @@ class Connection:
         self._channel: AbstractChannel | None = None
         self._reply_queue: AbstractQueue | None = None
         self._waiting: dict[str, asyncio.Queue[Reply]] = {}
-        self._callbacks: dict[int, asyncio.Task[None]] = {}
+        self._callbacks: dict[int, asyncio.Task[None] | None] = {}
         self._next_callback = 1
 
     async def __aenter__(self) -> Connection:
@@ -137,7 +165,8 @@ class Connection:
                 ssl_context=self._ssl_context,
                 client_properties={"connection_name": "virtbus client"},
             )
-            self._channel = await self._connection.channel()
+            # a command nobody's queue takes comes back (mandatory), and raises
+            self._channel = await self._connection.channel(on_return_raises=True)
             self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
             await self._reply_queue.consume(self._on_reply, no_ack=True)
         except (OSError, aio_pika.exceptions.AMQPError) as error:
@@ -145,9 +174,10 @@ class Connection:
             raise BrokerUnreachable(f"cannot reach the broker: {error}") from None
 
     async def close(self) -> None:
-        for task in self._callbacks.values():
+        tasks = [task for task in self._callbacks.values() if task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._callbacks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._callbacks.clear()
         if self._connection is not None:
             await self._connection.close()
@@ -190,13 +220,13 @@ class Connection:
         try:
             return COMMAND_ADAPTER.validate_python(document)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in item['loc'][1:]) or 'command'}: {item['msg']}"
-                for item in error.errors(include_url=False, include_input=False)
-            )
-            raise VirtbusError.of(ErrorCode.INVALID_ARG, problems) from None
+            raise VirtbusError.of(ErrorCode.INVALID_ARG, _in_words(error)) from None
 
-    async def _publish(self, command: Command, exchange: str, routing_key: str) -> None:
+    async def _publish(
+        self, command: Command, exchange: str, routing_key: str, unroutable: str
+    ) -> None:
+        """Publish ``command``, mandatory: NoHost with ``unroutable`` as its detail if no
+        queue takes it (the broker returns it at once)."""
         if self._reply_queue is None:
             raise NotConnected()
         target = await self.channel.get_exchange(exchange, ensure=False)
@@ -220,18 +250,28 @@ class Connection:
                     timestamp=datetime.now(UTC),
                 ),
                 routing_key=routing_key,
+                mandatory=True,
             )
+        except aio_pika.exceptions.PublishError:
+            host = None if exchange == BROADCAST_EXCHANGE else routing_key
+            raise NoHost(unroutable, host) from None
         except (OSError, aio_pika.exceptions.AMQPError) as error:
             raise BrokerUnreachable(f"cannot publish to the broker: {error}") from None
 
     async def request(self, host: str, command: Command, timeout_s: float | None = None) -> Reply:
-        """Send one command to one host and return its reply, error or not;
-        OperationTimeout if none comes in time."""
+        """Send one command to one host and return its reply, error or not. NoHost at
+        once if the broker has no queue for ``host`` (no agent of that name ever started
+        on it); OperationTimeout if no reply comes in time."""
         timeout = timeout_s or self.timeout_s
         replies: asyncio.Queue[Reply] = asyncio.Queue()
         self._waiting[command.id] = replies
         try:
-            await self._publish(command, COMMANDS_EXCHANGE, host)
+            await self._publish(
+                command,
+                COMMANDS_EXCHANGE,
+                host,
+                f"host '{host}' has no queue on the broker: no agent of that name has started",
+            )
             try:
                 return await asyncio.wait_for(replies.get(), timeout)
             except TimeoutError:
@@ -281,7 +321,8 @@ class Connection:
         """Send one command to every agent (or one group) and gather the replies.
 
         Returns when every host in ``expect`` has answered, or when ``timeout_s`` has
-        passed; without ``expect`` it gathers for the whole ``timeout_s``.
+        passed; without ``expect`` it gathers for the whole ``timeout_s``. NoHost at once
+        if no host is in ``group`` (or, without a group, no host at all).
         """
         expected = frozenset(expect) if expect is not None else None
         command = self.command(op, args, target, timeout_s)
@@ -291,7 +332,10 @@ class Connection:
         self._waiting[command.id] = replies
         try:
             await self._publish(
-                command, BROADCAST_EXCHANGE, group_key(group) if group else BROADCAST_ALL
+                command,
+                BROADCAST_EXCHANGE,
+                group_key(group) if group else BROADCAST_ALL,
+                f"no host is in group '{group}'" if group else "no host is on the broker",
             )
             while expected is None or not expected <= gathered.keys():
                 left = timeout_s - (time.monotonic() - started)
@@ -336,11 +380,57 @@ class Connection:
         listed = await self._call(DomainList, host, ListDomains, {"flags": list(flags)})
         return [Domain(self, host, record) for record in listed.domains]
 
+    async def define_network(self, host: str, spec: NetworkSpec | dict[str, Any] | str) -> Network:
+        """virNetworkDefineXML: ``spec`` a NetworkSpec, its fields, or network XML."""
+        record = await self._call(NetworkRecord, host, NetworkDefine, network_args(spec))
+        return Network(self, host, record)
+
+    async def network_lookup_by_name(self, host: str, name: str) -> Network:
+        record = await self._call(NetworkRecord, host, NetworkLookup, target={"name": name})
+        return Network(self, host, record)
+
+    async def network_lookup_by_uuid(self, host: str, network_uuid: uuid.UUID | str) -> Network:
+        target = {"uuid": str(network_uuid)}
+        record = await self._call(NetworkRecord, host, NetworkLookup, target=target)
+        return Network(self, host, record)
+
+    async def list_all_networks(
+        self, host: str, flags: Iterable[NetworkListFlag] = ()
+    ) -> list[Network]:
+        listed = await self._call(NetworkList, host, ListNetworks, {"flags": list(flags)})
+        return [Network(self, host, record) for record in listed.networks]
+
+    async def list_all_storage_pools(self, host: str) -> list[StoragePool]:
+        listed = await self._call(PoolList, host, ListPools)
+        return [StoragePool(self, host, record) for record in listed.pools]
+
+    async def storage_pool_lookup_by_name(self, host: str, name: str) -> StoragePool:
+        record = await self._call(PoolRecord, host, PoolLookup, {"pool": name})
+        return StoragePool(self, host, record)
+
     async def host_info(self, host: str) -> HostInfo:
         return await self._call(HostInfo, host, GetHostInfo)
 
     async def ping(self, host: str) -> Pong:
         return await self._call(Pong, host, Ping)
+
+    async def get_all_domain_stats(
+        self, host: str, groups: Iterable[StatGroup] = (), flags: Iterable[ListFlag] = ()
+    ) -> DomainStatsList:
+        """virConnectGetAllDomainStats: one record per domain ``flags`` select (as
+        ``list_all_domains``), each with libvirt's keys of ``groups`` (none: libvirt's
+        groups and ``pids``) and the time it was read."""
+        args = {"groups": list(groups), "flags": list(flags)}
+        return await self._call(DomainStatsList, host, GetAllDomainStats, args)
+
+    async def capabilities(self, host: str, virttype: str = "docker") -> HostCapabilities:
+        """virConnectGetCapabilities, GetDomainCapabilities (for ``virttype``) and
+        GetSysinfo: the host's three XML documents."""
+        return await self._call(HostCapabilities, host, GetCapabilities, {"virttype": virttype})
+
+    async def node_stats(self, host: str) -> NodeStats:
+        """virNodeGetMemoryStats and virNodeGetCPUStats of the host."""
+        return await self._call(NodeStats, host, GetNodeStats)
 
     def events(
         self,
@@ -353,20 +443,75 @@ class Connection:
         keys can say is filtered by the broker, the domain here."""
         return EventStream(self.channel, host, domain, kind, event)
 
+    def history(
+        self,
+        since: Since,
+        host: str = "*",
+        domain: str | None = None,
+        kind: EventKind | None = None,
+        event: str | None = None,
+        presence: bool = False,
+        on_state: StateListener | None = None,
+    ) -> EventHistory:
+        """The fleet's recorded events from ``since`` (an offset of the history, a time,
+        ``"first"``, ``"next"``), then live, on a connection of its own that survives a
+        broker restart; filtered as ``events`` (``presence``: with the agents' arrivals
+        and goodbyes). Yields ``Replayed(offset, event)``."""
+        return EventHistory(
+            self._url,
+            since,
+            host=host,
+            domain=domain,
+            kind=kind,
+            event=event,
+            presence=presence,
+            ssl_context=self._ssl_context,
+            on_state=on_state,
+        )
+
     def hosts(self, misses: int = 3, discover_s: float = 1.0) -> HostRegistry:
         """A live registry of the fleet, fed by presence events."""
         return HostRegistry(self, misses, discover_s)
+
+    async def open_console(self, host: str, target: dict[str, Any], force: bool = False) -> Console:
+        """virDomainOpenConsole on the domain ``target`` names (agent/client/streams.py)."""
+        return await open_console(self, host, target, force)
 
     async def domain_event_register_any(
         self,
         host: str,
         domain: str | None,
-        event_id: EventId,
+        event_id: EventId | int,
         callback: Callable[[Event], Awaitable[None] | None],
     ) -> int:
         """Call ``callback`` for each event of ``event_id`` (as libvirt's
-        virConnectDomainEventRegisterAny); returns the id to deregister with."""
-        stream = self.events(host, domain, KINDS[event_id])
+        virConnectDomainEventRegisterAny); returns the id to deregister with. An event
+        id the bus carries no events for registers a callback that is never called, as
+        libvirt's drivers that never emit it."""
+        return await self.subscribe(host, domain, KINDS.get(event_id), callback)
+
+    async def network_event_register_any(
+        self, host: str, callback: Callable[[Event], Awaitable[None] | None]
+    ) -> int:
+        """Call ``callback`` for each network lifecycle event of ``host`` (as libvirt's
+        virConnectNetworkEventRegisterAny); deregister with domain_event_deregister_any."""
+        return await self.subscribe(host, None, "network", callback)
+
+    async def subscribe(
+        self,
+        host: str,
+        domain: str | None,
+        kind: EventKind | None,
+        callback: Callable[[Event], Awaitable[None] | None],
+    ) -> int:
+        """Call ``callback`` for each event of ``kind`` (never, for None); returns the
+        id to deregister with (``domain_event_deregister_any``)."""
+        callback_id = self._next_callback
+        self._next_callback += 1
+        if kind is None:
+            self._callbacks[callback_id] = None
+            return callback_id
+        stream = self.events(host, domain, kind)
         await stream.start()
 
         async def deliver() -> None:
@@ -380,19 +525,29 @@ class Connection:
                     except Exception:
                         log.exception("event callback %d failed on %s", callback_id, item)
 
-        callback_id = self._next_callback
-        self._next_callback += 1
         self._callbacks[callback_id] = asyncio.create_task(deliver())
         return callback_id
 
     async def domain_event_deregister_any(self, callback_id: int) -> None:
-        task = self._callbacks.pop(callback_id, None)
-        if task is None:
+        if callback_id not in self._callbacks:
             raise VirtbusError.of(
                 ErrorCode.INVALID_ARG, f"callback {callback_id} is not registered"
             )
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        task = self._callbacks.pop(callback_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _in_words(error: ValidationError) -> str:
+    """A command's validation errors, each field named as the caller wrote it in ``args``
+    (``spec.mounts[0].source``), what was given and what is expected."""
+    named = []
+    for item in error.errors(include_url=False):
+        loc = item["loc"][1:]  # the op, which picked the model
+        loc = loc[1:] if loc[:1] == ("args",) else loc
+        named.append(f"{where(loc) or 'command'}: {explain(item)}")
+    return "; ".join(named)
 
 
 def _until(deadline: datetime | None) -> float | None:

@@ -18,13 +18,22 @@ from schemas.codes import ErrorCode, EventId
 from schemas.events import EVENT_ADAPTER, DomainEventBase, Event
 from schemas.topology import EVENTS_EXCHANGE
 
-EventKind = Literal["lifecycle", "reboot", "tunable", "agent"]
-KINDS: dict[EventId, EventKind] = {
+EventKind = Literal[
+    "lifecycle", "reboot", "tunable", "metadata_change", "health", "agent", "device", "network"
+]
+KINDS: dict[int, EventKind] = {
     EventId.LIFECYCLE: "lifecycle",
     EventId.REBOOT: "reboot",
+    EventId.BALLOON_CHANGE: "tunable",
     EventId.TUNABLE: "tunable",
+    EventId.DEVICE_ADDED: "device",
+    EventId.DEVICE_REMOVED: "device",
+    EventId.AGENT_LIFECYCLE: "health",
+    EventId.METADATA_CHANGE: "metadata_change",
 }
-"""The kind of stream that carries each of libvirt's event ids."""
+"""The kind of stream that carries each of libvirt's event ids (a memory change is a
+tunable on the bus and libvirt's balloon change; a health check's verdict is libvirt's
+guest agent lifecycle)."""
 
 
 def binding_keys(host: str, kind: EventKind | None, event: str | None) -> list[str]:
@@ -35,11 +44,15 @@ def binding_keys(host: str, kind: EventKind | None, event: str | None) -> list[s
         "lifecycle": f"{host}.lifecycle.#",
         "reboot": f"{host}.reboot",
         "tunable": f"{host}.tunable",
+        "metadata_change": f"{host}.metadata_change",
+        "health": f"{host}.health.*",
         "agent": f"{host}.agent.*",
+        "device": f"{host}.device.*",
+        "network": f"{host}.network.#",
     }
     if kind is not None:
         return [by_kind[kind]]
-    return [by_kind["lifecycle"], by_kind["reboot"], by_kind["tunable"]]
+    return [value for key, value in by_kind.items() if key != "agent"]
 
 
 class EventStream:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from agent.client.connection import Connection
 
 HostState = Literal["alive", "offline", "lost"]
+Listener = Callable[["HostStatus"], None]
+"""Told each host whose status changed, as it changes."""
 
 
 @dataclass
@@ -26,6 +28,7 @@ class HostStatus:
     state: HostState
     last_seen: datetime
     agent_version: str = ""
+    engine_version: str = ""
     groups: list[str] = field(default_factory=list)
     heartbeat_s: float = 10.0
     domains: int = 0
@@ -44,6 +47,7 @@ class HostRegistry:
         self._changed = asyncio.Condition()
         self._stream = conn.events(kind="agent")
         self._tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[Listener] = []
 
     async def __aenter__(self) -> HostRegistry:
         await self._stream.start()
@@ -66,6 +70,14 @@ class HostRegistry:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stream.stop()
 
+    def watch(self, listener: Listener) -> None:
+        """Call ``listener`` with each host whose status changes, from now on."""
+        self._listeners.append(listener)
+
+    def _changed_host(self, status: HostStatus) -> None:
+        for listener in self._listeners:
+            listener(status)
+
     async def discover(self, timeout_s: float) -> None:
         """Ask every agent for its host facts; the answers join the registry."""
         result = await self._conn.broadcast(GetHostInfo, timeout_s=timeout_s)
@@ -79,10 +91,12 @@ class HostRegistry:
                         state="alive",
                         last_seen=now,
                         agent_version=info.agent_version,
+                        engine_version=info.engine_version,
                         groups=list(info.groups),
                         heartbeat_s=info.heartbeat_s,
                         domains=info.domains.total,
                     )
+                    self._changed_host(self.hosts[host])
             self._changed.notify_all()
 
     def alive(self, group: str | None = None) -> set[str]:
@@ -118,15 +132,18 @@ class HostRegistry:
             "offline": "offline",
         }
         async with self._changed:
-            self.hosts[event.host] = HostStatus(
+            before = self.hosts.get(event.host)
+            self.hosts[event.host] = status = HostStatus(
                 host=event.host,
                 state=states[event.state],
                 last_seen=event.time,
                 agent_version=event.agent_version,
+                engine_version=before.engine_version if before is not None else "",
                 groups=list(event.groups),
                 heartbeat_s=event.heartbeat_s,
                 domains=event.domains,
             )
+            self._changed_host(status)
             self._changed.notify_all()
 
     async def _watch(self) -> None:
@@ -139,4 +156,5 @@ class HostRegistry:
                     silent_s = (now - status.last_seen).total_seconds()
                     if status.state == "alive" and silent_s > self._misses * status.heartbeat_s:
                         status.state = "lost"
+                        self._changed_host(status)
                         self._changed.notify_all()

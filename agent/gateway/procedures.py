@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import platform
 import re
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
@@ -27,19 +26,17 @@ from agent.gateway.acl import BEFORE_AUTH, access
 from agent.gateway.authz import Grant, Policy
 from agent.gateway.identity import Identity
 from agent.gateway.protocol import (
-    REMOTE_PROGRAM,
     RPC_ERROR,
     STRING_MAX,
     UUID_BYTES,
     CallError,
     Proc,
     WireDomain,
-    message,
 )
 from agent.gateway.sasl import SaslLogin
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.base import HostName
-from schemas.codes import DomainState, ErrorCode, EventId
+from schemas.codes import DomainState, ErrorCode
 from schemas.commands import (
     CommandBase,
     Create,
@@ -65,7 +62,6 @@ from schemas.commands import (
     Undefine,
 )
 from schemas.domain import DomainRecord
-from schemas.events import DomainEventBase, Event, LifecycleEvent, RebootEvent
 from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, HostInfo, Result
 
 log = logging.getLogger(__name__)
@@ -75,6 +71,9 @@ CONNECT_RO = 1
 OS_TYPE = "exe"
 CONNECTION_TYPE = "virtbus"
 OPEN_TIMEOUT_S = 5.0
+LIBVIRT_API = "9.0.0"
+"""The libvirt release whose remote protocol and API semantics the gateway implements
+(the level clients gate features on), answered by virConnectGetLibVersion."""
 HOST_NAME: TypeAdapter[str] = TypeAdapter(HostName)
 
 
@@ -99,12 +98,17 @@ LIST_FLAGS: dict[int, ListFlag] = {
     64: "shutoff",
     1024: "autostart",
     2048: "no_autostart",
+    4096: "has_snapshot",
+    8192: "no_snapshot",
 }
 LIST_OTHER = 128
 LIST_STATES = 16 | 32 | 64 | LIST_OTHER
-# managed save, snapshots, checkpoints: no virtbus domain has any
-LIST_HAS_NONE = 256 | 4096 | 16384
-LIST_HAS_NONE_NOT = 512 | 8192 | 32768
+# managed save, checkpoints: no virtbus domain has any
+LIST_HAS_PAIRS = ((256, 512), (16384, 32768))
+LIST_HAS_NONE = 256 | 16384
+LIST_HAS_NONE_NOT = 512 | 32768
+# with a snapshot or without one: libvirt ORs the two, which is every domain
+LIST_SNAPSHOT_EITHER = 4096 | 8192
 STATE_FLAGS = {
     16: {DomainState.RUNNING},
     32: {DomainState.PAUSED},
@@ -115,7 +119,8 @@ STATE_FLAGS = {
 START_PAUSED = 1
 START_FORCE_BOOT = 8
 SHUTDOWN_MODES = 4 | 8  # INITCTL, SIGNAL: what a container's init can be sent
-UNDEFINE_ALL = 1 | 2 | 4 | 8 | 16 | 32 | 64  # there is never anything extra to remove
+UNDEFINE_ALL = 1 | 2 | 4 | 8 | 16 | 32 | 64  # nothing extra to remove but snapshots
+UNDEFINE_SNAPSHOTS_METADATA = 2
 GET_XML_SECURE = 1
 GET_XML_INACTIVE = 2
 GET_XML_MIGRATABLE = 8
@@ -126,6 +131,15 @@ MEMORY_ALL = AFFECT_ALL | 4  # MAXIMUM: a container's memory is its limit
 VCPUS_ALL = AFFECT_ALL | 4
 
 
+class Stream(Protocol):
+    """A stream a call opened (a console): the client's STREAM packets go to it."""
+
+    async def packet(self, status: int, payload: bytes) -> None: ...
+    async def close(self) -> None:
+        """The client is gone: end the stream on every side."""
+        ...
+
+
 @dataclass
 class Call:
     """The call being answered: the server sets it before its handler runs."""
@@ -134,6 +148,7 @@ class Call:
     api: str
     args: Unpacker
     forwarded: bool = False
+    serial: int = 0
 
 
 CALL: ContextVar[Call | None] = ContextVar("call", default=None)
@@ -163,6 +178,8 @@ class Session:
     read_only: bool = False
     grant: Grant | None = None
     callbacks: set[int] = field(default_factory=set)
+    streams: dict[int, Stream] = field(default_factory=dict)
+    """The streams this client opened, by the serial of the call that opened each."""
     sasl: SaslLogin | None = None
     """The SASL login in progress, when the gateway requires one."""
 
@@ -231,8 +248,18 @@ class Session:
             )
             raise VirtbusError.of(ErrorCode.ACCESS_DENIED, f"'{DRIVER}' denied access")
 
+    async def stream_packet(self, serial: int, status: int, payload: bytes) -> None:
+        """A STREAM packet from the client, for the stream its call ``serial`` opened;
+        one for no open stream is dropped, as libvirtd drops it."""
+        stream = self.streams.get(serial)
+        if stream is not None:
+            await stream.packet(status, payload)
+
     async def close(self) -> None:
-        """Free every callback the client left registered."""
+        """Free every callback and stream the client left open."""
+        while self.streams:
+            _, stream = self.streams.popitem()
+            await stream.close()
         while self.callbacks:
             callback_id = self.callbacks.pop()
             with contextlib.suppress(VirtbusError):
@@ -405,10 +432,10 @@ async def get_version(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.CONNECT_GET_LIB_VERSION)
 async def get_lib_version(session: Session, args: Unpacker) -> bytes:
-    """The agent's version, as the daemon's."""
-    info = await session.conn.host_info(session.target)
+    """The libvirt API level the gateway implements, as the daemon's (virtbus's own
+    version is in host.get_info and the capabilities' emulator)."""
     packer = Packer()
-    packer.uint64(version_number(info.agent_version))
+    packer.uint64(version_number(LIBVIRT_API))
     return packer.data()
 
 
@@ -420,16 +447,21 @@ async def get_hostname(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.NODE_GET_INFO)
 async def node_get_info(session: Session, args: Unpacker) -> bytes:
+    """The agent's host: its architecture as the model (as libvirt's), its topology
+    per NUMA node, or libvirt's fallback (one node, one socket, a core per CPU) when
+    the topology does not multiply out to the CPU count."""
     info: HostInfo = await session.conn.host_info(session.target)
+    nodes, sockets = info.nodes, max(1, info.sockets // max(1, info.nodes))
+    cores, threads = info.cores, info.threads
+    if nodes * sockets * cores * threads != info.cpus:
+        nodes, sockets, cores, threads = 1, 1, info.cpus, 1
     packer = Packer()
-    packer.chars(platform.machine()[:31], 32)
+    packer.chars(info.arch[:31], 32)
     packer.uint64(info.memory_kib)
-    packer.int32(info.cpus)  # cpus
-    packer.int32(0)  # mhz: the engine does not say
-    packer.int32(1)  # nodes
-    packer.int32(1)  # sockets
-    packer.int32(info.cpus)  # cores
-    packer.int32(1)  # threads
+    packer.int32(info.cpus)
+    packer.int32(info.mhz)
+    for value in (nodes, sockets, cores, threads):
+        packer.int32(value)
     return packer.data()
 
 
@@ -447,8 +479,10 @@ async def node_get_security_model(session: Session, args: Unpacker) -> bytes:
 async def records(session: Session, flags: int = 0) -> list[DomainRecord]:
     """The domains libvirt's virConnectListAllDomains flags select. The agent filters
     all but OTHER (crashed, in shutdown...): with it, the states are filtered here."""
-    if flags & LIST_HAS_NONE:
+    if any(flags & has and not flags & has_not for has, has_not in LIST_HAS_PAIRS):
         return []
+    if flags & LIST_SNAPSHOT_EITHER == LIST_SNAPSHOT_EITHER:
+        flags &= ~LIST_SNAPSHOT_EITHER
     by_state = flags & LIST_STATES if flags & LIST_OTHER else 0
     asked = [name for bit, name in LIST_FLAGS.items() if flags & bit & ~by_state]
     listed = await session.conn.call(session.target, ListDomains, {"flags": asked})
@@ -600,7 +634,7 @@ async def set_autostart(session: Session, args: Unpacker) -> bytes:
     return b""
 
 
-@handles(Proc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, Proc.DOMAIN_SNAPSHOT_NUM)
+@handles(Proc.DOMAIN_HAS_MANAGED_SAVE_IMAGE)
 async def none_saved(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     args.uint32()
@@ -682,7 +716,7 @@ async def shutdown(session: Session, args: Unpacker) -> bytes:
     check_flags(
         flags_of(args, Proc.DOMAIN_SHUTDOWN_FLAGS), SHUTDOWN_MODES, "virDomainShutdownFlags"
     )
-    await lifecycle(session, domain, Shutdown)
+    await lifecycle(session, domain, Shutdown, escalate=False)
     return b""
 
 
@@ -690,7 +724,7 @@ async def shutdown(session: Session, args: Unpacker) -> bytes:
 async def reboot(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     check_flags(args.uint32(), SHUTDOWN_MODES, "virDomainReboot")
-    await lifecycle(session, domain, Reboot)
+    await lifecycle(session, domain, Reboot, escalate=False)
     return b""
 
 
@@ -717,8 +751,9 @@ async def resume(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.DOMAIN_UNDEFINE, Proc.DOMAIN_UNDEFINE_FLAGS)
 async def undefine(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
-    check_flags(flags_of(args, Proc.DOMAIN_UNDEFINE_FLAGS), UNDEFINE_ALL, "virDomainUndefineFlags")
-    await lifecycle(session, domain, Undefine)
+    flags = flags_of(args, Proc.DOMAIN_UNDEFINE_FLAGS)
+    check_flags(flags, UNDEFINE_ALL, "virDomainUndefineFlags")
+    await lifecycle(session, domain, Undefine, snapshots=bool(flags & UNDEFINE_SNAPSHOTS_METADATA))
     return b""
 
 
@@ -749,72 +784,6 @@ async def rename(session: Session, args: Unpacker) -> bytes:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, "new_name in virDomainRename must not be NULL")
     await lifecycle(session, domain, Rename, new_name=new_name)
     return ints(0)
-
-
-# ------------------------------------------------------------------ events --
-
-
-def event_message(callback_id: int, event: Event) -> bytes | None:
-    """The MESSAGE packet that tells a client's callback about ``event``."""
-    packer = Packer()
-    packer.int32(callback_id)
-    if isinstance(event, LifecycleEvent):
-        procedure = Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE
-        WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
-        packer.int32(event.event_code)
-        packer.int32(event.detail_code)
-    elif isinstance(event, RebootEvent):
-        procedure = Proc.DOMAIN_EVENT_CALLBACK_REBOOT
-        WireDomain(event.domain.name, event.domain.uuid, event.domain.id).pack(packer)
-    else:
-        return None
-    return message(REMOTE_PROGRAM, procedure, packer.data())
-
-
-@handles(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY)
-async def register_any(session: Session, args: Unpacker) -> bytes:
-    """Lifecycle and reboot callbacks, each fed by its own event stream from now on;
-    one domain's, by UUID as libvirt (a rename keeps it), or every domain's."""
-    event_id = args.int32()
-    domain = args.optional(lambda: read_domain(args))
-    if event_id not in (EventId.LIFECYCLE, EventId.REBOOT):
-        raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"domain event {event_id}")
-    if len(session.callbacks) >= session.max_callbacks:
-        raise VirtbusError.of(
-            ErrorCode.RESOURCE_BUSY,
-            f"this connection has {len(session.callbacks)} event callbacks, the most allowed",
-        )
-    callback_id = 0
-    replied = REPLIED.get()
-
-    async def deliver(event: Event) -> None:
-        """After the reply that gave the client its callback ID: a client drops
-        events for an ID it has not been told yet."""
-        if replied is not None:
-            await replied.wait()
-        if isinstance(event, DomainEventBase) and domain and event.domain.uuid != domain.uuid:
-            return
-        packet = event_message(callback_id, event)
-        if packet is not None:
-            await session.send(packet)
-
-    callback_id = await session.conn.domain_event_register_any(
-        session.target, None, EventId(event_id), deliver
-    )
-    session.callbacks.add(callback_id)
-    session.changed()
-    return ints(callback_id)
-
-
-@handles(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY)
-async def deregister_any(session: Session, args: Unpacker) -> bytes:
-    callback_id = args.int32()
-    if callback_id not in session.callbacks:
-        raise VirtbusError.of(ErrorCode.INVALID_ARG, f"callback {callback_id} is not registered")
-    session.callbacks.discard(callback_id)
-    await session.conn.domain_event_deregister_any(callback_id)
-    session.changed()
-    return b""
 
 
 __all__ = ["HANDLERS", "Session"]

@@ -24,7 +24,15 @@ from types import TracebackType
 from typing import Any
 
 from agent.client import Connection, VirtbusError
-from agent.gateway import auth  # noqa: F401 (its handlers: the authentication procedures)
+from agent.gateway import (  # noqa: F401 (their handlers)
+    auth,
+    console,
+    events,
+    metadata,
+    networks,
+    stats,
+    storage,
+)
 from agent.gateway.acl import access
 from agent.gateway.authz import Policy, matches, subject_dn
 from agent.gateway.identity import Identity
@@ -153,6 +161,11 @@ class Gateway:
     def callbacks(self) -> int:
         """Event callbacks registered by the clients connected now."""
         return sum(len(session.callbacks) for session in self._sessions)
+
+    @property
+    def streams(self) -> int:
+        """Streams (consoles) the clients connected now have open."""
+        return sum(len(session.streams) for session in self._sessions)
 
     @property
     def clients(self) -> int:
@@ -431,6 +444,9 @@ class Client:
             else:
                 self._slots.release()
             return
+        if header.type == MessageType.STREAM and header.program == REMOTE_PROGRAM:
+            self._spawn(self.session.stream_packet(header.serial, header.status, payload))
+            return
         if header.type != MessageType.CALL:
             self._slots.release()
             return
@@ -499,7 +515,7 @@ class Client:
         self.session.authorize(header.procedure)
         needed = access(header.procedure)
         args = Unpacker(payload)
-        CALL.set(Call(header.procedure, needed.api if needed else "?", args))
+        CALL.set(Call(header.procedure, needed.api if needed else "?", args, serial=header.serial))
         body = await handler(self.session, args)
         args.done()
         return body

@@ -1,19 +1,22 @@
-"""The gateway's guards, as one settings model: ``virtbus gateway`` fills it from its
-options. The defaults are libvirtd's (``libvirtd.conf``) where libvirtd has the setting."""
+"""The gateway's guards, as one settings model read like every virtbus setting: the
+options of ``virtbus gateway``, then ``VIRTBUS_GATEWAY_*`` variables
+(``VIRTBUS_GATEWAY_MAX_CLIENTS``…), then the defaults, which are libvirtd's
+(``libvirtd.conf``) where libvirtd has the setting."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
 # a header and a 16 MiB payload: eight times the longest string a procedure takes
 DEFAULT_MAX_PACKET = 4 + 24 + 16 * MIB
 
 
-class GatewaySettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIRTBUS_GATEWAY_", frozen=True, extra="forbid")
 
     max_clients: int = Field(5000, ge=1, description="libvirtd's max_clients")
     max_anonymous_clients: int = Field(
@@ -46,7 +49,7 @@ class GatewaySettings(BaseModel):
     sasl_users: Path | None = Field(
         None,
         description="require a SASL login (SCRAM-SHA-256) checked against this users file "
-        "(`virtbus gateway-user`); needs --tls-cert",
+        "('virtbus gateway-user'); needs --tls-cert",
     )
     log_interval_s: float = Field(
         60.0, gt=0, description="an error at a limit is logged once per interval"

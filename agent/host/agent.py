@@ -22,14 +22,22 @@ from typing import Any
 
 from agent import __version__
 from agent.errors import VirtError
+from agent.host import (  # noqa: F401  (their handlers register on import)
+    metadata,
+    snapshots,
+    stats,
+    storage,
+)
 from agent.host.bus import Bus, Inbound
 from agent.host.config import Config
+from agent.host.console import Consoles
 from agent.host.credentials import RegistryCredentials
 from agent.host.dispatch import Dispatcher, Outcome
 from agent.host.domains import DomainTable
 from agent.host.driver import DockerDriver, Driver
 from agent.host.metrics import Metrics, MetricsServer, Readings
 from agent.host.monitor import Monitor
+from agent.host.networks import attach_networks
 from agent.host.operations import Operations
 from agent.host.outbox import Outbox
 from agent.host.store import Store, StoreUnwritable
@@ -98,11 +106,17 @@ class Agent:
             self._server = MetricsServer(
                 self.metrics, self.health, config.metrics_host, config.metrics_port
             )
+        self._consoles = Consoles(self._bus.open_stream)
         self._dispatcher: Dispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
+
+    @property
+    def consoles(self) -> Consoles:
+        """The console sessions open now."""
+        return self._consoles
 
     async def __aenter__(self) -> Agent:
         try:
@@ -154,6 +168,7 @@ class Agent:
             intent_reached=self._store.intent_reached,
             policy=self.config.policy,
         )
+        operations.sessions = self._consoles
         self._dispatcher = Dispatcher(
             self.host,
             operations,
@@ -168,6 +183,8 @@ class Agent:
             recovered=self._monitor.recovered,
         )
         await operations.forbid_docker_restarts()
+        await attach_networks(operations, self._store.networks()).restore()
+        await operations.count_snapshots()
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")
@@ -213,6 +230,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._consoles.close()
         await self._outbox.kill()
         self._tasks.clear()
         self._answers.clear()

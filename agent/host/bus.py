@@ -30,6 +30,7 @@ from aio_pika.abc import (
 )
 
 from agent.settings import mask_url
+from agent.streams import BusStream
 from schemas.codes import ErrorCode
 from schemas.errors import VirtbusError
 from schemas.topology import (
@@ -456,6 +457,12 @@ class Bus:
                 ),
                 routing_key=routing_key,
             )
+
+    async def open_stream(self, session: str) -> BusStream:
+        """This host's end of a stream session (agent/streams.py), on the current
+        connection: a reconnection ends it, as its queue goes with the connection."""
+        with _lost_is_unavailable():
+            return await BusStream.open(self._live_channel(), session)
 
     async def close(self) -> None:
         self._closing = True

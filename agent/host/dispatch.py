@@ -149,7 +149,7 @@ class Dispatcher:
             return _done(Outcome(Reply.model_validate_json(body), body, True, command))
         if running is not None:
             return asyncio.shield(running)
-        lane = self._lane(command)
+        lane = self._domains.lane(command)
         previous = self._lanes.get(lane) if lane else None
         task = asyncio.create_task(
             self._run(command, fingerprint, previous), name=f"command {command.id}"
@@ -175,16 +175,6 @@ class Dispatcher:
             return True
         _, pending = await asyncio.wait(list(self._running.values()), timeout=timeout_s)
         return not pending
-
-    def _lane(self, command: Command) -> str | None:
-        """Commands about one domain share a lane, keyed by the domain's name."""
-        if isinstance(command, Define | CreateXml):
-            return f"name:{command.args.spec.name}"
-        if isinstance(command, DomainCommand):
-            domain = self._domains.find(command.target)
-            name = domain.name if domain else command.target.name
-            return f"name:{name}" if name else f"target:{command.target}"
-        return None
 
     def _unauthentic(self, command_id: str, refusal: Refused) -> Outcome:
         """AUTH_FAILED, never recorded: a command id seen unauthenticated stays free for

@@ -10,7 +10,7 @@ from uuid import UUID
 from agent.errors import no_domain
 from agent.host.translate import Evidence
 from schemas.codes import DomainState, ShutoffReason
-from schemas.commands import ListFlag, Target
+from schemas.commands import Command, CreateXml, Define, DomainCommand, ListFlag, Target
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import DomainRef
 
@@ -37,6 +37,10 @@ class DomainObj:
     pending: DomainSpec | None = None
     """A definition given while running, applied at the next start."""
     evidence: Evidence = field(default_factory=Evidence)
+    snapshots: int = 0
+    """How many snapshots the domain has."""
+    current_snapshot: str | None = None
+    """The snapshot last taken or reverted to, libvirt's current snapshot."""
 
     @property
     def active(self) -> bool:
@@ -80,6 +84,8 @@ class DomainObj:
             "shutoff": self.state == DomainState.SHUTOFF,
             "autostart": self.autostart,
             "no_autostart": not self.autostart,
+            "has_snapshot": self.snapshots > 0,
+            "no_snapshot": self.snapshots == 0,
         }
         for group in _FLAG_GROUPS:
             asked = [flag for flag in flags if flag in group]
@@ -93,6 +99,7 @@ _FLAG_GROUPS: tuple[frozenset[str], ...] = (
     frozenset({"persistent", "transient"}),
     frozenset({"running", "paused", "shutoff"}),
     frozenset({"autostart", "no_autostart"}),
+    frozenset({"has_snapshot", "no_snapshot"}),
 )
 
 
@@ -136,6 +143,28 @@ class DomainTable:
         if target.uuid is not None:
             return self.by_uuid(target.uuid)
         return next((d for d in self._by_uuid.values() if d.id == target.id), None)
+
+    def subject(self, command: Command) -> DomainObj | None:
+        """The existing domain a command is about, if any: the one a define or
+        create_xml names, or the one a domain command targets. Every part of the agent
+        that asks "which domain" asks here."""
+        if isinstance(command, Define | CreateXml):
+            return self.by_name(command.args.spec.name)
+        if isinstance(command, DomainCommand):
+            return self.find(command.target)
+        return None
+
+    def lane(self, command: Command) -> str | None:
+        """The ordering lane of a command: commands about one domain share one, keyed
+        by the domain's name (a define names the domain it makes); host commands have
+        none."""
+        if isinstance(command, Define | CreateXml):
+            return f"name:{command.args.spec.name}"
+        if isinstance(command, DomainCommand):
+            domain = self.find(command.target)
+            name = domain.name if domain else command.target.name
+            return f"name:{name}" if name else f"target:{command.target}"
+        return None
 
     def get(self, target: Target) -> DomainObj:
         """The targeted domain, or NO_DOMAIN."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -18,19 +19,33 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import aiodocker
+import aiodocker.stream
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent.errors import VirtError
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
+from schemas.network import NetworkSpec
 
 HOST_LABEL = "virtbus.host"
 UUID_LABEL = "virtbus.uuid"
+NETWORK_LABEL = "virtbus.network"
+POOL_LABEL = "virtbus.pool"
+CAPACITY_LABEL = "virtbus.capacity"
+SNAPSHOT_LABEL = "virtbus.snapshot"
+CREATED_LABEL = "virtbus.snapshot.created"
+log = logging.getLogger(__name__)
+SNAPSHOT_REPOSITORY = "virtbus-snapshot"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=300.0, sock_connect=30.0)
 """The bound on one call to the engine (aiohttp's default, which aiodocker lifts for the
 calls that wait on a container)."""
+TOGGLE_SETTLE_S = 2.0
+"""How long a pause or unpause that Docker refuses on a stale record of the container is
+made again (see ``DockerDriver._toggle``)."""
+TOGGLE_RETRY_S = 0.02
 DROPPED_CAPABILITIES = ("AUDIT_WRITE", "MKNOD", "NET_RAW")
+BRIDGE_OPTION = "com.docker.network.bridge.name"
 """Docker grants these by default; Podman does not, and neither does virtbus."""
 
 
@@ -47,6 +62,8 @@ class RuntimeEvent:
     signal: int | None = None
     pid: int = 0
     """Host PID after a ``start`` or ``restart``; 0 otherwise."""
+    status: str | None = None
+    """What follows the action's colon: ``healthy`` in ``health_status: healthy``."""
 
 
 @dataclass(frozen=True)
@@ -80,16 +97,138 @@ class EngineFacts:
     version: str
 
 
+@dataclass(frozen=True)
+class NetworkFacts:
+    """A virtbus network as Docker has it: its ID and its Linux bridge."""
+
+    id: str
+    bridge: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A domain's place on one network, as Docker assigned it; ``network`` as the
+    domain's spec names it."""
+
+    network: str
+    mac: str | None
+    ipv4: str | None
+    ipv4_prefix: int
+    ipv6: str | None
+    ipv6_prefix: int
+
+
+@dataclass(frozen=True)
+class EngineVolume:
+    """One of this host's volumes, by its pool and its name in the pool."""
+
+    pool: str
+    name: str
+    mountpoint: str
+    capacity: int
+
+
+@dataclass(frozen=True)
+class SnapshotImage:
+    """An image committed from one of this host's domains: ``tag`` names it in
+    ``SNAPSHOT_REPOSITORY``; ``labels`` are the image's labels."""
+
+    id: str
+    tag: str
+    labels: Mapping[str, str]
+
+
+class Terminal(Protocol):
+    """A container's attached terminal."""
+
+    async def read(self) -> bytes | None:
+        """The next output; None at its end."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+class _AttachedTerminal:
+    def __init__(self, stream: aiodocker.stream.Stream) -> None:
+        self._stream = stream
+
+    async def read(self) -> bytes | None:
+        try:
+            message = await self._stream.read_out()
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
+        return None if message is None else bytes(message.data)
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write_in(data)
+        except RuntimeError:
+            raise VirtError(ErrorCode.OPERATION_FAILED, "the console is closed") from None
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
 Credentials = Mapping[str, tuple[str, str]]
 """Registry → (username, password), for pulls."""
+
+
+PULL_CAUSES = (
+    (("no such host", "server misbehaving", "name resolution", "lookup "), "dns"),
+    (("x509", "certificate", "tls:", "handshake"), "tls"),
+    (
+        ("unauthorized", "authentication required", "denied", "incorrect username"),
+        "auth",
+    ),
+    (("manifest unknown", "not found", "name unknown", "does not exist"), "missing"),
+    (("connection refused", "i/o timeout", "no route to host", "timeout"), "unreachable"),
+)
+"""Words of the engine's pull errors, by the cause they tell, most telling first: a
+refused login behind an HTTP fallback still says "unauthorized"."""
+
+
+def pull_cause(message: str, registry: str, logged_in: bool) -> str:
+    """The cause of a failed pull in words, from the engine's message."""
+    lowered = message.lower()
+    cause = next(
+        (cause for words, cause in PULL_CAUSES if any(word in lowered for word in words)),
+        None,
+    )
+    match cause:
+        case "dns":
+            return f"the registry's name '{registry}' does not resolve (DNS)"
+        case "tls":
+            return "the registry's TLS certificate is not trusted (TLS)"
+        case "auth" if logged_in:
+            return "the registry refused the host.login's credentials (auth)"
+        case "auth":
+            return "the registry wants a login and the host has no host.login for it (auth)"
+        case "missing":
+            return "the registry has no such image (not found)"
+        case "unreachable":
+            return f"the registry at '{registry}' cannot be reached (network)"
+    # an HTTP fallback's error can hide a refused login: whether there was one helps
+    return f"the engine could not pull it, {'with' if logged_in else 'without'} a host.login"
 
 
 class Driver(Protocol):
     async def observe_all(self) -> list[Observed]: ...
     async def observe(self, handle: str) -> Observed | None: ...
+    async def named(self, name: str) -> Observed | None:
+        """The container Docker holds under the name of domain ``name``, if any."""
+        ...
+
     async def paused(self, handle: str, pid: int) -> bool | None:
         """Whether the container (whose init has host PID ``pid``, 0 if unknown) is
         paused now; None once it is gone."""
+        ...
+
+    async def frozen(self, handle: str, pid: int) -> bool | None:
+        """Whether the kernel has the container frozen now, without waiting for Docker;
+        None when that cannot be told."""
         ...
 
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
@@ -100,7 +239,26 @@ class Driver(Protocol):
     async def start(self, handle: str) -> None: ...
     async def stop(self, handle: str, timeout_s: int) -> None: ...
     async def kill(self, handle: str) -> None: ...
-    async def restart(self, handle: str) -> None: ...
+    async def restart(self, handle: str, timeout_s: int = 10) -> None:
+        """Stop (killing after ``timeout_s``; never, for -1) and start again."""
+        ...
+
+    async def signal(self, handle: str, signal: str) -> None:
+        """Send ``signal`` (``TERM``...) to the container's init."""
+        ...
+
+    async def wait_stopped(self, handle: str) -> None:
+        """Return once the container is not running, however long that takes."""
+        ...
+
+    async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
+        """The last ``max_bytes`` of what the container wrote, and whether there was more."""
+        ...
+
+    async def attach(self, handle: str) -> Terminal:
+        """The container's terminal: its output from now on, and its input."""
+        ...
+
     async def pause(self, handle: str) -> None: ...
     async def unpause(self, handle: str) -> None: ...
     async def rename(self, handle: str, name: str) -> None: ...
@@ -110,11 +268,50 @@ class Driver(Protocol):
         ...
 
     async def usage(self, handle: str) -> Usage: ...
+    async def create_network(self, uuid: UUID, spec: NetworkSpec) -> NetworkFacts:
+        """Create the Docker network of a virtbus network."""
+        ...
+
+    async def network_facts(self, name: str) -> NetworkFacts | None:
+        """The Docker network of virtbus network ``name``; None if there is none."""
+        ...
+
+    async def remove_network(self, name: str) -> None:
+        """Remove the Docker network of virtbus network ``name``, if there is one."""
+        ...
+
+    async def connect(self, handle: str, network: str, mac: str | None) -> None: ...
+    async def disconnect(self, handle: str, network: str) -> None: ...
+    async def endpoints(self, handle: str) -> list[Endpoint]:
+        """The domain's interfaces with the addresses Docker assigned, in Docker's order."""
+        ...
+
     async def default_command(self, image: str, credentials: Credentials) -> list[str] | None:
         """The image's own command; pulls the image first when the host lacks it."""
         ...
 
     async def engine(self) -> EngineFacts: ...
+    async def volumes(self) -> list[EngineVolume]:
+        """This host's volumes (the engine's volumes with its host label)."""
+        ...
+
+    async def create_volume(self, pool: str, name: str, capacity: int) -> EngineVolume: ...
+    async def remove_volume(self, name: str) -> None: ...
+    async def commit(self, handle: str, tag: str, labels: Mapping[str, str]) -> str:
+        """Commit the container's filesystem into ``SNAPSHOT_REPOSITORY:tag`` carrying
+        ``labels`` (and the host label); returns the image's ID."""
+        ...
+
+    async def snapshot_images(self) -> list[SnapshotImage]: ...
+    async def remove_snapshot_image(self, tag: str) -> None:
+        """Remove the tag; the image goes with it unless a container still uses it
+        (then ``prune_snapshot_images`` removes it once none does)."""
+        ...
+
+    async def prune_snapshot_images(self) -> None:
+        """Remove this host's snapshot images that no tag names and no container uses."""
+        ...
+
     def events(self, since_ns: int, until_ns: int | None = None) -> AsyncIterator[RuntimeEvent]:
         """Docker's events for this host's domains from ``since_ns``: up to ``until_ns``
         (a replay of what the engine still holds), or for good; ends when the engine's
@@ -169,12 +366,41 @@ class _HostConfig(_Edge):
     RestartPolicy: _RestartPolicy = _RestartPolicy()
 
 
+class _EndpointSettings(_Edge):
+    MacAddress: str = ""
+    IPAddress: str = ""
+    IPPrefixLen: int = 0
+    GlobalIPv6Address: str = ""
+    GlobalIPv6PrefixLen: int = 0
+
+
+class _NetworkSettings(_Edge):
+    Networks: dict[str, _EndpointSettings] | None = None
+
+
+class _NetworkInspect(_Edge):
+    Id: str
+    Labels: dict[str, str] | None = None
+    Options: dict[str, str] | None = None
+
+
 class _Inspect(_Edge):
     Id: str
     Name: str
     State: _State
     Config: _Config
     HostConfig: _HostConfig
+    NetworkSettings: _NetworkSettings = _NetworkSettings()
+
+
+class _Volume(_Edge):
+    Name: str
+    Mountpoint: str = ""
+    Labels: dict[str, str] | None = None
+
+
+class _Volumes(_Edge):
+    Volumes: list[_Volume] | None = None
 
 
 class _ImageInspect(_Edge):
@@ -246,6 +472,7 @@ class DockerDriver:
         self._url = url
         self._ssl_context = ssl_context
         self._docker: aiodocker.Docker | None = None
+        self._pruning = asyncio.Lock()
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -290,6 +517,9 @@ class DockerDriver:
         observed = await self.observe(handle)
         return None if observed is None else observed.status == "paused"
 
+    async def frozen(self, handle: str, pid: int) -> bool | None:
+        return _frozen(handle, pid) if pid > 0 else None
+
     def _container(self, handle: str) -> aiodocker.containers.DockerContainer:
         return self.docker.containers.container(handle)
 
@@ -306,11 +536,17 @@ class DockerDriver:
         labels = facts.Config.Labels or {}
         if labels.get(HOST_LABEL) != self.host or UUID_LABEL not in labels:
             return None
+        status = facts.State.Status
+        if status in ("running", "paused") and facts.State.Pid > 0:
+            # Docker's record of a pause can lag the kernel (see _toggle)
+            frozen = _frozen(facts.Id, facts.State.Pid)
+            if frozen is not None:
+                status = "paused" if frozen else "running"
         return Observed(
             handle=facts.Id,
             uuid=UUID(labels[UUID_LABEL]),
             name=self.domain_name(facts.Name),
-            status=facts.State.Status,
+            status=status,
             pid=facts.State.Pid,
             exit_code=facts.State.ExitCode,
             oom_killed=facts.State.OOMKilled,
@@ -320,23 +556,47 @@ class DockerDriver:
             restart_policy=facts.HostConfig.RestartPolicy.Name or "no",
         )
 
+    async def named(self, name: str) -> Observed | None:
+        return await self.observe(self.container_name(name))
+
     async def create(self, name: str, uuid: UUID, spec: DomainSpec) -> str:
         """The container runs unprivileged whatever the engine's defaults: no added
         capabilities and three of Docker's defaults dropped, no new privileges through
         setuid, no host namespace, no device, a process limit. Docker never restarts it:
         the agent does, after checking the policy again (``on_crash: restart``)."""
+        nics = spec.nics()
+        networks = [await self._docker_network(nic.network) for nic in nics]
         host_config: dict[str, Any] = {
             "Init": spec.init,
-            "NetworkMode": spec.network,
+            "NetworkMode": networks[0] if networks else "none",
             "RestartPolicy": {"Name": "no"},
             # Type bind: a missing source is an error, never a directory made as root
             "Mounts": [
                 {"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.readonly}
                 for m in spec.mounts
+            ]
+            + [
+                # NoCopy: the image's files at the target never land in a shared volume
+                {
+                    "Type": "volume",
+                    "Source": self.volume_name(v.volume),
+                    "Target": v.target,
+                    "ReadOnly": v.readonly,
+                    "VolumeOptions": {"NoCopy": True},
+                }
+                for v in spec.volumes
             ],
             **unprivileged(spec.pids_limit or self._pids_limit),
         }
         host_config.update(_limits(spec.memory_kib, spec.vcpus))
+        # Docker makes a missing named volume at create: only this host's may be mounted
+        mine = {(v.pool, v.name) for v in await self.volumes()} if spec.volumes else set()
+        for wanted in spec.volumes:
+            if (wanted.pool, wanted.volume) not in mine:
+                raise VirtError(
+                    ErrorCode.NO_STORAGE_VOL,
+                    f"no storage vol with matching name '{wanted.volume}' in pool '{wanted.pool}'",
+                )
         config: dict[str, Any] = {
             "Image": spec.image,
             "Env": [f"{key}={value}" for key, value in spec.env.items()],
@@ -349,10 +609,127 @@ class DockerDriver:
             config["WorkingDir"] = spec.workdir
         if spec.user is not None:
             config["User"] = spec.user
+        if nics and nics[0].mac is not None:
+            config["MacAddress"] = nics[0].mac
+        if spec.console:
+            config.update(Tty=True, OpenStdin=True, StdinOnce=False, AttachStdin=True)
+        if spec.healthcheck is not None:
+            check = spec.healthcheck
+            config["Healthcheck"] = {
+                "Test": ["CMD", *check.command],
+                "Interval": check.interval_s * 1_000_000_000,
+                "Timeout": check.timeout_s * 1_000_000_000,
+                "Retries": check.retries,
+            }
         container = await self._call(
             self.docker.containers.create(config, name=self.container_name(name))
         )
+        try:
+            for nic, network in zip(nics[1:], networks[1:], strict=True):
+                await self._connect(container.id, network, nic.mac)
+        except VirtError:
+            await self.remove(container.id)
+            raise
         return str(container.id)
+
+    def network_name(self, name: str) -> str:
+        """The Docker network of virtbus network ``name``."""
+        return f"{self.host}.{name}"
+
+    async def _docker_network(self, name: str) -> str:
+        """The Docker network a domain's ``network`` names: this host's virtbus network
+        of that name if there is one, else the Docker network of that name."""
+        if name == "none":
+            return name
+        return self.network_name(name) if await self.network_facts(name) else name
+
+    async def network_facts(self, name: str) -> NetworkFacts | None:
+        try:
+            raw = await self.docker.networks.get(self.network_name(name))
+            facts = _NetworkInspect.model_validate(await raw.show())
+        except aiodocker.DockerError as error:
+            if error.status == 404:
+                return None
+            raise virt_error(error) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
+        if (facts.Labels or {}).get(HOST_LABEL) != self.host:
+            return None
+        bridge = (facts.Options or {}).get(BRIDGE_OPTION) or f"br-{facts.Id[:12]}"
+        return NetworkFacts(id=facts.Id, bridge=bridge)
+
+    async def create_network(self, uuid: UUID, spec: NetworkSpec) -> NetworkFacts:
+        """An internal network unless the spec says otherwise; Docker's IPAM gives the
+        domains their addresses from the spec's subnets and ranges."""
+        pools = []
+        for ip in (spec.ipv4, spec.ipv6):
+            if ip is None:
+                continue
+            pool = {"Subnet": str(ip.subnet)}
+            if ip.gateway is not None:
+                pool["Gateway"] = str(ip.gateway)
+            if ip.dhcp_range is not None:
+                pool["IPRange"] = str(ip.dhcp_range)
+            pools.append(pool)
+        options = {BRIDGE_OPTION: spec.bridge} if spec.bridge else {}
+        config: dict[str, Any] = {
+            "Name": self.network_name(spec.name),
+            "Driver": "bridge",
+            "CheckDuplicate": True,
+            "Internal": spec.internal,
+            "EnableIPv6": spec.ipv6 is not None,
+            "IPAM": {"Driver": "default", "Config": pools},
+            "Options": options,
+            "Labels": {HOST_LABEL: self.host, UUID_LABEL: str(uuid), NETWORK_LABEL: spec.name},
+        }
+        created = await self._call(self.docker.networks.create(config))
+        bridge = spec.bridge or f"br-{created.id[:12]}"
+        return NetworkFacts(id=str(created.id), bridge=bridge)
+
+    async def remove_network(self, name: str) -> None:
+        facts = await self.network_facts(name)
+        if facts is not None:
+            await self._call(self.docker._query_json(f"networks/{facts.id}", method="DELETE"))
+
+    async def _connect(self, handle: str, network: str, mac: str | None) -> None:
+        # the engine keeps the MAC address from API 1.44 on; an older one chooses its own
+        endpoint = {"MacAddress": mac} if mac else {}
+        await self._call(
+            self.docker._query_json(
+                f"networks/{network}/connect",
+                method="POST",
+                data=json.dumps({"Container": handle, "EndpointConfig": endpoint}),
+            )
+        )
+
+    async def connect(self, handle: str, network: str, mac: str | None) -> None:
+        await self._connect(handle, await self._docker_network(network), mac)
+
+    async def disconnect(self, handle: str, network: str) -> None:
+        await self._call(
+            self.docker._query_json(
+                f"networks/{await self._docker_network(network)}/disconnect",
+                method="POST",
+                data=json.dumps({"Container": handle, "Force": False}),
+            )
+        )
+
+    async def endpoints(self, handle: str) -> list[Endpoint]:
+        raw = await self._call(self._container(handle).show())
+        networks = _Inspect.model_validate(raw).NetworkSettings.Networks or {}
+        prefix = f"{self.host}."
+        return [
+            Endpoint(
+                network=name.removeprefix(prefix),
+                mac=settings.MacAddress or None,
+                ipv4=settings.IPAddress or None,
+                ipv4_prefix=settings.IPPrefixLen,
+                ipv6=settings.GlobalIPv6Address or None,
+                ipv6_prefix=settings.GlobalIPv6PrefixLen,
+            )
+            for name, settings in networks.items()
+            if name != "none"
+        ]
 
     async def remove(self, handle: str) -> None:
         await self._call(self._container(handle).delete(force=True, v=True, timeout=CALL_TIMEOUT))
@@ -366,14 +743,61 @@ class DockerDriver:
     async def kill(self, handle: str) -> None:
         await self._call(self._container(handle).kill(signal="KILL", timeout=CALL_TIMEOUT))
 
-    async def restart(self, handle: str) -> None:
-        await self._call(self._container(handle).restart(t=10, timeout=CALL_TIMEOUT))
+    async def restart(self, handle: str, timeout_s: int = 10) -> None:
+        timeout = CALL_TIMEOUT if timeout_s >= 0 else aiohttp.ClientTimeout(total=None)
+        await self._call(self._container(handle).restart(t=timeout_s, timeout=timeout))
+
+    async def signal(self, handle: str, signal: str) -> None:
+        await self._call(self._container(handle).kill(signal=signal, timeout=CALL_TIMEOUT))
+
+    async def wait_stopped(self, handle: str) -> None:
+        forever = aiohttp.ClientTimeout(total=None)
+        await self._call(self._container(handle).wait(timeout=forever))
+
+    async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
+        # Docker cannot bound logs in bytes: lines, then the tail of their bytes
+        lines = await self._call(
+            self._container(handle).log(stdout=True, stderr=True, tail=str(max_bytes))
+        )
+        text = "".join(lines).encode(errors="surrogateescape")
+        return text[-max_bytes:], len(text) > max_bytes
+
+    async def attach(self, handle: str) -> Terminal:
+        stream = self._container(handle).attach(stdin=True, stdout=True, stderr=True)
+        try:
+            await stream.__aenter__()
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
+            raise virt_error(error) from None
+        return _AttachedTerminal(stream)
 
     async def pause(self, handle: str) -> None:
-        await self._call(self._container(handle).pause())
+        await self._toggle(handle, pause=True)
 
     async def unpause(self, handle: str) -> None:
-        await self._call(self._container(handle).unpause())
+        await self._toggle(handle, pause=False)
+
+    async def _toggle(self, handle: str, pause: bool) -> None:
+        """Docker 20.10 applies containerd's own report of each pause and unpause to its
+        record of the container late, after the call has answered and sometimes after
+        the next call: a correctly ordered next call then meets a record one step behind
+        ("is already paused", "is not paused") and Docker reports the stale step again.
+        While the kernel shows the container still needs the change, such a refusal is
+        Docker's record catching up: the call is made again, for up to TOGGLE_SETTLE_S."""
+        container = self._container(handle)
+        deadline = asyncio.get_running_loop().time() + TOGGLE_SETTLE_S
+        while True:
+            try:
+                await (container.pause() if pause else container.unpause())
+                return
+            except aiodocker.DockerError as error:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise virt_error(error) from None
+                observed = await self.observe(handle)
+                if observed is None or observed.status != ("running" if pause else "paused"):
+                    raise virt_error(error) from None
+            except (aiohttp.ClientError, OSError) as error:
+                raise virt_error(error) from None
+            await asyncio.sleep(TOGGLE_RETRY_S)
 
     async def rename(self, handle: str, name: str) -> None:
         await self._call(self._container(handle).rename(self.container_name(name)))
@@ -436,11 +860,10 @@ class DockerDriver:
             await self.docker.images.pull(reference, auth=auth)
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
             message = error.message if isinstance(error, aiodocker.DockerError) else str(error)
-            # the engine's own words can hide a refused login (an HTTP fallback's error)
-            login = "with the host.login" if auth else "without a host.login"
             raise VirtError(
                 ErrorCode.OPERATION_FAILED,
-                f"cannot pull image '{image}' {login} for registry '{registry}': {message}",
+                f"cannot pull image '{image}' from registry '{registry}': "
+                f"{pull_cause(message, registry, auth is not None)} (engine: {message})",
             ) from None
 
     async def engine(self) -> EngineFacts:
@@ -448,6 +871,97 @@ class DockerDriver:
         return EngineFacts(
             cpus=info.NCPU, memory_kib=info.MemTotal // 1024, version=info.ServerVersion
         )
+
+    def volume_name(self, name: str) -> str:
+        return f"{self.host}.{name}"
+
+    async def volumes(self) -> list[EngineVolume]:
+        raw = await self._call(
+            self.docker._query_json(
+                "volumes", params={"filters": json.dumps({"label": [f"{HOST_LABEL}={self.host}"]})}
+            )
+        )
+        found = []
+        for entry in _Volumes.model_validate(raw).Volumes or []:
+            labels = entry.Labels or {}
+            if labels.get(HOST_LABEL) != self.host or POOL_LABEL not in labels:
+                continue
+            found.append(self._volume(entry))
+        return found
+
+    def _volume(self, entry: _Volume) -> EngineVolume:
+        labels = entry.Labels or {}
+        return EngineVolume(
+            pool=labels.get(POOL_LABEL, ""),
+            name=entry.Name.removeprefix(f"{self.host}."),
+            mountpoint=entry.Mountpoint,
+            capacity=_int_or_none(labels.get(CAPACITY_LABEL)) or 0,
+        )
+
+    async def create_volume(self, pool: str, name: str, capacity: int) -> EngineVolume:
+        config = {
+            "Name": self.volume_name(name),
+            "Driver": "local",
+            "Labels": {HOST_LABEL: self.host, POOL_LABEL: pool, CAPACITY_LABEL: str(capacity)},
+        }
+        raw = await self._call(
+            self.docker._query_json("volumes/create", method="POST", data=json.dumps(config))
+        )
+        return self._volume(_Volume.model_validate(raw))
+
+    async def remove_volume(self, name: str) -> None:
+        await self._call(
+            self.docker._query_json(f"volumes/{self.volume_name(name)}", method="DELETE")
+        )
+
+    async def commit(self, handle: str, tag: str, labels: Mapping[str, str]) -> str:
+        # aiodocker's commit sends no body: the labels go in the config it posts here
+        raw = await self._call(
+            self.docker._query_json(
+                "commit",
+                method="POST",
+                params={"container": handle, "repo": SNAPSHOT_REPOSITORY, "tag": tag, "pause": "1"},
+                data=json.dumps({"Labels": {**labels, HOST_LABEL: self.host}}),
+            )
+        )
+        return str(raw["Id"])
+
+    async def snapshot_images(self) -> list[SnapshotImage]:
+        filters = {"label": [f"{HOST_LABEL}={self.host}", SNAPSHOT_LABEL]}
+        raw = await self._call(self.docker.images.list(filters=filters))
+        found = []
+        for entry in raw:
+            labels = entry.get("Labels") or {}
+            for reference in entry.get("RepoTags") or []:
+                repository, _, tag = reference.rpartition(":")
+                if repository == SNAPSHOT_REPOSITORY:
+                    found.append(SnapshotImage(id=str(entry["Id"]), tag=tag, labels=labels))
+        return found
+
+    async def remove_snapshot_image(self, tag: str) -> None:
+        reference = f"{SNAPSHOT_REPOSITORY}:{tag}"
+        try:
+            await self.docker.images.delete(reference)
+        except aiodocker.DockerError as error:
+            if error.status != 409:
+                raise virt_error(error) from None
+            # used by a container: untag it, the prune removes the image after
+            await self._call(self.docker.images.delete(reference, force=True))
+
+    async def prune_snapshot_images(self) -> None:
+        """Garbage collection of this host's snapshot images that nothing names any more:
+        one prune at a time (Docker refuses a second while one runs), and never an error
+        for the operation that asked; what one prune leaves, the next takes."""
+        filters = {"dangling": ["true"], "label": [f"{HOST_LABEL}={self.host}", SNAPSHOT_LABEL]}
+        async with self._pruning:
+            try:
+                await self._call(
+                    self.docker._query_json(
+                        "images/prune", method="POST", params={"filters": json.dumps(filters)}
+                    )
+                )
+            except VirtError as error:
+                log.warning("snapshot images not pruned: %s", error)
 
     async def events(
         self, since_ns: int, until_ns: int | None = None
@@ -483,7 +997,7 @@ class DockerDriver:
         labels = raw.Actor.Attributes
         if raw.Type != "container" or UUID_LABEL not in labels:
             return None
-        action = raw.Action.split(":", 1)[0]
+        action, _, status = raw.Action.partition(":")
         pid = 0
         if action in ("start", "restart"):
             observed = await self.observe(raw.Actor.ID)
@@ -497,6 +1011,7 @@ class DockerDriver:
             exit_code=_int_or_none(labels.get("exitCode")),
             signal=_int_or_none(labels.get("signal")),
             pid=pid,
+            status=status.strip() or None,
         )
 
 

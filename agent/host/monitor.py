@@ -15,6 +15,7 @@ re-listing (``origin: reconcile``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any, Literal
 from uuid import UUID
 
 from agent.errors import VirtError
@@ -38,7 +40,16 @@ from agent.host.translate import (
     translate,
 )
 from schemas.codes import DomainState, Lifecycle, PausedReason, RunningReason
-from schemas.events import DomainRef, LifecycleEvent, Origin, RebootEvent, TunableEvent
+from schemas.events import (
+    DeviceEvent,
+    DomainEventBase,
+    DomainRef,
+    HealthEvent,
+    LifecycleEvent,
+    Origin,
+    RebootEvent,
+    TunableEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,7 @@ STOPPED = frozenset(
         Lifecycle.STOPPED_SHUTDOWN,
         Lifecycle.STOPPED_DESTROYED,
         Lifecycle.STOPPED_CRASHED,
+        Lifecycle.STOPPED_FROM_SNAPSHOT,
         Lifecycle.STOPPED_FAILED,
     }
 )
@@ -62,19 +74,27 @@ _DOCKER_STATES: dict[str, tuple[DomainState, int | None]] = {
 RESUBSCRIBE_DELAY_S = 1.0
 APPLIED_KEPT = 1024
 ORPHAN_TTL_S = 60.0
+DISCARD_TRIES = 6
+"""Attempts to remove a stopped transient domain's container, 0.1 s apart and doubling
+(about 6 s); a container still there after them is removed by a later re-list."""
 DOCKER_TIME = "docker_ns"
 """Store counter: Docker's time of the last event applied, where a replay resumes."""
+HEALTH_STATUS = "health_status"
+"""Docker's action for a health check's verdict (``health_status: healthy``)."""
 
 
 @dataclass
 class Expectation:
     """An operation in flight on one domain: how to read Docker's steps, whom to credit,
-    and which transition ends it."""
+    and which transition ends it. Only the transitions it brings about carry its
+    ``cause``: those it passes through (``via``) and the one that ends it, and none once
+    it has ended; anything else that happens to the domain meanwhile is not its doing."""
 
     cause: str
     until: frozenset[Transition]
     mode: Mode = Mode.PLAIN
     params: dict[str, int] = field(default_factory=dict)
+    via: frozenset[Transition] = frozenset()
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: bool = True
     """False for an operation of a previous run that nobody waits for any more."""
@@ -86,6 +106,10 @@ class Expectation:
         except TimeoutError:
             return False
         return True
+
+    def credits(self, transition: Transition) -> bool:
+        """Whether the operation brought ``transition`` about."""
+        return not self.reached.is_set() and transition in self.until | self.via
 
 
 class Monitor:
@@ -126,8 +150,9 @@ class Monitor:
         until: frozenset[Transition],
         mode: Mode = Mode.PLAIN,
         params: dict[str, int] | None = None,
+        via: frozenset[Transition] = frozenset(),
     ) -> Iterator[Expectation]:
-        expectation = Expectation(cause, until, mode, params or {})
+        expectation = Expectation(cause, until, mode, params or {}, via)
         log.debug("expect %s on %s: %s", cause, domain.name, sorted(t.name for t in until))
         with self._store.transaction() as tx:
             tx.intend(cause, domain.uuid, mode.value, sorted(t.name for t in until))
@@ -140,7 +165,8 @@ class Monitor:
                 del self._expectations[domain.uuid]
 
     async def name_free(self, name: str) -> None:
-        """Wait until the container of a transient domain that was named ``name`` is gone."""
+        """Wait until the removal of the container of a transient domain that was named
+        ``name`` has ended (tried a few times; a later re-list takes over if it failed)."""
         task = self._discards.get(name)
         if task is not None:
             await asyncio.shield(task)
@@ -176,12 +202,67 @@ class Monitor:
         await self._store.writable()
         await self._current.wait()
 
+    async def claim(self, name: str) -> None:
+        """Make ``name`` free for a new domain: a container Docker still holds under that
+        name for a domain this agent no longer has (``_leftover``) is removed. Raises if
+        Docker cannot remove it."""
+        await self.name_free(name)
+        found = await self._driver.named(name)
+        if found is not None and self._leftover(found):
+            log.warning("domain name %s: removing the container left by a gone domain", name)
+            await self._driver.remove(found.handle)
+
+    def _leftover(self, found: Observed) -> bool:
+        """A container of a domain this agent made and no longer has: a transient domain
+        that stopped while Docker could not remove its container or the agent was killed
+        in between, or a start the agent was killed in the middle of. Nothing can manage
+        it any more. A container of a domain the agent never knew (its state deleted)
+        is not one: that is left alone."""
+        return self._domains.by_uuid(found.uuid) is None and self._store.made(found.uuid)
+
     def announce(self, domain: DomainObj, transition: Lifecycle, cause: str) -> None:
         """Publish a transition that has no Docker event of its own."""
         with self.kept(domain), self._store.transaction() as tx:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
+        self._on_queued()
+
+    def _health(self, domain: DomainObj, event: RuntimeEvent) -> None:
+        """A health check's verdict: an event of its own, no state change."""
+        if event.status not in ("healthy", "unhealthy"):
+            return
+        status: Literal["healthy", "unhealthy"] = (
+            "healthy" if event.status == "healthy" else "unhealthy"
+        )
+        ref = DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id)
+        when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
+        with self._store.transaction() as tx:
+            tx.enqueue(
+                lambda seq: HealthEvent(
+                    seq=seq,
+                    host=self.host,
+                    time=when,
+                    domain=ref,
+                    origin="external",
+                    status=status,
+                )
+            )
+            tx.set_counter(DOCKER_TIME, event.time_ns)
+        self._on_queued()
+
+    def publish(
+        self, domain: DomainObj, build: Callable[[int, dict[str, Any]], DomainEventBase]
+    ) -> None:
+        """Store the domain and queue an event of a change Docker does not see (its
+        metadata) in one transaction. ``build`` gets the event's ``seq`` and the fields
+        every domain event shares."""
+        ref = DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id)
+        with self._store.transaction() as tx:
+            if self._domains.by_uuid(domain.uuid) is domain:
+                tx.save(domain)
+            common = {"host": self.host, "time": datetime.now(UTC), "domain": ref}
+            tx.enqueue(lambda seq: build(seq, common))
         self._on_queued()
 
     def stopped(
@@ -225,6 +306,33 @@ class Monitor:
     def save(self, domain: DomainObj) -> None:
         with self._store.transaction() as tx:
             tx.save(domain)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A store transaction whose queued events go out once it has committed."""
+        with self._store.transaction() as tx:
+            yield tx
+        self._on_queued()
+
+    def device_changed(
+        self, domain: DomainObj, event: Literal["added", "removed"], alias: str, cause: str
+    ) -> None:
+        """Save the domain and publish libvirt's DEVICE_ADDED or DEVICE_REMOVED with it."""
+        with self.transaction() as tx:
+            tx.enqueue(
+                lambda seq: DeviceEvent.of(
+                    event,
+                    seq=seq,
+                    host=self.host,
+                    time=datetime.now(UTC),
+                    domain=DomainRef(name=domain.name, uuid=domain.uuid, id=domain.id),
+                    origin="agent",
+                    cause=cause,
+                    alias=alias,
+                )
+            )
+            if self._domains.by_uuid(domain.uuid) is domain:
+                tx.save(domain)
 
     async def run(self) -> None:
         """Follow Docker's events for good. Each time the stream (re)starts, first catch
@@ -336,8 +444,13 @@ class Monitor:
             if self._redundant(domain, transition):
                 continue
             exit_code = found.exit_code if found and transition in STOPPED else None
+            credited = expectation is not None and expectation.credits(transition)
+            if credited and expectation and transition in STOPPED:
+                # the signals that would tell were lost with the events: the stop is the
+                # take-down's own, as a domain that dies while being destroyed is
+                transition = _OWN_STOPS.get(expectation.mode, transition)
             self._settle(tx, domain, transition)
-            cause = expectation.cause if expectation else None
+            cause = expectation.cause if expectation and credited else None
             self._emit(tx, domain, transition, "reconcile", cause, when, exit_code)
             emitted.add(transition)
         if self._domains.by_uuid(domain.uuid) is domain:
@@ -384,11 +497,12 @@ class Monitor:
         )
         if domain is None:
             return
+        if event.action == HEALTH_STATUS:
+            self._health(domain, event)
+            return
         expectation = self._expectations.get(event.uuid)
-        if (
-            event.action in _TOGGLES
-            and not _awaited(expectation, _TOGGLES[event.action])
-            and await self._stale(domain, event.action)
+        if event.action in _TOGGLES and await self._stale(
+            domain, event.action, _awaited(expectation, _TOGGLES[event.action])
         ):
             return
         reported = replace(domain.evidence, signals=list(domain.evidence.signals))
@@ -408,23 +522,23 @@ class Monitor:
             return
         params: dict[str, int] = {}
         if Special.TUNABLE in transitions:
-            params = expectation.params if expectation else await self._tunables(domain)
-            if expectation is None and params == _tunables_of(domain):
+            tuning = expectation is not None and expectation.credits(Special.TUNABLE)
+            params = expectation.params if expectation and tuning else await self._tunables(domain)
+            if not tuning and params == _tunables_of(domain):
                 # an update of something else (the restart policy): no tunable changed
                 return
-        # an operation of a previous run is credited only with the effect it was after
-        credited = expectation is not None and (
-            expectation.waiting or bool(expectation.until & set(transitions))
-        )
-        origin: Origin = origin_override or ("agent" if credited else "external")
-        cause = expectation.cause if expectation and credited and origin == "agent" else None
         when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
         emitted: set[Transition] = set()
         with self._store.transaction() as tx:
             for transition in transitions:
                 if self._redundant(domain, transition):
                     continue
-                if transition is Lifecycle.STARTED_BOOTED or transition is Special.REBOOT:
+                credited = expectation is not None and expectation.credits(transition)
+                origin: Origin = origin_override or ("agent" if credited else "external")
+                cause = (
+                    expectation.cause if expectation and credited and origin == "agent" else None
+                )
+                if transition in _STARTS:
                     domain.pid = event.pid
                 if transition is Lifecycle.UNDEFINED_RENAMED:
                     self._emit(tx, domain, transition, origin, cause, when)
@@ -443,12 +557,18 @@ class Monitor:
             self._on_queued()
         self._settled(event.uuid, expectation, emitted)
 
-    async def _stale(self, domain: DomainObj, action: str) -> bool:
+    async def _stale(self, domain: DomainObj, action: str, awaited: bool) -> bool:
         """Docker 20.10 may report a pause or unpause twice (from its API and from
-        containerd's event, racing); the late copy no longer matches the container.
-        Checked only when no operation awaits that very change: the check may wait for
-        the pause in progress to finish."""
-        paused = await self._driver.paused(domain.handle, domain.pid) if domain.handle else None
+        containerd's event, racing); the late copy no longer matches the container. The
+        change an operation awaits is checked with the kernel only (Docker's answer
+        would wait for the operation's own call to end), and taken when the kernel
+        cannot tell: a stale copy must not answer the operation before its call acted."""
+        if domain.handle is None:
+            return action == "pause"
+        if awaited:
+            frozen = await self._driver.frozen(domain.handle, domain.pid)
+            return frozen is not None and frozen != (action == "pause")
+        paused = await self._driver.paused(domain.handle, domain.pid)
         return bool(paused) != (action == "pause")
 
     async def _tunables(self, domain: DomainObj) -> dict[str, int]:
@@ -461,7 +581,7 @@ class Monitor:
     @staticmethod
     def _redundant(domain: DomainObj, transition: Transition) -> bool:
         """A transition the domain has already made: a replayed or re-listed step."""
-        if transition is Lifecycle.STARTED_BOOTED:
+        if transition in (Lifecycle.STARTED_BOOTED, Lifecycle.STARTED_FROM_SNAPSHOT):
             return domain.active
         if transition in STOPPED:
             return not domain.active
@@ -473,7 +593,7 @@ class Monitor:
 
     def _settle(self, tx: Transaction, domain: DomainObj, transition: Transition) -> None:
         """Bring the domain to where the transition leaves it."""
-        if transition is Lifecycle.STARTED_BOOTED or transition is Special.REBOOT:
+        if transition in _STARTS:
             domain.evidence = Evidence()
         if transition is Special.REBOOT:
             domain.state, domain.reason = DomainState.RUNNING, RunningReason.BOOTED
@@ -494,19 +614,46 @@ class Monitor:
 
     def _discard(self, domain: DomainObj) -> None:
         """Remove a transient domain's container now that it has stopped."""
-        handle = domain.handle
-        if handle is None:
+        if domain.handle is not None:
+            self._remove_later(domain.name, domain.handle)
+
+    def _remove_later(self, name: str, handle: str) -> None:
+        if name in self._discards:
             return
 
         async def remove() -> None:
             try:
-                await self._driver.remove(handle)
-            except VirtError as error:
-                log.warning("could not remove stopped transient domain %s: %s", domain.name, error)
+                await self._remove(name, handle)
             finally:
-                self._discards.pop(domain.name, None)
+                if self._discards.get(name) is task:
+                    del self._discards[name]
 
-        self._discards[domain.name] = asyncio.create_task(remove())
+        task = asyncio.create_task(remove(), name=f"remove {name}")
+        self._discards[name] = task
+
+    async def _remove(self, name: str, handle: str) -> None:
+        """Docker may fail a removal for a while (its overlay mount still busy right
+        after the stop, the engine restarting): tried again, DISCARD_TRIES times."""
+        delay = 0.1
+        for attempt in range(1, DISCARD_TRIES + 1):
+            try:
+                await self._driver.remove(handle)
+                return
+            except VirtError as error:
+                with contextlib.suppress(VirtError):
+                    if await self._driver.observe(handle) is None:
+                        return
+                if attempt == DISCARD_TRIES:
+                    log.warning(
+                        "could not remove the container of stopped domain %s (%d tries), "
+                        "left to the next re-list: %s",
+                        name,
+                        attempt,
+                        error,
+                    )
+                    return
+            await asyncio.sleep(delay)
+            delay *= 2
 
     def _emit(
         self,
@@ -562,7 +709,13 @@ class Monitor:
                     self._catch_up_domain(tx, domain, observed.get(domain.uuid), now)
             queued = tx.queued
         for uuid in observed.keys() - {d.uuid for d in self._domains}:
-            log.warning("container %s carries this host's labels but no domain; left alone", uuid)
+            found = observed[uuid]
+            if self._leftover(found):
+                self._remove_later(found.name, found.handle)
+            else:
+                log.warning(
+                    "container %s carries this host's labels but no domain; left alone", uuid
+                )
         if queued:
             self._on_queued()
 
@@ -586,13 +739,19 @@ class Monitor:
         return missed
 
 
+_STARTS = frozenset({Lifecycle.STARTED_BOOTED, Lifecycle.STARTED_FROM_SNAPSHOT, Special.REBOOT})
 _CRASHES = frozenset({Lifecycle.STOPPED_CRASHED, Lifecycle.STOPPED_FAILED})
+_OWN_STOPS: dict[Mode, Transition] = {
+    Mode.DESTROY: Lifecycle.STOPPED_DESTROYED,
+    Mode.SHUTDOWN: Lifecycle.STOPPED_SHUTDOWN,
+}
+"""The stop a re-list reports for a take-down whose Docker events were lost."""
 _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UNPAUSED}
 
 
 def _awaited(expectation: Expectation | None, transition: Transition) -> bool:
-    """The event an operation in flight is waiting for: taken as it comes."""
-    return expectation is not None and expectation.waiting and transition in expectation.until
+    """The event an operation in flight is waiting for."""
+    return expectation is not None and expectation.waiting and expectation.credits(transition)
 
 
 def _tunables_of(domain: DomainObj) -> dict[str, int]:

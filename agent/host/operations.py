@@ -12,24 +12,34 @@ sequence of commands never races Docker (libvirt's per-domain job lock).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from agent import __version__
 from agent.errors import VirtError, invalid
 from agent.host.credentials import RegistryCredentials
 from agent.host.domains import DomainObj, DomainTable
-from agent.host.driver import Driver, EngineFacts
+from agent.host.driver import (
+    CREATED_LABEL,
+    SNAPSHOT_LABEL,
+    UUID_LABEL,
+    Driver,
+    EngineFacts,
+)
 from agent.host.monitor import STOPPED, Expectation, Monitor
 from agent.host.mounts import MountGuard
+from agent.host.node import host_facts
 from agent.host.policy import Policy
 from agent.host.store import StoreUnwritable
 from agent.host.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
     Command,
+    CommandBase,
     Create,
     CreateXml,
     Define,
@@ -82,6 +92,24 @@ JOB_WAIT_S = 30.0
 libvirt waits for a domain's job lock."""
 
 
+Handler = Callable[["Operations", Any], "Awaitable[Result] | Result"]
+HANDLERS: dict[type[CommandBase], Handler] = {}
+"""The handler of each command model: ``Operations.run`` dispatches on the model's type."""
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def handles(model: type[CommandBase]) -> Callable[[H], H]:
+    """Register the decorated method as the handler of ``model``'s commands."""
+
+    def register(handler: H) -> H:
+        if model in HANDLERS:
+            raise RuntimeError(f"{model.__name__} has two handlers")
+        HANDLERS[model] = handler
+        return handler
+
+    return register
+
+
 class Operations:
     def __init__(
         self,
@@ -112,13 +140,85 @@ class Operations:
         self._credentials = credentials
         self._engine = engine
         self._finishing: dict[UUID, asyncio.Future[object]] = {}
+        self._rebooting: dict[UUID, asyncio.Task[None]] = {}
+        self.sessions: Any = None
+        """The console sessions (agent/host/console.py), set where the agent is composed."""
+
+    @property
+    def domains(self) -> DomainTable:
+        return self._domains
+
+    @property
+    def engine(self) -> EngineFacts:
+        return self._engine
+
+    @property
+    def driver(self) -> Driver:
+        return self._driver
+
+    @property
+    def monitor(self) -> Monitor:
+        return self._monitor
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def mounts(self) -> MountGuard:
+        return self._mounts
+
+    def admit(self, spec: DomainSpec, uuid: UUID | None) -> None:
+        """Raise Denied unless the domain ``uuid`` may have the definition ``spec``."""
+        self._mounts.admit(spec, uuid)
+
+    def handle_of(self, domain: DomainObj) -> str:
+        """The handle of the domain's container; OPERATION_FAILED if it has none."""
+        return self._handle(domain)
+
+    async def verify_mounts(self, domain: DomainObj, spec: DomainSpec) -> None:
+        """Raise Denied unless the host paths Docker holds for the domain may be mounted
+        now: the last step before Docker mounts them."""
+        await self._verify_mounts(domain, spec)
+
+    def saved(self, domain: DomainObj) -> DomainRecord:
+        """The domain's record, once its state is stored."""
+        return self._saved(domain)
+
+    async def act(
+        self,
+        domain: DomainObj,
+        cause: str,
+        until: frozenset[Transition],
+        *steps: Step,
+        mode: Mode = Mode.PLAIN,
+        via: frozenset[Transition] = frozenset(),
+    ) -> None:
+        """Run driver steps on the domain until the monitor sees ``until`` (``_act``);
+        ``via``: the transitions on the way, which carry ``cause`` too."""
+        await self._act(domain, cause, until, *steps, mode=mode, via=via)
+
+    async def count_snapshots(self) -> None:
+        """Each domain's snapshot count and current snapshot (its newest), from the
+        snapshot images Docker holds: at start-up, as libvirtd loads its metadata."""
+        newest: dict[str, tuple[int, str]] = {}
+        counts: dict[str, int] = {}
+        for image in await self._driver.snapshot_images():
+            uuid = image.labels.get(UUID_LABEL, "")
+            counts[uuid] = counts.get(uuid, 0) + 1
+            created = int(image.labels.get(CREATED_LABEL, "0") or 0)
+            name = image.labels.get(SNAPSHOT_LABEL, "")
+            newest[uuid] = max(newest.get(uuid, (created, name)), (created, name))
+        for domain in self._domains:
+            domain.snapshots = counts.get(str(domain.uuid), 0)
+            domain.current_snapshot = newest[str(domain.uuid)][1] if domain.snapshots else None
 
     async def run(self, command: Command, retry: bool = False) -> Result:
         """Carry out one command. A ``retry`` (a command delivered again after the agent
         died running it) whose effect is already there answers success, as the first
         delivery would have. It starts once Docker has finished the previous call on
         the command's domain."""
-        subject = self._subject(command)
+        subject = self._domains.subject(command)
         if subject is not None:
             await self.docker_done(subject, command.op)
         if retry and (
@@ -140,14 +240,6 @@ class Operations:
             log.info("retried %s %s: already done", command.op, command.id)
             return done
 
-    def _subject(self, command: Command) -> DomainObj | None:
-        """The existing domain a command is about, if any."""
-        if isinstance(command, Define | CreateXml):
-            return self._domains.by_name(command.args.spec.name)
-        if isinstance(command, DomainCommand):
-            return self._domains.find(command.target)
-        return None
-
     async def docker_done(self, domain: DomainObj, op: str) -> None:
         """Return once Docker has finished the last call made on the domain (whose op
         may have answered at Docker's report); OPERATION_TIMEOUT if it takes longer than
@@ -164,13 +256,10 @@ class Operations:
             )
 
     def _record_of(self, command: Command) -> DomainRecord | None:
-        if isinstance(command, Define | CreateXml):
-            domain = self._domains.by_name(command.args.spec.name)
-            return domain.record() if domain else None
+        domain = self._domains.subject(command)
+        if domain is not None:
+            return domain.record()
         if isinstance(command, DomainCommand):
-            domain = self._domains.find(command.target)
-            if domain is not None:
-                return domain.record()
             return self._gone(command.target.name, command.target.uuid)
         return None
 
@@ -198,59 +287,47 @@ class Operations:
         return None
 
     async def _run(self, command: Command) -> Result:
-        match command:
-            case Define():
-                return await self.define(command)
-            case CreateXml():
-                return await self.create_xml(command)
-            case Create():
-                return await self.create(command)
-            case Shutdown():
-                return await self.shutdown(command)
-            case Destroy():
-                return await self.destroy(command)
-            case Reboot():
-                return await self.reboot(command)
-            case Suspend():
-                return await self.suspend(command)
-            case Resume():
-                return await self.resume(command)
-            case Undefine():
-                return await self.undefine(command)
-            case Lookup():
-                return self._domains.get(command.target).record()
-            case GetInfo():
-                return await self.get_info(command)
-            case GetState():
-                domain = self._domains.get(command.target)
-                return DomainStateInfo(state=int(domain.state), reason=int(domain.reason))
-            case SetAutostart():
-                return self.set_autostart(command)
-            case SetMemory():
-                return await self.set_tunables(command, memory_kib=command.args.memory_kib)
-            case SetVcpus():
-                return await self.set_tunables(command, vcpus=command.args.vcpus)
-            case Rename():
-                return await self.rename(command)
-            case GetXmlDesc():
-                return self.xml_desc(command)
-            case ListDomains():
-                records = [d.record() for d in self._domains if d.matches(command.args.flags)]
-                return DomainList(domains=sorted(records, key=lambda r: r.name))
-            case GetHostInfo():
-                return self.host_info()
-            case Ping():
-                return Pong(host=self.host, time=datetime.now(UTC))
-            case Login():
-                args = command.args
-                self._credentials.login(args.registry, args.username, args.password)
-                return Done()
-            case Logout():
-                if not self._credentials.logout(command.args.registry):
-                    raise VirtError(
-                        ErrorCode.INVALID_ARG, f"not logged in to '{command.args.registry}'"
-                    )
-                return Done()
+        handler = HANDLERS[type(command)]
+        result = handler(self, command)
+        return await result if inspect.isawaitable(result) else result
+
+    @handles(Lookup)
+    def lookup(self, command: Lookup) -> DomainRecord:
+        return self._domains.get(command.target).record()
+
+    @handles(GetState)
+    def get_state(self, command: GetState) -> DomainStateInfo:
+        domain = self._domains.get(command.target)
+        return DomainStateInfo(state=int(domain.state), reason=int(domain.reason))
+
+    @handles(SetMemory)
+    async def set_memory(self, command: SetMemory) -> DomainRecord:
+        return await self.set_tunables(command, memory_kib=command.args.memory_kib)
+
+    @handles(SetVcpus)
+    async def set_vcpus(self, command: SetVcpus) -> DomainRecord:
+        return await self.set_tunables(command, vcpus=command.args.vcpus)
+
+    @handles(ListDomains)
+    def list_domains(self, command: ListDomains) -> DomainList:
+        records = [d.record() for d in self._domains if d.matches(command.args.flags)]
+        return DomainList(domains=sorted(records, key=lambda r: r.name))
+
+    @handles(Ping)
+    def ping(self, command: Ping) -> Pong:
+        return Pong(host=self.host, time=datetime.now(UTC))
+
+    @handles(Login)
+    def login(self, command: Login) -> Done:
+        args = command.args
+        self._credentials.login(args.registry, args.username, args.password)
+        return Done()
+
+    @handles(Logout)
+    def logout(self, command: Logout) -> Done:
+        if not self._credentials.logout(command.args.registry):
+            raise VirtError(ErrorCode.INVALID_ARG, f"not logged in to '{command.args.registry}'")
+        return Done()
 
     async def _act(
         self,
@@ -262,12 +339,14 @@ class Operations:
         params: dict[str, int] | None = None,
         wait_s: float = EVENT_WAIT_S,
         answer_at_report: bool = False,
+        via: frozenset[Transition] = frozenset(),
     ) -> None:
-        """Run driver steps on the domain and wait until the monitor sees ``until``.
+        """Run driver steps on the domain and wait until the monitor sees ``until``;
+        the transitions ``via`` and ``until`` carry ``cause``, no other.
 
         ``answer_at_report``: the last step only acts on the container (its answer
         carries nothing the domain needs), so the op may end at Docker's report."""
-        with self._monitor.expect(domain, cause, until, mode, params) as expectation:
+        with self._monitor.expect(domain, cause, until, mode, params, via) as expectation:
             *before, last = steps
             for step in before:
                 await step()
@@ -363,6 +442,7 @@ class Operations:
 
         return [build_beside, swap]
 
+    @handles(Define)
     async def define(self, command: Define) -> DomainRecord:
         spec = command.args.spec
         existing = self._domains.by_name(spec.name)
@@ -400,7 +480,7 @@ class Operations:
 
     async def _new_domain(self, spec: DomainSpec, persistent: bool) -> DomainObj:
         uuid = spec.uuid or uuid4()
-        await self._monitor.name_free(spec.name)
+        await self._monitor.claim(spec.name)
         domain = DomainObj(
             uuid=uuid,
             name=spec.name,
@@ -433,6 +513,7 @@ class Operations:
             self._monitor.save(domain)
         return domain.record()
 
+    @handles(CreateXml)
     async def create_xml(self, command: CreateXml) -> DomainRecord:
         spec = command.args.spec
         self._mounts.admit(spec)
@@ -474,20 +555,23 @@ class Operations:
         self._mounts.admit(spec, domain.uuid)
         steps = list(before or [])
         mode = Mode.PLAIN
-        if pending is not None:
+        if pending is not None and _container_of(pending) != _container_of(domain.spec):
             steps += self._rebuild(domain, pending)
             mode = Mode.REFRESH
         steps.append(lambda: self._verify_mounts(domain, spec))
         steps.append(lambda: self._driver.start(self._handle(domain)))
-        until = Lifecycle.STARTED_BOOTED
+        until, via = Lifecycle.STARTED_BOOTED, frozenset[Transition]()
         if paused:
             steps.append(lambda: self._driver.pause(self._handle(domain)))
-            until = Lifecycle.SUSPENDED_PAUSED
-        await self._act(domain, cause, frozenset({until}), *steps, mode=mode, answer_at_report=True)
+            until, via = Lifecycle.SUSPENDED_PAUSED, frozenset({Lifecycle.STARTED_BOOTED})
+        await self._act(
+            domain, cause, frozenset({until}), *steps, mode=mode, answer_at_report=True, via=via
+        )
         if pending is not None:
             domain.spec, domain.pending = pending, None
         return self._saved(domain)
 
+    @handles(Create)
     async def create(self, command: Create) -> DomainRecord:
         domain = self._domains.get(command.target)
         if domain.active:
@@ -505,16 +589,23 @@ class Operations:
         await self._restarts.now(self._domains.get(command.target).uuid)
         return self._active(command)
 
+    @handles(Shutdown)
     async def shutdown(self, command: Shutdown) -> DomainRecord:
         timeout_s = command.args.timeout_s
+        if not command.args.escalate:
+            domain = self._active(command)
+            await self._cancel_reboot(domain.uuid)
+            await self._driver.signal(self._handle(domain), "TERM")
+            return domain.record()
         return await self._take_down(
             command,
             Lifecycle.STOPPED_SHUTDOWN,
             lambda domain: self._driver.stop(self._handle(domain), timeout_s),
             timeout_s + EVENT_WAIT_S,
-            Mode.PLAIN,
+            Mode.SHUTDOWN,
         )
 
+    @handles(Destroy)
     async def destroy(self, command: Destroy) -> DomainRecord:
         return await self._take_down(
             command,
@@ -536,6 +627,7 @@ class Operations:
         while this runs, and one still waiting is cancelled (the domain, whose container
         is already down, stops with ``stopped`` at once)."""
         domain = self._domains.get(command.target)
+        await self._cancel_reboot(domain.uuid)
         with self._restarts.held(domain.uuid):
             if await self._restarts.cancel(domain.uuid):
                 self._monitor.stopped(domain, stopped, command.id)
@@ -567,20 +659,61 @@ class Operations:
         observed = await self._driver.observe(self._handle(domain))
         return observed is not None and observed.status in ("running", "paused", "restarting")
 
+    @handles(Reboot)
     async def reboot(self, command: Reboot) -> DomainRecord:
-        """Docker's restart mounts the sources again: they are checked first."""
+        """Docker's restart mounts the sources again: they are checked first. Without
+        ``escalate``: the domain's init gets SIGTERM and the reply goes out; when the
+        domain has stopped, however long that takes, the agent starts it again (one
+        reboot event). A shutdown or destroy in the meantime cancels the restart."""
         domain = await self._running(command)
+        await self._verify_mounts(domain, domain.spec)
+        handle = self._handle(domain)
+        if not command.args.escalate:
+
+            async def reboot_when_stopped() -> None:
+                await self._act(
+                    domain,
+                    command.id,
+                    frozenset({Special.REBOOT}),
+                    lambda: self._driver.signal(handle, "TERM"),
+                    lambda: self._driver.wait_stopped(handle),
+                    lambda: self._verify_mounts(domain, domain.spec),
+                    lambda: self._driver.start(handle),
+                    mode=Mode.SOFT_REBOOT,
+                )
+
+            self._in_background(domain.uuid, reboot_when_stopped(), f"reboot of {domain.name}")
+            return domain.record()
+        grace_s = command.args.timeout_s
         await self._act(
             domain,
             command.id,
             frozenset({Special.REBOOT}),
-            lambda: self._verify_mounts(domain, domain.spec),
-            lambda: self._driver.restart(self._handle(domain)),
+            lambda: self._driver.restart(handle, grace_s),
             mode=Mode.REBOOT,
-            wait_s=2 * EVENT_WAIT_S,
+            wait_s=grace_s + 2 * EVENT_WAIT_S,
             answer_at_report=True,
         )
         return domain.record()
+
+    def _in_background(self, uuid: UUID, work: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(work)
+        self._rebooting[uuid] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            if self._rebooting.get(uuid) is task:
+                del self._rebooting[uuid]
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s failed: %s", what, task.exception())
+
+        task.add_done_callback(done)
+
+    async def _cancel_reboot(self, uuid: UUID) -> None:
+        """A reboot waiting for the domain to stop by itself will not start it again."""
+        task = self._rebooting.pop(uuid, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _restart_after_crash(
         self, domain: DomainObj, crash: Lifecycle, exit_code: int | None
@@ -592,6 +725,7 @@ class Operations:
             return
         cause = f"restart-{domain.uuid}"
         try:
+            await self.docker_done(domain, "restart")
             self._mounts.admit(domain.spec, domain.uuid)
             await self._act(
                 domain,
@@ -616,6 +750,7 @@ class Operations:
         observed = await self._driver.observe(self._handle(domain))
         self._mounts.verify(spec, domain.uuid, observed.mounts if observed else {})
 
+    @handles(Suspend)
     async def suspend(self, command: Suspend) -> DomainRecord:
         domain = await self._running(command)
         if domain.state is not DomainState.PAUSED:
@@ -628,6 +763,7 @@ class Operations:
             )
         return domain.record()
 
+    @handles(Resume)
     async def resume(self, command: Resume) -> DomainRecord:
         domain = await self._running(command)
         if domain.state is DomainState.PAUSED:
@@ -640,23 +776,50 @@ class Operations:
             )
         return domain.record()
 
+    @handles(Undefine)
     async def undefine(self, command: Undefine) -> DomainRecord:
+        """Volumes stay unless ``volumes`` asks; snapshots go only with ``snapshots``,
+        without which a domain that has any stays defined (libvirt's rule)."""
         domain = self._domains.get(command.target)
         if not domain.persistent:
             raise invalid("cannot undefine transient domain")
+        if domain.snapshots and not command.args.snapshots:
+            raise invalid(f"cannot delete inactive domain with {domain.snapshots} snapshots")
+        volumes = [v.volume for v in domain.spec.volumes] if command.args.volumes else []
         if domain.active:
             with self._monitor.kept(domain):
                 domain.persistent, domain.autostart, domain.pending = False, False, None
                 self._monitor.announce(domain, Lifecycle.UNDEFINED_REMOVED, command.id)
-            return domain.record()
-        await self._act(
-            domain,
-            command.id,
-            frozenset({Lifecycle.UNDEFINED_REMOVED}),
-            lambda: self._driver.remove(self._handle(domain)),
-        )
+        else:
+            await self._act(
+                domain,
+                command.id,
+                frozenset({Lifecycle.UNDEFINED_REMOVED}),
+                lambda: self._driver.remove(self._handle(domain)),
+            )
+        await self._drop_storage(domain, volumes)
         return domain.record()
 
+    async def _drop_storage(self, domain: DomainObj, volumes: list[str]) -> None:
+        """Remove the undefined domain's snapshot images and the given volumes that no
+        other domain mounts; a volume still in use (the domain runs on) is kept."""
+        if domain.snapshots:
+            for image in await self._driver.snapshot_images():
+                if image.labels.get(UUID_LABEL) == str(domain.uuid):
+                    await self._driver.remove_snapshot_image(image.tag)
+        domain.snapshots, domain.current_snapshot = 0, None
+        # the image a revert left the domain running from, once no snapshot names it
+        await self._driver.prune_snapshot_images()
+        used = {v.volume for d in self._domains if d is not domain for v in d.spec.volumes}
+        for name in volumes:
+            if name in used:
+                continue
+            try:
+                await self._driver.remove_volume(name)
+            except VirtError as error:
+                log.warning("volume %s of domain %s is kept: %s", name, domain.name, error)
+
+    @handles(GetInfo)
     async def get_info(self, command: GetInfo) -> DomainInfo:
         domain = self._domains.get(command.target)
         max_mem_kib = domain.spec.memory_kib or self._engine.memory_kib
@@ -672,6 +835,7 @@ class Operations:
             cpu_time_ns=cpu_time_ns,
         )
 
+    @handles(SetAutostart)
     def set_autostart(self, command: SetAutostart) -> DomainRecord:
         domain = self._domains.get(command.target)
         if not domain.persistent:
@@ -705,6 +869,7 @@ class Operations:
             domain.pending = domain.pending.model_copy(update=changes)
         return self._saved(domain)
 
+    @handles(Rename)
     async def rename(self, command: Rename) -> DomainRecord:
         domain = self._domains.get(command.target)
         new_name = command.args.new_name
@@ -716,18 +881,20 @@ class Operations:
             raise invalid("Can't rename domain to itself")
         if self._domains.by_name(new_name) is not None:
             raise invalid(f"domain with name '{new_name}' already exists")
-        await self._monitor.name_free(new_name)
+        await self._monitor.claim(new_name)
         await self._act(
             domain,
             command.id,
             frozenset({Lifecycle.DEFINED_RENAMED}),
             lambda: self._driver.rename(self._handle(domain), new_name),
+            via=frozenset({Lifecycle.UNDEFINED_RENAMED}),
         )
         domain.spec = domain.spec.model_copy(update={"name": new_name})
         if domain.pending is not None:
             domain.pending = domain.pending.model_copy(update={"name": new_name})
         return self._saved(domain)
 
+    @handles(GetXmlDesc)
     def xml_desc(self, command: GetXmlDesc) -> DomainXml:
         """The domain's XML as virDomainGetXMLDesc: the definition it runs with (and its
         ID) or, ``inactive``, the one it will have at its next start."""
@@ -740,10 +907,12 @@ class Operations:
         except XmlError as error:
             raise VirtError(error.code, error.detail) from None
 
-    def host_info(self) -> HostInfo:
+    @handles(GetHostInfo)
+    def host_info(self, command: GetHostInfo) -> HostInfo:
         domains = list(self._domains)
         active = sum(d.active for d in domains)
         persistent = sum(d.persistent for d in domains)
+        node = host_facts()
         return HostInfo(
             hostname=self.host,
             groups=self.groups,
@@ -759,6 +928,13 @@ class Operations:
                 persistent=persistent,
                 transient=len(domains) - persistent,
             ),
+            arch=node.arch,
+            cpu_model=node.cpu_model,
+            mhz=node.mhz,
+            nodes=len(node.cells),
+            sockets=node.topology.sockets,
+            cores=node.topology.cores,
+            threads=node.topology.threads,
         )
 
     async def forbid_docker_restarts(self) -> None:
@@ -778,3 +954,12 @@ class Operations:
                     await self.start(domain, f"autostart-{domain.uuid}", paused=False)
                 except VirtError as error:
                     log.warning("autostart of domain %s failed: %s", domain.name, error)
+
+
+_OUTSIDE_THE_CONTAINER = {"title", "description", "metadata", "metadata_xml", "autostart"}
+
+
+def _container_of(spec: DomainSpec) -> DomainSpec:
+    """The part of a definition its container is built from: a definition that differs
+    from the running one only in its description or metadata needs no new container."""
+    return spec.model_copy(update=dict.fromkeys(_OUTSIDE_THE_CONTAINER))

@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from fnmatch import fnmatchcase
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.errors import VirtbusError, VirtError
 from schemas.codes import ErrorCode
-from schemas.domain import MAX_PIDS, MIN_MEMORY_KIB, AbsolutePath, DomainSpec, NetworkName
+from schemas.domain import MAX_PIDS, MIN_MEMORY_KIB, AbsolutePath, DomainSpec
+from schemas.network import NetworkSpec
 
 NEVER_MOUNTED = (
     "/proc",
@@ -38,7 +40,7 @@ NEVER_MOUNTED = (
 policy: the kernel's interfaces, the boot files, and the engine (its socket is root)."""
 _IMAGE_ID = re.compile(r"[a-f0-9]+|sha256:.*")
 
-Rule = Literal["image", "mount", "network", "memory", "vcpus", "pids"]
+Rule = Literal["image", "mount", "network", "memory", "vcpus", "pids", "volume"]
 DEFAULT_PIDS = 1024
 
 
@@ -81,6 +83,20 @@ class MountRule(BaseModel):
         return under(path, self.prefix) or under(path, os.path.realpath(self.prefix))
 
 
+class VolumeRule(BaseModel):
+    """Domains whose name matches ``domains`` may mount volumes whose name matches
+    ``volumes`` (glob patterns), read-only unless ``writable``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    volumes: str = "*"
+    domains: str = "*"
+    writable: bool = True
+
+    def covers(self, volume: str, domain: str) -> bool:
+        return fnmatchcase(volume, self.volumes) and fnmatchcase(domain, self.domains)
+
+
 class Policy(BaseModel):
     """What this host lets domains do. Every limit applies to define, to start (a
     definition made under an older policy is checked again) and to live changes."""
@@ -93,7 +109,17 @@ class Policy(BaseModel):
     (``docker.io/library/busybox:latest``)."""
     mounts: list[MountRule] = []
     """Host path prefixes that may be mounted; none by default."""
-    networks: list[NetworkName] = ["none"]
+    networks: list[Annotated[str, Field(min_length=1, max_length=63)]] = ["none"]
+    """Names or glob patterns of the networks a domain may join (Docker's networks and
+    this host's virtbus networks alike); ``host`` never, whatever a pattern says."""
+    network_define: list[Annotated[str, Field(min_length=1, max_length=63)]] = []
+    """Names or glob patterns of the virtbus networks that may be defined; none by default."""
+    network_subnets: list[IPv4Network | IPv6Network] = []
+    """With subnets listed, a defined network must name its subnets, each inside one of
+    these; with none listed, any subnet."""
+    network_forward: bool = False
+    """Whether a defined network may reach outside the host (libvirt's ``<forward
+    mode='nat'>``); by default every defined network is internal."""
     memory_kib_max: int | None = Field(default=None, ge=MIN_MEMORY_KIB)
     """With a ceiling, every domain must state ``memory_kib`` at or below it."""
     vcpus_max: int | None = Field(default=None, ge=1)
@@ -102,6 +128,13 @@ class Policy(BaseModel):
     pids_default: int | None = Field(default=None, ge=1, le=MAX_PIDS)
     """The process limit of a domain whose spec gives no ``pids_limit``; None: 1024, or
     ``pids_max`` if that is lower."""
+    volumes_max: int | None = Field(default=None, ge=0)
+    """With a ceiling, no more volumes than this may exist on the host."""
+    volume_bytes_max: int | None = Field(default=None, ge=0)
+    """With a ceiling, no volume may be created with a larger capacity."""
+    volume_mounts: list[VolumeRule] = [VolumeRule()]
+    """Who may mount what: the first rule that covers a volume and a domain decides;
+    none covering it refuses. By default every domain may mount every volume."""
 
     @field_validator("networks")
     @classmethod
@@ -126,13 +159,39 @@ class Policy(BaseModel):
         self._check_image(spec.image)
         for mount in spec.mounts:
             self._check_mount(mount.source, mount.readonly)
-        if spec.network not in self.networks:
-            raise Denied("network", f"network '{spec.network}' is not allowed")
+        for nic in [spec.network, *(i.network for i in spec.interfaces)]:
+            self.check_network(nic)
+        for volume in spec.volumes:
+            self.check_volume_mount(volume.volume, spec.name, volume.readonly)
         self.check_limits(spec.memory_kib, spec.vcpus, required=True)
         if spec.pids_limit is not None and spec.pids_limit > self.pids_max:
             raise Denied(
                 "pids", f"pids_limit {spec.pids_limit} is above the ceiling {self.pids_max}"
             )
+
+    def check_network(self, network: str) -> None:
+        """Raise Denied unless a domain may join ``network``."""
+        if network == "host" or not any(fnmatchcase(network, p) for p in self.networks):
+            raise Denied("network", f"network '{network}' is not allowed")
+
+    def check_network_definition(self, spec: NetworkSpec) -> None:
+        """Raise Denied unless ``spec`` may be defined (or started, under a newer policy)."""
+        if not any(fnmatchcase(spec.name, pattern) for pattern in self.network_define):
+            raise Denied("network", f"defining network '{spec.name}' is not allowed")
+        if not spec.internal and not self.network_forward:
+            raise Denied("network", f"network '{spec.name}' must be internal (no <forward>)")
+        if not self.network_subnets:
+            return
+        subnets = spec.subnets()
+        if not subnets:
+            allowed = ", ".join(str(subnet) for subnet in self.network_subnets)
+            raise Denied("network", f"network '{spec.name}' must name a subnet within {allowed}")
+        for subnet in subnets:
+            if not any(
+                subnet.version == allowed.version and subnet.subnet_of(allowed)  # type: ignore[arg-type]
+                for allowed in self.network_subnets
+            ):
+                raise Denied("network", f"subnet {subnet} is not allowed")
 
     def check_limits(
         self, memory_kib: int | None, vcpus: int | None, required: bool = False
@@ -142,6 +201,29 @@ class Policy(BaseModel):
             _within("memory", "memory_kib", memory_kib, self.memory_kib_max, required, " KiB")
         if self.vcpus_max is not None:
             _within("vcpus", "vcpus", vcpus, self.vcpus_max, required)
+
+    def check_volume_mount(self, volume: str, domain: str, readonly: bool) -> None:
+        """Raise Denied unless domain ``domain`` may mount volume ``volume``."""
+        rule = next((rule for rule in self.volume_mounts if rule.covers(volume, domain)), None)
+        if rule is None:
+            raise Denied("volume", f"domain '{domain}' may not mount volume '{volume}'")
+        if not rule.writable and not readonly:
+            raise Denied("volume", f"domain '{domain}' may mount volume '{volume}' read-only only")
+
+    def check_volume_count(self, existing: int) -> None:
+        """Raise Denied unless one more volume may join ``existing`` ones."""
+        if self.volumes_max is not None and existing >= self.volumes_max:
+            raise Denied(
+                "volume", f"the host has {existing} volumes, the ceiling is {self.volumes_max}"
+            )
+
+    def check_volume_capacity(self, capacity: int) -> None:
+        """Raise Denied unless a volume of ``capacity`` bytes may be created."""
+        if self.volume_bytes_max is not None and capacity > self.volume_bytes_max:
+            raise Denied(
+                "volume",
+                f"capacity {capacity} bytes is above the ceiling {self.volume_bytes_max} bytes",
+            )
 
     def _check_image(self, image: str) -> None:
         # Docker takes these for image IDs when no image has that name: any local image

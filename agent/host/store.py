@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 from uuid import UUID
 
 from agent.host.domains import DomainObj
@@ -32,7 +32,10 @@ from agent.host.translate import Evidence
 from schemas.codes import DomainState, ErrorCode
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.errors import VirtbusError
-from schemas.events import DomainEventBase
+from schemas.events import EventBase
+from schemas.network import NetworkSpec
+
+E = TypeVar("E", bound=EventBase)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,14 @@ CREATE TABLE IF NOT EXISTS gone (
     record TEXT NOT NULL,
     at REAL NOT NULL DEFAULT (julianday('now'))
 );
+CREATE TABLE IF NOT EXISTS networks (
+    uuid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    autostart INTEGER NOT NULL,
+    persistent INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS signatures (signature BLOB PRIMARY KEY, until REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS signatures_until ON signatures (until);
 """
@@ -162,6 +173,19 @@ class Intent:
     reached: bool
 
 
+@dataclass
+class StoredNetwork:
+    """A virtbus network as the store keeps it: its definition and whether it is started."""
+
+    uuid: UUID
+    spec: NetworkSpec
+    active: bool = False
+    autostart: bool = False
+    persistent: bool = True
+    bridge: str | None = None
+    """The Linux bridge while active (not stored: Docker is asked at start-up)."""
+
+
 class Transaction:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -215,7 +239,23 @@ class Transaction:
             (name, value, value),
         )
 
-    def enqueue(self, build: Callable[[int], DomainEventBase]) -> DomainEventBase:
+    def save_network(self, network: StoredNetwork) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO networks VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                str(network.uuid),
+                network.spec.name,
+                network.spec.model_dump_json(),
+                network.active,
+                network.autostart,
+                network.persistent,
+            ),
+        )
+
+    def forget_network(self, uuid: UUID) -> None:
+        self._db.execute("DELETE FROM networks WHERE uuid = ?", (str(uuid),))
+
+    def enqueue(self, build: Callable[[int], E]) -> E:
         """Give the event the host's next ``seq`` and queue it for publishing."""
         (seq,) = self._db.execute(
             "INSERT INTO counters VALUES ('seq', 1) "
@@ -381,6 +421,15 @@ class Store:
             for row in cursor
         ]
 
+    def networks(self) -> list[StoredNetwork]:
+        cursor = self.db.execute("SELECT uuid, spec, active, autostart, persistent FROM networks")
+        return [
+            StoredNetwork(
+                UUID(uuid), NetworkSpec.model_validate_json(spec), bool(on), bool(auto), bool(kept)
+            )
+            for uuid, spec, on, auto, kept in cursor
+        ]
+
     def counter(self, name: str) -> int:
         row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
@@ -435,6 +484,15 @@ class Store:
             (name, str(uuid) if uuid else None),
         ).fetchone()
         return DomainRecord.model_validate_json(row[0]) if row else None
+
+    def made(self, uuid: UUID) -> bool:
+        """Whether this agent acted through Docker for a domain with this uuid (an
+        operation's intent, or the domain's last record once it went away)."""
+        row = self.db.execute(
+            "SELECT 1 FROM gone WHERE uuid = ? UNION ALL SELECT 1 FROM intents WHERE uuid = ?",
+            (str(uuid), str(uuid)),
+        ).fetchone()
+        return row is not None
 
     def pending(self, limit: int) -> list[Pending]:
         rows = self.db.execute(

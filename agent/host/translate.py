@@ -29,8 +29,17 @@ class Mode(StrEnum):
     DESTROY = "destroy"
     """``domain.destroy``: the domain stops destroyed even if it died by itself first,
     as libvirt reports a domain that dies while being destroyed."""
+    SHUTDOWN = "shutdown"
+    """``domain.shutdown``: every step reported as it is; a stop found only by a re-list
+    (its signal lost) is the shutdown's."""
     RESTART = "restart"
     """The agent restarts a crashed ``on_crash: restart`` domain: its start is a reboot."""
+    REVERT = "revert"
+    """``domain.snapshot_revert`` rebuilds the container from the snapshot's image beside
+    the old one: every step is libvirt's "from snapshot"."""
+    SOFT_REBOOT = "soft_reboot"
+    """``domain.reboot`` without escalation: the domain stops by itself after a signal
+    and the agent starts it; the stop is not reported, the start is the reboot."""
 
 
 class Special(Enum):
@@ -69,6 +78,11 @@ TABLE: tuple[Row, ...] = (
     Row("create", (), mode=Mode.REDEFINE),
     Row("destroy", (), mode=Mode.REDEFINE),
     Row("rename", (L.DEFINED_UPDATED,), mode=Mode.REDEFINE),
+    Row("create", (), mode=Mode.REVERT),
+    Row("destroy", (), mode=Mode.REVERT),
+    Row("die", (L.STOPPED_FROM_SNAPSHOT,), mode=Mode.REVERT),
+    Row("rename", (L.DEFINED_FROM_SNAPSHOT,), mode=Mode.REVERT),
+    Row("start", (L.STARTED_FROM_SNAPSHOT,), mode=Mode.REVERT),
     Row("create", (), mode=Mode.REFRESH),
     Row("destroy", (), mode=Mode.REFRESH),
     Row("rename", (), mode=Mode.REFRESH),
@@ -76,12 +90,14 @@ TABLE: tuple[Row, ...] = (
     Row("create", (), persistent=False),
     Row("start", (), mode=Mode.REBOOT),
     Row("start", (Special.REBOOT,), mode=Mode.RESTART),
+    Row("start", (Special.REBOOT,), mode=Mode.SOFT_REBOOT),
     Row("start", (L.STARTED_BOOTED,)),
     Row("pause", (L.SUSPENDED_PAUSED,)),
     # Docker unpauses a paused container on its way down: not a resume.
     Row("unpause", (), stopping=True),
     Row("unpause", (L.RESUMED_UNPAUSED,)),
     Row("die", (), mode=Mode.REBOOT),
+    Row("die", (), mode=Mode.SOFT_REBOOT),
     Row("die", (L.STOPPED_DESTROYED,), mode=Mode.DESTROY),
     Row("die", (Special.STOPPED,)),
     Row("restart", (Special.REBOOT,)),

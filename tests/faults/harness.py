@@ -19,7 +19,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from schemas.events import EVENT_ADAPTER, AgentEvent, DomainEvent
+from schemas.events import EVENT_ADAPTER, AgentEvent, DomainEvent, NetworkEvent
 from schemas.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
 from tests.faults.history import Run, Sent
 
@@ -245,7 +245,7 @@ class Recorder:
                             await asyncio.sleep(0.05)
                             continue
                         event = EVENT_ADAPTER.validate_json(message.body)
-                        if not isinstance(event, AgentEvent):
+                        if not isinstance(event, AgentEvent | NetworkEvent):
                             events.append(event)
                         await message.ack()
                     await queue.delete(if_unused=False, if_empty=False, timeout=5)

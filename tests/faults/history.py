@@ -199,6 +199,7 @@ def check(
     max_tolerated: float = 0.25,
     strict: bool = True,
     docker: Mapping[str, str | None] | None = None,
+    must_interrupt: bool = True,
 ) -> Report:
     """Check one run's history; see the module's docstring for what is proved.
 
@@ -238,7 +239,8 @@ def check(
     _final(report, steps, listed, docker)
     if strict:
         _sequences(run, report, unique, external or {})
-    if report.resent + report.redelivered + sum(report.errors.values()) + report.reconciled == 0:
+    interrupted = report.resent + report.redelivered + sum(report.errors.values())
+    if must_interrupt and interrupted + report.reconciled == 0:
         report.vacuous.append(
             "the fault interrupted nothing: no re-send, redelivery, error, reconcile"
         )

@@ -33,6 +33,14 @@ async def fleet(services: None, tmp_path: Path) -> AsyncIterator[Fleet]:
             filters = json.dumps({"label": [f"{HOST_LABEL}={host}"]})
             for container in await client.containers.list(all=True, filters=filters):
                 await container.delete(force=True)
+            for network in await client.networks.list(filters={"label": [f"{HOST_LABEL}={host}"]}):
+                await client._query_json(f"networks/{network['Id']}", method="DELETE")
+            # what a failed test left: its volumes and snapshot images
+            volumes = await client._query_json("volumes", params={"filters": filters})
+            for volume in volumes["Volumes"] or []:
+                await client._query_json(f"volumes/{volume['Name']}", method="DELETE")
+            for image in await client.images.list(filters={"label": [f"{HOST_LABEL}={host}"]}):
+                await client.images.delete(image["Id"], force=True)
     finally:
         await client.close()
     connection = await aio_pika.connect(AMQP_URL)

@@ -63,9 +63,11 @@ class Recording(Connection):
         super().__init__(url)
         self.published: list[str] = []
 
-    async def _publish(self, command: Command, exchange: str, routing_key: str) -> None:
+    async def _publish(
+        self, command: Command, exchange: str, routing_key: str, unroutable: str
+    ) -> None:
         self.published.append(command.op)
-        await super()._publish(command, exchange, routing_key)
+        await super()._publish(command, exchange, routing_key, unroutable)
 
 
 @dataclass

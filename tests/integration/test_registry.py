@@ -39,6 +39,13 @@ REMOTE_IMAGE = f"{REPOSITORY}:1"
 CERTS_DIR = Path("/etc/docker/certs.d") / REGISTRY
 USERNAME = "virtbus"
 START_WAIT_S = 30.0
+CAUSES = {
+    # with no credentials the engine falls back to plain HTTP for a loopback registry,
+    # and reports that attempt's error
+    "without a host.login": "the engine could not pull it, without a host.login",
+    "with the host.login": "the registry refused the host.login's credentials (auth)",
+}
+"""The cause a refused pull names, by whether the host has a login for the registry."""
 STOP_WAIT_S = 10.0
 
 
@@ -188,8 +195,8 @@ async def test_pulls_use_the_login_until_logout(
         assert reply["ok"] is False, reply
         assert (reply["error"]["code"], reply["error"]["vir_error"]) == ("OPERATION_FAILED", 9)
         assert reply["error"]["message"].startswith(
-            f"operation failed: cannot pull image '{REMOTE_IMAGE}' {login} "
-            f"for registry '{REGISTRY}': "
+            f"operation failed: cannot pull image '{REMOTE_IMAGE}' from registry "
+            f"'{REGISTRY}': {CAUSES[login]} (engine: "
         ), reply
         assert not await _present(docker)
 
@@ -235,3 +242,30 @@ async def test_pulls_use_the_login_until_logout(
         'msg="authorized request"' in line and "/v2/virtbus/test/manifests/1" in line
         for line in seen
     )
+
+
+async def test_a_failed_pull_names_its_cause(
+    registry: Registry, fleet: Fleet, peer: BusPeer, docker: aiodocker.Docker
+) -> None:
+    """A name that does not resolve, an image the registry does not have: each says so,
+    with the engine's words. (A certificate the engine does not trust cannot be shown
+    here: the engine falls back to plain HTTP for loopback registries; the unit tests
+    read the engine's TLS words.)"""
+    agent = await fleet.start(queue_type="classic")
+    host = agent.host
+    login = {"registry": REGISTRY, "username": USERNAME, "password": registry.password}
+    assert await peer.ok(host, "host.login", args=login) == {}
+    cases = {
+        # RFC 6761: .invalid never resolves
+        "nowhere.invalid/virtbus/test:1": "the registry's name 'nowhere.invalid' does not "
+        "resolve (DNS)",
+        f"{REPOSITORY}:absent": "the registry has no such image (not found)",
+    }
+    for image, cause in cases.items():
+        reply = await peer.call(host, "domain.define", args={"spec": spec("nopull", image=image)})
+        assert reply["ok"] is False, reply
+        registry_name = image.split("/", 1)[0]
+        assert reply["error"]["message"].startswith(
+            f"operation failed: cannot pull image '{image}' from registry '{registry_name}': "
+            f"{cause} (engine: "
+        ), reply

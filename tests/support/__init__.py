@@ -16,7 +16,14 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from schemas.events import EVENT_ADAPTER, AgentEvent, DomainEvent, Event, LifecycleEvent
+from schemas.events import (
+    EVENT_ADAPTER,
+    AgentEvent,
+    DomainEvent,
+    Event,
+    LifecycleEvent,
+    NetworkEvent,
+)
 from schemas.topology import COMMANDS_EXCHANGE, DEAD_EXCHANGE, EVENTS_EXCHANGE
 
 WAIT_S = 30.0
@@ -174,7 +181,7 @@ class EventRecorder:
         return event
 
     def domain_events(self) -> list[DomainEvent]:
-        return [e for e in self.events if not isinstance(e, AgentEvent)]
+        return [e for e in self.events if not isinstance(e, AgentEvent | NetworkEvent)]
 
 
 def lifecycle(events: list[DomainEvent], name: str | None = None) -> list[tuple[str, str]]:

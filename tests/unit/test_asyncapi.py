@@ -23,7 +23,16 @@ from schemas.asyncapi import (
 )
 from schemas.codes import Lifecycle
 from schemas.commands import COMMAND_ADAPTER, OPS
-from schemas.events import AgentEvent, LifecycleEvent, RebootEvent, TunableEvent
+from schemas.events import (
+    AgentEvent,
+    DeviceEvent,
+    HealthEvent,
+    LifecycleEvent,
+    MetadataChangeEvent,
+    NetworkEvent,
+    RebootEvent,
+    TunableEvent,
+)
 from schemas.replies import Reply
 from schemas.topology import (
     BROADCAST_EXCHANGE,
@@ -45,6 +54,10 @@ ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "LifecycleEvent": TypeAdapter(LifecycleEvent),
     "RebootEvent": TypeAdapter(RebootEvent),
     "TunableEvent": TypeAdapter(TunableEvent),
+    "DeviceEvent": TypeAdapter(DeviceEvent),
+    "NetworkEvent": TypeAdapter(NetworkEvent),
+    "MetadataChangeEvent": TypeAdapter(MetadataChangeEvent),
+    "HealthEvent": TypeAdapter(HealthEvent),
     "AgentEvent": TypeAdapter(AgentEvent),
 }
 
@@ -230,6 +243,10 @@ def test_message_examples_are_valid(name: str, document: dict[str, Any]) -> None
         ("lifecycleEvents", "LifecycleEvent"),
         ("rebootEvents", "RebootEvent"),
         ("tunableEvents", "TunableEvent"),
+        ("deviceEvents", "DeviceEvent"),
+        ("networkEvents", "NetworkEvent"),
+        ("metadataChangeEvents", "MetadataChangeEvent"),
+        ("healthEvents", "HealthEvent"),
         ("presence", "AgentEvent"),
     ],
 )
@@ -332,7 +349,7 @@ def test_the_real_parser_accepts_the_document(node: str, tmp_path: Path) -> None
     assert result.returncode == 0, output
     assert not [line for line in result.stdout.splitlines() if line.startswith("error ")], output
     assert re.search(
-        r"^OK: .*AsyncAPI 3\.0\.0, 10 channels, 7 operations, 7 messages", output, re.M
+        r"^OK: .*AsyncAPI 3\.0\.0, 15 channels, 12 operations, 11 messages", output, re.M
     )
 
 

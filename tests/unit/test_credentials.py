@@ -113,11 +113,11 @@ async def test_a_pull_sends_the_login_of_the_image_registry_and_says_so_when_it_
     assert images.pulls == [(reference, auth)]
     assert raised.value.code == ErrorCode.OPERATION_FAILED
     assert raised.value.detail == (
-        f"cannot pull image '{image}' with the host.login for registry '{registry}': "
-        "no route to the registry"
+        f"cannot pull image '{image}' from registry '{registry}': the engine could not "
+        "pull it, with a host.login (engine: no route to the registry)"
     )
     with pytest.raises(VirtError) as anonymous:
         await driver._pull(image, {})
     assert images.pulls[-1] == (reference, None)
-    assert f"without a host.login for registry '{registry}'" in anonymous.value.detail
+    assert "without a host.login (engine: no route to the registry)" in anonymous.value.detail
     assert PASSWORD not in str(raised.value) + str(anonymous.value)

@@ -354,10 +354,10 @@ def test_type_lxc_is_accepted_and_written_as_docker() -> None:
 
 
 def test_every_refusal_is_named_in_one_message() -> None:
-    error = refusal(domain("<cpu/>", "<title>t</title>", "<os><type>hvm</type></os>"))
+    error = refusal(domain("<cpu/>", "<iothreads>1</iothreads>", "<os><type>hvm</type></os>"))
     assert error.code is ErrorCode.CONFIG_UNSUPPORTED
     assert str(error) == (
-        "unsupported configuration: not supported by virtbus: <cpu>, <title>, <os><type>hvm"
+        "unsupported configuration: not supported by virtbus: <cpu>, <iothreads>, <os><type>hvm"
     )
 
 

@@ -492,3 +492,16 @@ def test_the_gateway_command_takes_every_setting() -> None:
     assert {n for names in GATEWAY_GROUPS.values() for n in names} == set(
         GatewaySettings.model_fields
     )
+
+
+def test_gateway_settings_come_from_flags_then_virtbus_gateway_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.cli import build_parser
+    from agent.cli.gateway import gateway_settings
+
+    monkeypatch.setenv("VIRTBUS_GATEWAY_MAX_CLIENTS", "7")
+    monkeypatch.setenv("VIRTBUS_GATEWAY_KEEPALIVE_COUNT", "2")
+    args = build_parser().parse_args(["gateway", "--keepalive-count", "3"])
+    settings = gateway_settings(args)
+    assert (settings.max_clients, settings.keepalive_count) == (7, 3)

@@ -13,6 +13,7 @@ import pytest
 
 from agent.client import Connection, VirtbusError
 from agent.client.connection import Op
+from agent.client.events import EventKind
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     REMOTE_PROGRAM,
@@ -92,11 +93,11 @@ class FakeBus(Connection):
             return WEB
         raise VirtbusError.of(ErrorCode.NO_DOMAIN, f"no domain matching {target}", host)
 
-    async def domain_event_register_any(
+    async def subscribe(
         self,
         host: str,
         domain: str | None,
-        event_id: EventId,
+        kind: EventKind | None,
         callback: Callable[[Event], Awaitable[None] | None],
     ) -> int:
         callback_id = len(self.callbacks) + 1
@@ -203,7 +204,7 @@ async def test_ping_gets_pong(peer: Peer) -> None:
 
 
 async def test_an_unknown_procedure_is_no_support_at_once(peer: Peer) -> None:
-    code, text = await peer.error(7)  # CONNECT_GET_CAPABILITIES
+    code, text = await peer.error(61)  # DOMAIN_MIGRATE_PREPARE
     assert code == ErrorCode.NO_SUPPORT
     assert text is not None and "not supported" in text
 
@@ -318,13 +319,20 @@ async def test_an_event_at_registration_comes_after_the_reply(peer: Peer, bus: F
     assert message.int32() == callback_id
 
 
-async def test_unsupported_event_ids_are_no_support(peer: Peer) -> None:
+async def test_every_event_id_libvirt_knows_registers(peer: Peer, bus: FakeBus) -> None:
+    """As libvirtd: an ID the bus never feeds (IO_ERROR) registers and never fires; an
+    ID out of range is refused."""
     await peer.open()
     packer = Packer()
     packer.int32(5)  # IO_ERROR
     packer.boolean(False)
+    body = await peer.ok(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, packer.data())
+    assert body.int32() in bus.callbacks
+    packer = Packer()
+    packer.int32(64)
+    packer.boolean(False)
     code, _ = await peer.error(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, packer.data())
-    assert code == ErrorCode.NO_SUPPORT
+    assert code == ErrorCode.INTERNAL_ERROR
 
 
 @pytest.mark.parametrize(
@@ -334,6 +342,9 @@ async def test_unsupported_event_ids_are_no_support(peer: Peer) -> None:
         (128 | 64 | 4, ["persistent"], ["web"]),  # OTHER | SHUTOFF, PERSISTENT
         (256, None, []),  # MANAGEDSAVE: no domain has a managed save image
         (512 | 2, ["inactive"], ["web"]),  # NO_MANAGEDSAVE, INACTIVE
+        (4096 | 8192, [], ["web"]),  # HAS_SNAPSHOT | NO_SNAPSHOT: libvirt ORs the two
+        (256 | 512 | 16384 | 32768, [], ["web"]),  # both of managed save and checkpoint
+        (4096 | 8192 | 256, None, []),  # both of snapshot, but only MANAGEDSAVE
     ],
 )
 async def test_list_flags_the_agent_cannot_filter_are_filtered_here(

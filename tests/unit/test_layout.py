@@ -66,7 +66,10 @@ def test_client_errors_keep_their_builtin_base_and_carry_an_error_code() -> None
     )
 
 
-@pytest.mark.parametrize("room", ["agent/client", "agent/cli"])
+@pytest.mark.parametrize(
+    "room",
+    ["agent/host", "agent/client", "agent/cli", "agent/gateway", "agent/admin", "agent/dashboard"],
+)
 def test_no_op_name_is_spelled_outside_schemas(room: str) -> None:
     paths = sorted(ROOT.glob(f"{room}/**/*.py")) + sorted(ROOT.glob(f"{room}.py"))
     assert paths

@@ -14,6 +14,7 @@ import pytest
 from agent.host.domains import DomainObj, DomainTable
 from agent.host.monitor import Monitor
 from agent.host.store import Store
+from agent.host.translate import Mode
 from schemas.codes import DomainState, Lifecycle, RunningReason
 from schemas.domain import DomainSpec
 from schemas.events import EVENT_ADAPTER, LifecycleEvent
@@ -115,6 +116,121 @@ async def test_an_expected_change_is_credited_to_its_command(watched: Watched) -
     assert web.state is DomainState.PAUSED
 
 
+async def test_a_stop_right_after_a_start_is_not_credited_to_the_start(
+    watched: Watched,
+) -> None:
+    """dockerd going down stops a domain just started: Docker reports the stop before
+    the start's command has ended, and the stop is not that command's doing."""
+    web = watched.adopt("web")
+    watched.driver.exit(web.handle or "", 0)
+    await watched.published(1)
+    until = frozenset({Lifecycle.STARTED_BOOTED})
+    with watched.monitor.expect(web, "create-1", until) as expectation:
+        await watched.driver.start(web.handle or "")
+        watched.driver.exit(web.handle or "", 0)
+        _, booted, stopped = await watched.published(3)
+        assert await expectation.wait(WAIT_S)
+    assert (booted.lifecycle, booted.origin, booted.cause) == (
+        Lifecycle.STARTED_BOOTED,
+        "agent",
+        "create-1",
+    )
+    assert (stopped.lifecycle, stopped.origin, stopped.cause) == (
+        Lifecycle.STOPPED_SHUTDOWN,
+        "external",
+        None,
+    )
+
+
+async def test_a_step_on_the_way_is_credited_and_nothing_else(watched: Watched) -> None:
+    """A start into the paused state causes its boot on the way; a stop seen while it
+    waits for the pause is not its doing."""
+    web = watched.adopt("web")
+    watched.driver.exit(web.handle or "", 0)
+    await watched.published(1)
+    until, via = frozenset({Lifecycle.SUSPENDED_PAUSED}), frozenset({Lifecycle.STARTED_BOOTED})
+    with watched.monitor.expect(web, "create-1", until, via=via):
+        await watched.driver.start(web.handle or "")
+        watched.driver.exit(web.handle or "", 1)
+        _, booted, failed = await watched.published(3)
+    assert (booted.lifecycle, booted.cause) == (Lifecycle.STARTED_BOOTED, "create-1")
+    assert (failed.lifecycle, failed.origin, failed.cause) == (
+        Lifecycle.STOPPED_FAILED,
+        "external",
+        None,
+    )
+
+
+async def test_a_missed_stop_found_while_an_operation_waits_is_not_its_doing(
+    watched: Watched,
+) -> None:
+    """Docker's events were lost (dockerd restarted): the stop the re-list finds is
+    published, but not credited to the suspend that was waiting for a pause."""
+    web = watched.adopt("web")
+    container = watched.driver.containers[web.handle or ""]
+    with watched.monitor.expect(web, "suspend-1", frozenset({Lifecycle.SUSPENDED_PAUSED})):
+        container.status, container.pid, container.exit_code = "exited", 0, 0
+        await watched.monitor.resync(web)
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.STOPPED_SHUTDOWN,
+        "reconcile",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "exit_code", "stop"),
+    [
+        (Mode.DESTROY, 0, Lifecycle.STOPPED_DESTROYED),
+        (Mode.SHUTDOWN, 143, Lifecycle.STOPPED_SHUTDOWN),
+    ],
+)
+async def test_a_stop_found_by_a_re_list_during_a_take_down_is_the_take_down(
+    watched: Watched, mode: Mode, exit_code: int, stop: Lifecycle
+) -> None:
+    """The signals that tell a stop's kind were lost with Docker's events (the agent or
+    dockerd restarted): whatever the exit code, the stop is the one the command makes."""
+    web = watched.adopt("web")
+    container = watched.driver.containers[web.handle or ""]
+    stops = frozenset(
+        {
+            Lifecycle.STOPPED_SHUTDOWN,
+            Lifecycle.STOPPED_DESTROYED,
+            Lifecycle.STOPPED_FAILED,
+            Lifecycle.STOPPED_CRASHED,
+        }
+    )
+    with watched.monitor.expect(web, "stop-1", stops, mode) as expectation:
+        container.status, container.pid, container.exit_code = "exited", 0, exit_code
+        await watched.monitor.resync(web)
+        assert expectation.reached.is_set()
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (stop, "reconcile", "stop-1")
+
+
+async def test_a_stale_copy_of_a_toggle_does_not_answer_the_operation_awaiting_it(
+    watched: Watched,
+) -> None:
+    """Docker 20.10 reports a past unpause again while a resume's own unpause has not
+    acted yet (the container still frozen): the resume waits for its own."""
+    web, marker = watched.adopt("web"), watched.adopt("marker")
+    container = watched.driver.containers[web.handle or ""]
+    await watched.driver.pause(web.handle or "")
+    await watched.published(1)
+    until = frozenset({Lifecycle.RESUMED_UNPAUSED})
+    with watched.monitor.expect(web, "resume-1", until) as expectation:
+        watched.driver._emit(container, "unpause")
+        watched.driver.exit(marker.handle or "", 0)
+        await watched.published(2)  # the marker's stop, read after the copy
+        assert not expectation.reached.is_set()
+        assert web.state is DomainState.PAUSED
+        await watched.driver.unpause(web.handle or "")
+        assert await expectation.wait(WAIT_S)
+    *_, resumed = await watched.published(3)
+    assert (resumed.lifecycle, resumed.cause) == (Lifecycle.RESUMED_UNPAUSED, "resume-1")
+
+
 async def test_an_operation_of_a_previous_run_is_credited_after_a_restart(
     watched: Watched, tmp_path: Path
 ) -> None:
@@ -188,6 +304,26 @@ async def test_a_transient_domain_that_stops_is_forgotten_and_its_container_remo
     assert watched.domains.by_name("web") is None
     assert watched.driver.containers == {}
     assert watched.store.domains() == []
+
+
+async def test_a_re_list_removes_the_container_of_a_gone_domain_and_no_other(
+    watched: Watched,
+) -> None:
+    """What an agent killed between a transient domain's stop and its container's
+    removal leaves: Docker still holds the container, the agent only the domain's last
+    record. A container of a domain the agent never knew (its state deleted) stays."""
+    gone = watched.adopt("gone", persistent=False)
+    container = watched.driver.containers[gone.handle or ""]
+    container.status, container.pid = "exited", 0
+    with watched.store.transaction() as tx:
+        tx.forget(gone)
+    watched.domains.remove(gone)
+    spec = DomainSpec(name="alien", image="virtbus-test:latest", command=["sleep", "60"])
+    watched.driver.containers["c-alien"] = FakeContainer("c-alien", uuid4(), "alien", spec)
+    await watched.monitor.reconcile()
+    await asyncio.wait_for(watched.monitor.name_free("gone"), WAIT_S)
+    assert list(watched.driver.containers) == ["c-alien"]
+    assert watched.events() == []
 
 
 async def test_a_transition_without_a_docker_event_is_announced(watched: Watched) -> None:

@@ -12,10 +12,12 @@ from typing import Any, TypeVar, get_args
 import pytest
 
 from agent.errors import VirtError
-from agent.host.operations import Operations
+from agent.host import monitor
+from agent.host.operations import HANDLERS, Operations
 from agent.host.store import Store
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
+    Command,
     CommandBase,
     Create,
     CreateXml,
@@ -137,6 +139,39 @@ async def test_a_transient_domain_that_cannot_start_leaves_nothing(rig: Rig) -> 
     assert rig.host.driver.containers == {}
 
 
+async def test_an_undefined_domain_that_stops_leaves_no_container_when_docker_balks(
+    rig: Rig,
+) -> None:
+    """Docker refuses the first removal (its overlay mount still busy right after the
+    stop): the container goes all the same, and the name is free for a define."""
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    await rig.run(command(Undefine, "web"))
+    rig.host.driver.failures["remove"] = VirtError(
+        ErrorCode.OPERATION_FAILED, "unlinkat …/merged: device or resource busy"
+    )
+    await rig.run(command(Shutdown, "web"))
+    assert rig.host.driver.calls.count("remove") == 2
+    assert rig.host.driver.containers == {}
+    assert rig.host.domains.by_name("web") is None
+    await rig.run(command(Define, spec=SPEC))
+
+
+async def test_a_container_left_by_a_gone_domain_never_blocks_a_define(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker refused every removal of a stopped transient domain's container: a define
+    of that name removes it first."""
+    monkeypatch.setattr(monitor, "DISCARD_TRIES", 1)
+    await rig.run(command(CreateXml, spec=SPEC))
+    rig.host.driver.failures["remove"] = VirtError(ErrorCode.OPERATION_FAILED, "busy")
+    await rig.run(command(Destroy, "web"))
+    (left,) = rig.host.driver.containers.values()
+    record = await rig.run(command(Define, spec=SPEC))
+    (container,) = rig.host.driver.containers.values()
+    assert container.uuid == record.uuid != left.uuid
+
+
 async def test_a_retried_define_of_the_same_spec_answers_success(rig: Rig) -> None:
     define = command(Define, spec=SPEC)
     first = await rig.run(define)
@@ -182,3 +217,9 @@ async def test_autostart_starts_what_is_marked_and_survives_a_failure(rig: Rig) 
     active = sorted(d.name for d in rig.host.domains if d.active)
     assert len(active) == 1 and active[0] in ("web", "db")
     assert rig.host.domains.by_name("off") is not None
+
+
+def test_every_command_model_has_a_handler() -> None:
+    models = set(get_args(get_args(Command)[0]))
+    assert set(HANDLERS) == models
+    assert all(HANDLERS[model].__name__ != "_run" for model in models)

@@ -268,7 +268,6 @@ PRIVILEGED_FIELDS: dict[str, Any] = {
     "sysctls": {"kernel.core_pattern": "|/tmp/x"},
     "volumes_from": ["other"],
     "binds": ["/:/host"],
-    "volumes": {"/": {}},
     "host_config": {"Privileged": True},
     "HostConfig": {"Privileged": True},
     "runtime": "runc",
@@ -291,6 +290,22 @@ def test_no_field_asks_for_privileges(field: str, value: Any) -> None:
     with pytest.raises(InvalidCommand) as caught:
         parse_command(define(**{field: value}))
     assert f"args.spec.{field}: Extra inputs are not permitted" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "volumes",
+    [
+        {"/": {}},
+        [{"volume": "data", "target": "/d", "driver": "local"}],
+        [{"volume": "/var/lib/docker", "target": "/d"}],
+        [{"volume": "data", "target": "/d/../.."}],
+    ],
+)
+def test_volumes_name_only_a_pool_volume_and_a_target(volumes: Any) -> None:
+    """The spec's ``volumes`` is not Docker's: no anonymous volume, no driver or option,
+    no host path, no escaping target."""
+    with pytest.raises(InvalidCommand, match=r"args\.spec\.volumes"):
+        parse_command(define(volumes=volumes))
 
 
 @pytest.mark.parametrize(

@@ -21,14 +21,19 @@ from schemas.codes import (
     ShutoffReason,
 )
 from schemas.commands import OPS, InvalidCommand, Login, Target, parse_command
+from schemas.events import DomainRef
 from schemas.replies import (
     DomainCounts,
     DomainInfo,
     DomainList,
     DomainStateInfo,
+    DomainStats,
+    DomainStatsList,
     Done,
     ErrorBody,
+    HostCapabilities,
     HostInfo,
+    NodeStats,
     Pong,
 )
 
@@ -61,6 +66,41 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "args": {"registry": "registry.example:5000", "username": "u", "password": "pw"}
     },
     "host.logout": {"args": {"registry": "registry.example"}},
+    "domain.get_stats": {"target": WEB},
+    "host.get_all_domain_stats": {},
+    "host.get_capabilities": {},
+    "host.get_node_stats": {},
+    "network.define": {"args": {"spec": {"name": "lan"}}},
+    "network.create": {"target": {"name": "lan"}},
+    "network.destroy": {"target": {"name": "lan"}},
+    "network.undefine": {"target": {"name": "lan"}},
+    "network.set_autostart": {"target": {"name": "lan"}, "args": {"autostart": True}},
+    "network.lookup": {"target": {"uuid": UUID_TEXT}},
+    "network.get_xml_desc": {"target": {"name": "lan"}},
+    "network.get_dhcp_leases": {"target": {"name": "lan"}},
+    "host.list_networks": {},
+    "domain.attach_device": {"target": WEB, "args": {"interface": {"network": "lan"}}},
+    "domain.detach_device": {"target": WEB, "args": {"interface": {"network": "lan"}}},
+    "domain.interface_addresses": {"target": WEB},
+    "host.list_pools": {},
+    "pool.lookup": {"args": {"pool": "default"}},
+    "pool.get_xml_desc": {"args": {"pool": "default"}},
+    "pool.list_volumes": {"args": {"pool": "default"}},
+    "volume.create": {"args": {"pool": "default", "name": "data"}},
+    "volume.delete": {"args": {"pool": "default", "volume": "data"}},
+    "volume.get_info": {"args": {"pool": "default", "volume": "data"}},
+    "volume.get_xml_desc": {"args": {"pool": "default", "volume": "data"}},
+    "domain.snapshot_create": {"target": WEB},
+    "domain.snapshot_list": {"target": WEB},
+    "domain.snapshot_current": {"target": WEB},
+    "snapshot.lookup": {"target": WEB, "args": {"snapshot": "s1"}},
+    "snapshot.get_xml_desc": {"target": WEB, "args": {"snapshot": "s1"}},
+    "domain.snapshot_revert": {"target": WEB, "args": {"snapshot": "s1"}},
+    "snapshot.delete": {"target": WEB, "args": {"snapshot": "s1"}},
+    "domain.set_metadata": {"target": WEB, "args": {"type": "title"}},
+    "domain.get_metadata": {"target": WEB, "args": {"type": "description"}},
+    "domain.get_console_output": {"target": WEB},
+    "domain.open_console": {"target": WEB, "args": {"queue": "amq.gen-x"}},
 }
 """The smallest valid body of every op, without the envelope."""
 
@@ -118,7 +158,7 @@ def test_target_by_each_key() -> None:
 
 def test_defaults_are_the_contracts() -> None:
     shutdown = parse_command(body("domain.shutdown"))
-    assert shutdown.args.model_dump() == {"timeout_s": 10}
+    assert shutdown.args.model_dump() == {"timeout_s": 10, "escalate": True}
     define = parse_command(body("domain.define"))
     assert define.op == "domain.define"
     spec = define.args.spec
@@ -251,6 +291,16 @@ RESULTS: dict[str, BaseModel] = {
     ),
     "pong": Pong(host="h1", time=NOW),
     "done": Done(),
+    "stats": DomainStats(
+        domain=DomainRef(name="web", uuid=UUID(UUID_TEXT), id=4242),
+        time=NOW,
+        stats={"state.state": 1, "cpu.time": 7, "block.0.name": "rootfs"},
+    ),
+    "stats_list": DomainStatsList(records=[]),
+    "capabilities": HostCapabilities(
+        capabilities="<capabilities/>", domain_capabilities="<domainCapabilities/>", sysinfo=""
+    ),
+    "node_stats": NodeStats(time=NOW, memory={"total": 1}, cpu={"idle": 2}, cpus=[]),
 }
 
 
@@ -352,20 +402,30 @@ def test_lifecycle_event_names_its_lifecycle() -> None:
 ERROR_CODES = {
     "INTERNAL_ERROR": 1,
     "NO_SUPPORT": 3,
+    "NO_CONNECT": 5,
     "INVALID_ARG": 8,
     "OPERATION_FAILED": 9,
     "XML_ERROR": 27,
     "DOM_EXIST": 28,
     "OPERATION_DENIED": 29,
+    "NETWORK_EXIST": 36,
     "RPC": 39,
     "NO_DOMAIN": 42,
+    "NO_NETWORK": 43,
     "AUTH_FAILED": 45,
+    "NO_STORAGE_POOL": 49,
+    "NO_STORAGE_VOL": 50,
     "OPERATION_INVALID": 55,
     "CONFIG_UNSUPPORTED": 67,
     "OPERATION_TIMEOUT": 68,
+    "NO_DOMAIN_SNAPSHOT": 72,
+    "ARGUMENT_UNSUPPORTED": 74,
     "OPERATION_ABORTED": 78,
+    "NO_DOMAIN_METADATA": 80,
+    "OPERATION_UNSUPPORTED": 84,
     "RESOURCE_BUSY": 87,
     "ACCESS_DENIED": 88,
+    "STORAGE_VOL_EXIST": 90,
 }
 """The code list of docs/protocol.md#replies, exactly."""
 
@@ -395,7 +455,7 @@ def test_domain_states_are_libvirts() -> None:
 
 
 def test_reasons_are_libvirts() -> None:
-    assert (RunningReason.BOOTED, RunningReason.UNPAUSED) == (1, 5)
+    assert (RunningReason.BOOTED, RunningReason.FROM_SNAPSHOT, RunningReason.UNPAUSED) == (1, 4, 5)
     assert int(PausedReason.USER) == 1
     assert {reason.name: reason.value for reason in ShutoffReason} == {
         "UNKNOWN": 0,
@@ -403,6 +463,7 @@ def test_reasons_are_libvirts() -> None:
         "DESTROYED": 2,
         "CRASHED": 3,
         "FAILED": 6,
+        "FROM_SNAPSHOT": 7,
     }
 
 
@@ -410,7 +471,12 @@ def test_event_ids_are_libvirts() -> None:
     assert {event.name: event.value for event in EventId} == {
         "LIFECYCLE": 0,
         "REBOOT": 1,
+        "BALLOON_CHANGE": 13,
         "TUNABLE": 17,
+        "DEVICE_REMOVED": 15,
+        "AGENT_LIFECYCLE": 18,
+        "DEVICE_ADDED": 19,
+        "METADATA_CHANGE": 23,
     }
 
 

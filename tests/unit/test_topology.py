@@ -18,6 +18,8 @@ from schemas.topology import (
     DEAD_LETTERS,
     EVENTS,
     EXCHANGES,
+    HISTORY,
+    HISTORY_KEYS,
     command_bindings,
     command_queue,
 )
@@ -152,6 +154,7 @@ async def test_provisioning_sends_the_same_objects(monkeypatch: Any) -> None:
     }
     assert queues == {
         "virtbus.dead": dict(DEAD_LETTERS.arguments),
+        "virtbus.events.history": dict(HISTORY.arguments),
         "virtbus.host.h1": dict(command_queue("h1", "classic").arguments),
     }
     bindings = [
@@ -161,6 +164,7 @@ async def test_provisioning_sends_the_same_objects(monkeypatch: Any) -> None:
     ]
     assert bindings == [
         ("virtbus.dead", "virtbus.dead", ""),
+        *(("virtbus.events", "virtbus.events.history", key) for key in HISTORY_KEYS),
         ("virtbus.commands", "virtbus.host.h1", "h1"),
         ("virtbus.broadcast", "virtbus.host.h1", "all"),
         ("virtbus.broadcast", "virtbus.host.h1", "group.web"),

@@ -302,6 +302,25 @@ def test_refresh_reports_only_the_start() -> None:
     assert replay(steps, Mode.REFRESH, persistent=True) == [L.STARTED_BOOTED]
 
 
+def test_revert_of_a_running_domain_is_libvirts_from_snapshot_sequence() -> None:
+    """The new container is built beside the old, the old removed (Docker kills it),
+    the new renamed into place and started: stopped, defined and started, each "from
+    snapshot", and nothing else."""
+    steps: list[tuple[str, int | None, int | None]] = [
+        ("create", None, None),
+        ("kill", 9, None),
+        ("die", None, 137),
+        ("destroy", None, None),
+        ("rename", None, None),
+        ("start", None, None),
+    ]
+    assert replay(steps, Mode.REVERT, persistent=True) == [
+        L.STOPPED_FROM_SNAPSHOT,
+        L.DEFINED_FROM_SNAPSHOT,
+        L.STARTED_FROM_SNAPSHOT,
+    ]
+
+
 def test_resume_after_a_signal_that_did_not_stop() -> None:
     steps: list[tuple[str, int | None, int | None]] = [
         ("kill", 1, None),
@@ -326,6 +345,9 @@ CODES: dict[Lifecycle, tuple[str, int, str, int]] = {
     L.STOPPED_DESTROYED: ("stopped", 5, "destroyed", 1),
     L.STOPPED_CRASHED: ("stopped", 5, "crashed", 2),
     L.STOPPED_FAILED: ("stopped", 5, "failed", 5),
+    L.DEFINED_FROM_SNAPSHOT: ("defined", 0, "from_snapshot", 3),
+    L.STARTED_FROM_SNAPSHOT: ("started", 2, "from_snapshot", 3),
+    L.STOPPED_FROM_SNAPSHOT: ("stopped", 5, "from_snapshot", 6),
 }
 """The lifecycle table of docs/events.md#events."""
 
@@ -342,6 +364,9 @@ OUTCOMES: dict[Lifecycle, tuple[int, int] | None] = {
     L.STOPPED_DESTROYED: (5, 2),
     L.STOPPED_CRASHED: (5, 3),
     L.STOPPED_FAILED: (5, 6),
+    L.DEFINED_FROM_SNAPSHOT: None,
+    L.STARTED_FROM_SNAPSHOT: (1, 4),
+    L.STOPPED_FROM_SNAPSHOT: (5, 7),
 }
 """The state and reason numbers of docs/events.md#states-and-reasons-virdomainstate."""
 

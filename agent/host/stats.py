@@ -1,0 +1,261 @@
+"""Statistics and the node's facts: ``domain.get_stats``, ``host.get_all_domain_stats``,
+``host.get_capabilities``, ``host.get_node_stats``.
+
+Domain statistics come from the kernel's files (``agent.host.cgroups``), never from the
+engine's stats API, which costs a round trip per domain and, without one-shot, a
+second's sampling wait: a host's bulk statistics are one pass over small files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.host import cgroups
+from agent.host.domains import DomainObj
+from agent.host.node import (
+    capabilities_xml,
+    domain_capabilities_xml,
+    host_facts,
+    node_stats,
+    sysinfo_xml,
+)
+from agent.host.operations import Operations, handles
+from schemas.codes import DomainState
+from schemas.commands import (
+    LIBVIRT_GROUPS,
+    GetAllDomainStats,
+    GetCapabilities,
+    GetNodeStats,
+    GetStats,
+    StatGroup,
+)
+from schemas.replies import (
+    DomainStats,
+    DomainStatsList,
+    HostCapabilities,
+    NodeStats,
+    StatValue,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUPS: tuple[StatGroup, ...] = (*LIBVIRT_GROUPS, "pids")
+"""The groups a request that names none gets."""
+LOOPBACK = "lo"
+ROOT_DISK = "rootfs"
+"""The one block device a domain has: its root filesystem (and its mounts)."""
+VCPU_RUNNING = 1
+VCPU_OFFLINE = 0
+
+Stats = dict[str, StatValue]
+READ_ERRORS = (OSError, ValueError, KeyError, IndexError)
+"""A file missing, unreadable or not as the kernel writes it."""
+
+
+class Reader:
+    """One domain's statistics: each group read from its own files, a group whose files
+    cannot be read left out (libvirt leaves out what a driver cannot read)."""
+
+    def __init__(
+        self,
+        domain: DomainObj,
+        max_mem_kib: int,
+        vcpus: int,
+        proc: Path = cgroups.PROC,
+        cgroup_root: Path = cgroups.CGROUP_ROOT,
+    ) -> None:
+        self.proc = proc
+        self.cgroup_root = cgroup_root
+        self.domain = domain
+        self.max_mem_kib = max_mem_kib
+        self.vcpus = vcpus
+        self.live = domain.active and domain.pid > 0
+        self._cgroup: cgroups.Cgroup | None = None
+        self._cpu: cgroups.CpuTimes | None = None
+
+    @property
+    def cgroup(self) -> cgroups.Cgroup:
+        if self._cgroup is None:
+            self._cgroup = cgroups.Cgroup.of(self.domain.pid, self.proc, self.cgroup_root)
+        return self._cgroup
+
+    @property
+    def cpu(self) -> cgroups.CpuTimes:
+        if self._cpu is None:
+            self._cpu = cgroups.cpu_times(self.cgroup)
+        return self._cpu
+
+    def read(self, groups: Iterable[StatGroup]) -> DomainStats:
+        time = datetime.now(UTC)
+        stats: Stats = {}
+        for group in groups:
+            if group != "state" and group not in OFFLINE_GROUPS and not self.live:
+                continue
+            try:
+                stats.update(GROUPS[group](self))
+            except READ_ERRORS as error:
+                log.debug("domain %s: no %s statistics: %s", self.domain.name, group, error)
+        return DomainStats(domain=self.domain.ref(), time=time, stats=stats)
+
+    def state(self) -> Stats:
+        return {"state.state": int(self.domain.state), "state.reason": int(self.domain.reason)}
+
+    def cpu_total(self) -> Stats:
+        return {
+            "cpu.time": self.cpu.total,
+            "cpu.user": self.cpu.user,
+            "cpu.system": self.cpu.system,
+        }
+
+    def balloon(self) -> Stats:
+        """A container has one memory limit, no balloon: current and maximum are both
+        that limit (what setmem and setmaxmem set), the rest the cgroup's use of it."""
+        stats: Stats = {"balloon.current": self.max_mem_kib, "balloon.maximum": self.max_mem_kib}
+        if not self.live:
+            return stats
+        try:
+            use = cgroups.memory(self.cgroup)
+        except READ_ERRORS:
+            return stats
+        unused = max(0, self.max_mem_kib - use.usage // 1024)
+        return stats | {
+            "balloon.swap_in": 0,
+            "balloon.swap_out": 0,
+            "balloon.major_fault": use.major_faults,
+            "balloon.minor_fault": use.minor_faults,
+            "balloon.unused": unused,
+            "balloon.available": self.max_mem_kib,
+            "balloon.usable": unused + use.cache // 1024,
+            "balloon.rss": use.rss // 1024,
+            "balloon.disk_caches": use.cache // 1024,
+            "balloon.last-update": int(datetime.now(UTC).timestamp()),
+        }
+
+    def vcpu(self) -> Stats:
+        """A container's vCPUs are its CPU quota: each is running while the domain is
+        and shows an even share of the domain's CPU time."""
+        stats: Stats = {"vcpu.current": self.vcpus, "vcpu.maximum": self.vcpus}
+        if not self.live:
+            return stats
+        running = self.domain.state is DomainState.RUNNING
+        try:
+            share = self.cpu.total // self.vcpus
+        except READ_ERRORS:
+            return stats
+        for number in range(self.vcpus):
+            stats[f"vcpu.{number}.state"] = VCPU_RUNNING if running else VCPU_OFFLINE
+            stats[f"vcpu.{number}.time"] = share
+        return stats
+
+    def interface(self) -> Stats:
+        """The domain's interfaces as it sees them (its loopback left out), by name."""
+        found = [
+            (name, counters)
+            for name, counters in cgroups.interfaces(self.domain.pid, self.proc).items()
+            if name != LOOPBACK
+        ]
+        stats: Stats = {"net.count": len(found)}
+        for index, (name, counters) in enumerate(found):
+            prefix = f"net.{index}"
+            stats[f"{prefix}.name"] = name
+            for direction in ("rx", "tx"):
+                for counter in ("bytes", "pkts", "errs", "drop"):
+                    value = getattr(counters, f"{direction}_{counter}")
+                    stats[f"{prefix}.{direction}.{counter}"] = value
+        return stats
+
+    def block(self) -> Stats:
+        io = cgroups.block_io(self.cgroup, self.proc)
+        return {
+            "block.count": 1,
+            "block.0.name": ROOT_DISK,
+            "block.0.rd.reqs": io.rd_reqs,
+            "block.0.rd.bytes": io.rd_bytes,
+            "block.0.wr.reqs": io.wr_reqs,
+            "block.0.wr.bytes": io.wr_bytes,
+        }
+
+    def pids(self) -> Stats:
+        current, limit = cgroups.pids(self.cgroup)
+        stats: Stats = {"pids.current": current}
+        if limit is not None:
+            stats["pids.limit"] = limit
+        return stats
+
+    def percpu(self) -> Stats:
+        times = cgroups.per_cpu_ns(self.cgroup)
+        stats: Stats = {"percpu.count": len(times)}
+        for cpu, time_ns in enumerate(times):
+            stats[f"percpu.{cpu}.time"] = time_ns
+        return stats
+
+    def affinity(self) -> Stats:
+        return {
+            "affinity.cpuset": cgroups.cpuset(self.cgroup),
+            "affinity.cpu": cgroups.last_cpu(self.domain.pid, self.proc),
+        }
+
+
+GROUPS: dict[StatGroup, Callable[[Reader], Stats]] = {
+    "state": Reader.state,
+    "cpu-total": Reader.cpu_total,
+    "balloon": Reader.balloon,
+    "vcpu": Reader.vcpu,
+    "interface": Reader.interface,
+    "block": Reader.block,
+    "pids": Reader.pids,
+    "percpu": Reader.percpu,
+    "affinity": Reader.affinity,
+}
+OFFLINE_GROUPS = frozenset({"balloon", "vcpu"})
+"""Groups an inactive domain has too (from its definition)."""
+
+
+def reader(ops: Operations, domain: DomainObj) -> Reader:
+    engine = ops.engine
+    return Reader(
+        domain, domain.spec.memory_kib or engine.memory_kib, domain.spec.vcpus or engine.cpus
+    )
+
+
+def wanted(groups: list[StatGroup]) -> list[StatGroup]:
+    return list(dict.fromkeys(groups)) if groups else list(DEFAULT_GROUPS)
+
+
+@handles(GetStats)
+async def get_stats(ops: Operations, command: GetStats) -> DomainStats:
+    domain = ops.domains.get(command.target)
+    return await asyncio.to_thread(reader(ops, domain).read, wanted(command.args.groups))
+
+
+@handles(GetAllDomainStats)
+async def get_all_domain_stats(ops: Operations, command: GetAllDomainStats) -> DomainStatsList:
+    """Every domain the flags select, sorted by name, read in one pass."""
+    groups = wanted(command.args.groups)
+    chosen = sorted((d for d in ops.domains if d.matches(command.args.flags)), key=lambda d: d.name)
+    readers = [reader(ops, domain) for domain in chosen]
+
+    def read_all() -> list[DomainStats]:
+        return [each.read(groups) for each in readers]
+
+    return DomainStatsList(records=await asyncio.to_thread(read_all))
+
+
+@handles(GetCapabilities)
+async def get_capabilities(ops: Operations, command: GetCapabilities) -> HostCapabilities:
+    node = host_facts()
+    engine = ops.engine
+    return HostCapabilities(
+        capabilities=capabilities_xml(node, engine.version),
+        domain_capabilities=domain_capabilities_xml(node, command.args.virttype, engine.cpus),
+        sysinfo=sysinfo_xml(node),
+    )
+
+
+@handles(GetNodeStats)
+async def get_node_stats(ops: Operations, command: GetNodeStats) -> NodeStats:
+    return await asyncio.to_thread(node_stats)
