@@ -97,6 +97,9 @@ class FakeDriver:
         once the event is set (Docker reports an effect before it answers the call)."""
         self.failures: dict[str, Exception] = {}
         """Verb → exception raised (once) by the next call of that verb."""
+        self.lost: dict[str, Exception] = {}
+        """Verb → exception raised (once) by the next call of that verb after it acted:
+        Docker did it, its answer was lost (the engine restarting)."""
         self.called = asyncio.Condition()
         self.history: list[RuntimeEvent] = []
         """Every event reported, for a replay (Docker keeps its recent events)."""
@@ -130,6 +133,9 @@ class FakeDriver:
         answer = self.answers.get(verb)
         if answer is not None:
             await answer.wait()
+        lost = self.lost.pop(verb, None)
+        if lost is not None:
+            raise lost
 
     def _emit(self, container: FakeContainer, action: str, **facts: int | None) -> None:
         event = RuntimeEvent(
@@ -215,6 +221,7 @@ class FakeDriver:
             self._die(container, signal=9, exit_code=137)
         del self.containers[handle]
         self._emit(container, "destroy")
+        await self._answer("remove")
 
     async def start(self, handle: str) -> None:
         await self._enter("start")

@@ -75,8 +75,10 @@ RESUBSCRIBE_DELAY_S = 1.0
 APPLIED_KEPT = 1024
 ORPHAN_TTL_S = 60.0
 DISCARD_TRIES = 6
-"""Attempts to remove a stopped transient domain's container, 0.1 s apart and doubling
-(about 6 s); a container still there after them is removed by a later re-list."""
+"""Attempts to remove a domain's container, DISCARD_DELAY_S apart and doubling (about
+6 s); a stopped transient domain's container still there after them is removed by a
+later re-list, an undefine fails."""
+DISCARD_DELAY_S = 0.1
 DOCKER_TIME = "docker_ns"
 """Store counter: Docker's time of the last event applied, where a replay resumes."""
 HEALTH_STATUS = "health_status"
@@ -632,26 +634,33 @@ class Monitor:
         self._discards[name] = task
 
     async def _remove(self, name: str, handle: str) -> None:
-        """Docker may fail a removal for a while (its overlay mount still busy right
-        after the stop, the engine restarting): tried again, DISCARD_TRIES times."""
-        delay = 0.1
+        try:
+            await self.remove(handle)
+        except VirtError as error:
+            log.warning(
+                "could not remove the container of stopped domain %s (%d tries), "
+                "left to the next re-list: %s",
+                name,
+                DISCARD_TRIES,
+                error,
+            )
+
+    async def remove(self, handle: str) -> None:
+        """Remove a domain's container for good, by its id. Docker may fail a removal
+        for a while (its overlay mount still busy right after the stop, the engine
+        restarting), or do it and lose its answer: tried again, DISCARD_TRIES times,
+        until Docker no longer has it. Raises Docker's last error if it still does."""
+        delay = DISCARD_DELAY_S
         for attempt in range(1, DISCARD_TRIES + 1):
             try:
                 await self._driver.remove(handle)
                 return
-            except VirtError as error:
+            except VirtError:
                 with contextlib.suppress(VirtError):
                     if await self._driver.observe(handle) is None:
                         return
                 if attempt == DISCARD_TRIES:
-                    log.warning(
-                        "could not remove the container of stopped domain %s (%d tries), "
-                        "left to the next re-list: %s",
-                        name,
-                        attempt,
-                        error,
-                    )
-                    return
+                    raise
             await asyncio.sleep(delay)
             delay *= 2
 

@@ -795,7 +795,7 @@ class Operations:
                 domain,
                 command.id,
                 frozenset({Lifecycle.UNDEFINED_REMOVED}),
-                lambda: self._driver.remove(self._handle(domain)),
+                lambda: self._monitor.remove(self._handle(domain)),
             )
         await self._drop_storage(domain, volumes)
         return domain.record()

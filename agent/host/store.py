@@ -102,6 +102,10 @@ CREATE TABLE IF NOT EXISTS gone (
     record TEXT NOT NULL,
     at REAL NOT NULL DEFAULT (julianday('now'))
 );
+CREATE TABLE IF NOT EXISTS made (
+    uuid TEXT PRIMARY KEY,
+    at REAL NOT NULL DEFAULT (julianday('now'))
+);
 CREATE TABLE IF NOT EXISTS networks (
     uuid TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -229,6 +233,8 @@ class Transaction:
             "INSERT OR REPLACE INTO intents (command_id, uuid, mode, until) VALUES (?, ?, ?, ?)",
             (command_id, str(uuid), mode, ",".join(until)),
         )
+        # outlives the intent: Docker may have acted for a command that then failed
+        self._db.execute("INSERT OR REPLACE INTO made (uuid) VALUES (?)", (str(uuid),))
 
     def reached(self, command_id: str) -> None:
         self._db.execute("UPDATE intents SET reached = 1 WHERE command_id = ?", (command_id,))
@@ -487,10 +493,12 @@ class Store:
 
     def made(self, uuid: UUID) -> bool:
         """Whether this agent acted through Docker for a domain with this uuid (an
-        operation's intent, or the domain's last record once it went away)."""
+        operation's intent, kept after the command ended whatever its outcome, or the
+        domain's last record once it went away)."""
         row = self.db.execute(
-            "SELECT 1 FROM gone WHERE uuid = ? UNION ALL SELECT 1 FROM intents WHERE uuid = ?",
-            (str(uuid), str(uuid)),
+            "SELECT 1 FROM made WHERE uuid = ? UNION ALL SELECT 1 FROM gone WHERE uuid = ? "
+            "UNION ALL SELECT 1 FROM intents WHERE uuid = ?",
+            (str(uuid), str(uuid), str(uuid)),
         ).fetchone()
         return row is not None
 
@@ -537,10 +545,11 @@ class Store:
         return inserted == 0
 
     def prune(self, keep: int = REPLIES_KEPT) -> None:
-        """Keep the newest ``keep`` recorded replies and records of gone domains."""
+        """Keep the newest ``keep`` recorded replies, records of gone domains and uuids
+        the agent acted for."""
         with self.transaction():
             self.db.execute("DELETE FROM intents WHERE at < julianday('now') - 1")
-            for table, key in (("replies", "id"), ("gone", "uuid")):
+            for table, key in (("replies", "id"), ("gone", "uuid"), ("made", "uuid")):
                 self.db.execute(
                     f"DELETE FROM {table} WHERE {key} NOT IN "
                     f"(SELECT {key} FROM {table} ORDER BY at DESC LIMIT ?)",
