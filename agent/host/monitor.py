@@ -100,6 +100,9 @@ class Expectation:
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: bool = True
     """False for an operation of a previous run that nobody waits for any more."""
+    held: bool = False
+    """An operation that waits for the store, to run again once the monitor has read
+    what Docker reported meanwhile: by then its effect is seen or was never made."""
     since: float = field(default_factory=time.monotonic)
 
     async def wait(self, timeout_s: float) -> bool:
@@ -161,9 +164,14 @@ class Monitor:
         self._expectations[domain.uuid] = expectation
         try:
             yield expectation
+        except StoreUnwritable:
+            # the command runs again once the store can write: Docker's events read
+            # meanwhile are still its doing, as an operation's of a previous run are
+            expectation.waiting, expectation.held = False, True
+            raise
         finally:
             log.debug("done %s on %s", cause, domain.name)
-            if self._expectations.get(domain.uuid) is expectation:
+            if self._expectations.get(domain.uuid) is expectation and expectation.waiting:
                 del self._expectations[domain.uuid]
 
     async def name_free(self, name: str) -> None:
@@ -401,6 +409,8 @@ class Monitor:
         )
         if orphan is None:
             return False
+        if orphan.held:
+            return orphan.reached.is_set()
         return await orphan.wait(timeout_s)
 
     def _settled(

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 PROBE_S = 1.0
 """How often ``writable()`` tries a write while the store cannot write."""
 LOG_EVERY_S = 30.0
+WAL_LIMIT_BYTES = 1024 * 1024
 
 _UNWRITABLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
 
@@ -296,6 +297,9 @@ class Store:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
+        # the log is cut back after each checkpoint: on a small state disk it never
+        # keeps the space a burst of writes took
+        self._db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         self._db.executescript(_SCHEMA)
         for table, added in _ADDED_COLUMNS.items():
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}

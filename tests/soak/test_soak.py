@@ -266,14 +266,15 @@ class Chaos:
 
         def fill() -> int:
             written = 0
-            with filler.open("wb") as sink:
-                try:
+            try:
+                # the open itself fails when the agent's own writes filled the disk
+                with filler.open("wb") as sink:
                     while True:
                         written += sink.write(b"\0" * 65536)
                         sink.flush()
-                except OSError as error:
-                    if error.errno != errno.ENOSPC:
-                        raise
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
             return written
 
         written = await asyncio.to_thread(fill)

@@ -197,6 +197,31 @@ async def test_a_command_whose_event_cannot_be_written_waits_and_is_answered_onc
     assert_gap_free(rig.disk)
 
 
+async def test_a_destroy_whose_events_were_lost_while_the_store_was_full_is_the_destroy(
+    rig: Rig,
+) -> None:
+    """Docker's events of the kill waited for the store, then Docker lost them (the
+    engine restarted): the re-list that finds the domain stopped reports the destroy's
+    own stop, credited to it, never a crash, and the destroy is answered once."""
+    await rig.running()
+    rig.driver.gates["kill"] = asyncio.Event()
+    destroy = rig.submit("domain.destroy", {"name": "web"})
+    await rig.driver.wait_calls("kill", 1)
+    rig.disk.full = True
+    rig.driver.gates["kill"].set()
+    await asyncio.wait_for(rig.disk.failures(2), WAIT_S)
+    rig.driver.history.clear()
+    rig.disk.full = False
+    outcome = await asyncio.wait_for(destroy, operations.EVENT_WAIT_S + WAIT_S)
+    assert outcome.reply.ok, outcome.reply
+    assert rig.driver.calls.count("kill") == 1
+    stops = [e for e in events(rig.disk) if e.lifecycle.name.startswith("STOPPED")]
+    assert [(e.lifecycle, e.cause) for e in stops] == [
+        (Lifecycle.STOPPED_DESTROYED, outcome.reply.id)
+    ]
+    assert_gap_free(rig.disk)
+
+
 async def test_a_reply_that_cannot_be_recorded_waits_and_the_op_does_not_run_again(
     rig: Rig,
 ) -> None:
