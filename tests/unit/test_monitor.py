@@ -12,8 +12,8 @@ from uuid import uuid4
 import pytest
 
 from agent.host.domains import DomainObj, DomainTable
-from agent.host.monitor import Monitor
-from agent.host.store import Store
+from agent.host.monitor import STOPPED, Monitor
+from agent.host.store import Store, StoreUnwritable
 from agent.host.translate import Mode
 from schemas.codes import DomainState, Lifecycle, RunningReason
 from schemas.domain import DomainSpec
@@ -207,6 +207,30 @@ async def test_a_stop_found_by_a_re_list_during_a_take_down_is_the_take_down(
         assert expectation.reached.is_set()
     (event,) = watched.events()
     assert (event.lifecycle, event.origin, event.cause) == (stop, "reconcile", "stop-1")
+
+
+async def test_a_stop_found_after_a_take_down_waited_for_the_store_is_still_its_own(
+    watched: Watched,
+) -> None:
+    """The destroy gave up waiting for Docker's report, which waited for the store, and
+    runs again once the store can write: a re-list that finds the domain stopped
+    meanwhile credits the destroy, and marks its intent reached for the re-run."""
+    web = watched.adopt("web")
+    container = watched.driver.containers[web.handle or ""]
+    with (
+        pytest.raises(StoreUnwritable),
+        watched.monitor.expect(web, "stop-1", STOPPED, Mode.DESTROY),
+    ):
+        raise StoreUnwritable("Docker's report of the effect waits for the store")
+    container.status, container.pid, container.exit_code = "exited", 0, 137
+    await watched.monitor.resync(web)
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.STOPPED_DESTROYED,
+        "reconcile",
+        "stop-1",
+    )
+    assert watched.store.intent_reached("stop-1")
 
 
 async def test_a_stale_copy_of_a_toggle_does_not_answer_the_operation_awaiting_it(
