@@ -450,7 +450,9 @@ class Monitor:
         emitted: set[Transition] = set()
         missed = self._missed(domain, found)
         exit_code = found.exit_code if found else None
-        if self._restarting(domain, expectation, missed, exit_code):
+        if self._restarting(domain, expectation, missed, exit_code) or (
+            _rebooting(expectation) and all(t in STOPPED for t in missed)
+        ):
             missed = []
         for transition in missed:
             if self._redundant(domain, transition):
@@ -766,6 +768,18 @@ _OWN_STOPS: dict[Mode, Transition] = {
 }
 """The stop a re-list reports for a take-down whose Docker events were lost."""
 _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UNPAUSED}
+
+
+def _rebooting(expectation: Expectation | None) -> bool:
+    """A reboot of this run in flight: it starts the domain again after its stop, which
+    is no event of its own (read live, Docker's die is not either); if the start fails,
+    the next re-list reports the stop."""
+    return (
+        expectation is not None
+        and expectation.waiting
+        and expectation.mode in (Mode.SOFT_REBOOT, Mode.REBOOT)
+        and not expectation.reached.is_set()
+    )
 
 
 def _awaited(expectation: Expectation | None, transition: Transition) -> bool:

@@ -14,10 +14,10 @@ import pytest
 from agent.host.domains import DomainObj, DomainTable
 from agent.host.monitor import STOPPED, Monitor
 from agent.host.store import Store, StoreUnwritable
-from agent.host.translate import Mode
+from agent.host.translate import Mode, Special
 from schemas.codes import DomainState, Lifecycle, RunningReason
 from schemas.domain import DomainSpec
-from schemas.events import EVENT_ADAPTER, LifecycleEvent
+from schemas.events import EVENT_ADAPTER, LifecycleEvent, RebootEvent
 from tests.fakes import FakeContainer, FakeDriver
 
 WAIT_S = 5.0
@@ -231,6 +231,25 @@ async def test_a_stop_found_after_a_take_down_waited_for_the_store_is_still_its_
         "stop-1",
     )
     assert watched.store.intent_reached("stop-1")
+
+
+async def test_a_stop_found_by_a_re_list_during_a_reboot_is_left_to_the_reboot(
+    watched: Watched,
+) -> None:
+    """dockerd restarted while a reboot waited for the domain to stop: the re-list that
+    finds it stopped reports nothing, as Docker's die read live would, and the reboot's
+    start is the reboot, from a running domain."""
+    web = watched.adopt("web")
+    container = watched.driver.containers[web.handle or ""]
+    until = frozenset({Special.REBOOT})
+    with watched.monitor.expect(web, "reboot-1", until, Mode.SOFT_REBOOT) as expectation:
+        container.status, container.pid, container.exit_code = "exited", 0, 143
+        await watched.monitor.resync(web)
+        assert watched.store.pending(10) == [] and web.active
+        await watched.driver.start(web.handle or "")
+        assert await expectation.wait(WAIT_S)
+    (event,) = [EVENT_ADAPTER.validate_json(p.body) for p in watched.store.pending(10)]
+    assert isinstance(event, RebootEvent) and event.cause == "reboot-1"
 
 
 async def test_a_stale_copy_of_a_toggle_does_not_answer_the_operation_awaiting_it(
