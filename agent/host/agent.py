@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from agent import __version__
 from agent.errors import VirtError
@@ -49,6 +50,8 @@ from schemas.events import AgentEvent, Presence
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
+ENGINE_RETRY_S = 1.0
+_T = TypeVar("_T")
 REDELIVERY_DELAY_S = 1.0
 """After a failed reply on a channel that stays open, how long before the command goes
 back to the queue (its recorded reply is sent again then)."""
@@ -150,7 +153,7 @@ class Agent:
         self._store.prune()
         for domain in self._store.domains():
             self._domains.add(domain)
-        engine = await self._driver.engine()
+        engine = await with_engine(self._driver.engine)
         await self._bus.connect()
         self._spawn(self._monitor.run(), "docker events")
         await asyncio.wait_for(self._monitor.connected.wait(), READY_TIMEOUT_S)
@@ -182,9 +185,9 @@ class Agent:
             max_body_bytes=self.config.max_message_bytes,
             recovered=self._monitor.recovered,
         )
-        await operations.forbid_docker_restarts()
+        await with_engine(operations.forbid_docker_restarts)
         await attach_networks(operations, self._store.networks()).restore()
-        await operations.count_snapshots()
+        await with_engine(operations.count_snapshots)
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")
@@ -354,3 +357,21 @@ class Agent:
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("agent task %s crashed", task.get_name(), exc_info=task.exception())
+
+
+async def with_engine(step: Callable[[], Awaitable[_T]], timeout_s: float = READY_TIMEOUT_S) -> _T:
+    """A start-up step that needs Docker, which may be restarting as the agent starts:
+    tried again every ENGINE_RETRY_S while Docker fails it, for up to ``timeout_s``;
+    then Docker's error."""
+    deadline = time.monotonic() + timeout_s
+    warned = False
+    while True:
+        try:
+            return await step()
+        except VirtError as error:
+            if time.monotonic() >= deadline:
+                raise
+            if not warned:
+                log.warning("Docker cannot answer yet, trying again: %s", error)
+                warned = True
+        await asyncio.sleep(ENGINE_RETRY_S)
