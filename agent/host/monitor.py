@@ -449,6 +449,9 @@ class Monitor:
             domain.handle, domain.pid = found.handle, found.pid
         emitted: set[Transition] = set()
         missed = self._missed(domain, found)
+        if found is not None and _defining(expectation):
+            # Docker made the container and its create event was lost (dockerd restarted)
+            missed.insert(0, Lifecycle.DEFINED_ADDED)
         exit_code = found.exit_code if found else None
         if self._restarting(domain, expectation, missed, exit_code) or (
             _rebooting(expectation) and all(t in STOPPED for t in missed)
@@ -768,6 +771,15 @@ _OWN_STOPS: dict[Mode, Transition] = {
 }
 """The stop a re-list reports for a take-down whose Docker events were lost."""
 _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UNPAUSED}
+
+
+def _defining(expectation: Expectation | None) -> bool:
+    """A define in flight whose container's creation has not been reported."""
+    return (
+        expectation is not None
+        and Lifecycle.DEFINED_ADDED in expectation.until
+        and not expectation.reached.is_set()
+    )
 
 
 def _rebooting(expectation: Expectation | None) -> bool:

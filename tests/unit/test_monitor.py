@@ -252,6 +252,27 @@ async def test_a_stop_found_by_a_re_list_during_a_reboot_is_left_to_the_reboot(
     assert isinstance(event, RebootEvent) and event.cause == "reboot-1"
 
 
+async def test_a_define_whose_create_event_was_lost_is_found_by_the_re_list(
+    watched: Watched,
+) -> None:
+    """Docker made the container, then restarted before its create event was read: the
+    re-list reports the define's defined/added, credited to it, and ends it."""
+    web = watched.adopt("web")
+    web.state, web.pid = DomainState.SHUTOFF, 0
+    container = watched.driver.containers[web.handle or ""]
+    container.status, container.pid = "created", 0
+    until = frozenset({Lifecycle.DEFINED_ADDED})
+    with watched.monitor.expect(web, "define-1", until) as expectation:
+        await watched.monitor.resync(web)
+        assert expectation.reached.is_set()
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.DEFINED_ADDED,
+        "reconcile",
+        "define-1",
+    )
+
+
 async def test_a_stale_copy_of_a_toggle_does_not_answer_the_operation_awaiting_it(
     watched: Watched,
 ) -> None:
