@@ -256,8 +256,9 @@ async def test_a_define_whose_create_event_was_lost_is_found_by_the_re_list(
     watched: Watched,
 ) -> None:
     """Docker made the container, then restarted before its create event was read: the
-    re-list reports the define's defined/added, credited to it, and ends it."""
-    web = watched.adopt("web")
+    re-list reports the define's defined/added, credited to it, and ends it; the create
+    event, if it comes after all, adds nothing."""
+    web, marker = watched.adopt("web"), watched.adopt("marker")
     web.state, web.pid = DomainState.SHUTOFF, 0
     container = watched.driver.containers[web.handle or ""]
     container.status, container.pid = "created", 0
@@ -265,7 +266,9 @@ async def test_a_define_whose_create_event_was_lost_is_found_by_the_re_list(
     with watched.monitor.expect(web, "define-1", until) as expectation:
         await watched.monitor.resync(web)
         assert expectation.reached.is_set()
-    (event,) = watched.events()
+    watched.driver._emit(container, "create")
+    watched.driver.exit(marker.handle or "", 0)
+    event, _ = await watched.published(2)
     assert (event.lifecycle, event.origin, event.cause) == (
         Lifecycle.DEFINED_ADDED,
         "reconcile",
