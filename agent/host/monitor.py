@@ -659,6 +659,31 @@ class Monitor:
         task = asyncio.create_task(remove(), name=f"remove {name}")
         self._discards[name] = task
 
+    def discard_made(self, name: str, uuid: UUID) -> None:
+        """After a define that failed: remove, in the background, a container Docker may
+        have made for ``uuid`` under ``name`` with its answer lost (the engine
+        restarting). ``name_free`` waits for it; a re-list does it if Docker is away."""
+        if name in self._discards:
+            return
+
+        async def sweep() -> None:
+            delay = DISCARD_DELAY_S
+            try:
+                for _ in range(DISCARD_TRIES):
+                    with contextlib.suppress(VirtError):
+                        found = await self._driver.named(name)
+                        if found is not None and found.uuid == uuid and self._leftover(found):
+                            await self.remove(found.handle)
+                        return
+                    await asyncio.sleep(delay)
+                    delay *= 2
+            finally:
+                if self._discards.get(name) is task:
+                    del self._discards[name]
+
+        task = asyncio.create_task(sweep(), name=f"sweep {name}")
+        self._discards[name] = task
+
     async def _remove(self, name: str, handle: str) -> None:
         try:
             await self.remove(handle)

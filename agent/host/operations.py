@@ -475,6 +475,8 @@ class Operations:
             raise
         except BaseException:
             self._domains.remove(domain)
+            if domain.handle is None:
+                self._monitor.discard_made(domain.name, domain.uuid)
             raise
         return self._saved(domain)
 

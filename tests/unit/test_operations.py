@@ -173,7 +173,7 @@ async def test_a_container_left_by_a_gone_domain_never_blocks_a_define(
 
 
 async def test_a_container_docker_made_for_a_failed_define_never_blocks_a_define(
-    rig: Rig,
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Docker made the container but its answer was lost (the engine restarting): the
     define failed, and the next define of that name removes the container the agent
@@ -181,6 +181,8 @@ async def test_a_container_docker_made_for_a_failed_define_never_blocks_a_define
     rig.host.driver.lost["create"] = VirtError(
         ErrorCode.OPERATION_FAILED, "Cannot connect to the Docker daemon"
     )
+    # Docker is away for the failed define's own clean-up too
+    monkeypatch.setattr(rig.host.monitor, "discard_made", lambda name, uuid: None)
     failed = command(Define, spec=SPEC)
     with pytest.raises(VirtError):
         await rig.run(failed)
@@ -190,6 +192,14 @@ async def test_a_container_docker_made_for_a_failed_define_never_blocks_a_define
     record = await rig.run(command(Define, spec=SPEC))
     (container,) = rig.host.driver.containers.values()
     assert container.uuid == record.uuid != left.uuid
+
+
+async def test_a_failed_define_removes_the_container_docker_made_unanswered(rig: Rig) -> None:
+    rig.host.driver.lost["create"] = VirtError(ErrorCode.OPERATION_FAILED, "connection reset")
+    with pytest.raises(VirtError):
+        await rig.run(command(Define, spec=SPEC))
+    await asyncio.wait_for(rig.host.monitor.name_free("web"), WAIT_S)
+    assert rig.host.driver.containers == {}
 
 
 async def test_an_undefine_whose_removal_docker_did_but_never_answered_succeeds(
