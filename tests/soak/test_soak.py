@@ -10,7 +10,7 @@ exactly once with its effect applied at most once, each domain's events a legal 
 libvirt's state machine with libvirt's codes, no ``seq`` gap, and the final state equal to
 Docker's.
 
-``VIRTBUS_SOAK_S`` sets the length (60 s by default, the run in CI: every fault once),
+``VIRTBUS_SOAK_S`` sets the length (60 s by default: every fault once),
 ``VIRTBUS_SOAK_SEED`` replays a schedule (the seed is printed at the start),
 ``VIRTBUS_SOAK_FAULTS`` narrows the faults.
 """
@@ -43,8 +43,8 @@ from tests.soak.engine import Engine
 from tests.support.services import IMAGE, new_host
 
 SOAK_S = float(os.environ.get("VIRTBUS_SOAK_S", "60"))
-"""Every fault runs once whatever the length (about 80 s): the default run (as in CI)
-is that one round, about 3 minutes with setup."""
+"""Every fault runs once whatever the length (about 80 s): the default run is that one
+round, about 2-3 minutes with setup."""
 SEED = int(os.environ.get("VIRTBUS_SOAK_SEED") or random.randrange(2**32))
 DOMAINS = 50
 ORCHESTRATORS = 5
