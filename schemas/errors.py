@@ -26,6 +26,8 @@ exception, the class keeps it as a second base (``except TimeoutError`` still wo
     ├── Refused                       agent/signing.py: a command that failed
     │                                 authentication (AUTH_FAILED)
     ├── PolicyError (ValueError)      agent/host/policy.py: a policy file that cannot be used
+    ├── StoreUnwritable               agent/host/store.py: the state directory cannot
+    │                                 take a write (a full disk); never on the wire
     ├── ProvisionError                agent/admin/provision.py: the management API refused
     ├── XdrError (ValueError)         agent/gateway/xdr.py: bytes that are not the XDR
     │                                 expected

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -100,7 +101,12 @@ class FakeDriver:
         once the event is set (Docker reports an effect before it answers the call)."""
         self.failures: dict[str, Exception] = {}
         """Verb → exception raised (once) by the next call of that verb."""
+        self.lost: dict[str, Exception] = {}
+        """Verb → exception raised (once) by the next call of that verb after it acted:
+        Docker did it, its answer was lost (the engine restarting)."""
         self.called = asyncio.Condition()
+        self.history: list[RuntimeEvent] = []
+        """Every event reported, for a replay (Docker keeps its recent events)."""
         self.deaf: set[str] = set()
         """Handles of containers whose init ignores SIGTERM."""
         self.written: dict[str, bytes] = {}
@@ -131,20 +137,23 @@ class FakeDriver:
         answer = self.answers.get(verb)
         if answer is not None:
             await answer.wait()
+        lost = self.lost.pop(verb, None)
+        if lost is not None:
+            raise lost
 
     def _emit(self, container: FakeContainer, action: str, **facts: int | None) -> None:
-        self._events.put_nowait(
-            RuntimeEvent(
-                action=action,
-                handle=container.handle,
-                uuid=container.uuid,
-                name=container.name,
-                time_ns=time.time_ns(),
-                exit_code=facts.get("exit_code"),
-                signal=facts.get("signal"),
-                pid=container.pid if action in ("start", "restart") else 0,
-            )
+        event = RuntimeEvent(
+            action=action,
+            handle=container.handle,
+            uuid=container.uuid,
+            name=container.name,
+            time_ns=time.time_ns(),
+            exit_code=facts.get("exit_code"),
+            signal=facts.get("signal"),
+            pid=container.pid if action in ("start", "restart") else 0,
         )
+        self.history.append(event)
+        self._events.put_nowait(event)
 
     def _get(self, handle: str) -> FakeContainer:
         container = self.containers.get(handle)
@@ -216,6 +225,7 @@ class FakeDriver:
             self._die(container, signal=9, exit_code=137)
         del self.containers[handle]
         self._emit(container, "destroy")
+        await self._answer("remove")
 
     async def start(self, handle: str) -> None:
         await self._enter("start")
@@ -401,6 +411,9 @@ class FakeDriver:
         self, since_ns: int, until_ns: int | None = None
     ) -> AsyncIterator[RuntimeEvent]:
         if until_ns is not None:
+            for past in list(self.history):
+                if since_ns <= past.time_ns <= until_ns:
+                    yield past
             return
         while (event := await self._events.get()) is not None:
             yield event
@@ -413,6 +426,55 @@ class FakeDriver:
 
     async def close(self) -> None:
         self.end_stream()
+
+
+class FillableStore(Store):
+    """A store whose disk can be made full: while ``full``, a commit and a write outside
+    a transaction fail as sqlite fails on a full disk (what the transaction wrote before
+    its commit is there until rolled back, as on a real disk)."""
+
+    def __init__(self, directory: Path, on_write_failed: Callable[[], None] = lambda: None) -> None:
+        super().__init__(directory, on_write_failed)
+        self.full = False
+        self.only: str | None = None
+        """While set, only statements containing it fail (at once, in a transaction too)."""
+        self.failed_writes = 0
+        self.failing = asyncio.Event()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        db = super().db
+        return _FullDisk(db, self) if self.full else db  # type: ignore[return-value]
+
+    async def failures(self, count: int) -> None:
+        """Returns once ``count`` writes have failed so far."""
+        while self.failed_writes < count:
+            self.failing.clear()
+            await self.failing.wait()
+
+
+class _FullDisk:
+    def __init__(self, db: sqlite3.Connection, store: FillableStore) -> None:
+        self._db = db
+        self._store = store
+
+    def execute(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+        verb = sql.split(None, 1)[0].upper()
+        if self._store.only is not None:
+            fails = self._store.only in sql
+        else:
+            writes = verb in ("INSERT", "UPDATE", "DELETE") and not self._db.in_transaction
+            fails = writes or verb == "COMMIT"
+        if fails:
+            self._store.failed_writes += 1
+            self._store.failing.set()
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorcode = sqlite3.SQLITE_FULL
+            raise error
+        return self._db.execute(sql, *parameters)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
 
 
 @dataclass

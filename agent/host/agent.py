@@ -6,16 +6,20 @@
   event outbox (agent/host/outbox.py), publish ``agent.offline``, close.
 - ``kill()`` is urgent: cancel everything now. Commands not yet acked return to the
   queue; events not yet confirmed stay in the outbox for the next start.
+- While the state store cannot write, no command is taken, answered or acked, and
+  ``/health`` reports ``store: false``; once it can, the agent re-lists Docker and
+  carries on by itself (agent/host/store.py, monitor.py, dispatch.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from agent import __version__
 from agent.errors import VirtError
@@ -38,7 +42,7 @@ from agent.host.networks import attach_networks
 from agent.host.operations import Operations
 from agent.host.outbox import Outbox
 from agent.host.pulls import PullReporter
-from agent.host.store import Store
+from agent.host.store import Store, StoreUnwritable
 from agent.signing import Verifier
 from schemas.codes import DomainState
 from schemas.commands import OPS
@@ -47,6 +51,8 @@ from schemas.events import AgentEvent, Presence
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
+ENGINE_RETRY_S = 1.0
+_T = TypeVar("_T")
 REDELIVERY_DELAY_S = 1.0
 """After a failed reply on a channel that stays open, how long before the command goes
 back to the queue (its recorded reply is sent again then)."""
@@ -62,9 +68,9 @@ class Agent:
             config.docker_ssl_context,
             pids_limit=config.policy.default_pids_limit,
         )
-        self._store = Store(config.host_dir)
-        self._domains = DomainTable()
         self.metrics = Metrics()
+        self._store = Store(config.host_dir, on_write_failed=self.metrics.store_failures.inc)
+        self._domains = DomainTable()
         self._bus = Bus(
             config.amqp_urls,
             config.host,
@@ -96,6 +102,7 @@ class Agent:
                 docker_connected=self._monitor.connected.is_set,
                 events_pending=lambda: self._outbox.pending,
                 domains_by_state=self._domains_by_state,
+                store_writable=lambda: self._store.is_writable,
             )
         )
         self._server: MetricsServer | None = None
@@ -147,7 +154,7 @@ class Agent:
         self._store.prune()
         for domain in self._store.domains():
             self._domains.add(domain)
-        engine = await self._driver.engine()
+        engine = await with_engine(self._driver.engine)
         await self._bus.connect()
         self._spawn(self._monitor.run(), "docker events")
         await asyncio.wait_for(self._monitor.connected.wait(), READY_TIMEOUT_S)
@@ -178,14 +185,16 @@ class Agent:
             if self.config.trusted_keys
             else None,
             max_body_bytes=self.config.max_message_bytes,
+            recovered=self._monitor.recovered,
         )
-        await operations.forbid_docker_restarts()
+        await with_engine(operations.forbid_docker_restarts)
         await attach_networks(operations, self._store.networks()).restore()
-        await operations.count_snapshots()
+        await with_engine(operations.count_snapshots)
         await operations.autostart()
         await self._presence("online")
         self._spawn(self._heartbeat(), "heartbeat")
         self._spawn(self._reconcile_periodically(), "reconcile")
+        self._spawn(self._relist_after_store_failures(), "store recovery")
         commands = await self._bus.commands()
         self._consumer = asyncio.create_task(self._consume(commands), name="commands")
         self.ready.set()
@@ -201,7 +210,8 @@ class Agent:
         drain_s = self.config.drain_s
         await self._bus.stop_consuming()
         if self._consumer is not None:
-            await asyncio.gather(self._consumer, return_exceptions=True)
+            # bounded: it may be waiting for the state store to take writes
+            await asyncio.wait([self._consumer], timeout=drain_s)
         if self._dispatcher is not None and not await self._dispatcher.drain(drain_s):
             log.warning(
                 "commands still running after %.0f s; their messages will be redelivered", drain_s
@@ -242,16 +252,28 @@ class Agent:
         assert self._dispatcher is not None
         async for inbound in commands:
             await self._outbox.room()
-            pending = self._dispatcher.submit(
-                inbound.body, inbound.message_id or inbound.correlation_id, inbound
-            )
+            while True:
+                await self._store.writable()
+                try:
+                    pending = self._dispatcher.submit(
+                        inbound.body, inbound.message_id or inbound.correlation_id, inbound
+                    )
+                    break
+                except StoreUnwritable:
+                    continue
             answer = asyncio.create_task(self._answer(inbound, pending))
             self._answers.add(answer)
             answer.add_done_callback(self._answers.discard)
 
     async def _answer(self, inbound: Inbound, pending: Awaitable[Outcome]) -> None:
-        """The acknowledgement policy: reply first, then ack (or dead-letter if refused)."""
-        outcome = await pending
+        """The acknowledgement policy: reply first, then ack (or dead-letter if refused).
+        The outcome's reply is recorded in the store already."""
+        try:
+            outcome = await pending
+        except Exception:
+            log.exception("command %s failed unanswered; back to the queue", inbound.message_id)
+            await self._bus.requeue(inbound)
+            return
         try:
             await self._bus.reply(inbound, outcome.reply.id, outcome.body)
             await self._bus.settle(
@@ -271,10 +293,24 @@ class Agent:
     async def _reconcile_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.reconcile_s)
+            # after Docker's events that waited for the store: a re-list cannot tell why
+            await self._monitor.recovered()
             try:
                 await self._monitor.reconcile()
-            except VirtError as error:
+            except (VirtError, StoreUnwritable) as error:
                 log.warning("periodic re-list failed: %s", error)
+
+    async def _relist_after_store_failures(self) -> None:
+        """Each time the store can write again after failing, re-list Docker at once:
+        a write that failed outside Docker's event stream (a crash restart's, say) left
+        its change in Docker only."""
+        while True:
+            await self._store.failed.wait()
+            await self._monitor.recovered()
+            try:
+                await self._monitor.reconcile()
+            except (VirtError, StoreUnwritable) as error:
+                log.warning("re-list after the state store recovered failed: %s", error)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -305,8 +341,13 @@ class Agent:
         await self._outbox.flushed(timeout_s)
 
     def health(self) -> dict[str, bool]:
-        """Ready means the broker and Docker are both reachable now."""
-        return {"broker": self._bus.connected, "docker": self._monitor.connected.is_set()}
+        """Ready means the broker and Docker are both reachable now and the state store
+        can write."""
+        return {
+            "broker": self._bus.connected,
+            "docker": self._monitor.connected.is_set(),
+            "store": self._store.is_writable,
+        }
 
     def _domains_by_state(self) -> dict[str, int]:
         counts = {state.name.lower(): 0 for state in DomainState}
@@ -318,3 +359,21 @@ class Agent:
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("agent task %s crashed", task.get_name(), exc_info=task.exception())
+
+
+async def with_engine(step: Callable[[], Awaitable[_T]], timeout_s: float = READY_TIMEOUT_S) -> _T:
+    """A start-up step that needs Docker, which may be restarting as the agent starts:
+    tried again every ENGINE_RETRY_S while Docker fails it, for up to ``timeout_s``;
+    then Docker's error."""
+    deadline = time.monotonic() + timeout_s
+    warned = False
+    while True:
+        try:
+            return await step()
+        except VirtError as error:
+            if time.monotonic() >= deadline:
+                raise
+            if not warned:
+                log.warning("Docker cannot answer yet, trying again: %s", error)
+                warned = True
+        await asyncio.sleep(ENGINE_RETRY_S)

@@ -15,6 +15,12 @@ Guarantees:
 - A command delivered again without a recorded reply (the agent died while running it)
   runs again as a retry: an op whose effect is already there answers success. One
   delivered more than ``max_deliveries`` times is abandoned and dead-lettered.
+- A reply is recorded before it is returned, and an op answers only once its events
+  are committed. When the store cannot write, the command waits (holding its place in
+  its domain's order) until ``recovered`` returns, then runs again, as a retry if it
+  had begun acting through Docker; its reply is the one recorded then. ``submit``
+  raises ``StoreUnwritable`` only before anything is recorded or run: submit the body
+  again once the store can write.
 """
 
 from __future__ import annotations
@@ -24,16 +30,17 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from agent.errors import VirtError
 from agent.host.domains import DomainTable
 from agent.host.metrics import Metrics
 from agent.host.operations import Operations
 from agent.host.policy import Denied
-from agent.host.store import Fingerprint, Store
+from agent.host.store import Fingerprint, Store, StoreUnwritable
 from agent.logs import command_context
 from agent.signing import Delivery, Refused, Verifier
 from schemas.codes import ErrorCode
@@ -49,6 +56,8 @@ from schemas.commands import parse_command as parse
 from schemas.replies import Reply
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 MAX_DELIVERIES = 5
 MAX_BODY_BYTES = 1024 * 1024
@@ -78,7 +87,9 @@ class Dispatcher:
         max_deliveries: int = MAX_DELIVERIES,
         verifier: Verifier | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        recovered: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._recovered = recovered or store.writable
         self._max_body_bytes = max_body_bytes
         self._max_deliveries = max_deliveries
         self._verifier = verifier
@@ -138,14 +149,10 @@ class Dispatcher:
             return _done(Outcome(Reply.model_validate_json(body), body, True, command))
         if running is not None:
             return asyncio.shield(running)
-        attempts = self._store.attempt(command.id, fingerprint)
-        if attempts > self._max_deliveries:
-            return _done(self._abandon(command, attempts))
         lane = self._domains.lane(command)
         previous = self._lanes.get(lane) if lane else None
         task = asyncio.create_task(
-            self._run(command, fingerprint, previous, retry=attempts > 1),
-            name=f"command {command.id}",
+            self._run(command, fingerprint, previous), name=f"command {command.id}"
         )
         self._running[command.id] = task
         self._running_as[command.id] = fingerprint
@@ -191,7 +198,7 @@ class Dispatcher:
         self._metrics.commands.labels("invalid", code.name).inc()
         return Outcome(reply, _encode(reply), accepted=False)
 
-    def _abandon(self, command: Command, attempts: int) -> Outcome:
+    async def _abandon(self, command: Command, fingerprint: Fingerprint, attempts: int) -> Outcome:
         reply = self._error(
             command.id,
             ErrorCode.OPERATION_ABORTED,
@@ -200,34 +207,57 @@ class Dispatcher:
         log.error("abandoned command %s (%s) after %d deliveries", command.id, command.op, attempts)
         self._metrics.commands.labels(command.op, ErrorCode.OPERATION_ABORTED.name).inc()
         body = _encode(reply)
-        self._store.record_reply(command.id, body, fingerprint_of(command))
+        await self._durably(lambda: self._store.record_reply(command.id, body, fingerprint))
         return Outcome(reply, body, accepted=False, command=command)
 
     async def _run(
-        self,
-        command: Command,
-        fingerprint: Fingerprint,
-        before: asyncio.Task[Outcome] | None,
-        retry: bool,
+        self, command: Command, fingerprint: Fingerprint, before: asyncio.Task[Outcome] | None
     ) -> Outcome:
         if before is not None:
             await asyncio.wait([before])
         command_context.set(
             {"command_id": command.id, "op": command.op, "domain": _domain_of(command)}
         )
+        attempts = await self._durably(lambda: self._store.attempt(command.id, fingerprint))
+        if attempts > self._max_deliveries:
+            return await self._abandon(command, fingerprint, attempts)
+        retry, turn = attempts > 1, True
         async with self._slots:
             started = time.perf_counter()
-            reply = await self._execute(command, retry)
+            while True:
+                try:
+                    reply = await self._execute(command, retry, turn)
+                    break
+                except StoreUnwritable as error:
+                    if turn:
+                        log.warning(
+                            "command %s (%s) waits for the state store (%s), then runs again",
+                            command.id,
+                            command.op,
+                            error,
+                        )
+                    await self._recovered()
+                    retry, turn = retry or self._store.intended(command.id), False
             self._metrics.command_seconds.labels(command.op).observe(time.perf_counter() - started)
         outcome = reply.error.code if reply.error else "ok"
         self._metrics.commands.labels(command.op, outcome).inc()
         body = _encode(reply)
-        self._store.record_reply(command.id, body, fingerprint)
+        await self._durably(lambda: self._store.record_reply(command.id, body, fingerprint))
         denied = reply.error is not None and reply.error.code == ErrorCode.OPERATION_DENIED.name
         return Outcome(reply, body, accepted=not denied, command=command)
 
-    async def _execute(self, command: Command, retry: bool) -> Reply:
-        if command.deadline is not None and command.expired(datetime.now(UTC)):
+    async def _durably(self, write: Callable[[], _T]) -> _T:
+        """Do one store write, waiting until the store can write for as long as needed."""
+        while True:
+            try:
+                return write()
+            except StoreUnwritable:
+                await self._store.writable()
+
+    async def _execute(self, command: Command, retry: bool, turn: bool = True) -> Reply:
+        """``turn``: the command's turn has just come (its deadline counts); False when
+        it runs again after waiting for the store."""
+        if turn and command.deadline is not None and command.expired(datetime.now(UTC)):
             return self._error(
                 command.id,
                 ErrorCode.OPERATION_ABORTED,
@@ -235,6 +265,8 @@ class Dispatcher:
             )
         try:
             result = await self._operations.run(command, retry)
+        except StoreUnwritable:
+            raise
         except Denied as error:
             log.warning(
                 "denied %s of domain '%s': %s", command.op, _domain_of(command), error.detail

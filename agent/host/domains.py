@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from uuid import UUID
 
 from agent.errors import no_domain
@@ -44,6 +45,14 @@ class DomainObj:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    def copy(self) -> DomainObj:
+        """A deep copy, to put the domain back as it was with ``restore``."""
+        return copy.deepcopy(self)
+
+    def restore(self, saved: DomainObj) -> None:
+        for item in fields(self):
+            setattr(self, item.name, getattr(saved, item.name))
 
     @property
     def id(self) -> int:

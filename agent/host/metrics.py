@@ -44,6 +44,7 @@ class Readings:
     docker_connected: Callable[[], bool]
     events_pending: Callable[[], int]
     domains_by_state: Callable[[], Mapping[str, int]]
+    store_writable: Callable[[], bool]
 
 
 class _Present(Collector):
@@ -66,6 +67,11 @@ class _Present(Collector):
             "virtbus_events_pending",
             "Events in the outbox, not yet confirmed by the broker",
             value=readings.events_pending(),
+        )
+        yield GaugeMetricFamily(
+            "virtbus_store_writable",
+            "0 from a failed write to the state store (a full disk) until one succeeds",
+            value=int(readings.store_writable()),
         )
         domains = GaugeMetricFamily("virtbus_domains", "Domains by libvirt state", labels=["state"])
         for state, count in sorted(readings.domains_by_state().items()):
@@ -110,6 +116,11 @@ class Metrics:
         )
         for reason in REASONS:
             self.auth_failures.labels(reason)
+        self.store_failures = Counter(
+            "virtbus_store_write_failures",
+            "Writes the state store could not take (a full disk, an I/O error)",
+            registry=self.registry,
+        )
         self.reconnects = Counter(
             "virtbus_reconnects",
             "Connections re-established, by peer (broker or docker)",

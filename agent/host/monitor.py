@@ -3,6 +3,13 @@
 The monitor is the only writer of domain state transitions. Operations that act through
 Docker say what they expect (``expect``) and wait for the monitor to see it happen, so
 that by the time a command is answered its events are in the outbox, attributed to it.
+
+A domain changes in memory only with a committed write: when the store cannot write
+(``StoreUnwritable``), what the failed transaction changed is put back (``kept``) and
+the error goes to the caller. A Docker event whose write failed is not dropped: the
+monitor leaves Docker's stream, waits until the store can write, and catches up as
+after a lost stream, replaying Docker's events from the last one it committed and
+re-listing (``origin: reconcile``).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,7 +30,7 @@ from agent.errors import VirtError
 from agent.host.domains import DomainObj, DomainTable
 from agent.host.driver import Driver, Observed, RuntimeEvent
 from agent.host.restarts import Restarts
-from agent.host.store import Store, Transaction
+from agent.host.store import Store, StoreUnwritable, Transaction
 from agent.host.translate import (
     Evidence,
     Mode,
@@ -68,8 +75,10 @@ RESUBSCRIBE_DELAY_S = 1.0
 APPLIED_KEPT = 1024
 ORPHAN_TTL_S = 60.0
 DISCARD_TRIES = 6
-"""Attempts to remove a stopped transient domain's container, 0.1 s apart and doubling
-(about 6 s); a container still there after them is removed by a later re-list."""
+"""Attempts to remove a domain's container, DISCARD_DELAY_S apart and doubling (about
+6 s); a stopped transient domain's container still there after them is removed by a
+later re-list, an undefine fails."""
+DISCARD_DELAY_S = 0.1
 DOCKER_TIME = "docker_ns"
 """Store counter: Docker's time of the last event applied, where a replay resumes."""
 HEALTH_STATUS = "health_status"
@@ -91,6 +100,9 @@ class Expectation:
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: bool = True
     """False for an operation of a previous run that nobody waits for any more."""
+    held: bool = False
+    """An operation that waits for the store, to run again once the monitor has read
+    what Docker reported meanwhile: by then its effect is seen or was never made."""
     since: float = field(default_factory=time.monotonic)
     _on_reach: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
 
@@ -146,6 +158,15 @@ class Monitor:
         self._lock = asyncio.Lock()
         self._applied: OrderedDict[tuple[int, str, str], None] = OrderedDict()
         self.connected = asyncio.Event()
+        self._unwritten_ns: int | None = None
+        """Docker's time of the first event the store could not take, where a replay
+        starts (the store's own mark may be older, or unset on a new host)."""
+        self._current = asyncio.Event()
+        """Cleared while Docker's events wait for the store: the monitor is behind."""
+        self._current.set()
+        self._defined_by_relist: set[UUID] = set()
+        """Domains whose defined/added a re-list reported: their create event, if it
+        comes after all, adds nothing."""
 
     @contextmanager
     def expect(
@@ -159,14 +180,19 @@ class Monitor:
     ) -> Iterator[Expectation]:
         expectation = Expectation(cause, until, mode, params or {}, via)
         log.debug("expect %s on %s: %s", cause, domain.name, sorted(t.name for t in until))
-        self._expectations[domain.uuid] = expectation
         with self._store.transaction() as tx:
             tx.intend(cause, domain.uuid, mode.value, sorted(t.name for t in until))
+        self._expectations[domain.uuid] = expectation
         try:
             yield expectation
+        except StoreUnwritable:
+            # the command runs again once the store can write: Docker's events read
+            # meanwhile are still its doing, as an operation's of a previous run are
+            expectation.waiting, expectation.held = False, True
+            raise
         finally:
             log.debug("done %s on %s", cause, domain.name)
-            if self._expectations.get(domain.uuid) is expectation:
+            if self._expectations.get(domain.uuid) is expectation and expectation.waiting:
                 del self._expectations[domain.uuid]
 
     async def name_free(self, name: str) -> None:
@@ -175,6 +201,37 @@ class Monitor:
         task = self._discards.get(name)
         if task is not None:
             await asyncio.shield(task)
+
+    @contextmanager
+    def kept(self, *domains: DomainObj) -> Iterator[None]:
+        """Changes made inside to ``domains`` (their fields, their place in the domain
+        table) are undone if the store cannot write them: the agent's view never runs
+        ahead of its store, and what was not written is left for a retry or a re-read of
+        Docker to find."""
+        saved = [(d, d.copy(), self._domains.by_uuid(d.uuid) is d) for d in domains]
+        try:
+            yield
+        except StoreUnwritable:
+            for domain, before, listed in saved:
+                self._domains.remove(domain)
+                # the handle is set by an operation as Docker answers it, maybe meanwhile
+                handle = domain.handle
+                domain.restore(before)
+                domain.handle = handle
+                if listed:
+                    self._domains.add(domain)
+            raise
+
+    @property
+    def behind(self) -> bool:
+        """Docker's events wait for the store: what the monitor has not seen may be there."""
+        return not self._current.is_set()
+
+    async def recovered(self) -> None:
+        """Returns once the store can write and, if Docker's events waited for it, the
+        monitor has caught up with them."""
+        await self._store.writable()
+        await self._current.wait()
 
     async def claim(self, name: str) -> None:
         """Make ``name`` free for a new domain: a container Docker still holds under that
@@ -196,7 +253,7 @@ class Monitor:
 
     def announce(self, domain: DomainObj, transition: Lifecycle, cause: str) -> None:
         """Publish a transition that has no Docker event of its own."""
-        with self._store.transaction() as tx:
+        with self.kept(domain), self._store.transaction() as tx:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
@@ -248,7 +305,7 @@ class Monitor:
     ) -> None:
         """Publish a stop that has no Docker event of its own (the domain's container is
         already down: a crash restart cancelled or refused), and bring the domain there."""
-        with self._store.transaction() as tx:
+        with self.kept(domain), self._store.transaction() as tx:
             self._settle(tx, domain, transition)
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC), exit_code)
             if self._domains.by_uuid(domain.uuid) is domain:
@@ -310,30 +367,40 @@ class Monitor:
 
     async def run(self) -> None:
         """Follow Docker's events for good. Each time the stream (re)starts, first catch
-        up: replay what Docker still holds since the last event applied, then re-list."""
-        first = True
+        up: replay what Docker still holds since the last event applied, then re-list.
+        An event the store cannot take ends the stream the same way: once the store can
+        write, the replay starts at that event."""
+        lost = False
         while True:
             try:
                 live_from = time.time_ns()
                 await self._catch_up(live_from)
+                self._current.set()
                 self.connected.set()
-                if not first:
+                if lost:
                     self._on_reconnect()
-                first = False
+                lost = False
                 async for event in self._driver.events(live_from):
                     await self._apply_once(event, None)
             except VirtError as error:
                 log.warning("Docker event stream lost: %s", error)
+            except StoreUnwritable:
+                self._current.clear()
+                await self._store.writable()
+                continue
             self.connected.clear()
+            lost = True
             await asyncio.sleep(RESUBSCRIBE_DELAY_S)
 
     async def _catch_up(self, until_ns: int) -> None:
         """Replay, re-list, then settle the operations whose events were lost."""
         self._adopt_intents()
         applied_ns = self._store.counter(DOCKER_TIME)
-        if applied_ns:
-            async for event in self._driver.events(applied_ns + 1, until_ns):
+        since_ns = min(applied_ns + 1 if applied_ns else until_ns, self._unwritten_ns or until_ns)
+        if since_ns < until_ns:
+            async for event in self._driver.events(since_ns, until_ns):
                 await self._apply_once(event, "reconcile")
+        self._unwritten_ns = None
         await self.reconcile()
         for uuid in list(self._expectations):
             domain = self._domains.by_uuid(uuid)
@@ -341,12 +408,13 @@ class Monitor:
                 await self.resync(domain)
 
     def _adopt_intents(self) -> None:
-        """Operations a previous run of the agent left acting (Docker may still be
-        finishing them): read their events in the operation's mode and credit the
-        command, until their effect is seen, a new operation takes the domain over, or
-        ORPHAN_TTL_S passes."""
+        """Operations a previous run of the agent left acting on a domain it knows
+        (Docker may still be finishing them): read their events in the operation's mode
+        and credit the command, until their effect is seen, a new operation takes the
+        domain over, or ORPHAN_TTL_S passes."""
         for intent in self._store.intents():
-            if intent.reached or intent.uuid in self._expectations:
+            known = self._domains.by_uuid(intent.uuid) is not None
+            if intent.reached or intent.uuid in self._expectations or not known:
                 continue
             until = frozenset(_transition(name) for name in intent.until)
             self._expectations[intent.uuid] = Expectation(
@@ -362,6 +430,8 @@ class Monitor:
         )
         if orphan is None:
             return False
+        if orphan.held:
+            return orphan.reached.is_set()
         return await orphan.wait(timeout_s)
 
     def _settled(
@@ -384,7 +454,7 @@ class Monitor:
         flight on it: for when Docker's events of that operation were lost."""
         async with self._lock:
             found = await self._driver.observe(domain.handle) if domain.handle else None
-            with self._store.transaction() as tx:
+            with self.kept(domain), self._store.transaction() as tx:
                 self._catch_up_domain(tx, domain, found, datetime.now(UTC))
                 queued = tx.queued
             if queued:
@@ -400,8 +470,14 @@ class Monitor:
             domain.handle, domain.pid = found.handle, found.pid
         emitted: set[Transition] = set()
         missed = self._missed(domain, found)
+        if found is not None and _defining(expectation):
+            # Docker made the container and its create event was lost (dockerd restarted)
+            missed.insert(0, Lifecycle.DEFINED_ADDED)
+            self._defined_by_relist.add(domain.uuid)
         exit_code = found.exit_code if found else None
-        if self._restarting(domain, expectation, missed, exit_code):
+        if self._restarting(domain, expectation, missed, exit_code) or (
+            _rebooting(expectation) and all(t in STOPPED for t in missed)
+        ):
             missed = []
         for transition in missed:
             if self._redundant(domain, transition):
@@ -423,7 +499,8 @@ class Monitor:
         self._settled(domain.uuid, expectation, emitted)
 
     async def _apply_once(self, event: RuntimeEvent, origin: Origin | None) -> None:
-        """Apply an event not applied before (a replay overlaps the live stream)."""
+        """Apply an event not applied before (a replay overlaps the live stream). One
+        the store could not take stays unapplied, for the replay, and raises."""
         key = (event.time_ns, event.handle, event.action)
         if key in self._applied:
             return
@@ -432,13 +509,20 @@ class Monitor:
             self._applied.popitem(last=False)
         try:
             await self.apply(event, origin)
+        except StoreUnwritable:
+            self._applied.pop(key, None)
+            self._unwritten_ns = min(self._unwritten_ns or event.time_ns, event.time_ns)
+            raise
         except Exception:
             log.exception("could not translate Docker event %s", event)
 
     async def apply(self, event: RuntimeEvent, origin: Origin | None = None) -> None:
-        """Translate one Docker event; ``origin`` overrides who is credited."""
+        """Translate one Docker event; ``origin`` overrides who is credited. Raises
+        StoreUnwritable, with the domain as it was, if the store cannot take it."""
         async with self._lock:
-            await self._apply(event, origin)
+            domain = self._domains.by_uuid(event.uuid)
+            with self.kept(domain) if domain else nullcontext():
+                await self._apply(event, origin)
 
     async def _apply(self, event: RuntimeEvent, origin_override: Origin | None) -> None:
         domain = self._domains.by_uuid(event.uuid)
@@ -486,7 +570,7 @@ class Monitor:
         emitted: set[Transition] = set()
         with self._store.transaction() as tx:
             for transition in transitions:
-                if self._redundant(domain, transition):
+                if self._redundant(domain, transition) or self._relisted(domain, transition):
                     continue
                 credited = expectation is not None and expectation.credits(transition)
                 origin: Origin = origin_override or ("agent" if credited else "external")
@@ -533,6 +617,13 @@ class Monitor:
         params = {"memory_kib": observed.memory_kib, "vcpus": observed.vcpus}
         return {key: value for key, value in params.items() if value is not None}
 
+    def _relisted(self, domain: DomainObj, transition: Transition) -> bool:
+        """The create event of a define whose defined/added a re-list reported."""
+        if transition is not Lifecycle.DEFINED_ADDED or domain.uuid not in self._defined_by_relist:
+            return False
+        self._defined_by_relist.discard(domain.uuid)
+        return True
+
     @staticmethod
     def _redundant(domain: DomainObj, transition: Transition) -> bool:
         """A transition the domain has already made: a replayed or re-listed step."""
@@ -558,7 +649,7 @@ class Monitor:
             domain.pid = 0
             if not domain.persistent:
                 self._forget(tx, domain)
-                self._discard(domain)
+                tx.after(lambda: self._discard(domain))
         elif transition is Lifecycle.UNDEFINED_REMOVED:
             domain.persistent = domain.autostart = False
             self._forget(tx, domain)
@@ -586,27 +677,59 @@ class Monitor:
         task = asyncio.create_task(remove(), name=f"remove {name}")
         self._discards[name] = task
 
+    def discard_made(self, name: str, uuid: UUID) -> None:
+        """After a define that failed: remove, in the background, a container Docker may
+        have made for ``uuid`` under ``name`` with its answer lost (the engine
+        restarting). ``name_free`` waits for it; a re-list does it if Docker is away."""
+        if name in self._discards:
+            return
+
+        async def sweep() -> None:
+            delay = DISCARD_DELAY_S
+            try:
+                for _ in range(DISCARD_TRIES):
+                    with contextlib.suppress(VirtError):
+                        found = await self._driver.named(name)
+                        if found is not None and found.uuid == uuid and self._leftover(found):
+                            await self.remove(found.handle)
+                        return
+                    await asyncio.sleep(delay)
+                    delay *= 2
+            finally:
+                if self._discards.get(name) is task:
+                    del self._discards[name]
+
+        task = asyncio.create_task(sweep(), name=f"sweep {name}")
+        self._discards[name] = task
+
     async def _remove(self, name: str, handle: str) -> None:
-        """Docker may fail a removal for a while (its overlay mount still busy right
-        after the stop, the engine restarting): tried again, DISCARD_TRIES times."""
-        delay = 0.1
+        try:
+            await self.remove(handle)
+        except VirtError as error:
+            log.warning(
+                "could not remove the container of stopped domain %s (%d tries), "
+                "left to the next re-list: %s",
+                name,
+                DISCARD_TRIES,
+                error,
+            )
+
+    async def remove(self, handle: str) -> None:
+        """Remove a domain's container for good, by its id. Docker may fail a removal
+        for a while (its overlay mount still busy right after the stop, the engine
+        restarting), or do it and lose its answer: tried again, DISCARD_TRIES times,
+        until Docker no longer has it. Raises Docker's last error if it still does."""
+        delay = DISCARD_DELAY_S
         for attempt in range(1, DISCARD_TRIES + 1):
             try:
                 await self._driver.remove(handle)
                 return
-            except VirtError as error:
+            except VirtError:
                 with contextlib.suppress(VirtError):
                     if await self._driver.observe(handle) is None:
                         return
                 if attempt == DISCARD_TRIES:
-                    log.warning(
-                        "could not remove the container of stopped domain %s (%d tries), "
-                        "left to the next re-list: %s",
-                        name,
-                        attempt,
-                        error,
-                    )
-                    return
+                    raise
             await asyncio.sleep(delay)
             delay *= 2
 
@@ -655,7 +778,7 @@ class Monitor:
 
     def _reconcile(self, observed: dict[UUID, Observed]) -> None:
         now = datetime.now(UTC)
-        with self._store.transaction() as tx:
+        with self.kept(*self._domains), self._store.transaction() as tx:
             for domain in self._domains:
                 expectation = self._expectations.get(domain.uuid)
                 if self.restarts.pending(domain.uuid):
@@ -702,6 +825,27 @@ _OWN_STOPS: dict[Mode, Transition] = {
 }
 """The stop a re-list reports for a take-down whose Docker events were lost."""
 _TOGGLES = {"pause": Lifecycle.SUSPENDED_PAUSED, "unpause": Lifecycle.RESUMED_UNPAUSED}
+
+
+def _defining(expectation: Expectation | None) -> bool:
+    """A define in flight whose container's creation has not been reported."""
+    return (
+        expectation is not None
+        and Lifecycle.DEFINED_ADDED in expectation.until
+        and not expectation.reached.is_set()
+    )
+
+
+def _rebooting(expectation: Expectation | None) -> bool:
+    """A reboot of this run in flight: it starts the domain again after its stop, which
+    is no event of its own (read live, Docker's die is not either); if the start fails,
+    the next re-list reports the stop."""
+    return (
+        expectation is not None
+        and expectation.waiting
+        and expectation.mode in (Mode.SOFT_REBOOT, Mode.REBOOT)
+        and not expectation.reached.is_set()
+    )
 
 
 def _awaited(expectation: Expectation | None, transition: Transition) -> bool:

@@ -35,6 +35,7 @@ from agent.host.mounts import MountGuard
 from agent.host.node import host_facts
 from agent.host.policy import Policy
 from agent.host.pulls import PullReporter
+from agent.host.store import StoreUnwritable
 from agent.host.translate import Mode, Special, Transition
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
@@ -357,7 +358,12 @@ class Operations:
             else:
                 await last()
             if not await expectation.wait(wait_s):
+                if self._monitor.behind:
+                    # Docker's report waits in Docker: read there, not guessed from its state
+                    raise StoreUnwritable("Docker's report of the effect waits for the store")
                 await self._monitor.resync(domain)
+            if not expectation.reached.is_set() and self._monitor.behind:
+                raise StoreUnwritable("Docker's report of the effect waits for the store")
             if not expectation.reached.is_set():
                 log.warning(
                     "Docker did not report %s of domain %s within %.0f s",
@@ -476,8 +482,16 @@ class Operations:
             await self._act(
                 domain, command.id, frozenset({Lifecycle.DEFINED_ADDED}), self._create(domain)
             )
+        except StoreUnwritable:
+            # not defined: its retry defines it afresh, under the same name
+            self._domains.remove(domain)
+            if domain.handle is not None:
+                await self._driver.remove(domain.handle)
+            raise
         except BaseException:
             self._domains.remove(domain)
+            if domain.handle is None:
+                self._monitor.discard_made(domain.name, domain.uuid)
             raise
         return self._saved(domain)
 
@@ -496,13 +510,14 @@ class Operations:
 
     async def _redefine(self, domain: DomainObj, spec: DomainSpec, cause: str) -> DomainRecord:
         await self._check_image(spec, cause)
-        domain.autostart = spec.autostart
         if domain.active:
-            domain.pending = spec
-            was_persistent, domain.persistent = domain.persistent, True
-            added = Lifecycle.DEFINED_UPDATED if was_persistent else Lifecycle.DEFINED_ADDED
-            self._monitor.announce(domain, added, cause)
+            with self._monitor.kept(domain):
+                domain.autostart, domain.pending = spec.autostart, spec
+                was_persistent, domain.persistent = domain.persistent, True
+                added = Lifecycle.DEFINED_UPDATED if was_persistent else Lifecycle.DEFINED_ADDED
+                self._monitor.announce(domain, added, cause)
             return domain.record()
+        domain.autostart = spec.autostart
         steps = self._rebuild(domain, spec)
         await self._act(
             domain, cause, frozenset({Lifecycle.DEFINED_UPDATED}), *steps, mode=Mode.REDEFINE
@@ -789,14 +804,15 @@ class Operations:
             raise invalid(f"cannot delete inactive domain with {domain.snapshots} snapshots")
         volumes = [v.volume for v in domain.spec.volumes] if command.args.volumes else []
         if domain.active:
-            domain.persistent, domain.autostart, domain.pending = False, False, None
-            self._monitor.announce(domain, Lifecycle.UNDEFINED_REMOVED, command.id)
+            with self._monitor.kept(domain):
+                domain.persistent, domain.autostart, domain.pending = False, False, None
+                self._monitor.announce(domain, Lifecycle.UNDEFINED_REMOVED, command.id)
         else:
             await self._act(
                 domain,
                 command.id,
                 frozenset({Lifecycle.UNDEFINED_REMOVED}),
-                lambda: self._driver.remove(self._handle(domain)),
+                lambda: self._monitor.remove(self._handle(domain)),
             )
         await self._drop_storage(domain, volumes)
         return domain.record()

@@ -11,6 +11,8 @@ Guarantees:
   broker confirmed it, not that anyone consumed it. A publish that fails is retried once
   the connection is back, so an event may arrive twice (same ``seq``), never not at all.
 - Backpressure: ``room()`` waits while ``limit`` events are queued and unconfirmed.
+- A confirmation the store cannot write waits until it can; the event is published
+  again then (same ``seq``).
 - ``stop()`` is graceful: it publishes what is queued for up to a bound, then ends the
   loop; ``kill()`` is urgent: it ends the loop now. Either way what is not confirmed
   stays in the store for the next start.
@@ -23,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from agent.host.store import Store
+from agent.host.store import Store, StoreUnwritable
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,8 @@ class Outbox:
                         async with self._confirmed:
                             self._confirmed_seq = item.seq
                             self._confirmed.notify_all()
+                except StoreUnwritable:
+                    await self._store.writable()
                 except Exception as error:
                     log.warning("events wait in the outbox: %s", error)
                     await asyncio.sleep(REPUBLISH_DELAY_S)

@@ -3,28 +3,57 @@
 One sqlite file per host. Writes are small and local, so they run on the event loop;
 a domain change and the events it causes are committed in one transaction, so after a
 crash the store never holds a state whose event was lost, nor an event whose state was.
+
+A write the state directory cannot take (a full disk, an I/O error, a read-only
+remount) raises ``StoreUnwritable`` and keeps nothing of its transaction. The store then
+counts as unwritable until a write succeeds; ``writable()`` waits for that, probing. The
+condition is logged when it starts, at most once per ``LOG_EVERY_S`` while it lasts, and
+when it ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 from uuid import UUID
 
 from agent.host.domains import DomainObj
 from agent.host.translate import Evidence
-from schemas.codes import DomainState
+from schemas.codes import DomainState, ErrorCode
 from schemas.domain import DomainRecord, DomainSpec
+from schemas.errors import VirtbusError
 from schemas.events import EventBase
 from schemas.network import NetworkSpec
 
 E = TypeVar("E", bound=EventBase)
+
+log = logging.getLogger(__name__)
+
+PROBE_S = 1.0
+"""How often ``writable()`` tries a write while the store cannot write."""
+LOG_EVERY_S = 30.0
+WAL_LIMIT_BYTES = 1024 * 1024
+
+_UNWRITABLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
+
+
+class StoreUnwritable(VirtbusError):
+    """The state directory cannot take a write now; nothing of the write was kept. Not
+    a VirtError: it never becomes a reply, the command waits instead."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.OPERATION_FAILED, f"cannot write the state store: {detail}")
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -72,6 +101,10 @@ CREATE TABLE IF NOT EXISTS gone (
     uuid TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     record TEXT NOT NULL,
+    at REAL NOT NULL DEFAULT (julianday('now'))
+);
+CREATE TABLE IF NOT EXISTS made (
+    uuid TEXT PRIMARY KEY,
     at REAL NOT NULL DEFAULT (julianday('now'))
 );
 CREATE TABLE IF NOT EXISTS networks (
@@ -164,6 +197,11 @@ class Transaction:
         self.queued = 0
         self.last_seq: int | None = None
         """The ``seq`` of the last event this transaction queued."""
+        self._committed: list[Callable[[], None]] = []
+
+    def after(self, action: Callable[[], None]) -> None:
+        """Do ``action`` once the transaction is committed; never if it is not."""
+        self._committed.append(action)
 
     def save(self, domain: DomainObj) -> None:
         self._db.execute(
@@ -198,6 +236,8 @@ class Transaction:
             "INSERT OR REPLACE INTO intents (command_id, uuid, mode, until) VALUES (?, ?, ?, ?)",
             (command_id, str(uuid), mode, ",".join(until)),
         )
+        # outlives the intent: Docker may have acted for a command that then failed
+        self._db.execute("INSERT OR REPLACE INTO made (uuid) VALUES (?)", (str(uuid),))
 
     def reached(self, command_id: str) -> None:
         self._db.execute("UPDATE intents SET reached = 1 WHERE command_id = ?", (command_id,))
@@ -244,17 +284,27 @@ class Transaction:
 class Store:
     """The state directory of one host; an open sqlite connection while in use."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, on_write_failed: Callable[[], None] = lambda: None) -> None:
         self.path = directory / "state.db"
         self._db: sqlite3.Connection | None = None
         self._last_seq: int | None = None
         """The ``seq`` counter as last committed, read once per open."""
+        self._on_write_failed = on_write_failed
+        self._unwritable_since: float | None = None
+        self._failures = 0
+        self._logged_at = 0.0
+        self._probing = asyncio.Lock()
+        self.failed = asyncio.Event()
+        """Set when a write fails, cleared when one succeeds again."""
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
+        # the log is cut back after each checkpoint: on a small state disk it never
+        # keeps the space a burst of writes took
+        self._db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         self._db.executescript(_SCHEMA)
         for table, added in _ADDED_COLUMNS.items():
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
@@ -268,7 +318,7 @@ class Store:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -290,18 +340,85 @@ class Store:
             raise RuntimeError("store is not open")
         return self._db
 
+    @property
+    def is_writable(self) -> bool:
+        """False from a failed write until a write succeeds again."""
+        return self._unwritable_since is None
+
+    async def writable(self) -> None:
+        """Returns once the store can write: at once unless its last write failed, else
+        once a probe write (one every ``PROBE_S``, the first after ``PROBE_S``) succeeds.
+        Each probe first moves the write-ahead log into the database and truncates it:
+        on a small disk the log itself may be what fills it."""
+        while not self.is_writable:
+            async with self._probing:
+                if self.is_writable:
+                    return
+                await asyncio.sleep(PROBE_S)
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                with contextlib.suppress(StoreUnwritable), self.transaction() as tx:
+                    tx.set_counter("probe", time.time_ns())
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write: a failure of the state directory becomes ``StoreUnwritable``."""
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF not in _UNWRITABLE:
+                raise
+            self._failed(error)
+            raise StoreUnwritable(str(error)) from error
+        if self._unwritable_since is not None:
+            if self._logged_at >= self._unwritable_since:
+                log.warning(
+                    "the state store can write again after %.1f s (%d failed writes)",
+                    time.monotonic() - self._unwritable_since,
+                    self._failures,
+                )
+            self._unwritable_since = None
+            self.failed.clear()
+
+    def _failed(self, error: sqlite3.OperationalError) -> None:
+        """Logged at most once per LOG_EVERY_S, however often it fails and recovers."""
+        self._on_write_failed()
+        now = time.monotonic()
+        if self._unwritable_since is None:
+            self._unwritable_since, self._failures = now, 0
+            self.failed.set()
+        self._failures += 1
+        if self._logged_at == 0.0 or now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            log.error(
+                "the state store %s cannot write (%s) for %.0f s, %d failed writes: commands "
+                "wait, Docker's events are read again once it can",
+                self.path,
+                error,
+                now - self._unwritable_since,
+                self._failures,
+            )
+
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        self.db.execute("BEGIN IMMEDIATE")
-        tx = Transaction(self.db)
-        try:
-            yield tx
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        """All or nothing: a failed statement or commit leaves the store as it was, and
+        the ``after`` actions run only once committed."""
+        with self._writing():
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            tx = Transaction(db)
+            try:
+                yield tx
+                db.execute("COMMIT")
+            except BaseException:
+                # sqlite may have rolled back by itself (a full disk does)
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
         if tx.last_seq is not None:
             self._last_seq = tx.last_seq
+        for action in tx._committed:
+            action()
 
     def domains(self) -> list[DomainObj]:
         cursor = self.db.execute("SELECT * FROM domains")
@@ -351,6 +468,13 @@ class Store:
             for command_id, uuid, mode, until, reached in rows
         ]
 
+    def intended(self, command_id: str) -> bool:
+        """Whether the command got as far as acting through Docker (an intent noted)."""
+        row = self.db.execute(
+            "SELECT 1 FROM intents WHERE command_id = ?", (command_id,)
+        ).fetchone()
+        return row is not None
+
     def intent_reached(self, command_id: str) -> bool:
         row = self.db.execute(
             "SELECT reached FROM intents WHERE command_id = ?", (command_id,)
@@ -360,11 +484,12 @@ class Store:
     def attempt(self, command_id: str, fingerprint: Fingerprint | None = None) -> int:
         """Count one more delivery of a command; returns how many there have been."""
         op, target, digest = _columns(fingerprint)
-        (count,) = self.db.execute(
-            "INSERT INTO attempts VALUES (?, 1, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET count = count + 1 RETURNING count",
-            (command_id, op, target, digest),
-        ).fetchone()
+        with self._writing():
+            (count,) = self.db.execute(
+                "INSERT INTO attempts VALUES (?, 1, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET count = count + 1 RETURNING count",
+                (command_id, op, target, digest),
+            ).fetchone()
         return int(count)
 
     def attempted(self, command_id: str) -> Fingerprint | None:
@@ -384,10 +509,12 @@ class Store:
 
     def made(self, uuid: UUID) -> bool:
         """Whether this agent acted through Docker for a domain with this uuid (an
-        operation's intent, or the domain's last record once it went away)."""
+        operation's intent, kept after the command ended whatever its outcome, or the
+        domain's last record once it went away)."""
         row = self.db.execute(
-            "SELECT 1 FROM gone WHERE uuid = ? UNION ALL SELECT 1 FROM intents WHERE uuid = ?",
-            (str(uuid), str(uuid)),
+            "SELECT 1 FROM made WHERE uuid = ? UNION ALL SELECT 1 FROM gone WHERE uuid = ? "
+            "UNION ALL SELECT 1 FROM intents WHERE uuid = ?",
+            (str(uuid), str(uuid), str(uuid)),
         ).fetchone()
         return row is not None
 
@@ -398,7 +525,8 @@ class Store:
         return [Pending(seq, key, bytes(body)) for seq, key, body in rows]
 
     def confirmed(self, up_to_seq: int) -> None:
-        self.db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
+        with self._writing():
+            self.db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
 
     def outbox_size(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
@@ -433,14 +561,16 @@ class Store:
         return inserted == 0
 
     def prune(self, keep: int = REPLIES_KEPT) -> None:
-        """Keep the newest ``keep`` recorded replies and records of gone domains."""
-        self.db.execute("DELETE FROM intents WHERE at < julianday('now') - 1")
-        for table, key in (("replies", "id"), ("gone", "uuid")):
-            self.db.execute(
-                f"DELETE FROM {table} WHERE {key} NOT IN "
-                f"(SELECT {key} FROM {table} ORDER BY at DESC LIMIT ?)",
-                (keep,),
-            )
+        """Keep the newest ``keep`` recorded replies, records of gone domains and uuids
+        the agent acted for."""
+        with self.transaction():
+            self.db.execute("DELETE FROM intents WHERE at < julianday('now') - 1")
+            for table, key in (("replies", "id"), ("gone", "uuid"), ("made", "uuid")):
+                self.db.execute(
+                    f"DELETE FROM {table} WHERE {key} NOT IN "
+                    f"(SELECT {key} FROM {table} ORDER BY at DESC LIMIT ?)",
+                    (keep,),
+                )
 
 
 _SPEC_JSON: dict[int, tuple[DomainSpec, str]] = {}

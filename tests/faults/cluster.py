@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,9 +121,11 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.root, "rabbitmq", "rabbitmq")
         first, *others = self.nodes
-        first.start()
+        # the nodes boot side by side (each on its own), then join the first in turn
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            for booted in [pool.submit(node.start) for node in self.nodes]:
+                booted.result()
         for node in others:
-            node.start()
             rabbitmqctl(node.name, "stop_app")
             rabbitmqctl(node.name, "reset")
             rabbitmqctl(node.name, "join_cluster", first.name)

@@ -96,7 +96,10 @@ def rabbitmqctl(*argv: str) -> None:
 async def test_health_follows_the_broker(fleet: Fleet, unused_tcp_port: int) -> None:
     agent = await fleet.start(metrics_port=unused_tcp_port)
     port = unused_tcp_port
-    assert await health(port) == (200, {"ready": True, "broker": True, "docker": True})
+    assert await health(port) == (
+        200,
+        {"ready": True, "broker": True, "docker": True, "store": True},
+    )
     await asyncio.to_thread(rabbitmqctl, "stop_app")
     try:
 
@@ -104,7 +107,12 @@ async def test_health_follows_the_broker(fleet: Fleet, unused_tcp_port: int) -> 
             return (await health(port))[0] == 503
 
         await eventually(unready, 30)
-        assert (await health(port))[1] == {"ready": False, "broker": False, "docker": True}
+        assert (await health(port))[1] == {
+            "ready": False,
+            "broker": False,
+            "docker": True,
+            "store": True,
+        }
     finally:
         await asyncio.to_thread(rabbitmqctl, "start_app")
         await asyncio.to_thread(rabbitmqctl, "await_startup")

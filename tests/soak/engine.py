@@ -85,6 +85,11 @@ class Engine:
         self.stop()
         self.start()
 
+    def start_with(self, image: str) -> None:
+        """Start the engine and copy ``image`` into it."""
+        self.start()
+        self.load(image)
+
     def load(self, image: str) -> None:
         """Copy an image from the machine's engine (read only there) into this one."""
         saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)

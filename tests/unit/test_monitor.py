@@ -12,12 +12,12 @@ from uuid import uuid4
 import pytest
 
 from agent.host.domains import DomainObj, DomainTable
-from agent.host.monitor import Expectation, Monitor
-from agent.host.store import Store
-from agent.host.translate import Mode
+from agent.host.monitor import STOPPED, Expectation, Monitor
+from agent.host.store import Store, StoreUnwritable
+from agent.host.translate import Mode, Special
 from schemas.codes import DomainState, Lifecycle, RunningReason
 from schemas.domain import DomainSpec
-from schemas.events import EVENT_ADAPTER, LifecycleEvent
+from schemas.events import EVENT_ADAPTER, LifecycleEvent, RebootEvent
 from tests.fakes import FakeContainer, FakeDriver
 
 WAIT_S = 5.0
@@ -207,6 +207,73 @@ async def test_a_stop_found_by_a_re_list_during_a_take_down_is_the_take_down(
         assert expectation.reached.is_set()
     (event,) = watched.events()
     assert (event.lifecycle, event.origin, event.cause) == (stop, "reconcile", "stop-1")
+
+
+async def test_a_stop_found_after_a_take_down_waited_for_the_store_is_still_its_own(
+    watched: Watched,
+) -> None:
+    """The destroy gave up waiting for Docker's report, which waited for the store, and
+    runs again once the store can write: a re-list that finds the domain stopped
+    meanwhile credits the destroy, and marks its intent reached for the re-run."""
+    web = watched.adopt("web")
+    container = watched.driver.containers[web.handle or ""]
+    with (
+        pytest.raises(StoreUnwritable),
+        watched.monitor.expect(web, "stop-1", STOPPED, Mode.DESTROY),
+    ):
+        raise StoreUnwritable("Docker's report of the effect waits for the store")
+    container.status, container.pid, container.exit_code = "exited", 0, 137
+    await watched.monitor.resync(web)
+    (event,) = watched.events()
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.STOPPED_DESTROYED,
+        "reconcile",
+        "stop-1",
+    )
+    assert watched.store.intent_reached("stop-1")
+
+
+async def test_a_stop_found_by_a_re_list_during_a_reboot_is_left_to_the_reboot(
+    watched: Watched,
+) -> None:
+    """dockerd restarted while a reboot waited for the domain to stop: the re-list that
+    finds it stopped reports nothing, as Docker's die read live would, and the reboot's
+    start is the reboot, from a running domain."""
+    web = watched.adopt("web")
+    container = watched.driver.containers[web.handle or ""]
+    until = frozenset({Special.REBOOT})
+    with watched.monitor.expect(web, "reboot-1", until, Mode.SOFT_REBOOT) as expectation:
+        container.status, container.pid, container.exit_code = "exited", 0, 143
+        await watched.monitor.resync(web)
+        assert watched.store.pending(10) == [] and web.active
+        await watched.driver.start(web.handle or "")
+        assert await expectation.wait(WAIT_S)
+    (event,) = [EVENT_ADAPTER.validate_json(p.body) for p in watched.store.pending(10)]
+    assert isinstance(event, RebootEvent) and event.cause == "reboot-1"
+
+
+async def test_a_define_whose_create_event_was_lost_is_found_by_the_re_list(
+    watched: Watched,
+) -> None:
+    """Docker made the container, then restarted before its create event was read: the
+    re-list reports the define's defined/added, credited to it, and ends it; the create
+    event, if it comes after all, adds nothing."""
+    web, marker = watched.adopt("web"), watched.adopt("marker")
+    web.state, web.pid = DomainState.SHUTOFF, 0
+    container = watched.driver.containers[web.handle or ""]
+    container.status, container.pid = "created", 0
+    until = frozenset({Lifecycle.DEFINED_ADDED})
+    with watched.monitor.expect(web, "define-1", until) as expectation:
+        await watched.monitor.resync(web)
+        assert expectation.reached.is_set()
+    watched.driver._emit(container, "create")
+    watched.driver.exit(marker.handle or "", 0)
+    event, _ = await watched.published(2)
+    assert (event.lifecycle, event.origin, event.cause) == (
+        Lifecycle.DEFINED_ADDED,
+        "reconcile",
+        "define-1",
+    )
 
 
 async def test_a_stale_copy_of_a_toggle_does_not_answer_the_operation_awaiting_it(

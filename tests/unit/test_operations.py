@@ -172,6 +172,66 @@ async def test_a_container_left_by_a_gone_domain_never_blocks_a_define(
     assert container.uuid == record.uuid != left.uuid
 
 
+async def test_a_container_docker_made_for_a_failed_define_never_blocks_a_define(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker made the container but its answer was lost (the engine restarting): the
+    define failed, and the next define of that name removes the container the agent
+    made, instead of failing on Docker's name conflict."""
+    rig.host.driver.lost["create"] = VirtError(
+        ErrorCode.OPERATION_FAILED, "Cannot connect to the Docker daemon"
+    )
+    # Docker is away for the failed define's own clean-up too
+    monkeypatch.setattr(rig.host.monitor, "discard_made", lambda name, uuid: None)
+    failed = command(Define, spec=SPEC)
+    with pytest.raises(VirtError):
+        await rig.run(failed)
+    rig.host.store.record_reply(failed.id, b"{}")
+    assert rig.host.domains.by_name("web") is None
+    (left,) = rig.host.driver.containers.values()
+    record = await rig.run(command(Define, spec=SPEC))
+    (container,) = rig.host.driver.containers.values()
+    assert container.uuid == record.uuid != left.uuid
+
+
+async def test_a_failed_define_removes_the_container_docker_made_unanswered(rig: Rig) -> None:
+    rig.host.driver.lost["create"] = VirtError(ErrorCode.OPERATION_FAILED, "connection reset")
+    with pytest.raises(VirtError):
+        await rig.run(command(Define, spec=SPEC))
+    await asyncio.wait_for(rig.host.monitor.name_free("web"), WAIT_S)
+    assert rig.host.driver.containers == {}
+
+
+async def test_an_undefine_whose_removal_docker_did_but_never_answered_succeeds(
+    rig: Rig,
+) -> None:
+    """Docker removed the shut-off domain's container and lost its answer: the undefine
+    answers success, once, credited with the removal, and the name is free."""
+    await rig.run(command(Define, spec=SPEC))
+    rig.host.driver.lost["remove"] = VirtError(ErrorCode.OPERATION_FAILED, "connection reset")
+    undefine = command(Undefine, "web")
+    record = await rig.run(undefine)
+    assert record.name == "web" and not record.persistent
+    assert rig.host.domains.by_name("web") is None and rig.host.driver.containers == {}
+    removed = [e for e in rig.events() if e.lifecycle is Lifecycle.UNDEFINED_REMOVED]
+    assert [(e.origin, e.cause) for e in removed] == [("agent", undefine.id)]
+    await rig.run(command(Define, spec=SPEC))
+
+
+async def test_an_undefine_docker_refuses_for_a_while_removes_the_container(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker refuses the removal once (restarting): asked again by the container's id,
+    the container goes and the undefine succeeds."""
+    monkeypatch.setattr(monitor, "DISCARD_DELAY_S", 0.01)
+    await rig.run(command(Define, spec=SPEC))
+    rig.host.driver.failures["remove"] = VirtError(ErrorCode.OPERATION_FAILED, "restarting")
+    await rig.run(command(Undefine, "web"))
+    assert rig.host.driver.calls.count("remove") == 2
+    assert rig.host.driver.containers == {}
+    assert rig.host.domains.by_name("web") is None
+
+
 async def test_a_retried_define_of_the_same_spec_answers_success(rig: Rig) -> None:
     define = command(Define, spec=SPEC)
     first = await rig.run(define)
