@@ -202,6 +202,14 @@ class Monitor:
         if task is not None:
             await asyncio.shield(task)
 
+    async def removals_done(self) -> None:
+        """Wait until every container removal running in the background has ended: what
+        a stopped transient domain held (a volume, a name) is free once it returns,
+        unless its removal failed and was left to a re-list."""
+        tasks = list(self._discards.values())
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(task) for task in tasks), return_exceptions=True)
+
     @contextmanager
     def kept(self, *domains: DomainObj) -> Iterator[None]:
         """Changes made inside to ``domains`` (their fields, their place in the domain

@@ -142,6 +142,8 @@ async def delete_volume(ops: Operations, command: VolumeDelete) -> VolumeRecord:
                     ErrorCode.OPERATION_INVALID,
                     f"storage volume '{args.volume}' is in use by domain '{domain.name}'",
                 )
+        # a stopped transient domain's container may still hold the volume for a moment
+        await ops.monitor.removals_done()
         await ops.driver.remove_volume(args.volume)
         return _record(volume)
 
