@@ -582,9 +582,8 @@ class Monitor:
                     continue
                 credited = expectation is not None and expectation.credits(transition)
                 origin: Origin = origin_override or ("agent" if credited else "external")
-                cause = (
-                    expectation.cause if expectation and credited and origin == "agent" else None
-                )
+                # a replayed event of the operation is still its doing, as a re-listed one is
+                cause = expectation.cause if expectation and credited else None
                 if transition in _STARTS:
                     domain.pid = event.pid
                 if transition is Lifecycle.UNDEFINED_RENAMED:

@@ -247,7 +247,13 @@ class Recorder:
                             if until(events):
                                 break
                             if time.monotonic() > deadline:
-                                raise AssertionError("the events the run implies never arrived")
+                                last = [
+                                    (e.seq, e.domain.name, e.kind, e.origin, e.cause)
+                                    for e in events[-8:]
+                                ]
+                                raise AssertionError(
+                                    f"the events the run implies never arrived; the last: {last}"
+                                )
                             await asyncio.sleep(0.05)
                             continue
                         event = EVENT_ADAPTER.validate_json(message.body)
