@@ -38,7 +38,6 @@ QUEUE_TYPE = "classic"
 LOAD_GOAL_S = 1.0
 DISCOVER_S = 10.0
 DISCOVER_ROUNDS = 5
-FLEET_HOSTS = 1000
 HEARTBEAT_S = 10.0
 """The agents' default heartbeat interval."""
 KEEPUP_S = 30.0
@@ -78,42 +77,7 @@ return [oldest, rows];
 PORT = 0
 """Any free port: another run on the same machine may hold a fixed one."""
 ROUNDS = 5
-HEARTBEAT_S = 10.0
-"""The agents' default heartbeat interval."""
-KEEPUP_S = 30.0
-LAG_GOAL_S = 1.0
-WATCH = """
-const body = document.querySelector('#fleet tbody');
-window.benchHosts = new Set(arguments[0]);
-window.benchLags = [];
-const seen = new Map([...body.rows].map((tr) => [tr.dataset.host, tr.dataset.lastSeen]));
-new MutationObserver((records) => {
-  const now = Date.now();
-  for (const record of records) {
-    const rows = record.type === 'attributes' ? [record.target] : [...record.addedNodes];
-    for (const tr of rows) {
-      const shown = tr.dataset && benchHosts.has(tr.dataset.host) && tr.dataset.lastSeen;
-      if (shown && seen.get(tr.dataset.host) !== shown) {
-        seen.set(tr.dataset.host, shown);
-        window.benchLags.push(now - Date.parse(shown));
-      }
-    }
-  }
-}).observe(body, {subtree: true, childList: true, attributes: true,
-                  attributeFilter: ['data-last-seen']});
-"""
-"""Records, for each last-seen a row of the fleet's starts to show, how old it is then
-(ms). Other rows are hosts the history remembers from earlier runs and other work."""
-OLDEST = """
-const now = Date.now();
-let oldest = 0, rows = 0;
-for (const tr of document.querySelectorAll('#fleet tbody tr')) {
-  if (!benchHosts.has(tr.dataset.host)) continue;
-  rows += 1;
-  oldest = Math.max(oldest, now - Date.parse(tr.dataset.lastSeen));
-}
-return [oldest, rows];
-"""
+FLEET_HOSTS = 1000
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
