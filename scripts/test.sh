@@ -13,6 +13,17 @@ die() { printf 'test: FAILED: %s\n' "$*" >&2; exit 1; }
 
 bash "$REPO_ROOT/scripts/setup.sh" >&2 || die "scripts/setup.sh"
 
+# The container image's Debian base takes minutes to download (debootstrap) on a fresh
+# machine; the image's tests run last (tests/conftest.py), so it overlaps the suite.
+prefetch=""
+if [[ $# -eq 0 && $EUID -eq 0 ]] && command -v debootstrap >/dev/null &&
+    ! docker image inspect "${VIRTBUS_BASE_IMAGE:-virtbus-base:bookworm}" >/dev/null 2>&1; then
+    log "making the image's base in the background (log: /tmp/virtbus-base-rootfs.log)"
+    setsid bash "$REPO_ROOT/scripts/build-image.sh" --base-rootfs >/tmp/virtbus-base-rootfs.log 2>&1 &
+    prefetch=$!
+    trap '[[ -n $prefetch ]] && kill -- -"$prefetch" 2>/dev/null || true' EXIT
+fi
+
 [[ -x .venv/bin/pytest ]] || die ".venv is not set up (is pyproject.toml present with a [dev] extra?)"
 
 dirs=()

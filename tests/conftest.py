@@ -15,6 +15,12 @@ from tests.environment import unavailable
 from tests.support.services import AMQP_URL, IMAGE
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The container image's tests run last: scripts/test.sh makes the image's base in
+    the background meanwhile (its download overlaps the rest of the suite)."""
+    items.sort(key=lambda item: item.get_closest_marker("image") is not None)
+
+
 async def _probe() -> tuple[str | None, str | None]:
     broker = docker = None
     try:

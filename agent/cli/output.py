@@ -13,11 +13,13 @@ from agent.cli.plain import jsonable as jsonable
 from schemas.domain import DomainRecord
 from schemas.events import (
     AgentEvent,
+    DeviceEvent,
     Event,
     HealthEvent,
     ImagePullEvent,
     LifecycleEvent,
     MetadataChangeEvent,
+    NetworkEvent,
     RebootEvent,
     TunableEvent,
 )
@@ -115,6 +117,17 @@ def event_text(event: Event) -> str:
         return (
             f"event 'metadata-change' for domain '{event.domain.name}' on host '{event.host}': "
             f"type {event.type}, uri {event.nsuri or '<null>'}"
+        )
+    if isinstance(event, DeviceEvent):
+        return (
+            f"event 'device-{event.event}' for domain '{event.domain.name}' "
+            f"on host '{event.host}': {event.alias}"
+        )
+    if isinstance(event, NetworkEvent):
+        detail = "" if event.detail == "none" else f" {event.detail.capitalize()}"
+        return (
+            f"event 'lifecycle' for network '{event.network.name}' on host '{event.host}': "
+            f"{event.event.capitalize()}{detail}"
         )
     if isinstance(event, ImagePullEvent):
         return (

@@ -5,6 +5,7 @@ retried command whose effect is there answers success."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar, get_args
@@ -280,6 +281,7 @@ async def test_autostart_starts_what_is_marked_and_survives_a_failure(rig: Rig) 
 
 
 def test_every_command_model_has_a_handler() -> None:
+    importlib.import_module("agent.host.agent")  # the agent's handler modules register
     models = set(get_args(get_args(Command)[0]))
     assert set(HANDLERS) == models
     assert all(HANDLERS[model].__name__ != "_run" for model in models)
