@@ -6,7 +6,9 @@ Published means the broker confirmed it (publisher confirms), not that anyone co
 The bus keeps its own connection alive instead of trusting a robust connection to put
 consumers back: when the connection is lost it reconnects with backoff (trying each
 broker URL in turn), declares the topology again and registers the command consumer
-again, holding strong references to all of it.
+again, holding strong references to all of it. Nothing the client library does can stall
+that: an attempt to open that has not finished within its bound is abandoned (its
+connection closed whenever it ends), and an old connection is closed in the background.
 """
 
 from __future__ import annotations
@@ -145,6 +147,19 @@ class Declarer:
         await queue.bind(exchange, routing_key=binding.routing_key)
 
 
+@dataclass
+class _Link:
+    """Everything one successful open made, committed to the bus at once."""
+
+    connection: AbstractConnection
+    channel: AbstractChannel
+    events: AbstractExchange
+    dead: AbstractExchange
+    queue: AbstractQueue
+    consumer_tag: str | None
+    lost: asyncio.Event
+
+
 class Bus:
     """One host's connection to the broker; ``async with Bus(...) as bus``."""
 
@@ -177,6 +192,7 @@ class Bus:
         self._up = asyncio.Event()
         self._lost = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._closing = False
 
     async def __aenter__(self) -> Bus:
@@ -208,38 +224,59 @@ class Bus:
         attempt = 0
         while True:
             url = self._urls[attempt % len(self._urls)]
+            opening = asyncio.create_task(self._open(url), name=f"open {mask_url(url)}")
             try:
-                async with asyncio.timeout(OPEN_TIMEOUT_S):
-                    with _lost_is_unavailable():
-                        await self._open(url)
+                done, _ = await asyncio.wait({opening}, timeout=OPEN_TIMEOUT_S)
+            except asyncio.CancelledError:
+                self._abandon(opening)
+                raise
+            if not done:
+                # the library did not give up within the bound: never wait on it again
+                self._abandon(opening)
+                error: BaseException = TimeoutError(f"no answer in {OPEN_TIMEOUT_S:.0f} s")
+            elif opening.cancelled():
+                error = BusUnavailable("the connection to the broker was lost")
+            elif (failure := opening.exception()) is not None:
+                error = failure
+            else:
+                self._commit(opening.result())
+                log.info("connected to broker %s", mask_url(url))
                 return
-            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as error:
-                await self._drop()
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-                log.warning(
-                    "broker %s unreachable (%s); retrying in %.1f s",
-                    mask_url(url),
-                    str(error) or type(error).__name__,
-                    delay,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+            if not isinstance(error, (TimeoutError, OSError, aio_pika.exceptions.AMQPError)):
+                log.error("opening %s failed unexpectedly", mask_url(url), exc_info=error)
+            delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+            log.warning(
+                "broker %s unreachable (%s); retrying in %.1f s",
+                mask_url(url),
+                str(error) or type(error).__name__,
+                delay,
+            )
+            attempt += 1
+            await asyncio.sleep(delay)
 
-    async def _open(self, url: str) -> None:
+    async def _open(self, url: str) -> _Link:
+        """Connect, open the channel, declare the topology and, while commands are
+        taken, consume them. Touches nothing of the bus: ``_commit`` does."""
         connection = await aio_pika.connect(
             url,
             ssl_context=self._ssl_context,
             client_properties={"connection_name": f"virtbus-agent {self.host}"},
         )
-        self._connection = connection
+        try:
+            with _lost_is_unavailable():
+                return await self._open_on(connection)
+        except BaseException:
+            self._close_later(connection)
+            raise
+
+    async def _open_on(self, connection: AbstractConnection) -> _Link:
         lost = asyncio.Event()
-        self._lost = lost
         connection.close_callbacks.add(lambda *_: lost.set())
         channel = await connection.channel(publisher_confirms=True)
         if self._declare_topology and not await self._declared_dead_letters(channel):
             channel = await connection.channel(publisher_confirms=True)
         try:
-            await self._declare(channel, max_age=True)
+            declared = await self._declare(channel, max_age=True)
         except aio_pika.exceptions.ChannelClosed as error:
             if not self._declare_topology:
                 raise
@@ -250,36 +287,69 @@ class Bus:
                 error,
             )
             channel = await connection.channel(publisher_confirms=True)
-            await self._declare(channel, max_age=False)
+            declared = await self._declare(channel, max_age=False)
         channel.close_callbacks.add(lambda *_: lost.set())
-        self._channel = channel
         await channel.set_qos(prefetch_count=self._prefetch)
-        if self._inbox is not None:
-            await self._consume()
+        events, dead, queue = declared
+        consumer_tag = await queue.consume(self._take) if self._inbox is not None else None
+        return _Link(connection, channel, events, dead, queue, consumer_tag, lost)
+
+    def _commit(self, link: _Link) -> None:
+        self._connection, self._channel = link.connection, link.channel
+        self._events, self._dead, self._queue = link.events, link.dead, link.queue
+        self._consumer_tag, self._lost = link.consumer_tag, link.lost
         self._up.set()
-        log.info("connected to broker %s", mask_url(url))
+
+    def _abandon(self, opening: asyncio.Task[_Link]) -> None:
+        """Stop waiting for an open; whatever connection it still makes is closed."""
+
+        def discard(task: asyncio.Task[_Link]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                self._close_later(task.result().connection)
+
+        opening.cancel()
+        opening.add_done_callback(discard)
+
+    def _close_later(self, connection: AbstractConnection) -> None:
+        """Close a connection the bus no longer uses, in the background: the library's
+        close can outlast its bound (a peer that never answers), and nothing waits on
+        it but ``close``."""
+        if connection.is_closed:
+            return
+
+        async def close() -> None:
+            with contextlib.suppress(Exception), _lost_is_unavailable():
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
+
+        task = asyncio.create_task(close(), name="close a broker connection")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _supervise(self) -> None:
         while not self._closing:
             await self._lost.wait()
             if self._closing:
                 return
-            self._up.clear()
             log.warning("broker connection lost; reconnecting")
-            await self._drop()
+            self._drop()
             await self._establish()
-            self._on_reconnect()
+            try:
+                self._on_reconnect()
+            except Exception:
+                # the connection is up again whatever the callback's trouble
+                log.exception("the reconnection callback failed")
 
-    async def _drop(self) -> None:
+    def _drop(self) -> None:
         self._up.clear()
         connection, self._connection = self._connection, None
         self._channel = self._events = self._dead = self._queue = None
         self._consumer_tag = None
-        if connection is not None and not connection.is_closed:
-            with contextlib.suppress(Exception), _lost_is_unavailable():
-                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
+        if connection is not None:
+            self._close_later(connection)
 
-    async def _declare(self, channel: AbstractChannel, max_age: bool) -> None:
+    async def _declare(
+        self, channel: AbstractChannel, max_age: bool
+    ) -> tuple[AbstractExchange, AbstractExchange, AbstractQueue]:
         """The topology of schemas/topology.py, idempotently; or, without
         ``declare_topology``, a check that `virtbus provision` declared it (passive:
         takes no permission). ``max_age``: declare the host queue with the maximum
@@ -288,17 +358,20 @@ class Bus:
         declarer = Declarer(channel)
         queue = command_queue(self.host, self._queue_type, max_age)
         if not self._declare_topology:
-            self._events = await declarer.exchange(EVENTS, passive=True)
-            self._dead = await declarer.exchange(DEAD, passive=True)
-            self._queue = await declarer.queue(queue, passive=True)
-            return
+            return (
+                await declarer.exchange(EVENTS, passive=True),
+                await declarer.exchange(DEAD, passive=True),
+                await declarer.queue(queue, passive=True),
+            )
         for exchange in EXCHANGES:
             await declarer.exchange(exchange)
-        self._events = await declarer.exchange(EVENTS)
-        self._dead = await declarer.exchange(DEAD)
-        self._queue = await declarer.queue(queue)
         for binding in command_bindings(queue, self.host, self.groups):
             await declarer.bind(binding)
+        return (
+            await declarer.exchange(EVENTS),
+            await declarer.exchange(DEAD),
+            await declarer.queue(queue),
+        )
 
     @staticmethod
     async def _declared_dead_letters(channel: AbstractChannel) -> bool:
@@ -465,12 +538,16 @@ class Bus:
             return await BusStream.open(self._live_channel(), session)
 
     async def close(self) -> None:
+        """Stop reconnecting and close the connection, waiting at most CLOSE_TIMEOUT_S
+        for the library to finish closing."""
         self._closing = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
-        await self._drop()
+        self._drop()
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=CLOSE_TIMEOUT_S)
 
 
 def _bounded(body: bytes) -> tuple[bytes, dict[str, str | int | bool]]:

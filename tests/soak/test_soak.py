@@ -341,16 +341,19 @@ def docker_states(engine: Engine, host: str) -> dict[str, str | None]:
     return states
 
 
-def summary(run: Run, events: list[DomainEvent], chaos: Chaos, report: Report) -> None:
+def summary(run: Run, events: list[DomainEvent], chaos: Chaos, report: Report) -> list[str]:
     ops = Counter(s.op for s in run.sent)
     ok = sum(bool(s.reply.get("ok")) for s in run.sent)
     kinds = Counter("/".join(effect(e)[1:]) or e.kind for e in {e.seq: e for e in events}.values())
     faults = Counter(f.kind for f in chaos.done)
-    print(f"soak seed {SEED}, {SOAK_S:.0f} s, {DOMAINS} domains, {ORCHESTRATORS} orchestrators")
-    print("faults: " + ", ".join(f"{kind} {n}" for kind, n in sorted(faults.items())))
-    print("commands: " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items())) + f"; ok {ok}")
-    print("events: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
-    print(report.line())
+    return [
+        f"soak seed {SEED}, {SOAK_S:.0f} s, {DOMAINS} domains, {ORCHESTRATORS} orchestrators",
+        "faults: " + ", ".join(f"{kind} {n}" for kind, n in sorted(faults.items())),
+        "commands: " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items())) + f"; ok {ok}",
+        "events: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())),
+        report.line(),
+        *(f"   {problem}" for problem in report.problems),
+    ]
 
 
 def example(run: Run, events: list[DomainEvent], problems: list[str]) -> None:
@@ -378,7 +381,7 @@ def example(run: Run, events: list[DomainEvent], problems: list[str]) -> None:
                 )
 
 
-async def test_chaos_soak(stage: Stage, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_chaos_soak(stage: Stage, request: pytest.FixtureRequest) -> None:
     print(f"\nsoak seed {SEED} (VIRTBUS_SOAK_SEED={SEED} replays it), {SOAK_S:.0f} s", flush=True)
     rng = random.Random(SEED)
     host = new_host()
@@ -429,11 +432,11 @@ async def test_chaos_soak(stage: Stage, capsys: pytest.CaptureFixture[str]) -> N
             strict=False,
             docker=docker,
         )
-        with capsys.disabled():  # the counts are the soak's result, shown in every run
-            print()
-            summary(run, events, chaos, report)
-            for problem in report.problems:
-                print("  ", problem)
+        # the counts are the soak's result: on the terminal in every run, captured or not
+        terminal = request.config.get_terminal_writer()
+        terminal.line()
+        for line in summary(run, events, chaos, report):
+            terminal.line(line)
         example(run, events, report.problems)
         assert report.problems == []
         assert {f.kind for f in chaos.done} == set(FAULTS)
