@@ -53,7 +53,7 @@ rm -rf "$site_dir"
 
 log "pytest $*"
 rc=0
-.venv/bin/pytest "$@" || rc=$?
+.venv/bin/pytest --durations=15 "$@" || rc=$?
 case $rc in
     0) log "all passed" ;;
     5) log "FAILED: pytest collected no tests (exit 5)"; exit 5 ;;

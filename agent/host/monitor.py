@@ -474,6 +474,10 @@ class Monitor:
         """Publish the transitions Docker's present state shows were missed (origin
         reconcile), credited to the operation in flight on the domain, if any."""
         expectation = self._expectations.get(domain.uuid)
+        if found is None and _defining(expectation):
+            # Docker lost the container it made (its engine restarted): never defined,
+            # so nothing to publish; the define fails
+            return
         if found is not None:
             domain.handle, domain.pid = found.handle, found.pid
         emitted: set[Transition] = set()

@@ -340,7 +340,7 @@ class Operations:
         *steps: Step,
         mode: Mode = Mode.PLAIN,
         params: dict[str, int] | None = None,
-        wait_s: float = EVENT_WAIT_S,
+        wait_s: float | None = None,
         answer_at_report: bool = False,
         via: frozenset[Transition] = frozenset(),
     ) -> None:
@@ -349,6 +349,7 @@ class Operations:
 
         ``answer_at_report``: the last step only acts on the container (its answer
         carries nothing the domain needs), so the op may end at Docker's report."""
+        wait_s = EVENT_WAIT_S if wait_s is None else wait_s
         with self._monitor.expect(domain, cause, until, mode, params, via) as expectation:
             *before, last = steps
             for step in before:
@@ -371,6 +372,14 @@ class Operations:
                     domain.name,
                     wait_s,
                 )
+                if Lifecycle.DEFINED_ADDED in until:
+                    # the re-read finds no container: Docker answered the create and
+                    # lost it (its engine restarted), so nothing was defined
+                    raise VirtError(
+                        ErrorCode.OPERATION_FAILED,
+                        f"Docker lost the container of domain '{domain.name}' it had just "
+                        "created (its engine restarted); nothing was defined",
+                    )
         if not domain.persistent and not domain.active:
             await self._monitor.name_free(domain.name)
 

@@ -9,11 +9,12 @@ import importlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar, get_args
+from uuid import UUID
 
 import pytest
 
 from agent.errors import VirtError
-from agent.host import monitor
+from agent.host import monitor, operations
 from agent.host.operations import HANDLERS, Operations
 from agent.host.store import Store
 from schemas.codes import DomainState, ErrorCode, Lifecycle
@@ -29,7 +30,7 @@ from schemas.commands import (
     Suspend,
     Undefine,
 )
-from schemas.domain import DomainRecord
+from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import EVENT_ADAPTER, LifecycleEvent
 from schemas.replies import DomainXml
 from tests.fakes import FakeHost, fake_host
@@ -193,6 +194,31 @@ async def test_a_container_docker_made_for_a_failed_define_never_blocks_a_define
     record = await rig.run(command(Define, spec=SPEC))
     (container,) = rig.host.driver.containers.values()
     assert container.uuid == record.uuid != left.uuid
+
+
+async def test_a_define_whose_container_docker_lost_fails_and_defines_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker answered the create, then restarted without the container and without
+    reporting it: the define fails, publishes nothing and leaves no domain behind."""
+    monkeypatch.setattr(operations, "EVENT_WAIT_S", 0.2)
+    driver = rig.host.driver
+    create = driver.create
+
+    async def create_and_lose(name: str, uuid: UUID, spec: DomainSpec) -> str:
+        with monkeypatch.context() as muted:
+            muted.setattr(driver, "_emit", lambda *_, **__: None)
+            handle = await create(name, uuid, spec)
+        del driver.containers[handle]
+        return handle
+
+    monkeypatch.setattr(driver, "create", create_and_lose)
+    with pytest.raises(VirtError) as failed:
+        await rig.run(command(Define, spec=SPEC))
+    assert failed.value.code == ErrorCode.OPERATION_FAILED
+    assert "lost the container" in failed.value.detail
+    assert rig.host.domains.by_name("web") is None
+    assert rig.events() == []
 
 
 async def test_a_failed_define_removes_the_container_docker_made_unanswered(rig: Rig) -> None:
