@@ -287,6 +287,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         baseline_what="(Docker's own stream p50 + bare bus event p50 + 0.5 ms), same rounds",
         at_most=P99_FACTOR,
         detail=f"Docker's own stream p99 {fmt(docker_all.p99)} ms, "
-        f"bare bus event p99 {fmt(bus.p99)} ms",
+        f"bare bus event p99 {fmt(bus.p99)} ms: their sum {fmt(docker_all.p99 + bus.p99)} ms, "
+        f"the agent's p99 {overall.p99 / (docker_all.p99 + bus.p99):.2f} x that",
     )
+    result.metrics["p99_over_baselines_p99_sum"] = overall.p99 / (docker_all.p99 + bus.p99)
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -1188,8 +1189,8 @@ class CgroupLayout:
         directory = root / f"{before}{handle}{after}"
         try:
             if root == self._cgroups / "freezer":
-                return (directory / "freezer.state").read_text().strip() != "THAWED"
-            return "frozen 1" in (directory / "cgroup.events").read_text().splitlines()
+                return _kernel_file(directory / "freezer.state").strip() != "THAWED"
+            return "frozen 1" in _kernel_file(directory / "cgroup.events").splitlines()
         except OSError:
             return None
 
@@ -1201,9 +1202,9 @@ class CgroupLayout:
             return 0
         root, before, after = self._template
         try:
-            members = (root / f"{before}{handle}{after}" / "cgroup.procs").read_text().split()
+            members = _kernel_file(root / f"{before}{handle}{after}" / "cgroup.procs").split()
             for member in members:
-                for line in (self._proc / member / "status").read_text().splitlines():
+                for line in _kernel_file(self._proc / member / "status").splitlines():
                     if line.startswith("NSpid:"):
                         if line.split()[-1] == "1":
                             return int(member)
@@ -1213,22 +1214,36 @@ class CgroupLayout:
         return 0
 
 
+def _kernel_file(path: Path) -> str:
+    """A small file of /proc or /sys, read with one open and plain reads: pathlib's
+    ``read_text`` costs four times as much, on the path of every pause, unpause and start
+    event."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(descriptor, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(descriptor)
+
+
 def _frozen(
     handle: str, pid: int, proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")
 ) -> bool | None:
     """The freezer state of the cgroup of host process ``pid``, if that cgroup is the
     container's (cgroup v1 freezer or v2 ``cgroup.events``); None when it cannot be read."""
     try:
-        memberships = (proc / str(pid) / "cgroup").read_text().splitlines()
+        memberships = _kernel_file(proc / str(pid) / "cgroup").splitlines()
         for line in memberships:
             _, controllers, path = line.split(":", 2)
             if handle not in path:
                 continue
             if controllers == "freezer":
-                state = (cgroups / "freezer" / path.lstrip("/") / "freezer.state").read_text()
+                state = _kernel_file(cgroups / "freezer" / path.lstrip("/") / "freezer.state")
                 return state.strip() != "THAWED"
             if controllers == "":
-                events = (cgroups / path.lstrip("/") / "cgroup.events").read_text()
+                events = _kernel_file(cgroups / path.lstrip("/") / "cgroup.events")
                 return "frozen 1" in events.splitlines()
     except (OSError, ValueError):
         return None

@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -204,8 +204,14 @@ class Transaction:
         self._committed.append(action)
 
     def save(self, domain: DomainObj) -> None:
+        # updated in place: a replace deletes and inserts the row, twice the writing, at
+        # every state change
         self._db.execute(
-            "INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(uuid) DO "
+            "UPDATE SET name = excluded.name, persistent = excluded.persistent, "
+            "autostart = excluded.autostart, spec = excluded.spec, pending = excluded.pending, "
+            "handle = excluded.handle, state = excluded.state, reason = excluded.reason, "
+            "evidence = excluded.evidence",
             (
                 str(domain.uuid),
                 domain.name,
@@ -216,7 +222,7 @@ class Transaction:
                 domain.handle,
                 int(domain.state),
                 int(domain.reason),
-                json.dumps(asdict(domain.evidence)),
+                json.dumps(vars(domain.evidence)),
             ),
         )
 

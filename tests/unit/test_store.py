@@ -123,3 +123,19 @@ def test_a_changed_definition_is_saved_as_it_now_is(tmp_path: Path) -> None:
             tx.save(domain)
         (restored,) = store.domains()
     assert restored.spec.memory_kib == 65536
+
+
+def test_a_domain_saved_again_is_one_row_as_it_now_is(tmp_path: Path) -> None:
+    domain = DomainObj(uuid=uuid4(), name="web", spec=SPEC, persistent=True, autostart=False)
+    with Store(tmp_path) as store:
+        with store.transaction() as tx:
+            tx.save(domain)
+        domain.name, domain.autostart, domain.handle = "www", True, "c0ffee"
+        domain.pending = SPEC.model_copy(update={"name": "www", "memory_kib": 65536})
+        domain.evidence.observe("kill", 9)
+        with store.transaction() as tx:
+            tx.save(domain)
+        (restored,) = store.domains()
+    assert (restored.name, restored.autostart, restored.handle) == ("www", True, "c0ffee")
+    assert restored.pending is not None and restored.pending.memory_kib == 65536
+    assert restored.evidence == Evidence(signals=[9], stopping=True)
