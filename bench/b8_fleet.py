@@ -27,7 +27,7 @@ from dataclasses import asdict
 
 from agent.client import Connection
 from bench.b5_broadcast import memory_row
-from bench.core import IMAGE, BenchError, BenchResult, Context, fmt
+from bench.core import IMAGE, BenchError, BenchResult, Context, amqp_port, broker_pid, fmt
 from bench.fleetrun import (
     Fleet,
     PathCost,
@@ -38,7 +38,6 @@ from bench.fleetrun import (
     memory_per_agent,
     per_unit,
     queue_memory,
-    shared_broker_pid,
 )
 from bench.rpc import Arrival, EventTap, RpcClient
 
@@ -110,7 +109,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     try:
         per_agent = memory_per_agent(before, await broker_memory() if before else None, size)
         per_queue = await queue_memory(f"virtbus.host.bench-{ctx.run_id}-f") if before else {}
-        broker = await shared_broker_pid()
+        broker = broker_pid(amqp_port(ctx.amqp_url))
         async with AsyncExitStack() as stack:
             conn = await stack.enter_async_context(Connection(ctx.amqp_url))
             for worker in fleet.workers:

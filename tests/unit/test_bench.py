@@ -142,16 +142,6 @@ def test_difference_and_absolute_records() -> None:
     assert lost.baseline_what == "a count of lost messages"
 
 
-def test_the_old_goal_call_is_recorded_without_a_baseline() -> None:
-    result = BenchResult("B7", "cli")
-    result.goal("lookup", 516.0, "ms", "≤ 100 ms", False, "old")
-
-    (goal,) = result.goals
-    assert goal.kind == ABSOLUTE and goal.baseline is None and not goal.interleaved
-    assert (goal.goal, goal.met) == ("≤ 100 ms", False)
-    assert "no baseline" in goal.baseline_what
-
-
 # ---------------------------------------------------------------------- report --
 
 
