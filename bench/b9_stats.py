@@ -11,6 +11,12 @@ run of a domain; the direct side before its first round), so both read only coun
 Rounds alternate which side goes first. For scale, the engine's one-shot stats API is
 timed once over the same domains (one call per domain, all at once).
 
+The agent side is timed from sending the command to holding the decoded reply (parsed
+by pydantic-core's JSON parser, as the client library parses it); the decoding alone and
+the CPU each process spent per call (agent, broker, this client; the direct side's own)
+are recorded too: CPU is steadier than the wall clock on a shared machine, and says
+whose work a miss is.
+
 Goal (issue 15, goal 4): agent / direct per bulk call ≤ 1.5.
 """
 
