@@ -246,7 +246,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     result.notes.append(f"connections: {how}.")
     result.notes.append(
         "the two gather paths ran in alternating rounds against the same fleet, each "
-        "gather metered on its own (broker: the VM of the node on the default port). "
+        "gather metered on its own (broker: the VM listening on the bench's AMQP port). "
         "Client library: `agent.client.Connection.broadcast`, the command transient, "
         "replies by direct reply-to (`amq.rabbitmq.reply-to`: no reply queue), consumed "
         "on the underlying aiormq channel, each read for its host and outcome only "
