@@ -126,7 +126,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         cli_cpu, script_cpu = Dist.of(cpu[verb]["cli"]), Dist.of(cpu[verb]["script"])
         ratio = cli_d.p50 / script_d.p50
         cpu_ratio = cli_cpu.p50 / script_cpu.p50
-        met = ratio <= GOAL_RATIO
+        rounds_done = len(wall[verb]["cli"])
         result.metrics[verb] = {
             "cli_ms": asdict(cli_d),
             "script_ms": asdict(script_d),
@@ -134,21 +134,17 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
             "script_cpu_ms": asdict(script_cpu),
             "ratio": ratio,
             "cpu_ratio": cpu_ratio,
-            "goal": f"virtbus {verb} p50 <= {GOAL_RATIO} x minimal aio-pika script p50",
-            "goal_ratio": GOAL_RATIO,
-            "baseline": "bench/minimal_rpc.py, same command body, interleaved rounds",
-            "met": met,
-            "rounds": len(wall[verb]["cli"]),
+            "rounds": rounds_done,
         }
-        result.goal(
-            f"`virtbus {verb}` p50 / minimal aio-pika script p50 (process start included)",
-            ratio,
-            "x",
-            f"<= {GOAL_RATIO}",
-            met,
-            f"CLI {fmt(cli_d.p50)} ms, script {fmt(script_d.p50)} ms; "
-            f"CPU {fmt(cli_cpu.p50)} / {fmt(script_cpu.p50)} ms = {cpu_ratio:.2f}x; "
-            f"{len(wall[verb]['cli'])} interleaved rounds",
+        result.ratio(
+            f"`virtbus {verb}` p50, process start included",
+            cli_d.p50,
+            script_d.p50,
+            unit="ms",
+            baseline_what="minimal aio-pika script p50 (bench/minimal_rpc.py, same command)",
+            at_most=GOAL_RATIO,
+            rounds=rounds_done,
+            detail=f"CPU {fmt(cli_cpu.p50)} / {fmt(script_cpu.p50)} ms = {cpu_ratio:.2f}x",
         )
         rows.append(
             [

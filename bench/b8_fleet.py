@@ -27,7 +27,7 @@ from dataclasses import asdict
 
 from agent.client import Connection
 from bench.b5_broadcast import memory_row
-from bench.core import IMAGE, BenchError, BenchResult, Context, fmt
+from bench.core import IMAGE, BenchError, BenchResult, Context, amqp_port, broker_pid, fmt
 from bench.fleetrun import (
     Fleet,
     PathCost,
@@ -38,7 +38,6 @@ from bench.fleetrun import (
     memory_per_agent,
     per_unit,
     queue_memory,
-    shared_broker_pid,
 )
 from bench.rpc import Arrival, EventTap, RpcClient
 
@@ -110,7 +109,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     try:
         per_agent = memory_per_agent(before, await broker_memory() if before else None, size)
         per_queue = await queue_memory(f"virtbus.host.bench-{ctx.run_id}-f") if before else {}
-        broker = await shared_broker_pid()
+        broker = broker_pid(amqp_port(ctx.amqp_url))
         async with AsyncExitStack() as stack:
             conn = await stack.enter_async_context(Connection(ctx.amqp_url))
             for worker in fleet.workers:
@@ -247,7 +246,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     result.notes.append(f"connections: {how}.")
     result.notes.append(
         "the two gather paths ran in alternating rounds against the same fleet, each "
-        "gather metered on its own (broker: the VM of the node on the default port). "
+        "gather metered on its own (broker: the VM listening on the bench's AMQP port). "
         "Client library: `agent.client.Connection.broadcast`, the command transient, "
         "replies by direct reply-to (`amq.rabbitmq.reply-to`: no reply queue), consumed "
         "on the underlying aiormq channel, each read for its host and outcome only "

@@ -11,17 +11,35 @@ run of a domain; the direct side before its first round), so both read only coun
 Rounds alternate which side goes first. For scale, the engine's one-shot stats API is
 timed once over the same domains (one call per domain, all at once).
 
+The agent side is timed from sending the command to holding the decoded reply (parsed
+by pydantic-core's JSON parser, as the client library parses it); the decoding alone and
+the CPU each process spent per call (agent, broker, this client; the direct side's own)
+are recorded too: CPU is steadier than the wall clock on a shared machine, and says
+whose work a miss is.
+
 Goal (issue 15, goal 4): agent / direct per bulk call ≤ 1.5.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import asdict
 
+import pydantic_core
+
 from agent.host import cgroups
-from bench.core import BenchResult, Context, Dist, domain_spec, fmt
+from bench.core import (
+    BenchResult,
+    Context,
+    CpuMeter,
+    Dist,
+    amqp_port,
+    broker_pid,
+    domain_spec,
+    fmt,
+)
 from bench.procs import AgentProcess
 from bench.rpc import RpcClient
 
@@ -50,7 +68,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     result = BenchResult("B9", f"bulk statistics of {count} running domains vs direct reads")
     host = ctx.host("b9")
     agent = AgentProcess(ctx, client, host, QUEUE_TYPE)
-    times: dict[str, list[float]] = {"agent": [], "direct": []}
+    times: dict[str, list[float]] = {"agent": [], "direct": [], "decode": []}
+    cpu: dict[str, float] = {}
     engine_s = 0.0
     try:
         await agent.start()
@@ -66,18 +85,35 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         pids = list(await asyncio.gather(*(start(index) for index in range(count))))
         found = [(pid, cgroups.Cgroup.of(pid)) for pid in pids]
 
+        broker = broker_pid(amqp_port(ctx.amqp_url))
+
         async def via_agent() -> None:
+            meter = CpuMeter(
+                {
+                    "broker": [broker] if broker else [],
+                    "agent": [agent.pid],
+                    "client": [os.getpid()],
+                }
+            )
+            meter.start()
             for _ in range(calls):
                 began = time.perf_counter()
-                answer = await client.command(host, "host.get_all_domain_stats")
+                raw = await client.command_raw(host, "host.get_all_domain_stats")
+                received = time.perf_counter()
+                answer = pydantic_core.from_json(raw)
                 times["agent"].append(time.perf_counter() - began)
-                assert len(answer["records"]) == count
+                times["decode"].append(time.perf_counter() - received)
+                assert answer["ok"] and len(answer["result"]["records"]) == count
+            for party, used in meter.stop().items():
+                cpu[f"agent side: {party}"] = cpu.get(f"agent side: {party}", 0.0) + used
 
         async def direct() -> None:
+            used = time.process_time()
             for _ in range(calls):
                 began = time.perf_counter()
                 read_directly(found)
                 times["direct"].append(time.perf_counter() - began)
+            cpu["direct"] = cpu.get("direct", 0.0) + time.process_time() - used
 
         for round_ in range(ROUNDS):
             order = (direct, via_agent) if round_ % 2 == 0 else (via_agent, direct)
@@ -113,6 +149,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "agent_ms": asdict(agent_ms),
         "direct_ms": asdict(direct_ms),
         "engine_stats_api_s": engine_s,
+        "decode_ms": asdict(Dist.of(times["decode"])),
+        "cpu_ms_per_call": {party: 1000 * used / (calls * ROUNDS) for party, used in cpu.items()},
         "ratio": ratio,
     }
     result.table(

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -342,29 +343,6 @@ class BenchResult:
         return self._add(
             ABSOLUTE, what, value, None, reason, value, op, bound, unit, False, 0, detail, valid
         )
-
-    def goal(
-        self, what: str, measured: float, unit: str, goal: str, met: bool, detail: str = ""
-    ) -> None:
-        """The old way to record a goal, with no baseline: kept so that a benchmark not
-        yet moved to ``ratio``/``difference`` still reports, flagged as such."""
-        recorded = self._add(
-            ABSOLUTE,
-            what,
-            measured,
-            None,
-            "no baseline recorded (old API)",
-            measured,
-            "<=",
-            math.nan,
-            unit,
-            False,
-            0,
-            detail,
-            True,
-        )
-        recorded.goal = goal
-        recorded.met = met
 
     def _add(
         self,
@@ -720,15 +698,48 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def broker_pid() -> int | None:
-    """The local RabbitMQ node's Erlang VM (``beam.smp``), if there is one."""
-    for entry in Path("/proc").iterdir():
+AMQP_PORT = 5672
+TCP_LISTEN = "0A"
+
+
+def amqp_port(url: str) -> int:
+    """The port of the first broker in ``url`` (a comma-separated list, as the agents
+    take it)."""
+    parsed = urllib.parse.urlsplit(url.split(",", 1)[0])
+    return parsed.port or (5671 if parsed.scheme == "amqps" else AMQP_PORT)
+
+
+def listening_sockets(port: int, proc: Path = Path("/proc")) -> set[str]:
+    """The inodes of the TCP sockets (IPv4 and IPv6) listening on ``port`` in this
+    network namespace."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == TCP_LISTEN and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def broker_pid(port: int = AMQP_PORT, proc: Path = Path("/proc")) -> int | None:
+    """The RabbitMQ node listening on ``port`` (the one the bench talks to): its Erlang
+    VM (``beam.smp``), the process holding the listening socket. Other nodes (a test
+    harness's cluster) may run beside it on other ports. None if no local VM listens
+    there."""
+    sockets = {f"socket:[{inode}]" for inode in listening_sockets(port, proc)}
+    if not sockets:
+        return None
+    for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if (entry / "comm").read_text().strip() != "beam.smp":
                 continue
-            if b"rabbit" in (entry / "cmdline").read_bytes():
+            if any(os.readlink(fd) in sockets for fd in (entry / "fd").iterdir()):
                 return int(entry.name)
         except OSError:
             continue

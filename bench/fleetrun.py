@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.client import Connection
-from bench.core import BenchError, Context, CpuMeter, Dist, broker_pid, run_tool
+from bench.core import BenchError, Context, CpuMeter, Dist, amqp_port, broker_pid, run_tool
 from bench.procs import FleetProcess
 from bench.rpc import RpcClient
 
@@ -213,15 +213,6 @@ async def compare_gathers(
     return old, new
 
 
-async def shared_broker_pid() -> int | None:
-    """The Erlang VM of the node on the default port, as that node tells (other nodes,
-    started by test harnesses, may run beside it); else the first ``beam.smp``."""
-    output = await run_tool("rabbitmqctl", "-q", "eval", "os:getpid().")
-    if output is not None and output.strip().strip('"').isdigit():
-        return int(output.strip().strip('"'))
-    return broker_pid()
-
-
 @dataclass(frozen=True)
 class Descriptors:
     """The local RabbitMQ node's file descriptors, as ``rabbitmq-diagnostics`` has them."""
@@ -348,9 +339,9 @@ async def queue_memory(prefix: str) -> dict[str, float]:
 
 
 def fleet_meter(fleet: Fleet, broker: int | None = None) -> CpuMeter:
-    """Meters the broker (``broker``, else the first RabbitMQ VM found), the fleet's
+    """Meters the broker (``broker``, else the node the bench talks to), the fleet's
     worker processes and this process (the client)."""
-    broker = broker or broker_pid()
+    broker = broker or broker_pid(amqp_port(fleet.ctx.amqp_url))
     meter = CpuMeter(
         {
             "broker": [broker] if broker else [],

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.report import goals_table, misses, run_lines
+from bench.report import TIMES, goals_table, misses, run_lines
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO / "bench" / "published"
@@ -95,7 +95,8 @@ def _us(cpu: dict[str, float] | None, *names: str) -> str:
 
 
 def unit_costs(document: Document | None) -> str:
-    """CPU per unit of work (broker, agent side, client side), from the published run."""
+    """CPU per unit of work (broker, agent side, client side), from the published run;
+    B8's broadcast reply by both gather paths, and the library's share of the old one."""
     if document is None:
         return NOT_YET
     by_id = {result["id"]: result.get("metrics", {}) for result in document["results"]}
@@ -124,11 +125,19 @@ def unit_costs(document: Document | None) -> str:
         )
     b8 = by_id.get("B8", {})
     hosts = b8.get("hosts", "?") if isinstance(b8, dict) else "?"
+    fleet = f"B8, {hosts:,} hosts" if isinstance(hosts, int) else "B8"
     rows.append(
         (
-            "one broadcast reply, plain client (classic)",
+            "one broadcast reply, client library's gather (direct reply-to; classic)",
             _cpu(b8, "cpu_us_per_reply"),
-            f"B8, {hosts:,} hosts" if isinstance(hosts, int) else "B8",
+            fleet,
+        )
+    )
+    rows.append(
+        (
+            "one broadcast reply, old gather path (reply queue, plain aio-pika; classic)",
+            _cpu(b8, "baseline_cpu_us_per_reply"),
+            f"{fleet}, alternating rounds with the library's",
         )
     )
     rows.append(
@@ -145,6 +154,16 @@ def unit_costs(document: Document | None) -> str:
             f"| {unit} | {_us(cpu, 'broker')} | {_us(cpu, 'server', 'agents')} | "
             f"{_us(cpu, 'client')} | {source} |"
         )
+    ratios = _get(b8, "cpu_per_reply_ratio")
+    lines += [
+        "",
+        "The library's gather against the old path, CPU per reply (B8's goal: at most "
+        f"0.5): broker {_num(_get(ratios, 'broker'), digits=2)}, gatherer "
+        f"{_num(_get(ratios, 'client'), digits=2)}. The broker is shared with other "
+        "clients: its figure has its rate in the second before each gather taken off "
+        f"(without that: {_us(_cpu(b8, 'cpu_us_per_reply'), 'broker (raw)')} against "
+        f"{_us(_cpu(b8, 'baseline_cpu_us_per_reply'), 'broker (raw)')}).",
+    ]
     return "\n".join(lines)
 
 
@@ -243,9 +262,192 @@ def queue_types(document: Document | None) -> str:
     return "\n".join(lines)
 
 
+CLUSTER_HOSTS = 10_000
+CLUSTER_NODES = 3
+NODE_CORES = 4
+HEARTBEAT_S = 10
+BURST_EVENTS = 200_000
+"""The fleet SCALING.md's arithmetic is for: hosts, broker nodes, cores per node, the
+heartbeat period, and the domain events after a fleet-wide restart (20 per host)."""
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    return _num(value, digits=digits)
+
+
+def _ok(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and not math.isnan(v) for v in values)
+
+
+def _heading(document: Document) -> str:
+    return f"Generated from `bench/published/results.json` (run `{document['run']['timestamp']}`)"
+
+
+def fleet_arithmetic(document: Document | None) -> str:
+    """A broadcast's CPU on the test box, from B8's CPU per reply (library path)."""
+    if document is None:
+        return NOT_YET
+    b8 = _by_id(document).get("B8")
+    cores = _get(document, "run", "machine", "cores")
+    hosts = _get(b8, "hosts")
+    broker = _get(b8, "cpu_us_per_reply", "broker")
+    agents = _get(b8, "cpu_us_per_reply", "agents")
+    client = _get(b8, "cpu_us_per_reply", "client")
+    p50_ms = _get(b8, "gather_ms", "p50")
+    if not _ok(cores, hosts, broker, agents, client, p50_ms):
+        return f"{_heading(document)}: B8's CPU per reply is not in this run."
+    per_reply = broker + agents + client
+    cpu_s = hosts * per_reply / 1e6
+    return (
+        f"{_heading(document)}: on the test box ({cores} cores) a broadcast to "
+        f"{hosts:,} simulated hosts costs {hosts:,} {TIMES} ({broker:,.0f} + {agents:,.0f} + "
+        f"{client:,.0f}) µs (broker + agents + gatherer, the library's gather) = "
+        f"{cpu_s:,.2f} CPU seconds, {cpu_s / cores:,.2f} s on {cores} cores if nothing "
+        f"else runs; the measured gather p50 was {p50_ms / 1000:,.2f} s. "
+        f"{agents / per_reply:.0%} of that CPU is the simulated agents'. In a real fleet "
+        f"each agent has its own host and spends its {agents:,.0f} µs in parallel with "
+        f"all the others; what stays shared is the broker's {broker:,.0f} µs and the "
+        f"gatherer's {client:,.0f} µs per reply."
+    )
+
+
+def cluster_fanout(document: Document | None) -> str:
+    """The broker's and the gatherer's share of a broadcast to the cluster's fleet."""
+    if document is None:
+        return NOT_YET
+    b8 = _by_id(document).get("B8")
+    broker = _get(b8, "cpu_us_per_reply", "broker")
+    client = _get(b8, "cpu_us_per_reply", "client")
+    if not _ok(broker, client):
+        return f"{_heading(document)}: B8's CPU per reply is not in this run."
+    broker_s = CLUSTER_HOSTS * broker / 1e6
+    gatherer_s = CLUSTER_HOSTS * client / 1e6
+    per_node = broker_s / CLUSTER_NODES
+    return "\n".join(
+        [
+            f"{_heading(document)}, B8's CPU per reply of the library's gather:",
+            "",
+            f"- *Broker*: {CLUSTER_HOSTS:,} {TIMES} {broker:,.0f} µs = {broker_s:,.2f} CPU "
+            f"seconds per broadcast, {per_node:,.2f} s per node; on {NODE_CORES}-core "
+            f"nodes about {per_node / NODE_CORES:,.2f} s of wall time if the work spreads.",
+            f"- *One gatherer*: {client:,.0f} µs per reply, {gatherer_s:,.2f} s of one "
+            f"core for {CLUSTER_HOSTS:,} replies (plus the `Reply` models, if the caller "
+            "reads them all).",
+            "",
+            f"So expect about {max(gatherer_s, per_node / NODE_CORES):,.1f} s to gather "
+            f"{CLUSTER_HOSTS:,} replies with one Python gatherer that only needs to know "
+            "who answered and who failed.",
+        ]
+    )
+
+
+def cluster_memory(document: Document | None) -> str:
+    """Broker memory per node for the cluster's fleet, from B5's per-agent figures."""
+    if document is None:
+        return NOT_YET
+    b5 = _by_id(document).get("B5")
+    per_node = -(-CLUSTER_HOSTS // CLUSTER_NODES)
+    classic = _get(b5, "classic", "broker_bytes_per_agent", "total")
+    connection = _get(b5, "quorum", "broker_bytes_per_agent", "connections")
+    channel = _get(b5, "quorum", "broker_bytes_per_agent", "channels")
+    member = _get(b5, "quorum", "broker_bytes_per_queue", "quorum")
+    if not _ok(classic, connection, channel, member):
+        return f"{_heading(document)}: B5's memory per agent is not in this run."
+    kib = 1024
+    quorum = per_node * (connection + channel) + CLUSTER_HOSTS * member
+    return (
+        f"{_heading(document)}, B5's memory per agent: with classic host queues "
+        f"{per_node:,} {TIMES} {classic / kib:,.0f} KiB ≈ {per_node * classic / kib**3:,.2f} GiB "
+        "per node. With quorum queues every host queue has a member on each of the "
+        f"{CLUSTER_NODES} nodes ({CLUSTER_HOSTS:,} members per node, a third of them "
+        f"leaders): {per_node:,} {TIMES} ({connection / kib:,.0f} + {channel / kib:,.0f}) KiB "
+        f"of connections and channels plus {CLUSTER_HOSTS:,} {TIMES} {member / kib:,.0f} KiB of "
+        f"queue members ≈ {quorum / kib**3:,.2f} GiB per node, before any message or "
+        "Raft log (the WAL and its memory tables come on top)."
+    )
+
+
+def event_rates(document: Document | None) -> str:
+    """Presence and domain-event load, from B8's CPU per fanned-in event."""
+    if document is None:
+        return NOT_YET
+    b8 = _by_id(document).get("B8")
+    broker = _get(b8, "cpu_us_per_event", "broker")
+    client = _get(b8, "cpu_us_per_event", "client")
+    rate = _get(b8, "fan_in_rate")
+    hosts = _get(b8, "hosts")
+    if not _ok(broker, client, rate, hosts):
+        return f"{_heading(document)}: B8's CPU per event is not in this run."
+    beats = CLUSTER_HOSTS / HEARTBEAT_S
+    return "\n".join(
+        [
+            f"{_heading(document)}, B8's CPU per fanned-in event ({broker:,.0f} µs of "
+            f"broker, {client:,.0f} µs of the subscriber):",
+            "",
+            f"- *Presence*: {CLUSTER_HOSTS:,} hosts at `heartbeat_s = {HEARTBEAT_S}` make "
+            f"{beats:,.0f} heartbeat events/s, {beats * broker / 1e6:.0%} of a broker "
+            "core, and every subscriber bound to `*.agent.*` receives them all. One "
+            f"Python subscriber takes at most about {1e6 / client:,.0f} events/s.",
+            f"- *A burst*: after a fleet-wide restart, {BURST_EVENTS:,} started events "
+            f"arrive within a minute: {BURST_EVENTS * broker / 1e6:,.0f} broker "
+            f"core-seconds (about {1e6 / broker:,.0f} events/s per core), spread over the "
+            f"{CLUSTER_NODES} nodes, and {BURST_EVENTS * client / 1e6:,.0f} s or more for "
+            f"one subscriber to drain. B8 measured {rate:,.0f} events/s into one "
+            f"subscriber, with its {hosts:,} simulated agents publishing on the same cores.",
+        ]
+    )
+
+
+def startup(document: Document | None) -> str:
+    """Agents coming online, from B8's fleet start."""
+    if document is None:
+        return NOT_YET
+    b8 = _by_id(document).get("B8")
+    seconds = _get(b8, "fleet_startup_s")
+    hosts = _get(b8, "hosts")
+    cores = _get(document, "run", "machine", "cores")
+    if not _ok(seconds, hosts, cores):
+        return f"{_heading(document)}: B8's fleet start is not in this run."
+    per_agent_ms = 1000 * seconds * cores / hosts
+    return (
+        f"{_heading(document)}: B8 brought {hosts:,} agents online in {seconds:,.1f} s on "
+        f"{cores} shared cores, at most {per_agent_ms:,.1f} ms of CPU per agent, agent and "
+        f"broker together. If the broker's share is half, {CLUSTER_HOSTS:,} agents "
+        f"reconnecting after a node restart cost about "
+        f"{CLUSTER_HOSTS * per_agent_ms / 2000:,.0f} broker core-seconds."
+    )
+
+
+def agent_cost(document: Document | None) -> str:
+    """The agent's CPU per message against the bare echo's, from B2 and B8."""
+    if document is None:
+        return NOT_YET
+    by_id = _by_id(document)
+    command = _get(by_id.get("B2"), "classic", "cpu_us_per_call", "server")
+    echo = _get(by_id.get("B2"), "classic", "echo_cpu_us_per_call", "server")
+    event = _get(by_id.get("B8"), "cpu_us_per_event", "agents")
+    if not _ok(command, echo, event):
+        return f"{_heading(document)}: B2's or B8's agent CPU is not in this run."
+    return (
+        f"{_heading(document)}: the agent spends {command:,.0f} µs of CPU per command "
+        f"(B2, classic) and {event:,.0f} µs per event (B8); the bare aio-pika echo server "
+        f"spends {echo:,.0f} µs per call."
+    )
+
+
 TARGETS: dict[str, dict[str, Render]] = {
     "docs/benchmarks.md": {"results": results_section},
-    "bench/SCALING.md": {"memory": memory, "unit-costs": unit_costs, "queue-types": queue_types},
+    "bench/SCALING.md": {
+        "memory": memory,
+        "unit-costs": unit_costs,
+        "fleet": fleet_arithmetic,
+        "fan-out": cluster_fanout,
+        "cluster-memory": cluster_memory,
+        "event-rates": event_rates,
+        "startup": startup,
+        "queue-types": queue_types,
+        "agent-cost": agent_cost,
+    },
 }
 """Each page (relative to the repository) and the generated parts it marks."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializeAsAny, field_validator
 
 from schemas.base import WIRE_VERSION, HostName, Timestamp, WireModel
 from schemas.codes import ErrorCode
@@ -259,5 +259,7 @@ class Reply(WireModel):
     id: str
     host: HostName
     ok: bool
-    result: Result | None = None
+    # serialized as the model it holds, not matched against every member of the union
+    # again (half the encoding of a bulk statistics reply)
+    result: SerializeAsAny[Result] | None = None
     error: ErrorBody | None = Field(default=None)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import publish
-from bench.core import ABSOLUTE, DIFFERENCE, RATIO, BenchResult, interleave
+from bench.core import ABSOLUTE, DIFFERENCE, RATIO, BenchResult, amqp_port, broker_pid, interleave
 from bench.report import TIMES, goals_table, misses
 
 # ------------------------------------------------------------------ interleave --
@@ -142,16 +143,6 @@ def test_difference_and_absolute_records() -> None:
     assert lost.baseline_what == "a count of lost messages"
 
 
-def test_the_old_goal_call_is_recorded_without_a_baseline() -> None:
-    result = BenchResult("B7", "cli")
-    result.goal("lookup", 516.0, "ms", "≤ 100 ms", False, "old")
-
-    (goal,) = result.goals
-    assert goal.kind == ABSOLUTE and goal.baseline is None and not goal.interleaved
-    assert (goal.goal, goal.met) == ("≤ 100 ms", False)
-    assert "no baseline" in goal.baseline_what
-
-
 # ---------------------------------------------------------------------- report --
 
 
@@ -262,11 +253,32 @@ def test_pages_are_generated_from_the_results_file(tmp_path: Path) -> None:
     results = tmp_path / "bench/published/results.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     b8 = BenchResult("B8", "fleet")
-    b8.metrics = {"hosts": 1000, "cpu_us_per_reply": {"broker": 221.4, "agents": 705.0}}
+    b8.metrics = {
+        "hosts": 5000,
+        "gather_ms": {"p50": 1800.0},
+        "fleet_startup_s": 30.0,
+        "fan_in_rate": 2857.0,
+        "cpu_us_per_reply": {"broker": 150.0, "agents": 705.0, "client": 80.0},
+        "baseline_cpu_us_per_reply": {"broker": 300.0, "agents": 700.0, "client": 160.0},
+        "cpu_per_reply_ratio": {"broker": 0.5, "client": 0.5},
+        "cpu_us_per_event": {"broker": 157.0, "agents": 371.0, "client": 110.0},
+    }
     b2 = BenchResult("B2", "throughput")
-    b2.metrics = {"classic": {"echo_p50_ms": 1.29}}
+    b2.metrics = {
+        "classic": {
+            "echo_p50_ms": 1.29,
+            "cpu_us_per_call": {"server": 650.0},
+            "echo_cpu_us_per_call": {"server": 400.0},
+        }
+    }
     b5 = BenchResult("B5", "broadcast")
-    b5.metrics = {"classic": {"broker_bytes_per_agent": {"connections": 87 * 1024}}}
+    b5.metrics = {
+        "classic": {"broker_bytes_per_agent": {"connections": 87 * 1024, "total": 190 * 1024}},
+        "quorum": {
+            "broker_bytes_per_agent": {"connections": 89 * 1024, "channels": 21 * 1024},
+            "broker_bytes_per_queue": {"quorum": 90 * 1024},
+        },
+    }
     extra = [b8.to_json(), b2.to_json(), b5.to_json()]
     document = {"run": _run("20261206T070000Z"), "results": [*_document(), *extra]}
     results.write_text(json.dumps(document))
@@ -280,9 +292,31 @@ def test_pages_are_generated_from_the_results_file(tmp_path: Path) -> None:
     assert "| B2 | rate | 800/s |" in page
     assert "bench/published/profiles/20261206T070000Z/B1-x-1-0.txt" in page
     scaling = (tmp_path / "bench/SCALING.md").read_text()
-    assert "| one broadcast reply, plain client (classic) | 221 µs | 705 µs | n/a | B8" in scaling
+    assert "client library's gather (direct reply-to; classic) | 150 µs | 705 µs | 80 µs" in scaling
+    assert "old gather path (reply queue, plain aio-pika; classic) | 300 µs | 700 µs" in scaling
+    assert "broker 0.50, gatherer 0.50" in scaling
+    # the arithmetic is made from the same records: 5,000 x (150 + 705 + 80) µs
+    assert f"5,000 {TIMES} (150 + 705 + 80) µs" in scaling and "= 4.67 CPU seconds" in scaling
+    assert "2.34 s on 2 cores" in scaling and "p50 was 1.80 s" in scaling
+    assert f"10,000 {TIMES} 150 µs = 1.50 CPU seconds per broadcast, 0.50 s per node" in scaling
+    assert "80 µs per reply, 0.80 s of one core" in scaling
+    assert f"3,334 {TIMES} 190 KiB ≈ 0.60 GiB per node" in scaling
+    assert "1,000 heartbeat events/s, 16% of a broker core" in scaling
+    assert "B8 measured 2,857 events/s" in scaling
+    assert "at most 12.0 ms of CPU per agent" in scaling
+    assert "650 µs of CPU per command" in scaling
     assert "| bare RPC p50 (1 in flight) | 1.29 ms | n/a |" in scaling
-    assert "| connection processes | 87 KiB | n/a |" in scaling
+    assert "| connection processes | 87 KiB | 89 KiB |" in scaling
+
+
+def test_scaling_holds_no_figure_outside_its_generated_parts() -> None:
+    page = (publish.REPO / "bench/SCALING.md").read_text(encoding="utf-8")
+    outside = re.sub(r"<!-- bench:(\S+) -->\n.*?<!-- /bench:\1 -->", "", page, flags=re.S)
+    units = r"µs|ms|KiB|MiB|GiB|events/s|core-seconds|CPU seconds"
+    assert re.findall(rf"\d[\d,.]*\s*(?:{units})", outside) == []
+    assert set(re.findall(r"<!-- bench:([\w-]+) -->", page)) == set(
+        publish.TARGETS["bench/SCALING.md"]
+    )
 
 
 def test_adopt_keeps_the_profiles_of_missed_goals(tmp_path: Path) -> None:
@@ -337,3 +371,47 @@ def test_benchmarks_are_reported_in_numeric_order() -> None:
     ids = ["B10", "B2", "GW", "B1", "B9"]
     ordered = sorted((BenchResult(i, "") for i in ids), key=bench_order)
     assert [r.id for r in ordered] == ["B1", "B2", "B9", "B10", "GW"]
+
+
+# ---------------------------------------------------------------------- broker --
+
+TCP_HEADER = (
+    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+    "timeout inode\n"
+)
+
+
+def _process(proc: Path, pid: int, comm: str, sockets: list[str]) -> None:
+    (proc / str(pid) / "fd").mkdir(parents=True)
+    (proc / str(pid) / "comm").write_text(f"{comm}\n")
+    for number, inode in enumerate(sockets):
+        (proc / str(pid) / "fd" / str(number)).symlink_to(f"socket:[{inode}]")
+
+
+def test_broker_pid_is_the_vm_listening_on_the_amqp_port(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    # another node (a test harness's cluster) listens on 5711 (0x164F); ours on 5672 (0x1628)
+    (proc / "net" / "tcp").write_text(
+        TCP_HEADER
+        + "   0: 0100007F:164F 00000000:0000 0A 00000000:00000000 00:00000000 00000000   0 0 111\n"
+        + "   1: 0100007F:1628 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   0 0 333\n"
+    )
+    (proc / "net" / "tcp6").write_text(
+        TCP_HEADER
+        + "   0: 00000000000000000000000000000000:1628 00000000000000000000000000000000:0000 0A"
+        " 00000000:00000000 00:00000000 00000000   0 0 222\n"
+    )
+    _process(proc, 100, "beam.smp", ["111"])  # the other node, found first
+    _process(proc, 200, "python3", ["333"])
+    _process(proc, 300, "beam.smp", ["999", "222"])
+
+    assert broker_pid(5672, proc) == 300
+    assert broker_pid(5711, proc) == 100
+    assert broker_pid(5673, proc) is None
+
+
+def test_amqp_port_of_the_first_url() -> None:
+    assert amqp_port("amqp://guest:guest@127.0.0.1:5673/,amqp://h:5674/") == 5673
+    assert amqp_port("amqp://guest:guest@127.0.0.1/") == 5672
+    assert amqp_port("amqps://broker/") == 5671
