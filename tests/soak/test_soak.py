@@ -434,10 +434,9 @@ async def test_chaos_soak(stage: Stage, request: pytest.FixtureRequest) -> None:
             docker=docker,
         )
         # the counts are the soak's result: on the terminal in every run, captured or not
-        terminal = request.config.get_terminal_writer()
-        terminal.line()
-        for line in summary(run, events, chaos, report):
-            terminal.line(line)
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print("\n" + "\n".join(summary(run, events, chaos, report)), flush=True)
         example(run, events, report.problems)
         assert report.problems == []
         assert {f.kind for f in chaos.done} == set(FAULTS)
