@@ -485,7 +485,7 @@ class Monitor:
         if found is not None and _defining(expectation):
             # Docker made the container and its create event was lost (dockerd restarted)
             missed.insert(0, Lifecycle.DEFINED_ADDED)
-            self._defined_by_relist.add(domain.uuid)
+            tx.after(lambda: self._defined_by_relist.add(domain.uuid))
         exit_code = found.exit_code if found else None
         if self._restarting(domain, expectation, missed, exit_code) or (
             _rebooting(expectation) and all(t in STOPPED for t in missed)
@@ -508,7 +508,9 @@ class Monitor:
             tx.save(domain)
         if expectation and expectation.until & emitted:
             tx.reached(expectation.cause)
-        self._settled(domain.uuid, expectation, emitted)
+        # once committed: an operation answered on a transition the store then could
+        # not take would be answered with no event, and its retry credited with nothing
+        tx.after(lambda: self._settled(domain.uuid, expectation, emitted))
 
     async def _apply_once(self, event: RuntimeEvent, origin: Origin | None) -> None:
         """Apply an event not applied before (a replay overlaps the live stream). One
