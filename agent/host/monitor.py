@@ -164,9 +164,6 @@ class Monitor:
         self._current = asyncio.Event()
         """Cleared while Docker's events wait for the store: the monitor is behind."""
         self._current.set()
-        self._defined_by_relist: set[UUID] = set()
-        """Domains whose defined/added a re-list reported: their create event, if it
-        comes after all, adds nothing."""
 
     @contextmanager
     def expect(
@@ -485,7 +482,6 @@ class Monitor:
         if found is not None and _defining(expectation):
             # Docker made the container and its create event was lost (dockerd restarted)
             missed.insert(0, Lifecycle.DEFINED_ADDED)
-            self._defined_by_relist.add(domain.uuid)
         exit_code = found.exit_code if found else None
         if self._restarting(domain, expectation, missed, exit_code) or (
             _rebooting(expectation) and all(t in STOPPED for t in missed)
@@ -508,7 +504,9 @@ class Monitor:
             tx.save(domain)
         if expectation and expectation.until & emitted:
             tx.reached(expectation.cause)
-        self._settled(domain.uuid, expectation, emitted)
+        # once committed: an operation answered on a transition the store then could
+        # not take would be answered with no event, and its retry credited with nothing
+        tx.after(lambda: self._settled(domain.uuid, expectation, emitted))
 
     async def _apply_once(self, event: RuntimeEvent, origin: Origin | None) -> None:
         """Apply an event not applied before (a replay overlaps the live stream). One
@@ -582,7 +580,7 @@ class Monitor:
         emitted: set[Transition] = set()
         with self._store.transaction() as tx:
             for transition in transitions:
-                if self._redundant(domain, transition) or self._relisted(domain, transition):
+                if self._redundant(domain, transition) or _defined(transition, expectation):
                     continue
                 credited = expectation is not None and expectation.credits(transition)
                 origin: Origin = origin_override or ("agent" if credited else "external")
@@ -627,13 +625,6 @@ class Monitor:
             return {}
         params = {"memory_kib": observed.memory_kib, "vcpus": observed.vcpus}
         return {key: value for key, value in params.items() if value is not None}
-
-    def _relisted(self, domain: DomainObj, transition: Transition) -> bool:
-        """The create event of a define whose defined/added a re-list reported."""
-        if transition is not Lifecycle.DEFINED_ADDED or domain.uuid not in self._defined_by_relist:
-            return False
-        self._defined_by_relist.discard(domain.uuid)
-        return True
 
     @staticmethod
     def _redundant(domain: DomainObj, transition: Transition) -> bool:
@@ -845,6 +836,13 @@ def _defining(expectation: Expectation | None) -> bool:
         and Lifecycle.DEFINED_ADDED in expectation.until
         and not expectation.reached.is_set()
     )
+
+
+def _defined(transition: Transition, expectation: Expectation | None) -> bool:
+    """A create event that defines nothing: only a define in flight is defined by its
+    container's creation. Any other is late, its define reported already (by a re-list,
+    maybe of an agent that ran before and whose events are read again)."""
+    return transition is Lifecycle.DEFINED_ADDED and not _defining(expectation)
 
 
 def _rebooting(expectation: Expectation | None) -> bool:

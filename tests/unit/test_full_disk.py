@@ -17,11 +17,12 @@ from uuid import uuid4
 
 import pytest
 
+from agent.errors import VirtError
 from agent.host import operations, store
 from agent.host.dispatch import Dispatcher, Outcome
 from agent.host.outbox import Outbox
 from agent.host.store import StoreUnwritable
-from schemas.codes import DomainState, Lifecycle
+from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.events import EVENT_ADAPTER, DomainRef, LifecycleEvent, RebootEvent
 from tests.fakes import FakeDriver, FakeHost, FillableStore, fake_host
 
@@ -322,3 +323,35 @@ async def test_a_confirmation_that_cannot_be_written_waits_and_the_event_stays(
             await outbox.kill()
         assert disk.outbox_size() == 0
         assert set(sink.published) == {"h1:1"}
+
+
+async def test_an_undefine_whose_relisted_removal_cannot_be_committed_is_not_answered_yet(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker removed the domain's container and its event was lost: the re-read after
+    the wait finds it gone. If the disk fills as that removal is being committed, the
+    undefine waits: it is not answered (nor counted as done) on an event that was never
+    committed, and once the store can write its one undefined/removed is its own."""
+    monkeypatch.setattr(operations, "EVENT_WAIT_S", 0.05)
+    await rig.ok("domain.define", args={"spec": SPEC})
+    web = rig.host.domains.by_name("web")
+    assert web is not None and web.handle is not None
+
+    async def remove_unreported(handle: str) -> None:
+        if rig.driver.containers.pop(handle, None) is None:
+            raise VirtError(ErrorCode.OPERATION_FAILED, f"No such container: {handle}")
+        rig.disk.full = True
+
+    monkeypatch.setattr(rig.driver, "remove", remove_unreported)
+    undefine = rig.submit("domain.undefine", {"name": "web"})
+    await asyncio.wait_for(rig.disk.failures(2), WAIT_S)
+    assert not undefine.done()
+    assert rig.host.domains.by_name("web") is web and web.persistent
+    rig.disk.full = False
+    outcome = await asyncio.wait_for(undefine, WAIT_S)
+    assert outcome.reply.ok, outcome.reply
+    await rig.host.monitor.reconcile()
+    removed = [e for e in events(rig.disk) if e.lifecycle is Lifecycle.UNDEFINED_REMOVED]
+    assert [(e.origin, e.cause) for e in removed] == [("reconcile", outcome.reply.id)]
+    assert rig.host.domains.by_name("web") is None and rig.disk.domains() == []
+    assert_gap_free(rig.disk)

@@ -15,6 +15,8 @@ import pytest
 
 from agent.errors import VirtError
 from agent.host import monitor, operations
+from agent.host.domains import DomainTable
+from agent.host.monitor import Monitor
 from agent.host.operations import HANDLERS, Operations
 from agent.host.store import Store
 from schemas.codes import DomainState, ErrorCode, Lifecycle
@@ -219,6 +221,41 @@ async def test_a_define_whose_container_docker_lost_fails_and_defines_nothing(
     assert "lost the container" in failed.value.detail
     assert rig.host.domains.by_name("web") is None
     assert rig.events() == []
+
+
+async def test_a_define_a_relist_reported_is_reported_once_by_the_next_agent_too(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's create event did not come in time: the re-read reported the define. An
+    agent started afterwards reads Docker's events again from the last one applied,
+    that create event among them, and reports no second define."""
+    monkeypatch.setattr(operations, "EVENT_WAIT_S", 0.05)
+    await rig.run(command(Define, spec={**SPEC, "name": "first"}))
+    driver = rig.host.driver
+    create = driver.create
+
+    async def create_unreported(name: str, uuid: UUID, spec: DomainSpec) -> str:
+        with monkeypatch.context() as muted:
+            muted.setattr(driver._events, "put_nowait", lambda event: None)
+            return await create(name, uuid, spec)
+
+    monkeypatch.setattr(driver, "create", create_unreported)
+    define = command(Define, spec=SPEC)
+    await rig.run(define)
+    domains = DomainTable()
+    for domain in rig.host.store.domains():
+        domains.add(domain)
+    restarted = Monitor("h1", domains, rig.host.store, driver, lambda: None)
+    running = asyncio.create_task(restarted.run())
+    try:
+        await asyncio.wait_for(restarted.connected.wait(), WAIT_S)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    added = [e for e in rig.events() if e.lifecycle is Lifecycle.DEFINED_ADDED]
+    assert [(e.domain.name, e.origin, e.cause) for e in added][1:] == [
+        ("web", "reconcile", define.id)
+    ]
 
 
 async def test_a_failed_define_removes_the_container_docker_made_unanswered(rig: Rig) -> None:
