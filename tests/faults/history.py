@@ -53,6 +53,11 @@ TOLERATED = frozenset({"OPERATION_FAILED", "OPERATION_INVALID", "NO_DOMAIN", "DO
 behind its orchestrator's back."""
 STATES = {1: "running", 3: "paused", 5: "shutoff"}
 """libvirt's state numbers as the agent lists them."""
+REMOVING = "removing"
+"""Docker's state for a container it is removing, or failed to remove and marked dead
+(its own overlay mount still busy after an engine restart): not running, and gone once
+Docker manages. It matches a domain shut off (an undefine Docker refused) or gone (a
+stopped transient domain, an undefine whose removal Docker left half done)."""
 
 
 @dataclass
@@ -345,7 +350,7 @@ def _final(
     for name, state in final.items():
         if STATES.get(listed.get(name, -1)) != state:
             report.lost.append(f"{name}: events end in {state}, the agent lists {listed.get(name)}")
-        if docker is not None and docker.get(name) != state:
+        if docker is not None and not _as_docker_has_it(docker.get(name), state):
             report.lost.append(f"{name}: events end in {state}, Docker has {docker.get(name)}")
     for name, number in listed.items():
         if name not in final:
@@ -353,6 +358,10 @@ def _final(
     for name, state in (docker or {}).items():
         if name not in final:
             report.lost.append(f"{name}: Docker has it {state} without any event")
+
+
+def _as_docker_has_it(docker_state: str | None, state: str | None) -> bool:
+    return docker_state == state or (docker_state == REMOVING and state in (None, "shutoff"))
 
 
 def _sequences(

@@ -39,7 +39,7 @@ from agent.host.driver import HOST_LABEL
 from schemas.events import DomainEvent
 from tests.faults.cluster import Cluster
 from tests.faults.harness import AgentProcess, Client, Recorder
-from tests.faults.history import TOLERATED, Effect, Report, Run, check, effect
+from tests.faults.history import REMOVING, TOLERATED, Effect, Report, Run, check, effect
 from tests.faults.proxy import Proxy
 from tests.soak.engine import Engine
 from tests.support.services import IMAGE, new_host
@@ -70,16 +70,12 @@ LOGS = Path("/tmp/virtbus-soak-logs")
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(SOAK_S + 900)]
 
-DOCKER_STATES: dict[str, str | None] = {
-    "running": "running",
-    "paused": "paused",
-    "removing": None,
-    "dead": None,
-}
+DOCKER_STATES = {"running": "running", "paused": "paused", "removing": REMOVING, "dead": REMOVING}
 """Docker's state → the domain's; anything else is shut off. A container Docker is
 removing, or failed to remove (Docker's own overlay mount still busy after an engine
-restart: it marks the container dead), is no domain in Docker's own words; the agent
-tries its removal again at each chance (the next define of the name, a re-list)."""
+restart: it marks the container dead), is a domain shut off or gone (history.REMOVING);
+the agent tries its removal again at each chance (the next define or undefine of the
+name, a re-list)."""
 
 
 @dataclass
@@ -336,7 +332,7 @@ def docker_states(engine: Engine, host: str) -> dict[str, str | None]:
     for line in listed.splitlines():
         handle, _, state = line.partition("\t")
         domain_state = DOCKER_STATES.get(state, "shutoff")
-        if domain_state is None:
+        if domain_state == REMOVING:
             print(f"Docker has not removed {handle} yet ({state})")
         states[handle.removeprefix(f"{host}.")] = domain_state
     return states

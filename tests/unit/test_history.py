@@ -11,7 +11,7 @@ import pytest
 
 from schemas.codes import Lifecycle
 from schemas.events import DomainEvent, DomainRef, LifecycleEvent, Origin, RebootEvent
-from tests.faults.history import TOLERATED, Report, Run, Sent, check
+from tests.faults.history import REMOVING, TOLERATED, Report, Run, Sent, check
 
 OPS = {
     "define": Lifecycle.DEFINED_ADDED,
@@ -289,6 +289,20 @@ def test_a_final_state_other_than_the_agents_or_dockers_is_lost(mode: dict[str, 
     ]
     report = clean().check({"a": 5}, docker={"a": "shutoff", "d": "running"}, **mode)
     assert report.lost == ["d: Docker has it running without any event"]
+
+
+@MODES
+def test_a_container_docker_is_removing_is_a_domain_shut_off_or_gone(
+    mode: dict[str, object],
+) -> None:
+    report = clean().check({"a": 5}, docker={"a": REMOVING, "b": REMOVING}, **mode)
+    assert report.lost == []
+    report = clean().check({"a": 5}, docker={"a": "shutoff", "d": REMOVING}, **mode)
+    assert report.lost == [f"d: Docker has it {REMOVING} without any event"]
+    running = History()
+    running.script("a", "define", "create")
+    report = interrupted(running).check({"a": 1}, docker={"a": REMOVING}, **mode)
+    assert report.lost == [f"a: events end in running, Docker has {REMOVING}"]
 
 
 def crash(detail: Lifecycle | None) -> History:
