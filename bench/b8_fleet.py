@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from contextlib import AsyncExitStack
 from dataclasses import asdict
@@ -264,7 +265,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         reason="issue 15's bound for the fleet; the old path alternates with it in the detail",
         at_most=GATHER_GOAL_S,
         detail=f"p99 {fmt(dist.p99 / 1000)} s over {dist.n} rounds; old path p50 "
-        f"{fmt(old.dist.p50 / 1000)} s",
+        f"{fmt(old.dist.p50 / 1000)} s; {cpu_floor(new_cpu, size)}",
     )
     for party, label in (("broker", "broker"), ("client", "gatherer")):
         result.ratio(
@@ -299,6 +300,18 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         detail=f"{received:,} of {expected:,} in {seconds:.2f} s = {fmt(rate)} events/s",
     )
     return result
+
+
+def cpu_floor(cpu: dict[str, float], size: int) -> str:
+    """The least time this machine's cores need for the broker's and the simulated
+    agents' own work in one gather (their CPU per reply x hosts / cores): a bound the
+    gatherer cannot beat on this machine, whatever it does."""
+    cores = os.cpu_count() or 1
+    own = cpu.get("broker", math.nan) + cpu.get("agents", math.nan)
+    return (
+        f"the broker's and the {size:,} simulated agents' own CPU ({own:.0f} µs per reply) "
+        f"alone needs {fmt(own * size / cores / 1e6)} s of this machine's {cores} cores"
+    )
 
 
 def gather_line(cost: PathCost) -> str:

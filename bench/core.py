@@ -558,6 +558,9 @@ class Cleanup:
         await self.sweep(docker)
 
 
+REMOVE_TIMEOUT_S = 60.0
+
+
 async def remove_containers(docker: aiodocker.Docker, host_matches: Callable[[str], bool]) -> int:
     """Force-remove every container whose ``virtbus.host`` label matches; returns how many."""
     entries: list[dict[str, Any]] = await docker._query_json(
@@ -572,10 +575,14 @@ async def remove_containers(docker: aiodocker.Docker, host_matches: Callable[[st
 
     async def remove(container_id: str) -> None:
         async with slots:
-            with contextlib.suppress(aiodocker.DockerError):
-                await docker._query_json(
-                    f"containers/{container_id}", method="DELETE", params={"force": "1", "v": "1"}
-                )
+            # a wedged engine never answers a forced removal (seen at 1,000 containers)
+            with contextlib.suppress(aiodocker.DockerError, TimeoutError):
+                async with asyncio.timeout(REMOVE_TIMEOUT_S):
+                    await docker._query_json(
+                        f"containers/{container_id}",
+                        method="DELETE",
+                        params={"force": "1", "v": "1"},
+                    )
 
     await asyncio.gather(*(remove(c) for c in doomed))
     return len(doomed)
