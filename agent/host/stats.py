@@ -9,7 +9,6 @@ second's sampling wait: a host's bulk statistics are one pass over small files.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import weakref
 from collections.abc import Callable, Iterable
@@ -66,12 +65,10 @@ class CgroupCache:
     """Where each running domain's cgroup is, found once per run of the domain: its
     init stays in the cgroup it was started in, so (uuid, pid) names one cgroup, and
     a statistics call reads only the counters, not ``/proc/PID/cgroup`` and the
-    directories it names. The run's ``DomainRef`` is kept beside it (made again if the
-    name or id has changed)."""
+    directories it names."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[UUID, int], cgroups.Cgroup] = {}
-        self._refs: dict[tuple[UUID, int], DomainRef] = {}
 
     def of(self, domain: DomainObj, proc: Path, root: Path) -> cgroups.Cgroup:
         key = (domain.uuid, domain.pid)
@@ -80,31 +77,16 @@ class CgroupCache:
             found = self._found[key] = cgroups.Cgroup.of(domain.pid, proc, root)
         return found
 
-    def ref(self, domain: DomainObj) -> DomainRef:
-        key = (domain.uuid, domain.pid)
-        ref = self._refs.get(key)
-        name, id_ = domain.name, domain.id
-        if ref is None or ref.name != name or ref.id != id_:
-            # unvalidated: the agent's own name, uuid and id
-            ref = self._refs[key] = DomainRef.model_construct(name=name, uuid=domain.uuid, id=id_)
-        return ref
-
     def keep(self, domains: Iterable[DomainObj]) -> None:
         """Forget the cgroups of runs that are over."""
         live = {(domain.uuid, domain.pid) for domain in domains}
         for key in self._found.keys() - live:
             del self._found[key]
-        for key in self._refs.keys() - live:
-            del self._refs[key]
 
 
 class Reader:
     """One domain's statistics: each group read from its own files, a group whose files
-    cannot be read left out (libvirt leaves out what a driver cannot read).
-
-    A group reads all its files before it writes a key, so a group that fails to read
-    adds nothing; each writes straight into the record's one dict (a bulk call builds
-    thousands of values, so no per-group dict is built and merged)."""
+    cannot be read left out (libvirt leaves out what a driver cannot read)."""
 
     def __init__(
         self,
@@ -124,7 +106,6 @@ class Reader:
         self._cache = cache or CgroupCache()
         self._cgroup: cgroups.Cgroup | None = None
         self._cpu: cgroups.CpuTimes | None = None
-        self._time = datetime.now(UTC)
 
     @property
     def cgroup(self) -> cgroups.Cgroup:
@@ -139,79 +120,79 @@ class Reader:
         return self._cpu
 
     def read(self, groups: Iterable[StatGroup]) -> DomainStats:
-        self._time = datetime.now(UTC)
+        time = datetime.now(UTC)
         stats: Stats = {}
-        live = self.live
         for group in groups:
-            if not live and group != "state" and group not in OFFLINE_GROUPS:
+            if group != "state" and group not in OFFLINE_GROUPS and not self.live:
                 continue
             try:
-                GROUPS[group](self, stats)
+                stats.update(GROUPS[group](self))
             except READ_ERRORS as error:
                 log.debug("domain %s: no %s statistics: %s", self.domain.name, group, error)
         # built unvalidated: every value is an int or a str read above, and a bulk
         # reply holds thousands of them
-        ref = self._cache.ref(self.domain)
-        return DomainStats.model_construct(domain=ref, time=self._time, stats=stats)
+        domain = self.domain
+        ref = DomainRef.model_construct(name=domain.name, uuid=domain.uuid, id=domain.id)
+        return DomainStats.model_construct(domain=ref, time=time, stats=stats)
 
-    def state(self, stats: Stats) -> None:
-        stats["state.state"] = int(self.domain.state)
-        stats["state.reason"] = int(self.domain.reason)
+    def state(self) -> Stats:
+        return {"state.state": int(self.domain.state), "state.reason": int(self.domain.reason)}
 
-    def cpu_total(self, stats: Stats) -> None:
-        cpu = self.cpu
-        stats["cpu.time"] = cpu.total
-        stats["cpu.user"] = cpu.user
-        stats["cpu.system"] = cpu.system
+    def cpu_total(self) -> Stats:
+        return {
+            "cpu.time": self.cpu.total,
+            "cpu.user": self.cpu.user,
+            "cpu.system": self.cpu.system,
+        }
 
-    def balloon(self, stats: Stats) -> None:
+    def balloon(self) -> Stats:
         """A container has one memory limit, no balloon: current and maximum are both
         that limit (what setmem and setmaxmem set), the rest the cgroup's use of it."""
-        limit = self.max_mem_kib
-        stats["balloon.current"] = limit
-        stats["balloon.maximum"] = limit
+        stats: Stats = {"balloon.current": self.max_mem_kib, "balloon.maximum": self.max_mem_kib}
         if not self.live:
-            return
+            return stats
         try:
             use = cgroups.memory(self.cgroup)
         except READ_ERRORS:
-            return
-        unused = max(0, limit - use.usage // 1024)
-        stats["balloon.swap_in"] = 0
-        stats["balloon.swap_out"] = 0
-        stats["balloon.major_fault"] = use.major_faults
-        stats["balloon.minor_fault"] = use.minor_faults
-        stats["balloon.unused"] = unused
-        stats["balloon.available"] = limit
-        stats["balloon.usable"] = unused + use.cache // 1024
-        stats["balloon.rss"] = use.rss // 1024
-        stats["balloon.disk_caches"] = use.cache // 1024
-        stats["balloon.last-update"] = int(self._time.timestamp())
+            return stats
+        unused = max(0, self.max_mem_kib - use.usage // 1024)
+        return stats | {
+            "balloon.swap_in": 0,
+            "balloon.swap_out": 0,
+            "balloon.major_fault": use.major_faults,
+            "balloon.minor_fault": use.minor_faults,
+            "balloon.unused": unused,
+            "balloon.available": self.max_mem_kib,
+            "balloon.usable": unused + use.cache // 1024,
+            "balloon.rss": use.rss // 1024,
+            "balloon.disk_caches": use.cache // 1024,
+            "balloon.last-update": int(datetime.now(UTC).timestamp()),
+        }
 
-    def vcpu(self, stats: Stats) -> None:
+    def vcpu(self) -> Stats:
         """A container's vCPUs are its CPU quota: each is running while the domain is
         and shows an even share of the domain's CPU time."""
-        stats["vcpu.current"] = self.vcpus
-        stats["vcpu.maximum"] = self.vcpus
+        stats: Stats = {"vcpu.current": self.vcpus, "vcpu.maximum": self.vcpus}
         if not self.live:
-            return
+            return stats
+        running = self.domain.state is DomainState.RUNNING
         try:
             share = self.cpu.total // self.vcpus
         except READ_ERRORS:
-            return
-        state = VCPU_RUNNING if self.domain.state is DomainState.RUNNING else VCPU_OFFLINE
-        for state_key, time_key in vcpu_keys(self.vcpus):
-            stats[state_key] = state
-            stats[time_key] = share
+            return stats
+        for number in range(self.vcpus):
+            stats[f"vcpu.{number}.state"] = VCPU_RUNNING if running else VCPU_OFFLINE
+            stats[f"vcpu.{number}.time"] = share
+        return stats
 
-    def interface(self, stats: Stats) -> None:
+    def interface(self) -> Stats:
         """The domain's interfaces as it sees them (its loopback left out), by name."""
         found = [
             (name, counters)
             for name, counters in cgroups.interfaces(self.domain.pid, self.proc).items()
             if name != LOOPBACK
         ]
-        stats["net.count"] = len(found)
+        stats: Stats = {"net.count": len(found)}
         for index, (name, counters) in enumerate(found):
             prefix = f"net.{index}"
             stats[f"{prefix}.name"] = name
@@ -219,42 +200,41 @@ class Reader:
                 for counter in ("bytes", "pkts", "errs", "drop"):
                     value = getattr(counters, f"{direction}_{counter}")
                     stats[f"{prefix}.{direction}.{counter}"] = value
+        return stats
 
-    def block(self, stats: Stats) -> None:
+    def block(self) -> Stats:
         io = cgroups.block_io(self.cgroup, self.proc)
-        stats["block.count"] = 1
-        stats["block.0.name"] = ROOT_DISK
-        stats["block.0.rd.reqs"] = io.rd_reqs
-        stats["block.0.rd.bytes"] = io.rd_bytes
-        stats["block.0.wr.reqs"] = io.wr_reqs
-        stats["block.0.wr.bytes"] = io.wr_bytes
+        return {
+            "block.count": 1,
+            "block.0.name": ROOT_DISK,
+            "block.0.rd.reqs": io.rd_reqs,
+            "block.0.rd.bytes": io.rd_bytes,
+            "block.0.wr.reqs": io.wr_reqs,
+            "block.0.wr.bytes": io.wr_bytes,
+        }
 
-    def pids(self, stats: Stats) -> None:
+    def pids(self) -> Stats:
         current, limit = cgroups.pids(self.cgroup)
-        stats["pids.current"] = current
+        stats: Stats = {"pids.current": current}
         if limit is not None:
             stats["pids.limit"] = limit
+        return stats
 
-    def percpu(self, stats: Stats) -> None:
+    def percpu(self) -> Stats:
         times = cgroups.per_cpu_ns(self.cgroup)
-        stats["percpu.count"] = len(times)
+        stats: Stats = {"percpu.count": len(times)}
         for cpu, time_ns in enumerate(times):
             stats[f"percpu.{cpu}.time"] = time_ns
+        return stats
 
-    def affinity(self, stats: Stats) -> None:
-        cpus = cgroups.cpuset(self.cgroup)
-        last = cgroups.last_cpu(self.domain.pid, self.proc)
-        stats["affinity.cpuset"] = cpus
-        stats["affinity.cpu"] = last
-
-
-@functools.cache
-def vcpu_keys(vcpus: int) -> tuple[tuple[str, str], ...]:
-    """``vcpu.N.state`` and ``vcpu.N.time`` of each vCPU, made once per count."""
-    return tuple((f"vcpu.{n}.state", f"vcpu.{n}.time") for n in range(vcpus))
+    def affinity(self) -> Stats:
+        return {
+            "affinity.cpuset": cgroups.cpuset(self.cgroup),
+            "affinity.cpu": cgroups.last_cpu(self.domain.pid, self.proc),
+        }
 
 
-GROUPS: dict[StatGroup, Callable[[Reader, Stats], None]] = {
+GROUPS: dict[StatGroup, Callable[[Reader], Stats]] = {
     "state": Reader.state,
     "cpu-total": Reader.cpu_total,
     "balloon": Reader.balloon,
@@ -280,13 +260,13 @@ def cgroup_cache(ops: Operations) -> CgroupCache:
     return cache
 
 
-def reader(ops: Operations, domain: DomainObj, cache: CgroupCache | None = None) -> Reader:
+def reader(ops: Operations, domain: DomainObj) -> Reader:
     engine = ops.engine
     return Reader(
         domain,
         domain.spec.memory_kib or engine.memory_kib,
         domain.spec.vcpus or engine.cpus,
-        cache=cache or cgroup_cache(ops),
+        cache=cgroup_cache(ops),
     )
 
 
@@ -308,15 +288,13 @@ async def get_all_domain_stats(ops: Operations, command: GetAllDomainStats) -> D
     domains."""
     groups = wanted(command.args.groups)
     chosen = sorted((d for d in ops.domains if d.matches(command.args.flags)), key=lambda d: d.name)
-    cache = cgroup_cache(ops)
-    cache.keep(ops.domains)
+    cgroup_cache(ops).keep(ops.domains)
     records: list[DomainStats] = []
     for start in range(0, len(chosen), READ_AT_ONCE):
         if start:
             await asyncio.sleep(0)
         records += [
-            reader(ops, domain, cache).read(groups)
-            for domain in chosen[start : start + READ_AT_ONCE]
+            reader(ops, domain).read(groups) for domain in chosen[start : start + READ_AT_ONCE]
         ]
     return DomainStatsList.model_construct(records=records)
 
