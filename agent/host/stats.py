@@ -9,6 +9,7 @@ second's sampling wait: a host's bulk statistics are one pass over small files.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import Callable, Iterable
@@ -65,10 +66,12 @@ class CgroupCache:
     """Where each running domain's cgroup is, found once per run of the domain: its
     init stays in the cgroup it was started in, so (uuid, pid) names one cgroup, and
     a statistics call reads only the counters, not ``/proc/PID/cgroup`` and the
-    directories it names."""
+    directories it names. The run's ``DomainRef`` is kept beside it (made again if the
+    name or id has changed)."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[UUID, int], cgroups.Cgroup] = {}
+        self._refs: dict[tuple[UUID, int], DomainRef] = {}
 
     def of(self, domain: DomainObj, proc: Path, root: Path) -> cgroups.Cgroup:
         key = (domain.uuid, domain.pid)
@@ -77,16 +80,31 @@ class CgroupCache:
             found = self._found[key] = cgroups.Cgroup.of(domain.pid, proc, root)
         return found
 
+    def ref(self, domain: DomainObj) -> DomainRef:
+        key = (domain.uuid, domain.pid)
+        ref = self._refs.get(key)
+        name, id_ = domain.name, domain.id
+        if ref is None or ref.name != name or ref.id != id_:
+            # unvalidated: the agent's own name, uuid and id
+            ref = self._refs[key] = DomainRef.model_construct(name=name, uuid=domain.uuid, id=id_)
+        return ref
+
     def keep(self, domains: Iterable[DomainObj]) -> None:
         """Forget the cgroups of runs that are over."""
         live = {(domain.uuid, domain.pid) for domain in domains}
         for key in self._found.keys() - live:
             del self._found[key]
+        for key in self._refs.keys() - live:
+            del self._refs[key]
 
 
 class Reader:
     """One domain's statistics: each group read from its own files, a group whose files
-    cannot be read left out (libvirt leaves out what a driver cannot read)."""
+    cannot be read left out (libvirt leaves out what a driver cannot read).
+
+    A group reads all its files before it writes a key, so a group that fails to read
+    adds nothing; each writes straight into the record's one dict (a bulk call builds
+    thousands of values, so no per-group dict is built and merged)."""
 
     def __init__(
         self,
@@ -106,6 +124,7 @@ class Reader:
         self._cache = cache or CgroupCache()
         self._cgroup: cgroups.Cgroup | None = None
         self._cpu: cgroups.CpuTimes | None = None
+        self._time = datetime.now(UTC)
 
     @property
     def cgroup(self) -> cgroups.Cgroup:
@@ -120,79 +139,79 @@ class Reader:
         return self._cpu
 
     def read(self, groups: Iterable[StatGroup]) -> DomainStats:
-        time = datetime.now(UTC)
+        self._time = datetime.now(UTC)
         stats: Stats = {}
+        live = self.live
         for group in groups:
-            if group != "state" and group not in OFFLINE_GROUPS and not self.live:
+            if not live and group != "state" and group not in OFFLINE_GROUPS:
                 continue
             try:
-                stats.update(GROUPS[group](self))
+                GROUPS[group](self, stats)
             except READ_ERRORS as error:
                 log.debug("domain %s: no %s statistics: %s", self.domain.name, group, error)
         # built unvalidated: every value is an int or a str read above, and a bulk
         # reply holds thousands of them
-        domain = self.domain
-        ref = DomainRef.model_construct(name=domain.name, uuid=domain.uuid, id=domain.id)
-        return DomainStats.model_construct(domain=ref, time=time, stats=stats)
+        ref = self._cache.ref(self.domain)
+        return DomainStats.model_construct(domain=ref, time=self._time, stats=stats)
 
-    def state(self) -> Stats:
-        return {"state.state": int(self.domain.state), "state.reason": int(self.domain.reason)}
+    def state(self, stats: Stats) -> None:
+        stats["state.state"] = int(self.domain.state)
+        stats["state.reason"] = int(self.domain.reason)
 
-    def cpu_total(self) -> Stats:
-        return {
-            "cpu.time": self.cpu.total,
-            "cpu.user": self.cpu.user,
-            "cpu.system": self.cpu.system,
-        }
+    def cpu_total(self, stats: Stats) -> None:
+        cpu = self.cpu
+        stats["cpu.time"] = cpu.total
+        stats["cpu.user"] = cpu.user
+        stats["cpu.system"] = cpu.system
 
-    def balloon(self) -> Stats:
+    def balloon(self, stats: Stats) -> None:
         """A container has one memory limit, no balloon: current and maximum are both
         that limit (what setmem and setmaxmem set), the rest the cgroup's use of it."""
-        stats: Stats = {"balloon.current": self.max_mem_kib, "balloon.maximum": self.max_mem_kib}
+        limit = self.max_mem_kib
+        stats["balloon.current"] = limit
+        stats["balloon.maximum"] = limit
         if not self.live:
-            return stats
+            return
         try:
             use = cgroups.memory(self.cgroup)
         except READ_ERRORS:
-            return stats
-        unused = max(0, self.max_mem_kib - use.usage // 1024)
-        return stats | {
-            "balloon.swap_in": 0,
-            "balloon.swap_out": 0,
-            "balloon.major_fault": use.major_faults,
-            "balloon.minor_fault": use.minor_faults,
-            "balloon.unused": unused,
-            "balloon.available": self.max_mem_kib,
-            "balloon.usable": unused + use.cache // 1024,
-            "balloon.rss": use.rss // 1024,
-            "balloon.disk_caches": use.cache // 1024,
-            "balloon.last-update": int(datetime.now(UTC).timestamp()),
-        }
+            return
+        unused = max(0, limit - use.usage // 1024)
+        stats["balloon.swap_in"] = 0
+        stats["balloon.swap_out"] = 0
+        stats["balloon.major_fault"] = use.major_faults
+        stats["balloon.minor_fault"] = use.minor_faults
+        stats["balloon.unused"] = unused
+        stats["balloon.available"] = limit
+        stats["balloon.usable"] = unused + use.cache // 1024
+        stats["balloon.rss"] = use.rss // 1024
+        stats["balloon.disk_caches"] = use.cache // 1024
+        stats["balloon.last-update"] = int(self._time.timestamp())
 
-    def vcpu(self) -> Stats:
+    def vcpu(self, stats: Stats) -> None:
         """A container's vCPUs are its CPU quota: each is running while the domain is
         and shows an even share of the domain's CPU time."""
-        stats: Stats = {"vcpu.current": self.vcpus, "vcpu.maximum": self.vcpus}
+        stats["vcpu.current"] = self.vcpus
+        stats["vcpu.maximum"] = self.vcpus
         if not self.live:
-            return stats
-        running = self.domain.state is DomainState.RUNNING
+            return
         try:
             share = self.cpu.total // self.vcpus
         except READ_ERRORS:
-            return stats
-        for number in range(self.vcpus):
-            stats[f"vcpu.{number}.state"] = VCPU_RUNNING if running else VCPU_OFFLINE
-            stats[f"vcpu.{number}.time"] = share
-        return stats
+            return
+        state = VCPU_RUNNING if self.domain.state is DomainState.RUNNING else VCPU_OFFLINE
+        for state_key, time_key in vcpu_keys(self.vcpus):
+            stats[state_key] = state
+            stats[time_key] = share
 
-    def interface(self) -> Stats:
+    def interface(self, stats: Stats) -> None:
         """The domain's interfaces as it sees them (its loopback left out), by name."""
         found = [
             (name, counters)
             for name, counters in cgroups.interfaces(self.domain.pid, self.proc).items()
             if name != LOOPBACK
         ]
-        stats: Stats = {"net.count": len(found)}
+        stats["net.count"] = len(found)
         for index, (name, counters) in enumerate(found):
             prefix = f"net.{index}"
             stats[f"{prefix}.name"] = name
@@ -200,41 +219,42 @@ class Reader:
                 for counter in ("bytes", "pkts", "errs", "drop"):
                     value = getattr(counters, f"{direction}_{counter}")
                     stats[f"{prefix}.{direction}.{counter}"] = value
-        return stats
 
-    def block(self) -> Stats:
+    def block(self, stats: Stats) -> None:
         io = cgroups.block_io(self.cgroup, self.proc)
-        return {
-            "block.count": 1,
-            "block.0.name": ROOT_DISK,
-            "block.0.rd.reqs": io.rd_reqs,
-            "block.0.rd.bytes": io.rd_bytes,
-            "block.0.wr.reqs": io.wr_reqs,
-            "block.0.wr.bytes": io.wr_bytes,
-        }
+        stats["block.count"] = 1
+        stats["block.0.name"] = ROOT_DISK
+        stats["block.0.rd.reqs"] = io.rd_reqs
+        stats["block.0.rd.bytes"] = io.rd_bytes
+        stats["block.0.wr.reqs"] = io.wr_reqs
+        stats["block.0.wr.bytes"] = io.wr_bytes
 
-    def pids(self) -> Stats:
+    def pids(self, stats: Stats) -> None:
         current, limit = cgroups.pids(self.cgroup)
-        stats: Stats = {"pids.current": current}
+        stats["pids.current"] = current
         if limit is not None:
             stats["pids.limit"] = limit
-        return stats
 
-    def percpu(self) -> Stats:
+    def percpu(self, stats: Stats) -> None:
         times = cgroups.per_cpu_ns(self.cgroup)
-        stats: Stats = {"percpu.count": len(times)}
+        stats["percpu.count"] = len(times)
         for cpu, time_ns in enumerate(times):
             stats[f"percpu.{cpu}.time"] = time_ns
-        return stats
 
-    def affinity(self) -> Stats:
-        return {
-            "affinity.cpuset": cgroups.cpuset(self.cgroup),
-            "affinity.cpu": cgroups.last_cpu(self.domain.pid, self.proc),
-        }
+    def affinity(self, stats: Stats) -> None:
+        cpus = cgroups.cpuset(self.cgroup)
+        last = cgroups.last_cpu(self.domain.pid, self.proc)
+        stats["affinity.cpuset"] = cpus
+        stats["affinity.cpu"] = last
 
 
-GROUPS: dict[StatGroup, Callable[[Reader], Stats]] = {
+@functools.cache
+def vcpu_keys(vcpus: int) -> tuple[tuple[str, str], ...]:
+    """``vcpu.N.state`` and ``vcpu.N.time`` of each vCPU, made once per count."""
+    return tuple((f"vcpu.{n}.state", f"vcpu.{n}.time") for n in range(vcpus))
+
+
+GROUPS: dict[StatGroup, Callable[[Reader, Stats], None]] = {
     "state": Reader.state,
     "cpu-total": Reader.cpu_total,
     "balloon": Reader.balloon,
@@ -260,13 +280,13 @@ def cgroup_cache(ops: Operations) -> CgroupCache:
     return cache
 
 
-def reader(ops: Operations, domain: DomainObj) -> Reader:
+def reader(ops: Operations, domain: DomainObj, cache: CgroupCache | None = None) -> Reader:
     engine = ops.engine
     return Reader(
         domain,
         domain.spec.memory_kib or engine.memory_kib,
         domain.spec.vcpus or engine.cpus,
-        cache=cgroup_cache(ops),
+        cache=cache or cgroup_cache(ops),
     )
 
 
@@ -288,13 +308,15 @@ async def get_all_domain_stats(ops: Operations, command: GetAllDomainStats) -> D
     domains."""
     groups = wanted(command.args.groups)
     chosen = sorted((d for d in ops.domains if d.matches(command.args.flags)), key=lambda d: d.name)
-    cgroup_cache(ops).keep(ops.domains)
+    cache = cgroup_cache(ops)
+    cache.keep(ops.domains)
     records: list[DomainStats] = []
     for start in range(0, len(chosen), READ_AT_ONCE):
         if start:
             await asyncio.sleep(0)
         records += [
-            reader(ops, domain).read(groups) for domain in chosen[start : start + READ_AT_ONCE]
+            reader(ops, domain, cache).read(groups)
+            for domain in chosen[start : start + READ_AT_ONCE]
         ]
     return DomainStatsList.model_construct(records=records)
 
