@@ -607,11 +607,13 @@ class Connection:
         event: str | None = None,
         presence: bool = False,
         on_state: StateListener | None = None,
+        last: int | None = None,
     ) -> EventHistory:
         """The fleet's recorded events from ``since`` (an offset of the history, a time,
         ``"first"``, ``"next"``), then live, on a connection of its own that survives a
         broker restart; filtered as ``events`` (``presence``: with the agents' arrivals
-        and goodbyes). Yields ``Replayed(offset, event)``."""
+        and goodbyes); with ``last``, no more than the history's newest ``last`` events.
+        Yields ``Replayed(offset, event)``."""
         return EventHistory(
             self._url,
             since,
@@ -620,6 +622,7 @@ class Connection:
             kind=kind,
             event=event,
             presence=presence,
+            last=last,
             ssl_context=self._ssl_context,
             on_state=on_state,
         )

@@ -14,7 +14,12 @@ from types import TracebackType
 from typing import Literal
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from pydantic import ValidationError
 
 from agent.client.events import EventKind
@@ -28,6 +33,9 @@ Since = int | datetime | Literal["first", "last", "next"]
 StateListener = Callable[[bool, str], None]
 """Told (connected, why) each time the reader loses or regains the broker."""
 PREFETCH = 500
+TAIL_WAIT_S = 5.0
+"""How long a reader with ``last`` waits for the broker to show the history's newest
+offset before it reads from ``since`` instead."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,9 @@ class EventHistory:
     retried every ``retry_s`` and reading resumes right after the last offset delivered,
     so nothing published in between is skipped while the history still holds it.
     ``on_state`` is told each loss and recovery. A ``datetime`` start skips events older
-    than it (the broker starts at the chunk that holds it)."""
+    than it (the broker starts at the chunk that holds it). With ``last``, reading starts
+    no earlier than ``last`` offsets before the history's newest (counted before the
+    filter), so a reader that wants the recent past does not replay a long one."""
 
     def __init__(
         self,
@@ -80,6 +90,7 @@ class EventHistory:
         kind: EventKind | None = None,
         event: str | None = None,
         presence: bool = False,
+        last: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
         retry_s: float = 1.0,
         on_state: StateListener | None = None,
@@ -89,6 +100,7 @@ class EventHistory:
         self._ssl_context = ssl_context
         self._since = since
         self._filter = (host, domain, kind, event, presence)
+        self._last = last
         self._retry_s = retry_s
         self._on_state = on_state
         self._name = name
@@ -186,6 +198,8 @@ class EventHistory:
         await channel.set_qos(prefetch_count=PREFETCH)
         queue = await channel.declare_queue(HISTORY_QUEUE, passive=True)
         start: Since = self._since if self._next is None else self._next
+        if self._next is None and self._last is not None:
+            start = await _no_earlier_than(connection, queue, start, self._last)
         await queue.consume(self._take, arguments={"x-stream-offset": start})
 
     async def _take(self, message: AbstractIncomingMessage) -> None:
@@ -202,6 +216,44 @@ class EventHistory:
             return
         if _wanted(event, *self._filter):
             self._arrived.put_nowait(Replayed(offset, event))
+
+
+async def _no_earlier_than(
+    connection: AbstractConnection, queue: AbstractQueue, since: Since, last: int
+) -> Since:
+    """``since``, or ``last`` offsets before the newest if that is later."""
+    if since in ("last", "next") or not queue.declaration_result.message_count:
+        return since
+    newest = await _newest_offset(connection)
+    if newest is None:
+        return since
+    floor = max(newest + 1 - last, 0)
+    if isinstance(since, int):
+        return max(since, floor)
+    return floor  # a time: events older than it are still skipped on arrival
+
+
+async def _newest_offset(connection: AbstractConnection) -> int | None:
+    """The offset a reader from ``last`` gets first (the start of the newest chunk), on a
+    channel of its own that is closed with what it still holds."""
+    found: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def take(message: AbstractIncomingMessage) -> None:
+        offset = message.headers.get("x-stream-offset")
+        if isinstance(offset, int) and not found.done():
+            found.set_result(offset)
+
+    channel = await connection.channel()
+    try:
+        await channel.set_qos(prefetch_count=1)
+        queue = await channel.declare_queue(HISTORY_QUEUE, passive=True)
+        await queue.consume(take, arguments={"x-stream-offset": "last"})
+        return await asyncio.wait_for(found, TAIL_WAIT_S)
+    except TimeoutError:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
 
 
 async def _declared(channel: AbstractChannel) -> bool:

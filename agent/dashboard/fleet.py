@@ -27,7 +27,8 @@ Presence = Literal["alive", "missing", "offline"]
 PRESENCE: dict[str, Presence] = {"alive": "alive", "lost": "missing", "offline": "offline"}
 RECENT_EVENTS = 2000
 HISTORY_WINDOW = timedelta(hours=1)
-"""The feed opens with the events of the last hour that the history still holds."""
+"""The feed opens with the events of the last hour that the history still holds, the
+newest ``RECENT_EVENTS`` of them at most: a busy fleet's hour is not replayed whole."""
 SUBSCRIBER_BACKLOG = 20_000
 """A page that falls this far behind is dropped; it reconnects and starts over."""
 
@@ -107,7 +108,10 @@ class Fleet:
 
     async def start(self, discover_s: float = 2.0) -> None:
         self._history = self._conn.history(
-            datetime.now(UTC) - HISTORY_WINDOW, presence=True, on_state=self._broker_state
+            datetime.now(UTC) - HISTORY_WINDOW,
+            presence=True,
+            on_state=self._broker_state,
+            last=RECENT_EVENTS,
         )
         await self._history.start()
         self._registry = self._conn.hosts(discover_s=0)

@@ -290,15 +290,23 @@ async def workload(
     rounds: int,
     fault_at: int,
     fault: Callable[[], Coroutine[Any, Any, None]],
+    through: bool = False,
 ) -> tuple[Run, asyncio.Task[None] | None]:
     """Each domain runs SCRIPT ``rounds`` times, one command after another; domains run
-    side by side. ``fault`` starts once ``fault_at`` commands have been answered."""
+    side by side. ``fault`` starts once ``fault_at`` commands have been answered. With
+    ``through``, each domain goes on with more rounds until the fault has ended, so that
+    commands are in flight however long the fault takes to strike."""
     run = Run()
     injected: asyncio.Task[None] | None = None
 
+    def more(done: int) -> bool:
+        return done < rounds or (through and injected is not None and not injected.done())
+
     async def drive(name: str) -> None:
         nonlocal injected
-        for _ in range(rounds):
+        done = 0
+        while more(done):
+            done += 1
             for op in SCRIPT:
                 if op == "define":
                     spec = {"name": name, "image": IMAGE, "command": ["sleep", "3600"]}

@@ -75,13 +75,14 @@ async def run_scenario(
     external: dict[str, list[Effect]] | None = None,
     tolerant: bool = False,
     must_interrupt: bool = True,
+    through: bool = False,
 ) -> Report:
     """Run the workload with ``fault`` injected and check its history. ``tolerant``:
     the fault makes Docker refuse calls for a while, so up to half the commands may fail
     with a tolerated code (and cause nothing). ``must_interrupt``: the fault touches the
     agent's own work, so the run must show it (a re-send, redelivery, error or
     reconcile); a fault on a node the agent does not use proves instead that the work
-    went on untouched."""
+    went on untouched. ``through``: the workload goes on until the fault has ended."""
     host = new_host()
     agent = AgentProcess(
         host, tmp_path / "state", agent_urls or stage.urls, stage.queue_type, tmp_path / "agent.log"
@@ -93,7 +94,9 @@ async def run_scenario(
         await agent.start()
         await client.call("host.ping")
         prelude = await before(client) if before else []
-        run, injected = await workload(client, DOMAINS, ROUNDS, FAULT_AT, lambda: fault(agent))
+        run, injected = await workload(
+            client, DOMAINS, ROUNDS, FAULT_AT, lambda: fault(agent), through=through
+        )
         assert injected is not None
         await injected
         run.sent[:0] = prelude
@@ -275,6 +278,7 @@ async def test_cluster_node_stopped_and_started(
         bounce,
         tmp_path,
         must_interrupt=role == "agent's node",
+        through=True,  # a node takes seconds to stop; the workload would be over
     )
 
 

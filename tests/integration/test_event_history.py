@@ -46,6 +46,26 @@ async def test_a_late_reader_replays_from_a_time_then_from_an_offset(
     assert again == started
 
 
+async def test_a_reader_of_the_recent_past_skips_the_older_history(
+    conn: Connection, host: Host
+) -> None:
+    """``last``: a reader starts near the history's newest events, however long the
+    history since its time (the dashboard opens with the newest of the last hour)."""
+    before = datetime.now(UTC)
+    await host.ok("domain.define", args={"spec": spec("web")})
+    for op in ("domain.create", "domain.suspend", "domain.resume", "domain.destroy"):
+        await host.ok(op, "web")
+
+    async with conn.history(before, host=host.name, kind="lifecycle") as replay:
+        whole = [(await replay.next(30)).event for _ in range(5)]
+    async with conn.history(before, host=host.name, kind="lifecycle", last=1) as replay:
+        recent = await replay.next(30)
+    assert [e.event for e in whole if isinstance(e, LifecycleEvent)] == [
+        "defined", "started", "suspended", "resumed", "stopped"
+    ]  # fmt: skip
+    assert recent.event == whole[-1]
+
+
 async def test_event_verb_replays_with_since(conn: Connection, host: Host, cli: CLI) -> None:
     await host.ok("domain.define", args={"spec": spec("web")})
     await host.ok("domain.create", "web")
