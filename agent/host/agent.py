@@ -187,7 +187,6 @@ class Agent:
             max_body_bytes=self.config.max_message_bytes,
             recovered=self._monitor.recovered,
         )
-        await with_engine(operations.forbid_docker_restarts)
         await attach_networks(operations, self._store.networks()).restore()
         await with_engine(operations.count_snapshots)
         await operations.autostart()

@@ -772,9 +772,16 @@ class Monitor:
         """Compare the domains with what Docker has now and publish what was missed.
 
         Domains with an operation in flight are left to it: their events are coming.
+        A container that carries a Docker restart policy (an earlier agent set them),
+        which would mount again with no check, is set to ``no`` first: the agent
+        restarts domains itself. Until Docker takes that, the re-list fails.
         """
         async with self._lock:
             observed = {item.uuid: item for item in await self._driver.observe_all()}
+            for found in observed.values():
+                if found.restart_policy != "no":
+                    await self._driver.forbid_restarts(found.handle)
+                    log.info("domain %s: Docker's restart policy set to 'no'", found.name)
             self._reconcile(observed)
             self._drop_stale_orphans()
 

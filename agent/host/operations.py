@@ -963,15 +963,6 @@ class Operations:
             threads=node.topology.threads,
         )
 
-    async def forbid_docker_restarts(self) -> None:
-        """Containers made by an earlier agent may carry Docker's restart policy, which
-        mounts again with no check: set it to ``no``, the agent restarts them itself."""
-        for domain in self._domains:
-            observed = await self._driver.observe(domain.handle) if domain.handle else None
-            if observed is not None and observed.restart_policy != "no":
-                await self._driver.forbid_restarts(observed.handle)
-                log.info("domain %s: Docker's restart policy set to 'no'", domain.name)
-
     async def autostart(self) -> None:
         """Start every shut-off domain marked autostart, as libvirtd does at its start."""
         for domain in self._domains:

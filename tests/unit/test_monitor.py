@@ -339,6 +339,20 @@ async def test_reconcile_publishes_what_docker_shows_was_missed(watched: Watched
     assert gone is not None and gone.uuid == db.uuid
 
 
+async def test_a_re_list_takes_back_a_restart_policy_docker_was_given(
+    watched: Watched,
+) -> None:
+    """Docker's restarts would mount again with no policy check (an earlier agent set
+    them): a re-list sets every one it finds to ``no``, and leaves the others alone."""
+    web, db = watched.adopt("web"), watched.adopt("db")
+    watched.driver.containers[web.handle or ""].restart_policy = "on-failure"
+    await watched.monitor.reconcile()
+    assert watched.driver.containers[web.handle or ""].restart_policy == "no"
+    assert watched.driver.calls.count("forbid_restarts") == 1
+    assert watched.driver.containers[db.handle or ""].restart_policy == "no"
+    assert watched.events() == []
+
+
 async def test_reconcile_leaves_a_domain_with_an_operation_in_flight_to_it(
     watched: Watched,
 ) -> None:
