@@ -19,6 +19,7 @@ import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ BUILD_TIMEOUT_S = 300
 INSTALL_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 30
 READY_TIMEOUT_S = 30.0
+HELP_WORKERS = 4
+"""Each ``--help`` is a process of its own; a hundred of them one by one took 49 s."""
 
 
 def _run(args: list[str], cwd: Path, timeout: float = RUN_TIMEOUT_S) -> str:
@@ -109,9 +112,11 @@ def _commands() -> Iterator[list[str]]:
 def test_every_command_runs_from_the_wheel(venv: Path, tmp_path: Path) -> None:
     virtbus = str(venv / "bin" / "virtbus")
     assert _run([virtbus, "--version"], tmp_path).strip() == f"virtbus {__version__}"
-    for command in _commands():
-        text = _run([virtbus, *command, "--help"], tmp_path)
-        assert text.startswith(f"usage: virtbus {' '.join(command)}".rstrip()), command
+    commands = list(_commands())
+    with ThreadPoolExecutor(HELP_WORKERS) as pool:
+        texts = pool.map(lambda command: _run([virtbus, *command, "--help"], tmp_path), commands)
+        for command, text in zip(commands, texts, strict=True):
+            assert text.startswith(f"usage: virtbus {' '.join(command)}".rstrip()), command
     assert "complete -o" in _run([virtbus, "completion", "bash"], tmp_path)
     schema = json.loads(_run([virtbus, "schema"], tmp_path))
     assert schema

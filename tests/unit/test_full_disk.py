@@ -272,7 +272,10 @@ async def test_an_announced_change_that_cannot_be_written_is_undone_and_done_aga
     assert_gap_free(rig.disk)
 
 
-async def test_a_define_whose_event_cannot_be_written_leaves_no_container(rig: Rig) -> None:
+async def test_a_define_whose_event_cannot_be_written_leaves_no_container(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(operations, "EVENT_WAIT_S", 1.0)
     rig.disk.full, rig.disk.only = True, "INSERT INTO outbox"
     define = rig.submit("domain.define", args={"spec": SPEC})
     # the op waits as long as it would for Docker's report, then gives up on it
