@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -146,10 +147,14 @@ class PathCost:
         return Dist.of(self.times_s)
 
     def per_reply(self) -> dict[str, float]:
+        """CPU µs per reply by party. The broker's own share is NaN when its background
+        predicts at least all it used: the gathers' part is then not separable from the
+        rest (never a clamped 0); ``broker (raw)`` and ``broker (background)`` say why."""
         used = dict(self.cpu_s)
         if "broker" in used:
-            used["broker (raw)"] = used["broker"]
-            used["broker"] = max(used["broker"] - self.background_s, 0.0)
+            raw = used["broker (raw)"] = used["broker"]
+            used["broker (background)"] = self.background_s
+            used["broker"] = raw - self.background_s if raw > self.background_s else math.nan
         return per_unit(used, self.replies)
 
     def add(

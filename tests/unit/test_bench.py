@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from bench import publish
+from bench.b8_fleet import broker_detail, cpu_floor
 from bench.core import ABSOLUTE, DIFFERENCE, RATIO, BenchResult, amqp_port, broker_pid, interleave
+from bench.fleetrun import PathCost
 from bench.report import TIMES, goals_table, misses
 
 # ------------------------------------------------------------------ interleave --
@@ -415,3 +417,19 @@ def test_amqp_port_of_the_first_url() -> None:
     assert amqp_port("amqp://guest:guest@127.0.0.1:5673/,amqp://h:5674/") == 5673
     assert amqp_port("amqp://guest:guest@127.0.0.1/") == 5672
     assert amqp_port("amqps://broker/") == 5671
+
+
+def test_a_broker_share_hidden_by_its_background_is_not_separable_never_zero() -> None:
+    def cost(broker_s: float, background_s: float) -> dict[str, float]:
+        path = PathCost(cpu_s={"broker": broker_s, "agents": 2.0}, replies=1000)
+        path.background_s = background_s
+        return path.per_reply()
+
+    kept = cost(1.0, 0.25)
+    assert kept["broker"] == pytest.approx(750.0)
+    assert (kept["broker (raw)"], kept["broker (background)"]) == (1000.0, 250.0)
+    hidden = cost(1.0, 1.5)
+    assert math.isnan(hidden["broker"]) and hidden["agents"] == 2000.0
+    assert "not separable" in broker_detail(hidden, kept)
+    assert "taken off" in broker_detail(kept, kept)
+    assert "(2000 µs per reply)" in cpu_floor(hidden, 10)
