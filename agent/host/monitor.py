@@ -582,6 +582,10 @@ class Monitor:
             for transition in transitions:
                 if self._redundant(domain, transition) or _defined(transition, expectation):
                     continue
+                if _defining(expectation) and transition is not Lifecycle.DEFINED_ADDED:
+                    # not defined yet: its container went before Docker reported making it
+                    # (the engine restarting), and the define fails for want of it
+                    continue
                 credited = expectation is not None and expectation.credits(transition)
                 origin: Origin = origin_override or ("agent" if credited else "external")
                 # a replayed event of the operation is still its doing, as a re-listed one is

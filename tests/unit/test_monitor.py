@@ -276,6 +276,26 @@ async def test_a_define_whose_create_event_was_lost_is_found_by_the_re_list(
     )
 
 
+async def test_a_define_whose_container_docker_removed_unreported_publishes_nothing(
+    watched: Watched,
+) -> None:
+    """Docker made the container and, restarting, removed it before its create event was
+    read: the destroy event finds a domain that was never defined. Nothing happened to
+    it that libvirt could tell (no undefine of a domain never defined); the define ends
+    without its event and fails."""
+    web, marker = watched.adopt("web"), watched.adopt("marker")
+    web.state, web.pid = DomainState.SHUTOFF, 0
+    container = watched.driver.containers[web.handle or ""]
+    container.status, container.pid = "created", 0
+    until = frozenset({Lifecycle.DEFINED_ADDED})
+    with watched.monitor.expect(web, "define-1", until) as expectation:
+        watched.driver._emit(container, "destroy")
+        watched.driver.exit(marker.handle or "", 0)
+        (event,) = await watched.published(1)
+        assert not expectation.reached.is_set()
+    assert (event.domain.name, event.lifecycle) == ("marker", Lifecycle.STOPPED_SHUTDOWN)
+
+
 async def test_a_stale_copy_of_a_toggle_does_not_answer_the_operation_awaiting_it(
     watched: Watched,
 ) -> None:
