@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import statistics
 import time
@@ -46,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 
 from agent.host.driver import HOST_LABEL
-from bench.core import BenchError, BenchResult, Context, Dist, domain_spec, fmt
+from bench.core import BenchError, BenchResult, Context, Dist, docker_events, domain_spec, fmt
 from bench.procs import AgentProcess, EchoProcess
 from bench.raw import AGENT_OPS, CYCLE, OPS, RawDocker
 from bench.rpc import Arrival, EventTap, RpcClient, command_body, ok
@@ -79,23 +78,12 @@ class DockerReports:
         waits for as well."""
 
     async def follow(self, ready: asyncio.Event) -> None:
-        params = {
-            "since": f"{time.time():.9f}",
-            "filters": json.dumps({"type": ["container"], "label": [f"{HOST_LABEL}={self.host}"]}),
-        }
-        async with self.ctx.docker._query(
-            "events", params=params, timeout=aiohttp.ClientTimeout(total=None)
-        ) as response:
-            ready.set()
-            async for line in response.content:
-                received_ns = time.time_ns()
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                self.delivery_s.append((received_ns - int(event["timeNano"])) / 1e9)
-                action = str(event.get("Action", "")).split(":", 1)[0]
-                handle = event.get("Actor", {}).get("ID") or event.get("id", "")
-                self.seen.setdefault(str(handle), []).append((action, int(event["timeNano"])))
+        label = f"{HOST_LABEL}={self.host}"
+        async for received_ns, event in docker_events(self.ctx.docker, label, ready):
+            self.delivery_s.append((received_ns - int(event["timeNano"])) / 1e9)
+            action = str(event.get("Action", "")).split(":", 1)[0]
+            handle = event.get("Actor", {}).get("ID") or event.get("id", "")
+            self.seen.setdefault(str(handle), []).append((action, int(event["timeNano"])))
 
     def report_ns(self, handle: str, action: str, after_ns: int) -> int | None:
         for seen, at_ns in self.seen.get(handle, []):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +30,7 @@ import aio_pika
 import aiohttp
 
 from agent.host.driver import HOST_LABEL
-from bench.core import BenchError, BenchResult, Context, Dist, domain_spec, fmt
+from bench.core import BenchError, BenchResult, Context, Dist, docker_events, domain_spec, fmt
 from bench.procs import AgentProcess
 from bench.raw import RawDocker
 from bench.rpc import Arrival, EventTap, RpcClient
@@ -65,35 +64,23 @@ class Bridge:
 
     async def follow(self, ready: asyncio.Event) -> None:
         exchange = await self.client.channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
-        params = {
-            "since": f"{time.time():.9f}",
-            "filters": json.dumps({"type": ["container"], "label": [HOST_LABEL]}),
-        }
-        async with self.ctx.docker._query(
-            "events", params=params, timeout=aiohttp.ClientTimeout(total=None)
-        ) as response:
-            ready.set()
-            async for line in response.content:
-                received = time.time_ns()
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                host = event.get("Actor", {}).get("Attributes", {}).get(HOST_LABEL)
-                action = str(event.get("Action", "")).split(":", 1)[0]
-                if host not in self.docker_s or action not in EVENTS:
-                    continue
-                kind = EVENTS[action]
-                self.docker_s[host].append((kind, (received - int(event["timeNano"])) / 1e9))
-                if host == self.raw_host:
-                    self.sent += 1
-                    body = {"n": self.sent, "event": kind, "read_ns": received}
-                    await exchange.publish(
-                        aio_pika.Message(
-                            json.dumps(body).encode(),
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
-                        routing_key=f"{self.raw_host}.probe",
-                    )
+        async for received, event in docker_events(self.ctx.docker, HOST_LABEL, ready):
+            host = event.get("Actor", {}).get("Attributes", {}).get(HOST_LABEL)
+            action = str(event.get("Action", "")).split(":", 1)[0]
+            if host not in self.docker_s or action not in EVENTS:
+                continue
+            kind = EVENTS[action]
+            self.docker_s[host].append((kind, (received - int(event["timeNano"])) / 1e9))
+            if host == self.raw_host:
+                self.sent += 1
+                body = {"n": self.sent, "event": kind, "read_ns": received}
+                await exchange.publish(
+                    aio_pika.Message(
+                        json.dumps(body).encode(),
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=f"{self.raw_host}.probe",
+                )
 
     def docker_dist(self, host: str, kind: str | None = None) -> Dist:
         return Dist.of([s for k, s in self.docker_s[host] if kind is None or k == kind])

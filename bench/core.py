@@ -19,13 +19,14 @@ import signal
 import sys
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import aiodocker
+import aiohttp
 
 from agent.host.driver import HOST_LABEL
 from schemas.topology import host_queue
@@ -774,3 +775,23 @@ class CpuMeter:
         self.wall_s = time.perf_counter() - self._wall
         self.used = {name: self._total(name) - self._begin[name] for name in self.pids}
         return self.used
+
+
+async def docker_events(
+    docker: aiodocker.Docker, label: str, ready: asyncio.Event
+) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """Docker's container events carrying ``label`` (``KEY`` or ``KEY=VALUE``) from now
+    on, each with when it was received (``time_ns``, taken before it is parsed); ``ready``
+    is set once Docker streams."""
+    params = {
+        "since": f"{time.time():.9f}",
+        "filters": json.dumps({"type": ["container"], "label": [label]}),
+    }
+    async with docker._query(
+        "events", params=params, timeout=aiohttp.ClientTimeout(total=None)
+    ) as response:
+        ready.set()
+        async for line in response.content:
+            received_ns = time.time_ns()
+            if line.strip():
+                yield received_ns, json.loads(line)

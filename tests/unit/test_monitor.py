@@ -54,6 +54,14 @@ class Watched:
         self.monitor.save(domain)
         return domain
 
+    def being_defined(self, name: str) -> tuple[DomainObj, FakeContainer]:
+        """A domain whose define has made its container, not yet reported by Docker."""
+        domain = self.adopt(name)
+        domain.state, domain.pid = DomainState.SHUTOFF, 0
+        container = self.driver.containers[domain.handle or ""]
+        container.status, container.pid = "created", 0
+        return domain, container
+
     def events(self) -> list[LifecycleEvent]:
         return [
             event
@@ -258,10 +266,8 @@ async def test_a_define_whose_create_event_was_lost_is_found_by_the_re_list(
     """Docker made the container, then restarted before its create event was read: the
     re-list reports the define's defined/added, credited to it, and ends it; the create
     event, if it comes after all, adds nothing."""
-    web, marker = watched.adopt("web"), watched.adopt("marker")
-    web.state, web.pid = DomainState.SHUTOFF, 0
-    container = watched.driver.containers[web.handle or ""]
-    container.status, container.pid = "created", 0
+    web, container = watched.being_defined("web")
+    marker = watched.adopt("marker")
     until = frozenset({Lifecycle.DEFINED_ADDED})
     with watched.monitor.expect(web, "define-1", until) as expectation:
         await watched.monitor.resync(web)
@@ -283,10 +289,8 @@ async def test_a_define_whose_container_docker_removed_unreported_publishes_noth
     read: the destroy event finds a domain that was never defined. Nothing happened to
     it that libvirt could tell (no undefine of a domain never defined); the define ends
     without its event and fails."""
-    web, marker = watched.adopt("web"), watched.adopt("marker")
-    web.state, web.pid = DomainState.SHUTOFF, 0
-    container = watched.driver.containers[web.handle or ""]
-    container.status, container.pid = "created", 0
+    web, container = watched.being_defined("web")
+    marker = watched.adopt("marker")
     until = frozenset({Lifecycle.DEFINED_ADDED})
     with watched.monitor.expect(web, "define-1", until) as expectation:
         watched.driver._emit(container, "destroy")
