@@ -3,8 +3,8 @@
 A window is opened and closed while a process runs (by a signal for agent processes, by
 a command for fleet workers), so a profile shows only the measured part of a benchmark,
 not start-up. pyinstrument samples the main thread every millisecond (async mode off:
-every task the event loop runs is in it). Time spent waiting in the event loop's
-``select`` is idle; percentages are of busy (non-idle) time.
+every task the event loop runs is in it). Time spent waiting in the event loop (asyncio's
+``select``, or uvloop's loop in C) is idle; percentages are of busy (non-idle) time.
 """
 
 from __future__ import annotations
@@ -65,7 +65,12 @@ def package_of(frame: Frame) -> str:
 
 
 def _idle(frames: list[Frame]) -> bool:
-    return any(f.function == "select" and f.path.endswith("selectors.py") for f in frames)
+    """Waiting in the event loop: asyncio's ``select``, or uvloop's loop, whose wait is C
+    code that pyinstrument sees as the asyncio runner's own frame."""
+    innermost = [f for f in frames if not f.builtin][-1:]
+    return any(f.function == "select" and f.path.endswith("selectors.py") for f in frames) or (
+        bool(innermost) and innermost[0].path.endswith("asyncio/runners.py")
+    )
 
 
 def _leaf_label(frames: list[Frame]) -> tuple[str, str]:
