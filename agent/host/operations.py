@@ -380,6 +380,13 @@ class Operations:
                         f"Docker lost the container of domain '{domain.name}' it had just "
                         "created (its engine restarted); nothing was defined",
                     )
+                if until <= STOPPED and domain.active:
+                    # the re-read finds it up: Docker answered the call and did not act
+                    # (its engine going down as it came)
+                    raise VirtError(
+                        ErrorCode.OPERATION_FAILED,
+                        f"Docker answered, and domain '{domain.name}' is still running",
+                    )
         if not domain.persistent and not domain.active:
             await self._monitor.name_free(domain.name)
 

@@ -223,6 +223,29 @@ async def test_a_define_whose_container_docker_lost_fails_and_defines_nothing(
     assert rig.events() == []
 
 
+async def test_a_destroy_docker_answered_without_acting_fails(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker, its engine going down, answered the kill and left the container running:
+    after the grace period the re-read finds it up, and the destroy fails instead of
+    answering ok with no event."""
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    monkeypatch.setattr(operations, "EVENT_WAIT_S", 0.2)
+
+    async def kill_unheard(handle: str) -> None:
+        return
+
+    monkeypatch.setattr(rig.host.driver, "kill", kill_unheard)
+    with pytest.raises(VirtError) as failed:
+        await rig.run(command(Destroy, "web"))
+    assert failed.value.code == ErrorCode.OPERATION_FAILED
+    assert "still running" in failed.value.detail
+    web = rig.host.domains.by_name("web")
+    assert web is not None and web.active
+    assert [event.lifecycle for event in rig.events()][-1] is Lifecycle.STARTED_BOOTED
+
+
 async def test_a_define_a_relist_reported_is_reported_once_by_the_next_agent_too(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
