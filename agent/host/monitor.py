@@ -605,10 +605,9 @@ class Monitor:
             tx.set_counter(DOCKER_TIME, event.time_ns)
             if expectation and expectation.until & emitted:
                 tx.reached(expectation.cause)
-        # the operation's waiter is woken before the outbox: its reply is sent first
-        self._settled(event.uuid, expectation, emitted)
         if emitted:
             self._on_queued()
+        self._settled(event.uuid, expectation, emitted)
 
     async def _stale(self, domain: DomainObj, action: str, awaited: bool) -> bool:
         """Docker 20.10 may report a pause or unpause twice (from its API and from

@@ -130,10 +130,6 @@ class Outbox:
         while True:
             await self._queued.wait()
             self._queued.clear()
-            # one turn of the loop, in which the reply of an operation that the same
-            # commit ended takes the broker channel first: its caller is blocked on it,
-            # and the event's subscribers are not
-            await asyncio.sleep(0)
             while batch := self._store.pending(BATCH):
                 try:
                     for item in batch:

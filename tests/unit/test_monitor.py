@@ -4,7 +4,7 @@ events, crediting the operation that expected them, and catches up on what it mi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
@@ -122,46 +122,6 @@ async def test_an_expected_change_is_credited_to_its_command(watched: Watched) -
     )
     assert watched.store.intent_reached("cmd-1")
     assert web.state is DomainState.PAUSED
-
-
-class Noting(asyncio.Event):
-    """An outbox's wake-up that notes what ``probe`` says at each call."""
-
-    def __init__(self, probe: Callable[[], bool]) -> None:
-        super().__init__()
-        self.probe = probe
-        self.noted: list[bool] = []
-
-    def set(self) -> None:
-        self.noted.append(self.probe())
-        super().set()
-
-
-async def test_an_operation_is_woken_before_the_outbox_hears_of_the_event_that_ends_it(
-    tmp_path: Path,
-) -> None:
-    """So that its reply goes to the broker ahead of the event (the outbox waits a turn
-    of the loop for it: test_outbox)."""
-    expectations: list[Expectation] = []
-    queued = Noting(lambda: all(expectation.reached.is_set() for expectation in expectations))
-    with Store(tmp_path) as store:
-        driver, domains = FakeDriver(), DomainTable()
-        monitor = Monitor("h1", domains, store, driver, queued.set)
-        running = asyncio.create_task(monitor.run())
-        try:
-            await asyncio.wait_for(monitor.connected.wait(), WAIT_S)
-            watched = Watched(driver, store, domains, monitor, queued)
-            web = watched.adopt("web")
-            until = frozenset({Lifecycle.SUSPENDED_PAUSED})
-            with monitor.expect(web, "suspend-1", until) as expectation:
-                expectations.append(expectation)
-                await driver.pause(web.handle or "")
-                assert await expectation.wait(WAIT_S)
-            await watched.published(1)
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-    assert queued.noted == [True]
 
 
 async def test_a_stop_right_after_a_start_is_not_credited_to_the_start(

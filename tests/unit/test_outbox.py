@@ -163,35 +163,3 @@ async def test_stop_flushes_within_its_bound_and_kill_keeps_what_is_unconfirmed(
     await sink.wait_published(3)
     await outbox.stop(0.05)
     assert store.outbox_size() == 1
-
-
-async def test_a_reply_woken_with_the_outbox_reaches_the_broker_before_the_events(
-    store: Store,
-) -> None:
-    """The commit that ends an operation wakes the operation, then the outbox; the
-    reply is sent by the task that awaits the operation, a turn of the loop later, and
-    still takes the broker first."""
-    sink = FakeSink()
-    outbox = Outbox(HOST, store, sink, limit=100)
-    outbox.start()
-    reached, waiting = asyncio.Event(), asyncio.Event()
-
-    async def operation() -> None:
-        waiting.set()
-        await reached.wait()
-
-    async def answer(running: asyncio.Task[None]) -> None:
-        await running
-        await sink.publish_event("reply", b"", None)
-
-    answering = asyncio.create_task(answer(asyncio.create_task(operation())))
-    try:
-        await asyncio.wait_for(waiting.wait(), WAIT_S)
-        queue_events(store, 1)
-        reached.set()
-        outbox.wake()
-        await sink.wait_published(2)
-        await asyncio.wait_for(answering, WAIT_S)
-    finally:
-        await outbox.kill()
-    assert [key for key, _ in sink.published] == ["reply", f"{HOST}.reboot"]
