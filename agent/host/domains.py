@@ -40,6 +40,9 @@ class DomainObj:
     """How many snapshots the domain has."""
     current_snapshot: str | None = None
     """The snapshot last taken or reverted to, libvirt's current snapshot."""
+    applied_ns: int = 0
+    """Docker's time of the last event of the domain's container the agent applied: a
+    replay of Docker's events skips those up to it."""
 
     @property
     def active(self) -> bool:

@@ -454,37 +454,50 @@ class Monitor:
             if not expectation.waiting and now - expectation.since > ORPHAN_TTL_S:
                 del self._expectations[uuid]
 
-    async def resync(self, domain: DomainObj) -> None:
+    async def resync(self, domain: DomainObj, acted: bool = False) -> None:
         """Bring one domain in line with what Docker has now, crediting the operation in
-        flight on it: for when Docker's events of that operation were lost."""
+        flight on it: for when Docker's events of that operation were lost. ``acted``:
+        the operation has made its last call, so a reboot's stop found now is no step of
+        it but the domain's end."""
         async with self._lock:
+            seen_ns = time.time_ns()
             found = await self._driver.observe(domain.handle) if domain.handle else None
             with self.kept(domain), self._store.transaction() as tx:
-                self._catch_up_domain(tx, domain, found, datetime.now(UTC))
+                self._catch_up_domain(tx, domain, found, seen_ns, acted)
                 queued = tx.queued
             if queued:
                 self._on_queued()
 
     def _catch_up_domain(
-        self, tx: Transaction, domain: DomainObj, found: Observed | None, when: datetime
+        self,
+        tx: Transaction,
+        domain: DomainObj,
+        found: Observed | None,
+        seen_ns: int,
+        acted: bool = False,
     ) -> None:
         """Publish the transitions Docker's present state shows were missed (origin
-        reconcile), credited to the operation in flight on the domain, if any."""
+        reconcile), credited to the operation in flight on the domain, if any. What
+        Docker showed reflects its events before ``seen_ns``: a replay skips them."""
+        when = datetime.now(UTC)
         expectation = self._expectations.get(domain.uuid)
         if found is None and _defining(expectation):
             # Docker lost the container it made (its engine restarted): never defined,
             # so nothing to publish; the define fails
             return
+        missed = self._missed(domain, found)
+        if acted and _rebooting(expectation) and not missed and _new_init(domain, found):
+            # the reboot's report was lost: the container runs another init
+            missed = [Special.REBOOT]
         if found is not None:
             domain.handle, domain.pid = found.handle, found.pid
         emitted: set[Transition] = set()
-        missed = self._missed(domain, found)
         if found is not None and _defining(expectation):
             # Docker made the container and its create event was lost (dockerd restarted)
             missed.insert(0, Lifecycle.DEFINED_ADDED)
         exit_code = found.exit_code if found else None
         if self._restarting(domain, expectation, missed, exit_code) or (
-            _rebooting(expectation) and all(t in STOPPED for t in missed)
+            _rebooting(expectation) and not acted and all(t in STOPPED for t in missed)
         ):
             missed = []
         for transition in missed:
@@ -501,6 +514,7 @@ class Monitor:
             self._emit(tx, domain, transition, "reconcile", cause, when, exit_code)
             emitted.add(transition)
         if self._domains.by_uuid(domain.uuid) is domain:
+            domain.applied_ns = max(domain.applied_ns, seen_ns)
             tx.save(domain)
         if expectation and expectation.until & emitted:
             tx.reached(expectation.cause)
@@ -546,6 +560,10 @@ class Monitor:
         )
         if domain is None:
             return
+        if origin_override == "reconcile" and event.time_ns <= domain.applied_ns:
+            # a replay reaches back past what was applied (Docker's times of concurrent
+            # events need not follow the order it reported them in)
+            return
         if event.action == HEALTH_STATUS:
             self._health(domain, event)
             return
@@ -565,6 +583,7 @@ class Monitor:
         )
         if not transitions or self._restarting(domain, expectation, transitions, event.exit_code):
             if domain.evidence != reported:
+                domain.applied_ns = max(domain.applied_ns, event.time_ns)
                 with self._store.transaction() as tx:
                     tx.save(domain)
                     tx.set_counter(DOCKER_TIME, event.time_ns)
@@ -601,6 +620,7 @@ class Monitor:
                 self._emit(tx, domain, transition, origin, cause, when, event.exit_code, params)
                 emitted.add(transition)
             if self._domains.by_uuid(domain.uuid) is domain:
+                domain.applied_ns = max(domain.applied_ns, event.time_ns)
                 tx.save(domain)
             tx.set_counter(DOCKER_TIME, event.time_ns)
             if expectation and expectation.until & emitted:
@@ -635,7 +655,7 @@ class Monitor:
         """A transition the domain has already made: a replayed or re-listed step."""
         if transition in (Lifecycle.STARTED_BOOTED, Lifecycle.STARTED_FROM_SNAPSHOT):
             return domain.active
-        if transition in STOPPED:
+        if transition in STOPPED or transition is Special.REBOOT:
             return not domain.active
         if transition is Lifecycle.SUSPENDED_PAUSED:
             return domain.state is not DomainState.RUNNING
@@ -781,23 +801,23 @@ class Monitor:
         restarts domains itself. Until Docker takes that, the re-list fails.
         """
         async with self._lock:
+            seen_ns = time.time_ns()
             observed = {item.uuid: item for item in await self._driver.observe_all()}
             for found in observed.values():
                 if found.restart_policy != "no":
                     await self._driver.forbid_restarts(found.handle)
                     log.info("domain %s: Docker's restart policy set to 'no'", found.name)
-            self._reconcile(observed)
+            self._reconcile(observed, seen_ns)
             self._drop_stale_orphans()
 
-    def _reconcile(self, observed: dict[UUID, Observed]) -> None:
-        now = datetime.now(UTC)
+    def _reconcile(self, observed: dict[UUID, Observed], seen_ns: int) -> None:
         with self.kept(*self._domains), self._store.transaction() as tx:
             for domain in self._domains:
                 expectation = self._expectations.get(domain.uuid)
                 if self.restarts.pending(domain.uuid):
                     continue
                 if expectation is None or not expectation.waiting:
-                    self._catch_up_domain(tx, domain, observed.get(domain.uuid), now)
+                    self._catch_up_domain(tx, domain, observed.get(domain.uuid), seen_ns)
             queued = tx.queued
         for uuid in observed.keys() - {d.uuid for d in self._domains}:
             found = observed[uuid]
@@ -857,14 +877,28 @@ def _defined(transition: Transition, expectation: Expectation | None) -> bool:
 
 
 def _rebooting(expectation: Expectation | None) -> bool:
-    """A reboot of this run in flight: it starts the domain again after its stop, which
-    is no event of its own (read live, Docker's die is not either); if the start fails,
-    the next re-list reports the stop."""
+    """A reboot in flight: it starts the domain again after its stop, which is no event
+    of its own (read live, Docker's die is not either); if the start fails, the next
+    re-list reports the stop. Docker's restart goes on when the agent that asked for it
+    is gone; the agent's own stop-then-start (``SOFT_REBOOT``) does not."""
     return (
         expectation is not None
-        and expectation.waiting
-        and expectation.mode in (Mode.SOFT_REBOOT, Mode.REBOOT)
         and not expectation.reached.is_set()
+        and (
+            expectation.mode is Mode.REBOOT
+            or (expectation.mode is Mode.SOFT_REBOOT and expectation.waiting)
+        )
+    )
+
+
+def _new_init(domain: DomainObj, found: Observed | None) -> bool:
+    """The domain's container runs, with another init than the one last reported."""
+    return (
+        found is not None
+        and found.handle == domain.handle
+        and found.status == "running"
+        and domain.pid > 0
+        and found.pid not in (0, domain.pid)
     )
 
 

@@ -362,7 +362,7 @@ class Operations:
                 if self._monitor.behind:
                     # Docker's report waits in Docker: read there, not guessed from its state
                     raise StoreUnwritable("Docker's report of the effect waits for the store")
-                await self._monitor.resync(domain)
+                await self._monitor.resync(domain, acted=True)
             if not expectation.reached.is_set() and self._monitor.behind:
                 raise StoreUnwritable("Docker's report of the effect waits for the store")
             if not expectation.reached.is_set():
@@ -372,21 +372,7 @@ class Operations:
                     domain.name,
                     wait_s,
                 )
-                if Lifecycle.DEFINED_ADDED in until:
-                    # the re-read finds no container: Docker answered the create and
-                    # lost it (its engine restarted), so nothing was defined
-                    raise VirtError(
-                        ErrorCode.OPERATION_FAILED,
-                        f"Docker lost the container of domain '{domain.name}' it had just "
-                        "created (its engine restarted); nothing was defined",
-                    )
-                if until <= STOPPED and domain.active:
-                    # the re-read finds it up: Docker answered the call and did not act
-                    # (its engine going down as it came)
-                    raise VirtError(
-                        ErrorCode.OPERATION_FAILED,
-                        f"Docker answered, and domain '{domain.name}' is still running",
-                    )
+                _unseen(domain, until, via, mode)
         if not domain.persistent and not domain.active:
             await self._monitor.name_free(domain.name)
 
@@ -978,6 +964,46 @@ class Operations:
                     await self.start(domain, f"autostart-{domain.uuid}", paused=False)
                 except VirtError as error:
                     log.warning("autostart of domain %s failed: %s", domain.name, error)
+
+
+_SEEN_IN_STATE: frozenset[Transition] = STOPPED | {
+    Lifecycle.STARTED_BOOTED,
+    Lifecycle.SUSPENDED_PAUSED,
+    Lifecycle.RESUMED_UNPAUSED,
+    Lifecycle.UNDEFINED_REMOVED,
+    Special.REBOOT,
+}
+"""The effects a re-read of the domain shows (or their absence): not a changed
+definition, tunable or name."""
+
+
+def _unseen(
+    domain: DomainObj, until: frozenset[Transition], via: frozenset[Transition], mode: Mode
+) -> None:
+    """Raise OPERATION_FAILED when the re-read after the grace period shows the op's effect
+    absent: Docker answered the call without acting, or the domain went another way, as
+    with an engine going down as the call came. An op that brought about a step on the
+    way (``via``) answers with what it did; a crash restart, which no command waits for,
+    is left to the next re-list."""
+    if Lifecycle.DEFINED_ADDED in until:
+        # the re-read finds no container: Docker answered the create and lost it (its
+        # engine restarted), so nothing was defined
+        raise VirtError(
+            ErrorCode.OPERATION_FAILED,
+            f"Docker lost the container of domain '{domain.name}' it had just created (its "
+            "engine restarted); nothing was defined",
+        )
+    if via or mode is Mode.RESTART or not until <= _SEEN_IN_STATE:
+        return
+    if Special.REBOOT in until:
+        found = "running its old init" if domain.active else "shut off"
+        raise VirtError(
+            ErrorCode.OPERATION_FAILED, f"domain '{domain.name}' did not reboot: it is {found}"
+        )
+    state = "still running" if until <= STOPPED and domain.active else domain.state.name.lower()
+    raise VirtError(
+        ErrorCode.OPERATION_FAILED, f"Docker answered, and domain '{domain.name}' is {state}"
+    )
 
 
 _OUTSIDE_THE_CONTAINER = {"title", "description", "metadata", "metadata_xml", "autostart"}

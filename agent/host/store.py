@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS domains (
     handle TEXT,
     state INTEGER NOT NULL,
     reason INTEGER NOT NULL,
-    evidence TEXT
+    evidence TEXT,
+    applied_ns INTEGER
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -122,7 +123,7 @@ CREATE INDEX IF NOT EXISTS signatures_until ON signatures (until);
 REPLIES_KEPT = 100_000
 
 _ADDED_COLUMNS = {
-    "domains": ("evidence",),
+    "domains": ("evidence", "applied_ns"),
     "replies": ("op", "target", "digest"),
     "attempts": ("op", "target", "digest"),
 }
@@ -207,11 +208,11 @@ class Transaction:
         # updated in place: a replace deletes and inserts the row, twice the writing, at
         # every state change
         self._db.execute(
-            "INSERT INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(uuid) DO "
+            "INSERT INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(uuid) DO "
             "UPDATE SET name = excluded.name, persistent = excluded.persistent, "
             "autostart = excluded.autostart, spec = excluded.spec, pending = excluded.pending, "
             "handle = excluded.handle, state = excluded.state, reason = excluded.reason, "
-            "evidence = excluded.evidence",
+            "evidence = excluded.evidence, applied_ns = excluded.applied_ns",
             (
                 str(domain.uuid),
                 domain.name,
@@ -223,6 +224,7 @@ class Transaction:
                 int(domain.state),
                 int(domain.reason),
                 json.dumps(vars(domain.evidence)),
+                domain.applied_ns,
             ),
         )
 
@@ -441,6 +443,7 @@ class Store:
                 state=DomainState(row["state"]),
                 reason=row["reason"],
                 evidence=Evidence(**json.loads(row["evidence"])) if row["evidence"] else Evidence(),
+                applied_ns=int(row["applied_ns"] or 0),
             )
             for row in cursor
         ]

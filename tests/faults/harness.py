@@ -30,6 +30,7 @@ from schemas.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
 from tests.faults.history import Run, Sent
 
 VIRTBUS = Path(sys.executable).parent / "virtbus"
+BROKER_LOST = "broker connection lost; reconnecting"
 IMAGE = "virtbus-test:latest"
 RESEND_AFTER_S = 8.0
 GIVE_UP_S = 180.0
@@ -45,6 +46,10 @@ class AgentProcess:
     args: list[str] = field(default_factory=list)
     """More command-line flags, e.g. ``--docker-url``."""
     process: asyncio.subprocess.Process | None = None
+
+    def reconnects(self) -> int:
+        """How many times the agent's log says it lost its broker connection."""
+        return self.log.read_text(errors="replace").count(BROKER_LOST)
 
     async def start(self) -> None:
         with self.log.open("ab") as log:

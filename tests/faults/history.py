@@ -101,6 +101,11 @@ class Report:
     vacuous: list[str] = field(default_factory=list)
     redelivered: int = 0
     resent: int = 0
+    reanswered: int = 0
+    """Replies after a command's first: the agent answered it again when the broker
+    delivered it again (its connection lost before the ack)."""
+    reconnects: int = 0
+    """Times the agent lost its broker connection and connected again."""
     errors: Counter[str] = field(default_factory=Counter)
     reconciled: int = 0
 
@@ -113,6 +118,7 @@ class Report:
         return (
             f"{self.scenario}: commands {self.commands}, events {self.events}, "
             f"re-sent {self.resent}, redelivered {self.redelivered}, "
+            f"answered again {self.reanswered}, reconnects {self.reconnects}, "
             f"reconciled {self.reconciled}, errors: {errors}\n"
             f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
             f"illegal {len(self.illegal)}"
@@ -205,6 +211,7 @@ def check(
     strict: bool = True,
     docker: Mapping[str, str | None] | None = None,
     must_interrupt: bool = True,
+    reconnects: int = 0,
 ) -> Report:
     """Check one run's history; see the module's docstring for what is proved.
 
@@ -212,7 +219,8 @@ def check(
     ``docker`` the engine's (name to running/paused/shutoff). ``external`` names, by
     domain, the events the fault itself causes (with no command behind them). Errors
     whose code is in ``tolerated`` are accepted, but at most ``max_tolerated`` of all
-    commands, and never with an effect. ``strict`` also requires each domain's events to
+    commands, and never with an effect. ``reconnects`` is how many times the agent's log
+    says it lost the broker. ``strict`` also requires each domain's events to
     be exactly its commands' effects (plus ``external``), in order.
     """
     report = Report(scenario, run.total, 0)
@@ -244,10 +252,18 @@ def check(
     _final(report, steps, listed, docker)
     if strict:
         _sequences(run, report, unique, external or {})
-    interrupted = report.resent + report.redelivered + sum(report.errors.values())
+    report.reconnects = reconnects
+    interrupted = (
+        report.resent
+        + report.redelivered
+        + report.reanswered
+        + report.reconnects
+        + sum(report.errors.values())
+    )
     if must_interrupt and interrupted + report.reconciled == 0:
         report.vacuous.append(
-            "the fault interrupted nothing: no re-send, redelivery, error, reconcile"
+            "the fault interrupted nothing: no re-send, redelivery, second answer, "
+            "reconnection, error, reconcile"
         )
     return report
 
@@ -255,6 +271,7 @@ def check(
 def _replies(run: Run, report: Report, tolerated: frozenset[str], max_tolerated: float) -> None:
     for sent in run.sent:
         report.resent += max(sent.sends - 1, 0)
+        report.reanswered += max(len(sent.replies) - 1, 0)
         if not sent.replies:
             report.lost.append(f"{sent.domain} {sent.op}: no reply")
             continue

@@ -121,6 +121,7 @@ async def run_scenario(
             max_tolerated=0.5 if tolerant else 0.25,
             strict=not tolerant,
             must_interrupt=must_interrupt,
+            reconnects=agent.reconnects(),
         )
     finally:
         await agent.stop()

@@ -358,5 +358,21 @@ def test_a_fault_that_interrupted_nothing_proves_nothing(mode: dict[str, object]
     history.run.sent[0].sends = 1
     report = history.check({"a": 5}, **mode)
     assert report.vacuous == [
-        "the fault interrupted nothing: no re-send, redelivery, error, reconcile"
+        "the fault interrupted nothing: no re-send, redelivery, second answer, "
+        "reconnection, error, reconcile"
     ]
+
+
+@MODES
+def test_a_second_answer_or_a_reconnection_shows_the_fault_struck(
+    mode: dict[str, object],
+) -> None:
+    """The agent lost the broker: a command it had not acked came again and was answered
+    again, or its log says it reconnected; either shows the fault reached it."""
+    history = clean()
+    history.run.sent[0].sends = 1
+    assert history.check({"a": 5}, reconnects=1, **mode).vacuous == []
+    first = history.run.sent[0]
+    first.replies.append(first.reply)
+    report = history.check({"a": 5}, **mode)
+    assert (report.reanswered, report.vacuous) == (1, [])

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 from uuid import UUID
@@ -16,9 +17,11 @@ import pytest
 from agent.errors import VirtError
 from agent.host import monitor, operations
 from agent.host.domains import DomainTable
+from agent.host.driver import RuntimeEvent
 from agent.host.monitor import Monitor
 from agent.host.operations import HANDLERS, Operations
 from agent.host.store import Store
+from agent.host.translate import Mode, Special
 from schemas.codes import DomainState, ErrorCode, Lifecycle
 from schemas.commands import (
     Command,
@@ -28,12 +31,13 @@ from schemas.commands import (
     Define,
     Destroy,
     GetXmlDesc,
+    Reboot,
     Shutdown,
     Suspend,
     Undefine,
 )
 from schemas.domain import DomainRecord, DomainSpec
-from schemas.events import EVENT_ADAPTER, LifecycleEvent
+from schemas.events import EVENT_ADAPTER, LifecycleEvent, RebootEvent
 from schemas.replies import DomainXml
 from tests.fakes import FakeHost, fake_host
 
@@ -56,18 +60,19 @@ class Rig:
     def __init__(self, host: FakeHost, operations: Operations) -> None:
         self.host = host
         self.operations = operations
+        self.muted: list[RuntimeEvent] = []
 
     async def run(self, cmd: CommandBase, retry: bool = False) -> Any:
         return await asyncio.wait_for(self.operations.run(cmd, retry), WAIT_S)  # type: ignore[arg-type]
 
     def events(self) -> list[LifecycleEvent]:
-        return [
-            event
-            for event in (
-                EVENT_ADAPTER.validate_json(p.body) for p in self.host.store.pending(1000)
-            )
-            if isinstance(event, LifecycleEvent)
-        ]
+        return [event for event in self._queued() if isinstance(event, LifecycleEvent)]
+
+    def reboots(self) -> list[RebootEvent]:
+        return [event for event in self._queued() if isinstance(event, RebootEvent)]
+
+    def _queued(self) -> Iterator[object]:
+        return (EVENT_ADAPTER.validate_json(p.body) for p in self.host.store.pending(1000))
 
 
 @pytest.fixture
@@ -244,6 +249,158 @@ async def test_a_destroy_docker_answered_without_acting_fails(
     web = rig.host.domains.by_name("web")
     assert web is not None and web.active
     assert [event.lifecycle for event in rig.events()][-1] is Lifecycle.STARTED_BOOTED
+
+
+async def _reboot_with(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, restart: Callable[[str, int], Awaitable[None]]
+) -> Reboot:
+    """Reboot 'web' through ``restart``, Docker's events of it muted (the engine going
+    down) and kept in ``rig.muted``."""
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    monkeypatch.setattr(operations, "EVENT_WAIT_S", 0.1)
+    driver = rig.host.driver
+    monkeypatch.setattr(driver._events, "put_nowait", rig.muted.append)
+    monkeypatch.setattr(driver, "restart", restart)
+    reboot = command(Reboot, "web", timeout_s=0)
+    await rig.run(reboot)
+    return reboot
+
+
+async def test_a_reboot_docker_answered_without_acting_fails(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker answered the restart and left the old init running: the reboot fails
+    instead of answering ok with no event."""
+
+    async def restart_unheard(handle: str, timeout_s: int = 10) -> None:
+        return
+
+    with pytest.raises(VirtError) as failed:
+        await _reboot_with(rig, monkeypatch, restart_unheard)
+    assert failed.value.code == ErrorCode.OPERATION_FAILED
+    assert "did not reboot: it is running its old init" in failed.value.detail
+    web = rig.host.domains.by_name("web")
+    assert web is not None and web.state is DomainState.RUNNING
+
+
+async def test_a_reboot_whose_report_was_lost_is_reported_from_the_new_init(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker restarted the domain and its report never came: the re-read finds a new
+    init and reports the reboot, credited to the command. A replay of Docker's events
+    afterwards reports none of what the re-read showed."""
+    reboot = await _reboot_with(rig, monkeypatch, rig.host.driver.restart)
+    assert [(e.origin, e.cause) for e in rig.reboots()] == [("reconcile", reboot.id)]
+    assert rig.events()[-1].lifecycle is Lifecycle.STARTED_BOOTED
+    assert [event.action for event in rig.muted] == ["kill", "die", "stop", "start", "restart"]
+    for event in rig.muted:
+        await rig.host.monitor.apply(event, "reconcile")
+    assert len(rig.reboots()) == 1
+    assert rig.events()[-1].lifecycle is Lifecycle.STARTED_BOOTED
+
+
+async def test_a_reboot_whose_domain_stopped_on_the_way_fails_and_reports_the_stop(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker answered the restart and the domain went down with its engine: the
+    reboot fails, and the stop is reported as no doing of it."""
+    driver = rig.host.driver
+
+    async def restart_then_down(handle: str, timeout_s: int = 10) -> None:
+        container = driver._get(handle)
+        container.status, container.pid, container.exit_code = "exited", 0, 143
+
+    with pytest.raises(VirtError) as failed:
+        await _reboot_with(rig, monkeypatch, restart_then_down)
+    assert failed.value.code == ErrorCode.OPERATION_FAILED
+    assert "did not reboot: it is shut off" in failed.value.detail
+    stop = rig.events()[-1]
+    assert stop.event == "stopped" and (stop.origin, stop.cause) == ("reconcile", None)
+
+
+async def test_a_suspend_whose_domain_went_down_instead_fails(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker answered the pause and the domain went down with its engine, the reports
+    lost: the re-read finds it shut off, and the suspend fails instead of answering ok
+    with no event; the stop is reported as no doing of it."""
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    monkeypatch.setattr(operations, "EVENT_WAIT_S", 0.1)
+    driver = rig.host.driver
+    monkeypatch.setattr(driver._events, "put_nowait", lambda event: None)
+
+    async def pause_then_down(handle: str) -> None:
+        container = driver._get(handle)
+        container.status, container.pid, container.exit_code = "exited", 0, 137
+
+    monkeypatch.setattr(driver, "pause", pause_then_down)
+    with pytest.raises(VirtError) as failed:
+        await rig.run(command(Suspend, "web"))
+    assert failed.value.code == ErrorCode.OPERATION_FAILED
+    assert failed.value.detail == "Docker answered, and domain 'web' is shutoff"
+    stop = rig.events()[-1]
+    assert stop.event == "stopped" and (stop.origin, stop.cause) == ("reconcile", None)
+
+
+async def test_a_reboot_replayed_to_the_next_agent_is_reported_once(rig: Rig) -> None:
+    """An agent started afterwards reads Docker's events again from the last one applied,
+    by Docker's times, which concurrent events need not have in the order they came: a
+    restart reported already can be among them. The domain runs the init that reboot
+    reported: no second reboot."""
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    before_ns = time.time_ns()
+    reboot = command(Reboot, "web", timeout_s=0)
+    await rig.run(reboot)
+    with rig.host.store.transaction() as tx:
+        tx.set_counter(monitor.DOCKER_TIME, before_ns)
+    domains = DomainTable()
+    for domain in rig.host.store.domains():
+        domains.add(domain)
+    restarted = Monitor("h1", domains, rig.host.store, rig.host.driver, lambda: None)
+    running = asyncio.create_task(restarted.run())
+    try:
+        await asyncio.wait_for(restarted.connected.wait(), WAIT_S)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert [(e.origin, e.cause) for e in rig.reboots()] == [("agent", reboot.id)]
+
+
+async def test_a_reboot_docker_goes_on_with_after_the_agent_died_is_reported_as_one(
+    rig: Rig,
+) -> None:
+    """The agent died during Docker's restart of a domain; the next one, re-listing while
+    the container is between its stop and its start, reports no stop: Docker's restart
+    goes on without the agent, and its report is the reboot, credited to the command."""
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    web = rig.host.domains.by_name("web")
+    assert web is not None and web.handle is not None
+    with rig.host.store.transaction() as tx:
+        tx.intend("cmd-reboot", web.uuid, Mode.REBOOT.value, [Special.REBOOT.name])
+    domains = DomainTable()
+    for domain in rig.host.store.domains():
+        domains.add(domain)
+    restarted = Monitor("h1", domains, rig.host.store, rig.host.driver, lambda: None)
+    running = asyncio.create_task(restarted.run())
+    try:
+        await asyncio.wait_for(restarted.connected.wait(), WAIT_S)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    container = rig.host.driver.containers[web.handle]
+    container.status, container.pid, container.exit_code = "exited", 0, 137
+    await restarted.reconcile()
+    assert [e.lifecycle for e in rig.events()][-1] is Lifecycle.STARTED_BOOTED
+    container.status, container.pid = "running", 4242
+    report = RuntimeEvent("restart", web.handle, web.uuid, "web", time.time_ns(), pid=4242)
+    await restarted.apply(report)
+    await restarted.reconcile()
+    assert [e.lifecycle for e in rig.events()][-1] is Lifecycle.STARTED_BOOTED
+    assert [(e.origin, e.cause) for e in rig.reboots()] == [("agent", "cmd-reboot")]
 
 
 async def test_a_define_a_relist_reported_is_reported_once_by_the_next_agent_too(
