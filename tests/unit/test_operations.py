@@ -251,6 +251,22 @@ async def test_a_destroy_docker_answered_without_acting_fails(
     assert [event.lifecycle for event in rig.events()][-1] is Lifecycle.STARTED_BOOTED
 
 
+async def _next_agent(rig: Rig) -> Monitor:
+    """The monitor of an agent started on the rig's store: caught up (intents adopted,
+    Docker's events replayed, domains re-listed), its stream then ended."""
+    domains = DomainTable()
+    for domain in rig.host.store.domains():
+        domains.add(domain)
+    restarted = Monitor("h1", domains, rig.host.store, rig.host.driver, lambda: None)
+    running = asyncio.create_task(restarted.run())
+    try:
+        await asyncio.wait_for(restarted.connected.wait(), WAIT_S)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    return restarted
+
+
 async def _reboot_with(
     rig: Rig, monkeypatch: pytest.MonkeyPatch, restart: Callable[[str, int], Awaitable[None]]
 ) -> Reboot:
@@ -356,16 +372,7 @@ async def test_a_reboot_replayed_to_the_next_agent_is_reported_once(rig: Rig) ->
     await rig.run(reboot)
     with rig.host.store.transaction() as tx:
         tx.set_counter(monitor.DOCKER_TIME, before_ns)
-    domains = DomainTable()
-    for domain in rig.host.store.domains():
-        domains.add(domain)
-    restarted = Monitor("h1", domains, rig.host.store, rig.host.driver, lambda: None)
-    running = asyncio.create_task(restarted.run())
-    try:
-        await asyncio.wait_for(restarted.connected.wait(), WAIT_S)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+    await _next_agent(rig)
     assert [(e.origin, e.cause) for e in rig.reboots()] == [("agent", reboot.id)]
 
 
@@ -381,16 +388,7 @@ async def test_a_reboot_docker_goes_on_with_after_the_agent_died_is_reported_as_
     assert web is not None and web.handle is not None
     with rig.host.store.transaction() as tx:
         tx.intend("cmd-reboot", web.uuid, Mode.REBOOT.value, [Special.REBOOT.name])
-    domains = DomainTable()
-    for domain in rig.host.store.domains():
-        domains.add(domain)
-    restarted = Monitor("h1", domains, rig.host.store, rig.host.driver, lambda: None)
-    running = asyncio.create_task(restarted.run())
-    try:
-        await asyncio.wait_for(restarted.connected.wait(), WAIT_S)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+    restarted = await _next_agent(rig)
     container = rig.host.driver.containers[web.handle]
     container.status, container.pid, container.exit_code = "exited", 0, 137
     await restarted.reconcile()
@@ -422,16 +420,7 @@ async def test_a_define_a_relist_reported_is_reported_once_by_the_next_agent_too
     monkeypatch.setattr(driver, "create", create_unreported)
     define = command(Define, spec=SPEC)
     await rig.run(define)
-    domains = DomainTable()
-    for domain in rig.host.store.domains():
-        domains.add(domain)
-    restarted = Monitor("h1", domains, rig.host.store, driver, lambda: None)
-    running = asyncio.create_task(restarted.run())
-    try:
-        await asyncio.wait_for(restarted.connected.wait(), WAIT_S)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+    await _next_agent(rig)
     added = [e for e in rig.events() if e.lifecycle is Lifecycle.DEFINED_ADDED]
     assert [(e.domain.name, e.origin, e.cause) for e in added][1:] == [
         ("web", "reconcile", define.id)
