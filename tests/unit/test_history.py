@@ -376,3 +376,20 @@ def test_a_second_answer_or_a_reconnection_shows_the_fault_struck(
     first.replies.append(first.reply)
     report = history.check({"a": 5}, **mode)
     assert (report.reanswered, report.vacuous) == (1, [])
+
+
+@MODES
+def test_a_shutdown_whose_grace_period_ran_out_may_destroy(mode: dict[str, object]) -> None:
+    """A shutdown that had to kill is reported stopped/destroyed (DESIGN's sequences):
+    accepted for a shutdown, in its place; a destroy reported as a shutdown is not."""
+    history = History()
+    history.script("a", "define", "create")
+    history.command("a", "shutdown", events=0)
+    history.event("a", Lifecycle.STOPPED_DESTROYED, history.run.sent[-1].id)
+    assert interrupted(history).check({"a": 5}, **mode).problems == []
+
+    wrong = History()
+    wrong.script("a", "define", "create")
+    wrong.command("a", "destroy", events=0)
+    wrong.event("a", Lifecycle.STOPPED_SHUTDOWN, wrong.run.sent[-1].id)
+    assert interrupted(wrong).check({"a": 5}, **mode).problems != []
