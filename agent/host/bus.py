@@ -60,6 +60,8 @@ MAX_REASON = 1000
 OPEN_TIMEOUT_S = 15.0
 """Bound on connecting, opening the channel and declaring the topology; shorter for a URL
 whose heartbeat says a silent link is dead sooner (``open_timeout_s``)."""
+BROKER_LOST = "broker connection lost; reconnecting"
+"""Logged each time the connection is lost (the fault suite counts these lines)."""
 CLOSE_TIMEOUT_S = 5.0
 """Bound on closing a connection or cancelling the consumer: a dead peer never answers."""
 
@@ -333,7 +335,7 @@ class Bus:
             await self._lost.wait()
             if self._closing:
                 return
-            log.warning("broker connection lost; reconnecting")
+            log.warning(BROKER_LOST)
             self._drop()
             await self._establish()
             try:

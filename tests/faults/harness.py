@@ -19,6 +19,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
+from agent.host.bus import BROKER_LOST
 from schemas.events import (
     EVENT_ADAPTER,
     AgentEvent,
@@ -30,7 +31,6 @@ from schemas.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
 from tests.faults.history import Run, Sent
 
 VIRTBUS = Path(sys.executable).parent / "virtbus"
-BROKER_LOST = "broker connection lost; reconnecting"
 IMAGE = "virtbus-test:latest"
 RESEND_AFTER_S = 8.0
 GIVE_UP_S = 180.0
