@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from uuid import UUID
 
 from agent.errors import no_domain
@@ -51,9 +51,12 @@ class DomainObj:
     def copy(self) -> DomainObj:
         """A copy to put the domain back as it was with ``restore``. Its definitions are
         frozen models, shared; its evidence, the one part changed in place, is copied
-        (a deep copy of the definitions was a quarter of applying a Docker event)."""
-        evidence = replace(self.evidence, signals=list(self.evidence.signals))
-        return replace(self, evidence=evidence)
+        (a deep copy of the definitions was a quarter of applying a Docker event, and
+        ``dataclasses.replace`` three times this copy of the fields)."""
+        saved = object.__new__(DomainObj)
+        saved.__dict__.update(self.__dict__)
+        saved.evidence = self.evidence.copy()
+        return saved
 
     def restore(self, saved: DomainObj) -> None:
         for item in fields(self):

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -572,7 +572,7 @@ class Monitor:
             domain, event.action, _awaited(expectation, _TOGGLES[event.action])
         ):
             return
-        reported = replace(domain.evidence, signals=list(domain.evidence.signals))
+        reported = domain.evidence.copy()
         domain.evidence.observe(event.action, event.signal)
         transitions = translate(
             event.action,

@@ -109,6 +109,12 @@ TABLE: tuple[Row, ...] = (
 )
 """First matching row wins; an action with no row (kill, stop, oom, exec…) emits nothing."""
 
+_ROWS_OF: dict[str, tuple[Row, ...]] = {
+    action: tuple(row for row in TABLE if row.action == action)
+    for action in dict.fromkeys(row.action for row in TABLE)
+}
+"""TABLE's rows by action, in TABLE's order: an event is matched against its own."""
+
 SIGKILL = 9
 
 
@@ -139,6 +145,9 @@ class Evidence:
     oom: bool = False
     stopping: bool = False
     """The step before this one was a signal: Docker is taking the domain down."""
+
+    def copy(self) -> Evidence:
+        return Evidence(list(self.signals), self.oom, self.stopping)
 
     def stop_cause(self, exit_code: int | None) -> StopCause:
         if self.oom:
@@ -175,7 +184,7 @@ def translate(
     exit_code: int | None = None,
 ) -> tuple[Transition, ...]:
     """The libvirt transitions one Docker action stands for, with ``STOPPED`` resolved."""
-    for row in TABLE:
+    for row in _ROWS_OF.get(action, ()):
         if row.matches(action, mode, persistent, evidence.stopping):
             return tuple(
                 STOP_CAUSES[evidence.stop_cause(exit_code)] if emit is Special.STOPPED else emit

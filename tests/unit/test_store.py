@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
+import pytest
+
 from agent.host.domains import DomainObj
-from agent.host.store import Fingerprint, Recorded, Store
+from agent.host.outbox import BATCH
+from agent.host.store import OUTBOX_KEPT, Fingerprint, Recorded, Store
 from agent.host.translate import Evidence
+from schemas.codes import Lifecycle
 from schemas.domain import DomainSpec
+from schemas.events import DomainRef, LifecycleEvent
 
 SPEC = DomainSpec(name="web", image="virtbus-test:latest")
 
@@ -74,43 +81,98 @@ def test_a_fingerprint_names_what_differs() -> None:
     )
 
 
-def test_the_last_seq_moves_with_committed_events_only(tmp_path: Path) -> None:
-    from datetime import UTC, datetime
-
-    from schemas.codes import Lifecycle
-    from schemas.events import DomainRef, LifecycleEvent
-
+def _event(seq: int) -> LifecycleEvent:
     started = Lifecycle.STARTED_BOOTED
+    return LifecycleEvent(
+        seq=seq,
+        host="h",
+        time=datetime.now(UTC),
+        domain=DomainRef(name="web", uuid=uuid4(), id=7),
+        origin="agent",
+        event=started.event,
+        event_code=started.event_code,
+        detail=started.detail,
+        detail_code=started.detail_code,
+    )
 
-    def event(seq: int) -> LifecycleEvent:
-        return LifecycleEvent(
-            seq=seq,
-            host="h",
-            time=datetime.now(UTC),
-            domain=DomainRef(name="web", uuid=uuid4(), id=7),
-            origin="agent",
-            event=started.event,
-            event_code=started.event_code,
-            detail=started.detail,
-            detail_code=started.detail_code,
-        )
 
+def test_the_last_seq_moves_with_committed_events_only(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
         assert store.last_seq() == 0
         with store.transaction() as tx:
-            tx.enqueue(event)
-            tx.enqueue(event)
+            tx.enqueue(_event)
+            tx.enqueue(_event)
         assert store.last_seq() == 2
         try:
             with store.transaction() as tx:
-                tx.enqueue(event)
+                tx.enqueue(_event)
                 raise RuntimeError("rolled back")
         except RuntimeError:
             pass
         assert store.last_seq() == 2
+        assert [item.seq for item in store.pending(10)] == [1, 2]
     with Store(tmp_path) as store:
         assert store.last_seq() == 2
         assert [item.seq for item in store.pending(10)] == [1, 2]
+
+
+@pytest.mark.parametrize("confirmed", [0, 2, 3])
+def test_the_seq_goes_on_after_a_restart_whatever_the_broker_confirmed(
+    tmp_path: Path, confirmed: int
+) -> None:
+    with Store(tmp_path) as store:
+        with store.transaction() as tx:
+            for _ in range(3):
+                tx.enqueue(_event)
+        if confirmed:
+            store.confirmed(confirmed)
+    with Store(tmp_path) as store:
+        assert store.last_seq() == 3
+        assert store.outbox_size() == 3 - confirmed
+        with store.transaction() as tx:
+            assert tx.enqueue(_event).seq == 4
+    with Store(tmp_path) as store:
+        assert [item.seq for item in store.pending(10)] == list(range(confirmed + 1, 5))
+
+
+def test_a_store_that_counted_seq_in_its_counters_goes_on_from_there(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        db.execute("INSERT INTO counters VALUES ('seq', 41)")
+    with Store(tmp_path) as store:
+        assert store.last_seq() == 41
+        with store.transaction() as tx:
+            assert tx.enqueue(_event).seq == 42
+
+
+def test_the_outbox_read_from_memory_is_the_stored_one(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+
+        def stored() -> list[tuple[int, str, bytes]]:
+            rows = store.db.execute("SELECT seq, routing_key, body FROM outbox ORDER BY seq")
+            return [(seq, key, bytes(body)) for seq, key, body in rows]
+
+        def pending() -> list[tuple[int, str, bytes]]:
+            return [(p.seq, p.routing_key, p.body) for p in store.pending(BATCH)]
+
+        assert pending() == stored() == []
+        with store.transaction() as tx:
+            tx.enqueue(_event)
+            tx.enqueue(_event)
+        assert pending() == stored() and len(stored()) == 2
+        with contextlib.suppress(RuntimeError), store.transaction() as tx:
+            tx.enqueue(_event)
+            raise RuntimeError("rolled back")
+        assert pending() == stored() and store.outbox_size() == 2
+        store.confirmed(1)
+        assert pending() == stored() and [seq for seq, _, _ in stored()] == [2]
+        with store.transaction() as tx:
+            for _ in range(OUTBOX_KEPT + 5):
+                tx.enqueue(_event)
+        assert store.outbox_size() == OUTBOX_KEPT + 6
+        assert pending() == stored()[:BATCH]
+        store.confirmed(OUTBOX_KEPT + 4)
+        assert pending() == stored() and store.outbox_size() == 3
 
 
 def test_a_changed_definition_is_saved_as_it_now_is(tmp_path: Path) -> None:

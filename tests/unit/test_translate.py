@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass
@@ -66,6 +67,26 @@ def test_every_row_is_reachable(index: int) -> None:
     situations = itertools.product(list(Mode), [True, False], [True, False])
     firsts = {first_match(row.action, *situation) for situation in situations}
     assert index in firsts, f"row {index} is shadowed by an earlier row"
+
+
+@pytest.mark.parametrize("action", sorted({row.action for row in TABLE}))
+def test_an_action_is_matched_as_by_a_scan_of_the_whole_table(action: str) -> None:
+    for mode, persistent, stopping in itertools.product(list(Mode), [True, False], [True, False]):
+        index = first_match(action, mode, persistent, stopping)
+        evidence = Evidence(signals=[SIGTERM], stopping=stopping)
+        got = translate(action, mode=mode, persistent=persistent, evidence=evidence, exit_code=0)
+        emits = () if index is None else TABLE[index].emits
+        want = tuple(L.STOPPED_SHUTDOWN if emit is Special.STOPPED else emit for emit in emits)
+        assert got == want, (mode, persistent, stopping)
+
+
+def test_a_copy_of_the_evidence_is_equal_and_apart() -> None:
+    evidence = Evidence(signals=[SIGTERM, SIGKILL], oom=True, stopping=True)
+    assert {field.name for field in dataclasses.fields(Evidence)} == {"signals", "oom", "stopping"}
+    copied = evidence.copy()
+    copied.signals.append(2)
+    assert evidence == Evidence(signals=[SIGTERM, SIGKILL], oom=True, stopping=True)
+    assert copied == Evidence(signals=[SIGTERM, SIGKILL, 2], oom=True, stopping=True)
 
 
 @pytest.mark.parametrize("action", ["kill", "stop", "oom", "exec_start", "health_status", "x"])
