@@ -460,7 +460,10 @@ class Bus:
         return channel
 
     async def reply(self, inbound: Inbound, command_id: str, body: bytes) -> None:
-        """Send a reply to the command's ``reply_to``; returns once the broker has it."""
+        """Send a reply to the command's ``reply_to``; returns once the broker has it.
+        Not mandatory: a reply nobody waits for any more has nowhere else to go, and the
+        broker (RabbitMQ 3.10) returns every mandatory reply to a direct reply-to name
+        even as it delivers it, a second copy for it to send and the agent to read."""
         if inbound.reply_to is None:
             return
         with _lost_is_unavailable():
@@ -474,6 +477,7 @@ class Bus:
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
                 routing_key=inbound.reply_to,
+                mandatory=False,
             )
 
     async def settle(self, inbound: Inbound, accepted: bool, reason: str | None = None) -> None:

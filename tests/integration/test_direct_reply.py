@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from agent.client import Connection
 from schemas.commands import Ping
 from schemas.topology import BROADCAST, COMMANDS, group_key
+from tests.support.fleet import Host
 from tests.support.services import AMQP_URL, new_host
 
 pytestmark = pytest.mark.integration
@@ -94,3 +95,19 @@ async def test_replies_still_arrive_after_the_broker_closes_the_channel(
             await reopened.wait()
         reply = await conn.request(responder.host, conn.command(Ping), timeout_s=WAIT_S)
     assert reply.ok and reply.host == responder.host
+
+
+async def test_an_agent_gets_none_of_its_direct_replies_back(host: Host) -> None:
+    """RabbitMQ returns a mandatory publish to a direct reply-to name even as it delivers
+    it: the agent's replies are not mandatory, so none comes back to it."""
+    channel = host.agent._bus._channel
+    assert channel is not None
+    returned: list[AbstractIncomingMessage] = []
+    channel.return_callbacks.add(lambda _, message: returned.append(message))
+    async with Connection(AMQP_URL) as conn:
+        for _ in range(3):
+            reply = await conn.request(host.name, conn.command(Ping), timeout_s=WAIT_S)
+            assert reply.ok and reply.host == host.name
+        # a fence: the agent answers commands in order, and a return would come first
+        fenced = await conn.request(host.name, conn.command(Ping), timeout_s=WAIT_S)
+    assert fenced.ok and returned == []
