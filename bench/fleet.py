@@ -15,7 +15,9 @@ every request line it prints one reply line. Requests: ``{"cmd": "emit", "domain
 "n": N}`` (each agent's domain D is killed/started N times in all behind the agent's
 back: N events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
 ``{"cmd": "profile_stop"}``, ``{"cmd": "stop"}``. The agents heartbeat every
-``heartbeat_s`` of the config (default: once an hour, none during a run).
+``heartbeat_s`` of the config (default: once an hour, none during a run). The worker runs
+on the agents' event loop (``event_loop`` of the config, uvloop by default), as ``virtbus
+agent`` runs an agent.
 """
 
 from __future__ import annotations
@@ -203,7 +205,14 @@ def main() -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(json.loads(sys.argv[1])))
+    config = json.loads(sys.argv[1])
+    # the agents' own loop, as ``virtbus agent`` runs them (uvloop unless configured)
+    if config.get("event_loop", Config.model_fields["event_loop"].default) == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(config))
+    else:
+        asyncio.run(serve(config))
     return 0
 
 
