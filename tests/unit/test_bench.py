@@ -435,16 +435,16 @@ def test_a_broker_share_hidden_by_its_background_is_not_separable_never_zero() -
     assert "(2000 µs per reply)" in cpu_floor(hidden, 10)
 
 
-async def test_the_cold_path_times_every_event_it_applies() -> None:
+async def test_the_cold_path_times_every_event_it_applies(tmp_path: Path) -> None:
+    from agent.host.store import Store
     from bench.coldpath import apply_times, in_memory
 
     spun: list[int] = []
     times = await apply_times(6, 0.0, lambda: spun.append(1))
     with in_memory():
         in_memory_times = await apply_times(4, 0.001, lambda: None)
-        from agent.host import store
-
-        database = store.sqlite3.connect("/nonexistent/state.db")
-        assert database.execute("PRAGMA database_list").fetchone()[2] == ""
+        with Store(tmp_path) as store, store.transaction() as tx:
+            tx.set_counter("probe", 1)
+    assert not (tmp_path / "state.db").exists()
     assert len(times) == 6 and len(spun) == 6 and len(in_memory_times) == 4
     assert all(time_us > 0 for time_us in times + in_memory_times)
