@@ -15,9 +15,12 @@ every request line it prints one reply line. Requests: ``{"cmd": "emit", "domain
 "n": N}`` (each agent's domain D is killed/started N times in all behind the agent's
 back: N events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
 ``{"cmd": "profile_stop"}``, ``{"cmd": "stop"}``. The agents heartbeat every
-``heartbeat_s`` of the config (default: once an hour, none during a run). The worker runs
-on the agents' event loop (``event_loop`` of the config, uvloop by default), as ``virtbus
-agent`` runs an agent.
+``heartbeat_s`` of the config (default: once an hour, none during a run).
+
+The worker runs on asyncio's own loop, not on uvloop as ``virtbus agent`` does by default.
+Packed 625 to a process, each with its own connection, the agents cost more on uvloop:
+at 5,000 hosts, one run after the other, 1,681 against 1,304 µs of the workers' CPU per
+broadcast reply, gather p50 6.68 against 5.04 s (at 1,000 hosts uvloop was no slower).
 """
 
 from __future__ import annotations
@@ -205,14 +208,7 @@ def main() -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    config = json.loads(sys.argv[1])
-    # the agents' own loop, as ``virtbus agent`` runs them (uvloop unless configured)
-    if config.get("event_loop", Config.model_fields["event_loop"].default) == "uvloop":
-        import uvloop
-
-        uvloop.run(serve(config))
-    else:
-        asyncio.run(serve(config))
+    asyncio.run(serve(json.loads(sys.argv[1])))
     return 0
 
 
