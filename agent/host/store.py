@@ -200,12 +200,16 @@ class Transaction:
     def __init__(self, db: sqlite3.Connection, last_seq: int) -> None:
         self._db = db
         self._seq = last_seq
-        self.queued = 0
         self.rows: list[Pending] = []
         """The outbox rows this transaction wrote."""
         self.last_seq: int | None = None
         """The ``seq`` of the last event this transaction queued."""
         self._committed: list[Callable[[], None]] = []
+
+    @property
+    def queued(self) -> int:
+        """How many events this transaction queued."""
+        return len(self.rows)
 
     def after(self, action: Callable[[], None]) -> None:
         """Do ``action`` once the transaction is committed; never if it is not."""
@@ -290,7 +294,6 @@ class Transaction:
             "INSERT INTO outbox VALUES (?, ?, ?)", (row.seq, row.routing_key, row.body)
         )
         self.rows.append(row)
-        self.queued += 1
         return event
 
 
