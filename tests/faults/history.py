@@ -48,6 +48,13 @@ ALSO: dict[str, frozenset[Effect]] = {
 IDEMPOTENT: dict[str, str] = {"suspend": "paused", "resume": "running"}
 """Ops libvirt answers ``ok`` without an effect when the domain is already where they
 lead, with that state."""
+INACTIVE = frozenset({"shutoff", None})
+REFUSED_IN: dict[str, frozenset[str | None]] = {
+    "create": frozenset({"running", "paused"}),
+    **dict.fromkeys(("suspend", "resume", "destroy", "shutdown", "reboot"), INACTIVE),
+}
+"""The states in which libvirt refuses an op with OPERATION_INVALID: a start of an active
+domain, any other lifecycle op of an inactive one."""
 TOLERATED = frozenset({"OPERATION_FAILED", "OPERATION_INVALID", "NO_DOMAIN", "DOM_EXIST"})
 """Errors a command may meet while Docker is down, or once a fault has moved a domain
 behind its orchestrator's back."""
@@ -107,6 +114,10 @@ class Report:
     reconnects: int = 0
     """Times the agent lost its broker connection and connected again."""
     errors: Counter[str] = field(default_factory=Counter)
+    refused: int = 0
+    """OPERATION_INVALID replies to an op the domain's own events show it was in a state
+    to refuse (a fault had stopped it behind its orchestrator's back): right answers,
+    not counted among the failures a run may have."""
     reconciled: int = 0
 
     @property
@@ -119,7 +130,8 @@ class Report:
             f"{self.scenario}: commands {self.commands}, events {self.events}, "
             f"re-sent {self.resent}, redelivered {self.redelivered}, "
             f"answered again {self.reanswered}, reconnects {self.reconnects}, "
-            f"reconciled {self.reconciled}, errors: {errors}\n"
+            f"reconciled {self.reconciled}, errors: {errors} "
+            f"({self.refused} refused in a state that forbids the op)\n"
             f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
             f"illegal {len(self.illegal)}"
         )
@@ -246,8 +258,9 @@ def check(
     for event in unique:
         if event.cause:
             caused[event.cause].append(event)
-    _replies(run, report, tolerated, max_tolerated)
+    _replies(run, report, tolerated)
     _effects(run, report, caused, steps)
+    _failures(run, report, tolerated, max_tolerated)
     _external(report, steps, external or {})
     _final(report, steps, listed, docker)
     if strict:
@@ -268,7 +281,7 @@ def check(
     return report
 
 
-def _replies(run: Run, report: Report, tolerated: frozenset[str], max_tolerated: float) -> None:
+def _replies(run: Run, report: Report, tolerated: frozenset[str]) -> None:
     for sent in run.sent:
         report.resent += max(sent.sends - 1, 0)
         report.reanswered += max(len(sent.replies) - 1, 0)
@@ -285,7 +298,11 @@ def _replies(run: Run, report: Report, tolerated: frozenset[str], max_tolerated:
             report.errors[error["code"]] += 1
             if error["code"] not in tolerated:
                 report.lost.append(f"{sent.domain} {sent.op} failed: {error['message']}")
+
+
+def _failures(run: Run, report: Report, tolerated: frozenset[str], max_tolerated: float) -> None:
     tolerated_errors = sum(n for code, n in report.errors.items() if code in tolerated)
+    tolerated_errors -= report.refused
     if tolerated_errors and tolerated_errors > math.floor(max_tolerated * run.total):
         report.lost.append(
             f"{tolerated_errors} of {run.total} commands failed (at most {max_tolerated:.0%} may)"
@@ -308,12 +325,20 @@ def _effects(
                 report.duplicated.append(f"command {sent.id} caused {len(mine)} events")
             if not sent.replies:
                 continue
+            low = max((s for m in marks[:index] for s in m), default=0)
+            high = min((s for m in marks[index + 1 :] for s in m), default=math.inf)
+            window = [st for st in path if low < st.event.seq < high]
+            at_low = [st for st in path if st.event.seq <= low]
+            seen = {st.after for st in window} | {at_low[-1].after if at_low else None}
             if not sent.reply.get("ok"):
+                code = sent.reply["error"]["code"]
                 if mine:
                     report.illegal.append(
-                        f"{name} {sent.op} answered {sent.reply['error']['code']} "
+                        f"{name} {sent.op} answered {code} "
                         f"but caused {'/'.join(effect(mine[0]))} (seq {mine[0].seq})"
                     )
+                elif code == "OPERATION_INVALID" and seen & REFUSED_IN.get(sent.op, frozenset()):
+                    report.refused += 1
                 continue
             if sent.op not in EFFECTS:
                 continue
@@ -324,11 +349,6 @@ def _effects(
                         f"{name} {sent.op} caused {'/'.join(effect(mine[0]))} (seq {mine[0].seq})"
                     )
                 continue
-            low = max((s for m in marks[:index] for s in m), default=0)
-            high = min((s for m in marks[index + 1 :] for s in m), default=math.inf)
-            window = [st for st in path if low < st.event.seq < high]
-            at_low = [st for st in path if st.event.seq <= low]
-            seen = {st.after for st in window} | {at_low[-1].after if at_low else None}
             if sent.op in IDEMPOTENT and IDEMPOTENT[sent.op] in seen:
                 continue
             excuse = next(

@@ -199,6 +199,38 @@ def test_tolerant_mode_fails_when_every_command_failed() -> None:
     assert report.lost == ["6 of 7 commands failed (at most 25% may)"]
 
 
+def stopped_behind_its_back(refusal: str) -> History:
+    """A running domain Docker stopped (no command behind it), then every op that needs
+    it active answered ``refusal``, then started again."""
+    history = History()
+    history.script("a", "define", "create")
+    history.event("a", Lifecycle.STOPPED_FAILED, origin="external")
+    for op in ("suspend", "resume", "destroy", "shutdown", "reboot"):
+        history.command("a", op, error=refusal)
+    history.command("a", "create")
+    return history
+
+
+def test_a_refusal_the_domains_events_explain_is_not_a_failure() -> None:
+    report = stopped_behind_its_back("OPERATION_INVALID").check({"a": 1}, **TOLERANT)
+    assert report.problems == []
+    assert report.refused == 5
+    assert "(5 refused in a state that forbids the op)" in report.line()
+
+
+def test_the_same_errors_where_no_state_explains_them_are_failures() -> None:
+    failed = stopped_behind_its_back("OPERATION_FAILED").check({"a": 1}, **TOLERANT)
+    assert failed.lost == ["5 of 8 commands failed (at most 25% may)"]
+    history = History()
+    history.script("a", "define", "create")
+    for op in ("suspend", "resume", "reboot"):
+        history.command("a", op, error="OPERATION_INVALID")
+    history.command("a", "create", error="OPERATION_INVALID")
+    report = interrupted(history).check({"a": 1}, **TOLERANT)
+    assert report.refused == 1
+    assert report.lost == ["3 of 6 commands failed (at most 25% may)"]
+
+
 @MODES
 def test_an_error_with_an_effect_is_illegal(mode: dict[str, object]) -> None:
     history = clean()
