@@ -34,6 +34,8 @@ VIRTBUS = Path(sys.executable).parent / "virtbus"
 IMAGE = "virtbus-test:latest"
 RESEND_AFTER_S = 8.0
 GIVE_UP_S = 180.0
+ONLINE_S = 60.0
+"""How long a started agent may take to say it is online."""
 
 
 @dataclass
@@ -75,6 +77,27 @@ class AgentProcess:
                 stdout=log,
                 stderr=log,
             )
+
+    async def start_online(self, url: str) -> None:
+        """Start the agent and return once it says it is online: its command queue is
+        declared by then, so a command sent after is queued, where one sent before would
+        be dropped as unroutable and re-sent only RESEND_AFTER_S later."""
+        connection = await aio_pika.connect(url, timeout=5)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(
+                EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(exclusive=True)
+            await queue.bind(exchange, routing_key=f"{self.host}.agent.online")
+            online = asyncio.Event()
+
+            async def announced(message: AbstractIncomingMessage) -> None:
+                online.set()
+
+            await queue.consume(announced, no_ack=True)
+            await self.start()
+            await asyncio.wait_for(online.wait(), ONLINE_S)
 
     async def kill(self) -> None:
         assert self.process is not None

@@ -91,7 +91,7 @@ async def run_scenario(
     client = Client(stage.urls, host, stage.queue_type)
     try:
         await recorder.start()
-        await agent.start()
+        await agent.start_online(stage.urls[0])
         await client.call("host.ping")
         prelude = await before(client) if before else []
         run, injected = await workload(
