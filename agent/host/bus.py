@@ -525,7 +525,9 @@ class Bus:
 
     async def publish_event(self, routing_key: str, body: bytes, message_id: str | None) -> None:
         """Returns once the broker confirms; raises BusUnavailable if the connection is
-        lost first (within the heartbeat bound), and the event may then have arrived."""
+        lost first (within the heartbeat bound), and the event may then have arrived.
+        Confirmed means the broker took it, not that a queue was bound for it: an event
+        nobody subscribed to (a heartbeat, most often) is dropped there, not returned."""
         self._live_channel()
         if self._events is None:
             raise BusUnavailable("not connected to the broker")
@@ -538,6 +540,7 @@ class Bus:
                     message_id=message_id,
                 ),
                 routing_key=routing_key,
+                mandatory=False,
             )
 
     async def open_stream(self, session: str) -> BusStream:

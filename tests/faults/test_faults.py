@@ -126,7 +126,7 @@ async def run_scenario(
     finally:
         await agent.stop()
         await client.close()
-        await cleanup(stage.urls, host, client.reply_queue)
+        await cleanup(stage.urls, host, client.reply_queue, recorder.queue)
     print(report.line())
     for problem in report.problems:
         print("  ", problem)
@@ -146,7 +146,9 @@ async def run_scenario(
     return report
 
 
-async def cleanup(urls: list[str], host: str, reply_queue: str) -> None:
+async def cleanup(urls: list[str], host: str, *queues: str) -> None:
+    """Remove the host's containers and its queues, the run's own ``queues`` too: a run
+    that failed before its recorder drained leaves nothing behind on the broker."""
     docker = aiodocker.Docker()
     try:
         filters = json.dumps({"label": [f"{HOST_LABEL}={host}"]})
@@ -154,7 +156,7 @@ async def cleanup(urls: list[str], host: str, reply_queue: str) -> None:
             await container.delete(force=True)
     finally:
         await docker.close()
-    await cleanup_queues(urls, [host_queue(host), reply_queue])
+    await cleanup_queues(urls, [host_queue(host), *queues])
 
 
 async def cleanup_queues(urls: list[str], queues: list[str]) -> None:

@@ -111,3 +111,15 @@ async def test_an_agent_gets_none_of_its_direct_replies_back(host: Host) -> None
         # a fence: the agent answers commands in order, and a return would come first
         fenced = await conn.request(host.name, conn.command(Ping), timeout_s=WAIT_S)
     assert fenced.ok and returned == []
+
+
+async def test_an_event_no_queue_binds_is_confirmed_and_not_returned(host: Host) -> None:
+    """Events are not mandatory either: a heartbeat nobody subscribed to is confirmed by
+    the broker and dropped, never sent back to the agent."""
+    channel = host.agent._bus._channel
+    assert channel is not None
+    returned: list[AbstractIncomingMessage] = []
+    channel.return_callbacks.add(lambda _, message: returned.append(message))
+    # the broker sends a return before the confirm it belongs to
+    await host.agent._bus.publish_event(f"{new_host()}.agent.heartbeat", b"{}", None)
+    assert returned == []
