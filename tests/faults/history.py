@@ -126,12 +126,13 @@ class Report:
 
     def line(self) -> str:
         errors = ", ".join(f"{code} {n}" for code, n in sorted(self.errors.items())) or "none"
+        if self.refused:
+            errors += f" ({self.refused} refused in a state that forbids the op)"
         return (
             f"{self.scenario}: commands {self.commands}, events {self.events}, "
             f"re-sent {self.resent}, redelivered {self.redelivered}, "
             f"answered again {self.reanswered}, reconnects {self.reconnects}, "
-            f"reconciled {self.reconciled}, errors: {errors} "
-            f"({self.refused} refused in a state that forbids the op)\n"
+            f"reconciled {self.reconciled}, errors: {errors}\n"
             f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
             f"illegal {len(self.illegal)}"
         )
