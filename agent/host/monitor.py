@@ -125,7 +125,8 @@ class Expectation:
         if self.reached.is_set():
             return True
         try:
-            await asyncio.wait_for(self.reached.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # no task in between, as wait_for has
+                await self.reached.wait()
         except TimeoutError:
             return False
         return True
