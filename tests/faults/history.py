@@ -326,11 +326,6 @@ def _effects(
                 report.duplicated.append(f"command {sent.id} caused {len(mine)} events")
             if not sent.replies:
                 continue
-            low = max((s for m in marks[:index] for s in m), default=0)
-            high = min((s for m in marks[index + 1 :] for s in m), default=math.inf)
-            window = [st for st in path if low < st.event.seq < high]
-            at_low = [st for st in path if st.event.seq <= low]
-            seen = {st.after for st in window} | {at_low[-1].after if at_low else None}
             if not sent.reply.get("ok"):
                 code = sent.reply["error"]["code"]
                 if mine:
@@ -338,8 +333,9 @@ def _effects(
                         f"{name} {sent.op} answered {code} "
                         f"but caused {'/'.join(effect(mine[0]))} (seq {mine[0].seq})"
                     )
-                elif code == "OPERATION_INVALID" and seen & REFUSED_IN.get(sent.op, frozenset()):
-                    report.refused += 1
+                elif code == "OPERATION_INVALID":
+                    _, seen = _between(path, marks, index)
+                    report.refused += bool(seen & REFUSED_IN.get(sent.op, frozenset()))
                 continue
             if sent.op not in EFFECTS:
                 continue
@@ -350,6 +346,7 @@ def _effects(
                         f"{name} {sent.op} caused {'/'.join(effect(mine[0]))} (seq {mine[0].seq})"
                     )
                 continue
+            window, seen = _between(path, marks, index)
             if sent.op in IDEMPOTENT and IDEMPOTENT[sent.op] in seen:
                 continue
             excuse = next(
@@ -366,6 +363,18 @@ def _effects(
                 claimed.add(excuse.event.seq)
                 continue
             report.lost.append(f"{name} {sent.op} answered ok with no event")
+
+
+def _between(
+    path: list[Step], marks: list[list[int]], index: int
+) -> tuple[list[Step], set[str | None]]:
+    """The steps of a domain's ``path`` between command ``index``'s neighbours (by the
+    ``seq`` of the events each caused), and every state the domain was in meanwhile."""
+    low = max((s for m in marks[:index] for s in m), default=0)
+    high = min((s for m in marks[index + 1 :] for s in m), default=math.inf)
+    window = [st for st in path if low < st.event.seq < high]
+    at_low = [st for st in path if st.event.seq <= low]
+    return window, {st.after for st in window} | {at_low[-1].after if at_low else None}
 
 
 def _external(
