@@ -8,7 +8,10 @@ driver, spread over worker processes, classic host queues).
    baseline, the path B8
    measured before (plain aio-pika, a reply queue of its own, replies parsed for their
    host only). Goals (issue 15, goal 6): the library's p50 ≤ 2 s; the broker's and the
-   gatherer's CPU per reply at most half the baseline's; no lost replies.
+   gatherer's CPU per reply at most half the baseline's; no lost replies. A third path,
+   in the same rotation, gathers through the library from a fleet of bare hosts
+   (``bench.echo.BareHost``: the agent's queue, bindings and confirmed reply, no agent),
+   packed the same way: what the AMQP client stack alone costs such a fleet.
 2. Event fan-in: broadcasts ``domain.define`` and ``domain.create`` give every agent a
    running domain; then every agent's domain is killed/started N times in all behind
    its back (the fake engine reports each step, as Docker would), so each agent
@@ -33,6 +36,8 @@ from bench.fleetrun import (
     Fleet,
     PathCost,
     broker_memory,
+    by_library,
+    by_reply_queue,
     choose_connections,
     compare_gathers,
     fleet_meter,
@@ -100,27 +105,39 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     scale = ctx.scale
     size, workers = scale.b8_hosts, scale.b8_workers
     result = BenchResult("B8", f"fleet simulation: {size:,} hosts, {workers} processes")
-    shared, how = await choose_connections(size, workers)
+    shared, how = await choose_connections(2 * size, workers)
     ctx.log(f"B8 starting {size} agents in {workers} processes ({how})")
     before = await broker_memory() if ctx.scale.broker_memory else None
     fleet = await Fleet.start(ctx, "f", size, workers, QUEUE_TYPE, shared)
     ctx.log(f"B8 fleet ready in {fleet.startup_s:.1f} s")
+    bare: Fleet | None = None
     per_event = scale.b8_events_per_host
     expected = size * per_event
     try:
         per_agent = memory_per_agent(before, await broker_memory() if before else None, size)
         per_queue = await queue_memory(f"virtbus.host.bench-{ctx.run_id}-f") if before else {}
         broker = broker_pid(amqp_port(ctx.amqp_url))
+        ctx.log(f"B8 starting {size} bare hosts in {workers} processes")
+        bare = await Fleet.start(ctx, "b", size, workers, QUEUE_TYPE, shared, responder="bare")
+        bare_startup_s = bare.startup_s
+        ctx.log(f"B8 bare hosts ready in {bare_startup_s:.1f} s")
         async with AsyncExitStack() as stack:
             conn = await stack.enter_async_context(Connection(ctx.amqp_url))
             for worker in fleet.workers:
                 await stack.enter_async_context(worker.window("B8 broadcast pings"))
-            await compare_gathers(client, conn, fleet, 2, PING_TIMEOUT_S, broker)
-            old, new = await compare_gathers(
-                client, conn, fleet, scale.b8_rounds, PING_TIMEOUT_S, broker
-            )
+            paths = {
+                "old": (fleet, by_reply_queue(client, fleet, PING_TIMEOUT_S)),
+                "library": (fleet, by_library(conn, fleet, PING_TIMEOUT_S)),
+                "bare": (bare, by_library(conn, bare, PING_TIMEOUT_S)),
+            }
+            await compare_gathers(paths, 2, broker)
+            costs = await compare_gathers(paths, scale.b8_rounds, broker)
+        old, new, floor = costs["old"], costs["library"], costs["bare"]
         ctx.log(f"B8 gather, old path: {old.dist.brief()}, missing {old.missing}")
         ctx.log(f"B8 gather, library: {new.dist.brief()}, missing {new.missing}")
+        ctx.log(f"B8 gather, bare hosts: {floor.dist.brief()}, missing {floor.missing}")
+        await bare.stop()
+        bare = None
         spec = {"name": DOMAIN, "image": IMAGE, "command": ["sleep", "3600"]}
         for op, args, target in (
             ("domain.define", {"spec": spec}, None),
@@ -156,9 +173,11 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     finally:
         ctx.log(f"B8 stopping {size} agents")
         await fleet.stop()
+        if bare is not None:
+            await bare.stop()
 
     dist = new.dist
-    old_cpu, new_cpu = old.per_reply(), new.per_reply()
+    old_cpu, new_cpu, floor_cpu = old.per_reply(), new.per_reply(), floor.per_reply()
     ratios = {
         party: new_cpu.get(party, math.nan) / old_cpu[party]
         for party in ("broker", "client")
@@ -183,6 +202,10 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "gather_missing_by_round": new.missing_by_round,
         "baseline_gather_missing_by_round": old.missing_by_round,
         "baseline_gather_failed": old.failed,
+        "bare_gather_ms": asdict(floor.dist),
+        "bare_gather_missing": floor.missing,
+        "bare_gather_failed": floor.failed,
+        "bare_startup_s": bare_startup_s,
         "create_gather_s": created.elapsed_s,
         "events_other_origin": fan_in.others,
         "events_expected": expected,
@@ -196,6 +219,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "worker_rss_kib": rss,
         "cpu_us_per_reply": new_cpu,
         "baseline_cpu_us_per_reply": old_cpu,
+        "bare_cpu_us_per_reply": floor_cpu,
         "cpu_per_reply_ratio": ratios,
         "cpu_us_per_event": fan_in_cpu,
         "broker_bytes_per_agent": per_agent,
@@ -206,14 +230,16 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         ["measure", "value"],
         [
             ["fleet start (all agents online)", f"{fleet.startup_s:.1f} s"],
+            ["bare hosts start (all consuming)", f"{bare_startup_s:.1f} s"],
             [
                 "broadcast host.ping gather p50 / p99 / max, client library",
                 gather_line(new),
             ],
             ["... old path (baseline, alternating rounds)", gather_line(old)],
+            ["... bare hosts (no agent), client library", gather_line(floor)],
             [
-                "replies missing by round, library / old path",
-                f"{new.missing_by_round} / {old.missing_by_round}",
+                "replies missing by round, library / old path / bare hosts",
+                f"{new.missing_by_round} / {old.missing_by_round} / {floor.missing_by_round}",
             ],
             [
                 "broadcast domain.create gather (start 1 domain per host)",
@@ -228,6 +254,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
             ["worker RSS", " / ".join(f"{kib / 1024:.0f} MiB" for kib in rss)],
             ["CPU per broadcast reply, client library, µs", cpu_line(new_cpu)],
             ["CPU per broadcast reply, old path, µs", cpu_line(old_cpu)],
+            ["CPU per broadcast reply, bare hosts, µs", cpu_line(floor_cpu)],
             ["CPU per fanned-in event, µs", cpu_line(fan_in_cpu)],
         ],
     )
@@ -248,6 +275,10 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
     result.notes.append(
         "the two gather paths ran in alternating rounds against the same fleet, each "
         "gather metered on its own (broker: the VM listening on the bench's AMQP port). "
+        "The bare hosts (`bench.echo.BareHost`, as many, packed the same way, up at the "
+        "same time) took their turn in the same rotation, gathered by the library: each "
+        "has the agent's queue, bindings, prefetch and reply (confirmed, then the ack) "
+        "and does nothing else. "
         "Client library: `agent.client.Connection.broadcast`, the command transient, "
         "replies by direct reply-to (`amq.rabbitmq.reply-to`: no reply queue), consumed "
         "on the underlying aiormq channel, each read for its host and outcome only "
@@ -265,7 +296,9 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         reason="issue 15's bound for the fleet; the old path alternates with it in the detail",
         at_most=GATHER_GOAL_S,
         detail=f"p99 {fmt(dist.p99 / 1000)} s over {dist.n} rounds; old path p50 "
-        f"{fmt(old.dist.p50 / 1000)} s; {cpu_floor(new_cpu, size)}",
+        f"{fmt(old.dist.p50 / 1000)} s; {cpu_floor(new_cpu, size)}; bare hosts (no agent, "
+        f"same packing, same rotation) p50 {fmt(floor.dist.p50 / 1000)} s, "
+        f"{cpu_floor(floor_cpu, size, 'bare hosts')}",
     )
     separable = all(math.isfinite(cpu.get("broker", math.nan)) for cpu in (new_cpu, old_cpu))
     for party, label in (("broker", "broker"), ("client", "gatherer")):
@@ -286,7 +319,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         unit="",
         reason="a count of lost messages",
         at_most=0,
-        detail=f"over {dist.n} + {old.dist.n} rounds x {size} hosts",
+        detail=f"over {dist.n} + {old.dist.n} rounds x {size} hosts (bare hosts: "
+        f"{floor.missing} over {floor.dist.n} rounds)",
     )
     result.absolute(
         "lost events (fan-in to one subscriber)",
@@ -315,7 +349,7 @@ def broker_detail(new: dict[str, float], old: dict[str, float]) -> str:
     )
 
 
-def cpu_floor(cpu: dict[str, float], size: int) -> str:
+def cpu_floor(cpu: dict[str, float], size: int, who: str = "simulated agents") -> str:
     """The least time this machine's cores need for the broker's and the simulated
     agents' own work in one gather (their CPU per reply x hosts / cores): a bound the
     gatherer cannot beat on this machine, whatever it does. A broker share that is not
@@ -324,7 +358,7 @@ def cpu_floor(cpu: dict[str, float], size: int) -> str:
     broker = cpu.get("broker", math.nan)
     own = (broker if math.isfinite(broker) else 0.0) + cpu.get("agents", math.nan)
     return (
-        f"the broker's and the {size:,} simulated agents' own CPU ({own:.0f} µs per reply) "
+        f"the broker's and the {size:,} {who}' own CPU ({own:.0f} µs per reply) "
         f"alone needs {fmt(own * size / cores / 1e6)} s of this machine's {cores} cores"
     )
 

@@ -18,9 +18,22 @@ import sys
 from typing import Literal
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+)
 
-from schemas.topology import COMMANDS_EXCHANGE, DEAD_EXCHANGE, host_queue
+from agent.host.bus import Declarer
+from schemas.topology import (
+    COMMANDS_EXCHANGE,
+    DEAD_EXCHANGE,
+    QueueType,
+    command_bindings,
+    command_queue,
+    host_queue,
+)
 
 PREFETCH = 64
 """The agent's default prefetch."""
@@ -91,3 +104,62 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class BareHost:
+    """A fleet host with no agent behind it: the agent's queue, bindings, prefetch and
+    reply (same properties, not mandatory, confirmed before the ack), and nothing in
+    between. Each reply is a fixed ``ok`` body with the command's id; nothing is parsed,
+    stored or run. A fleet of these is the floor the AMQP client stack sets for a fleet
+    of agents packed the same way."""
+
+    def __init__(self, url: str, host: str, group: str, queue_type: QueueType) -> None:
+        self.url = url
+        self.host = host
+        self.group = group
+        self.queue_type = queue_type
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._answers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect(
+            self.url, client_properties={"connection_name": f"virtbus bench bare {self.host}"}
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await self._channel.set_qos(prefetch_count=PREFETCH)
+        declarer = Declarer(self._channel)
+        queue = command_queue(self.host, self.queue_type)
+        for binding in command_bindings(queue, self.host, [self.group]):
+            await declarer.bind(binding)
+        await (await declarer.queue(queue)).consume(self._take)
+
+    async def _take(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.create_task(self._answer(message))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+
+    async def _answer(self, message: AbstractIncomingMessage) -> None:
+        assert self._channel is not None
+        command_id = message.message_id or message.correlation_id or ""
+        if message.reply_to:
+            await self._channel.default_exchange.publish(
+                aio_pika.Message(
+                    b'{"v":1,"id":"%s","host":"%s","ok":true,"result":{}}'
+                    % (command_id.encode(), self.host.encode()),
+                    content_type="application/json",
+                    correlation_id=message.correlation_id or command_id,
+                    message_id=f"{self.host}:{command_id}",
+                    headers={"host": self.host},
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=message.reply_to,
+                mandatory=False,
+            )
+        await message.ack()
+
+    async def stop(self) -> None:
+        if self._answers:
+            await asyncio.wait(self._answers, timeout=5)
+        if self._connection is not None:
+            await self._connection.close()

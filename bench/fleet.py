@@ -17,6 +17,9 @@ back: N events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
 ``{"cmd": "profile_stop"}``, ``{"cmd": "stop"}``. The agents heartbeat every
 ``heartbeat_s`` of the config (default: once an hour, none during a run).
 
+With ``"responder": "bare"`` the hosts are ``bench.echo.BareHost``: the agent's queue,
+bindings and reply, no agent (``emit`` answers with an error).
+
 The worker runs on asyncio's own loop, not on uvloop as ``virtbus agent`` does by default.
 Packed 625 to a process, each with its own connection, the agents cost more on uvloop:
 at 5,000 hosts, one run after the other, 1,681 against 1,304 µs of the workers' CPU per
@@ -42,6 +45,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from agent.host.agent import Agent
 from agent.host.config import Config
 from bench.core import rss_kib
+from bench.echo import BareHost
 from bench.profiling import Window
 from tests.fakes import FakeDriver
 
@@ -139,7 +143,11 @@ async def serve(config: dict[str, Any]) -> None:
     shared = share_connections(url) if config["shared_connection"] else []
     window = Window(config["profile_out"]) if config.get("profile_out") else None
     agents: list[tuple[Agent, FakeDriver]] = []
+    bare: list[BareHost] = []
     for host in config["hosts"]:
+        if config.get("responder") == "bare":
+            bare.append(BareHost(url, host, config["group"], config["queue_type"]))
+            continue
         driver = FakeDriver()
         settings = Config(
             host=host,
@@ -155,17 +163,17 @@ async def serve(config: dict[str, Any]) -> None:
     started = time.perf_counter()
     slots = asyncio.Semaphore(START_AT_ONCE)
 
-    async def start(agent: Agent) -> None:
+    async def start(host: Agent | BareHost) -> None:
         async with slots:
-            await agent.start()
+            await host.start()
 
-    await asyncio.gather(*(start(agent) for agent, _ in agents))
+    await asyncio.gather(*(start(agent) for agent, _ in agents), *(start(b) for b in bare))
     reply(
         {
-            "ready": len(agents),
+            "ready": len(agents) + len(bare),
             "startup_s": time.perf_counter() - started,
             "rss_kib": rss_kib_self(),
-            "connections": len(shared) if shared else len(agents),
+            "connections": len(shared) if shared else len(agents) + len(bare),
         }
     )
     loop = asyncio.get_running_loop()
@@ -192,10 +200,12 @@ async def serve(config: dict[str, Any]) -> None:
         else:
             reply({"error": f"unknown command {command}"})
     began = time.perf_counter()
-    await asyncio.gather(*(agent.stop() for agent, _ in agents), return_exceptions=True)
+    await asyncio.gather(
+        *(agent.stop() for agent, _ in agents), *(b.stop() for b in bare), return_exceptions=True
+    )
     for connection in shared:
         await connection.close()
-    reply({"stopped": len(agents), "elapsed_s": time.perf_counter() - began})
+    reply({"stopped": len(agents) + len(bare), "elapsed_s": time.perf_counter() - began})
 
 
 def rss_kib_self() -> int:

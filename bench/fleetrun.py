@@ -1,5 +1,6 @@
-"""Fleets of in-process agents over the fake driver, spread over worker processes
-(``bench.fleet``), and broadcast gathering against them (used by B5 and B8)."""
+"""Fleets of in-process agents over the fake driver (or of bare hosts), spread over
+worker processes (``bench.fleet``), and broadcast gathering against them (used by B5 and
+B8)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,7 @@ class Fleet:
         queue_type: str,
         shared_connection: bool,
         heartbeat_s: float | None = None,
+        responder: str = "agent",
     ) -> Fleet:
         hosts = [ctx.host(f"{label}{index:04d}") for index in range(size)]
         group = f"bench-{ctx.run_id}-{label}"
@@ -52,6 +55,7 @@ class Fleet:
                         queue_type,
                         shared_connection,
                         heartbeat_s,
+                        responder,
                     )
                 )
         began = time.perf_counter()
@@ -178,34 +182,48 @@ BACKGROUND_S = 1.0
 """How long the broker's background rate is sampled before each gather."""
 
 
-async def compare_gathers(
-    client: RpcClient,
-    conn: Connection,
-    fleet: Fleet,
-    rounds: int,
-    timeout_s: float,
-    broker: int | None,
-) -> tuple[PathCost, PathCost]:
-    """``host.ping`` to the fleet's group, ``rounds`` times by each path, alternating
-    which goes first: the old path (plain aio-pika, a reply queue of its own, replies
-    parsed for their host only) and the client library's (direct reply-to, every reply
-    validated into a ``Reply``). Each gather is metered on its own."""
-    expect = set(fleet.hosts)
-    old, new = PathCost(), PathCost()
+Gather = Callable[[], Awaitable[tuple[float, int, int]]]
+"""One gather: its time, how many hosts did not answer, how many answered with an error."""
 
-    async def by_reply_queue() -> tuple[float, int, int]:
+
+def by_reply_queue(client: RpcClient, fleet: Fleet, timeout_s: float) -> Gather:
+    """The old path: plain aio-pika, a reply queue of its own, replies parsed for their
+    host only."""
+    expect = set(fleet.hosts)
+
+    async def gather() -> tuple[float, int, int]:
         outcome = await client.broadcast(fleet.group, "host.ping", expect, timeout_s=timeout_s)
         return outcome.elapsed_s, outcome.missing, outcome.failed
 
-    async def by_library() -> tuple[float, int, int]:
+    return gather
+
+
+def by_library(conn: Connection, fleet: Fleet, timeout_s: float) -> Gather:
+    """The client library's path: direct reply-to, every reply read for its host and
+    outcome."""
+    expect = set(fleet.hosts)
+
+    async def gather() -> tuple[float, int, int]:
         outcome = await conn.broadcast(
             "host.ping", group=fleet.group, expect=expect, timeout_s=timeout_s
         )
         return outcome.elapsed_s, len(outcome.missing), len(outcome.failed)
 
-    paths = [(old, by_reply_queue), (new, by_library)]
+    return gather
+
+
+async def compare_gathers(
+    paths: dict[str, tuple[Fleet, Gather]], rounds: int, broker: int | None
+) -> dict[str, PathCost]:
+    """``host.ping`` to each path's fleet, ``rounds`` times by each path, the order
+    rotating from round to round; each gather metered on its own (the broker, the
+    path's own fleet, this process)."""
+    costs = {name: PathCost() for name in paths}
+    order = list(paths)
     for round_ in range(rounds):
-        for cost, gather in paths if round_ % 2 == 0 else paths[::-1]:
+        shift = round_ % len(order)
+        for name in order[shift:] + order[:shift]:
+            fleet, gather = paths[name]
             idle = CpuMeter({"broker": [broker] if broker else []})
             idle.start()
             await asyncio.sleep(BACKGROUND_S)
@@ -213,9 +231,9 @@ async def compare_gathers(
             meter = fleet_meter(fleet, broker)
             elapsed_s, missing, failed = await gather()
             used = meter.stop()
-            cost.add(elapsed_s, missing, failed, used, rate * meter.wall_s)
-            cost.replies += len(expect) - missing
-    return old, new
+            costs[name].add(elapsed_s, missing, failed, used, rate * meter.wall_s)
+            costs[name].replies += len(fleet.hosts) - missing
+    return costs
 
 
 @dataclass(frozen=True)

@@ -263,9 +263,12 @@ class FleetProcess:
         queue_type: str,
         shared_connection: bool,
         heartbeat_s: float | None = None,
+        responder: str = "agent",
     ) -> None:
         self.ctx = ctx
         self.name = name
+        self.responder = responder
+        """``agent``: real agents over the fake driver; ``bare``: ``bench.echo.BareHost``."""
         self.heartbeat_s = heartbeat_s
         """None: the worker's own (no heartbeats during a run)."""
         self.hosts = hosts
@@ -284,6 +287,7 @@ class FleetProcess:
             "state_dir": str(self.ctx.workdir / "state"),
             "shared_connection": self.shared_connection,
             "heartbeat_s": self.heartbeat_s,
+            "responder": self.responder,
             "profile_out": (
                 str(self.ctx.profile_dir / f"{self.ctx.current}-{self.name}")
                 if self.ctx.profiling

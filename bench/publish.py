@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.b8_fleet import GATHER_GOAL_S
 from bench.report import TIMES, goals_table, misses, run_lines
 
 REPO = Path(__file__).resolve().parent.parent
@@ -435,8 +436,41 @@ def agent_cost(document: Document | None) -> str:
     )
 
 
+def fleet_floor(document: Document | None) -> str:
+    """B8's agents against as many bare hosts (the AMQP client stack alone), gathered in
+    the same rotation."""
+    if document is None:
+        return NOT_YET
+    b8 = _by_id(document).get("B8")
+    hosts = _get(b8, "hosts")
+    cores = _get(document, "run", "machine", "cores")
+    agents_ms = _get(b8, "gather_ms", "p50")
+    bare_ms = _get(b8, "bare_gather_ms", "p50")
+    agents = _get(b8, "cpu_us_per_reply", "agents")
+    bare = _get(b8, "bare_cpu_us_per_reply", "agents")
+    broker = _get(b8, "bare_cpu_us_per_reply", "broker")
+    if not _ok(hosts, cores, agents_ms, bare_ms, agents, bare):
+        return f"{_heading(document)}: B8 gathered from no bare hosts in this run."
+    shared = broker if _ok(broker) else 0.0
+    floor_s = hosts * (bare + shared) / cores / 1e6
+    verdict = (
+        f"the bare hosts alone miss the {GATHER_GOAL_S:g} s goal"
+        if bare_ms / 1000 > GATHER_GOAL_S
+        else f"the bare hosts meet the {GATHER_GOAL_S:g} s goal; the agents' own work misses it"
+    )
+    return (
+        f"{_heading(document)}: {hosts:,} bare hosts (`bench.echo.BareHost`: the agent's "
+        f"queue, bindings, prefetch and confirmed reply, nothing else), packed as the agents "
+        f"are and gathered by the client library in the same rotation, gathered in "
+        f"{bare_ms / 1000:,.2f} s (p50) against the agents' {agents_ms / 1000:,.2f} s: "
+        f"{verdict}. A bare host spent {bare:,.0f} µs of CPU per reply, an agent "
+        f"{agents:,.0f} µs ({agents / bare:.2f} {TIMES}); the broker's and the bare hosts' "
+        f"own CPU alone needs {floor_s:,.2f} s of the machine's {cores} cores per gather."
+    )
+
+
 TARGETS: dict[str, dict[str, Render]] = {
-    "docs/benchmarks.md": {"results": results_section},
+    "docs/benchmarks.md": {"results": results_section, "fleet-floor": fleet_floor},
     "bench/SCALING.md": {
         "memory": memory,
         "unit-costs": unit_costs,

@@ -448,3 +448,28 @@ async def test_the_cold_path_times_every_event_it_applies(tmp_path: Path) -> Non
     assert not (tmp_path / "state.db").exists()
     assert len(times) == 6 and len(spun) == 6 and len(in_memory_times) == 4
     assert all(time_us > 0 for time_us in times + in_memory_times)
+
+
+def test_the_fleet_floor_says_whether_bare_hosts_alone_miss_the_gather_goal() -> None:
+    def document(bare_p50_ms: float) -> dict[str, Any]:
+        b8 = BenchResult("B8", "fleet")
+        b8.metrics = {
+            "hosts": 5000,
+            "gather_ms": {"p50": 4500.0},
+            "bare_gather_ms": {"p50": bare_p50_ms},
+            "cpu_us_per_reply": {"agents": 1200.0},
+            "bare_cpu_us_per_reply": {"agents": 600.0, "broker": 150.0},
+        }
+        return {"run": _run("20261207T000000Z"), "results": [b8.to_json()]}
+
+    slow = publish.fleet_floor(document(2600.0))
+    assert "in 2.60 s (p50) against the agents' 4.50 s: the bare hosts alone miss the 2 s" in slow
+    assert f"a bare host spent 600 µs of CPU per reply, an agent 1,200 µs (2.00 {TIMES})" in (
+        slow.replace("A bare", "a bare")
+    )
+    # 5,000 x (600 + 150) µs on 2 cores
+    assert "alone needs 1.88 s of the machine's 2 cores" in slow
+    fast = publish.fleet_floor(document(1500.0))
+    assert "the bare hosts meet the 2 s goal; the agents' own work misses it" in fast
+    without = {"run": _run("20261207T000000Z"), "results": []}
+    assert "gathered from no bare hosts in this run" in publish.fleet_floor(without)
