@@ -291,6 +291,8 @@ class FakeDriver:
     async def pause(self, handle: str) -> None:
         await self._enter("pause")
         container = self._get(handle)
+        if container.status != "running":
+            raise VirtError(ErrorCode.OPERATION_INVALID, f"Container {handle} is not running")
         container.status = "paused"
         self._emit(container, "pause")
         await self._answer("pause")
@@ -298,6 +300,8 @@ class FakeDriver:
     async def unpause(self, handle: str) -> None:
         await self._enter("unpause")
         container = self._get(handle)
+        if container.status != "paused":
+            raise VirtError(ErrorCode.OPERATION_INVALID, f"Container {handle} is not paused")
         container.status = "running"
         self._emit(container, "unpause")
 

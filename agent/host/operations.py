@@ -237,11 +237,26 @@ class Operations:
         try:
             return await self._run(command)
         except VirtError as error:
+            if error.code is ErrorCode.OPERATION_INVALID:
+                await self._caught_up(command)
             done = self._already_done(command, error) if retry else None
             if done is None:
                 raise
             log.info("retried %s %s: already done", command.op, command.id)
             return done
+
+    async def _caught_up(self, command: Command) -> None:
+        """Docker refused an op on a domain held active: its container may have gone down
+        unreported (the engine restarted before its events were read). Bring the domain
+        in line with Docker first, so that the stop is published, external, before the
+        refusal is answered. Best effort: the refusal stands either way."""
+        domain = self._domains.subject(command)
+        if domain is None or not domain.active or isinstance(command, Create):
+            return
+        try:
+            await self._monitor.resync(domain)
+        except (VirtError, StoreUnwritable) as error:
+            log.info("domain %s not brought in line after a refusal: %s", domain.name, error)
 
     async def docker_done(self, domain: DomainObj, op: str) -> None:
         """Return once Docker has finished the last call made on the domain (whose op

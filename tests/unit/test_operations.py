@@ -517,3 +517,26 @@ def test_every_command_model_has_a_handler() -> None:
     models = set(get_args(get_args(Command)[0]))
     assert set(HANDLERS) == models
     assert all(HANDLERS[model].__name__ != "_run" for model in models)
+
+
+async def test_a_refusal_for_a_container_gone_down_unreported_follows_the_stop_it_shows(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's engine restarted and its report of the container's end was never read:
+    Docker refuses the pause of a container that is not running, and the domain's stop
+    is published, external, before that refusal is answered."""
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    driver = rig.host.driver
+    (container,) = driver.containers.values()
+    with monkeypatch.context() as muted:
+        muted.setattr(driver._events, "put_nowait", lambda event: None)
+        await driver.kill(container.handle)
+    with pytest.raises(VirtError) as refused:
+        await rig.run(command(Suspend, "web"))
+    assert refused.value.code is ErrorCode.OPERATION_INVALID
+    stopped = rig.events()[-1]
+    assert stopped.lifecycle.event == "stopped"
+    assert (stopped.origin, stopped.cause) == ("reconcile", None)
+    domain = rig.host.domains.by_name("web")
+    assert domain is not None and domain.state is DomainState.SHUTOFF
