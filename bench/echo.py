@@ -25,7 +25,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
 )
 
-from agent.host.bus import Declarer
+from agent.host.bus import Declarer, reply_message
 from schemas.topology import (
     COMMANDS_EXCHANGE,
     DEAD_EXCHANGE,
@@ -143,16 +143,12 @@ class BareHost:
         assert self._channel is not None
         command_id = message.message_id or message.correlation_id or ""
         if message.reply_to:
+            body = b'{"v":1,"id":"%s","host":"%s","ok":true,"result":{}}' % (
+                command_id.encode(),
+                self.host.encode(),
+            )
             await self._channel.default_exchange.publish(
-                aio_pika.Message(
-                    b'{"v":1,"id":"%s","host":"%s","ok":true,"result":{}}'
-                    % (command_id.encode(), self.host.encode()),
-                    content_type="application/json",
-                    correlation_id=message.correlation_id or command_id,
-                    message_id=f"{self.host}:{command_id}",
-                    headers={"host": self.host},
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
+                reply_message(self.host, command_id, body, message.correlation_id),
                 routing_key=message.reply_to,
                 mandatory=False,
             )

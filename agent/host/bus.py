@@ -151,6 +151,21 @@ class Declarer:
         await queue.bind(exchange, routing_key=binding.routing_key)
 
 
+def reply_message(
+    host: str, command_id: str, body: bytes, correlation_id: str | None
+) -> aio_pika.Message:
+    """A reply as an agent sends it: the command's ``correlation_id`` (else its id),
+    ``message_id`` ``<host>:<command id>``, the header ``host``, persistent."""
+    return aio_pika.Message(
+        body,
+        content_type=JSON,
+        correlation_id=correlation_id or command_id,
+        message_id=f"{host}:{command_id}",
+        headers={"host": host},
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
 @dataclass
 class _Link:
     """Everything one successful open made, committed to the bus at once."""
@@ -468,14 +483,7 @@ class Bus:
             return
         with _lost_is_unavailable():
             await self._live_channel().default_exchange.publish(
-                aio_pika.Message(
-                    body,
-                    content_type=JSON,
-                    correlation_id=inbound.correlation_id or command_id,
-                    message_id=f"{self.host}:{command_id}",
-                    headers={"host": self.host},
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
+                reply_message(self.host, command_id, body, inbound.correlation_id),
                 routing_key=inbound.reply_to,
                 mandatory=False,
             )
