@@ -18,7 +18,7 @@ back: N events per agent), ``{"cmd": "rss"}``, ``{"cmd": "profile_start"}``,
 ``heartbeat_s`` of the config (default: once an hour, none during a run).
 
 With ``"responder": "bare"`` the hosts are ``bench.echo.BareHost``: the agent's queue,
-bindings and reply, no agent (``emit`` answers with an error).
+bindings and reply, no agent (``emit`` has nothing to emit).
 
 The worker runs on asyncio's own loop, not on uvloop as ``virtbus agent`` does by default.
 Packed 625 to a process, each with its own connection, the agents cost more on uvloop:

@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.client import Connection
 from bench.core import BenchError, Context, CpuMeter, Dist, amqp_port, broker_pid, run_tool
-from bench.procs import FleetProcess
+from bench.procs import FleetProcess, Responder
 from bench.rpc import RpcClient
 
 
@@ -37,7 +37,7 @@ class Fleet:
         queue_type: str,
         shared_connection: bool,
         heartbeat_s: float | None = None,
-        responder: str = "agent",
+        responder: Responder = "agent",
     ) -> Fleet:
         hosts = [ctx.host(f"{label}{index:04d}") for index in range(size)]
         group = f"bench-{ctx.run_id}-{label}"

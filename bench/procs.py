@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from bench.core import BenchError, Context
 from bench.rpc import EventTap, RpcClient
@@ -20,6 +20,8 @@ from bench.rpc import EventTap, RpcClient
 REPO = Path(__file__).resolve().parent.parent
 VIRTBUS = Path(sys.executable).parent / "virtbus"
 READY_TIMEOUT_S = 120.0
+Responder = Literal["agent", "bare"]
+"""What a fleet worker's hosts are: agents over the fake driver, or bare hosts."""
 STOP_TIMEOUT_S = 60.0
 
 
@@ -263,7 +265,7 @@ class FleetProcess:
         queue_type: str,
         shared_connection: bool,
         heartbeat_s: float | None = None,
-        responder: str = "agent",
+        responder: Responder = "agent",
     ) -> None:
         self.ctx = ctx
         self.name = name

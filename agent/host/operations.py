@@ -91,6 +91,8 @@ ORPHAN_WAIT_S = 20.0
 JOB_WAIT_S = 30.0
 """How long a command waits for Docker to finish the previous call on its domain, as
 libvirt waits for a domain's job lock."""
+CATCH_UP_S = 5.0
+"""How long a refusal waits to bring its domain in line with Docker (``_caught_up``)."""
 
 
 Handler = Callable[["Operations", Any], "Awaitable[Result] | Result"]
@@ -249,14 +251,16 @@ class Operations:
         """Docker refused an op on a domain held active: its container may have gone down
         unreported (the engine restarted before its events were read). Bring the domain
         in line with Docker first, so that the stop is published, external, before the
-        refusal is answered. Best effort: the refusal stands either way."""
+        refusal is answered. Best effort, for at most ``CATCH_UP_S`` (the monitor may be
+        busy with a re-list): the refusal stands either way."""
         domain = self._domains.subject(command)
         if domain is None or not domain.active or isinstance(command, Create):
             return
         try:
-            await self._monitor.resync(domain)
-        except (VirtError, StoreUnwritable) as error:
-            log.info("domain %s not brought in line after a refusal: %s", domain.name, error)
+            async with asyncio.timeout(CATCH_UP_S):
+                await self._monitor.resync(domain)
+        except (VirtError, StoreUnwritable, TimeoutError) as error:
+            log.info("domain %s not brought in line after a refusal: %s", domain.name, repr(error))
 
     async def docker_done(self, domain: DomainObj, op: str) -> None:
         """Return once Docker has finished the last call made on the domain (whose op
