@@ -164,6 +164,9 @@ class Step:
     event: DomainEvent
     before: str | None
     after: str | None
+    persistent: bool = True
+    """Whether the domain is persistent after the step (an undefine of an active domain
+    leaves it transient until it stops)."""
 
 
 def walk(events: list[DomainEvent]) -> tuple[list[str], dict[str, list[Step]]]:
@@ -204,7 +207,7 @@ def walk(events: list[DomainEvent]) -> tuple[list[str], dict[str, list[Step]]]:
             wrong.append(f"{where}: not a step of libvirt's state machine")
             continue
         states[event.domain.uuid] = after
-        steps[name].append(Step(event, state, after[0]))
+        steps[name].append(Step(event, state, *after))
     return wrong, steps
 
 
@@ -335,7 +338,7 @@ def _effects(
                     )
                 elif code == "OPERATION_INVALID":
                     _, seen = _between(path, marks, index)
-                    report.refused += bool(seen & REFUSED_IN.get(sent.op, frozenset()))
+                    report.refused += _forbids(sent.op, seen)
                 continue
             if sent.op not in EFFECTS:
                 continue
@@ -347,7 +350,7 @@ def _effects(
                     )
                 continue
             window, seen = _between(path, marks, index)
-            if sent.op in IDEMPOTENT and IDEMPOTENT[sent.op] in seen:
+            if sent.op in IDEMPOTENT and IDEMPOTENT[sent.op] in {state for state, _ in seen}:
                 continue
             excuse = next(
                 (
@@ -365,16 +368,30 @@ def _effects(
             report.lost.append(f"{name} {sent.op} answered ok with no event")
 
 
-def _between(
-    path: list[Step], marks: list[list[int]], index: int
-) -> tuple[list[Step], set[str | None]]:
+Held = tuple[str | None, bool]
+"""A domain's state and whether it was persistent."""
+
+
+def _between(path: list[Step], marks: list[list[int]], index: int) -> tuple[list[Step], set[Held]]:
     """The steps of a domain's ``path`` between command ``index``'s neighbours (by the
     ``seq`` of the events each caused), and every state the domain was in meanwhile."""
     low = max((s for m in marks[:index] for s in m), default=0)
     high = min((s for m in marks[index + 1 :] for s in m), default=math.inf)
     window = [st for st in path if low < st.event.seq < high]
     at_low = [st for st in path if st.event.seq <= low]
-    return window, {st.after for st in window} | {at_low[-1].after if at_low else None}
+    before: Held = (at_low[-1].after, at_low[-1].persistent) if at_low else (None, True)
+    return window, {(st.after, st.persistent) for st in window} | {before}
+
+
+def _forbids(op: str, seen: set[Held]) -> bool:
+    """Whether the domain was, at some point, where libvirt refuses ``op`` with
+    OPERATION_INVALID: in one of ``REFUSED_IN``'s states, or, for an undefine, active and
+    transient ("cannot undefine transient domain")."""
+    return any(
+        state in REFUSED_IN.get(op, frozenset())
+        or (op == "undefine" and state is not None and not persistent)
+        for state, persistent in seen
+    )
 
 
 def _external(

@@ -425,3 +425,16 @@ def test_a_shutdown_whose_grace_period_ran_out_may_destroy(mode: dict[str, objec
     wrong.command("a", "destroy", events=0)
     wrong.event("a", Lifecycle.STOPPED_SHUTDOWN, wrong.run.sent[-1].id)
     assert interrupted(wrong).check({"a": 5}, **mode).problems != []
+
+
+def test_an_undefine_of_a_domain_already_transient_is_a_right_refusal() -> None:
+    history = History()
+    history.script("a", "define", "create", "undefine")
+    history.command("a", "undefine", error="OPERATION_INVALID")
+    report = history.check({"a": 1}, **TOLERANT)
+    assert report.refused == 1
+    assert report.problems == []
+    persistent = History()
+    persistent.script("a", "define", "create")
+    persistent.command("a", "undefine", error="OPERATION_INVALID")
+    assert persistent.check({"a": 1}, **TOLERANT).refused == 0
