@@ -11,7 +11,9 @@ driver, spread over worker processes, classic host queues).
    gatherer's CPU per reply at most half the baseline's; no lost replies. A third path,
    in the same rotation, gathers through the library from a fleet of bare hosts
    (``bench.echo.BareHost``: the agent's queue, bindings and confirmed reply, no agent),
-   packed the same way: what the AMQP client stack alone costs such a fleet.
+   packed the same way: what the AMQP client stack alone costs such a fleet. A fourth
+   path gathers from the agents by counting their replies on aiormq and reading nothing
+   of them (``CountingGatherer``): the floor of a gatherer's CPU on aio-pika's stack.
 2. Event fan-in: broadcasts ``domain.define`` and ``domain.create`` give every agent a
    running domain; then every agent's domain is killed/started N times in all behind
    its back (the fake engine reports each step, as Docker would), so each agent
@@ -33,6 +35,7 @@ from agent.client import Connection
 from bench.b5_broadcast import memory_row
 from bench.core import IMAGE, BenchError, BenchResult, Context, amqp_port, broker_pid, fmt
 from bench.fleetrun import (
+    CountingGatherer,
     Fleet,
     PathCost,
     broker_memory,
@@ -123,19 +126,24 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         ctx.log(f"B8 bare hosts ready in {bare_startup_s:.1f} s")
         async with AsyncExitStack() as stack:
             conn = await stack.enter_async_context(Connection(ctx.amqp_url))
+            counter = CountingGatherer(ctx.amqp_url)
+            await counter.open()
+            stack.push_async_callback(counter.close)
             for worker in fleet.workers:
                 await stack.enter_async_context(worker.window("B8 broadcast pings"))
             paths = {
                 "old": (fleet, by_reply_queue(client, fleet, PING_TIMEOUT_S)),
                 "library": (fleet, by_library(conn, fleet, PING_TIMEOUT_S)),
                 "bare": (bare, by_library(conn, bare, PING_TIMEOUT_S)),
+                "count": (fleet, counter.by_counting(fleet, PING_TIMEOUT_S)),
             }
             await compare_gathers(paths, 2, broker)
             costs = await compare_gathers(paths, scale.b8_rounds, broker)
-        old, new, floor = costs["old"], costs["library"], costs["bare"]
+        old, new, floor, counted = costs["old"], costs["library"], costs["bare"], costs["count"]
         ctx.log(f"B8 gather, old path: {old.dist.brief()}, missing {old.missing}")
         ctx.log(f"B8 gather, library: {new.dist.brief()}, missing {new.missing}")
         ctx.log(f"B8 gather, bare hosts: {floor.dist.brief()}, missing {floor.missing}")
+        ctx.log(f"B8 gather, counted: {counted.dist.brief()}, missing {counted.missing}")
         await bare.stop()
         bare = None
         spec = {"name": DOMAIN, "image": IMAGE, "command": ["sleep", "3600"]}
@@ -178,6 +186,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
 
     dist = new.dist
     old_cpu, new_cpu, floor_cpu = old.per_reply(), new.per_reply(), floor.per_reply()
+    counted_cpu = counted.per_reply()
     ratios = {
         party: new_cpu.get(party, math.nan) / old_cpu[party]
         for party in ("broker", "client")
@@ -206,6 +215,8 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "bare_gather_missing": floor.missing,
         "bare_gather_failed": floor.failed,
         "bare_startup_s": bare_startup_s,
+        "counted_gather_ms": asdict(counted.dist),
+        "counted_gather_missing": counted.missing,
         "create_gather_s": created.elapsed_s,
         "events_other_origin": fan_in.others,
         "events_expected": expected,
@@ -220,6 +231,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "cpu_us_per_reply": new_cpu,
         "baseline_cpu_us_per_reply": old_cpu,
         "bare_cpu_us_per_reply": floor_cpu,
+        "counted_cpu_us_per_reply": counted_cpu,
         "cpu_per_reply_ratio": ratios,
         "cpu_us_per_event": fan_in_cpu,
         "broker_bytes_per_agent": per_agent,
@@ -237,9 +249,11 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
             ],
             ["... old path (baseline, alternating rounds)", gather_line(old)],
             ["... bare hosts (no agent), client library", gather_line(floor)],
+            ["... replies only counted (aiormq)", gather_line(counted)],
             [
-                "replies missing by round, library / old path / bare hosts",
-                f"{new.missing_by_round} / {old.missing_by_round} / {floor.missing_by_round}",
+                "replies missing by round, library / old path / bare hosts / counted",
+                f"{new.missing_by_round} / {old.missing_by_round} / {floor.missing_by_round}"
+                f" / {counted.missing_by_round}",
             ],
             [
                 "broadcast domain.create gather (start 1 domain per host)",
@@ -255,6 +269,7 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
             ["CPU per broadcast reply, client library, µs", cpu_line(new_cpu)],
             ["CPU per broadcast reply, old path, µs", cpu_line(old_cpu)],
             ["CPU per broadcast reply, bare hosts, µs", cpu_line(floor_cpu)],
+            ["CPU per broadcast reply, replies only counted, µs", cpu_line(counted_cpu)],
             ["CPU per fanned-in event, µs", cpu_line(fan_in_cpu)],
         ],
     )
@@ -278,7 +293,10 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         "The bare hosts (`bench.echo.BareHost`, as many, packed the same way, up at the "
         "same time) took their turn in the same rotation, gathered by the library: each "
         "has the agent's queue, bindings, prefetch and reply (confirmed, then the ack) "
-        "and does nothing else. "
+        "and does nothing else. The counted path (`bench.fleetrun.CountingGatherer`) "
+        "publishes the same ping on aiormq and counts the replies carrying its "
+        "correlation id, reading nothing of them: the least CPU per reply a gatherer on "
+        "aio-pika's stack spends. "
         "Client library: `agent.client.Connection.broadcast`, the command transient, "
         "replies by direct reply-to (`amq.rabbitmq.reply-to`: no reply queue), consumed "
         "on the underlying aiormq channel, each read for its host and outcome only "
@@ -310,7 +328,11 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
             baseline_what="the old gather path (exclusive reply queue, plain aio-pika)",
             at_most=CPU_RATIO_GOAL,
             rounds=dist.n,
-            detail=broker_detail(new_cpu, old_cpu) if party == "broker" else "",
+            detail=(
+                broker_detail(new_cpu, old_cpu)
+                if party == "broker"
+                else counted_detail(counted_cpu, old_cpu)
+            ),
             valid=party != "broker" or separable,
         )
     result.absolute(
@@ -346,6 +368,17 @@ def broker_detail(new: dict[str, float], old: dict[str, float]) -> str:
     return (
         "not separable in this run: the broker's background rate before a gather predicts "
         f"at least all it used during the gathers ({shown})"
+    )
+
+
+def counted_detail(counted: dict[str, float], old: dict[str, float]) -> str:
+    """The gatherer's floor: its CPU per reply when it only counts the replies."""
+    floor, baseline = counted.get("client", math.nan), old.get("client", math.nan)
+    if not (math.isfinite(floor) and math.isfinite(baseline) and baseline):
+        return ""
+    return (
+        f"a gatherer that only counts the replies on aiormq, same rounds: {floor:.0f} µs "
+        f"per reply, {floor / baseline:.2f} x the old path"
     )
 
 

@@ -5,18 +5,25 @@ B8)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiormq
+import aiormq.abc
+
 from agent.client import Connection
+from agent.client.connection import DIRECT_REPLY_TO
 from bench.core import BenchError, Context, CpuMeter, Dist, amqp_port, broker_pid, run_tool
 from bench.procs import FleetProcess, Responder
-from bench.rpc import RpcClient
+from bench.rpc import RpcClient, command_body
+from schemas.topology import BROADCAST_EXCHANGE, group_key
 
 
 @dataclass
@@ -379,3 +386,62 @@ def fleet_meter(fleet: Fleet, broker: int | None = None) -> CpuMeter:
 def per_unit(used: dict[str, float], units: int) -> dict[str, float]:
     """CPU microseconds per unit (reply, event) of each metered party."""
     return {name: 1e6 * seconds / max(units, 1) for name, seconds in used.items()}
+
+
+class CountingGatherer:
+    """The least a gatherer can do on aiormq, the AMQP library under aio-pika: publish
+    the broadcast, then count the replies that carry its correlation id, reading nothing
+    else of them (no host, no outcome). Its CPU per reply is the floor of any gatherer
+    built on aio-pika."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection: aiormq.abc.AbstractConnection | None = None
+        self._channel: aiormq.abc.AbstractChannel | None = None
+        self._waiting = ""
+        self._counted = 0
+        self._expected = 0
+        self._complete: asyncio.Future[None] | None = None
+
+    async def open(self) -> None:
+        self._connection = await aiormq.connect(self.url)
+        self._channel = await self._connection.channel()
+        await self._channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _on_reply(self, message: aiormq.abc.DeliveredMessage) -> None:
+        if message.header.properties.correlation_id != self._waiting:
+            return
+        self._counted += 1
+        if self._counted == self._expected and self._complete and not self._complete.done():
+            self._complete.set_result(None)
+
+    def by_counting(self, fleet: Fleet, timeout_s: float) -> Gather:
+        assert self._channel is not None
+        channel = self._channel
+
+        async def gather() -> tuple[float, int, int]:
+            command_id = uuid.uuid4().hex
+            self._waiting, self._counted, self._expected = command_id, 0, len(fleet.hosts)
+            self._complete = asyncio.get_running_loop().create_future()
+            began = time.perf_counter()
+            await channel.basic_publish(
+                command_body(command_id, "host.ping"),
+                exchange=BROADCAST_EXCHANGE,
+                routing_key=group_key(fleet.group),
+                properties=aiormq.spec.Basic.Properties(
+                    content_type="application/json",
+                    message_id=command_id,
+                    correlation_id=command_id,
+                    reply_to=DIRECT_REPLY_TO,
+                ),
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._complete, timeout_s)
+            elapsed = time.perf_counter() - began
+            return elapsed, max(0, self._expected - self._counted), 0
+
+        return gather
