@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.b8_fleet import GATHER_GOAL_S
+from bench.b8_fleet import CPU_RATIO_GOAL, GATHER_GOAL_S
 from bench.report import TIMES, goals_table, misses, run_lines
 
 REPO = Path(__file__).resolve().parent.parent
@@ -438,7 +438,7 @@ def agent_cost(document: Document | None) -> str:
 
 def fleet_floor(document: Document | None) -> str:
     """B8's agents against as many bare hosts (the AMQP client stack alone), gathered in
-    the same rotation."""
+    the same rotation; and the gatherer's CPU against one that only counts replies."""
     if document is None:
         return NOT_YET
     b8 = _by_id(document).get("B8")
@@ -458,6 +458,22 @@ def fleet_floor(document: Document | None) -> str:
         if bare_ms / 1000 > GATHER_GOAL_S
         else f"the bare hosts meet the {GATHER_GOAL_S:g} s goal; the agents' own work misses it"
     )
+    counted = _get(b8, "counted_cpu_us_per_reply", "client")
+    library = _get(b8, "cpu_us_per_reply", "client")
+    old = _get(b8, "baseline_cpu_us_per_reply", "client")
+    gatherer = (
+        f" The gatherer's side: one that only counts the replies on aiormq, reading "
+        f"nothing of them, spent {counted:,.0f} µs of CPU per reply ({counted / old:.2f} "
+        f"{TIMES} the old path's {old:,.0f} µs), the client library {library:,.0f} µs: "
+        + (
+            f"the goal of {CPU_RATIO_GOAL:g} {TIMES} the old path is below what aiormq "
+            "spends receiving a reply."
+            if counted / old > CPU_RATIO_GOAL
+            else f"aiormq's own receiving leaves room under {CPU_RATIO_GOAL:g} {TIMES}."
+        )
+        if _ok(counted, library, old) and old
+        else ""
+    )
     return (
         f"{_heading(document)}: {hosts:,} bare hosts (`bench.echo.BareHost`: the agent's "
         f"queue, bindings, prefetch and confirmed reply, nothing else), packed as the agents "
@@ -466,6 +482,7 @@ def fleet_floor(document: Document | None) -> str:
         f"{verdict}. A bare host spent {bare:,.0f} µs of CPU per reply, an agent "
         f"{agents:,.0f} µs ({agents / bare:.2f} {TIMES}); the broker's and the bare hosts' "
         f"own CPU alone needs {floor_s:,.2f} s of the machine's {cores} cores per gather."
+        f"{gatherer}"
     )
 
 
