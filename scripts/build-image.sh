@@ -36,21 +36,23 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-make_rootfs_tar() {
-    # one maker at a time; a second waits and then finds the tarball made
+make_rootfs_tar() (
+    # a subshell, so that its EXIT trap removes the scratch root filesystem however it
+    # ends (a RETURN trap would outlive the function and fire again at the caller's
+    # return, with the local gone); one maker at a time, a second waits and then finds
+    # the tarball made
     mkdir -p "$CACHE_DIR"
     exec 9>"$ROOTFS_TAR.lock"
     flock 9
     if [ -s "$ROOTFS_TAR" ]; then
-        return
+        exit 0
     fi
     command -v debootstrap >/dev/null || {
         echo "build-image.sh: debootstrap is needed to build $BASE (apt-get install debootstrap)" >&2
         exit 1
     }
-    local rootfs
-    rootfs="$(mktemp -d /tmp/virtbus-rootfs.XXXXXX)"
-    trap 'rm -rf "$rootfs"' RETURN
+    rootfs="$(mktemp -d "${TMPDIR:-/tmp}/virtbus-rootfs.XXXXXX")"
+    trap 'rm -rf "$rootfs"' EXIT
     echo "building $BASE's root filesystem from $MIRROR" >&2
     # python3 is 3.11 on bookworm; ca-certificates for amqps/TLS peers
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
@@ -59,7 +61,7 @@ make_rootfs_tar() {
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
     tar -C "$rootfs" --numeric-owner -cf "$ROOTFS_TAR.partial" .
     mv "$ROOTFS_TAR.partial" "$ROOTFS_TAR"
-}
+)
 
 build_base() {
     if docker image inspect "$BASE" >/dev/null 2>&1; then
