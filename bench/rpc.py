@@ -28,8 +28,9 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from agent.host.bus import Declarer
 from bench.core import BenchError
-from schemas.topology import BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, EVENTS_EXCHANGE, group_key
+from schemas.topology import BROADCAST_EXCHANGE, COMMANDS_EXCHANGE, EVENTS, group_key
 
 JSON = "application/json"
 CALL_TIMEOUT_S = 60.0
@@ -328,7 +329,7 @@ class EventTap:
         self._tag = ""
 
     async def start(self) -> EventTap:
-        exchange = await self._channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        exchange = await Declarer(self._channel).exchange(EVENTS)
         self._queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
         for pattern in self._patterns:
             await self._queue.bind(exchange, routing_key=pattern)
