@@ -43,7 +43,13 @@ POINTS: dict[str, tuple[str, str]] = {
 }
 
 
+WRITES = [0]
+"""Writes to the broker's socket since the last command was taken or Docker event read."""
+
+
 def stamp(point: str) -> None:
+    if point in ("bus.take>", "docker.event>"):
+        WRITES[0] = 0
     STAMPS.append((time.perf_counter_ns(), point))
 
 
@@ -85,6 +91,18 @@ def install() -> None:
             owner = getattr(owner, part)
         original = getattr(owner, name)
         setattr(owner, name, traced(point, original))
+    import asyncio.streams
+
+    write = asyncio.streams.StreamWriter.write
+
+    def traced_write(self: asyncio.streams.StreamWriter, data: Any) -> None:
+        # aiormq's writer task hands its frames to the socket here: wireN> is when the
+        # Nth message since the command or the Docker event left the agent
+        WRITES[0] += 1
+        stamp(f"wire{WRITES[0]}>")
+        write(self, data)
+
+    asyncio.streams.StreamWriter.write = traced_write  # type: ignore[method-assign]
     import sqlite3
 
     commit_point = "commit"

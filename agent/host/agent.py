@@ -95,6 +95,7 @@ class Agent:
             self._driver,
             self._outbox.wake,
             on_reconnect=self.metrics.reconnects.labels("docker").inc,
+            on_answering=self._outbox.reply_follows,
         )
         self.metrics.read(
             Readings(

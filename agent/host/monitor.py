@@ -145,6 +145,7 @@ class Monitor:
         driver: Driver,
         on_queued: Callable[[], None],
         on_reconnect: Callable[[], None] = lambda: None,
+        on_answering: Callable[[], None] = lambda: None,
         restarts: Restarts | None = None,
     ) -> None:
         self.host = host
@@ -154,6 +155,7 @@ class Monitor:
         self._store = store
         self._driver = driver
         self._on_queued = on_queued
+        self._on_answering = on_answering
         self._expectations: dict[UUID, Expectation] = {}
         self._discards: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
@@ -442,12 +444,14 @@ class Monitor:
 
     def _settled(
         self, uuid: UUID, expectation: Expectation | None, emitted: set[Transition]
-    ) -> None:
+    ) -> bool:
+        """Whether the transitions ended an operation someone waits for (woken now)."""
         if expectation is None or not expectation.until & emitted:
-            return
+            return False
         expectation.reach()
         if not expectation.waiting and self._expectations.get(uuid) is expectation:
             del self._expectations[uuid]
+        return expectation.waiting
 
     def _drop_stale_orphans(self) -> None:
         now = time.monotonic()
@@ -627,8 +631,9 @@ class Monitor:
             if expectation and expectation.until & emitted:
                 tx.reached(expectation.cause)
         if emitted:
+            if self._settled(event.uuid, expectation, emitted):
+                self._on_answering()
             self._on_queued()
-        self._settled(event.uuid, expectation, emitted)
 
     async def _stale(self, domain: DomainObj, action: str, awaited: bool) -> bool:
         """Docker 20.10 may report a pause or unpause twice (from its API and from

@@ -10,6 +10,11 @@ Guarantees:
 - An event leaves the outbox only once the broker confirmed it. Published means the
   broker confirmed it, not that anyone consumed it. A publish that fails is retried once
   the connection is back, so an event may arrive twice (same ``seq``), never not at all.
+- A command's reply goes out ahead of the events that answered it: events whose apply
+  woke a waiting command (``reply_follows()``) are published after the loop has run
+  ``REPLY_TURNS`` turns, time for the command to record its reply and the bus to write
+  it. Both were committed before either is sent; the caller waits for the reply, a
+  subscriber gets the event that much later.
 - Backpressure: ``room()`` waits while ``limit`` events are queued and unconfirmed.
 - A confirmation the store cannot write waits until it can; the event is published
   again then (same ``seq``).
@@ -31,6 +36,10 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 REPUBLISH_DELAY_S = 1.0
+REPLY_TURNS = 3
+"""Loop turns from the apply that wakes a command until its reply is on the socket: the
+command's task records the reply, the task that answers it publishes it, and aiormq's
+writer task writes it (each publish is written by that task, one turn after)."""
 
 
 class EventSink(Protocol):
@@ -62,6 +71,7 @@ class Outbox:
         self._queued = asyncio.Event()
         self._confirmed = asyncio.Condition()
         self._confirmed_seq = 0
+        self._reply_follows = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -72,6 +82,10 @@ class Outbox:
     def wake(self) -> None:
         """Events were queued: publish them."""
         self._queued.set()
+
+    def reply_follows(self) -> None:
+        """The events about to be queued answer a waiting command: its reply goes first."""
+        self._reply_follows = True
 
     def start(self) -> None:
         """Publish what the store holds (a previous run's leftovers first), and keep
@@ -129,6 +143,10 @@ class Outbox:
     async def _run(self) -> None:
         while True:
             await self._queued.wait()
+            if self._reply_follows:
+                self._reply_follows = False
+                for _ in range(REPLY_TURNS):
+                    await asyncio.sleep(0)
             self._queued.clear()
             while batch := self._store.pending(BATCH):
                 try:

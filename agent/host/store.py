@@ -204,14 +204,14 @@ class Transaction:
         """The outbox rows this transaction wrote."""
         self.last_seq: int | None = None
         """The ``seq`` of the last event this transaction queued."""
-        self._committed: list[Callable[[], None]] = []
+        self._committed: list[Callable[[], object]] = []
 
     @property
     def queued(self) -> int:
         """How many events this transaction queued."""
         return len(self.rows)
 
-    def after(self, action: Callable[[], None]) -> None:
+    def after(self, action: Callable[[], object]) -> None:
         """Do ``action`` once the transaction is committed; never if it is not."""
         self._committed.append(action)
 

@@ -347,6 +347,8 @@ async def test_a_crash_looping_domain_can_always_be_stopped_and_stays_down(
     details = {"destroyed"} if op == "domain.destroy" else {"shutdown", "failed"}
     body = spec("loop", "sh", "-c", "exit 1", init=True, on_crash="restart")
     uuid = UUID((await g.ok("domain.define", args={"spec": body}))["uuid"])
+    # the reply goes out ahead of the event that answered it
+    await g.nth(1, lambda e: e.domain.name == "loop" and isinstance(e, LifecycleEvent))
 
     def run(e: DomainEvent) -> bool:
         started = isinstance(e, LifecycleEvent) and e.event == "started"

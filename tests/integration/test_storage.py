@@ -144,6 +144,12 @@ async def test_revert_brings_files_back_with_libvirts_events(
     before = len(host.events.domain_events())
     reverted = await host.ok("domain.snapshot_revert", "snap", {"snapshot": "s1"})
     assert reverted["state"] == 1 and reverted["reason"] == 4
+    # the reply goes out ahead of the event that answered it
+    await host.events.wait_for(
+        lambda e: (
+            isinstance(e, LifecycleEvent) and (e.event, e.detail) == ("started", "from_snapshot")
+        )
+    )
     events = host.events.domain_events()[before:]
     assert lifecycle(events, "snap") == [
         ("stopped", "from_snapshot"),

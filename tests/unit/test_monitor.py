@@ -32,6 +32,7 @@ class Watched:
     domains: DomainTable
     monitor: Monitor
     queued: asyncio.Event
+    answering: list[None]
 
     def adopt(self, name: str, persistent: bool = True) -> DomainObj:
         """A running domain whose container Docker has, known to the monitor already."""
@@ -83,11 +84,14 @@ class Watched:
 async def watched(tmp_path: Path) -> AsyncIterator[Watched]:
     with Store(tmp_path) as store:
         driver, domains, queued = FakeDriver(), DomainTable(), asyncio.Event()
-        monitor = Monitor("h1", domains, store, driver, queued.set)
+        answering: list[None] = []
+        monitor = Monitor(
+            "h1", domains, store, driver, queued.set, on_answering=lambda: answering.append(None)
+        )
         running = asyncio.create_task(monitor.run())
         try:
             await asyncio.wait_for(monitor.connected.wait(), WAIT_S)
-            yield Watched(driver, store, domains, monitor, queued)
+            yield Watched(driver, store, domains, monitor, queued, answering)
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
@@ -122,6 +126,20 @@ async def test_an_expected_change_is_credited_to_its_command(watched: Watched) -
     )
     assert watched.store.intent_reached("cmd-1")
     assert web.state is DomainState.PAUSED
+
+
+async def test_the_outbox_hears_that_a_reply_follows_only_events_that_answer_a_command(
+    watched: Watched,
+) -> None:
+    web = watched.adopt("web")
+    await watched.driver.pause(web.handle or "")
+    await watched.published(1)
+    assert watched.answering == []
+    with watched.monitor.expect(web, "cmd-1", frozenset({Lifecycle.RESUMED_UNPAUSED})) as resume:
+        await watched.driver.unpause(web.handle or "")
+        assert await resume.wait(WAIT_S)
+    assert len(watched.events()) == 2
+    assert watched.answering == [None]
 
 
 async def test_a_stop_right_after_a_start_is_not_credited_to_the_start(

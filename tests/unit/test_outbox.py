@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import pytest
 
-from agent.host.outbox import Outbox
+from agent.host.outbox import REPLY_TURNS, Outbox
 from agent.host.store import Store
 from schemas.events import DomainRef, RebootEvent
 
@@ -163,3 +163,34 @@ async def test_stop_flushes_within_its_bound_and_kill_keeps_what_is_unconfirmed(
     await sink.wait_published(3)
     await outbox.stop(0.05)
     assert store.outbox_size() == 1
+
+
+@pytest.mark.parametrize("reply_follows", [True, False])
+async def test_a_reply_written_within_its_turns_goes_out_ahead_of_the_events_it_follows(
+    store: Store, reply_follows: bool
+) -> None:
+    """The monitor's apply wakes the command and the outbox in one step; the reply is
+    written to the socket within ``REPLY_TURNS - 1`` turns of it (the command records
+    it, the answering task publishes it, aiormq's writer writes it)."""
+    sink = FakeSink()
+    outbox = Outbox(HOST, store, sink, limit=100)
+    outbox.start()
+    try:
+        await outbox.flushed(WAIT_S)
+        queue_events(store, 1)
+
+        async def reply() -> None:
+            for _ in range(REPLY_TURNS - 1):
+                await asyncio.sleep(0)
+            sink.published.append(("reply", None))
+
+        if reply_follows:
+            outbox.reply_follows()
+        outbox.wake()
+        replying = asyncio.create_task(reply())
+        await outbox.flushed(WAIT_S)
+        await replying
+    finally:
+        await outbox.kill()
+    expected = ["reply", f"{HOST}.reboot"]
+    assert [key for key, _ in sink.published] == (expected if reply_follows else expected[::-1])
