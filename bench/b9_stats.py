@@ -44,7 +44,7 @@ from bench.procs import AgentProcess
 from bench.rpc import RpcClient
 
 QUEUE_TYPE = "quorum"
-ROUNDS = 4
+ROUNDS = 8
 GOAL = 1.5
 
 
