@@ -26,7 +26,7 @@ import pytest
 
 from agent import __version__
 from agent.cli import build_parser
-from tests.support.services import AMQP_URL, new_host
+from tests.support.services import AMQP_URL, drop_host_queue, new_host
 
 # building and installing into a fresh environment takes minutes on a shared machine
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -178,12 +178,15 @@ def test_agent_and_gateway_run_from_the_wheel(venv: Path, tmp_path: Path, servic
         virtbus, "agent", "--host", host, "--amqp-url", AMQP_URL, "--queue-type", "classic",
         "--state-dir", str(tmp_path / "state"), "--metrics-port", str(metrics),
     ]  # fmt: skip
-    with _running(agent, tmp_path) as running:
-        _until(lambda: _healthy(metrics), "the agent", running)
-        listed = _run([virtbus, "list", "--all", "--host", host, "-c", AMQP_URL], tmp_path)
-        assert listed.startswith(" Id   Name   State\n")
-        running.send_signal(signal.SIGTERM)
-        assert running.wait(RUN_TIMEOUT_S) == 0, running.communicate()
+    try:
+        with _running(agent, tmp_path) as running:
+            _until(lambda: _healthy(metrics), "the agent", running)
+            listed = _run([virtbus, "list", "--all", "--host", host, "-c", AMQP_URL], tmp_path)
+            assert listed.startswith(" Id   Name   State\n")
+            running.send_signal(signal.SIGTERM)
+            assert running.wait(RUN_TIMEOUT_S) == 0, running.communicate()
+    finally:
+        drop_host_queue(host)
     port = _free_port()
     gateway = [virtbus, "gateway", "--listen", f"127.0.0.1:{port}", "-c", AMQP_URL]
     with _running(gateway, tmp_path) as running:
