@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     ConfigDict,
@@ -401,6 +401,8 @@ class CommandBase(WireModel):
     v: Literal[1] = WIRE_VERSION
     id: MessageId
     deadline: AwareTimestamp | None = None
+    read_only: ClassVar[bool] = False
+    """The op changes nothing on the host: running it again has no effect to double."""
 
     def expired(self, now: datetime) -> bool:
         return self.deadline is not None and now > self.deadline
@@ -469,16 +471,19 @@ class Undefine(DomainCommand):
 
 class Lookup(DomainCommand):
     op: Literal["domain.lookup"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class GetInfo(DomainCommand):
     op: Literal["domain.get_info"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class GetState(DomainCommand):
     op: Literal["domain.get_state"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
@@ -504,6 +509,7 @@ class Rename(DomainCommand):
 
 class GetXmlDesc(DomainCommand):
     op: Literal["domain.get_xml_desc"]
+    read_only: ClassVar[bool] = True
     args: XmlDescArgs = XmlDescArgs()
 
 
@@ -514,11 +520,13 @@ class SetMetadata(DomainCommand):
 
 class GetMetadata(DomainCommand):
     op: Literal["domain.get_metadata"]
+    read_only: ClassVar[bool] = True
     args: GetMetadataArgs
 
 
 class GetConsoleOutput(DomainCommand):
     op: Literal["domain.get_console_output"]
+    read_only: ClassVar[bool] = True
     args: ConsoleOutputArgs = ConsoleOutputArgs()
 
 
@@ -529,36 +537,43 @@ class OpenConsole(DomainCommand):
 
 class ListDomains(CommandBase):
     op: Literal["host.list_domains"]
+    read_only: ClassVar[bool] = True
     args: ListDomainsArgs = ListDomainsArgs()
 
 
 class GetHostInfo(CommandBase):
     op: Literal["host.get_info"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class Ping(CommandBase):
     op: Literal["host.ping"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class GetStats(DomainCommand):
     op: Literal["domain.get_stats"]
+    read_only: ClassVar[bool] = True
     args: StatsArgs = StatsArgs()
 
 
 class GetAllDomainStats(CommandBase):
     op: Literal["host.get_all_domain_stats"]
+    read_only: ClassVar[bool] = True
     args: AllStatsArgs = AllStatsArgs()
 
 
 class GetCapabilities(CommandBase):
     op: Literal["host.get_capabilities"]
+    read_only: ClassVar[bool] = True
     args: CapabilitiesArgs = CapabilitiesArgs()
 
 
 class GetNodeStats(CommandBase):
     op: Literal["host.get_node_stats"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
@@ -605,21 +620,25 @@ class NetworkSetAutostart(NetworkCommand):
 
 class NetworkLookup(NetworkCommand):
     op: Literal["network.lookup"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class NetworkGetXmlDesc(NetworkCommand):
     op: Literal["network.get_xml_desc"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class NetworkGetDhcpLeases(NetworkCommand):
     op: Literal["network.get_dhcp_leases"]
+    read_only: ClassVar[bool] = True
     args: DhcpLeasesArgs = DhcpLeasesArgs()
 
 
 class ListNetworks(CommandBase):
     op: Literal["host.list_networks"]
+    read_only: ClassVar[bool] = True
     args: ListNetworksArgs = ListNetworksArgs()
 
 
@@ -635,6 +654,7 @@ class DetachDevice(DomainCommand):
 
 class InterfaceAddresses(DomainCommand):
     op: Literal["domain.interface_addresses"]
+    read_only: ClassVar[bool] = True
     args: InterfaceAddressesArgs = InterfaceAddressesArgs()
 
 
@@ -697,21 +717,25 @@ class SnapshotRevertArgs(WireModel):
 
 class ListPools(CommandBase):
     op: Literal["host.list_pools"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class PoolLookup(CommandBase):
     op: Literal["pool.lookup"]
+    read_only: ClassVar[bool] = True
     args: PoolArgs
 
 
 class PoolGetXmlDesc(CommandBase):
     op: Literal["pool.get_xml_desc"]
+    read_only: ClassVar[bool] = True
     args: PoolArgs
 
 
 class PoolListVolumes(CommandBase):
     op: Literal["pool.list_volumes"]
+    read_only: ClassVar[bool] = True
     args: PoolArgs
 
 
@@ -727,11 +751,13 @@ class VolumeDelete(CommandBase):
 
 class VolumeGetInfo(CommandBase):
     op: Literal["volume.get_info"]
+    read_only: ClassVar[bool] = True
     args: VolumeArgs
 
 
 class VolumeGetXmlDesc(CommandBase):
     op: Literal["volume.get_xml_desc"]
+    read_only: ClassVar[bool] = True
     args: VolumeArgs
 
 
@@ -742,21 +768,25 @@ class SnapshotCreate(DomainCommand):
 
 class ListSnapshots(DomainCommand):
     op: Literal["domain.snapshot_list"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class SnapshotCurrent(DomainCommand):
     op: Literal["domain.snapshot_current"]
+    read_only: ClassVar[bool] = True
     args: NoArgs = NoArgs()
 
 
 class SnapshotLookup(DomainCommand):
     op: Literal["snapshot.lookup"]
+    read_only: ClassVar[bool] = True
     args: SnapshotArgs
 
 
 class SnapshotGetXmlDesc(DomainCommand):
     op: Literal["snapshot.get_xml_desc"]
+    read_only: ClassVar[bool] = True
     args: SnapshotArgs
 
 

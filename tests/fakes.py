@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -522,3 +522,16 @@ async def fake_host(
         yield FakeHost(driver, store, domains, monitor, await driver.engine(), state)
     finally:
         watching.cancel()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A delivery as the bus hands it over."""
+
+    body: bytes
+    headers: Mapping[str, object] = field(default_factory=dict)
+    exchange: str = "virtbus.commands"
+    routing_key: str = "h1"
+    message_id: str | None = "c1"
+    correlation_id: str | None = "c1"
+    redelivered: bool = False

@@ -14,7 +14,9 @@ Guarantees:
   counted in ``virtbus_commands_denied_total`` and dead-lettered.
 - A command delivered again without a recorded reply (the agent died while running it)
   runs again as a retry: an op whose effect is already there answers success. One
-  delivered more than ``max_deliveries`` times is abandoned and dead-lettered.
+  delivered more than ``max_deliveries`` times is abandoned and dead-lettered. A read
+  (``read_only``) is counted only once it is delivered again, its first delivery
+  included then: a read's first delivery costs one store write (its reply's), not two.
 - A reply is recorded before it is returned, and an op answers only once its events
   are committed. When the store cannot write, the command waits (holding its place in
   its domain's order) until ``recovered`` returns, then runs again, as a retry if it
@@ -151,8 +153,13 @@ class Dispatcher:
             return asyncio.shield(running)
         lane = self._domains.lane(command)
         previous = self._lanes.get(lane) if lane else None
+        counted = (
+            not command.read_only
+            or before is not None
+            or (delivery is not None and delivery.redelivered)
+        )
         task = asyncio.create_task(
-            self._run(command, fingerprint, previous), name=f"command {command.id}"
+            self._run(command, fingerprint, previous, counted), name=f"command {command.id}"
         )
         self._running[command.id] = task
         self._running_as[command.id] = fingerprint
@@ -211,14 +218,24 @@ class Dispatcher:
         return Outcome(reply, body, accepted=False, command=command)
 
     async def _run(
-        self, command: Command, fingerprint: Fingerprint, before: asyncio.Task[Outcome] | None
+        self,
+        command: Command,
+        fingerprint: Fingerprint,
+        before: asyncio.Task[Outcome] | None,
+        counted: bool,
     ) -> Outcome:
         if before is not None:
             await asyncio.wait([before])
         command_context.set(
             {"command_id": command.id, "op": command.op, "domain": _domain_of(command)}
         )
-        attempts = await self._durably(lambda: self._store.attempt(command.id, fingerprint))
+        attempts = 1
+        if counted:
+            # a read's first delivery was not counted
+            uncounted = 1 if command.read_only else 0
+            attempts = await self._durably(
+                lambda: self._store.attempt(command.id, fingerprint, uncounted)
+            )
         if attempts > self._max_deliveries:
             return await self._abandon(command, fingerprint, attempts)
         retry, turn = attempts > 1, True
@@ -242,7 +259,9 @@ class Dispatcher:
         outcome = reply.error.code if reply.error else "ok"
         self._metrics.commands.labels(command.op, outcome).inc()
         body = _encode(reply)
-        await self._durably(lambda: self._store.record_reply(command.id, body, fingerprint))
+        await self._durably(
+            lambda: self._store.record_reply(command.id, body, fingerprint, counted)
+        )
         denied = reply.error is not None and reply.error.code == ErrorCode.OPERATION_DENIED.name
         return Outcome(reply, body, accepted=not denied, command=command)
 

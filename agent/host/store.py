@@ -514,14 +514,17 @@ class Store:
         ).fetchone()
         return bool(row and row[0])
 
-    def attempt(self, command_id: str, fingerprint: Fingerprint | None = None) -> int:
-        """Count one more delivery of a command; returns how many there have been."""
+    def attempt(
+        self, command_id: str, fingerprint: Fingerprint | None = None, uncounted: int = 0
+    ) -> int:
+        """Count one more delivery of a command; returns how many there have been.
+        ``uncounted``: deliveries before this one that were not counted, if none was."""
         op, target, digest = _columns(fingerprint)
         with self._writing():
             (count,) = self.db.execute(
-                "INSERT INTO attempts VALUES (?, 1, ?, ?, ?) "
+                "INSERT INTO attempts VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET count = count + 1 RETURNING count",
-                (command_id, op, target, digest),
+                (command_id, 1 + uncounted, op, target, digest),
             ).fetchone()
         return int(count)
 
@@ -581,16 +584,23 @@ class Store:
         return Recorded(bytes(row[0]), _fingerprint(row[1:])) if row else None
 
     def record_reply(
-        self, command_id: str, body: bytes, fingerprint: Fingerprint | None = None
+        self,
+        command_id: str,
+        body: bytes,
+        fingerprint: Fingerprint | None = None,
+        counted: bool = True,
     ) -> None:
+        """Record a command's reply; a ``counted`` command's delivery count and intent
+        go with it (one not counted has neither)."""
         with self.transaction():
             self.db.execute(
                 "INSERT OR IGNORE INTO replies (id, body, op, target, digest) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (command_id, body, *_columns(fingerprint)),
             )
-            self.db.execute("DELETE FROM attempts WHERE id = ?", (command_id,))
-            self.db.execute("DELETE FROM intents WHERE command_id = ?", (command_id,))
+            if counted:
+                self.db.execute("DELETE FROM attempts WHERE id = ?", (command_id,))
+                self.db.execute("DELETE FROM intents WHERE command_id = ?", (command_id,))
 
     def signature_seen(self, signature: bytes, until: float, now: float) -> bool:
         """Note an accepted command signature until ``until`` (Unix time); True if it was

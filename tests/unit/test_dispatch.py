@@ -20,7 +20,7 @@ from schemas.codes import DomainState
 from schemas.commands import parse_command
 from schemas.events import EVENT_ADAPTER, LifecycleEvent
 from schemas.replies import Reply
-from tests.fakes import FakeDriver, fake_host
+from tests.fakes import Envelope, FakeDriver, fake_host
 
 SPEC = {"name": "web", "image": "virtbus-test:latest", "command": ["sleep", "60"]}
 
@@ -458,9 +458,46 @@ async def test_command_delivered_too_often_is_abandoned(rig: Rig) -> None:
     for _ in range(5):
         rig.store.attempt("poison")
     body = json.dumps({"id": "poison", "op": "host.ping"}).encode()
-    outcome = await rig.dispatcher.submit(body, "poison")
+    delivered_again = Envelope(body, message_id="poison", redelivered=True)
+    outcome = await rig.dispatcher.submit(body, "poison", delivered_again)
     assert not outcome.accepted
     assert error_code(outcome.reply) == "OPERATION_ABORTED"
     assert "6 times" in (outcome.reply.error.message if outcome.reply.error else "")
-    again = await rig.dispatcher.submit(body, "poison")
+    again = await rig.dispatcher.submit(body, "poison", delivered_again)
     assert again.reply == outcome.reply
+
+
+async def test_a_read_is_counted_only_once_it_is_delivered_again(rig: Rig) -> None:
+    web = {"name": "web"}
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", web)).ok
+    rig.driver.gates["usage"] = asyncio.Event()
+    first = rig.submit("domain.get_info", web, id="read-1")
+    await rig.driver.wait_calls("usage", 1)
+    assert rig.store.attempted("read-1") is None
+    rig.driver.gates["usage"].set()
+    assert (await asyncio.wait_for(first, 5)).ok
+    assert rig.store.recorded_reply("read-1") is not None
+
+    body = json.dumps({"id": "read-2", "op": "domain.get_info", "target": web}).encode()
+    rig.driver.gates["usage"].clear()
+    again = rig.dispatcher.submit(body, None, Envelope(body, redelivered=True))
+    await rig.driver.wait_calls("usage", 2)
+    assert rig.store.attempted("read-2") == fingerprint_of(parse_command(body, None))
+    counted = rig.store.db.execute("SELECT count FROM attempts WHERE id = 'read-2'").fetchone()
+    assert counted == (2,)
+    rig.driver.gates["usage"].set()
+    assert (await asyncio.wait_for(again, 5)).reply.ok
+    assert rig.store.attempted("read-2") is None
+
+
+async def test_a_read_sent_again_gets_its_first_reply_and_does_not_run_again(rig: Rig) -> None:
+    web = {"name": "web"}
+    assert (await rig.call("domain.define", args={"spec": SPEC})).ok
+    assert (await rig.call("domain.create", web)).ok
+    first = await rig.call("domain.get_state", web, id="read-3")
+    assert (await rig.call("domain.suspend", web)).ok
+    again = await rig.call("domain.get_state", web, id="read-3")
+    assert again == first
+    fresh = await rig.call("domain.get_state", web)
+    assert fresh.result != first.result

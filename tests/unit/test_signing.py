@@ -7,8 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -38,24 +38,11 @@ from agent.signing import (
     signed_bytes,
 )
 from schemas.asyncapi import asyncapi_document
-from tests.fakes import fake_host
+from tests.fakes import Envelope, fake_host
 
 SECRET = b"0123456789abcdef0123456789abcdef-orch1"
 NOW = 1_800_000_000.0
 WINDOW_S = 60.0
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A delivery as the bus hands it over."""
-
-    body: bytes
-    headers: Mapping[str, object] = field(default_factory=dict)
-    exchange: str = "virtbus.commands"
-    routing_key: str = "h1"
-    message_id: str | None = "c1"
-    correlation_id: str | None = "c1"
-    redelivered: bool = False
 
 
 PING = b'{"op":"host.ping","id":"c1"}'
