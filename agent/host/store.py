@@ -43,6 +43,12 @@ PROBE_S = 1.0
 """How often ``writable()`` tries a write while the store cannot write."""
 LOG_EVERY_S = 30.0
 WAL_LIMIT_BYTES = 1024 * 1024
+CHECKPOINT_EVERY = 64
+"""Writes between two checkpoints of the write-ahead log, well before sqlite's own
+(at 1,000 pages, in the writing connection), which stays as the backstop."""
+CHECKPOINT_AGAIN = 3
+"""Checkpoints that may follow one another at once, each taking what was written while
+the one before ran (the log starts over only once all of it is in the database)."""
 
 _UNWRITABLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
 
@@ -318,6 +324,8 @@ class Store:
         self._failures = 0
         self._logged_at = 0.0
         self._probing = asyncio.Lock()
+        self._writes_since_checkpoint = 0
+        self._checkpointing: asyncio.Future[bool] | None = None
         self.failed = asyncio.Event()
         """Set when a write fails, cleared when one succeeds again."""
 
@@ -395,6 +403,7 @@ class Store:
                 raise
             self._failed(error)
             raise StoreUnwritable(str(error)) from error
+        self._written()
         if self._unwritable_since is not None:
             if self._logged_at >= self._unwritable_since:
                 log.warning(
@@ -404,6 +413,39 @@ class Store:
                 )
             self._unwritable_since = None
             self.failed.clear()
+
+    def _written(self) -> None:
+        """Every ``CHECKPOINT_EVERY`` writes, move the write-ahead log into the database
+        from a thread of its own, on a connection of its own: a checkpoint syncs the
+        disk, and on the event loop every command and event would wait for it. Without
+        a running event loop, here and now."""
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= CHECKPOINT_EVERY:
+            self._checkpoint_soon(CHECKPOINT_AGAIN)
+
+    def _checkpoint_soon(self, again: int) -> None:
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        self._writes_since_checkpoint = 0
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            _checkpoint(self.path)
+            return
+        checkpointing = loop.run_in_executor(None, _checkpoint, self.path)
+        checkpointing.add_done_callback(lambda done: self._checkpointed(done, again))
+        self._checkpointing = checkpointing
+
+    def _checkpointed(self, done: asyncio.Future[bool], again: int) -> None:
+        # what was written while it ran is still in the log only
+        left = done.cancelled() or not done.result() or self._writes_since_checkpoint > 0
+        if left and again > 0 and self.is_open:
+            self._checkpoint_soon(again - 1)
+
+    async def checkpointed(self) -> None:
+        """Returns once no checkpoint is under way."""
+        while self._checkpointing is not None and not self._checkpointing.done():
+            await asyncio.shield(self._checkpointing)
 
     def _failed(self, error: sqlite3.OperationalError) -> None:
         """Logged at most once per LOG_EVERY_S, however often it fails and recovers."""
@@ -642,6 +684,19 @@ def _spec_json(spec: DomainSpec) -> str:
     text = spec.model_dump_json()
     _SPEC_JSON[id(spec)] = (spec, text)
     return text
+
+
+def _checkpoint(path: Path) -> bool:
+    """A passive checkpoint (writes go on meanwhile); True if it moved the whole log as
+    it was when it began into the database."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+            _, logged, moved = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    except sqlite3.Error as error:
+        # the next checkpoint takes what this one left; a full disk is the probe's
+        log.debug("checkpoint of %s left for later: %s", path, error)
+        return False
+    return bool(logged == moved)
 
 
 def _columns(fingerprint: Fingerprint | None) -> tuple[str | None, str | None, str | None]:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
+from agent.host import store as store_module
 from agent.host.domains import DomainObj
 from agent.host.outbox import BATCH
-from agent.host.store import OUTBOX_KEPT, Fingerprint, Recorded, Store
+from agent.host.store import (
+    CHECKPOINT_EVERY,
+    OUTBOX_KEPT,
+    WAL_LIMIT_BYTES,
+    Fingerprint,
+    Recorded,
+    Store,
+)
 from agent.host.translate import Evidence
 from schemas.codes import Lifecycle
 from schemas.domain import DomainSpec
@@ -201,3 +210,32 @@ def test_a_domain_saved_again_is_one_row_as_it_now_is(tmp_path: Path) -> None:
     assert (restored.name, restored.autostart, restored.handle) == ("www", True, "c0ffee")
     assert restored.pending is not None and restored.pending.memory_kib == 65536
     assert restored.evidence == Evidence(signals=[9], stopping=True)
+
+
+def write_counters(store: Store, writes: int) -> None:
+    for n in range(writes):
+        with store.transaction() as tx:
+            tx.set_counter("n", n)
+
+
+def wal_bytes(directory: Path) -> int:
+    return (directory / "state.db-wal").stat().st_size
+
+
+async def test_the_log_is_checkpointed_in_another_thread_and_cut_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    checkpoint = store_module._checkpoint
+
+    def recorded(path: Path) -> bool:
+        threads.append(threading.get_ident())
+        return checkpoint(path)
+
+    monkeypatch.setattr(store_module, "_checkpoint", recorded)
+    with Store(tmp_path) as store:
+        write_counters(store, 5 * CHECKPOINT_EVERY)
+        await store.checkpointed()
+        write_counters(store, 1)
+        assert threads and threading.get_ident() not in threads
+        assert wal_bytes(tmp_path) <= WAL_LIMIT_BYTES
