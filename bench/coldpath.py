@@ -13,6 +13,9 @@ Four ways, in rotating rounds:
 - ``idle, then a 1 ms spin``: the same, the CPU kept busy for 1 ms before the event, so
   that the processor is awake and at speed when it comes.
 
+Each way also counts the applies that took over 1 ms, and their sum: a commit that
+waited for the disk (a checkpoint of the store's log, when it ran inside the commit).
+
 If ``idle`` costs several times ``warm`` and neither the store in memory nor the spin
 takes that back, the difference is the processor fetching the agent's code and data again
 after the wait (its caches went to others meanwhile), not the disk and not a slow wake-up:
@@ -43,6 +46,8 @@ from schemas.domain import DomainSpec
 from tests.fakes import FakeContainer, FakeDriver
 
 IDLE_S = 0.01
+STALL_US = 1000.0
+"""An apply longer than this waited for something (the disk): counted apart."""
 SPIN_S = 0.001
 ROUNDS = 4
 
@@ -130,7 +135,12 @@ async def main() -> int:
     for way, times in measured.items():
         p50 = statistics.median(times)
         p90 = statistics.quantiles(times, n=10)[-1]
-        print(f"  {way:28} p50 {p50:7.1f} µs  p90 {p90:7.1f} µs  {p50 / warm:5.2f}x warm")
+        stalls = [t for t in times if t > STALL_US]
+        print(
+            f"  {way:28} p50 {p50:7.1f} µs  p90 {p90:7.1f} µs  {p50 / warm:5.2f}x warm  "
+            f"max {max(times) / 1000:6.2f} ms  over {STALL_US / 1000:g} ms: {len(stalls)} "
+            f"({sum(stalls) / 1000:.1f} ms)"
+        )
     return 0
 
 
