@@ -16,7 +16,8 @@ Guarantees:
   runs again as a retry: an op whose effect is already there answers success. One
   delivered more than ``max_deliveries`` times is abandoned and dead-lettered. A read
   (``read_only``) is counted only once it is delivered again, its first delivery
-  included then: a read's first delivery costs one store write (its reply's), not two.
+  included then (a read given back unrun, as at a graceful stop, counts all the same):
+  a read's first delivery costs one store write (its reply's), not two.
 - A reply is recorded before it is returned, and an op answers only once its events
   are committed. When the store cannot write, the command waits (holding its place in
   its domain's order) until ``recovered`` returns, then runs again, as a retry if it
@@ -259,9 +260,7 @@ class Dispatcher:
         outcome = reply.error.code if reply.error else "ok"
         self._metrics.commands.labels(command.op, outcome).inc()
         body = _encode(reply)
-        await self._durably(
-            lambda: self._store.record_reply(command.id, body, fingerprint, counted)
-        )
+        await self._durably(lambda: self._store.record_reply(command.id, body, fingerprint))
         denied = reply.error is not None and reply.error.code == ErrorCode.OPERATION_DENIED.name
         return Outcome(reply, body, accepted=not denied, command=command)
 

@@ -20,6 +20,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +47,12 @@ WAL_LIMIT_BYTES = 1024 * 1024
 CHECKPOINT_EVERY = 64
 """Writes between two checkpoints of the write-ahead log, well before sqlite's own
 (at 1,000 pages, in the writing connection), which stays as the backstop."""
-CHECKPOINT_AGAIN = 3
-"""Checkpoints that may follow one another at once, each taking what was written while
-the one before ran (the log starts over only once all of it is in the database)."""
+CHECKPOINT_AGAIN = 1
+"""Checkpoints that may follow one at once, taking what was written while it ran (the
+log starts over only once all of it is in the database)."""
+_CHECKPOINTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-checkpoint")
+"""Every store's checkpoints, one at a time: they wait for the disk, and must not hold
+the threads the event loop's other blocking calls run in."""
 
 _UNWRITABLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
 
@@ -403,7 +407,6 @@ class Store:
                 raise
             self._failed(error)
             raise StoreUnwritable(str(error)) from error
-        self._written()
         if self._unwritable_since is not None:
             if self._logged_at >= self._unwritable_since:
                 log.warning(
@@ -413,6 +416,7 @@ class Store:
                 )
             self._unwritable_since = None
             self.failed.clear()
+        self._written()
 
     def _written(self) -> None:
         """Every ``CHECKPOINT_EVERY`` writes, move the write-ahead log into the database
@@ -424,28 +428,43 @@ class Store:
             self._checkpoint_soon(CHECKPOINT_AGAIN)
 
     def _checkpoint_soon(self, again: int) -> None:
-        if self._checkpointing is not None and not self._checkpointing.done():
-            return
-        self._writes_since_checkpoint = 0
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if self._running_checkpoint(loop) is not None:
+            return
+        self._writes_since_checkpoint = 0
+        if loop is None:
             _checkpoint(self.path)
             return
-        checkpointing = loop.run_in_executor(None, _checkpoint, self.path)
+        try:
+            checkpointing = loop.run_in_executor(_CHECKPOINTS, _checkpoint, self.path)
+        except RuntimeError:
+            return  # the interpreter is shutting down: sqlite's own checkpoint remains
         checkpointing.add_done_callback(lambda done: self._checkpointed(done, again))
         self._checkpointing = checkpointing
 
+    def _running_checkpoint(
+        self, loop: asyncio.AbstractEventLoop | None
+    ) -> asyncio.Future[bool] | None:
+        """The checkpoint of this loop under way, if any (one of a loop that has ended
+        never ends for this one)."""
+        running = self._checkpointing
+        if running is None or running.done() or running.get_loop() is not loop:
+            return None
+        return running
+
     def _checkpointed(self, done: asyncio.Future[bool], again: int) -> None:
+        moved = not done.cancelled() and done.exception() is None and done.result()
         # what was written while it ran is still in the log only
-        left = done.cancelled() or not done.result() or self._writes_since_checkpoint > 0
-        if left and again > 0 and self.is_open:
+        if (not moved or self._writes_since_checkpoint > 0) and again > 0 and self.is_open:
             self._checkpoint_soon(again - 1)
 
     async def checkpointed(self) -> None:
         """Returns once no checkpoint is under way."""
-        while self._checkpointing is not None and not self._checkpointing.done():
-            await asyncio.shield(self._checkpointing)
+        while (running := self._running_checkpoint(asyncio.get_running_loop())) is not None:
+            await asyncio.shield(running)
 
     def _failed(self, error: sqlite3.OperationalError) -> None:
         """Logged at most once per LOG_EVERY_S, however often it fails and recovers."""
@@ -626,23 +645,16 @@ class Store:
         return Recorded(bytes(row[0]), _fingerprint(row[1:])) if row else None
 
     def record_reply(
-        self,
-        command_id: str,
-        body: bytes,
-        fingerprint: Fingerprint | None = None,
-        counted: bool = True,
+        self, command_id: str, body: bytes, fingerprint: Fingerprint | None = None
     ) -> None:
-        """Record a command's reply; a ``counted`` command's delivery count and intent
-        go with it (one not counted has neither)."""
         with self.transaction():
             self.db.execute(
                 "INSERT OR IGNORE INTO replies (id, body, op, target, digest) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (command_id, body, *_columns(fingerprint)),
             )
-            if counted:
-                self.db.execute("DELETE FROM attempts WHERE id = ?", (command_id,))
-                self.db.execute("DELETE FROM intents WHERE command_id = ?", (command_id,))
+            self.db.execute("DELETE FROM attempts WHERE id = ?", (command_id,))
+            self.db.execute("DELETE FROM intents WHERE command_id = ?", (command_id,))
 
     def signature_seen(self, signature: bytes, until: float, now: float) -> bool:
         """Note an accepted command signature until ``until`` (Unix time); True if it was
@@ -688,15 +700,17 @@ def _spec_json(spec: DomainSpec) -> str:
 
 def _checkpoint(path: Path) -> bool:
     """A passive checkpoint (writes go on meanwhile); True if it moved the whole log as
-    it was when it began into the database."""
+    it was when it began into the database. A store whose file has gone is left alone."""
     try:
-        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-            _, logged, moved = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        with contextlib.closing(
+            sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+        ) as db:
+            busy, logged, moved = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     except sqlite3.Error as error:
         # the next checkpoint takes what this one left; a full disk is the probe's
         log.debug("checkpoint of %s left for later: %s", path, error)
         return False
-    return bool(logged == moved)
+    return bool(busy == 0 and logged == moved)
 
 
 def _columns(fingerprint: Fingerprint | None) -> tuple[str | None, str | None, str | None]:

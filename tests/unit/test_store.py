@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
@@ -239,3 +240,25 @@ async def test_the_log_is_checkpointed_in_another_thread_and_cut_back(
         write_counters(store, 1)
         assert threads and threading.get_ident() not in threads
         assert wal_bytes(tmp_path) <= WAL_LIMIT_BYTES
+
+
+def test_a_store_that_outlives_its_event_loop_still_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[Path] = []
+    checkpoint = store_module._checkpoint
+
+    def recorded(path: Path) -> bool:
+        started.append(path)
+        return checkpoint(path)
+
+    monkeypatch.setattr(store_module, "_checkpoint", recorded)
+
+    async def burst(store: Store) -> None:
+        write_counters(store, CHECKPOINT_EVERY)
+
+    with Store(tmp_path) as store:
+        asyncio.run(burst(store))
+        asyncio.run(burst(store))
+        store_module._CHECKPOINTS.submit(lambda: None).result(timeout=10)
+    assert len(started) == 2
