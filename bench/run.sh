@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the virtbus benchmarks (issues 4 and 15) on this machine with one command.
 #
-#   bench/run.sh            full run (about 10 minutes on a quiet 2-core machine)
-#   bench/run.sh --quick    smoke run (a few minutes)
+#   bench/run.sh            full run (about 20 minutes on a quiet 2-core machine)
+#   bench/run.sh --quick    smoke run (about 4 minutes)
 #   bench/run.sh --profile  also re-run each benchmark that missed a goal under
 #                           pyinstrument (installed into .venv if missing)
 #   bench/run.sh --only B1,B3
