@@ -1,8 +1,11 @@
 """``python -m bench.tracedagent agent …``: exactly ``virtbus agent …``, with
 ``time.perf_counter_ns`` stamps at the steps of a command and of a Docker event
-(``bench.trace`` drives it and prints the timelines). The stamps go to
-``$BENCH_TRACE_OUT`` (one ``<ns> <point>`` line each) when the agent exits. Used only for
-traces; measured runs start the real ``virtbus`` entry point.
+(``bench.trace`` drives it and prints the timelines), and three from below the agent's
+code: ``sock.feed`` when bytes from the broker reach the socket's reader (the command's
+arrival, before aiormq reads it), ``wireN>`` when the Nth message since leaves, and
+``docker.report``, Docker's own time of the change it reports, on the same clock. The
+stamps go to ``$BENCH_TRACE_OUT`` (one ``<ns> <point>`` line each) when the agent exits.
+Used only for traces; measured runs start the real ``virtbus`` entry point.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -91,6 +95,21 @@ def install() -> None:
             owner = getattr(owner, part)
         original = getattr(owner, name)
         setattr(owner, name, traced(point, original))
+    from agent.host.driver import DockerDriver
+
+    runtime_event = DockerDriver._runtime_event
+
+    async def reported(self: DockerDriver, line: bytes) -> Any:
+        # Docker's own time of the report (CLOCK_REALTIME) put on the trace's clock:
+        # docker.report → docker.event> is the stream's delivery to the agent
+        found = re.search(rb'"timeNano":(\d+)', line)
+        if found:
+            STAMPS.append(
+                (time.perf_counter_ns() - (time.time_ns() - int(found[1])), "docker.report")
+            )
+        return await runtime_event(self, line)
+
+    DockerDriver._runtime_event = reported  # type: ignore[method-assign]
     import asyncio.streams
 
     write = asyncio.streams.StreamWriter.write
@@ -103,6 +122,13 @@ def install() -> None:
         write(self, data)
 
     asyncio.streams.StreamWriter.write = traced_write  # type: ignore[method-assign]
+    feed = asyncio.streams.StreamReader.feed_data
+
+    def traced_feed(self: asyncio.streams.StreamReader, data: bytes) -> None:
+        stamp("sock.feed")
+        feed(self, data)
+
+    asyncio.streams.StreamReader.feed_data = traced_feed  # type: ignore[method-assign,assignment]
     import sqlite3
 
     commit_point = "commit"
