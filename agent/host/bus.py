@@ -558,6 +558,10 @@ class Bus:
                 receipt.take()
                 await receipt.channel.basic_reject(receipt.delivery_tag, requeue=False)
                 return
+            if receipt.channel.is_closed:
+                # the broker took the command back with the channel: a dead letter now
+                # would be a second one when its redelivery is refused again
+                raise BusUnavailable("the channel that delivered the command is closed")
             self._live_channel()
             if self._dead is None:
                 raise BusUnavailable("not connected to the broker")

@@ -7,15 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import aiormq
+import pytest
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.header import ContentHeader
 
-from agent.host.bus import Bus, Inbound
+from agent.host.bus import Bus, BusUnavailable, Inbound
 
 
 @dataclass
 class WireChannel:
     settled: list[tuple[str, int, bool]] = field(default_factory=list)
+    is_closed: bool = False
 
     async def basic_ack(self, delivery_tag: int) -> None:
         self.settled.append(("ack", delivery_tag, False))
@@ -108,3 +110,13 @@ async def test_a_command_given_back_is_not_settled_again() -> None:
     await bus().settle(inbound, accepted=True)
     assert wire.settled == [("nack", 5, True)]
     assert inbound.redelivered is False
+
+
+async def test_no_dead_letter_for_a_command_whose_channel_is_gone() -> None:
+    wire = WireChannel(is_closed=True)
+    inbound = Inbound.of(delivered(wire, tag=6))
+    settling = bus()
+    with pytest.raises(BusUnavailable, match="channel that delivered"):
+        await settling.settle(inbound, accepted=False, reason="refused")
+    assert wire.settled == []
+    assert inbound.receipt.settled is False
