@@ -175,6 +175,8 @@ async def interleave(sides: dict[str, Side], rounds: int, *, warmup: int = 0) ->
 RATIO = "ratio"
 DIFFERENCE = "difference"
 ABSOLUTE = "absolute"
+TRACE_MARK = "-trace-"
+"""In the name of a trace file among a goal's profiles: ``<bench>-trace-<mode>.txt``."""
 
 
 @dataclass
@@ -211,7 +213,8 @@ class Goal:
     missing): the goal then counts as missed whatever the figures say."""
     profiles: list[str] = field(default_factory=list)
     """Where the time goes, for a missed goal: the call trees of its benchmark's profiled
-    re-run (filled in by the run with ``--profile`` or ``--publish``)."""
+    re-run and its trace (``TRACE_MARK`` in the name), filled in by the run with
+    ``--profile`` or ``--publish``."""
 
     @property
     def value_unit(self) -> str:

@@ -46,7 +46,7 @@ from agent.host.agent import Agent
 from agent.host.config import Config
 from bench.core import rss_kib
 from bench.echo import BareHost
-from bench.profiling import Window
+from bench.profiling import BUSY_INTERVAL_S, Window
 from tests.fakes import FakeDriver
 
 START_AT_ONCE = 25
@@ -141,7 +141,7 @@ async def emit(agents: list[tuple[Agent, FakeDriver]], domain: str, n: int) -> i
 async def serve(config: dict[str, Any]) -> None:
     url: str = config["amqp_url"]
     shared = share_connections(url) if config["shared_connection"] else []
-    window = Window(config["profile_out"]) if config.get("profile_out") else None
+    window = Window(config["profile_out"], BUSY_INTERVAL_S) if config.get("profile_out") else None
     agents: list[tuple[Agent, FakeDriver]] = []
     bare: list[BareHost] = []
     for host in config["hosts"]:

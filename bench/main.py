@@ -50,8 +50,17 @@ from bench import (
     b11_gateway,
     baseline,
     publish,
+    trace,
 )
-from bench.core import BenchResult, Cleanup, Context, Scale, sweep_stale, write_pidfile
+from bench.core import (
+    TRACE_MARK,
+    BenchResult,
+    Cleanup,
+    Context,
+    Scale,
+    sweep_stale,
+    write_pidfile,
+)
 from bench.machine import describe
 from bench.report import write
 from bench.rpc import RpcClient, wait_for_broker
@@ -179,6 +188,31 @@ async def run_bench(
     return result
 
 
+TRACES = {"B1": "ops", "B3": "external"}
+"""The timestamped trace (``bench.trace``) of each benchmark whose misses it explains."""
+
+
+async def trace_misses(ctx: Context, result: BenchResult) -> None:
+    """With the profiles of a benchmark that missed a goal, a timestamped trace of the
+    agent's steps: written beside them, and named by each missed goal."""
+    mode = TRACES.get(result.id)
+    if mode is None or not result.missed:
+        return
+    ctx.log(f"{result.id}: tracing the agent's steps ({mode})")
+    try:
+        text = await trace.record(ctx.amqp_url, 10 if ctx.quick else 30, mode)
+    except Exception as error:
+        traceback.print_exc(file=sys.stderr)
+        result.notes.append(f"the trace of the agent's steps failed: {error!r}")
+        return
+    ctx.profile_dir.mkdir(parents=True, exist_ok=True)
+    path = ctx.profile_dir / f"{result.id}{TRACE_MARK}{mode}.txt"
+    path.write_text(text)
+    for goal in result.goals:
+        if not goal.met:
+            goal.profiles = [*goal.profiles, str(path)]
+
+
 class MachineLoad:
     """How busy all the CPUs were, from ``/proc/stat``, between creation and ``done``."""
 
@@ -279,6 +313,8 @@ async def amain(args: argparse.Namespace) -> int:
                     + (f" - error: {again.error}" if again.error else "")
                 )
             ctx.profiling = False
+            for result in results:
+                await trace_misses(ctx, result)
         ordered = [base, *sorted(results, key=bench_order)]
         run = {
             "id": run_id,

@@ -70,7 +70,8 @@ def results_section(document: Document | None) -> str:
     if missed:
         lines += [
             "Where the time goes, for each goal missed: the call trees (pyinstrument) of "
-            "the benchmark's profiled re-run in the same run, committed with the results:",
+            "the benchmark's profiled re-run in the same run and, for B1 and B3, a "
+            "timestamped trace of the agent's steps, committed with the results:",
             "",
             *missed,
         ]

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.core import ABSOLUTE, DIFFERENCE, RATIO, BenchResult, Table, fmt
+from bench.core import ABSOLUTE, DIFFERENCE, RATIO, TRACE_MARK, BenchResult, Table, fmt
 from bench.machine import one_line
 
 
@@ -112,8 +112,10 @@ def goals_table(results: list[dict[str, Any]]) -> list[str]:
 
 
 def _where(path: str, result: dict[str, Any]) -> str:
-    """A profile's path, and what its summary says the busy time went to."""
+    """A profile's path, and what its summary says the busy time went to; or a trace's."""
     line = f"`{path}`"
+    if TRACE_MARK in Path(path).name:
+        return line + " (timestamped trace of the agent's steps, `python -m bench.trace`)"
     for profile in result.get("profiles") or []:
         if profile.get("call_tree") != path:
             continue
@@ -162,7 +164,10 @@ def markdown(run: dict[str, Any], results: list[BenchResult]) -> str:
     ]
     missed = misses(documents)
     if missed:
-        lines += ["Where the time goes, for each goal missed (pyinstrument call trees):", ""]
+        lines += [
+            "Where the time goes, for each goal missed (pyinstrument call trees, traces):",
+            "",
+        ]
         lines += [*missed, ""]
     for result in results:
         lines += [f"## {result.id}: {result.title}", ""]

@@ -14,10 +14,12 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Callable
@@ -42,6 +44,11 @@ def timeline(stamps: list[tuple[int, str]], since: int, until: int) -> list[tupl
     return [(point, (ns - since) / 1e6) for ns, point in stamps if since <= ns <= until]
 
 
+MODES = ("ops", "external", "lookups", "fresh")
+"""What is traced: B1's start / suspend / resume cycles, B3's changes behind the agent's
+back, lookups only (no Docker), or starts of freshly defined domains."""
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=20)
@@ -52,15 +59,37 @@ async def main() -> int:
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--amqp-url", default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL))
     args = parser.parse_args()
+    mode = (
+        "external"
+        if args.external
+        else "lookups"
+        if args.lookups
+        else "fresh"
+        if args.fresh
+        else "ops"
+    )
+    print(await record(args.amqp_url, args.cycles, mode, args.event_loop, args.spy), end="")
+    return 0
+
+
+async def record(
+    amqp_url: str,
+    cycles: int,
+    mode: str = "ops",
+    event_loop: str = "uvloop",
+    spy_out: str | None = None,
+) -> str:
+    """Trace ``cycles`` cycles of ``mode`` (see ``MODES``) on a fresh agent; returns the
+    report: per op, the median time of each step after the command was sent."""
     host = f"bench-{secrets.token_hex(3)}-trace"
     work = Path(tempfile.mkdtemp(prefix="virtbus-trace-"))
     out = work / "trace.txt"
-    cleanup = Cleanup(args.amqp_url, hosts={host})
+    cleanup = Cleanup(amqp_url, hosts={host})
     docker = aiodocker.Docker()
     marks: list[tuple[str, int, int]] = []
-    async with RpcClient(args.amqp_url) as client:
+    async with RpcClient(amqp_url) as client:
         online = await EventTap(client.channel, [f"{host}.agent.online"]).start()
-        env = {**child_env_for(args.amqp_url), "BENCH_TRACE_OUT": str(out)}
+        env = {**child_env_for(amqp_url), "BENCH_TRACE_OUT": str(out)}
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -75,7 +104,7 @@ async def main() -> int:
             "--log-level",
             "warning",
             "--event-loop",
-            args.event_loop,
+            event_loop,
             cwd=REPO,
             env=env,
         )
@@ -88,7 +117,7 @@ async def main() -> int:
             target = {"name": "t"}
             cpu_before = cpu_s(process.pid)
             spy = None
-            if args.spy:
+            if spy_out:
                 spy = await asyncio.create_subprocess_exec(
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
@@ -97,18 +126,18 @@ async def main() -> int:
                     "-f",
                     "raw",
                     "-o",
-                    args.spy,
+                    spy_out,
                     "-p",
                     str(process.pid),
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1)
-            if args.external:
+            if mode == "external":
                 await client.command(host, "domain.create", target=target)
                 handle = (await docker._query_json(f"containers/{host}.t/json"))["Id"]
                 tap = await EventTap(client.channel, [f"{host}.lifecycle.#"]).start()
-                for _ in range(args.cycles):
+                for _ in range(cycles):
                     for event, verb in EXTERNAL:
                         began = time.perf_counter_ns()
                         await docker._query_json(f"containers/{handle}/{verb}", method="POST")
@@ -117,8 +146,8 @@ async def main() -> int:
                         tap.arrivals.clear()
                         await asyncio.sleep(0.02)
                 await tap.stop()
-            elif args.fresh:
-                for cycle in range(args.cycles):
+            elif mode == "fresh":
+                for cycle in range(cycles):
                     fresh = {"name": f"f{cycle}"}
                     spec = domain_spec(fresh["name"])
                     await client.command(host, "domain.define", args={"spec": spec})
@@ -132,8 +161,8 @@ async def main() -> int:
                     await client.command(host, "domain.destroy", target=fresh)
                     await client.command(host, "domain.undefine", target=fresh)
             else:
-                ops = (("lookup", "domain.lookup"),) if args.lookups else OPS
-                for _ in range(args.cycles):
+                ops = (("lookup", "domain.lookup"),) if mode == "lookups" else OPS
+                for _ in range(cycles):
                     for op, name in ops:
                         command_id = uuid.uuid4().hex
                         body = command_body(command_id, name, target)
@@ -143,7 +172,7 @@ async def main() -> int:
                         if not ok(reply):
                             raise RuntimeError(reply.decode())
                         await asyncio.sleep(0.02)
-                    if not args.lookups:
+                    if mode != "lookups":
                         await client.command(host, "domain.destroy", target=target)
                         await asyncio.sleep(0.05)
             cpu_ms = 1000 * (cpu_s(process.pid) - cpu_before)
@@ -154,15 +183,29 @@ async def main() -> int:
             await cleanup.stop_processes()
             await cleanup.sweep(docker)
             await docker.close()
-    per_op = 1000 * cpu_ms / len(marks)
-    print(f"agent CPU: {cpu_ms:.1f} ms for {len(marks)} ops (+ destroys): {per_op:.0f} µs per op")
     stamps = [
         (int(ns), point) for ns, point in (line.split() for line in out.read_text().splitlines())
+    ]
+    shutil.rmtree(work, ignore_errors=True)
+    per_op = 1000 * cpu_ms / len(marks)
+    lines = [
+        *textwrap.wrap(
+            f"Trace of one agent (python -m bench.trace, {mode}, {cycles} cycles): per op, "
+            "each step's median time after the command (external: Docker's call) was sent "
+            "(CLOCK_MONOTONIC, shared by the processes), the median step from the line "
+            "above, and in how many of the op's runs it was seen. `x>` / `x<`: entry to and "
+            "exit from a step (bench/tracedagent.py); `sock.feed`: the broker's bytes reach "
+            "the agent's socket; `docker.report`: Docker's own time of the change; "
+            "`wireN>`: the Nth message since written to the broker's socket.",
+            width=88,
+        ),
+        "",
+        f"agent CPU: {cpu_ms:.1f} ms for {len(marks)} ops (+ destroys): {per_op:.0f} µs per op",
     ]
     for op in dict.fromkeys(m[0] for m in marks):
         runs = [timeline(stamps, began, ended) for name, began, ended in marks if name == op]
         totals = [(ended - began) / 1e6 for name, began, ended in marks if name == op]
-        print(f"\n{op}: round trip p50 {statistics.median(totals):.2f} ms (n={len(totals)})")
+        lines += ["", f"{op}: round trip p50 {statistics.median(totals):.2f} ms (n={len(totals)})"]
         firsts: dict[str, list[float]] = {}
         for run in runs:
             seen: dict[str, float] = {}
@@ -179,12 +222,12 @@ async def main() -> int:
                 if point in seen:
                     before = seen.get(previous, 0.0) if previous != "sent" else 0.0
                     steps.append(seen[point] - before)
-            print(
+            lines.append(
                 f"  {statistics.median(values):7.2f} ms  {point:16} "
                 f"+{statistics.median(steps) if steps else float('nan'):6.2f}  (n={len(values)})"
             )
             previous = point
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 def child_env_for(url: str) -> dict[str, str]:

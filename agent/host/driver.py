@@ -1158,8 +1158,10 @@ class CgroupLayout:
     def __init__(self, proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> None:
         self._proc = proc
         self._cgroups = cgroups
-        self._template: tuple[Path, str, str] | None = None
-        """The cgroup directory of a container: root, then the path around its handle."""
+        self._template: tuple[str, str, str] | None = None
+        """A container's cgroup directory is ``<prefix><handle><suffix>``; then the file
+        that tells whether it is frozen. Strings, not paths: pathlib's joins cost more
+        than the read, on the path of every pause and unpause event."""
 
     def learn(self, handle: str, pid: int) -> None:
         if self._template is not None:
@@ -1171,12 +1173,13 @@ class CgroupLayout:
                 if not found:
                     continue
                 if controllers == "freezer":
-                    self._template = (self._cgroups / "freezer", before, after)
+                    root = self._cgroups / "freezer"
+                    self._template = (f"{root}/{before}", after, "freezer.state")
                     return
                 if controllers == "":
                     unified = (self._cgroups / "cgroup.controllers").exists()
                     root = self._cgroups if unified else self._cgroups / "unified"
-                    self._template = (root, before, after)
+                    self._template = (f"{root}/{before}", after, "cgroup.events")
         except (OSError, ValueError):
             return
 
@@ -1185,14 +1188,14 @@ class CgroupLayout:
         layout is not known yet or the kernel does not tell."""
         if self._template is None:
             return None
-        root, before, after = self._template
-        directory = root / f"{before}{handle}{after}"
+        prefix, suffix, state_file = self._template
         try:
-            if root == self._cgroups / "freezer":
-                return _kernel_file(directory / "freezer.state").strip() != "THAWED"
-            return "frozen 1" in _kernel_file(directory / "cgroup.events").splitlines()
+            state = _kernel_file(f"{prefix}{handle}{suffix}/{state_file}")
         except OSError:
             return None
+        if state_file == "freezer.state":
+            return state.strip() != "THAWED"
+        return "frozen 1" in state.splitlines()
 
     def init_pid(self, handle: str) -> int:
         """The host PID of the container's init (PID 1 of its PID namespace, the
@@ -1200,11 +1203,11 @@ class CgroupLayout:
         layout is not known yet or the kernel does not tell."""
         if self._template is None:
             return 0
-        root, before, after = self._template
+        prefix, suffix, _ = self._template
         try:
-            members = _kernel_file(root / f"{before}{handle}{after}" / "cgroup.procs").split()
+            members = _kernel_file(f"{prefix}{handle}{suffix}/cgroup.procs").split()
             for member in members:
-                for line in _kernel_file(self._proc / member / "status").splitlines():
+                for line in _kernel_file(f"{self._proc}/{member}/status").splitlines():
                     if line.startswith("NSpid:"):
                         if line.split()[-1] == "1":
                             return int(member)
@@ -1214,7 +1217,7 @@ class CgroupLayout:
         return 0
 
 
-def _kernel_file(path: Path) -> str:
+def _kernel_file(path: str | Path) -> str:
     """A small file of /proc or /sys, read with one open and plain reads: pathlib's
     ``read_text`` costs four times as much, on the path of every pause, unpause and start
     event."""

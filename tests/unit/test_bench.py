@@ -162,7 +162,10 @@ def _document() -> list[dict[str, Any]]:
         at_most=1.5,
         interleaved=False,
     )
-    missed.profiles = ["bench/published/profiles/20261206T070000Z/B1-x-1-0.txt"]
+    missed.profiles = [
+        "bench/published/profiles/20261206T070000Z/B1-x-1-0.txt",
+        "bench/published/profiles/20261206T070000Z/B1-trace-ops.txt",
+    ]
     b1.profiles = [
         {
             "call_tree": missed.profiles[0],
@@ -191,6 +194,7 @@ def test_goal_table_flags_baselines_and_misses() -> None:
     where = "\n".join(misses(_document()))
     assert "- B1 suspend: agent p50 - raw p50:\n    - `bench/published/profiles/2026" in where
     assert "(w: busy 1.50 s of 3.00 s; asyncio 40 %, agent 20 %)" in where
+    assert "B1-trace-ops.txt` (timestamped trace of the agent's steps" in where
     assert "B3 p50: no profile was taken" in where
     assert "B8 could not run: `BenchError: no reply`" in where
 
