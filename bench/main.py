@@ -7,7 +7,9 @@ and ``bench/results/latest.md`` (the report), and prints the report on standard 
 progress goes to standard error. With ``--profile``, every benchmark that missed a goal
 is run once more under pyinstrument (agents and fleet workers profiled over the measured
 part only), the profiles are added to its section and each missed goal points to them;
-the figures of the report always come from the run without the profiler.
+the figures of the report always come from the run without the profiler. A miss of B1 or
+B3 is also traced (``bench.trace``: the agent's steps, timestamped) right after the
+benchmark, and each missed goal names the trace too.
 
 ``--publish`` is a full run with ``--profile`` whose results become the published ones
 (``bench/published/``) and regenerate the docs' tables (``bench.publish``).
@@ -294,6 +296,10 @@ async def amain(args: argparse.Namespace) -> int:
         for bench_id in selected:
             title, bench = BENCHES[bench_id]
             results.append(await run_bench(ctx, bench_id, title, bench, args.quiet_load))
+            if args.profile:
+                # right after the benchmark, on the machine it measured: after the
+                # fleet's, Docker answered the trace's calls 75 ms after its reports
+                await trace_misses(ctx, results[-1], args.quiet_load)
         if args.profile:
             ctx.profiling = True
             for result in results:
@@ -306,7 +312,7 @@ async def amain(args: argparse.Namespace) -> int:
                 trees = [str(profile["call_tree"]) for profile in ctx.profiles]
                 for goal in result.goals:
                     if not goal.met:
-                        goal.profiles = trees
+                        goal.profiles = [*trees, *goal.profiles]
                 result.notes.append(
                     "profiled re-run (figures under the profiler, for orientation only): "
                     + "; ".join(
@@ -314,9 +320,6 @@ async def amain(args: argparse.Namespace) -> int:
                     )
                     + (f" - error: {again.error}" if again.error else "")
                 )
-                # right after its profile: taken after the fleet's profiled run, a trace
-                # found Docker answering its calls 75 ms after its reports (B1: 2 ms)
-                await trace_misses(ctx, result, args.quiet_load)
             ctx.profiling = False
         ordered = [base, *sorted(results, key=bench_order)]
         run = {
