@@ -203,15 +203,16 @@ async def trace_misses(ctx: Context, result: BenchResult, quiet_load: float | No
     if quiet_load is not None:
         await wait_quiet(ctx, quiet_load)
     ctx.log(f"{result.id}: tracing the agent's steps ({mode})")
+    path = ctx.profile_dir / f"{result.id}{TRACE_MARK}{mode}.txt"
     try:
-        text = await trace.record(ctx.amqp_url, 10 if ctx.quick else 30, mode)
+        host = ctx.host(f"{result.id.lower()}trace")
+        text = await trace.record(ctx.amqp_url, 10 if ctx.quick else 30, mode, host=host)
+        ctx.profile_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     except Exception as error:
         traceback.print_exc(file=sys.stderr)
         result.notes.append(f"the trace of the agent's steps failed: {error!r}")
         return
-    ctx.profile_dir.mkdir(parents=True, exist_ok=True)
-    path = ctx.profile_dir / f"{result.id}{TRACE_MARK}{mode}.txt"
-    path.write_text(text)
     for goal in result.goals:
         if not goal.met:
             goal.profiles = [*goal.profiles, str(path)]

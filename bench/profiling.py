@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pyinstrument.session import Session
 
 TOP = 15
+REPO_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
 INTERVAL_S = 0.0002
 """An agent's work on one command or event comes in bursts under a millisecond; sampled
 every millisecond, a burst that follows a wait would be counted as waiting."""
@@ -58,8 +59,7 @@ def short_path(path: str) -> str:
     for marker in ("site-packages/", "/lib/python3.11/"):
         if marker in path:
             return path.split(marker, 1)[1]
-    root = str(Path(__file__).resolve().parent.parent) + "/"
-    return path.removeprefix(root)
+    return path.removeprefix(REPO_ROOT)
 
 
 def package_of(frame: Frame) -> str:
@@ -136,11 +136,11 @@ def busy_call_tree(session: Session) -> str:
     from pyinstrument import session as sessions
     from pyinstrument.renderers import ConsoleRenderer
 
-    records = [
-        (stack, seconds)
-        for stack, seconds in session.frame_records
-        if not _idle([f for f in map(parse_frame, stack) if f.path != "<thread>"])
-    ]
+    records = []
+    for stack, seconds in session.frame_records:
+        frames = [f for f in map(parse_frame, stack) if f.path != "<thread>"]
+        if frames and not _idle(frames):
+            records.append((stack, seconds))
     busy = sessions.Session(
         frame_records=records,
         start_time=session.start_time,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 import aiodocker
 
 from agent.settings import DEFAULT_AMQP_URL
-from bench.core import Cleanup, cpu_s, domain_spec
+from bench.core import HOST_PREFIX, Cleanup, cpu_s, domain_spec, write_pidfile
 from bench.procs import REPO
 from bench.rpc import Arrival, EventTap, RpcClient, command_body, ok
 
@@ -78,14 +79,40 @@ async def record(
     mode: str = "ops",
     event_loop: str = "uvloop",
     spy_out: str | None = None,
+    host: str | None = None,
 ) -> str:
     """Trace ``cycles`` cycles of ``mode`` (see ``MODES``) on a fresh agent; returns the
-    report: per op, the median time of each step after the command was sent."""
-    host = f"bench-{secrets.token_hex(3)}-trace"
+    report: per op, the median time of each step after the command was sent. ``host``,
+    a host name of a running bench (``Context.host``), or one of a run of its own."""
+    pidfile = None
+    if host is None:
+        run_id = secrets.token_hex(3)
+        # a bench run started meanwhile takes a host of a run without one for stale
+        pidfile = write_pidfile(run_id)
+        host = f"{HOST_PREFIX}{run_id}-trace"
     work = Path(tempfile.mkdtemp(prefix="virtbus-trace-"))
+    docker = aiodocker.Docker()
+    try:
+        return await _record(amqp_url, cycles, mode, event_loop, spy_out, host, work, docker)
+    finally:
+        await docker.close()
+        shutil.rmtree(work, ignore_errors=True)
+        if pidfile is not None:
+            pidfile.unlink(missing_ok=True)
+
+
+async def _record(
+    amqp_url: str,
+    cycles: int,
+    mode: str,
+    event_loop: str,
+    spy_out: str | None,
+    host: str,
+    work: Path,
+    docker: aiodocker.Docker,
+) -> str:
     out = work / "trace.txt"
     cleanup = Cleanup(amqp_url, hosts={host})
-    docker = aiodocker.Docker()
     marks: list[tuple[str, int, int]] = []
     async with RpcClient(amqp_url) as client:
         online = await EventTap(client.channel, [f"{host}.agent.online"]).start()
@@ -181,12 +208,11 @@ async def record(
                 await spy.wait()
         finally:
             await cleanup.stop_processes()
-            await cleanup.sweep(docker)
-            await docker.close()
+            with contextlib.suppress(Exception):
+                await cleanup.sweep(docker)
     stamps = [
         (int(ns), point) for ns, point in (line.split() for line in out.read_text().splitlines())
     ]
-    shutil.rmtree(work, ignore_errors=True)
     per_op = 1000 * cpu_ms / len(marks)
     lines = [
         *textwrap.wrap(
