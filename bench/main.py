@@ -190,7 +190,7 @@ async def run_bench(
     return result
 
 
-TRACES = {"B1": "ops", "B3": "external"}
+TRACES: dict[str, trace.Mode] = {"B1": "ops", "B3": "external"}
 """The timestamped trace (``bench.trace``) of each benchmark whose misses it explains."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,16 @@ def _leaf_label(frames: list[Frame]) -> tuple[str, str]:
     return leaf.label(), package_of(leaf)
 
 
+def busy_samples(
+    records: Iterable[tuple[list[str], float]],
+) -> Iterator[tuple[list[str], list[Frame], float]]:
+    """The samples taken while the event loop was not waiting: stack, frames, seconds."""
+    for stack, seconds in records:
+        frames = [f for f in map(parse_frame, stack) if f.path != "<thread>"]
+        if frames and not _idle(frames):
+            yield stack, frames, seconds
+
+
 def summarize(session: Session) -> dict[str, Any]:
     records: list[tuple[list[str], float]] = list(session.frame_records)
     total = sum(seconds for _, seconds in records)
@@ -95,11 +106,7 @@ def summarize(session: Session) -> dict[str, Any]:
     inclusive: defaultdict[str, float] = defaultdict(float)
     packages: defaultdict[str, float] = defaultdict(float)
     busy = 0.0
-    for stack, seconds in records:
-        frames = [parse_frame(identifier) for identifier in stack]
-        frames = [f for f in frames if f.path != "<thread>"]
-        if not frames or _idle(frames):
-            continue
+    for _, frames, seconds in busy_samples(records):
         busy += seconds
         label, package = _leaf_label(frames)
         self_time[label] += seconds
@@ -136,21 +143,18 @@ def busy_call_tree(session: Session) -> str:
     from pyinstrument import session as sessions
     from pyinstrument.renderers import ConsoleRenderer
 
-    records = []
-    for stack, seconds in session.frame_records:
-        frames = [f for f in map(parse_frame, stack) if f.path != "<thread>"]
-        if frames and not _idle(frames):
-            records.append((stack, seconds))
+    records = [(stack, seconds) for stack, _, seconds in busy_samples(session.frame_records)]
+    duration = sum(seconds for _, seconds in records)
     busy = sessions.Session(
         frame_records=records,
         start_time=session.start_time,
-        duration=sum(seconds for _, seconds in records),
+        duration=duration,
         min_interval=session.min_interval,
         max_interval=session.max_interval,
         sample_count=len(records),
         start_call_stack=session.start_call_stack,
         target_description=(
-            f"{session.target_description}; busy {sum(s for _, s in records):.2f} s "
+            f"{session.target_description}; busy {duration:.2f} s "
             f"of {session.duration:.2f} s (the event loop's waits left out)"
         ),
         cpu_time=session.cpu_time,

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import aiodocker
 
@@ -45,7 +46,7 @@ def timeline(stamps: list[tuple[int, str]], since: int, until: int) -> list[tupl
     return [(point, (ns - since) / 1e6) for ns, point in stamps if since <= ns <= until]
 
 
-MODES = ("ops", "external", "lookups", "fresh")
+Mode = Literal["ops", "external", "lookups", "fresh"]
 """What is traced: B1's start / suspend / resume cycles, B3's changes behind the agent's
 back, lookups only (no Docker), or starts of freshly defined domains."""
 
@@ -60,7 +61,7 @@ async def main() -> int:
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--amqp-url", default=os.environ.get("VIRTBUS_AMQP_URL", DEFAULT_AMQP_URL))
     args = parser.parse_args()
-    mode = (
+    mode: Mode = (
         "external"
         if args.external
         else "lookups"
@@ -76,12 +77,12 @@ async def main() -> int:
 async def record(
     amqp_url: str,
     cycles: int,
-    mode: str = "ops",
+    mode: Mode = "ops",
     event_loop: str = "uvloop",
     spy_out: str | None = None,
     host: str | None = None,
 ) -> str:
-    """Trace ``cycles`` cycles of ``mode`` (see ``MODES``) on a fresh agent; returns the
+    """Trace ``cycles`` cycles of ``mode`` (see ``Mode``) on a fresh agent; returns the
     report: per op, the median time of each step after the command was sent. ``host``,
     a host name of a running bench (``Context.host``), or one of a run of its own."""
     pidfile = None
@@ -104,7 +105,7 @@ async def record(
 async def _record(
     amqp_url: str,
     cycles: int,
-    mode: str,
+    mode: Mode,
     event_loop: str,
     spy_out: str | None,
     host: str,
