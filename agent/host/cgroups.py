@@ -2,6 +2,10 @@
 its init's ``/proc`` entry, read directly, with no call to the engine and no sampling
 wait.
 
+Every reader takes ``read``, how a file's text is got: ``read_text`` opens the file
+per read; a ``KeptFiles`` holds a running domain's files open and reads them again from
+their start, which spares the path walk (most of a small kernel file's read).
+
 Every reader raises ``OSError`` (or ``ValueError``) when a file is missing or
 unreadable; the caller leaves the statistics group out, as libvirt leaves out a group
 it cannot read.
@@ -10,6 +14,9 @@ it cannot read.
 from __future__ import annotations
 
 import os
+import resource
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,75 +25,157 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 READ_BYTES = 65536
 
+Read = Callable[[str], str]
+"""A kernel file's whole text, by path."""
+
 
 @dataclass(frozen=True)
 class Cgroup:
     """Where a process's cgroup files are: a directory per v1 controller, and the v2
-    directory (the unified hierarchy, alone or beside v1 ones)."""
+    directory (the unified hierarchy, alone or beside v1 ones). Paths are strings: a
+    bulk read joins thousands of them, and pathlib's joins cost more than the read."""
 
-    v1: dict[str, Path] = field(default_factory=dict)
-    v2: Path | None = None
+    v1: dict[str, str] = field(default_factory=dict)
+    v2: str | None = None
 
     @classmethod
     def of(cls, pid: int, proc: Path = PROC, root: Path = CGROUP_ROOT) -> Cgroup:
         """The cgroup of host process ``pid``, from ``/proc/PID/cgroup``."""
-        v1: dict[str, Path] = {}
-        v2: Path | None = None
-        for line in read_text(proc / str(pid) / "cgroup").splitlines():
+        v1: dict[str, str] = {}
+        v2: str | None = None
+        for line in read_text(f"{proc}/{pid}/cgroup").splitlines():
             _, controllers, path = line.split(":", 2)
             relative = path.lstrip("/")
             if controllers == "":
                 unified = root if (root / "cgroup.controllers").exists() else root / "unified"
-                v2 = unified / relative
+                v2 = str(unified / relative)
                 continue
             for controller in controllers.split(","):
                 if controller.startswith("name="):
                     continue
                 joint = root / controllers / relative
-                v1[controller] = joint if joint.is_dir() else root / controller / relative
+                v1[controller] = str(joint if joint.is_dir() else root / controller / relative)
         return cls(v1, v2)
 
-    def file(self, v1_controller: str, v1_name: str, v2_name: str) -> Path:
+    def file(self, v1_controller: str, v1_name: str, v2_name: str) -> str:
         """The v1 controller's file when that controller is mounted, else the v2 one."""
-        if v1_controller in self.v1:
-            return self.v1[v1_controller] / v1_name
+        directory = self.v1.get(v1_controller)
+        if directory is not None:
+            return f"{directory}/{v1_name}"
         if self.v2 is None:
             raise FileNotFoundError(f"no {v1_controller} controller and no cgroup v2")
-        return self.v2 / v2_name
+        return f"{self.v2}/{v2_name}"
 
 
-def read_text(path: Path) -> str:
+def read_text(path: str | Path) -> str:
     """A kernel file's text, read to its end without the buffered text layer
     ``Path.read_text`` builds per file (a bulk read opens thousands). A kernel file may
     hand out less than asked before its end, so only an empty read ends it."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        chunks = []
-        while chunk := os.read(fd, READ_BYTES):
-            chunks.append(chunk)
+        return _read_from_start(fd)
     finally:
         os.close(fd)
-    return b"".join(chunks).decode()
 
 
-def _unified(cgroup: Cgroup) -> Path:
+def _read_from_start(fd: int) -> str:
+    """The file's text from offset 0 to an empty read. A kernel file (a seq_file)
+    generates its text again when read from 0, so a kept descriptor reads fresh
+    counters."""
+    first = os.pread(fd, READ_BYTES, 0)
+    if not first:
+        return ""
+    chunks = [first]
+    offset = len(first)
+    while chunk := os.pread(fd, READ_BYTES, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return (first if len(chunks) == 1 else b"".join(chunks)).decode()
+
+
+class Budget:
+    """How many descriptors kept files may hold in all: a share of the process's limit,
+    so kept files never starve its sockets and database."""
+
+    def __init__(self, descriptors: int) -> None:
+        self.left = descriptors
+
+    @classmethod
+    def share_of_limit(cls, share: float = 0.25, most: int = 4096) -> Budget:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = most if soft == resource.RLIM_INFINITY else min(most, int(soft * share))
+        return cls(limit)
+
+
+class KeptFiles:
+    """One running domain's kernel files, each opened once and read again from its
+    start (``pread`` from 0: no path walk, no open and close per read).
+
+    A file whose kept descriptor fails to read is opened again once by its path (its
+    process or cgroup may be new under the same name); past the budget a file is
+    opened per read. ``close`` gives the descriptors back; a run's files must be closed
+    when the run ends (a kept ``/proc/PID/net/dev`` holds the domain's network
+    namespace), and they are when the object is collected."""
+
+    def __init__(self, budget: Budget) -> None:
+        self._budget = budget
+        self._open: dict[str, int] = {}
+        self._closer = weakref.finalize(self, _close_all, self._open, budget)
+
+    def __call__(self, path: str) -> str:
+        fd = self._open.get(path)
+        if fd is not None:
+            try:
+                return _read_from_start(fd)
+            except OSError:
+                self._drop(path)
+        if self._budget.left <= 0:
+            return read_text(path)
+        fd = os.open(path, os.O_RDONLY)
+        self._open[path] = fd
+        self._budget.left -= 1
+        try:
+            return _read_from_start(fd)
+        except OSError:
+            self._drop(path)
+            raise
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def _drop(self, path: str) -> None:
+        os.close(self._open.pop(path))
+        self._budget.left += 1
+
+    def close(self) -> None:
+        self._closer()
+
+
+def _close_all(descriptors: dict[str, int], budget: Budget) -> None:
+    for fd in descriptors.values():
+        os.close(fd)
+    budget.left += len(descriptors)
+    descriptors.clear()
+
+
+def _unified(cgroup: Cgroup) -> str:
     if cgroup.v2 is None:
         raise FileNotFoundError("no cgroup v2 directory")
     return cgroup.v2
 
 
-def _pairs(path: Path) -> dict[str, int]:
+def _pairs(text: str) -> dict[str, int]:
     """A flat keyed file (``memory.stat``, ``cpu.stat``, ``cpuacct.stat``)."""
     pairs: dict[str, int] = {}
-    for line in read_text(path).splitlines():
+    for line in text.splitlines():
         key, _, value = line.partition(" ")
         if value.strip().lstrip("-").isdigit():
             pairs[key] = int(value)
     return pairs
 
 
-def _number(path: Path) -> int:
-    return int(read_text(path).split()[0])
+def _number(text: str) -> int:
+    return int(text.split()[0])
 
 
 @dataclass(frozen=True)
@@ -98,15 +187,16 @@ class CpuTimes:
     system: int
 
 
-def cpu_times(cgroup: Cgroup) -> CpuTimes:
-    if "cpuacct" in cgroup.v1:
-        ticks = _pairs(cgroup.v1["cpuacct"] / "cpuacct.stat")
+def cpu_times(cgroup: Cgroup, read: Read = read_text) -> CpuTimes:
+    cpuacct = cgroup.v1.get("cpuacct")
+    if cpuacct is not None:
+        ticks = _pairs(read(f"{cpuacct}/cpuacct.stat"))
         return CpuTimes(
-            total=_number(cgroup.v1["cpuacct"] / "cpuacct.usage"),
+            total=_number(read(f"{cpuacct}/cpuacct.usage")),
             user=ticks["user"] * NS_PER_TICK,
             system=ticks["system"] * NS_PER_TICK,
         )
-    usec = _pairs(_unified(cgroup) / "cpu.stat")
+    usec = _pairs(read(f"{_unified(cgroup)}/cpu.stat"))
     return CpuTimes(
         total=usec["usage_usec"] * 1000,
         user=usec["user_usec"] * 1000,
@@ -114,12 +204,12 @@ def cpu_times(cgroup: Cgroup) -> CpuTimes:
     )
 
 
-def per_cpu_ns(cgroup: Cgroup) -> list[int]:
+def per_cpu_ns(cgroup: Cgroup, read: Read = read_text) -> list[int]:
     """CPU time per host CPU (cgroup v1's cpuacct only: v2 does not count per CPU)."""
-    if "cpuacct" not in cgroup.v1:
+    cpuacct = cgroup.v1.get("cpuacct")
+    if cpuacct is None:
         raise FileNotFoundError("cgroup v2 keeps no per-CPU time")
-    text = read_text(cgroup.v1["cpuacct"] / "cpuacct.usage_percpu")
-    return [int(value) for value in text.split()]
+    return [int(value) for value in read(f"{cpuacct}/cpuacct.usage_percpu").split()]
 
 
 @dataclass(frozen=True)
@@ -133,23 +223,23 @@ class MemoryUse:
     major_faults: int
 
 
-def memory(cgroup: Cgroup) -> MemoryUse:
-    if "memory" in cgroup.v1:
-        directory = cgroup.v1["memory"]
-        stat = _pairs(directory / "memory.stat")
+def memory(cgroup: Cgroup, read: Read = read_text) -> MemoryUse:
+    directory = cgroup.v1.get("memory")
+    if directory is not None:
+        stat = _pairs(read(f"{directory}/memory.stat"))
         faults = stat.get("total_pgfault", stat.get("pgfault", 0))
         major = stat.get("total_pgmajfault", stat.get("pgmajfault", 0))
         return MemoryUse(
-            usage=_number(directory / "memory.usage_in_bytes"),
+            usage=_number(read(f"{directory}/memory.usage_in_bytes")),
             rss=stat.get("total_rss", stat.get("rss", 0)),
             cache=stat.get("total_cache", stat.get("cache", 0)),
             minor_faults=faults - major,
             major_faults=major,
         )
     directory = _unified(cgroup)
-    stat = _pairs(directory / "memory.stat")
+    stat = _pairs(read(f"{directory}/memory.stat"))
     return MemoryUse(
-        usage=_number(directory / "memory.current"),
+        usage=_number(read(f"{directory}/memory.current")),
         rss=stat.get("anon", 0),
         cache=stat.get("file", 0),
         minor_faults=stat.get("pgfault", 0) - stat.get("pgmajfault", 0),
@@ -157,10 +247,10 @@ def memory(cgroup: Cgroup) -> MemoryUse:
     )
 
 
-def pids(cgroup: Cgroup) -> tuple[int, int | None]:
+def pids(cgroup: Cgroup, read: Read = read_text) -> tuple[int, int | None]:
     """Processes in the domain now, and its limit (None: unlimited)."""
-    current = _number(cgroup.file("pids", "pids.current", "pids.current"))
-    limit = read_text(cgroup.file("pids", "pids.max", "pids.max")).strip()
+    current = _number(read(cgroup.file("pids", "pids.current", "pids.current")))
+    limit = read(cgroup.file("pids", "pids.max", "pids.max")).strip()
     return current, None if limit == "max" else int(limit)
 
 
@@ -172,27 +262,33 @@ class BlockIo:
     wr_bytes: int
 
 
-def block_io(cgroup: Cgroup, proc: Path = PROC) -> BlockIo:
+def block_io(cgroup: Cgroup, proc: Path = PROC, read: Read = read_text) -> BlockIo:
     """Storage I/O of the domain since it started.
 
     cgroup v2: ``io.stat``, every device summed. cgroup v1: its blkio controller does
     not see buffered writes (the kernel's flusher writes them back, outside the
     cgroup), so the bytes are the kernel's per-task I/O accounting (``/proc/PID/io``
     ``read_bytes``/``write_bytes``, which includes reaped children) summed over the
-    cgroup's processes, and the requests are their read and write system calls."""
-    if cgroup.v2 is not None and not cgroup.v1 and (cgroup.v2 / "io.stat").exists():
-        totals = {"rbytes": 0, "wbytes": 0, "rios": 0, "wios": 0}
-        for line in read_text(cgroup.v2 / "io.stat").splitlines():
-            for item in line.split()[1:]:
-                key, _, value = item.partition("=")
-                if key in totals:
-                    totals[key] += int(value)
-        return BlockIo(totals["rios"], totals["rbytes"], totals["wios"], totals["wbytes"])
-    members = cgroup.file("pids", "cgroup.procs", "cgroup.procs")
-    totals = {"syscr": 0, "read_bytes": 0, "syscw": 0, "write_bytes": 0}
-    for pid in read_text(members).split():
+    cgroup's processes, and the requests are their read and write system calls. The
+    processes come and go, so their files are opened per read, never kept."""
+    if cgroup.v2 is not None and not cgroup.v1:
         try:
-            accounting = read_text(proc / pid / "io")
+            io_stat = read(f"{cgroup.v2}/io.stat")
+        except FileNotFoundError:
+            pass
+        else:
+            totals = {"rbytes": 0, "wbytes": 0, "rios": 0, "wios": 0}
+            for line in io_stat.splitlines():
+                for item in line.split()[1:]:
+                    key, _, value = item.partition("=")
+                    if key in totals:
+                        totals[key] += int(value)
+            return BlockIo(totals["rios"], totals["rbytes"], totals["wios"], totals["wbytes"])
+    members = read(cgroup.file("pids", "cgroup.procs", "cgroup.procs"))
+    totals = {"syscr": 0, "read_bytes": 0, "syscw": 0, "write_bytes": 0}
+    for pid in members.split():
+        try:
+            accounting = read_text(f"{proc}/{pid}/io")
         except OSError:
             continue  # gone since the list was read
         for line in accounting.splitlines():
@@ -216,11 +312,11 @@ class Interface:
     tx_drop: int
 
 
-def interfaces(pid: int, proc: Path = PROC) -> dict[str, Interface]:
+def interfaces(pid: int, proc: Path = PROC, read: Read = read_text) -> dict[str, Interface]:
     """Every interface of the domain's network namespace (``/proc/PID/net/dev``), by
     name, in the kernel's order."""
     found: dict[str, Interface] = {}
-    for line in read_text(proc / str(pid) / "net" / "dev").splitlines()[2:]:
+    for line in read(f"{proc}/{pid}/net/dev").splitlines()[2:]:
         name, _, counters = line.partition(":")
         values = [int(value) for value in counters.split()]
         found[name.strip()] = Interface(
@@ -236,14 +332,14 @@ def interfaces(pid: int, proc: Path = PROC) -> dict[str, Interface]:
     return found
 
 
-def cpuset(cgroup: Cgroup) -> str:
+def cpuset(cgroup: Cgroup, read: Read = read_text) -> str:
     """The host CPUs the domain may run on, as a kernel CPU list (``0-3,6``)."""
-    return read_text(cgroup.file("cpuset", "cpuset.cpus", "cpuset.cpus.effective")).strip()
+    return read(cgroup.file("cpuset", "cpuset.cpus", "cpuset.cpus.effective")).strip()
 
 
-def last_cpu(pid: int, proc: Path = PROC) -> int:
+def last_cpu(pid: int, proc: Path = PROC, read: Read = read_text) -> int:
     """The host CPU the process last ran on (``/proc/PID/stat`` field 39)."""
-    stat = read_text(proc / str(pid) / "stat")
+    stat = read(f"{proc}/{pid}/stat")
     return int(stat.rpartition(")")[2].split()[36])
 
 

@@ -56,6 +56,8 @@ READ_AT_ONCE = 25
 """Domains read between two turns of the agent's event loop in a bulk call."""
 VCPU_RUNNING = 1
 VCPU_OFFLINE = 0
+SWEEP_S = 30.0
+"""How long a stopped domain's files may stay open after its run ended."""
 
 Stats = dict[str, StatValue]
 READ_ERRORS = (OSError, ValueError, KeyError, IndexError)
@@ -66,12 +68,17 @@ class CgroupCache:
     """Where each running domain's cgroup is, found once per run of the domain: its
     init stays in the cgroup it was started in, so (uuid, pid) names one cgroup, and
     a statistics call reads only the counters, not ``/proc/PID/cgroup`` and the
-    directories it names. The run's ``DomainRef`` is kept beside it (made again if the
-    name or id has changed)."""
+    directories it names. The run's files are held open (``cgroups.KeptFiles``, within
+    one descriptor budget), and its ``DomainRef`` kept (made again if the name or id
+    has changed). ``keep`` closes the files of runs that are over."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: cgroups.Budget | None = None) -> None:
+        self._budget = budget or cgroups.Budget.share_of_limit()
         self._found: dict[tuple[UUID, int], cgroups.Cgroup] = {}
+        self._files: dict[tuple[UUID, int], cgroups.KeptFiles] = {}
         self._refs: dict[tuple[UUID, int], DomainRef] = {}
+        self._domains: Callable[[], Iterable[DomainObj] | None] | None = None
+        self._sweep: asyncio.TimerHandle | None = None
 
     def of(self, domain: DomainObj, proc: Path, root: Path) -> cgroups.Cgroup:
         key = (domain.uuid, domain.pid)
@@ -79,6 +86,14 @@ class CgroupCache:
         if found is None:
             found = self._found[key] = cgroups.Cgroup.of(domain.pid, proc, root)
         return found
+
+    def files(self, domain: DomainObj) -> cgroups.KeptFiles:
+        key = (domain.uuid, domain.pid)
+        files = self._files.get(key)
+        if files is None:
+            files = self._files[key] = cgroups.KeptFiles(self._budget)
+            self._arm()
+        return files
 
     def ref(self, domain: DomainObj) -> DomainRef:
         key = (domain.uuid, domain.pid)
@@ -90,12 +105,38 @@ class CgroupCache:
         return ref
 
     def keep(self, domains: Iterable[DomainObj]) -> None:
-        """Forget the cgroups of runs that are over."""
-        live = {(domain.uuid, domain.pid) for domain in domains}
+        """Forget the runs that are over, and close their files."""
+        live = {(domain.uuid, domain.pid) for domain in domains if domain.active}
         for key in self._found.keys() - live:
             del self._found[key]
+        for key in self._files.keys() - live:
+            self._files.pop(key).close()
         for key in self._refs.keys() - live:
             del self._refs[key]
+
+    def sweep_with(self, domains: Callable[[], Iterable[DomainObj] | None]) -> None:
+        """Close the files of runs that end while no statistics call comes: every
+        SWEEP_S while any are held, against ``domains()`` (None: the agent is gone)."""
+        self._domains = domains
+
+    def _arm(self) -> None:
+        if self._sweep is None and self._files and self._domains is not None:
+            self._sweep = asyncio.get_running_loop().call_later(SWEEP_S, self._swept)
+
+    def _swept(self) -> None:
+        self._sweep = None
+        domains = self._domains() if self._domains is not None else None
+        if domains is None:
+            self.close()
+            return
+        self.keep(domains)
+        self._arm()
+
+    def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self.keep(())
 
 
 class Reader:
@@ -122,6 +163,7 @@ class Reader:
         self.vcpus = vcpus
         self.live = domain.active and domain.pid > 0
         self._cache = cache or CgroupCache()
+        self._read: cgroups.Read = self._cache.files(domain) if self.live else cgroups.read_text
         self._cgroup: cgroups.Cgroup | None = None
         self._cpu: cgroups.CpuTimes | None = None
         self._time = datetime.now(UTC)
@@ -135,7 +177,7 @@ class Reader:
     @property
     def cpu(self) -> cgroups.CpuTimes:
         if self._cpu is None:
-            self._cpu = cgroups.cpu_times(self.cgroup)
+            self._cpu = cgroups.cpu_times(self.cgroup, self._read)
         return self._cpu
 
     def read(self, groups: Iterable[StatGroup]) -> DomainStats:
@@ -173,7 +215,7 @@ class Reader:
         if not self.live:
             return
         try:
-            use = cgroups.memory(self.cgroup)
+            use = cgroups.memory(self.cgroup, self._read)
         except READ_ERRORS:
             return
         unused = max(0, limit - use.usage // 1024)
@@ -208,7 +250,7 @@ class Reader:
         """The domain's interfaces as it sees them (its loopback left out), by name."""
         found = [
             (name, counters)
-            for name, counters in cgroups.interfaces(self.domain.pid, self.proc).items()
+            for name, counters in cgroups.interfaces(self.domain.pid, self.proc, self._read).items()
             if name != LOOPBACK
         ]
         stats["net.count"] = len(found)
@@ -221,7 +263,7 @@ class Reader:
                     stats[f"{prefix}.{direction}.{counter}"] = value
 
     def block(self, stats: Stats) -> None:
-        io = cgroups.block_io(self.cgroup, self.proc)
+        io = cgroups.block_io(self.cgroup, self.proc, self._read)
         stats["block.count"] = 1
         stats["block.0.name"] = ROOT_DISK
         stats["block.0.rd.reqs"] = io.rd_reqs
@@ -230,20 +272,20 @@ class Reader:
         stats["block.0.wr.bytes"] = io.wr_bytes
 
     def pids(self, stats: Stats) -> None:
-        current, limit = cgroups.pids(self.cgroup)
+        current, limit = cgroups.pids(self.cgroup, self._read)
         stats["pids.current"] = current
         if limit is not None:
             stats["pids.limit"] = limit
 
     def percpu(self, stats: Stats) -> None:
-        times = cgroups.per_cpu_ns(self.cgroup)
+        times = cgroups.per_cpu_ns(self.cgroup, self._read)
         stats["percpu.count"] = len(times)
         for cpu, time_ns in enumerate(times):
             stats[f"percpu.{cpu}.time"] = time_ns
 
     def affinity(self, stats: Stats) -> None:
-        cpus = cgroups.cpuset(self.cgroup)
-        last = cgroups.last_cpu(self.domain.pid, self.proc)
+        cpus = cgroups.cpuset(self.cgroup, self._read)
+        last = cgroups.last_cpu(self.domain.pid, self.proc, self._read)
         stats["affinity.cpuset"] = cpus
         stats["affinity.cpu"] = last
 
@@ -277,6 +319,8 @@ def cgroup_cache(ops: Operations) -> CgroupCache:
     cache = CACHES.get(ops)
     if cache is None:
         cache = CACHES[ops] = CgroupCache()
+        owner = weakref.ref(ops)
+        cache.sweep_with(lambda: None if (alive := owner()) is None else alive.domains)
     return cache
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiodocker
 import pytest
 from lxml import etree
 
@@ -109,6 +110,39 @@ async def test_virsh_domstats_shows_written_bytes_and_rising_cpu_time(
 
     missing = await virsh("domifstat", "burner", "eth0")
     assert missing.status == 1 and "'eth0' is not a known interface" in missing.err
+
+
+def files_open_under(*parts: str) -> list[str]:
+    """This process's descriptors (the agent runs in it) whose path holds every part."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed since the listing
+        if all(part in target for part in parts):
+            found.append(target)
+    return found
+
+
+async def test_a_domains_kernel_files_stay_open_while_it_runs_and_close_after(
+    host: Host,
+) -> None:
+    record = await host.ok("domain.create_xml", args={"spec": spec("kept")})
+    pid = record["id"]
+    async with aiodocker.Docker() as docker:
+        container = (await docker.containers.get(host.container_name("kept"))).id
+    before = await host.ok("host.get_all_domain_stats")
+    again = await host.ok("host.get_all_domain_stats")
+    [first], [second] = before["records"], again["records"]
+    assert second["stats"]["cpu.time"] >= first["stats"]["cpu.time"] > 0
+    assert files_open_under(container), "the cgroup's files are not held open"
+    assert files_open_under(f"/proc/{pid}/net/dev")
+
+    await host.ok("domain.destroy", "kept")  # transient: gone with its run
+    assert (await host.ok("host.get_all_domain_stats"))["records"] == []
+    assert files_open_under(container) == []
+    assert files_open_under(f"/proc/{pid}/") == []
 
 
 async def test_virsh_domstats_of_a_shut_off_domain_has_its_state(virsh: Virsh, host: Host) -> None:

@@ -166,8 +166,8 @@ def test_a_hybrid_hosts_v2_directory_is_the_unified_mount(tmp_path: Path) -> Non
     write(tmp_path / "proc" / "7" / "cgroup", f"4:memory:{CONTAINER}\n0::{CONTAINER}\n")
     (tmp_path / "cgroup" / "memory" / CONTAINER.lstrip("/")).mkdir(parents=True)
     found = Cgroup.of(7, tmp_path / "proc", tmp_path / "cgroup")
-    assert found.v2 == tmp_path / "cgroup" / "unified" / CONTAINER.lstrip("/")
-    assert found.v1 == {"memory": tmp_path / "cgroup" / "memory" / CONTAINER.lstrip("/")}
+    assert found.v2 == str(tmp_path / "cgroup" / "unified" / CONTAINER.lstrip("/"))
+    assert found.v1 == {"memory": str(tmp_path / "cgroup" / "memory" / CONTAINER.lstrip("/"))}
 
 
 def test_an_inactive_domain_has_its_state_and_definition_only(v1: tuple[Path, Path]) -> None:

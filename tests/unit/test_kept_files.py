@@ -1,0 +1,160 @@
+"""A running domain's kernel files held open for its statistics: read fresh from their
+start, opened again when their descriptor fails, within one descriptor budget, and
+closed when the run is over."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.host import cgroups
+from agent.host.cgroups import Budget, KeptFiles
+from agent.host.domains import DomainObj
+from agent.host.stats import SWEEP_S, CgroupCache
+from schemas.codes import DomainState
+from schemas.domain import DomainSpec
+
+
+def rchar(text: str) -> int:
+    return int(next(line for line in text.splitlines() if line.startswith("rchar:")).split()[1])
+
+
+def test_a_kept_kernel_file_gives_fresh_counters_on_each_read() -> None:
+    files = KeptFiles(Budget(4))
+    first = rchar(files("/proc/self/io"))
+    second = rchar(files("/proc/self/io"))
+    assert second > first  # the first read counts in the second: the kernel made it anew
+    assert len(files) == 1
+    files.close()
+
+
+def test_a_file_changed_in_place_reads_its_new_text(tmp_path: Path) -> None:
+    path = tmp_path / "memory.usage_in_bytes"
+    path.write_text("1048576\n")
+    files = KeptFiles(Budget(4))
+    assert files(str(path)) == "1048576\n"
+    path.write_text("4096\n")
+    assert files(str(path)) == "4096\n"
+    files.close()
+
+
+def test_a_text_longer_than_one_read_is_read_to_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "memory.stat"
+    text = "".join(f"key{n} {n}\n" for n in range(cgroups.READ_BYTES // 4))
+    path.write_text(text)
+    files = KeptFiles(Budget(4))
+    assert files(str(path)) == text
+    assert files(str(path)) == text
+    files.close()
+
+
+def test_a_descriptor_that_fails_is_replaced_by_the_files_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "io"
+    path.write_text("old\n")
+    budget = Budget(4)
+    files = KeptFiles(budget)
+    files(str(path))
+    stale = os.pread
+    failing = {files._open[str(path)]}  # its process gone, say
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        if fd in failing:
+            failing.remove(fd)
+            raise OSError(errno.ESRCH, "No such process")
+        return stale(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    path.write_text("new\n")
+    assert files(str(path)) == "new\n"
+    assert len(files) == 1 and budget.left == 3
+    files.close()
+
+
+def test_a_file_gone_raises_and_gives_its_descriptor_back(tmp_path: Path) -> None:
+    budget = Budget(4)
+    files = KeptFiles(budget)
+    with pytest.raises(FileNotFoundError):
+        files(str(tmp_path / "missing"))
+    assert budget.left == 4 and len(files) == 0
+
+
+def test_past_the_budget_a_file_is_opened_per_read(tmp_path: Path) -> None:
+    paths = [tmp_path / name for name in ("a", "b")]
+    for path in paths:
+        path.write_text(path.name)
+    budget = Budget(1)
+    files = KeptFiles(budget)
+    assert [files(str(path)) for path in paths] == ["a", "b"]
+    assert len(files) == 1 and budget.left == 0
+    files.close()
+    assert budget.left == 1
+
+
+def test_files_are_closed_when_their_holder_is_collected(tmp_path: Path) -> None:
+    path = tmp_path / "pids.current"
+    path.write_text("1\n")
+    budget = Budget(2)
+    files = KeptFiles(budget)
+    files(str(path))
+    assert budget.left == 1
+    del files
+    gc.collect()
+    assert budget.left == 2
+
+
+def test_the_budget_is_a_share_of_the_descriptor_limit() -> None:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    budget = Budget.share_of_limit(share=0.25, most=10**9)
+    assert budget.left == (10**9 if soft == resource.RLIM_INFINITY else soft // 4)
+    assert Budget.share_of_limit(share=0.25, most=3).left == min(3, budget.left)
+
+
+def domain(pid: int, state: DomainState = DomainState.RUNNING) -> DomainObj:
+    spec = DomainSpec(name="web", image="virtbus-test:latest")
+    return DomainObj(
+        uuid=uuid.uuid4(), name="web", spec=spec, persistent=True, autostart=False,
+        state=state, pid=pid,
+    )  # fmt: skip
+
+
+def test_a_run_that_is_over_has_its_files_closed(tmp_path: Path) -> None:
+    path = tmp_path / "cpuacct.usage"
+    path.write_text("7\n")
+    budget = Budget(8)
+    cache = CgroupCache(budget)
+    running, stopped = domain(os.getpid()), domain(os.getpid())
+    for each in (running, stopped):
+        cache.files(each)(str(path))
+    assert budget.left == 6
+    stopped.state, stopped.pid = DomainState.SHUTOFF, 0
+    cache.keep([running, stopped])
+    assert budget.left == 7
+    cache.close()
+    assert budget.left == 8
+
+
+async def test_runs_that_end_between_calls_are_swept(tmp_path: Path) -> None:
+    path = tmp_path / "pids.current"
+    path.write_text("1\n")
+    budget = Budget(8)
+    cache = CgroupCache(budget)
+    live: list[DomainObj] | None = [domain(os.getpid())]
+    cache.sweep_with(lambda: live)
+    assert live is not None
+    cache.files(live[0])(str(path))
+    armed = cache._sweep
+    assert armed is not None and armed.when() >= armed._loop.time() + SWEEP_S - 1  # type: ignore[attr-defined]
+    cache._swept()  # the run still lasts: kept, and armed again
+    assert budget.left == 7 and cache._sweep is not None
+    live = None  # the agent is gone
+    cache._swept()
+    assert budget.left == 8 and cache._sweep is None
