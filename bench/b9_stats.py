@@ -94,7 +94,10 @@ async def run(ctx: Context, client: RpcClient) -> BenchResult:
         pids = list(await asyncio.gather(*(start(index) for index in range(count))))
         found: list[Domain] = [(pid, cgroups.Cgroup.of(pid), cgroups.read_text) for pid in pids]
         budget = cgroups.Budget(len(found) * FILES_PER_DOMAIN)
-        kept: list[Domain] = [(pid, cgroup, cgroups.KeptFiles(budget)) for pid, cgroup, _ in found]
+        held = [cgroups.KeptFiles(budget) for _ in found]
+        kept: list[Domain] = [
+            (pid, cgroup, files) for (pid, cgroup, _), files in zip(found, held, strict=True)
+        ]
 
         broker = broker_pid(amqp_port(ctx.amqp_url))
 

@@ -113,6 +113,7 @@ class Agent:
             )
         self._consoles = Consoles(self._bus.open_stream)
         self._dispatcher: Dispatcher | None = None
+        self._operations: Operations | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
@@ -173,6 +174,7 @@ class Agent:
             intent_reached=self._store.intent_reached,
             policy=self.config.policy,
         )
+        self._operations = operations
         operations.sessions = self._consoles
         operations.pulls = PullReporter(self.host, self._outbox.publish_transient)
         self._dispatcher = Dispatcher(
@@ -236,6 +238,8 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._consoles.close()
+        if self._operations is not None:
+            stats.release(self._operations)
         await self._outbox.kill()
         self._tasks.clear()
         self._answers.clear()

@@ -13,6 +13,7 @@ it cannot read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import weakref
@@ -94,28 +95,32 @@ def _read_from_start(fd: int) -> str:
 
 
 class Budget:
-    """How many descriptors kept files may hold in all: a share of the process's limit,
-    so kept files never starve its sockets and database."""
+    """How many descriptors kept files may hold in all, shared by every holder."""
 
     def __init__(self, descriptors: int) -> None:
         self.left = descriptors
 
     @classmethod
     def share_of_limit(cls, share: float = 0.25, most: int = 4096) -> Budget:
+        """A share of this process's descriptor limit (at most ``most``), so that kept
+        files never starve its sockets and database."""
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         limit = most if soft == resource.RLIM_INFINITY else min(most, int(soft * share))
         return cls(limit)
 
 
 class KeptFiles:
-    """One running domain's kernel files, each opened once and read again from its
-    start (``pread`` from 0: no path walk, no open and close per read).
+    """One run of a domain's kernel files, each opened once and read again from its
+    start (``pread`` from 0: no path walk, no open and close per read). Only files of
+    the run's own cgroup and init belong here: a process list or another process's
+    file is read by path (``read_text``) each time.
 
-    A file whose kept descriptor fails to read is opened again once by its path (its
-    process or cgroup may be new under the same name); past the budget a file is
-    opened per read. ``close`` gives the descriptors back; a run's files must be closed
-    when the run ends (a kept ``/proc/PID/net/dev`` holds the domain's network
-    namespace), and they are when the object is collected."""
+    A file whose kept descriptor fails to read is opened again once by its path; a
+    file that reads empty is read again by path (older kernels' seq_files stayed
+    empty once empty). Past the budget a file is opened per read. ``close`` gives the
+    descriptors back and is idempotent; after it every read is by path. A run's files
+    must be closed when the run ends (a kept ``/proc/PID/net/dev`` holds the domain's
+    network namespace); they are closed when the object is collected at the latest."""
 
     def __init__(self, budget: Budget) -> None:
         self._budget = budget
@@ -126,10 +131,12 @@ class KeptFiles:
         fd = self._open.get(path)
         if fd is not None:
             try:
-                return _read_from_start(fd)
+                text = _read_from_start(fd)
             except OSError:
                 self._drop(path)
-        if self._budget.left <= 0:
+            else:
+                return text or read_text(path)
+        if self._budget.left <= 0 or not self._closer.alive:
             return read_text(path)
         fd = os.open(path, os.O_RDONLY)
         self._open[path] = fd
@@ -144,18 +151,21 @@ class KeptFiles:
         return len(self._open)
 
     def _drop(self, path: str) -> None:
-        os.close(self._open.pop(path))
+        fd = self._open.pop(path)
         self._budget.left += 1
+        os.close(fd)
 
     def close(self) -> None:
         self._closer()
 
 
 def _close_all(descriptors: dict[str, int], budget: Budget) -> None:
-    for fd in descriptors.values():
-        os.close(fd)
-    budget.left += len(descriptors)
+    held = list(descriptors.values())
     descriptors.clear()
+    budget.left += len(held)
+    for fd in held:
+        with contextlib.suppress(OSError):  # closed already: nothing left to give back
+            os.close(fd)
 
 
 def _unified(cgroup: Cgroup) -> str:
@@ -270,7 +280,8 @@ def block_io(cgroup: Cgroup, proc: Path = PROC, read: Read = read_text) -> Block
     cgroup), so the bytes are the kernel's per-task I/O accounting (``/proc/PID/io``
     ``read_bytes``/``write_bytes``, which includes reaped children) summed over the
     cgroup's processes, and the requests are their read and write system calls. The
-    processes come and go, so their files are opened per read, never kept."""
+    processes come and go, so the list and their files are read by path, never kept
+    (a v1 process list read again from a kept descriptor is the kernel's cached one)."""
     if cgroup.v2 is not None and not cgroup.v1:
         try:
             io_stat = read(f"{cgroup.v2}/io.stat")
@@ -284,7 +295,7 @@ def block_io(cgroup: Cgroup, proc: Path = PROC, read: Read = read_text) -> Block
                     if key in totals:
                         totals[key] += int(value)
             return BlockIo(totals["rios"], totals["rbytes"], totals["wios"], totals["wbytes"])
-    members = read(cgroup.file("pids", "cgroup.procs", "cgroup.procs"))
+    members = read_text(cgroup.file("pids", "cgroup.procs", "cgroup.procs"))
     totals = {"syscr": 0, "read_bytes": 0, "syscw": 0, "write_bytes": 0}
     for pid in members.split():
         try:

@@ -66,19 +66,25 @@ READ_ERRORS = (OSError, ValueError, KeyError, IndexError)
 
 class CgroupCache:
     """Where each running domain's cgroup is, found once per run of the domain: its
-    init stays in the cgroup it was started in, so (uuid, pid) names one cgroup, and
-    a statistics call reads only the counters, not ``/proc/PID/cgroup`` and the
-    directories it names. The run's files are held open (``cgroups.KeptFiles``, within
-    one descriptor budget), and its ``DomainRef`` kept (made again if the name or id
-    has changed). ``keep`` closes the files of runs that are over."""
+    init stays in the cgroup it was started in, so (uuid, pid) names one run, and a
+    statistics call reads only the counters, not ``/proc/PID/cgroup`` and the
+    directories it names. (A new run of the same domain under the same pid would need
+    the kernel's cyclic pid numbers to wrap before the old run is swept.)
+
+    The run's files are held open (``cgroups.KeptFiles``) within ``budget`` (none
+    given: none held), and its ``DomainRef`` kept (made again if the name or id has
+    changed). ``keep`` closes the files of runs that are over; ``sweep_with`` has that
+    done every SWEEP_S while files are held, so a run that ends while no statistics
+    call comes does not keep its network namespace and cgroup pinned."""
 
     def __init__(self, budget: cgroups.Budget | None = None) -> None:
-        self._budget = budget or cgroups.Budget.share_of_limit()
+        self._budget = budget or cgroups.Budget(0)
         self._found: dict[tuple[UUID, int], cgroups.Cgroup] = {}
         self._files: dict[tuple[UUID, int], cgroups.KeptFiles] = {}
         self._refs: dict[tuple[UUID, int], DomainRef] = {}
         self._domains: Callable[[], Iterable[DomainObj] | None] | None = None
         self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_loop: asyncio.AbstractEventLoop | None = None
 
     def of(self, domain: DomainObj, proc: Path, root: Path) -> cgroups.Cgroup:
         key = (domain.uuid, domain.pid)
@@ -88,11 +94,12 @@ class CgroupCache:
         return found
 
     def files(self, domain: DomainObj) -> cgroups.KeptFiles:
+        """The run's kept files, made on its first read."""
         key = (domain.uuid, domain.pid)
         files = self._files.get(key)
         if files is None:
             files = self._files[key] = cgroups.KeptFiles(self._budget)
-            self._arm()
+        self._arm()
         return files
 
     def ref(self, domain: DomainObj) -> DomainRef:
@@ -104,8 +111,14 @@ class CgroupCache:
             ref = self._refs[key] = DomainRef.model_construct(name=name, uuid=domain.uuid, id=id_)
         return ref
 
+    @property
+    def runs_held(self) -> int:
+        """How many runs have files held open."""
+        return sum(1 for files in self._files.values() if len(files))
+
     def keep(self, domains: Iterable[DomainObj]) -> None:
-        """Forget the runs that are over, and close their files."""
+        """Forget the runs that are over (their domain gone or not active), and close
+        their files."""
         live = {(domain.uuid, domain.pid) for domain in domains if domain.active}
         for key in self._found.keys() - live:
             del self._found[key]
@@ -115,15 +128,24 @@ class CgroupCache:
             del self._refs[key]
 
     def sweep_with(self, domains: Callable[[], Iterable[DomainObj] | None]) -> None:
-        """Close the files of runs that end while no statistics call comes: every
-        SWEEP_S while any are held, against ``domains()`` (None: the agent is gone)."""
+        """Sweep every SWEEP_S while files are held, against ``domains()`` (None: the
+        agent is gone, and everything is closed)."""
         self._domains = domains
 
     def _arm(self) -> None:
-        if self._sweep is None and self._files and self._domains is not None:
-            self._sweep = asyncio.get_running_loop().call_later(SWEEP_S, self._swept)
+        if not self._files or self._domains is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # read outside the agent's loop: its next read in the loop arms it
+        if self._sweep is not None and self._sweep_loop is loop:
+            return
+        self._sweep_loop = loop
+        self._sweep = loop.call_later(SWEEP_S, self.sweep)
 
-    def _swept(self) -> None:
+    def sweep(self) -> None:
+        """Close the files of the runs that are over now."""
         self._sweep = None
         domains = self._domains() if self._domains is not None else None
         if domains is None:
@@ -133,9 +155,11 @@ class CgroupCache:
         self._arm()
 
     def close(self) -> None:
+        """Close every run's files and stop sweeping; idempotent."""
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+        self._domains = None
         self.keep(())
 
 
@@ -315,13 +339,26 @@ CACHES: weakref.WeakKeyDictionary[Operations, CgroupCache] = weakref.WeakKeyDict
 """Each agent's cgroup cache."""
 
 
+@functools.cache
+def shared_budget() -> cgroups.Budget:
+    """The descriptors every agent of this process may keep open for statistics."""
+    return cgroups.Budget.share_of_limit()
+
+
 def cgroup_cache(ops: Operations) -> CgroupCache:
     cache = CACHES.get(ops)
     if cache is None:
-        cache = CACHES[ops] = CgroupCache()
+        cache = CACHES[ops] = CgroupCache(shared_budget())
         owner = weakref.ref(ops)
         cache.sweep_with(lambda: None if (alive := owner()) is None else alive.domains)
     return cache
+
+
+def release(ops: Operations) -> None:
+    """Close the agent's kept files: it stops."""
+    cache = CACHES.pop(ops, None)
+    if cache is not None:
+        cache.close()
 
 
 def reader(ops: Operations, domain: DomainObj, cache: CgroupCache | None = None) -> Reader:

@@ -139,6 +139,21 @@ async def test_a_domains_kernel_files_stay_open_while_it_runs_and_close_after(
     assert files_open_under(container), "the cgroup's files are not held open"
     assert files_open_under(f"/proc/{pid}/net/dev")
 
+    # a process that joins after the files were opened is counted, read every 0.2 s
+    # (cgroup v1 hands a kept process list out again as it was)
+    write = f"dd if=/dev/zero of=/tmp/blob bs=1M count={WRITTEN_MIB} conv=fsync; exec sleep 600"
+    joined = await asyncio.create_subprocess_exec(
+        "docker", "exec", "-d", host.container_name("kept"), "sh", "-c", write
+    )  # fmt: skip
+    assert await asyncio.wait_for(joined.wait(), DEADLINE_S) == 0
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        [record] = (await host.ok("host.get_all_domain_stats"))["records"]
+        if record["stats"]["block.0.wr.bytes"] >= WRITTEN_MIB * MIB:
+            break
+        assert time.monotonic() < deadline, f"the joined process is not counted: {record}"
+        await asyncio.sleep(POLL_S)
+
     await host.ok("domain.destroy", "kept")  # transient: gone with its run
     assert (await host.ok("host.get_all_domain_stats"))["records"] == []
     assert files_open_under(container) == []

@@ -4,18 +4,20 @@ closed when the run is over."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import os
+import resource
 import uuid
 from pathlib import Path
 
 import pytest
 
-from agent.host import cgroups
+from agent.host import cgroups, stats
 from agent.host.cgroups import Budget, KeptFiles
 from agent.host.domains import DomainObj
-from agent.host.stats import SWEEP_S, CgroupCache
+from agent.host.stats import CgroupCache
 from schemas.codes import DomainState
 from schemas.domain import DomainSpec
 
@@ -85,6 +87,39 @@ def test_a_file_gone_raises_and_gives_its_descriptor_back(tmp_path: Path) -> Non
     assert budget.left == 4 and len(files) == 0
 
 
+def closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as error:
+        return error.errno == errno.EBADF
+    return False
+
+
+def test_close_closes_the_descriptors_once_and_reads_by_path_after(tmp_path: Path) -> None:
+    path = tmp_path / "cpu.stat"
+    path.write_text("usage_usec 1\n")
+    budget = Budget(4)
+    files = KeptFiles(budget)
+    files(str(path))
+    [fd] = files._open.values()
+    files.close()
+    files.close()
+    assert closed(fd) and budget.left == 4
+    path.write_text("usage_usec 2\n")
+    assert files(str(path)) == "usage_usec 2\n"
+    assert len(files) == 0 and budget.left == 4
+
+
+def test_a_kept_file_that_reads_empty_is_read_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "io.stat"
+    path.write_text("")
+    files = KeptFiles(Budget(4))
+    assert files(str(path)) == ""
+    path.write_text("8:0 rbytes=1\n")
+    assert files(str(path)) == "8:0 rbytes=1\n"
+    files.close()
+
+
 def test_past_the_budget_a_file_is_opened_per_read(tmp_path: Path) -> None:
     paths = [tmp_path / name for name in ("a", "b")]
     for path in paths:
@@ -104,14 +139,13 @@ def test_files_are_closed_when_their_holder_is_collected(tmp_path: Path) -> None
     files = KeptFiles(budget)
     files(str(path))
     assert budget.left == 1
+    [fd] = files._open.values()
     del files
     gc.collect()
-    assert budget.left == 2
+    assert budget.left == 2 and closed(fd)
 
 
 def test_the_budget_is_a_share_of_the_descriptor_limit() -> None:
-    import resource
-
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     budget = Budget.share_of_limit(share=0.25, most=10**9)
     assert budget.left == (10**9 if soft == resource.RLIM_INFINITY else soft // 4)
@@ -131,30 +165,54 @@ def test_a_run_that_is_over_has_its_files_closed(tmp_path: Path) -> None:
     path.write_text("7\n")
     budget = Budget(8)
     cache = CgroupCache(budget)
-    running, stopped = domain(os.getpid()), domain(os.getpid())
+    running, stopped = domain(os.getpid()), domain(os.getpid() + 1)
     for each in (running, stopped):
         cache.files(each)(str(path))
-    assert budget.left == 6
-    stopped.state, stopped.pid = DomainState.SHUTOFF, 0
+    kept, ended = cache.files(running), cache.files(stopped)
+    [kept_fd], [ended_fd] = kept._open.values(), ended._open.values()
+    stopped.state = DomainState.SHUTOFF  # its pid as it was: the state says it is over
     cache.keep([running, stopped])
-    assert budget.left == 7
+    assert closed(ended_fd) and not closed(kept_fd)
+    assert len(kept) == 1 and budget.left == 7 and cache.runs_held == 1
     cache.close()
-    assert budget.left == 8
+    assert closed(kept_fd) and budget.left == 8 and cache.runs_held == 0
 
 
-async def test_runs_that_end_between_calls_are_swept(tmp_path: Path) -> None:
+def test_without_a_budget_nothing_is_held(tmp_path: Path) -> None:
+    path = tmp_path / "pids.current"
+    path.write_text("3\n")
+    cache = CgroupCache()
+    assert cache.files(domain(os.getpid()))(str(path)) == "3\n"
+    assert cache.runs_held == 0
+
+
+async def test_a_run_that_ends_between_calls_is_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stats, "SWEEP_S", 0.0)
     path = tmp_path / "pids.current"
     path.write_text("1\n")
     budget = Budget(8)
     cache = CgroupCache(budget)
-    live: list[DomainObj] | None = [domain(os.getpid())]
-    cache.sweep_with(lambda: live)
-    assert live is not None
-    cache.files(live[0])(str(path))
-    armed = cache._sweep
-    assert armed is not None and armed.when() >= armed._loop.time() + SWEEP_S - 1  # type: ignore[attr-defined]
-    cache._swept()  # the run still lasts: kept, and armed again
-    assert budget.left == 7 and cache._sweep is not None
-    live = None  # the agent is gone
-    cache._swept()
-    assert budget.left == 8 and cache._sweep is None
+    ending, lasting = domain(os.getpid()), domain(os.getpid() + 1)
+    agent: list[DomainObj] | None = [ending, lasting]
+    cache.sweep_with(lambda: agent)
+    for each in (ending, lasting):
+        cache.files(each)(str(path))
+    ending.state = DomainState.SHUTOFF
+    await asyncio.sleep(0)  # one turn of the loop: the sweep's timer is due at once
+    await asyncio.sleep(0)
+    assert cache.runs_held == 1 and budget.left == 7  # the ending run's, not the other's
+    agent = None  # the agent is gone: the next sweep closes everything
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert cache.runs_held == 0 and budget.left == 8
+
+
+def test_a_read_outside_an_event_loop_arms_no_sweep(tmp_path: Path) -> None:
+    path = tmp_path / "pids.current"
+    path.write_text("1\n")
+    cache = CgroupCache(Budget(2))
+    cache.sweep_with(lambda: [])
+    assert cache.files(domain(os.getpid()))(str(path)) == "1\n"
+    cache.close()
