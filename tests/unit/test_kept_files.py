@@ -35,13 +35,23 @@ def test_a_kept_kernel_file_gives_fresh_counters_on_each_read() -> None:
     files.close()
 
 
-def test_a_file_changed_in_place_reads_its_new_text(tmp_path: Path) -> None:
-    path = tmp_path / "memory.usage_in_bytes"
-    path.write_text("1048576\n")
+@pytest.mark.parametrize(
+    ("name", "before", "after"),
+    [
+        ("memory.usage_in_bytes", "1048576\n", "4096\n"),
+        # read by path once empty: older kernels' seq_files stayed empty through pread
+        ("io.stat", "", "8:0 rbytes=1\n"),
+    ],
+)
+def test_a_file_changed_in_place_reads_its_new_text(
+    tmp_path: Path, name: str, before: str, after: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(before)
     files = KeptFiles(Budget(4))
-    assert files(str(path)) == "1048576\n"
-    path.write_text("4096\n")
-    assert files(str(path)) == "4096\n"
+    assert files(str(path)) == before
+    path.write_text(after)
+    assert files(str(path)) == after
     files.close()
 
 
@@ -95,29 +105,25 @@ def closed(fd: int) -> bool:
     return False
 
 
-def test_close_closes_the_descriptors_once_and_reads_by_path_after(tmp_path: Path) -> None:
+def one_kept(tmp_path: Path, budget: Budget) -> tuple[KeptFiles, Path, int]:
+    """A holder of one file read once, the file, and its descriptor."""
     path = tmp_path / "cpu.stat"
     path.write_text("usage_usec 1\n")
-    budget = Budget(4)
     files = KeptFiles(budget)
     files(str(path))
     [fd] = files._open.values()
+    return files, path, fd
+
+
+def test_close_closes_the_descriptors_once_and_reads_by_path_after(tmp_path: Path) -> None:
+    budget = Budget(4)
+    files, path, fd = one_kept(tmp_path, budget)
     files.close()
     files.close()
     assert closed(fd) and budget.left == 4
     path.write_text("usage_usec 2\n")
     assert files(str(path)) == "usage_usec 2\n"
     assert len(files) == 0 and budget.left == 4
-
-
-def test_a_kept_file_that_reads_empty_is_read_by_path(tmp_path: Path) -> None:
-    path = tmp_path / "io.stat"
-    path.write_text("")
-    files = KeptFiles(Budget(4))
-    assert files(str(path)) == ""
-    path.write_text("8:0 rbytes=1\n")
-    assert files(str(path)) == "8:0 rbytes=1\n"
-    files.close()
 
 
 def test_past_the_budget_a_file_is_opened_per_read(tmp_path: Path) -> None:
@@ -133,13 +139,9 @@ def test_past_the_budget_a_file_is_opened_per_read(tmp_path: Path) -> None:
 
 
 def test_files_are_closed_when_their_holder_is_collected(tmp_path: Path) -> None:
-    path = tmp_path / "pids.current"
-    path.write_text("1\n")
     budget = Budget(2)
-    files = KeptFiles(budget)
-    files(str(path))
+    files, _, fd = one_kept(tmp_path, budget)
     assert budget.left == 1
-    [fd] = files._open.values()
     del files
     gc.collect()
     assert budget.left == 2 and closed(fd)
