@@ -155,11 +155,13 @@ class CgroupCache:
         self._arm()
 
     def close(self) -> None:
-        """Close every run's files and stop sweeping; idempotent."""
+        """Close every run's files and stop sweeping; idempotent. Reads after it go by
+        path."""
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
         self._domains = None
+        self._budget = cgroups.Budget(0)
         self.keep(())
 
 
@@ -345,8 +347,14 @@ def shared_budget() -> cgroups.Budget:
     return cgroups.Budget.share_of_limit()
 
 
+RELEASED: weakref.WeakSet[Operations] = weakref.WeakSet()
+"""Agents stopped: a command still running in one reads by path."""
+
+
 def cgroup_cache(ops: Operations) -> CgroupCache:
     cache = CACHES.get(ops)
+    if cache is None and ops in RELEASED:
+        return CgroupCache()
     if cache is None:
         cache = CACHES[ops] = CgroupCache(shared_budget())
         owner = weakref.ref(ops)
@@ -356,6 +364,7 @@ def cgroup_cache(ops: Operations) -> CgroupCache:
 
 def release(ops: Operations) -> None:
     """Close the agent's kept files: it stops."""
+    RELEASED.add(ops)
     cache = CACHES.pop(ops, None)
     if cache is not None:
         cache.close()

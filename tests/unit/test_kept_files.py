@@ -37,11 +37,7 @@ def test_a_kept_kernel_file_gives_fresh_counters_on_each_read() -> None:
 
 @pytest.mark.parametrize(
     ("name", "before", "after"),
-    [
-        ("memory.usage_in_bytes", "1048576\n", "4096\n"),
-        # read by path once empty: older kernels' seq_files stayed empty through pread
-        ("io.stat", "", "8:0 rbytes=1\n"),
-    ],
+    [("memory.usage_in_bytes", "1048576\n", "4096\n"), ("io.stat", "", "8:0 rbytes=1\n")],
 )
 def test_a_file_changed_in_place_reads_its_new_text(
     tmp_path: Path, name: str, before: str, after: str
@@ -65,22 +61,27 @@ def test_a_text_longer_than_one_read_is_read_to_its_end(tmp_path: Path) -> None:
     files.close()
 
 
-def test_a_descriptor_that_fails_is_replaced_by_the_files_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("fault", ["its process gone", "empty for good"])
+def test_a_kept_descriptor_that_misbehaves_gives_way_to_the_files_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
+    """A descriptor that fails is replaced; one that reads empty (older kernels' seq
+    files, once empty) is read around by path."""
     path = tmp_path / "io"
-    path.write_text("old\n")
+    path.write_text("" if fault == "empty for good" else "old\n")
     budget = Budget(4)
     files = KeptFiles(budget)
     files(str(path))
-    stale = os.pread
-    failing = {files._open[str(path)]}  # its process gone, say
+    real = os.pread
+    misbehaving = {files._open[str(path)]}
 
     def pread(fd: int, length: int, offset: int) -> bytes:
-        if fd in failing:
-            failing.remove(fd)
-            raise OSError(errno.ESRCH, "No such process")
-        return stale(fd, length, offset)
+        if fd not in misbehaving:
+            return real(fd, length, offset)
+        if fault == "empty for good":
+            return b""
+        misbehaving.remove(fd)  # its number may be reused by the file opened again
+        raise OSError(errno.ESRCH, "No such process")
 
     monkeypatch.setattr(os, "pread", pread)
     path.write_text("new\n")
@@ -217,4 +218,37 @@ def test_a_read_outside_an_event_loop_arms_no_sweep(tmp_path: Path) -> None:
     cache = CgroupCache(Budget(2))
     cache.sweep_with(lambda: [])
     assert cache.files(domain(os.getpid()))(str(path)) == "1\n"
+    assert cache._sweep is None
     cache.close()
+
+
+def test_a_closed_cache_holds_nothing_more(tmp_path: Path) -> None:
+    path = tmp_path / "pids.current"
+    path.write_text("1\n")
+    budget = Budget(4)
+    cache = CgroupCache(budget)
+    cache.close()
+    assert cache.files(domain(os.getpid()))(str(path)) == "1\n"
+    assert cache.runs_held == 0 and budget.left == 4
+
+
+class StoppedAgent:
+    """What the statistics need of an agent's operations: its domains."""
+
+    def __init__(self, domains: list[DomainObj]) -> None:
+        self.domains = domains
+
+
+def test_a_command_still_running_when_its_agent_stops_reads_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "pids.current"
+    path.write_text("2\n")
+    running = domain(os.getpid())
+    agent = StoppedAgent([running])
+    held = stats.cgroup_cache(agent)  # type: ignore[arg-type]
+    held.files(running)(str(path))
+    assert held.runs_held == 1
+    stats.release(agent)  # type: ignore[arg-type]
+    assert held.runs_held == 0
+    later = stats.cgroup_cache(agent)  # type: ignore[arg-type]
+    assert later.files(running)(str(path)) == "2\n"
+    assert later.runs_held == 0
