@@ -13,6 +13,7 @@ import functools
 import logging
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -64,6 +65,15 @@ READ_ERRORS = (OSError, ValueError, KeyError, IndexError)
 """A file missing, unreadable or not as the kernel writes it."""
 
 
+@dataclass
+class _Run:
+    """What statistics keep of one run of a domain, each found on first use."""
+
+    cgroup: cgroups.Cgroup | None = None
+    files: cgroups.KeptFiles | None = None
+    ref: DomainRef | None = None
+
+
 class CgroupCache:
     """Where each running domain's cgroup is, found once per run of the domain: its
     init stays in the cgroup it was started in, so (uuid, pid) names one run, and a
@@ -79,53 +89,53 @@ class CgroupCache:
 
     def __init__(self, budget: cgroups.Budget | None = None) -> None:
         self._budget = budget or cgroups.Budget(0)
-        self._found: dict[tuple[UUID, int], cgroups.Cgroup] = {}
-        self._files: dict[tuple[UUID, int], cgroups.KeptFiles] = {}
-        self._refs: dict[tuple[UUID, int], DomainRef] = {}
+        self._runs: dict[tuple[UUID, int], _Run] = {}
         self._domains: Callable[[], Iterable[DomainObj] | None] | None = None
         self._sweep: asyncio.TimerHandle | None = None
         self._sweep_loop: asyncio.AbstractEventLoop | None = None
 
-    def of(self, domain: DomainObj, proc: Path, root: Path) -> cgroups.Cgroup:
+    def _run(self, domain: DomainObj) -> _Run:
         key = (domain.uuid, domain.pid)
-        found = self._found.get(key)
-        if found is None:
-            found = self._found[key] = cgroups.Cgroup.of(domain.pid, proc, root)
-        return found
+        run = self._runs.get(key)
+        if run is None:
+            run = self._runs[key] = _Run()
+        return run
+
+    def of(self, domain: DomainObj, proc: Path, root: Path) -> cgroups.Cgroup:
+        run = self._run(domain)
+        if run.cgroup is None:
+            run.cgroup = cgroups.Cgroup.of(domain.pid, proc, root)
+        return run.cgroup
 
     def files(self, domain: DomainObj) -> cgroups.KeptFiles:
         """The run's kept files, made on its first read."""
-        key = (domain.uuid, domain.pid)
-        files = self._files.get(key)
-        if files is None:
-            files = self._files[key] = cgroups.KeptFiles(self._budget)
+        run = self._run(domain)
+        if run.files is None:
+            run.files = cgroups.KeptFiles(self._budget)
         self._arm()
-        return files
+        return run.files
 
     def ref(self, domain: DomainObj) -> DomainRef:
-        key = (domain.uuid, domain.pid)
-        ref = self._refs.get(key)
+        run = self._run(domain)
         name, id_ = domain.name, domain.id
-        if ref is None or ref.name != name or ref.id != id_:
+        if run.ref is None or run.ref.name != name or run.ref.id != id_:
             # unvalidated: the agent's own name, uuid and id
-            ref = self._refs[key] = DomainRef.model_construct(name=name, uuid=domain.uuid, id=id_)
-        return ref
+            run.ref = DomainRef.model_construct(name=name, uuid=domain.uuid, id=id_)
+        return run.ref
 
     @property
     def runs_held(self) -> int:
         """How many runs have files held open."""
-        return sum(1 for files in self._files.values() if len(files))
+        return sum(1 for run in self._runs.values() if run.files is not None and len(run.files))
 
     def keep(self, domains: Iterable[DomainObj]) -> None:
         """Forget the runs that are over (their domain gone or not active), and close
         their files."""
         live = {(domain.uuid, domain.pid) for domain in domains if domain.active}
-        for key in self._found.keys() - live:
-            del self._found[key]
-        for key in self._files.keys() - live:
-            self._files.pop(key).close()
-        for key in self._refs.keys() - live:
-            del self._refs[key]
+        for key in self._runs.keys() - live:
+            files = self._runs.pop(key).files
+            if files is not None:
+                files.close()
 
     def sweep_with(self, domains: Callable[[], Iterable[DomainObj] | None]) -> None:
         """Sweep every SWEEP_S while files are held, against ``domains()`` (None: the
@@ -133,7 +143,7 @@ class CgroupCache:
         self._domains = domains
 
     def _arm(self) -> None:
-        if not self._files or self._domains is None:
+        if self._domains is None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -152,7 +162,8 @@ class CgroupCache:
             self.close()
             return
         self.keep(domains)
-        self._arm()
+        if any(run.files is not None for run in self._runs.values()):
+            self._arm()
 
     def close(self) -> None:
         """Close every run's files and stop sweeping; idempotent. Reads after it go by
