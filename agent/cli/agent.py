@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import resource
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -24,6 +26,8 @@ NOT_SETTINGS = frozenset({"verb", "main"})
 """Namespace entries that are the parser's, not the agent's configuration."""
 AGENT_FLAGS = {"groups": "--group", "trusted_keys": "--trusted-key"}
 """Settings whose flag is not their name."""
+
+log = logging.getLogger(__name__)
 
 
 def register(commands: Commands, config: CliConfig) -> None:
@@ -122,6 +126,25 @@ async def run_agent(config: Config) -> None:
         await stop.wait()
 
 
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft limit on open descriptors to its hard limit, as Go's
+    runtime does for every Go program (dockerd included): the usual soft limit of 1,024
+    would cap the kernel files the statistics keep open (a share of the soft limit) and
+    leave little room for sockets. An unlimited hard limit is left alone (the kernel's
+    ``nr_open`` caps it anyway). Returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as error:
+        log.warning(
+            "kept the descriptor limit at %d (could not raise it to %d: %s)", soft, hard, error
+        )
+        return soft
+    return hard
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         config = config_from(args)
@@ -130,6 +153,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     logs.configure(config.log_level, config.log_format, config.host)
+    raise_descriptor_limit()
     try:
         if config.event_loop == "uvloop":
             import uvloop

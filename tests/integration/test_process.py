@@ -1,11 +1,13 @@
 """``virtbus agent`` as an operator runs it: a process, configured by flags and
-VIRTBUS_* variables, that drains its work and says goodbye on SIGTERM."""
+VIRTBUS_* variables, that raises its soft descriptor limit to the hard one, drains its
+work and says goodbye on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import resource
 import signal
 from pathlib import Path
 
@@ -34,6 +36,19 @@ async def _docker_action(docker: aiodocker.Docker, host: str, action: str) -> No
         await docker.events.stop()  # type: ignore[no-untyped-call]
 
 
+def _lower_descriptor_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+
+def _descriptor_limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no descriptor limit in /proc/{pid}/limits")
+
+
 async def test_agent_process_serves_and_drains_on_sigterm(
     fleet: Fleet, peer: BusPeer, docker: aiodocker.Docker, tmp_path: Path
 ) -> None:
@@ -55,11 +70,14 @@ async def test_agent_process_serves_and_drains_on_sigterm(
         "classic",
         env=environment,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_lower_descriptor_limit,
     )
     try:
         online = await presence.wait_for(lambda e: isinstance(e, AgentEvent))
         assert isinstance(online, AgentEvent)
         assert online.state == "online"
+        soft, hard = _descriptor_limits(process.pid)
+        assert soft == hard, "the agent raises its soft descriptor limit to the hard one"
         assert set(online.capabilities) == set(OPS)
         await presence.wait_for(lambda e: isinstance(e, AgentEvent) and e.state == "heartbeat")
         stubborn = 'trap "" TERM; while true; do sleep 1; done'
