@@ -186,13 +186,13 @@ async def define(ops: Operations, command: NetworkDefine) -> NetworkRecord:
         clash = networks.by_uuid(spec.uuid) if spec.uuid else None
         if clash is not None and clash.spec.name != spec.name:
             raise VirtError(
-                ErrorCode.NETWORK_EXIST,
+                ErrorCode.OPERATION_FAILED,
                 f"network '{clash.spec.name}' is already defined with uuid {spec.uuid}",
             )
         if existing is not None:
             if spec.uuid is not None and spec.uuid != existing.uuid:
                 raise VirtError(
-                    ErrorCode.NETWORK_EXIST,
+                    ErrorCode.OPERATION_FAILED,
                     f"network '{spec.name}' already exists with uuid {existing.uuid}",
                 )
             existing.spec = spec.model_copy(update={"uuid": existing.uuid})

@@ -113,6 +113,13 @@ def handles(model: type[CommandBase]) -> Callable[[H], H]:
     return register
 
 
+class DefinitionClash(VirtError):
+    """A definition the host's domains refuse because another domain holds its name or
+    its UUID (OPERATION_FAILED), or because the same domain is running (OPERATION_INVALID
+    to ``create_xml``): libvirt's domain list refuses them with these codes and words.
+    A retried command that meets its own earlier effect is told apart by this class."""
+
+
 class Operations:
     def __init__(
         self,
@@ -292,7 +299,7 @@ class Operations:
             same = existing is not None and existing.spec.model_copy(
                 update={"uuid": None}
             ) == spec.model_copy(update={"uuid": None})
-            if error.code is ErrorCode.DOM_EXIST and existing is not None and same:
+            if isinstance(error, DefinitionClash) and existing is not None and same:
                 return existing.record()
             return None
         if not isinstance(command, DomainCommand):
@@ -486,16 +493,10 @@ class Operations:
         self._check_vcpus(spec.vcpus)
         same_uuid = self._domains.by_uuid(spec.uuid) if spec.uuid else None
         if same_uuid is not None and same_uuid.name != spec.name:
-            raise VirtError(
-                ErrorCode.DOM_EXIST,
-                f"domain '{same_uuid.name}' is already defined with uuid {spec.uuid}",
-            )
+            raise _defined_with_uuid(same_uuid)
         if existing is not None:
             if spec.uuid != existing.uuid:
-                raise VirtError(
-                    ErrorCode.DOM_EXIST,
-                    f"domain '{spec.name}' already exists with uuid {existing.uuid}",
-                )
+                raise _exists_with_uuid(existing)
             return await self._redefine(existing, spec, command.id)
         await self._check_image(spec, command.id)
         domain = await self._new_domain(spec, persistent=True)
@@ -556,13 +557,18 @@ class Operations:
         spec = command.args.spec
         self._mounts.admit(spec)
         self._check_vcpus(spec.vcpus)
-        clash = self._domains.by_name(spec.name) or (
-            self._domains.by_uuid(spec.uuid) if spec.uuid else None
-        )
-        if clash is not None:
-            raise VirtError(
-                ErrorCode.DOM_EXIST, f"domain '{clash.name}' already exists with uuid {clash.uuid}"
+        same_uuid = self._domains.by_uuid(spec.uuid) if spec.uuid else None
+        if same_uuid is not None and same_uuid.name != spec.name:
+            raise _defined_with_uuid(same_uuid)
+        existing = self._domains.by_name(spec.name)
+        if existing is not None and existing.active and existing.uuid == spec.uuid:
+            raise DefinitionClash(
+                ErrorCode.OPERATION_INVALID, f"domain '{existing.name}' is already active"
             )
+        if existing is not None:
+            # libvirt would start an inactive domain of the same name and UUID with this
+            # definition for its run; virtbus keeps one definition per domain
+            raise _exists_with_uuid(existing)
         await self._check_image(spec, command.id)
         domain = await self._new_domain(spec, persistent=False)
         try:
@@ -1032,3 +1038,18 @@ def _container_of(spec: DomainSpec) -> DomainSpec:
     """The part of a definition its container is built from: a definition that differs
     from the running one only in its description or metadata needs no new container."""
     return spec.model_copy(update=dict.fromkeys(_OUTSIDE_THE_CONTAINER))
+
+
+def _defined_with_uuid(holder: DomainObj) -> DefinitionClash:
+    """A definition whose UUID is another name's domain."""
+    return DefinitionClash(
+        ErrorCode.OPERATION_FAILED,
+        f"domain '{holder.name}' is already defined with uuid {holder.uuid}",
+    )
+
+
+def _exists_with_uuid(holder: DomainObj) -> DefinitionClash:
+    """A definition whose name is a domain of another (or no) UUID."""
+    return DefinitionClash(
+        ErrorCode.OPERATION_FAILED, f"domain '{holder.name}' already exists with uuid {holder.uuid}"
+    )

@@ -55,7 +55,7 @@ REFUSED_IN: dict[str, frozenset[str | None]] = {
 }
 """The states in which libvirt refuses an op with OPERATION_INVALID: a start of an active
 domain, any other lifecycle op of an inactive one."""
-TOLERATED = frozenset({"OPERATION_FAILED", "OPERATION_INVALID", "NO_DOMAIN", "DOM_EXIST"})
+TOLERATED = frozenset({"OPERATION_FAILED", "OPERATION_INVALID", "NO_DOMAIN"})
 """Errors a command may meet while Docker is down, or once a fault has moved a domain
 behind its orchestrator's back."""
 STATES = {1: "running", 3: "paused", 5: "shutoff"}

@@ -447,6 +447,8 @@ with arrived:  # libvirt's reboot answers once delivered
 dom.destroy()
 found["destroy_again"] = error_code(dom.destroy)
 found["missing"] = error_code(lambda: conn.lookupByName("nosuch"))
+found["clash"] = error_code(lambda: conn.defineXML(
+    dom.XMLDesc(0).replace(dom.UUIDString(), "6f1c2d3e-0000-4000-8000-000000000009")))
 dom.setAutostart(1)
 found["autostart"] = dom.autostart()
 with arrived:
@@ -487,6 +489,10 @@ async def test_libvirt_python_manages_a_domain(
         "Requested operation is not valid: domain is not running",
     ]
     assert found["missing"][0] == 42
+    assert found["clash"] == [
+        9,
+        f"operation failed: domain 'web' already exists with uuid {record['uuid']}",
+    ]
     assert found["autostart"] == 1
     assert found["events"] == [
         ["web", 2, 0],

@@ -144,17 +144,71 @@ async def test_libvirt_refusals(
     assert error_code(reply) == code, reply
 
 
-async def test_define_conflicts_are_dom_exist(rig: Rig) -> None:
-    first = await rig.call("domain.define", args={"spec": SPEC})
-    assert first.ok and first.result is not None
-    uuid = str(getattr(first.result, "uuid"))  # noqa: B009
-    other_uuid = await rig.call(
-        "domain.define", args={"spec": {**SPEC, "uuid": "6f1c2d3e-0000-4000-8000-000000000001"}}
-    )
-    other_name = await rig.call("domain.define", args={"spec": {**SPEC, "name": "x", "uuid": uuid}})
-    assert error_code(other_uuid) == "DOM_EXIST"
-    assert error_code(other_name) == "DOM_EXIST"
-    assert "already exists" in (other_uuid.error.message if other_uuid.error else "")
+OTHER_UUID = "6f1c2d3e-0000-4000-8000-000000000001"
+
+
+@pytest.mark.parametrize(
+    ("first", "op", "spec", "code", "message"),
+    [
+        # libvirt's domain list (virDomainObjListAdd): its codes and words, row by row
+        (
+            "domain.define",
+            "domain.define",
+            {"uuid": OTHER_UUID},
+            "OPERATION_FAILED",
+            "operation failed: domain 'web' already exists with uuid {uuid}",
+        ),
+        (
+            "domain.define",
+            "domain.define",
+            {"name": "x", "uuid": "{uuid}"},
+            "OPERATION_FAILED",
+            "operation failed: domain 'web' is already defined with uuid {uuid}",
+        ),
+        (
+            "domain.define",
+            "domain.create_xml",
+            {},
+            "OPERATION_FAILED",
+            "operation failed: domain 'web' already exists with uuid {uuid}",
+        ),
+        (
+            "domain.define",
+            "domain.create_xml",
+            {"name": "x", "uuid": "{uuid}"},
+            "OPERATION_FAILED",
+            "operation failed: domain 'web' is already defined with uuid {uuid}",
+        ),
+        (
+            "domain.create_xml",
+            "domain.create_xml",
+            {"uuid": "{uuid}"},
+            "OPERATION_INVALID",
+            "Requested operation is not valid: domain 'web' is already active",
+        ),
+        (
+            "domain.create_xml",
+            "domain.define",
+            {"uuid": OTHER_UUID},
+            "OPERATION_FAILED",
+            "operation failed: domain 'web' already exists with uuid {uuid}",
+        ),
+    ],
+)
+async def test_a_name_or_uuid_another_domain_holds_is_refused_as_libvirt_refuses_it(
+    rig: Rig, first: str, op: str, spec: dict[str, str], code: str, message: str
+) -> None:
+    made = await rig.call(first, args={"spec": SPEC})
+    assert made.ok and made.result is not None
+    uuid = str(getattr(made.result, "uuid"))  # noqa: B009
+    clash = {key: value.format(uuid=uuid) for key, value in spec.items()}
+    reply = await rig.call(op, args={"spec": {**SPEC, **clash}})
+    assert error_code(reply) == code
+    assert reply.error is not None
+    assert reply.error.message == message.format(uuid=uuid)
+    listed = await rig.call("host.list_domains")
+    assert listed.ok and listed.result is not None
+    assert [d.name for d in getattr(listed.result, "domains")] == ["web"]  # noqa: B009
 
 
 async def test_image_without_command_needs_one(rig: Rig) -> None:

@@ -184,6 +184,30 @@ async def test_a_network_is_defined_then_started_with_libvirts_events(rig: Rig) 
     assert events[0].cause == define.id
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"name": "lan", "uuid": "6f1c2d3e-0000-4000-8000-000000000003"},
+            "network 'lan' already exists with uuid {uuid}",
+        ),
+        ({"name": "lan2", "uuid": "{uuid}"}, "network 'lan' is already defined with uuid {uuid}"),
+    ],
+)
+async def test_a_name_or_uuid_another_network_holds_is_refused_as_libvirt_refuses_it(
+    rig: Rig, spec: dict[str, str], message: str
+) -> None:
+    subnet = {"ipv4": {"subnet": "10.9.1.0/24"}}
+    first = await rig.run(command(NetworkDefine, spec={"name": "lan", **subnet}))
+    clash = {key: value.format(uuid=first.uuid) for key, value in spec.items()} | subnet
+    with pytest.raises(VirtError) as refused:
+        await rig.run(command(NetworkDefine, spec=clash))
+    assert refused.value.code is ErrorCode.OPERATION_FAILED
+    assert refused.value.detail == message.format(uuid=first.uuid)
+    listed = await rig.run(command(ListNetworks, flags=["inactive"]))
+    assert [n.name for n in listed.networks] == ["lan"]
+
+
 async def test_a_refused_network_never_reaches_docker(rig: Rig) -> None:
     with pytest.raises(Denied):
         await rig.run(command(NetworkDefine, spec={"name": "wan"}))

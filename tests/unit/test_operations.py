@@ -465,14 +465,32 @@ async def test_an_undefine_docker_refuses_for_a_while_removes_the_container(
     assert rig.host.domains.by_name("web") is None
 
 
-async def test_a_retried_define_of_the_same_spec_answers_success(rig: Rig) -> None:
-    define = command(Define, spec=SPEC)
-    first = await rig.run(define)
-    again = await rig.run(define, retry=True)
+@pytest.mark.parametrize(
+    ("model", "spec", "code"),
+    [
+        (Define, SPEC, ErrorCode.OPERATION_FAILED),
+        (CreateXml, SPEC, ErrorCode.OPERATION_FAILED),
+        (
+            CreateXml,
+            {**SPEC, "uuid": "6f1c2d3e-0000-4000-8000-000000000002"},
+            ErrorCode.OPERATION_INVALID,
+        ),
+    ],
+)
+async def test_a_retried_definition_of_the_same_spec_answers_success(
+    rig: Rig, model: type[Define | CreateXml], spec: dict[str, object], code: ErrorCode
+) -> None:
+    """A retry meets its own domain (its intent lost, as when the agent died before
+    marking it) and answers with it; the same definition sent anew is refused as libvirt
+    refuses it (another UUID, or the domain already running)."""
+    defining = command(model, spec=spec)
+    first = await rig.run(defining)
+    rig.host.store.db.execute("DELETE FROM intents WHERE command_id = ?", (defining.id,))
+    again = await rig.run(defining, retry=True)
     assert again == first
     with pytest.raises(VirtError) as refused:
-        await rig.run(define)
-    assert refused.value.code is ErrorCode.DOM_EXIST
+        await rig.run(defining)
+    assert refused.value.code is code
 
 
 @pytest.mark.parametrize("model", [Destroy, Shutdown])
