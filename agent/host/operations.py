@@ -435,8 +435,10 @@ class Operations:
             if self._finishing.get(domain.uuid) is acting:
                 del self._finishing[domain.uuid]
             if not acting.cancelled() and acting.exception() is not None:
-                log.error(
-                    "Docker failed after reporting the effect on domain %s: %s",
+                # the command was answered at the report, rightly: the effect happened
+                log.warning(
+                    "Docker's call on domain %s failed after Docker had reported its "
+                    "effect (the command succeeded): %s",
                     domain.name,
                     acting.exception(),
                 )
