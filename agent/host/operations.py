@@ -115,9 +115,11 @@ def handles(model: type[CommandBase]) -> Callable[[H], H]:
 
 class DefinitionClash(VirtError):
     """A definition the host's domains refuse because another domain holds its name or
-    its UUID (OPERATION_FAILED), or because the same domain is running (OPERATION_INVALID
-    to ``create_xml``): libvirt's domain list refuses them with these codes and words.
-    A retried command that meets its own earlier effect is told apart by this class."""
+    its UUID (OPERATION_FAILED), or, to ``create_xml``, because the same domain is
+    running (OPERATION_INVALID) or defined and shut off (OPERATION_FAILED, where libvirt
+    would start it): libvirt's domain list refuses them with these codes and words. A
+    retried command that meets its own earlier effect is told apart by this class, and
+    no refusal of it asks Docker to catch up."""
 
 
 class Operations:
@@ -246,7 +248,7 @@ class Operations:
         try:
             return await self._run(command)
         except VirtError as error:
-            if error.code is ErrorCode.OPERATION_INVALID:
+            if error.code is ErrorCode.OPERATION_INVALID and not isinstance(error, DefinitionClash):
                 await self._caught_up(command)
             done = self._already_done(command, error) if retry else None
             if done is None:
@@ -296,12 +298,15 @@ class Operations:
         if isinstance(command, Define | CreateXml):
             spec = command.args.spec
             existing = self._domains.by_name(spec.name)
-            same = existing is not None and existing.spec.model_copy(
+            if not isinstance(error, DefinitionClash) or existing is None:
+                return None
+            made_by_it = spec.uuid in (None, existing.uuid) and (
+                isinstance(command, Define) or (existing.active and not existing.persistent)
+            )
+            same = existing.spec.model_copy(update={"uuid": None}) == spec.model_copy(
                 update={"uuid": None}
-            ) == spec.model_copy(update={"uuid": None})
-            if isinstance(error, DefinitionClash) and existing is not None and same:
-                return existing.record()
-            return None
+            )
+            return existing.record() if made_by_it and same else None
         if not isinstance(command, DomainCommand):
             return None
         domain = self._domains.find(command.target)
@@ -438,8 +443,9 @@ class Operations:
                 # the command was answered at the report, rightly: the effect happened
                 log.warning(
                     "Docker's call on domain %s failed after Docker had reported its "
-                    "effect (the command succeeded): %s",
+                    "effect (command %s succeeded): %s",
                     domain.name,
+                    expectation.cause,
                     acting.exception(),
                 )
 
@@ -563,13 +569,19 @@ class Operations:
         if same_uuid is not None and same_uuid.name != spec.name:
             raise _defined_with_uuid(same_uuid)
         existing = self._domains.by_name(spec.name)
-        if existing is not None and existing.active and existing.uuid == spec.uuid:
+        if existing is not None and existing.uuid == spec.uuid and existing.active:
             raise DefinitionClash(
                 ErrorCode.OPERATION_INVALID, f"domain '{existing.name}' is already active"
             )
+        if existing is not None and existing.uuid == spec.uuid:
+            # libvirt would start it with this definition for the run; virtbus keeps one
+            # definition per domain
+            raise DefinitionClash(
+                ErrorCode.OPERATION_FAILED,
+                f"domain '{existing.name}' is already defined and shut off: start it, or "
+                "define it anew first (virtbus keeps one definition per domain)",
+            )
         if existing is not None:
-            # libvirt would start an inactive domain of the same name and UUID with this
-            # definition for its run; virtbus keeps one definition per domain
             raise _exists_with_uuid(existing)
         await self._check_image(spec, command.id)
         domain = await self._new_domain(spec, persistent=False)

@@ -38,7 +38,7 @@ async def _docker_action(docker: aiodocker.Docker, host: str, action: str) -> No
 
 def _lower_descriptor_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard // 2), hard))
 
 
 def _descriptor_limits(pid: int) -> tuple[int, int]:

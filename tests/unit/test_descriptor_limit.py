@@ -15,11 +15,12 @@ from agent.cli.agent import raise_descriptor_limit
 def lowered_limit() -> Iterator[int]:
     """The soft limit lowered to 256 (below the hard one) for the test; restored after."""
     original = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, original[1]))
+    setrlimit = resource.setrlimit  # the real one, whatever a test patches in
+    setrlimit(resource.RLIMIT_NOFILE, (256, original[1]))
     try:
         yield original[1]
     finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, original)
+        setrlimit(resource.RLIMIT_NOFILE, original)
 
 
 def test_the_soft_limit_is_raised_to_the_hard_one(lowered_limit: int) -> None:

@@ -193,6 +193,15 @@ OTHER_UUID = "6f1c2d3e-0000-4000-8000-000000000001"
             "OPERATION_FAILED",
             "operation failed: domain 'web' already exists with uuid {uuid}",
         ),
+        # libvirt would start it with the new definition for the run: virtbus keeps one
+        (
+            "domain.define",
+            "domain.create_xml",
+            {"uuid": "{uuid}"},
+            "OPERATION_FAILED",
+            "operation failed: domain 'web' is already defined and shut off: start it, or "
+            "define it anew first (virtbus keeps one definition per domain)",
+        ),
     ],
 )
 async def test_a_name_or_uuid_another_domain_holds_is_refused_as_libvirt_refuses_it(

@@ -465,6 +465,49 @@ async def test_an_undefine_docker_refuses_for_a_while_removes_the_container(
     assert rig.host.domains.by_name("web") is None
 
 
+OTHER_UUID = "6f1c2d3e-0000-4000-8000-000000000004"
+
+
+@pytest.mark.parametrize(
+    ("first", "retried"),
+    [
+        # a create_xml makes a running transient domain, never a defined shut-off one
+        (command(Define, spec=SPEC), command(CreateXml, spec=SPEC)),
+        # a define with a UUID makes that UUID's domain, not one of another
+        (command(Define, spec=SPEC), command(Define, spec={**SPEC, "uuid": OTHER_UUID})),
+        (command(CreateXml, spec=SPEC), command(CreateXml, spec={**SPEC, "uuid": OTHER_UUID})),
+    ],
+)
+async def test_a_retry_meeting_a_domain_it_cannot_have_made_is_refused(
+    rig: Rig, first: Define | CreateXml, retried: Define | CreateXml
+) -> None:
+    await rig.run(first)
+    with pytest.raises(VirtError) as refused:
+        await rig.run(retried, retry=True)
+    assert refused.value.code is ErrorCode.OPERATION_FAILED
+
+
+async def test_a_create_xml_of_a_running_domain_is_refused_without_asking_docker(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await rig.run(command(CreateXml, spec=SPEC))
+    asked: list[str] = []
+    observe = rig.host.driver.observe
+
+    async def counted(handle: str) -> object:
+        asked.append(handle)
+        return await observe(handle)
+
+    monkeypatch.setattr(rig.host.driver, "observe", counted)
+    with pytest.raises(VirtError) as refused:
+        await rig.run(command(CreateXml, spec={**SPEC, "uuid": str(running.uuid)}))
+    assert (refused.value.code, refused.value.detail) == (
+        ErrorCode.OPERATION_INVALID,
+        "domain 'web' is already active",
+    )
+    assert asked == []
+
+
 @pytest.mark.parametrize(
     ("model", "spec", "code"),
     [
