@@ -83,8 +83,14 @@ class Sent:
             self.replies.append(self.reply)
 
     @property
+    def answer(self) -> dict[str, Any]:
+        """The reply the sender got or, when it stopped waiting first (``reply`` empty),
+        the first that came after."""
+        return self.reply or (self.replies[0] if self.replies else {})
+
+    @property
     def id(self) -> str:
-        return str(self.reply.get("id", ""))
+        return str(self.answer.get("id", ""))
 
 
 @dataclass
@@ -297,7 +303,7 @@ def _replies(run: Run, report: Report, tolerated: frozenset[str]) -> None:
             report.duplicated.append(
                 f"{sent.domain} {sent.op} {sent.id}: {len(kinds)} different replies"
             )
-        error = sent.reply.get("error")
+        error = sent.answer.get("error")
         if error:
             report.errors[error["code"]] += 1
             if error["code"] not in tolerated:
@@ -329,8 +335,8 @@ def _effects(
                 report.duplicated.append(f"command {sent.id} caused {len(mine)} events")
             if not sent.replies:
                 continue
-            if not sent.reply.get("ok"):
-                code = sent.reply["error"]["code"]
+            if not sent.answer.get("ok"):
+                code = sent.answer["error"]["code"]
                 if mine:
                     report.illegal.append(
                         f"{name} {sent.op} answered {code} "

@@ -163,6 +163,18 @@ def test_every_reply_is_checked_not_only_the_first(mode: dict[str, object]) -> N
     assert report.duplicated == ["a suspend c3: 2 different replies"]
 
 
+@MODES
+def test_a_reply_after_the_sender_stopped_waiting_is_checked(mode: dict[str, object]) -> None:
+    history = clean()
+    late = history.run.sent[2]
+    refusal = {**late.reply, "ok": False, "error": {"code": "OPERATION_TIMEOUT", "message": "x"}}
+    history.run.sent[2] = Sent(late.domain, late.op, {}, [refusal])
+    report = history.check({"a": 5}, **mode)
+    assert report.errors["OPERATION_TIMEOUT"] == 1
+    assert "a suspend failed: x" in report.lost
+    assert any("answered OPERATION_TIMEOUT but caused" in line for line in report.illegal)
+
+
 def test_the_same_reply_twice_is_fine() -> None:
     history = clean()
     history.run.sent[2].replies.append(dict(history.run.sent[2].reply))
