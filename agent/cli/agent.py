@@ -56,6 +56,11 @@ def register(commands: Commands, config: CliConfig) -> None:
     parser.add_argument("--drain-s", type=float, help="graceful stop bound, in seconds")
     parser.add_argument("--reconcile-s", type=float, help="seconds between re-lists of Docker")
     parser.add_argument(
+        "--docker-timeout-s",
+        type=float,
+        help="bound on one call to the Docker engine (a stop's grace period added)",
+    )
+    parser.add_argument(
         "--outbox-limit", type=int, help="pending events beyond which commands wait"
     )
     parser.add_argument(

@@ -67,6 +67,7 @@ class Agent:
             config.docker_endpoint,
             config.docker_ssl_context,
             pids_limit=config.policy.default_pids_limit,
+            call_timeout_s=config.docker_timeout_s,
         )
         self.metrics = Metrics()
         self._store = Store(config.host_dir, on_write_failed=self.metrics.store_failures.inc)

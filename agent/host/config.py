@@ -17,6 +17,10 @@ from agent.settings import DEFAULT_AMQP_URL, mask_url
 from agent.signing import DEFAULT_WINDOW_S, TrustedKey
 from schemas.base import HostName
 
+DOCKER_TIMEOUT_S = 120.0
+"""The default bound on one call to the Docker engine that does not wait on a container:
+the kubelet's default for its runtime's calls."""
+
 
 def default_host() -> str:
     """This machine's short name, made into a DNS label."""
@@ -42,6 +46,9 @@ class Config(BaseSettings):
     drain_s: float = Field(default=30.0, ge=0)
     reconcile_s: float = Field(default=30.0, gt=0)
     """Seconds between re-lists of Docker, the safety net behind the event stream."""
+    docker_timeout_s: float = Field(default=DOCKER_TIMEOUT_S, gt=0, le=3600)
+    """Bound on one call to the Docker engine (a stop's grace period added): a command
+    whose call the engine does not answer in time answers OPERATION_TIMEOUT."""
     outbox_limit: int = Field(default=100_000, ge=1)
     """Events waiting for the broker beyond which no new command is taken."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

@@ -25,6 +25,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent.errors import VirtError
+from agent.host.config import DOCKER_TIMEOUT_S
 from schemas.codes import ErrorCode
 from schemas.domain import DomainSpec
 from schemas.network import NetworkSpec
@@ -38,9 +39,8 @@ SNAPSHOT_LABEL = "virtbus.snapshot"
 CREATED_LABEL = "virtbus.snapshot.created"
 log = logging.getLogger(__name__)
 SNAPSHOT_REPOSITORY = "virtbus-snapshot"
-CALL_TIMEOUT = aiohttp.ClientTimeout(total=300.0, sock_connect=30.0)
-"""The bound on one call to the engine (aiohttp's default, which aiodocker lifts for the
-calls that wait on a container)."""
+CONNECT_TIMEOUT_S = 30.0
+UNBOUNDED = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
 TOGGLE_SETTLE_S = 2.0
 """How long a pause or unpause that Docker refuses on a stale record of the container is
 made again (see ``DockerDriver._toggle``)."""
@@ -516,7 +516,12 @@ def unprivileged(pids_limit: int) -> dict[str, Any]:
 
 class DockerDriver:
     """Driver over a real engine; ``url`` None means Docker's default socket.
-    ``pids_limit`` applies to a domain whose spec sets none."""
+    ``pids_limit`` applies to a domain whose spec sets none.
+
+    A call the engine does not answer within ``call_timeout_s`` (plus a stop's grace
+    period) fails with OPERATION_TIMEOUT; its effect may still come, and is then applied
+    as Docker reports it. Calls that last as long as their work (pulls, a snapshot's
+    commit, waits, consoles, the event stream) are not bounded."""
 
     def __init__(
         self,
@@ -525,9 +530,11 @@ class DockerDriver:
         ssl_context: ssl.SSLContext | None = None,
         *,
         pids_limit: int,
+        call_timeout_s: float = DOCKER_TIMEOUT_S,
     ) -> None:
         self.host = host
         self._pids_limit = pids_limit
+        self._timeout_s = call_timeout_s
         self._url = url
         self._ssl_context = ssl_context
         self._docker: aiodocker.Docker | None = None
@@ -537,8 +544,16 @@ class DockerDriver:
     @property
     def docker(self) -> aiodocker.Docker:
         if self._docker is None:
-            self._docker = aiodocker.Docker(url=self._url, ssl_context=self._ssl_context)
+            self._docker = aiodocker.Docker(
+                url=self._url, ssl_context=self._ssl_context, timeout=self._bound()
+            )
         return self._docker
+
+    def _bound(self, longer_s: float = 0) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=self._timeout_s + longer_s,
+            sock_connect=min(CONNECT_TIMEOUT_S, self._timeout_s),
+        )
 
     async def close(self) -> None:
         if self._docker is not None:
@@ -552,11 +567,11 @@ class DockerDriver:
         bare = container_name.lstrip("/")
         return bare.removeprefix(f"{self.host}.")
 
-    async def _call(self, coroutine: Any) -> Any:
+    async def _call(self, coroutine: Any, longer_s: float = 0) -> Any:
         try:
             return await coroutine
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
-            raise virt_error(error) from None
+            raise virt_error(error, self._timeout_s + longer_s) from None
 
     async def observe_all(self) -> list[Observed]:
         entries = await self._call(
@@ -592,9 +607,9 @@ class DockerDriver:
         except aiodocker.DockerError as error:
             if error.status == 404:
                 return None
-            raise virt_error(error) from None
+            raise virt_error(error, self._timeout_s) from None
         except (aiohttp.ClientError, OSError) as error:
-            raise virt_error(error) from None
+            raise virt_error(error, self._timeout_s) from None
         facts = _Inspect.model_validate(raw)
         labels = facts.Config.Labels or {}
         if labels.get(HOST_LABEL) != self.host or UUID_LABEL not in labels:
@@ -714,9 +729,9 @@ class DockerDriver:
         except aiodocker.DockerError as error:
             if error.status == 404:
                 return None
-            raise virt_error(error) from None
+            raise virt_error(error, self._timeout_s) from None
         except (aiohttp.ClientError, OSError) as error:
-            raise virt_error(error) from None
+            raise virt_error(error, self._timeout_s) from None
         if (facts.Labels or {}).get(HOST_LABEL) != self.host:
             return None
         bridge = (facts.Options or {}).get(BRIDGE_OPTION) or f"br-{facts.Id[:12]}"
@@ -796,27 +811,30 @@ class DockerDriver:
         ]
 
     async def remove(self, handle: str) -> None:
-        await self._call(self._container(handle).delete(force=True, v=True, timeout=CALL_TIMEOUT))
+        await self._call(self._container(handle).delete(force=True, v=True, timeout=self._bound()))
 
     async def start(self, handle: str) -> None:
         await self._call(self._container(handle).start())
 
     async def stop(self, handle: str, timeout_s: int) -> None:
-        await self._call(self._container(handle).stop(t=timeout_s, timeout=CALL_TIMEOUT))
+        await self._call(
+            self._container(handle).stop(t=timeout_s, timeout=self._bound(timeout_s)), timeout_s
+        )
 
     async def kill(self, handle: str) -> None:
-        await self._call(self._container(handle).kill(signal="KILL", timeout=CALL_TIMEOUT))
+        await self._call(self._container(handle).kill(signal="KILL", timeout=self._bound()))
 
     async def restart(self, handle: str, timeout_s: int = 10) -> None:
-        timeout = CALL_TIMEOUT if timeout_s >= 0 else aiohttp.ClientTimeout(total=None)
-        await self._call(self._container(handle).restart(t=timeout_s, timeout=timeout))
+        timeout = self._bound(timeout_s) if timeout_s >= 0 else UNBOUNDED
+        await self._call(
+            self._container(handle).restart(t=timeout_s, timeout=timeout), max(timeout_s, 0)
+        )
 
     async def signal(self, handle: str, signal: str) -> None:
-        await self._call(self._container(handle).kill(signal=signal, timeout=CALL_TIMEOUT))
+        await self._call(self._container(handle).kill(signal=signal, timeout=self._bound()))
 
     async def wait_stopped(self, handle: str) -> None:
-        forever = aiohttp.ClientTimeout(total=None)
-        await self._call(self._container(handle).wait(timeout=forever))
+        await self._call(self._container(handle).wait(timeout=UNBOUNDED))
 
     async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
         # Docker cannot bound logs in bytes: lines, then the tail of their bytes
@@ -831,7 +849,7 @@ class DockerDriver:
         try:
             await stream.__aenter__()
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
-            raise virt_error(error) from None
+            raise virt_error(error, self._timeout_s) from None
         return _AttachedTerminal(stream)
 
     async def pause(self, handle: str) -> None:
@@ -855,12 +873,12 @@ class DockerDriver:
                 return
             except aiodocker.DockerError as error:
                 if asyncio.get_running_loop().time() >= deadline:
-                    raise virt_error(error) from None
+                    raise virt_error(error, self._timeout_s) from None
                 observed = await self.observe(handle)
                 if observed is None or observed.status != ("running" if pause else "paused"):
-                    raise virt_error(error) from None
+                    raise virt_error(error, self._timeout_s) from None
             except (aiohttp.ClientError, OSError) as error:
-                raise virt_error(error) from None
+                raise virt_error(error, self._timeout_s) from None
             await asyncio.sleep(TOGGLE_RETRY_S)
 
     async def rename(self, handle: str, name: str) -> None:
@@ -906,9 +924,11 @@ class DockerDriver:
             raw = await self.docker.images.inspect(image)
         except aiodocker.DockerError as error:
             if error.status != 404:
-                raise virt_error(error) from None
+                raise virt_error(error, self._timeout_s) from None
             await self._pull(image, credentials, listener)
             raw = await self._call(self.docker.images.inspect(image))
+        except (aiohttp.ClientError, OSError) as error:
+            raise virt_error(error, self._timeout_s) from None
         config = _ImageInspect.model_validate(raw).Config
         if config is None:
             return None
@@ -993,6 +1013,7 @@ class DockerDriver:
                 method="POST",
                 params={"container": handle, "repo": SNAPSHOT_REPOSITORY, "tag": tag, "pause": "1"},
                 data=json.dumps({"Labels": {**labels, HOST_LABEL: self.host}}),
+                timeout=UNBOUNDED,
             )
         )
         return str(raw["Id"])
@@ -1015,9 +1036,11 @@ class DockerDriver:
             await self.docker.images.delete(reference)
         except aiodocker.DockerError as error:
             if error.status != 409:
-                raise virt_error(error) from None
+                raise virt_error(error, self._timeout_s) from None
             # used by a container: untag it, the prune removes the image after
             await self._call(self.docker.images.delete(reference, force=True))
+        except (aiohttp.ClientError, OSError) as error:
+            raise virt_error(error, self._timeout_s) from None
 
     async def prune_snapshot_images(self) -> None:
         """Garbage collection of this host's snapshot images that nothing names any more:
@@ -1136,10 +1159,19 @@ DOCKER_ERRORS = (
 """Docker's errors as libvirt's, first match wins; anything else is OPERATION_FAILED."""
 
 
-def virt_error(error: aiodocker.DockerError | aiohttp.ClientError | OSError) -> VirtError:
+def virt_error(
+    error: aiodocker.DockerError | aiohttp.ClientError | OSError, bound_s: float | None = None
+) -> VirtError:
     """The one translation of a failed Docker call into the error a command answers:
-    Docker's answers by ``DOCKER_ERRORS`` with Docker's own message, an engine that
-    cannot be reached (or does not answer in time) as OPERATION_FAILED."""
+    Docker's answers by ``DOCKER_ERRORS`` with Docker's own message, an engine that does
+    not answer within ``bound_s`` as OPERATION_TIMEOUT, one that cannot be reached as
+    OPERATION_FAILED."""
+    if isinstance(error, TimeoutError):
+        within = f" within {bound_s:g} s" if bound_s is not None else " in time"
+        return VirtError(
+            ErrorCode.OPERATION_TIMEOUT,
+            f"the Docker engine did not answer{within}; the call may still take effect",
+        )
     if not isinstance(error, aiodocker.DockerError):
         return VirtError(ErrorCode.OPERATION_FAILED, f"cannot reach the Docker engine: {error}")
     message = str(error.message)

@@ -45,12 +45,25 @@ def test_every_row_of_the_table_is_tested_first() -> None:
     [
         aiohttp.ClientConnectionError("connection refused"),
         ConnectionRefusedError("no socket"),
-        TimeoutError(),
     ],
 )
 def test_an_engine_out_of_reach_is_operation_failed(
     failure: aiohttp.ClientError | OSError,
 ) -> None:
-    error = virt_error(failure)
+    error = virt_error(failure, 120)
     assert error.code is ErrorCode.OPERATION_FAILED
     assert error.detail.startswith("cannot reach the Docker engine")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [TimeoutError(), aiohttp.ServerTimeoutError("read"), aiohttp.ConnectionTimeoutError()],
+)
+def test_an_engine_that_does_not_answer_is_operation_timeout(
+    failure: aiohttp.ClientError | OSError,
+) -> None:
+    error = virt_error(failure, 2.5)
+    assert error.code is ErrorCode.OPERATION_TIMEOUT
+    assert error.detail == (
+        "the Docker engine did not answer within 2.5 s; the call may still take effect"
+    )
