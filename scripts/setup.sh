@@ -72,12 +72,15 @@ find_python() {
     return 1
 }
 
-# The gateway's tests drive the real virsh and libvirt-python (in the system python3).
-# Without recommends: they would bring libvirtd, QEMU and some 200 packages.
+# The gateway's tests drive the real virsh, libvirt-python and Ansible's libvirt modules
+# (community.libvirt, in Debian's ansible; its virt_net needs lxml), all in the system
+# python3. Without recommends: they would bring libvirtd, QEMU and some 200 packages.
 install_libvirt_clients() {
     local missing=()
     command -v virsh >/dev/null 2>&1 || missing+=(libvirt-clients)
     /usr/bin/python3 -c 'import libvirt' >/dev/null 2>&1 || missing+=(python3-libvirt)
+    command -v ansible-playbook >/dev/null 2>&1 || missing+=(ansible)
+    /usr/bin/python3 -c 'import lxml' >/dev/null 2>&1 || missing+=(python3-lxml)
     # the SCRAM plugin of Cyrus SASL: libvirt's client logs in to a --sasl-users gateway
     compgen -G '/usr/lib/*/sasl2/libscram.so*' >/dev/null || missing+=(libsasl2-modules)
     if [[ ${#missing[@]} -eq 0 ]]; then
@@ -99,6 +102,7 @@ install_libvirt_clients() {
     rm -f "$aptlog"
     command -v virsh >/dev/null 2>&1 || die "virsh still missing after install"
     /usr/bin/python3 -c 'import libvirt' || die "python3-libvirt does not import after install"
+    command -v ansible-playbook >/dev/null 2>&1 || die "ansible-playbook still missing after install"
     compgen -G '/usr/lib/*/sasl2/libscram.so*' >/dev/null || die "SASL's SCRAM plugin still missing"
 }
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from agent.client import VirtbusError
 from agent.gateway.procedures import (
-    CALL,
     REPLIED,
     Session,
     check_flags,
@@ -23,6 +22,7 @@ from agent.gateway.procedures import (
     ints,
     on_domain,
     read_domain,
+    session_procedure,
     string,
 )
 from agent.gateway.protocol import (
@@ -137,11 +137,6 @@ async def list_network_names(session: Session, args: Unpacker) -> bytes:
     packer = Packer()
     packer.array([r.name for r in found][:most], packer.string)
     return packer.data()
-
-
-def session_procedure() -> int:
-    call = CALL.get()
-    return call.procedure if call is not None else 0
 
 
 # ------------------------------------------------------------------ lookups --

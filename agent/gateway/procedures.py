@@ -159,6 +159,12 @@ class Call:
 CALL: ContextVar[Call | None] = ContextVar("call", default=None)
 
 
+def session_procedure() -> int:
+    """The number of the procedure being answered (for a handler of several)."""
+    call = CALL.get()
+    return call.procedure if call is not None else 0
+
+
 @dataclass(eq=False)
 class Session:
     """One libvirt client's connection: who it is, the host its URI named, what it may

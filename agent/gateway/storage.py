@@ -24,9 +24,10 @@ from agent.gateway.procedures import (
     handles,
     ints,
     read_domain,
+    session_procedure,
     string,
 )
-from agent.gateway.protocol import STRING_MAX, UUID_BYTES, Proc, WireDomain
+from agent.gateway.protocol import LIST_MAX, STRING_MAX, UUID_BYTES, Proc, WireDomain
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.codes import ErrorCode
 from schemas.commands import (
@@ -187,6 +188,10 @@ async def _pool_of(session: Session, args: Unpacker, flags: int | None = None) -
     if flags is not None:
         api = access_api()
         check_flags(args.uint32(), flags, api)
+    return await _pool_matching(session, wire)
+
+
+async def _pool_matching(session: Session, wire: WirePool) -> PoolRecord:
     pool = await _pool_named(session, wire.name)
     if pool.uuid != wire.uuid:
         raise VirtbusError.of(
@@ -218,6 +223,28 @@ async def list_all_pools(session: Session, args: Unpacker) -> bytes:
     packer = Packer()
     packer.array([_wire_pool(p) for p in pools] if need_results else [], lambda p: p.pack(packer))
     packer.uint32(len(pools))
+    return packer.data()
+
+
+@handles(Proc.CONNECT_NUM_OF_STORAGE_POOLS, Proc.CONNECT_NUM_OF_DEFINED_STORAGE_POOLS)
+async def num_of_pools(session: Session, args: Unpacker) -> bytes:
+    """The older counting calls (Ansible's ``virt_pool`` lists with them): every pool is
+    active, so none is only defined."""
+    if session_procedure() == Proc.CONNECT_NUM_OF_DEFINED_STORAGE_POOLS:
+        return ints(0)
+    return ints(len(expect(await _host(session, ListPools), PoolList).pools))
+
+
+@handles(Proc.CONNECT_LIST_STORAGE_POOLS, Proc.CONNECT_LIST_DEFINED_STORAGE_POOLS)
+async def list_pool_names(session: Session, args: Unpacker) -> bytes:
+    most = args.int32()
+    if not 0 <= most <= LIST_MAX:
+        raise VirtbusError.of(ErrorCode.RPC, f"too many storage pool names requested: {most}")
+    names: list[str] = []
+    if session_procedure() == Proc.CONNECT_LIST_STORAGE_POOLS:
+        names = [p.name for p in expect(await _host(session, ListPools), PoolList).pools]
+    packer = Packer()
+    packer.array(names[:most], packer.string)
     return packer.data()
 
 
@@ -268,6 +295,20 @@ async def pool_get_xml_desc(session: Session, args: Unpacker) -> bytes:
 async def pool_yes(session: Session, args: Unpacker) -> bytes:
     await _pool_of(session, args)
     return ints(1)
+
+
+@handles(Proc.STORAGE_POOL_SET_AUTOSTART)
+async def pool_set_autostart(session: Session, args: Unpacker) -> bytes:
+    wire = WirePool.unpack(args)
+    autostart = args.int32()
+    pool = await _pool_matching(session, wire)
+    if not autostart:
+        raise VirtbusError.of(
+            ErrorCode.NO_SUPPORT,
+            f"storage pool '{pool.name}' not started with its host: a virtbus host's pool "
+            "always is",
+        )
+    return b""
 
 
 @handles(Proc.STORAGE_POOL_CREATE)

@@ -122,6 +122,18 @@ found = {}
 pool = conn.storagePoolLookupByName("default")
 found["pool"] = [pool.name(), pool.isActive(), pool.isPersistent(), pool.autostart()]
 found["pools"] = [p.name() for p in conn.listAllStoragePools()]
+# the older calls (Ansible's virt_pool lists with them)
+found["old"] = [
+    conn.numOfStoragePools(),
+    conn.listStoragePools(),
+    conn.numOfDefinedStoragePools(),
+    conn.listDefinedStoragePools(),
+]
+pool.setAutostart(1)
+try:
+    pool.setAutostart(0)
+except libvirt.libvirtError as error:
+    found["no_autostart"] = [error.get_error_code(), error.get_error_message()]
 # virt-manager defines "default" when it finds none: it is there, and answered as such
 defined = conn.storagePoolDefineXML(
     "<pool type='dir'><name>default</name><target><path>/x</path></target></pool>", 0
@@ -185,6 +197,12 @@ async def test_libvirt_python_manages_volumes_and_snapshots(
     found: dict[str, Any] = json.loads(out)
     assert found["pool"] == ["default", 1, 1, 1]
     assert found["pools"] == ["default"]
+    assert found["old"] == [1, ["default"], 0, []]
+    assert found["no_autostart"] == [
+        3,
+        "this function is not supported by the connection driver: storage pool 'default' not "
+        "started with its host: a virtbus host's pool always is",
+    ]
     assert found["define"] == "default" and found["other"] == 3
     assert found["vol"] == ["data", [2, 5 << 20, 0], True]
     assert found["vols"] == ["data"] and found["by_path"] == "data"
