@@ -24,12 +24,16 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
     <on_crash>destroy|restart              on_crash
     <devices>
       <filesystem type='template'>         image: <source name='IMAGE'/> <target dir='/'/>
+                                           (accessmode mapped or squash: ignored, as
+                                           libvirt's LXC driver does)
       <filesystem type='mount'>…           mounts: <source dir/> <target dir/> [<readonly/>]
       <interface type='network'>           the first: network (<source network='NAME'/>) and
                                            mac (<mac address='…'/>); none without; further
                                            ones: interfaces
       <filesystem type='volume'>…          volumes: <source pool volume/> <target dir/> [<readonly>]
       <console type='pty'>                 console: an interactive console (a terminal)
+      <emulator>docker-engine-…            accepted and not kept: the host's engine runs
+                                           every domain (the capabilities name it so)
     <virtbus:config xmlns:virtbus='urn:virtbus:domain'>   what libvirt has no element for:
       <virtbus:autostart>yes|no, <virtbus:init>yes|no, <virtbus:pids_limit>N,
       <virtbus:metadata name='K'>V</virtbus:metadata>…    (the spec's metadata)
@@ -68,8 +72,14 @@ from schemas.xmldoc import (
 NAMESPACE = "urn:virtbus:domain"
 PREFIX = "virtbus"
 DOMAIN_TYPES = ("docker", "lxc")
+EMULATOR_PREFIX = "docker-engine-"
+"""How a virtbus host's capabilities begin the ``<emulator>`` of its guests."""
 OS_TYPE = "exe"
 
+_TEMPLATE_ACCESS = ("mapped", "squash")
+"""Modes of QEMU's file sharing that libvirt's LXC driver ignores; virt-install asks for
+``mapped``. Accepted for the image's filesystem only: on a host mount they would promise
+an ownership mapping no container mount makes."""
 _KNOWN_ACTIONS = {"destroy", "restart", "preserve", "rename-restart"}
 _ACTIONS: dict[str, tuple[set[str], set[str]]] = {
     # element: (what virtbus does, what libvirt knows)
@@ -395,13 +405,24 @@ class _Reader:
     def devices(self, element: Element) -> None:
         self.only(element, "<devices>")
         kinds = ("filesystem", "interface", "console")
-        found = self.children(element, "<devices>", kinds, repeatable=kinds)
+        found = self.children(element, "<devices>", (*kinds, "emulator"), repeatable=kinds)
+        for emulator in found.get("emulator", []):
+            self.emulator(emulator)
         for filesystem in found.get("filesystem", []):
             self.filesystem(filesystem)
         for interface in found.get("interface", []):
             self.interface(interface)
         for console in found.get("console", []):
             self.console(console)
+
+    def emulator(self, element: Element) -> None:
+        """The host's engine, as a virtbus host's capabilities name it (virt-install
+        copies it into the domains it writes), in any version: a domain moves between
+        hosts and engines. Another program, such as libvirt_lxc, cannot run it."""
+        self.only(element, "<devices><emulator>")
+        named = _text(element, "<devices><emulator>").strip()
+        if not named.startswith(EMULATOR_PREFIX):
+            self.refuse(f"<devices><emulator>{named}", element)
 
     def console(self, element: Element) -> None:
         """``<console type='pty'>``, with whatever target libvirt writes inside it (a
@@ -422,7 +443,8 @@ class _Reader:
         where = f"<devices><filesystem type='{kind}'>"
         self.only(element, where, ("type", "accessmode"))
         access = element.get("accessmode", "passthrough")
-        if access != "passthrough":
+        ignored = _TEMPLATE_ACCESS if kind == "template" else ()
+        if access != "passthrough" and access not in ignored:
             self.refuse(f"<devices><filesystem accessmode='{access}'>", element)
         if kind not in ("template", "mount", "volume"):
             self.refuse(where, element)

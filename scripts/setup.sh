@@ -108,10 +108,12 @@ install_libvirt_clients() {
 
 # The virt-manager test (tests/integration/test_virt_manager.py) drives Debian's
 # virt-manager under Xvfb through the AT-SPI tree (dogtail, in the system python3) and
-# xdotool, and grabs a screenshot with ImageMagick. Without recommends: libvirtd and QEMU.
+# xdotool, and grabs a screenshot with ImageMagick; test_virtinst.py runs its command-line
+# tools (virtinst: virt-install, virt-xml, virt-clone). Without recommends: libvirtd and QEMU.
 install_virt_manager_tools() {
     local missing=()
     command -v virt-manager >/dev/null 2>&1 || missing+=(virt-manager)
+    command -v virt-install >/dev/null 2>&1 || missing+=(virtinst)
     command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
     command -v xdotool >/dev/null 2>&1 || missing+=(xdotool)
     command -v import >/dev/null 2>&1 || missing+=(imagemagick)

@@ -48,6 +48,13 @@ class DomainObj:
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    @property
+    def definition(self) -> DomainSpec:
+        """The definition libvirt shows as the domain's own: the one it runs with while
+        active; once shut off, the one its next start applies (libvirt drops a stopped
+        domain's live definition)."""
+        return self.spec if self.active else (self.pending or self.spec)
+
     def copy(self) -> DomainObj:
         """A copy to put the domain back as it was with ``restore``. Its definitions are
         frozen models, shared; its evidence, the one part changed in place, is copied

@@ -15,7 +15,7 @@ from lxml import etree
 
 from agent import __version__
 from agent.host.cgroups import NS_PER_TICK, cpu_list
-from schemas.domxml import DOMAIN_TYPES
+from schemas.domxml import DOMAIN_TYPES, EMULATOR_PREFIX
 from schemas.replies import NodeStats
 
 PROC = Path("/proc")
@@ -202,7 +202,7 @@ def capabilities_xml(facts: NodeFacts, engine_version: str) -> str:
     _sub(guest, "os_type", OS_TYPE)
     arch = _sub(guest, "arch", name=facts.arch)
     _sub(arch, "wordsize", str(WORDSIZE.get(facts.arch, 64)))
-    _sub(arch, "emulator", f"docker-engine-{engine_version} virtbus-agent-{__version__}")
+    _sub(arch, "emulator", f"{EMULATOR_PREFIX}{engine_version} virtbus-agent-{__version__}")
     for kind in DOMAIN_TYPES:
         _sub(arch, "domain", type=kind)
     return _xml(root)

@@ -880,7 +880,8 @@ class Operations:
     @handles(GetInfo)
     async def get_info(self, command: GetInfo) -> DomainInfo:
         domain = self._domains.get(command.target)
-        max_mem_kib = domain.spec.memory_kib or self._engine.memory_kib
+        definition = domain.definition
+        max_mem_kib = definition.memory_kib or self._engine.memory_kib
         memory_kib, cpu_time_ns = max_mem_kib, 0
         if domain.active:
             usage = await self._driver.usage(self._handle(domain))
@@ -889,7 +890,7 @@ class Operations:
             state=int(domain.state),
             max_mem_kib=max_mem_kib,
             memory_kib=memory_kib,
-            nr_virt_cpu=domain.spec.vcpus or self._engine.cpus,
+            nr_virt_cpu=definition.vcpus or self._engine.cpus,
             cpu_time_ns=cpu_time_ns,
         )
 
@@ -958,7 +959,7 @@ class Operations:
         ID) or, ``inactive``, the one it will have at its next start."""
         domain = self._domains.get(command.target)
         inactive = command.args.inactive
-        spec = (domain.pending if inactive else None) or domain.spec
+        spec = (domain.pending or domain.spec) if inactive else domain.definition
         spec = spec.model_copy(update={"autostart": domain.autostart})
         try:
             return DomainXml(xml=domain_xml(spec, None if inactive else domain.record().id))

@@ -385,8 +385,8 @@ def reader(ops: Operations, domain: DomainObj, cache: CgroupCache | None = None)
     engine = ops.engine
     return Reader(
         domain,
-        domain.spec.memory_kib or engine.memory_kib,
-        domain.spec.vcpus or engine.cpus,
+        domain.definition.memory_kib or engine.memory_kib,
+        domain.definition.vcpus or engine.cpus,
         cache=cache or cgroup_cache(ops),
     )
 

@@ -30,6 +30,7 @@ from schemas.commands import (
     CreateXml,
     Define,
     Destroy,
+    GetInfo,
     GetXmlDesc,
     Reboot,
     Shutdown,
@@ -38,7 +39,7 @@ from schemas.commands import (
 )
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import EVENT_ADAPTER, LifecycleEvent, RebootEvent
-from schemas.replies import DomainXml
+from schemas.replies import DomainInfo, DomainXml
 from tests.fakes import FakeHost, fake_host
 
 SPEC = {"name": "web", "image": "virtbus-test:latest", "command": ["sleep", "60"]}
@@ -126,7 +127,16 @@ async def test_a_definition_given_while_running_applies_at_the_next_start(rig: R
     first = await rig.run(command(Define, spec=SPEC))
     await rig.run(command(Create, "web"))
     await rig.run(
-        command(Define, spec={**SPEC, "uuid": str(first.uuid), "command": ["sleep", "5"]})
+        command(
+            Define,
+            spec={
+                **SPEC,
+                "uuid": str(first.uuid),
+                "command": ["sleep", "5"],
+                "memory_kib": 131072,
+                "vcpus": 2,
+            },
+        )
     )
     (running,) = rig.host.driver.containers.values()
     assert running.spec.command == ["sleep", "60"]
@@ -134,7 +144,16 @@ async def test_a_definition_given_while_running_applies_at_the_next_start(rig: R
     active = await rig.run(command(GetXmlDesc, "web"))
     assert isinstance(inactive, DomainXml) and isinstance(active, DomainXml)
     assert inactive.xml != active.xml
+    running_info = await rig.run(command(GetInfo, "web"))
+    assert isinstance(running_info, DomainInfo) and running_info.max_mem_kib == 1 << 20
     await rig.run(command(Destroy, "web"))
+    # shut off, the domain is what its next start makes it, as libvirt shows it
+    shut_off = await rig.run(command(GetXmlDesc, "web"))
+    assert isinstance(shut_off, DomainXml) and shut_off.xml == inactive.xml
+    assert "<initarg>5</initarg>" in shut_off.xml
+    info = await rig.run(command(GetInfo, "web"))
+    assert isinstance(info, DomainInfo)
+    assert (info.max_mem_kib, info.nr_virt_cpu) == (131072, 2)
     await rig.run(command(Create, "web"))
     (rebuilt,) = rig.host.driver.containers.values()
     assert rebuilt.spec.command == ["sleep", "5"] and rebuilt.status == "running"
