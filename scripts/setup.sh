@@ -103,6 +103,7 @@ install_libvirt_clients() {
     command -v virsh >/dev/null 2>&1 || die "virsh still missing after install"
     /usr/bin/python3 -c 'import libvirt' || die "python3-libvirt does not import after install"
     command -v ansible-playbook >/dev/null 2>&1 || die "ansible-playbook still missing after install"
+    /usr/bin/python3 -c 'import lxml' || die "python3-lxml does not import after install"
     compgen -G '/usr/lib/*/sasl2/libscram.so*' >/dev/null || die "SASL's SCRAM plugin still missing"
 }
 

@@ -27,7 +27,7 @@ from agent.gateway.procedures import (
     session_procedure,
     string,
 )
-from agent.gateway.protocol import LIST_MAX, STRING_MAX, UUID_BYTES, Proc, WireDomain
+from agent.gateway.protocol import STRING_MAX, UUID_BYTES, Proc, WireDomain
 from agent.gateway.xdr import Packer, Unpacker
 from schemas.codes import ErrorCode
 from schemas.commands import (
@@ -62,6 +62,7 @@ from schemas.storage import (
 from schemas.xmldoc import XmlError, parse_xml
 
 POOL_RUNNING = 2  # virStoragePoolState
+POOL_LIST_MAX = 4096  # remote_protocol.x REMOTE_STORAGE_POOL_LIST_MAX
 VOL_DIR = 2  # virStorageVolType
 LIST_POOLS_ACTIVE, LIST_POOLS_INACTIVE = 2, 1
 LIST_POOLS_PERSISTENT, LIST_POOLS_TRANSIENT = 4, 8
@@ -238,8 +239,12 @@ async def num_of_pools(session: Session, args: Unpacker) -> bytes:
 @handles(Proc.CONNECT_LIST_STORAGE_POOLS, Proc.CONNECT_LIST_DEFINED_STORAGE_POOLS)
 async def list_pool_names(session: Session, args: Unpacker) -> bytes:
     most = args.int32()
-    if not 0 <= most <= LIST_MAX:
-        raise VirtbusError.of(ErrorCode.RPC, f"too many storage pool names requested: {most}")
+    if most > POOL_LIST_MAX:
+        raise VirtbusError.of(ErrorCode.RPC, "maxnames > REMOTE_STORAGE_POOL_LIST_MAX")
+    if most < 0:
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG, f"maxnames in {access_api()} must be non-negative"
+        )
     names: list[str] = []
     if session_procedure() == Proc.CONNECT_LIST_STORAGE_POOLS:
         names = [p.name for p in expect(await _host(session, ListPools), PoolList).pools]

@@ -839,7 +839,9 @@ class DockerDriver:
     async def output(self, handle: str, max_bytes: int) -> tuple[bytes, bool]:
         # Docker cannot bound logs in bytes: lines, then the tail of their bytes
         lines = await self._call(
-            self._container(handle).log(stdout=True, stderr=True, tail=str(max_bytes))
+            self._container(handle).log(
+                stdout=True, stderr=True, tail=str(max_bytes), timeout=self._bound()
+            )
         )
         text = "".join(lines).encode(errors="surrogateescape")
         return text[-max_bytes:], len(text) > max_bytes
@@ -847,7 +849,9 @@ class DockerDriver:
     async def attach(self, handle: str) -> Terminal:
         stream = self._container(handle).attach(stdin=True, stdout=True, stderr=True)
         try:
-            await stream.__aenter__()
+            # the handshake only: the stream itself lasts as long as the session
+            async with asyncio.timeout(self._timeout_s):
+                await stream.__aenter__()
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
             raise virt_error(error, self._timeout_s) from None
         return _AttachedTerminal(stream)

@@ -118,7 +118,11 @@ def set_metadata(ops: Operations, command: SetMetadata) -> DomainRecord:
         if domain.active:
             domain.pending = changed
         else:
-            domain.spec = changed
+            # the container is still the one ``spec`` built: a pending definition keeps
+            # what its next start changes, and takes this change too
+            domain.spec = _changed(domain.spec, args)
+            if domain.pending is not None:
+                domain.pending = changed
     kind = MetadataType[args.type.upper()]
     nsuri = args.uri if kind is MetadataType.ELEMENT else None
 

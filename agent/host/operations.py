@@ -843,7 +843,8 @@ class Operations:
             raise invalid("cannot undefine transient domain")
         if domain.snapshots and not command.args.snapshots:
             raise invalid(f"cannot delete inactive domain with {domain.snapshots} snapshots")
-        volumes = [v.volume for v in domain.spec.volumes] if command.args.volumes else []
+        defined = domain.pending or domain.spec
+        volumes = [v.volume for v in defined.volumes] if command.args.volumes else []
         if domain.active:
             with self._monitor.kept(domain):
                 domain.persistent, domain.autostart, domain.pending = False, False, None
@@ -868,7 +869,14 @@ class Operations:
         domain.snapshots, domain.current_snapshot = 0, None
         # the image a revert left the domain running from, once no snapshot names it
         await self._driver.prune_snapshot_images()
-        used = {v.volume for d in self._domains if d is not domain for v in d.spec.volumes}
+        used = {
+            v.volume
+            for d in self._domains
+            if d is not domain
+            for spec in (d.spec, d.pending)
+            if spec is not None
+            for v in spec.volumes
+        }
         for name in volumes:
             if name in used:
                 continue

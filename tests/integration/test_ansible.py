@@ -30,7 +30,7 @@ from tests.support.services import IMAGE
 
 pytestmark = pytest.mark.integration
 
-PLAYBOOK_S = 300.0
+PLAYBOOK_S = 100.0
 POLICY = """
 images = ["virtbus-test:*"]
 network_define = ["vt-*"]

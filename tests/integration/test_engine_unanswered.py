@@ -15,12 +15,15 @@ import pytest
 
 from schemas.codes import DomainState
 from schemas.events import LifecycleEvent
+from tests.environment import unavailable
 from tests.support import BusPeer, EventRecorder
 from tests.support.fleet import Fleet, Host, spec
 
 pytestmark = pytest.mark.integration
 
-BOUND_S = 2.0
+BOUND_S = 5.0
+"""Every Docker call of the agent gets it, its start and the domain's creation too: a
+loaded machine must not reach it before dockerd is stopped."""
 FROZEN_AT_MOST_S = 30
 """dockerd is let go by a process of its own after this long, whatever becomes of the test."""
 
@@ -29,19 +32,17 @@ FROZEN_AT_MOST_S = 30
 def frozen_engine() -> Iterator[list[int]]:
     """Stops dockerd (SIGSTOP) and makes sure it runs again: at teardown, and from a
     detached watchdog if the test process itself dies."""
-    pids = [
-        int(pid)
-        for pid in subprocess.run(
-            ["pgrep", "-x", "dockerd"], capture_output=True, text=True, check=True
-        ).stdout.split()
-    ]
+    found = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True)
+    pids = [int(pid) for pid in found.stdout.split()]
+    if not pids:
+        unavailable("a dockerd process this test may stop")
     watchdog = subprocess.Popen(
         ["sh", "-c", f"sleep {FROZEN_AT_MOST_S}; kill -CONT {' '.join(map(str, pids))}"],
         start_new_session=True,
     )
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
     try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
         yield pids
     finally:
         for pid in pids:
@@ -69,7 +70,7 @@ async def test_a_command_on_an_engine_that_does_not_answer_times_out(
     assert reply["error"]["code"] == "OPERATION_TIMEOUT"
     assert reply["error"]["vir_error"] == 68
     assert reply["error"]["message"] == (
-        "Timed out during operation: the Docker engine did not answer within 2 s; "
+        "Timed out during operation: the Docker engine did not answer within 5 s; "
         "the call may still take effect"
     )
     # dockerd may still carry out the pause it reads late; a pause of the test's own

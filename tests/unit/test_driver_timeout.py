@@ -5,7 +5,7 @@ that last as long as their work are not cut."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
 from aiohttp import web
@@ -19,34 +19,49 @@ BOUND_S = 0.2
 WAIT_S = 10.0
 
 
+Engine = Callable[[Mapping[str, object]], Awaitable[DockerDriver]]
+
+
 @pytest.fixture
-async def silent_engine() -> AsyncIterator[str]:
-    """The URL of an engine that tells its API version and answers nothing else."""
+async def engine() -> AsyncIterator[Engine]:
+    """A driver (bound BOUND_S) on an engine that answers its API version and the given
+    paths (path → JSON body) and nothing else."""
     never = asyncio.Event()
+    servers: list[TestServer] = []
+    drivers: list[DockerDriver] = []
 
-    async def version(request: web.Request) -> web.Response:
-        return web.json_response({"ApiVersion": "1.41"})
+    async def start(answers: Mapping[str, object]) -> DockerDriver:
+        async def answer(request: web.Request) -> web.Response:
+            if request.path in answers:
+                return web.json_response(answers[request.path])
+            await never.wait()
+            raise AssertionError("unreachable")
 
-    async def silence(request: web.Request) -> web.Response:
-        await never.wait()
-        raise AssertionError("unreachable")
+        async def version(request: web.Request) -> web.Response:
+            return web.json_response({"ApiVersion": "1.41"})
 
-    app = web.Application()
-    app.router.add_get("/version", version)
-    app.router.add_route("*", "/{path:.*}", silence)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+        app = web.Application()
+        app.router.add_get("/version", version)
+        app.router.add_route("*", "/{path:.*}", answer)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        url = f"tcp://127.0.0.1:{server.port}"
+        drivers.append(DockerDriver("h1", url, pids_limit=64, call_timeout_s=BOUND_S))
+        return drivers[-1]
+
     try:
-        yield f"tcp://127.0.0.1:{server.port}"
+        yield start
     finally:
-        await server.close()
+        for driver in drivers:
+            await driver.close()
+        for server in servers:
+            await server.close()
 
 
 @pytest.fixture
-async def driver(silent_engine: str) -> AsyncIterator[DockerDriver]:
-    driver = DockerDriver("h1", silent_engine, pids_limit=64, call_timeout_s=BOUND_S)
-    yield driver
-    await driver.close()
+async def driver(engine: Engine) -> DockerDriver:
+    return await engine({})
 
 
 Call = Callable[[DockerDriver], Awaitable[object]]
@@ -105,3 +120,21 @@ async def test_a_call_that_lasts_as_long_as_its_work_is_not_cut(
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     assert not done
+
+
+INSPECTED = {"/v1.41/containers/abc/json": {"Id": "abc", "Config": {"Tty": False}}}
+AFTER_INSPECT: dict[str, Call] = {
+    "output": lambda d: d.output("abc", 1024),
+    "attach": lambda d: d.attach("abc"),
+}
+
+
+@pytest.mark.parametrize("call", AFTER_INSPECT.values(), ids=AFTER_INSPECT.keys())
+async def test_a_console_call_the_engine_leaves_unanswered_is_operation_timeout(
+    engine: Engine, call: Call
+) -> None:
+    """aiodocker bounds only the inspect before these, as calls that stream."""
+    driver = await engine(INSPECTED)
+    with pytest.raises(VirtError) as caught:
+        await asyncio.wait_for(call(driver), WAIT_S)
+    assert caught.value.code is ErrorCode.OPERATION_TIMEOUT

@@ -12,7 +12,7 @@ import pytest
 from agent.errors import VirtError
 from agent.host.store import Store
 from schemas.codes import ErrorCode
-from schemas.commands import Create, Define, GetMetadata, SetMetadata
+from schemas.commands import Create, Define, Destroy, GetMetadata, GetXmlDesc, SetMetadata
 from schemas.domxml import domain_xml
 from schemas.events import EVENT_ADAPTER, MetadataChangeEvent
 from tests.fakes import FakeHost, fake_host
@@ -86,6 +86,23 @@ async def test_live_changes_leave_the_persistent_definition_alone(rig: Rig) -> N
     with pytest.raises(VirtError) as both:
         await get(rig, type="title", live=True, config=True)
     assert both.value.code is ErrorCode.INVALID_ARG
+
+
+async def test_a_shut_off_domain_pending_a_definition_keeps_both_changes(rig: Rig) -> None:
+    """Redefined while running, then shut off: a title set now is the domain's at once
+    and after its next start, with the redefinition's own change."""
+    web = await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    await rig.run(command(Define, spec={**SPEC, "uuid": str(web.uuid), "command": ["sleep", "5"]}))
+    await rig.run(command(Destroy, "web"))
+    await rig.run(command(SetMetadata, "web", type="title", metadata="after"))
+    assert await get(rig, type="title") == "after"
+    shown = await rig.run(command(GetXmlDesc, "web"))
+    assert "<title>after</title>" in shown.xml and "<initarg>5</initarg>" in shown.xml
+    await rig.run(command(Create, "web"))
+    assert await get(rig, type="title") == "after"
+    (container,) = rig.host.driver.containers.values()
+    assert container.spec.command == ["sleep", "5"]
 
 
 async def test_libvirts_refusals(rig: Rig) -> None:

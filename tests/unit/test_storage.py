@@ -19,6 +19,7 @@ from schemas.commands import (
     CommandBase,
     Create,
     Define,
+    Destroy,
     ListDomains,
     ListSnapshots,
     SnapshotCreate,
@@ -182,3 +183,28 @@ async def test_an_unknown_snapshot_is_no_domain_snapshot(rig: Rig) -> None:
         with pytest.raises(VirtError) as missing:
             await rig.run(cmd)
         assert missing.value.code is ErrorCode.NO_DOMAIN_SNAPSHOT
+
+
+async def test_undefine_counts_the_volumes_of_definitions_pending_a_start(rig: Rig) -> None:
+    """A shut-off domain redefined while it ran is its pending definition: undefine
+    --volumes removes that one's volumes, and keeps those another domain's next start
+    needs."""
+    for name in ("data", "logs"):
+        await rig.run(command(VolumeCreate, pool="default", name=name))
+    web = await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(Create, "web"))
+    both = [{"volume": "data", "target": "/d"}, {"volume": "logs", "target": "/l"}]
+    moved = {**SPEC, "uuid": str(web.uuid), "volumes": both}
+    await rig.run(command(Define, spec=moved))
+    db = await rig.run(command(Define, spec={**SPEC, "name": "db"}))
+    await rig.run(command(Create, "db"))
+    needs_logs = {
+        **SPEC,
+        "name": "db",
+        "uuid": str(db.uuid),
+        "volumes": [{"volume": "logs", "target": "/l"}],
+    }
+    await rig.run(command(Define, spec=needs_logs))
+    await rig.run(command(Destroy, "web"))
+    await rig.run(command(Undefine, "web", volumes=True))
+    assert sorted(rig.host.driver.volumes_held) == ["logs"]
