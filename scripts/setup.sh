@@ -79,7 +79,9 @@ install_libvirt_clients() {
     local missing=()
     command -v virsh >/dev/null 2>&1 || missing+=(libvirt-clients)
     /usr/bin/python3 -c 'import libvirt' >/dev/null 2>&1 || missing+=(python3-libvirt)
-    command -v ansible-playbook >/dev/null 2>&1 || missing+=(ansible)
+    # ansible-core alone has ansible-playbook but not the collection
+    /usr/bin/python3 -c 'import ansible_collections.community.libvirt' >/dev/null 2>&1 ||
+        missing+=(ansible)
     /usr/bin/python3 -c 'import lxml' >/dev/null 2>&1 || missing+=(python3-lxml)
     # the SCRAM plugin of Cyrus SASL: libvirt's client logs in to a --sasl-users gateway
     compgen -G '/usr/lib/*/sasl2/libscram.so*' >/dev/null || missing+=(libsasl2-modules)
@@ -102,7 +104,8 @@ install_libvirt_clients() {
     rm -f "$aptlog"
     command -v virsh >/dev/null 2>&1 || die "virsh still missing after install"
     /usr/bin/python3 -c 'import libvirt' || die "python3-libvirt does not import after install"
-    command -v ansible-playbook >/dev/null 2>&1 || die "ansible-playbook still missing after install"
+    /usr/bin/python3 -c 'import ansible_collections.community.libvirt' ||
+        die "Ansible's community.libvirt collection still missing after install"
     /usr/bin/python3 -c 'import lxml' || die "python3-lxml does not import after install"
     compgen -G '/usr/lib/*/sasl2/libscram.so*' >/dev/null || die "SASL's SCRAM plugin still missing"
 }
