@@ -37,6 +37,7 @@ from agent.gateway.acl import access
 from agent.gateway.authz import Policy, matches, subject_dn
 from agent.gateway.identity import Identity
 from agent.gateway.procedures import CALL, HANDLERS, REPLIED, Call, Session
+from agent.gateway.procnames import api_name
 from agent.gateway.protocol import (
     KEEPALIVE_PROGRAM,
     LENGTH_BYTES,
@@ -511,7 +512,7 @@ class Client:
         try:
             handler = HANDLERS[Proc(header.procedure)]
         except (ValueError, KeyError):
-            raise VirtbusError.of(ErrorCode.NO_SUPPORT, f"procedure {header.procedure}") from None
+            raise VirtbusError.of(ErrorCode.NO_SUPPORT, api_name(header.procedure)) from None
         self.session.authorize(header.procedure)
         needed = access(header.procedure)
         if needed is not None and not needed.read_only:

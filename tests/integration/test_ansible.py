@@ -25,8 +25,7 @@ from tests.integration.test_gateway import (  # noqa: F401  (fixtures)
     uri,
 )
 from tests.support import BusPeer, EventRecorder, lifecycle
-from tests.support.fleet import Fleet, Host
-from tests.support.services import IMAGE
+from tests.support.fleet import A_WHOLE_LIFE, Fleet, Host, spec_xml
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +35,7 @@ images = ["virtbus-test:*"]
 network_define = ["vt-*"]
 network_subnets = ["10.251.0.0/16"]
 """
-DOMAIN_XML = f"""<domain type='docker'>
-  <name>web</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type>exe</type><init>sleep</init><initarg>3600</initarg></os>
-  <devices>
-    <filesystem type='template'><source name='{IMAGE}'/><target dir='/'/></filesystem>
-  </devices>
-</domain>
-"""
+DOMAIN_XML = spec_xml("web")
 NETWORK_XML = """<network>
   <name>vt-lan</name>
   <ip address='10.251.9.1' netmask='255.255.255.0'/>
@@ -93,6 +83,31 @@ def ansible_playbook(libvirt_python: str) -> str:  # noqa: F811
     return path
 
 
+async def ansible(path: str, workdir: Path, *argv: str) -> bytes:
+    """What one Ansible command prints, once it succeeded; its files stay in ``workdir``."""
+    environment = {
+        **os.environ,
+        "ANSIBLE_STDOUT_CALLBACK": "json",
+        "ANSIBLE_HOME": str(workdir / "ansible"),
+        "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_PYTHON_INTERPRETER": SYSTEM_PYTHON,
+        "ANSIBLE_INVENTORY_ENABLED": "community.libvirt.libvirt,host_list",
+        "LC_ALL": "C.UTF-8",
+    }
+    process = await asyncio.create_subprocess_exec(
+        path,
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
+        cwd=workdir,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), PLAYBOOK_S)
+    assert process.returncode == 0, (out.decode()[-4000:], err.decode()[-2000:])
+    return out
+
+
 async def run_playbook(path: str, target: str, workdir: Path) -> dict[str, dict[str, Any]]:
     """Every task of one play against ``target`` (a libvirt URI); its result by name."""
     play = {
@@ -106,27 +121,7 @@ async def run_playbook(path: str, target: str, workdir: Path) -> dict[str, dict[
     }
     playbook = workdir / "play.yml"
     playbook.write_text(json.dumps([play], indent=1))  # YAML reads JSON
-    environment = {
-        **os.environ,
-        "ANSIBLE_STDOUT_CALLBACK": "json",
-        "ANSIBLE_HOME": str(workdir / "ansible"),
-        "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_PYTHON_INTERPRETER": SYSTEM_PYTHON,
-        "LC_ALL": "C.UTF-8",
-    }
-    process = await asyncio.create_subprocess_exec(
-        path,
-        "-i",
-        "localhost,",
-        str(playbook),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment,
-        cwd=workdir,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), PLAYBOOK_S)
-    assert process.returncode == 0, (out.decode()[-4000:], err.decode()[-2000:])
+    out = await ansible(path, workdir, "-i", "localhost,", str(playbook))
     report = json.loads(out)
     tasks = report["plays"][0]["tasks"]
     return {task["task"]["name"]: task["hosts"]["localhost"] for task in tasks}
@@ -190,14 +185,31 @@ async def test_ansible_manages_domains_networks_and_the_pool(
     assert (pool["state"], pool["type"], pool["autostart"]) == ("active", "dir", "yes")
 
     fenced = await host.fence()
-    assert lifecycle(fenced, "web") == [
-        ("defined", "added"),
-        ("started", "booted"),
-        ("suspended", "paused"),
-        ("resumed", "unpaused"),
-        ("stopped", "destroyed"),
-        ("undefined", "removed"),
-    ]
+    assert lifecycle(fenced, "web") == A_WHOLE_LIFE
     assert all(e.origin == "agent" for e in fenced if isinstance(e, LifecycleEvent))
     listed = await host.ok("host.list_domains")
     assert [d["name"] for d in listed["domains"] if d["name"] == "web"] == []
+
+
+async def test_ansibles_libvirt_inventory_lists_the_hosts_domains(
+    host: Host,
+    gateway: Gateway,  # noqa: F811
+    ansible_playbook: str,
+    tmp_path: Path,
+) -> None:
+    await host.ok("domain.define", args={"xml": spec_xml("inv-up")})
+    await host.ok("domain.create", "inv-up")
+    await host.ok("domain.define", args={"xml": spec_xml("inv-down")})
+    source = tmp_path / "virtbus.libvirt.yml"
+    source.write_text(
+        json.dumps({"plugin": "community.libvirt.libvirt", "uri": uri(gateway, host.name)})
+    )
+    inventory = str(Path(ansible_playbook).with_name("ansible-inventory"))
+    listed = json.loads(await ansible(inventory, tmp_path, "-i", str(source), "--list"))
+    found = listed["_meta"]["hostvars"]
+    assert sorted(found) == ["inv-down", "inv-up"]
+    up, down = found["inv-up"]["info"], found["inv-down"]["info"]
+    assert (up["state"], up["maxMem_kb"], up["nrVirtCpu"]) == ("running", 65536, 1)
+    assert down["state"] == "shutoff"
+    assert "<name>inv-up</name>" in found["inv-up"]["xml_desc"]
+    assert "ansible_connection" not in found["inv-up"]  # no libvirt_lxc: not a local host

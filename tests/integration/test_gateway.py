@@ -26,7 +26,7 @@ from agent.client import Connection
 from agent.gateway.server import Gateway, tls_context
 from schemas.events import LifecycleEvent
 from tests.environment import unavailable
-from tests.support.fleet import CLI, Host, Ran, spec
+from tests.support.fleet import CLI, Host, Ran, spec, spec_xml
 from tests.support.services import AMQP_URL, IMAGE
 
 pytestmark = pytest.mark.integration
@@ -35,16 +35,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 TIMEOUT_S = 60.0
 EVENT_IDS = 27
 
-XML = f"""<domain type='docker'>
-  <name>xmlweb</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type>exe</type><init>sleep</init><initarg>3600</initarg></os>
-  <devices>
-    <filesystem type='template'><source name='{IMAGE}'/><target dir='/'/></filesystem>
-  </devices>
-</domain>
-"""
+XML = spec_xml("xmlweb")
 
 
 @pytest.fixture(scope="session")

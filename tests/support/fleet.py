@@ -58,6 +58,32 @@ def spec(name: str, *command: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def spec_xml(name: str) -> str:
+    """The domain XML of a small domain: 64 MiB, one vCPU, ``sleep 3600`` in IMAGE."""
+    return f"""<domain type='docker'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type>exe</type><init>sleep</init><initarg>3600</initarg></os>
+  <devices>
+    <filesystem type='template'><source name='{IMAGE}'/><target dir='/'/></filesystem>
+  </devices>
+</domain>
+"""
+
+
+A_WHOLE_LIFE = [
+    ("defined", "added"),
+    ("started", "booted"),
+    ("suspended", "paused"),
+    ("resumed", "unpaused"),
+    ("stopped", "destroyed"),
+    ("undefined", "removed"),
+]
+"""(event, detail) of a domain defined, started, suspended, resumed, destroyed and
+undefined, as libvirt reports them."""
+
+
 @dataclass
 class Host:
     """One agent as a test sees it: through the bus only, plus its event stream."""

@@ -20,6 +20,7 @@ from agent.client.connection import Op, PullWatcher
 from agent.gateway.acl import ACCESS, access
 from agent.gateway.authz import Policy, matches
 from agent.gateway.procedures import HANDLERS
+from agent.gateway.procnames import API_NAMES
 from agent.gateway.protocol import KEEPALIVE_PROGRAM, KeepaliveProc, MessageType, Proc
 from agent.gateway.server import Gateway, Throttled
 from agent.gateway.settings import GatewaySettings
@@ -506,3 +507,7 @@ def test_gateway_settings_come_from_flags_then_virtbus_gateway_variables(
     args = build_parser().parse_args(["gateway", "--keepalive-count", "3"])
     settings = gateway_settings(args)
     assert (settings.max_clients, settings.keepalive_count) == (7, 3)
+
+
+def test_each_procedure_carries_the_function_name_libvirt_gives_it() -> None:
+    assert {p: a.api for p, a in ACCESS.items() if API_NAMES.get(p, a.api) != a.api} == {}

@@ -206,9 +206,18 @@ async def test_ping_gets_pong(peer: Peer) -> None:
 
 
 async def test_an_unknown_procedure_is_no_support_at_once(peer: Peer) -> None:
-    code, text = await peer.error(61)  # DOMAIN_MIGRATE_PREPARE
+    code, text = await peer.error(61)  # DOMAIN_MIGRATE_PREPARE: a step, no function
     assert code == ErrorCode.NO_SUPPORT
-    assert text is not None and "not supported" in text
+    assert text == "this function is not supported by the connection driver: procedure 61"
+
+
+async def test_an_unsupported_function_is_named_as_libvirt_names_it(peer: Peer) -> None:
+    await peer.open()
+    code, text = await peer.error(56, domain_payload())  # DOMAIN_GET_SCHEDULER_TYPE
+    assert code == ErrorCode.NO_SUPPORT
+    assert text == (
+        "this function is not supported by the connection driver: virDomainGetSchedulerType"
+    )
 
 
 async def test_calls_before_open_are_refused(peer: Peer) -> None:
