@@ -559,6 +559,22 @@ class GetStats(DomainCommand):
     args: StatsArgs = StatsArgs()
 
 
+class TuningArgs(WireModel):
+    """``live`` and ``config`` as for get_metadata, not both."""
+
+    live: bool = False
+    config: bool = False
+
+
+class GetTuning(DomainCommand):
+    """virDomainGetSchedulerParametersFlags and virDomainGetMemoryParameters: the
+    domain's CPU and memory controls."""
+
+    op: Literal["domain.get_tuning"]
+    read_only: ClassVar[bool] = True
+    args: TuningArgs = TuningArgs()
+
+
 class GetAllDomainStats(CommandBase):
     op: Literal["host.get_all_domain_stats"]
     read_only: ClassVar[bool] = True
@@ -824,6 +840,7 @@ Command = Annotated[
     | Login
     | Logout
     | GetStats
+    | GetTuning
     | GetAllDomainStats
     | GetCapabilities
     | GetNodeStats

@@ -45,6 +45,19 @@ class DomainInfo(WireModel):
     cpu_time_ns: int
 
 
+class DomainTuning(WireModel):
+    """The CPU scheduler's ``cpu_shares`` (the cgroup's relative weight), ``vcpu_period``
+    and ``vcpu_quota`` (µs; a quota of -1: none), and the memory limits in KiB (None:
+    unlimited; ``swap_hard_limit`` counts memory and swap together, as libvirt's)."""
+
+    cpu_shares: int
+    vcpu_period: int
+    vcpu_quota: int
+    hard_limit_kib: int | None = None
+    soft_limit_kib: int | None = None
+    swap_hard_limit_kib: int | None = None
+
+
 class DomainStateInfo(WireModel):
     """virDomainGetState."""
 
@@ -226,6 +239,7 @@ Result = (
     DomainRecord
     | DomainList
     | DomainInfo
+    | DomainTuning
     | DomainStateInfo
     | HostInfo
     | Pong

@@ -18,6 +18,7 @@ from schemas.commands import (
     GetMetadata,
     GetState,
     GetStats,
+    GetTuning,
     GetXmlDesc,
     InterfaceAddresses,
     ListSnapshots,
@@ -46,6 +47,7 @@ from schemas.replies import (
     DomainInterface,
     DomainStateInfo,
     DomainStats,
+    DomainTuning,
     DomainXml,
     Metadata,
 )
@@ -170,6 +172,13 @@ class Domain:
 
     async def info(self) -> DomainInfo:
         return await self._conn._call(DomainInfo, self.host, GetInfo, target=self._target)
+
+    async def tuning(self, *, live: bool = False, config: bool = False) -> DomainTuning:
+        """virDomainGetSchedulerParametersFlags and virDomainGetMemoryParameters: the
+        cgroup's CPU and memory controls (``live``, the default for an active domain)
+        or what the definition asks for (``config``)."""
+        args = {"live": live, "config": config}
+        return await self._conn._call(DomainTuning, self.host, GetTuning, args, self._target)
 
     async def state(self) -> DomainStateInfo:
         return await self._conn._call(DomainStateInfo, self.host, GetState, target=self._target)

@@ -21,6 +21,7 @@ from agent.gateway.procedures import (
     Session,
     check_flags,
     expect,
+    flags_of,
     handles,
     ints,
     on_domain,
@@ -36,6 +37,7 @@ from schemas.commands import (
     GetInfo,
     GetNodeStats,
     GetStats,
+    GetTuning,
     ListFlag,
     SetMemory,
     StatGroup,
@@ -45,6 +47,7 @@ from schemas.replies import (
     DomainInfo,
     DomainStats,
     DomainStatsList,
+    DomainTuning,
     HostCapabilities,
     NodeStats,
     StatValue,
@@ -536,3 +539,86 @@ async def set_max_memory(session: Session, args: Unpacker) -> bytes:
     memory_kib = args.uint64()
     await on_domain(session, domain, SetMemory, DomainRecord, {"memory_kib": memory_kib})
     return b""
+
+
+# ------------------------------------------------------------------ tuning --
+
+
+SCHEDULER = "posix"
+"""What libvirt's LXC driver calls the CFS scheduler of a container's cgroup."""
+MEMORY_PARAM_UNLIMITED = 9007199254740991  # VIR_DOMAIN_MEMORY_PARAM_UNLIMITED
+TUNING_FLAGS = 1 | 2 | 4  # AFFECT_LIVE, AFFECT_CONFIG, TYPED_PARAM_STRING_OKAY
+SCHEDULER_PARAMETERS_MAX = 16  # remote_protocol.x REMOTE_DOMAIN_SCHEDULER_PARAMETERS_MAX
+MEMORY_PARAMETERS_MAX = 16  # remote_protocol.x REMOTE_DOMAIN_MEMORY_PARAMETERS_MAX
+
+
+async def _tuning(session: Session, domain: WireDomain, flags: int) -> DomainTuning:
+    args = {"live": bool(flags & 1), "config": bool(flags & 2)}
+    return await on_domain(session, domain, GetTuning, DomainTuning, args)
+
+
+def _scheduler_params(tuning: DomainTuning) -> list[Param]:
+    return [
+        ("cpu_shares", ParamType.ULLONG, tuning.cpu_shares),
+        ("vcpu_period", ParamType.ULLONG, tuning.vcpu_period),
+        ("vcpu_quota", ParamType.LLONG, tuning.vcpu_quota),
+    ]
+
+
+def _memory_params(tuning: DomainTuning) -> list[Param]:
+    limits = (
+        ("hard_limit", tuning.hard_limit_kib),
+        ("soft_limit", tuning.soft_limit_kib),
+        ("swap_hard_limit", tuning.swap_hard_limit_kib),
+    )
+    return [
+        (name, ParamType.ULLONG, MEMORY_PARAM_UNLIMITED if kib is None else kib)
+        for name, kib in limits
+    ]
+
+
+def _count(args: Unpacker, most: int) -> int:
+    wanted = args.int32()
+    if wanted > most:
+        raise VirtbusError.of(ErrorCode.RPC, f"nparams too large: {wanted} > {most}")
+    if wanted < 0:
+        raise VirtbusError.of(ErrorCode.INVALID_ARG, "nparams must be non-negative")
+    return wanted
+
+
+@handles(Proc.DOMAIN_GET_SCHEDULER_TYPE)
+async def get_scheduler_type(session: Session, args: Unpacker) -> bytes:
+    await on_domain(session, read_domain(args), GetInfo, DomainInfo)
+    packer = Packer()
+    packer.string(SCHEDULER)
+    packer.int32(3)
+    return packer.data()
+
+
+@handles(Proc.DOMAIN_GET_SCHEDULER_PARAMETERS, Proc.DOMAIN_GET_SCHEDULER_PARAMETERS_FLAGS)
+async def get_scheduler_parameters(session: Session, args: Unpacker) -> bytes:
+    """cpu_shares, vcpu_period, vcpu_quota, as libvirt's LXC driver: the cgroup's while
+    the domain runs (or with AFFECT_LIVE), the definition's otherwise."""
+    domain = read_domain(args)
+    wanted = _count(args, SCHEDULER_PARAMETERS_MAX)
+    flags = flags_of(args, Proc.DOMAIN_GET_SCHEDULER_PARAMETERS_FLAGS)
+    check_flags(flags, TUNING_FLAGS, "virDomainGetSchedulerParametersFlags")
+    params = _scheduler_params(await _tuning(session, domain, flags))
+    packer = Packer()
+    pack_params(packer, params[:wanted])
+    return packer.data()
+
+
+@handles(Proc.DOMAIN_GET_MEMORY_PARAMETERS)
+async def get_memory_parameters(session: Session, args: Unpacker) -> bytes:
+    """hard_limit, soft_limit, swap_hard_limit in KiB; asked for none, how many there
+    are (libvirt's two calls)."""
+    domain = read_domain(args)
+    wanted = _count(args, MEMORY_PARAMETERS_MAX)
+    flags = args.uint32()
+    check_flags(flags, TUNING_FLAGS, "virDomainGetMemoryParameters")
+    params = _memory_params(await _tuning(session, domain, flags))
+    packer = Packer()
+    pack_params(packer, params[:wanted])
+    packer.int32(min(wanted, len(params)) if wanted else len(params))
+    return packer.data()

@@ -259,6 +259,60 @@ def memory(cgroup: Cgroup, read: Read = read_text) -> MemoryUse:
     )
 
 
+UNLIMITED_BYTES = 1 << 62
+"""cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit number."""
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The CPU controller's weight (v1's shares, v2's weight), the CFS period and quota
+    in µs (-1: no quota), and the memory limits in bytes (None: none); ``memory_swap``
+    counts memory and swap together (v1's memsw)."""
+
+    cpu_shares: int
+    cpu_period: int
+    cpu_quota: int
+    memory_hard: int | None
+    memory_soft: int | None
+    memory_swap: int | None
+
+
+def tuning(cgroup: Cgroup, read: Read = read_text) -> Tuning:
+    cpu = cgroup.v1.get("cpu")
+    if cpu is not None:
+        shares = _number(read(f"{cpu}/cpu.shares"))
+        period = _number(read(f"{cpu}/cpu.cfs_period_us"))
+        quota = _number(read(f"{cpu}/cpu.cfs_quota_us"))
+    else:
+        unified = _unified(cgroup)
+        shares = _number(read(f"{unified}/cpu.weight"))
+        limit, _, every = read(f"{unified}/cpu.max").partition(" ")
+        period, quota = int(every), -1 if limit == "max" else int(limit)
+    memory = cgroup.v1.get("memory")
+    if memory is not None:
+        hard = _limit(read(f"{memory}/memory.limit_in_bytes"))
+        soft = _limit(read(f"{memory}/memory.soft_limit_in_bytes"))
+        try:
+            swap = _limit(read(f"{memory}/memory.memsw.limit_in_bytes"))
+        except FileNotFoundError:  # swap not accounted
+            swap = None
+    else:
+        unified = _unified(cgroup)
+        hard = _limit(read(f"{unified}/memory.max"))
+        soft = _limit(read(f"{unified}/memory.high"))
+        swap_only = _limit(read(f"{unified}/memory.swap.max"))
+        swap = None if swap_only is None or hard is None else swap_only + hard
+    return Tuning(shares, period, quota, hard, soft, swap)
+
+
+def _limit(text: str) -> int | None:
+    value = text.strip()
+    if value == "max":
+        return None
+    number = int(value)
+    return None if number >= UNLIMITED_BYTES else number
+
+
 def pids(cgroup: Cgroup, read: Read = read_text) -> tuple[int, int | None]:
     """Processes in the domain now, and its limit (None: unlimited)."""
     current = _number(read(cgroup.file("pids", "pids.current", "pids.current")))

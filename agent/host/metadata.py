@@ -28,7 +28,7 @@ FIELDS: dict[MetadataKind, str] = {"description": "description", "title": "title
 NOT_PRESENT = "Requested metadata element is not present"
 
 
-def _affected(domain: DomainObj, live: bool, config: bool) -> tuple[bool, bool]:
+def affected(domain: DomainObj, live: bool, config: bool) -> tuple[bool, bool]:
     """libvirt's VIR_DOMAIN_AFFECT_* rules: neither flag means the running definition of
     an active domain and the persistent one of an inactive one."""
     if not live and not config:
@@ -107,7 +107,7 @@ def set_metadata(ops: Operations, command: SetMetadata) -> DomainRecord:
     persistent one as it was (it becomes the pending definition of the next start)."""
     args = command.args
     domain = ops.domains.get(command.target)
-    live, config = _affected(domain, args.live, args.config)
+    live, config = affected(domain, args.live, args.config)
     persistent = domain.pending or domain.spec
     if live:
         if not config and domain.pending is None and domain.persistent:
@@ -151,7 +151,7 @@ def get_metadata(ops: Operations, command: GetMetadata) -> Metadata:
             ErrorCode.INVALID_ARG,
             "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
         )
-    live, _ = _affected(domain, args.live, args.config)
+    live, _ = affected(domain, args.live, args.config)
     spec = domain.spec if live else (domain.pending or domain.spec)
     if args.type in FIELDS:
         value = getattr(spec, FIELDS[args.type])

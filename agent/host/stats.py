@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
+from agent.errors import VirtError
 from agent.host import cgroups
 from agent.host.domains import DomainObj
+from agent.host.metadata import affected
 from agent.host.node import (
     capabilities_xml,
     domain_capabilities_xml,
@@ -28,19 +30,21 @@ from agent.host.node import (
     sysinfo_xml,
 )
 from agent.host.operations import Operations, handles
-from schemas.codes import DomainState
+from schemas.codes import DomainState, ErrorCode
 from schemas.commands import (
     LIBVIRT_GROUPS,
     GetAllDomainStats,
     GetCapabilities,
     GetNodeStats,
     GetStats,
+    GetTuning,
     StatGroup,
 )
 from schemas.events import DomainRef
 from schemas.replies import (
     DomainStats,
     DomainStatsList,
+    DomainTuning,
     HostCapabilities,
     NodeStats,
     StatValue,
@@ -57,6 +61,8 @@ READ_AT_ONCE = 25
 """Domains read between two turns of the agent's event loop in a bulk call."""
 VCPU_RUNNING = 1
 VCPU_OFFLINE = 0
+CFS_PERIOD_US = 100_000
+"""The CFS period Docker gives a container whose CPUs it limits."""
 SWEEP_S = 30.0
 """How long a stopped domain's files may stay open after its run ended."""
 
@@ -399,6 +405,44 @@ def wanted(groups: list[StatGroup]) -> list[StatGroup]:
 async def get_stats(ops: Operations, command: GetStats) -> DomainStats:
     domain = ops.domains.get(command.target)
     return reader(ops, domain).read(wanted(command.args.groups))
+
+
+@handles(GetTuning)
+def get_tuning(ops: Operations, command: GetTuning) -> DomainTuning:
+    """Live: what the domain's cgroup holds. Config: what its definition asks Docker for
+    (a vCPU count is a CFS quota of that many periods; memory is the limit of memory and
+    swap together, so no swap), the rest unset, as libvirt reports an unset control."""
+    domain = ops.domains.get(command.target)
+    live, _ = affected(domain, command.args.live, command.args.config)
+    if live:
+        try:
+            read = cgroups.tuning(cgroups.Cgroup.of(domain.pid))
+        except (OSError, ValueError) as error:
+            raise VirtError(
+                ErrorCode.OPERATION_FAILED,
+                f"cannot read the cgroup of domain '{domain.name}': {error}",
+            ) from None
+        return DomainTuning(
+            cpu_shares=read.cpu_shares,
+            vcpu_period=read.cpu_period,
+            vcpu_quota=read.cpu_quota,
+            hard_limit_kib=_kib(read.memory_hard),
+            soft_limit_kib=_kib(read.memory_soft),
+            swap_hard_limit_kib=_kib(read.memory_swap),
+        )
+    spec = domain.pending or domain.spec
+    return DomainTuning(
+        cpu_shares=0,
+        vcpu_period=CFS_PERIOD_US if spec.vcpus else 0,
+        vcpu_quota=spec.vcpus * CFS_PERIOD_US if spec.vcpus else 0,
+        hard_limit_kib=spec.memory_kib,
+        soft_limit_kib=None,
+        swap_hard_limit_kib=spec.memory_kib,
+    )
+
+
+def _kib(limit: int | None) -> int | None:
+    return None if limit is None else limit // 1024
 
 
 @handles(GetAllDomainStats)

@@ -168,6 +168,34 @@ async def test_virsh_lists_inspects_and_drives_a_domain(virsh: Virsh, host: Host
     assert "Requested operation is not valid: domain is not running" in again.err
 
 
+async def test_virsh_schedinfo_and_memtune_show_the_cgroups_controls(
+    virsh: Virsh, host: Host
+) -> None:
+    await host.ok("domain.define", args={"spec": spec("tuned", memory_kib=65536, vcpus=1)})
+    configured = _fields(await virsh.ok("memtune", "tuned"))
+    assert configured == {
+        "hard_limit": "65536",
+        "soft_limit": "unlimited",
+        "swap_hard_limit": "65536",
+    }
+    await host.ok("domain.create", "tuned")
+    scheduler = _fields(await virsh.ok("schedinfo", "tuned"))
+    assert scheduler == {
+        "Scheduler": "posix",
+        "cpu_shares": "1024",
+        "vcpu_period": "100000",
+        "vcpu_quota": "100000",
+    }
+    assert _fields(await virsh.ok("memtune", "tuned")) == configured
+    assert _fields(await virsh.ok("schedinfo", "--config", "tuned"))["cpu_shares"] == "0"
+
+
+def _fields(printed: str) -> dict[str, str]:
+    """virsh's ``name : value`` lines."""
+    pairs = (line.split(":", 1) for line in printed.splitlines() if ":" in line)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
 async def test_virsh_event_prints_libvirts_lifecycle_lines(
     virsh: Virsh, gateway: Gateway, host: Host
 ) -> None:

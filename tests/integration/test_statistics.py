@@ -17,11 +17,13 @@ import aiodocker
 import pytest
 from lxml import etree
 
+from agent.client import connect
 from agent.gateway.server import Gateway
 from tests.integration import test_gateway
 from tests.integration.test_gateway import Virsh
 from tests.support import BusPeer
 from tests.support.fleet import CLI, Fleet, Host, spec
+from tests.support.services import AMQP_URL
 
 pytestmark = pytest.mark.integration
 gateway = test_gateway.gateway
@@ -280,3 +282,20 @@ async def test_libvirt_python_reads_statistics(
     assert set(found["node_memory"]) == {"total", "free", "buffers", "cached"}
     assert found["lib_version"] == 9_000_000
     assert f"<arch>{os.uname().machine}</arch>" in found["caps"]
+
+
+async def test_the_client_reads_a_domains_tuning_from_its_cgroup(host: Host) -> None:
+    await host.ok("domain.define", args={"spec": spec("tuned", memory_kib=65536, vcpus=1)})
+    async with connect(AMQP_URL) as conn:
+        tuned = await conn.lookup_by_name(host.name, "tuned")
+        await tuned.create()
+        live = await tuned.tuning()
+        # Docker's defaults beside the limits virtbus sets: 1,024 shares, no soft limit
+        assert (live.cpu_shares, live.vcpu_period, live.vcpu_quota) == (1024, 100000, 100000)
+        assert (live.hard_limit_kib, live.soft_limit_kib, live.swap_hard_limit_kib) == (
+            65536,
+            None,
+            65536,
+        )
+        config = await tuned.tuning(config=True)
+        assert (config.cpu_shares, config.hard_limit_kib) == (0, 65536)

@@ -213,11 +213,9 @@ async def test_an_unknown_procedure_is_no_support_at_once(peer: Peer) -> None:
 
 async def test_an_unsupported_function_is_named_as_libvirt_names_it(peer: Peer) -> None:
     await peer.open()
-    code, text = await peer.error(56, domain_payload())  # DOMAIN_GET_SCHEDULER_TYPE
+    code, text = await peer.error(277, domain_payload(0))  # DOMAIN_GET_HOSTNAME
     assert code == ErrorCode.NO_SUPPORT
-    assert text == (
-        "this function is not supported by the connection driver: virDomainGetSchedulerType"
-    )
+    assert text == "this function is not supported by the connection driver: virDomainGetHostname"
 
 
 async def test_calls_before_open_are_refused(peer: Peer) -> None:

@@ -100,6 +100,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "domain.set_metadata": {"target": WEB, "args": {"type": "title"}},
     "domain.get_metadata": {"target": WEB, "args": {"type": "description"}},
     "domain.get_console_output": {"target": WEB},
+    "domain.get_tuning": {"target": WEB},
     "domain.open_console": {"target": WEB, "args": {"queue": "amq.gen-x"}},
 }
 """The smallest valid body of every op, without the envelope."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from agent.errors import VirtError
 from agent.gateway.stats import (
     ParamType,
     _stats_groups,
@@ -18,13 +19,18 @@ from agent.gateway.stats import (
     typed,
 )
 from agent.gateway.xdr import Unpacker
-from agent.host.cgroups import NS_PER_TICK, Cgroup, cpu_list
+from agent.host.cgroups import NS_PER_TICK, Cgroup, Tuning, cpu_list, tuning
 from agent.host.domains import DomainObj
 from agent.host.node import capabilities_xml, domain_capabilities_xml, node_facts, node_stats
 from agent.host.stats import DEFAULT_GROUPS, Reader
+from agent.host.store import Store
 from schemas.codes import DomainState, ErrorCode
+from schemas.commands import CreateXml, Define, GetTuning, Undefine
 from schemas.domain import DomainSpec
 from schemas.errors import VirtbusError
+from schemas.replies import DomainTuning
+from tests import fakes
+from tests.unit.test_operations import SPEC, Rig, command
 
 PID = 4242
 CONTAINER = "/docker/abc123"
@@ -322,3 +328,55 @@ def test_stat_bits_map_to_groups_and_enforce_refuses_the_rest() -> None:
 def test_cpu_maps_set_one_bit_per_cpu() -> None:
     assert cpu_map(cpu_list("0-2,9"), 2) == bytes([0b111, 0b10])
     assert cpu_map([0, 17], 2) == bytes([1, 0])  # beyond the map: left out
+
+
+# -- tuning (schedinfo, memtune) ----------------------------------------------------------------
+
+
+def test_tuning_reads_cgroup_v1s_controls(v1: tuple[Path, Path]) -> None:
+    proc, root = v1
+    cpu = root / "cpu,cpuacct" / CONTAINER.lstrip("/")
+    write(cpu / "cpu.shares", "512\n")
+    write(cpu / "cpu.cfs_period_us", "100000\n")
+    write(cpu / "cpu.cfs_quota_us", "-1\n")
+    memory = root / "memory" / CONTAINER.lstrip("/")
+    write(memory / "memory.limit_in_bytes", f"{64 * MIB}\n")
+    write(memory / "memory.soft_limit_in_bytes", "9223372036854771712\n")
+    # no memory.memsw.*: swap not accounted on this kernel
+    assert tuning(Cgroup.of(PID, proc, root)) == Tuning(512, 100000, -1, 64 * MIB, None, None)
+
+
+def test_tuning_reads_cgroup_v2s_controls(v2: tuple[Path, Path]) -> None:
+    proc, root = v2
+    group = root / CONTAINER.lstrip("/")
+    write(group / "cpu.weight", "100\n")
+    write(group / "cpu.max", "200000 100000\n")
+    write(group / "memory.max", f"{64 * MIB}\n")
+    write(group / "memory.high", "max\n")
+    write(group / "memory.swap.max", "0\n")
+    found = tuning(Cgroup.of(PID, proc, root))
+    assert found == Tuning(100, 100000, 200000, 64 * MIB, None, 64 * MIB)
+
+
+async def test_tuning_of_a_definition_is_what_it_asks_docker_for(tmp_path: Path) -> None:
+    with Store(tmp_path / "h1") as store:
+        async with fakes.fake_host(store, tmp_path) as host:
+            rig = Rig(host, host.operations())
+            await rig.run(command(Define, spec={**SPEC, "memory_kib": 65536, "vcpus": 2}))
+            config = await rig.run(command(GetTuning, "web"))
+            assert config == DomainTuning(
+                cpu_shares=0,
+                vcpu_period=100000,
+                vcpu_quota=200000,
+                hard_limit_kib=65536,
+                soft_limit_kib=None,
+                swap_hard_limit_kib=65536,
+            )
+            with pytest.raises(VirtError) as not_running:
+                await rig.run(command(GetTuning, "web", live=True))
+            assert not_running.value.code is ErrorCode.OPERATION_INVALID
+            await rig.run(command(Undefine, "web"))
+            await rig.run(command(CreateXml, spec=SPEC))
+            with pytest.raises(VirtError) as transient:
+                await rig.run(command(GetTuning, "web", config=True))
+            assert transient.value.code is ErrorCode.OPERATION_INVALID
