@@ -6,7 +6,7 @@
     provision    broker users                schema       the wire models' schemas
     listing      list                        define       define, create
     info         dominfo, domstate, …        lifecycle    start, shutdown, …
-    tuning       autostart, setmem, …        events       event
+    tuning       autostart, setmem, schedinfo, … events event
     hosts        hosts                       completion   completion bash|zsh
     stats        domstats, capabilities, …   networks     net-*, domifaddr, *-interface
     storage      pool-list, vol-*, snapshot-*

@@ -51,6 +51,15 @@ async def test_every_verb(host: Host, cli: CLI) -> None:
     assert (await cli("setvcpus", "web", "1", *on)).status == 0
     info_json = (await cli("dominfo", "web", "--json", *on)).json()
     assert (info_json["info"]["max_mem_kib"], info_json["info"]["nr_virt_cpu"]) == (32768, 1)
+    memtune = (await cli("memtune", "web", *on)).out.splitlines()
+    assert memtune == [
+        "hard_limit     : 32768",
+        "soft_limit     : unlimited",
+        "swap_hard_limit: 32768",
+    ]
+    scheduler = (await cli("schedinfo", "web", *on)).out.splitlines()
+    assert scheduler[:2] == ["Scheduler  : posix", "cpu_shares : 1024"]
+    assert scheduler[3] == "vcpu_quota : 100000"
     shutdown = await cli("shutdown", "web", *on)
     assert shutdown.out.strip() == "Domain 'web' is being shutdown"
     assert (await cli("domstate", "web", *on)).out.strip() == "shut off"
