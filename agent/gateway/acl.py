@@ -127,6 +127,7 @@ ACCESS: dict[int, Access] = {
     192: _a("virDomainRevertToSnapshot", "domain:snapshot"),
     193: _a("virDomainSnapshotDelete", "domain:snapshot"),
     196: _a("virDomainCreateWithFlags", "domain:start"),
+    197: _a("virDomainSetMemoryParameters", "domain:write"),
     198: _a("virDomainGetMemoryParameters", "domain:read"),
     199: _a("virDomainSetVcpusFlags", "domain:write"),
     223: _a("virDomainGetSchedulerParametersFlags", "domain:read"),

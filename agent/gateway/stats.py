@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import struct
 from collections.abc import Sequence
 from enum import IntEnum
 
@@ -622,3 +623,64 @@ async def get_memory_parameters(session: Session, args: Unpacker) -> bytes:
     pack_params(packer, params[:wanted])
     packer.int32(min(wanted, len(params)) if wanted else len(params))
     return packer.data()
+
+
+TypedValue = int | float | str
+
+
+def unpack_params(args: Unpacker, most: int) -> dict[str, TypedValue]:
+    """``remote_typed_param<>``: each field name, its type, and the value."""
+
+    def one() -> tuple[str, TypedValue]:
+        field = args.string(STRING_MAX)
+        kind = args.int32()
+        value: TypedValue
+        if kind in (ParamType.INT, ParamType.BOOLEAN):
+            value = args.int32()
+        elif kind == ParamType.UINT:
+            value = args.uint32()
+        elif kind == ParamType.LLONG:
+            value = args.int64()
+        elif kind == ParamType.ULLONG:
+            value = args.uint64()
+        elif kind == ParamType.DOUBLE:
+            value = float(struct.unpack(">d", args.fixed_opaque(8))[0])
+        elif kind == ParamType.STRING:
+            value = args.string(STRING_MAX)
+        else:
+            raise VirtbusError.of(ErrorCode.RPC, f"unknown parameter type {kind}")
+        return field, value
+
+    return dict(args.array(one, most))
+
+
+MEMORY_PARAMS = ("hard_limit", "soft_limit", "swap_hard_limit")
+
+
+@handles(Proc.DOMAIN_SET_MEMORY_PARAMETERS)
+async def set_memory_parameters(session: Session, args: Unpacker) -> bytes:
+    """``hard_limit`` is the domain's memory, as setmem sets it (live and in its
+    definition); its swap limit follows it, since a domain has no swap of its own. A
+    soft limit or another swap limit cannot be set."""
+    domain = read_domain(args)
+    params = unpack_params(args, MEMORY_PARAMETERS_MAX)
+    check_flags(args.uint32(), 1 | 2, "virDomainSetMemoryParameters")
+    for name in params:
+        if name not in MEMORY_PARAMS:
+            raise VirtbusError.of(ErrorCode.INVALID_ARG, f"parameter '{name}' not supported")
+    for name in MEMORY_PARAMS[1:]:
+        if name in params:
+            raise VirtbusError.of(
+                ErrorCode.NO_SUPPORT,
+                f"memory parameter '{name}' on a virtbus host: a domain's one memory control "
+                "is its hard_limit",
+            )
+    hard = params.get("hard_limit")
+    if hard is None:
+        return b""
+    if not isinstance(hard, int) or not 0 < hard < MEMORY_PARAM_UNLIMITED:
+        raise VirtbusError.of(
+            ErrorCode.NO_SUPPORT, f"a hard_limit of {hard} on a virtbus host: give a size"
+        )
+    await on_domain(session, domain, SetMemory, DomainRecord, {"memory_kib": hard})
+    return b""

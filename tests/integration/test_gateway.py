@@ -187,6 +187,11 @@ async def test_virsh_schedinfo_and_memtune_show_the_cgroups_controls(
         "vcpu_quota": "100000",
     }
     assert _fields(await virsh.ok("memtune", "tuned")) == configured
+    await virsh.ok("memtune", "tuned", "--hard-limit", "98304")
+    assert _fields(await virsh.ok("memtune", "tuned"))["hard_limit"] == "98304"
+    assert "98304 KiB" in await virsh.ok("dominfo", "tuned")
+    refused = await virsh("memtune", "tuned", "--soft-limit", "1000")
+    assert refused.status == 1 and "'soft_limit'" in refused.err
     assert _fields(await virsh.ok("schedinfo", "--config", "tuned"))["cpu_shares"] == "0"
 
 

@@ -27,6 +27,7 @@ from agent.gateway.protocol import (
     packet_length,
 )
 from agent.gateway.server import Client
+from agent.gateway.stats import ParamType, pack_params
 from agent.gateway.xdr import Packer, Unpacker, XdrError
 from schemas.codes import ErrorCode, EventId
 from schemas.commands import op_of
@@ -277,6 +278,56 @@ async def test_get_info_packs_char_and_short_as_four_bytes(peer: Peer) -> None:
     assert body.remaining == 4 + 8 + 8 + 4 + 8
     assert body.uint32() == 1
     assert (body.uint64(), body.uint64(), body.uint32(), body.uint64()) == (65536, 1024, 2, 7)
+
+
+def memory_params(*params: tuple[str, ParamType, int], flags: int = 0) -> bytes:
+    packer = Packer()
+    pack_params(packer, list(params))
+    packer.uint32(flags)
+    return domain_payload() + packer.data()
+
+
+async def test_a_hard_limit_set_is_the_domains_memory(peer: Peer, bus: FakeBus) -> None:
+    await peer.open()
+    await peer.ok(
+        Proc.DOMAIN_SET_MEMORY_PARAMETERS, memory_params(("hard_limit", ParamType.ULLONG, 98304))
+    )
+    assert bus.calls[-1][1:3] == ("domain.set_memory", {"memory_kib": 98304})
+
+
+@pytest.mark.parametrize(
+    ("param", "code", "text"),
+    [
+        (
+            ("soft_limit", ParamType.ULLONG, 1000),
+            ErrorCode.NO_SUPPORT,
+            "this function is not supported by the connection driver: memory parameter "
+            "'soft_limit' on a virtbus host: a domain's one memory control is its hard_limit",
+        ),
+        (
+            ("hard_limit", ParamType.ULLONG, 9007199254740991),
+            ErrorCode.NO_SUPPORT,
+            "this function is not supported by the connection driver: a hard_limit of "
+            "9007199254740991 on a virtbus host: give a size",
+        ),
+        (
+            ("min_guarantee", ParamType.ULLONG, 1),
+            ErrorCode.INVALID_ARG,
+            "invalid argument: parameter 'min_guarantee' not supported",
+        ),
+    ],
+    ids=["soft-limit", "unlimited", "unknown"],
+)
+async def test_memory_parameters_a_domain_has_not_are_refused_unsent(
+    peer: Peer, bus: FakeBus, param: tuple[str, ParamType, int], code: ErrorCode, text: str
+) -> None:
+    await peer.open()
+    sent = len(bus.calls)
+    assert await peer.error(Proc.DOMAIN_SET_MEMORY_PARAMETERS, memory_params(param)) == (
+        code,
+        text,
+    )
+    assert [op for _, op, _, _ in bus.calls[sent:]] == []
 
 
 async def test_an_unexpected_answer_is_internal_error_not_a_crash(peer: Peer) -> None:
