@@ -47,12 +47,13 @@ class DomainInfo(WireModel):
 
 class DomainTuning(WireModel):
     """The CPU scheduler's ``cpu_shares`` (the cgroup's relative weight), ``vcpu_period``
-    and ``vcpu_quota`` (µs; a quota of -1: none), and the memory limits in KiB (None:
-    unlimited; ``swap_hard_limit`` counts memory and swap together, as libvirt's)."""
+    and ``vcpu_quota`` (µs; a quota of -1: none; both None: the host's kernel has no CPU
+    bandwidth control), and the memory limits in KiB (None: unlimited;
+    ``swap_hard_limit`` counts memory and swap together, as libvirt's)."""
 
     cpu_shares: int
-    vcpu_period: int
-    vcpu_quota: int
+    vcpu_period: int | None = None
+    vcpu_quota: int | None = None
     hard_limit_kib: int | None = None
     soft_limit_kib: int | None = None
     swap_hard_limit_kib: int | None = None

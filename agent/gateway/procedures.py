@@ -159,6 +159,12 @@ class Call:
 CALL: ContextVar[Call | None] = ContextVar("call", default=None)
 
 
+def access_api() -> str:
+    """The libvirt function of the call being answered, for its errors."""
+    call = CALL.get()
+    return call.api if call is not None else "?"
+
+
 def session_procedure() -> int:
     """The number of the procedure being answered (for a handler of several)."""
     call = CALL.get()

@@ -20,6 +20,7 @@ from agent.gateway.procedures import (
     LIST_OTHER,
     STATE_FLAGS,
     Session,
+    access_api,
     check_flags,
     expect,
     flags_of,
@@ -559,11 +560,12 @@ async def _tuning(session: Session, domain: WireDomain, flags: int) -> DomainTun
 
 
 def _scheduler_params(tuning: DomainTuning) -> list[Param]:
-    return [
-        ("cpu_shares", ParamType.ULLONG, tuning.cpu_shares),
-        ("vcpu_period", ParamType.ULLONG, tuning.vcpu_period),
-        ("vcpu_quota", ParamType.LLONG, tuning.vcpu_quota),
-    ]
+    """cpu_shares, and the CFS period and quota where the kernel controls bandwidth."""
+    params: list[Param] = [("cpu_shares", ParamType.ULLONG, tuning.cpu_shares)]
+    if tuning.vcpu_period is not None and tuning.vcpu_quota is not None:
+        params.append(("vcpu_period", ParamType.ULLONG, tuning.vcpu_period))
+        params.append(("vcpu_quota", ParamType.LLONG, tuning.vcpu_quota))
+    return params
 
 
 def _memory_params(tuning: DomainTuning) -> list[Param]:
@@ -581,7 +583,7 @@ def _memory_params(tuning: DomainTuning) -> list[Param]:
 def _count(args: Unpacker, most: int) -> int:
     wanted = args.int32()
     if wanted > most:
-        raise VirtbusError.of(ErrorCode.RPC, f"nparams too large: {wanted} > {most}")
+        raise VirtbusError.of(ErrorCode.INTERNAL_ERROR, "nparams too large")
     if wanted < 0:
         raise VirtbusError.of(ErrorCode.INVALID_ARG, "nparams must be non-negative")
     return wanted
@@ -589,10 +591,10 @@ def _count(args: Unpacker, most: int) -> int:
 
 @handles(Proc.DOMAIN_GET_SCHEDULER_TYPE)
 async def get_scheduler_type(session: Session, args: Unpacker) -> bytes:
-    await on_domain(session, read_domain(args), GetInfo, DomainInfo)
+    params = _scheduler_params(await _tuning(session, read_domain(args), 0))
     packer = Packer()
     packer.string(SCHEDULER)
-    packer.int32(3)
+    packer.int32(len(params))
     return packer.data()
 
 
@@ -604,6 +606,10 @@ async def get_scheduler_parameters(session: Session, args: Unpacker) -> bytes:
     wanted = _count(args, SCHEDULER_PARAMETERS_MAX)
     flags = flags_of(args, Proc.DOMAIN_GET_SCHEDULER_PARAMETERS_FLAGS)
     check_flags(flags, TUNING_FLAGS, "virDomainGetSchedulerParametersFlags")
+    if not wanted:
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG, f"nparams in {access_api()} must be greater than zero"
+        )
     params = _scheduler_params(await _tuning(session, domain, flags))
     packer = Packer()
     pack_params(packer, params[:wanted])

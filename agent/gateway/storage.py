@@ -17,8 +17,8 @@ from weakref import WeakKeyDictionary
 
 from agent.client import VirtbusError
 from agent.gateway.procedures import (
-    CALL,
     Session,
+    access_api,
     check_flags,
     expect,
     handles,
@@ -158,12 +158,6 @@ async def _on(
     session: Session, domain: WireDomain, op: type[CommandBase], args: dict[str, Any] | None = None
 ) -> Result:
     return await session.conn.call(session.target, op, args, {"uuid": str(domain.uuid)})
-
-
-def access_api() -> str:
-    """The libvirt function of the call being answered, for its errors."""
-    call = CALL.get()
-    return call.api if call is not None else "?"
 
 
 def _wire_pool(pool: PoolRecord) -> WirePool:

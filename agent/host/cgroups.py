@@ -20,12 +20,14 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 PROC = Path("/proc")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 READ_BYTES = 65536
 
+_T = TypeVar("_T")
 Read = Callable[[str], str]
 """A kernel file's whole text, by path."""
 
@@ -260,18 +262,20 @@ def memory(cgroup: Cgroup, read: Read = read_text) -> MemoryUse:
 
 
 UNLIMITED_BYTES = 1 << 62
-"""cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit number."""
+"""A limit this large is none: cgroup v1 writes "no limit" as the largest page-aligned
+signed 64-bit number, far above it."""
 
 
 @dataclass(frozen=True)
 class Tuning:
     """The CPU controller's weight (v1's shares, v2's weight), the CFS period and quota
-    in µs (-1: no quota), and the memory limits in bytes (None: none); ``memory_swap``
-    counts memory and swap together (v1's memsw)."""
+    in µs (-1: no quota; None: the kernel has no CPU bandwidth control), and the memory
+    limits in bytes (None: none, or swap not accounted); ``memory_swap`` counts memory
+    and swap together (v1's memsw)."""
 
     cpu_shares: int
-    cpu_period: int
-    cpu_quota: int
+    cpu_period: int | None
+    cpu_quota: int | None
     memory_hard: int | None
     memory_soft: int | None
     memory_swap: int | None
@@ -279,30 +283,40 @@ class Tuning:
 
 def tuning(cgroup: Cgroup, read: Read = read_text) -> Tuning:
     cpu = cgroup.v1.get("cpu")
+    period: int | None
+    quota: int | None
     if cpu is not None:
         shares = _number(read(f"{cpu}/cpu.shares"))
-        period = _number(read(f"{cpu}/cpu.cfs_period_us"))
-        quota = _number(read(f"{cpu}/cpu.cfs_quota_us"))
+        period = _optional(read, f"{cpu}/cpu.cfs_period_us", _number)
+        quota = _optional(read, f"{cpu}/cpu.cfs_quota_us", _number)
     else:
         unified = _unified(cgroup)
         shares = _number(read(f"{unified}/cpu.weight"))
-        limit, _, every = read(f"{unified}/cpu.max").partition(" ")
-        period, quota = int(every), -1 if limit == "max" else int(limit)
+        bandwidth = _optional(read, f"{unified}/cpu.max", str.split)
+        period = quota = None
+        if bandwidth is not None:
+            limit, every = bandwidth
+            period, quota = int(every), -1 if limit == "max" else int(limit)
     memory = cgroup.v1.get("memory")
     if memory is not None:
         hard = _limit(read(f"{memory}/memory.limit_in_bytes"))
         soft = _limit(read(f"{memory}/memory.soft_limit_in_bytes"))
-        try:
-            swap = _limit(read(f"{memory}/memory.memsw.limit_in_bytes"))
-        except FileNotFoundError:  # swap not accounted
-            swap = None
+        swap = _optional(read, f"{memory}/memory.memsw.limit_in_bytes", _limit)
     else:
         unified = _unified(cgroup)
         hard = _limit(read(f"{unified}/memory.max"))
         soft = _limit(read(f"{unified}/memory.high"))
-        swap_only = _limit(read(f"{unified}/memory.swap.max"))
+        swap_only = _optional(read, f"{unified}/memory.swap.max", _limit)
         swap = None if swap_only is None or hard is None else swap_only + hard
     return Tuning(shares, period, quota, hard, soft, swap)
+
+
+def _optional(read: Read, path: str, parse: Callable[[str], _T]) -> _T | None:
+    """A file the kernel has only with an option (CPU bandwidth, swap accounting)."""
+    try:
+        return parse(read(path))
+    except FileNotFoundError:
+        return None
 
 
 def _limit(text: str) -> int | None:

@@ -413,6 +413,11 @@ def get_tuning(ops: Operations, command: GetTuning) -> DomainTuning:
     (a vCPU count is a CFS quota of that many periods; memory is the limit of memory and
     swap together, so no swap), the rest unset, as libvirt reports an unset control."""
     domain = ops.domains.get(command.target)
+    if command.args.live and command.args.config:
+        raise VirtError(
+            ErrorCode.INVALID_ARG,
+            "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
+        )
     live, _ = affected(domain, command.args.live, command.args.config)
     if live:
         try:

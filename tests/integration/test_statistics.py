@@ -290,12 +290,14 @@ async def test_the_client_reads_a_domains_tuning_from_its_cgroup(host: Host) -> 
         tuned = await conn.lookup_by_name(host.name, "tuned")
         await tuned.create()
         live = await tuned.tuning()
-        # Docker's defaults beside the limits virtbus sets: 1,024 shares, no soft limit
-        assert (live.cpu_shares, live.vcpu_period, live.vcpu_quota) == (1024, 100000, 100000)
+        # Docker's defaults beside the limits virtbus sets: its weight, no soft limit
+        expected = (test_gateway.DEFAULT_CPU_SHARES, 100000, 100000)
+        assert (live.cpu_shares, live.vcpu_period, live.vcpu_quota) == expected
+        swap = 65536 if test_gateway.SWAP_ACCOUNTED else None
         assert (live.hard_limit_kib, live.soft_limit_kib, live.swap_hard_limit_kib) == (
             65536,
             None,
-            65536,
+            swap,
         )
         config = await tuned.tuning(config=True)
         assert (config.cpu_shares, config.hard_limit_kib) == (0, 65536)

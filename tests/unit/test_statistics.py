@@ -358,6 +358,16 @@ def test_tuning_reads_cgroup_v2s_controls(v2: tuple[Path, Path]) -> None:
     assert found == Tuning(100, 100000, 200000, 64 * MIB, None, 64 * MIB)
 
 
+def test_tuning_leaves_out_what_the_kernel_has_no_file_for(v2: tuple[Path, Path]) -> None:
+    """No CPU bandwidth control (no cpu.max), no swap accounting (no memory.swap.max)."""
+    proc, root = v2
+    group = root / CONTAINER.lstrip("/")
+    write(group / "cpu.weight", "100\n")
+    write(group / "memory.max", "max\n")
+    write(group / "memory.high", "max\n")
+    assert tuning(Cgroup.of(PID, proc, root)) == Tuning(100, None, None, None, None, None)
+
+
 async def test_tuning_of_a_definition_is_what_it_asks_docker_for(tmp_path: Path) -> None:
     with Store(tmp_path / "h1") as store:
         async with fakes.fake_host(store, tmp_path) as host:
