@@ -59,6 +59,7 @@ LIBVIRT: dict[str, str] = {
     "host.login": "— (docker login)",
     "host.logout": "— (docker logout)",
     "domain.get_stats": "virDomainListGetStats (and its memory, block, interface, CPU stats)",
+    "domain.get_tuning": "virDomainGetSchedulerParametersFlags, virDomainGetMemoryParameters",
     "host.get_all_domain_stats": "virConnectGetAllDomainStats",
     "host.get_capabilities": "virConnectGetCapabilities / GetDomainCapabilities / GetSysinfo",
     "host.get_node_stats": "virNodeGetMemoryStats / virNodeGetCPUStats",
