@@ -49,11 +49,16 @@ class DomainObj:
         return self.state in ACTIVE_STATES
 
     @property
+    def next_definition(self) -> DomainSpec:
+        """The definition its next start applies: libvirt's persistent one."""
+        return self.pending or self.spec
+
+    @property
     def definition(self) -> DomainSpec:
         """The definition libvirt shows as the domain's own: the one it runs with while
         active; once shut off, the one its next start applies (libvirt drops a stopped
         domain's live definition)."""
-        return self.spec if self.active else (self.pending or self.spec)
+        return self.spec if self.active else self.next_definition
 
     def copy(self) -> DomainObj:
         """A copy to put the domain back as it was with ``restore``. Its definitions are

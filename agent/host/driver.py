@@ -571,7 +571,13 @@ class DockerDriver:
         try:
             return await coroutine
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
-            raise virt_error(error, self._timeout_s + longer_s) from None
+            raise self._error(error, longer_s) from None
+
+    def _error(
+        self, error: aiodocker.DockerError | aiohttp.ClientError | OSError, longer_s: float = 0
+    ) -> VirtError:
+        """``virt_error`` with this driver's bound (``longer_s`` more for a stop's grace)."""
+        return virt_error(error, self._timeout_s + longer_s)
 
     async def observe_all(self) -> list[Observed]:
         entries = await self._call(
@@ -607,9 +613,9 @@ class DockerDriver:
         except aiodocker.DockerError as error:
             if error.status == 404:
                 return None
-            raise virt_error(error, self._timeout_s) from None
+            raise self._error(error) from None
         except (aiohttp.ClientError, OSError) as error:
-            raise virt_error(error, self._timeout_s) from None
+            raise self._error(error) from None
         facts = _Inspect.model_validate(raw)
         labels = facts.Config.Labels or {}
         if labels.get(HOST_LABEL) != self.host or UUID_LABEL not in labels:
@@ -729,9 +735,9 @@ class DockerDriver:
         except aiodocker.DockerError as error:
             if error.status == 404:
                 return None
-            raise virt_error(error, self._timeout_s) from None
+            raise self._error(error) from None
         except (aiohttp.ClientError, OSError) as error:
-            raise virt_error(error, self._timeout_s) from None
+            raise self._error(error) from None
         if (facts.Labels or {}).get(HOST_LABEL) != self.host:
             return None
         bridge = (facts.Options or {}).get(BRIDGE_OPTION) or f"br-{facts.Id[:12]}"
@@ -853,7 +859,7 @@ class DockerDriver:
             async with asyncio.timeout(self._timeout_s):
                 await stream.__aenter__()
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as error:
-            raise virt_error(error, self._timeout_s) from None
+            raise self._error(error) from None
         return _AttachedTerminal(stream)
 
     async def pause(self, handle: str) -> None:
@@ -877,12 +883,12 @@ class DockerDriver:
                 return
             except aiodocker.DockerError as error:
                 if asyncio.get_running_loop().time() >= deadline:
-                    raise virt_error(error, self._timeout_s) from None
+                    raise self._error(error) from None
                 observed = await self.observe(handle)
                 if observed is None or observed.status != ("running" if pause else "paused"):
-                    raise virt_error(error, self._timeout_s) from None
+                    raise self._error(error) from None
             except (aiohttp.ClientError, OSError) as error:
-                raise virt_error(error, self._timeout_s) from None
+                raise self._error(error) from None
             await asyncio.sleep(TOGGLE_RETRY_S)
 
     async def rename(self, handle: str, name: str) -> None:
@@ -928,11 +934,11 @@ class DockerDriver:
             raw = await self.docker.images.inspect(image)
         except aiodocker.DockerError as error:
             if error.status != 404:
-                raise virt_error(error, self._timeout_s) from None
+                raise self._error(error) from None
             await self._pull(image, credentials, listener)
             raw = await self._call(self.docker.images.inspect(image))
         except (aiohttp.ClientError, OSError) as error:
-            raise virt_error(error, self._timeout_s) from None
+            raise self._error(error) from None
         config = _ImageInspect.model_validate(raw).Config
         if config is None:
             return None
@@ -1040,11 +1046,11 @@ class DockerDriver:
             await self.docker.images.delete(reference)
         except aiodocker.DockerError as error:
             if error.status != 409:
-                raise virt_error(error, self._timeout_s) from None
+                raise self._error(error) from None
             # used by a container: untag it, the prune removes the image after
             await self._call(self.docker.images.delete(reference, force=True))
         except (aiohttp.ClientError, OSError) as error:
-            raise virt_error(error, self._timeout_s) from None
+            raise self._error(error) from None
 
     async def prune_snapshot_images(self) -> None:
         """Garbage collection of this host's snapshot images that nothing names any more:

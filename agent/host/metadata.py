@@ -40,6 +40,17 @@ def affected(domain: DomainObj, live: bool, config: bool) -> tuple[bool, bool]:
     return live, config
 
 
+def read_live(domain: DomainObj, live: bool, config: bool) -> bool:
+    """For a call that reads one definition: True for the running one. Both flags are
+    INVALID_ARG, as libvirt's getters answer."""
+    if live and config:
+        raise VirtError(
+            ErrorCode.INVALID_ARG,
+            "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
+        )
+    return affected(domain, live, config)[0]
+
+
 def _with_element(spec: DomainSpec, uri: str, element: etree._Element | None) -> DomainSpec:
     """The spec with its element of namespace ``uri`` replaced by ``element`` (or removed)."""
     kept = []
@@ -108,7 +119,7 @@ def set_metadata(ops: Operations, command: SetMetadata) -> DomainRecord:
     args = command.args
     domain = ops.domains.get(command.target)
     live, config = affected(domain, args.live, args.config)
-    persistent = domain.pending or domain.spec
+    persistent = domain.next_definition
     if live:
         if not config and domain.pending is None and domain.persistent:
             domain.pending = domain.spec
@@ -146,13 +157,7 @@ def get_metadata(ops: Operations, command: GetMetadata) -> Metadata:
     """NO_DOMAIN_METADATA when the domain has none of the kind (or namespace) asked for."""
     args = command.args
     domain = ops.domains.get(command.target)
-    if args.live and args.config:
-        raise VirtError(
-            ErrorCode.INVALID_ARG,
-            "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
-        )
-    live, _ = affected(domain, args.live, args.config)
-    spec = domain.spec if live else (domain.pending or domain.spec)
+    spec = domain.spec if read_live(domain, args.live, args.config) else domain.next_definition
     if args.type in FIELDS:
         value = getattr(spec, FIELDS[args.type])
         if value is None:

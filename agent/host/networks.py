@@ -410,7 +410,7 @@ async def attach_device(ops: Operations, command: AttachDevice) -> DeviceChange:
     assert args.interface is not None
     nic = args.interface
     _check_nic(ops, nic, live)
-    base = domain.pending or domain.spec
+    base = domain.next_definition
     for spec in [domain.spec] * live + [base] * config:
         if any(have.network == nic.network for have in spec.nics()):
             raise invalid(f"domain '{domain.name}' already has an interface on '{nic.network}'")
@@ -434,7 +434,7 @@ async def attach_device(ops: Operations, command: AttachDevice) -> DeviceChange:
         running = _with_nics(domain.spec, [*domain.spec.nics(), nic])
         if config:
             changed = _with_nics(base, [*base.nics(), nic])
-        domain.pending = changed if config else (domain.pending or domain.spec)
+        domain.pending = changed if config else domain.next_definition
         domain.spec = running
         ops.monitor.device_changed(domain, "added", alias, command.id)
     else:
@@ -476,7 +476,7 @@ async def detach_device(ops: Operations, command: DetachDevice) -> DeviceChange:
             f"no interface on network '{wanted.network}' found in domain '{domain.name}'",
         )
 
-    base = domain.pending or domain.spec
+    base = domain.next_definition
     index, changed = 0, base
     if config:
         index, rest = without(base)
@@ -484,7 +484,7 @@ async def detach_device(ops: Operations, command: DetachDevice) -> DeviceChange:
     if live:
         index, remaining = without(domain.spec)
         await ops.driver.disconnect(str(domain.handle), wanted.network)
-        domain.pending = changed if config else (domain.pending or domain.spec)
+        domain.pending = changed if config else domain.next_definition
         domain.spec = _with_nics(domain.spec, remaining)
         ops.monitor.device_changed(domain, "removed", f"net{index}", command.id)
     else:
@@ -504,7 +504,7 @@ def _attach_filesystem(
             "live attach of device 'filesystem' is not supported: attach it to the "
             "persistent definition (--config); it is mounted at the next start",
         )
-    base = domain.pending or domain.spec
+    base = domain.next_definition
     if any(have.target == mount.target for have in base.mounts):
         raise invalid(f"target '{mount.target}' already mounted")
     changed = base.model_copy(update={"mounts": [*base.mounts, mount]})
@@ -524,7 +524,7 @@ def _detach_filesystem(
             "live detach of device 'filesystem' is not supported: detach it from the "
             "persistent definition (--config); it is unmounted at the next start",
         )
-    base = domain.pending or domain.spec
+    base = domain.next_definition
     kept = [have for have in base.mounts if have.target != mount.target]
     if len(kept) == len(base.mounts):
         raise VirtError(

@@ -843,7 +843,7 @@ class Operations:
             raise invalid("cannot undefine transient domain")
         if domain.snapshots and not command.args.snapshots:
             raise invalid(f"cannot delete inactive domain with {domain.snapshots} snapshots")
-        defined = domain.pending or domain.spec
+        defined = domain.next_definition
         volumes = [v.volume for v in defined.volumes] if command.args.volumes else []
         if domain.active:
             with self._monitor.kept(domain):
@@ -967,7 +967,7 @@ class Operations:
         ID) or, ``inactive``, the one it will have at its next start."""
         domain = self._domains.get(command.target)
         inactive = command.args.inactive
-        spec = (domain.pending or domain.spec) if inactive else domain.definition
+        spec = domain.next_definition if inactive else domain.definition
         spec = spec.model_copy(update={"autostart": domain.autostart})
         try:
             return DomainXml(xml=domain_xml(spec, None if inactive else domain.record().id))

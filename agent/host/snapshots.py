@@ -111,7 +111,7 @@ async def create(ops: Operations, command: SnapshotCreate) -> SnapshotRecord:
         DESCRIPTION_LABEL: command.args.description,
         PARENT_LABEL: domain.current_snapshot or "",
         ACTIVE_LABEL: "1" if domain.active else "0",
-        SPEC_LABEL: (domain.pending or domain.spec).model_dump_json(),
+        SPEC_LABEL: domain.next_definition.model_dump_json(),
     }
     await ops.driver.commit(ops.handle_of(domain), _tag(domain, name), labels)
     domain.snapshots = len(images) + 1

@@ -21,7 +21,7 @@ from uuid import UUID
 from agent.errors import VirtError
 from agent.host import cgroups
 from agent.host.domains import DomainObj
-from agent.host.metadata import affected
+from agent.host.metadata import read_live
 from agent.host.node import (
     capabilities_xml,
     domain_capabilities_xml,
@@ -388,11 +388,11 @@ def release(ops: Operations) -> None:
 
 
 def reader(ops: Operations, domain: DomainObj, cache: CgroupCache | None = None) -> Reader:
-    engine = ops.engine
+    engine, definition = ops.engine, domain.definition
     return Reader(
         domain,
-        domain.definition.memory_kib or engine.memory_kib,
-        domain.definition.vcpus or engine.cpus,
+        definition.memory_kib or engine.memory_kib,
+        definition.vcpus or engine.cpus,
         cache=cache or cgroup_cache(ops),
     )
 
@@ -413,13 +413,7 @@ def get_tuning(ops: Operations, command: GetTuning) -> DomainTuning:
     (a vCPU count is a CFS quota of that many periods; memory is the limit of memory and
     swap together, so no swap), the rest unset, as libvirt reports an unset control."""
     domain = ops.domains.get(command.target)
-    if command.args.live and command.args.config:
-        raise VirtError(
-            ErrorCode.INVALID_ARG,
-            "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
-        )
-    live, _ = affected(domain, command.args.live, command.args.config)
-    if live:
+    if read_live(domain, command.args.live, command.args.config):
         try:
             read = cgroups.tuning(cgroups.Cgroup.of(domain.pid))
         except (OSError, ValueError) as error:
@@ -435,7 +429,7 @@ def get_tuning(ops: Operations, command: GetTuning) -> DomainTuning:
             soft_limit_kib=_kib(read.memory_soft),
             swap_hard_limit_kib=_kib(read.memory_swap),
         )
-    spec = domain.pending or domain.spec
+    spec = domain.next_definition
     return DomainTuning(
         cpu_shares=0,
         vcpu_period=CFS_PERIOD_US if spec.vcpus else 0,
