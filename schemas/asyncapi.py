@@ -344,7 +344,7 @@ def _channels() -> dict[str, Any]:
             "{host}.tunable",
             "Tunable events",
             "libvirt's VIR_DOMAIN_EVENT_ID_TUNABLE (17): tunables of a domain changed "
-            "(`memory_kib`, `vcpus`).",
+            "(`memory_kib`, `soft_limit_kib`, `swap_hard_limit_kib`, `vcpus`, `cpu_shares`).",
             "TunableEvent",
         ),
         "deviceEvents": _event_channel(

@@ -19,6 +19,8 @@ from pydantic import (
 from schemas.base import WIRE_VERSION, AwareTimestamp, DomainName, MessageId, Uuid, WireModel
 from schemas.codes import ErrorCode
 from schemas.domain import (
+    MAX_CPU_SHARES,
+    MIN_CPU_SHARES,
     MIN_MEMORY_KIB,
     Description,
     DomainSpec,
@@ -575,6 +577,36 @@ class GetTuning(DomainCommand):
     args: TuningArgs = TuningArgs()
 
 
+class SetTuningArgs(WireModel):
+    """The controls to change (at least one), and which definitions: ``live``, ``config``
+    or both; neither: the running one of an active domain, the persistent one otherwise
+    (libvirt's VIR_DOMAIN_AFFECT_*)."""
+
+    live: bool = False
+    config: bool = False
+    cpu_shares: int | None = Field(default=None, ge=MIN_CPU_SHARES, le=MAX_CPU_SHARES)
+    memory_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
+    soft_limit_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
+    swap_hard_limit_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
+
+    @model_validator(mode="after")
+    def _something_to_set(self) -> SetTuningArgs:
+        if not self.changes():
+            raise ValueError("no control to set")
+        return self
+
+    def changes(self) -> dict[str, int]:
+        """The spec's fields this sets, by name."""
+        return self.model_dump(exclude={"live", "config"}, exclude_none=True)
+
+
+class SetTuning(DomainCommand):
+    """virDomainSetSchedulerParametersFlags and virDomainSetMemoryParameters."""
+
+    op: Literal["domain.set_tuning"]
+    args: SetTuningArgs
+
+
 class GetAllDomainStats(CommandBase):
     op: Literal["host.get_all_domain_stats"]
     read_only: ClassVar[bool] = True
@@ -841,6 +873,7 @@ Command = Annotated[
     | Logout
     | GetStats
     | GetTuning
+    | SetTuning
     | GetAllDomainStats
     | GetCapabilities
     | GetNodeStats

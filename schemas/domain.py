@@ -27,6 +27,10 @@ from schemas.codes import DomainState, reason_of
 from schemas.xmldoc import normal_fragment
 
 MIN_MEMORY_KIB = 6 * 1024
+TUNABLES = ("memory_kib", "soft_limit_kib", "swap_hard_limit_kib", "vcpus", "cpu_shares")
+"""The spec's fields that can change while the domain runs (libvirt's tunables)."""
+MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144
+"""The kernel's bounds of ``cpu.shares``."""
 """Docker refuses a memory limit below 6 MiB."""
 MAX_PIDS = 4_194_304
 """The kernel's highest ``pid_max``."""
@@ -159,7 +163,16 @@ class DomainSpec(WireModel):
     workdir: AbsolutePath | None = None
     user: UserRef | None = None
     memory_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
+    """The hard limit of the domain's memory (libvirt's ``<memory>``, and memtune's
+    ``hard_limit``)."""
+    soft_limit_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
+    """What the kernel reclaims the domain's memory down to under host memory pressure."""
+    swap_hard_limit_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
+    """The limit of memory and swap together; None: ``memory_kib`` (no swap)."""
     vcpus: int | None = Field(default=None, ge=1, le=4096)
+    cpu_shares: int | None = Field(default=None, ge=MIN_CPU_SHARES, le=MAX_CPU_SHARES)
+    """The domain's weight against others when the host's CPUs are busy (cgroup v1's
+    ``cpu.shares``; the kernel's default 1,024 if None)."""
     pids_limit: int | None = Field(default=None, ge=1, le=MAX_PIDS)
     autostart: bool = False
     on_crash: Literal["destroy", "restart"] = "destroy"
@@ -196,6 +209,34 @@ class DomainSpec(WireModel):
         if len(set(joined)) != len(joined):
             raise ValueError("a domain joins each network once")
         return self
+
+    @model_validator(mode="after")
+    def _memory_limits_in_order(self) -> DomainSpec:
+        self.check_memory_limits()
+        return self
+
+    def check_memory_limits(self) -> None:
+        """Raise ValueError unless soft limit ≤ hard limit ≤ swap limit, as Docker (and,
+        for swap, libvirt) requires; a swap limit needs a hard limit."""
+        memory, soft, swap = self.memory_kib, self.soft_limit_kib, self.swap_hard_limit_kib
+        if swap is not None and memory is None:
+            raise ValueError("a swap_hard_limit needs a memory hard_limit")
+        if swap is not None and memory is not None and memory > swap:
+            raise ValueError(
+                "memory hard_limit tuning value must be less than or equal to swap_hard_limit"
+            )
+        if soft is not None and memory is not None and soft > memory:
+            raise ValueError(
+                "memory soft_limit tuning value must be less than or equal to hard_limit"
+            )
+
+    def tunables(self) -> dict[str, int]:
+        """The controls the domain's container is given, by field name; those left to the
+        host are left out, and so is a swap limit equal to the memory limit (no swap)."""
+        given = {name: getattr(self, name) for name in TUNABLES}
+        if given["swap_hard_limit_kib"] == self.memory_kib:
+            del given["swap_hard_limit_kib"]
+        return {name: value for name, value in given.items() if value is not None}
 
     def nics(self) -> list[Interface]:
         """Every interface, the one on ``network`` first, each with its MAC address

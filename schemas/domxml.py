@@ -11,7 +11,11 @@ The mapping (libvirt's elements on the left, the spec's fields on the right):
     <title>, <description>                 title, description
     <metadata>                             metadata_xml: its elements, kept verbatim
     <memory>, <currentMemory>              memory_kib; every libvirt unit, KiB by default
+    <memtune>                              <hard_limit>: memory_kib (equal to <memory>, or
+                                           without it); <soft_limit>: soft_limit_kib;
+                                           <swap_hard_limit>: swap_hard_limit_kib
     <vcpu>                                 vcpus
+    <cputune><shares>                      cpu_shares
     <os><type>exe</type>                   the only OS type a container has
         <init>, <initarg>…                 command
         <initenv name='K'>V</initenv>…     env
@@ -190,6 +194,7 @@ class _Reader:
         self.refused: dict[str, int] = {}
         self.memory_kib: int | None = None
         self.current: tuple[int, Element] | None = None
+        self.hard_limit: tuple[int, Element] | None = None
 
     def refuse(self, what: str, at: Element) -> None:
         """Note what virtbus cannot do; ``at`` places it in the document's order."""
@@ -236,7 +241,9 @@ class _Reader:
             "metadata": self.metadata,
             "memory": self.memory,
             "currentMemory": self.current_memory,
+            "memtune": self.memtune,
             "vcpu": self.vcpu,
+            "cputune": self.cputune,
             "os": self.os,
             "features": self.features,
             "clock": self.clock,
@@ -320,8 +327,33 @@ class _Reader:
         if memory is not None and current is not None and current[0] < memory:
             self.refuse("<currentMemory> below <memory> (memory ballooning)", current[1])
         limit = memory if memory is not None or current is None else current[0]
+        hard = self.hard_limit
+        if hard is not None and limit is not None and hard[0] != limit:
+            self.refuse("<memtune><hard_limit> other than <memory> (a second limit)", hard[1])
+        elif hard is not None:
+            limit = hard[0]
         if limit is not None:
             self.fields["memory_kib"] = limit
+
+    def memtune(self, element: Element) -> None:
+        self.only(element, "<memtune>")
+        names = ("hard_limit", "soft_limit", "swap_hard_limit")
+        for name, (limit,) in self.children(element, "<memtune>", names).items():
+            where = f"<memtune><{name}>"
+            self.only(limit, where, ("unit",))
+            kib = _kib(limit, where)
+            if name == "hard_limit":
+                self.hard_limit = (kib, limit)
+            else:
+                self.fields[f"{name}_kib"] = kib
+
+    def cputune(self, element: Element) -> None:
+        self.only(element, "<cputune>")
+        for shares in self.children(element, "<cputune>", ("shares",)).get("shares", []):
+            self.only(shares, "<cputune><shares>")
+            self.fields["cpu_shares"] = _number(
+                _text(shares, "<cputune><shares>"), "<cputune><shares>"
+            )
 
     def vcpu(self, element: Element) -> None:
         placement = element.get("placement", "static")
@@ -602,8 +634,20 @@ def domain_xml(spec: DomainSpec, domain_id: int | None = None) -> str:
     if spec.memory_kib is not None:
         add(_element(1, "memory", str(spec.memory_kib), unit="KiB"))
         add(_element(1, "currentMemory", str(spec.memory_kib), unit="KiB"))
+    memtune = (
+        ("soft_limit", spec.soft_limit_kib),
+        ("swap_hard_limit", spec.swap_hard_limit_kib),
+    )
+    if any(kib is not None for _, kib in memtune):
+        add("  <memtune>")
+        lines.extend(
+            _element(2, name, str(kib), unit="KiB") for name, kib in memtune if kib is not None
+        )
+        add("  </memtune>")
     if spec.vcpus is not None:
         add(_element(1, "vcpu", str(spec.vcpus), placement="static"))
+    if spec.cpu_shares is not None:
+        lines += ["  <cputune>", _element(2, "shares", str(spec.cpu_shares)), "  </cputune>"]
     add("  <os>")
     add(_element(2, "type", OS_TYPE))
     if spec.command is not None:

@@ -58,7 +58,7 @@ class RebootEvent(DomainEventBase):
 
 
 class TunableEvent(DomainEventBase):
-    """Tunables that changed, by their spec names (``memory_kib``, ``vcpus``)."""
+    """Tunables that changed, by their spec names (``DomainSpec.tunables``)."""
 
     kind: Literal["tunable"] = "tunable"
     params: dict[str, int]

@@ -78,8 +78,7 @@ class FakeContainer:
     status: str = "created"
     pid: int = 0
     exit_code: int = 0
-    memory_kib: int | None = None
-    vcpus: int | None = None
+    tunables: dict[str, int] = field(default_factory=dict)
     restart_policy: str = "no"
 
 
@@ -198,8 +197,7 @@ class FakeDriver:
             pid=c.pid,
             exit_code=c.exit_code,
             oom_killed=False,
-            memory_kib=c.memory_kib,
-            vcpus=c.vcpus,
+            tunables=dict(c.tunables),
             mounts={m.target: m.source for m in c.spec.mounts},
             restart_policy=c.restart_policy,
         )
@@ -212,7 +210,7 @@ class FakeDriver:
         if any(c.name == name for c in self.containers.values()):
             raise invalid(f"Conflict. The container name '{name}' is already in use")
         handle = f"c{next(self._ids)}"
-        container = FakeContainer(handle, uuid, name, spec, memory_kib=spec.memory_kib)
+        container = FakeContainer(handle, uuid, name, spec, tunables=spec.tunables())
         self.containers[handle] = container
         self._emit(container, "create")
         await self._answer("create")
@@ -311,11 +309,10 @@ class FakeDriver:
         container.name = name
         self._emit(container, "rename")
 
-    async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None:
+    async def update(self, handle: str, spec: DomainSpec) -> None:
         await self._enter("update")
         container = self._get(handle)
-        container.memory_kib = memory_kib or container.memory_kib
-        container.vcpus = vcpus or container.vcpus
+        container.tunables.update(spec.tunables())
         self._emit(container, "update")
 
     async def forbid_restarts(self, handle: str) -> None:

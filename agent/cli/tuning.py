@@ -1,15 +1,16 @@
 """What a domain is given: ``autostart``, ``setmem``, ``setvcpus``, ``domrename``, and its
-controls as virsh shows them: ``schedinfo``, ``memtune``."""
+controls as virsh shows and sets them: ``schedinfo``, ``memtune``."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.cli.config import CliConfig
 from agent.cli.domain import Request, add_verb, target_of
 from agent.cli.output import record_line
-from schemas.commands import GetTuning, Rename, SetAutostart, SetMemory, SetVcpus
+from schemas.commands import GetTuning, Rename, SetAutostart, SetMemory, SetTuning, SetVcpus
 from schemas.replies import DomainTuning, Result
 
 if TYPE_CHECKING:
@@ -44,15 +45,53 @@ def register(commands: Commands, config: CliConfig) -> None:
     )
     domrename.add_argument("domain", help="name, UUID or ID")
     domrename.add_argument("new_name", help="new domain name")
-    for verb, summary, request in (
-        ("schedinfo", "a domain's CPU scheduler parameters", schedinfo_request),
-        ("memtune", "a domain's memory limits", memtune_request),
+    schedinfo = _tuning_verb(
+        commands, config, "schedinfo", "a domain's CPU scheduler parameters", schedinfo_request
+    )
+    schedinfo.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=scheduler_setting,
+        metavar="NAME=VALUE",
+        help="set a parameter (cpu_shares)",
+    )
+    memtune = _tuning_verb(commands, config, "memtune", "a domain's memory limits", memtune_request)
+    for flag, what in (
+        ("--hard-limit", "the memory limit"),
+        ("--soft-limit", "what memory is reclaimed down to under host memory pressure"),
+        ("--swap-hard-limit", "the limit of memory and swap together"),
     ):
-        shown = add_verb(commands, config, verb, summary, request)
-        shown.add_argument("domain", help="name, UUID or ID")
-        affect = shown.add_mutually_exclusive_group()
-        affect.add_argument("--live", action="store_true", help="the running domain's")
-        affect.add_argument("--config", action="store_true", help="the definition's")
+        memtune.add_argument(flag, type=kib, metavar="SIZE", help=f"set {what}: KiB, or 64M, 1G")
+
+
+def _tuning_verb(
+    commands: Commands,
+    config: CliConfig,
+    verb: str,
+    summary: str,
+    request: Callable[[argparse.Namespace], Request],
+) -> argparse.ArgumentParser:
+    shown = add_verb(commands, config, verb, summary, request)
+    shown.add_argument("domain", help="name, UUID or ID")
+    shown.add_argument("--live", action="store_true", help="the running domain's")
+    shown.add_argument("--config", action="store_true", help="the definition's")
+    return shown
+
+
+SCHEDULER_SETTINGS = ("cpu_shares",)
+
+
+def scheduler_setting(text: str) -> tuple[str, int]:
+    """virsh's ``--set name=value``."""
+    name, _, value = text.partition("=")
+    if name not in SCHEDULER_SETTINGS:
+        raise argparse.ArgumentTypeError(
+            f"invalid scheduler parameter '{name}' (one of: {', '.join(SCHEDULER_SETTINGS)})"
+        )
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid value '{value}' of {name}")
+    return name, int(value)
 
 
 def autostart_request(args: argparse.Namespace) -> Request:
@@ -77,10 +116,22 @@ def domrename_request(args: argparse.Namespace) -> Request:
 
 
 def schedinfo_request(args: argparse.Namespace) -> Request:
+    if args.set:
+        changes = {**_affect(args), **dict(args.set)}
+        return Request(SetTuning, changes, target_of(args.domain), record_line(""))
     return Request(GetTuning, _affect(args), target_of(args.domain), render_scheduler)
 
 
 def memtune_request(args: argparse.Namespace) -> Request:
+    limits = {
+        "memory_kib": args.hard_limit,
+        "soft_limit_kib": args.soft_limit,
+        "swap_hard_limit_kib": args.swap_hard_limit,
+    }
+    changes = {name: kib for name, kib in limits.items() if kib is not None}
+    if changes:
+        changes_of = {**_affect(args), **changes}
+        return Request(SetTuning, changes_of, target_of(args.domain), record_line(""))
     return Request(GetTuning, _affect(args), target_of(args.domain), render_memory)
 
 

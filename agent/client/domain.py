@@ -30,6 +30,7 @@ from schemas.commands import (
     SetAutostart,
     SetMemory,
     SetMetadata,
+    SetTuning,
     SetVcpus,
     Shutdown,
     SnapshotCreate,
@@ -179,6 +180,28 @@ class Domain:
         or what the definition asks for (``config``)."""
         args = {"live": live, "config": config}
         return await self._conn._call(DomainTuning, self.host, GetTuning, args, self._target)
+
+    async def set_tuning(
+        self,
+        *,
+        cpu_shares: int | None = None,
+        memory_kib: int | None = None,
+        soft_limit_kib: int | None = None,
+        swap_hard_limit_kib: int | None = None,
+        live: bool = False,
+        config: bool = False,
+    ) -> DomainRecord:
+        """virDomainSetSchedulerParametersFlags and virDomainSetMemoryParameters: the
+        controls given, in the running definition (``live``, the default for an active
+        domain), the persistent one (``config``) or both."""
+        controls = {
+            "cpu_shares": cpu_shares,
+            "memory_kib": memory_kib,
+            "soft_limit_kib": soft_limit_kib,
+            "swap_hard_limit_kib": swap_hard_limit_kib,
+        }
+        args = {name: value for name, value in controls.items() if value is not None}
+        return await self._record(SetTuning, {**args, "live": live, "config": config})
 
     async def state(self) -> DomainStateInfo:
         return await self._conn._call(DomainStateInfo, self.host, GetState, target=self._target)

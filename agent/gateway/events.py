@@ -98,17 +98,22 @@ def _balloon(event: Event) -> Body | None:
 
 def _tunable(event: Event) -> Body | None:
     """``remote_domain_event_callback_tunable_msg``: typed parameters, as libvirt's
-    VIR_DOMAIN_TUNABLE_CPU_GLOBAL_PERIOD (ullong) and _GLOBAL_QUOTA (llong)."""
-    if not isinstance(event, TunableEvent) or "vcpus" not in event.params:
+    VIR_DOMAIN_TUNABLE_CPU_CPU_SHARES (ullong), _CPU_GLOBAL_PERIOD (ullong) and
+    _GLOBAL_QUOTA (llong). A change of memory limits alone is no tunable event in libvirt."""
+    if not isinstance(event, TunableEvent):
         return None
-    quota = event.params["vcpus"] * CFS_PERIOD_US
+    params: list[tuple[str, int, int]] = []
+    if "cpu_shares" in event.params:
+        params.append(("cputune.cpu_shares", TypedParam.ULLONG, event.params["cpu_shares"]))
+    if "vcpus" in event.params:
+        params.append(("cputune.global_period", TypedParam.ULLONG, CFS_PERIOD_US))
+        quota = event.params["vcpus"] * CFS_PERIOD_US
+        params.append(("cputune.global_quota", TypedParam.LLONG, quota))
+    if not params:
+        return None
 
     def body(packer: Packer) -> None:
         _domain(packer, event.domain)
-        params: list[tuple[str, int, int]] = [
-            ("cputune.global_period", TypedParam.ULLONG, CFS_PERIOD_US),
-            ("cputune.global_quota", TypedParam.LLONG, quota),
-        ]
         packer.uint32(len(params))
         for field, kind, value in params:
             packer.string(field)

@@ -42,6 +42,7 @@ from schemas.commands import (
     GetTuning,
     ListFlag,
     SetMemory,
+    SetTuning,
     StatGroup,
 )
 from schemas.domain import DomainRecord
@@ -634,10 +635,10 @@ async def get_memory_parameters(session: Session, args: Unpacker) -> bytes:
 TypedValue = int | float | str
 
 
-def unpack_params(args: Unpacker, most: int) -> dict[str, TypedValue]:
+def unpack_params(args: Unpacker, most: int) -> dict[str, tuple[ParamType, TypedValue]]:
     """``remote_typed_param<>``: each field name, its type, and the value."""
 
-    def one() -> tuple[str, TypedValue]:
+    def one() -> tuple[str, tuple[ParamType, TypedValue]]:
         field = args.string(STRING_MAX)
         kind = args.int32()
         value: TypedValue
@@ -655,38 +656,94 @@ def unpack_params(args: Unpacker, most: int) -> dict[str, TypedValue]:
             value = args.string(STRING_MAX)
         else:
             raise VirtbusError.of(ErrorCode.RPC, f"unknown parameter type {kind}")
-        return field, value
+        return field, (ParamType(kind), value)
 
     return dict(args.array(one, most))
 
 
-MEMORY_PARAMS = ("hard_limit", "soft_limit", "swap_hard_limit")
+def validated(
+    params: dict[str, tuple[ParamType, TypedValue]], known: dict[str, ParamType]
+) -> dict[str, int]:
+    """libvirt's virTypedParamsValidate: every parameter one the call knows, of its type."""
+    values: dict[str, int] = {}
+    for name, (kind, value) in params.items():
+        if name not in known:
+            raise VirtbusError.of(
+                ErrorCode.ARGUMENT_UNSUPPORTED, f"parameter '{name}' not supported"
+            )
+        if kind != known[name] or not isinstance(value, int):
+            raise VirtbusError.of(
+                ErrorCode.INVALID_ARG,
+                f"invalid type '{kind.name.lower()}' for parameter '{name}', "
+                f"expected '{known[name].name.lower()}'",
+            )
+        values[name] = value
+    return values
+
+
+async def _set_tuning(
+    session: Session, domain: WireDomain, flags: int, changes: dict[str, int]
+) -> None:
+    args: dict[str, int | bool] = {"live": bool(flags & 1), "config": bool(flags & 2)}
+    await on_domain(session, domain, SetTuning, DomainRecord, {**args, **changes})
+
+
+SCHEDULER_PARAMS = {
+    "cpu_shares": ParamType.ULLONG,
+    "vcpu_period": ParamType.ULLONG,
+    "vcpu_quota": ParamType.LLONG,
+}
+
+
+@handles(Proc.DOMAIN_SET_SCHEDULER_PARAMETERS, Proc.DOMAIN_SET_SCHEDULER_PARAMETERS_FLAGS)
+async def set_scheduler_parameters(session: Session, args: Unpacker) -> bytes:
+    """``cpu_shares``; the CFS period and quota are the domain's vCPU count, which
+    setvcpus sets."""
+    domain = read_domain(args)
+    params = unpack_params(args, SCHEDULER_PARAMETERS_MAX)
+    flags = flags_of(args, Proc.DOMAIN_SET_SCHEDULER_PARAMETERS_FLAGS)
+    check_flags(flags, 1 | 2, "virDomainSetSchedulerParametersFlags")
+    values = validated(params, SCHEDULER_PARAMS)
+    for name in ("vcpu_period", "vcpu_quota"):
+        if name in values:
+            raise VirtbusError.of(
+                ErrorCode.NO_SUPPORT,
+                f"scheduler parameter '{name}' on a virtbus host: a domain's CPU bandwidth "
+                "is its vCPU count (setvcpus)",
+            )
+    if values:
+        await _set_tuning(session, domain, flags, values)
+    return b""
+
+
+MEMORY_PARAMS = {
+    "hard_limit": ParamType.ULLONG,
+    "soft_limit": ParamType.ULLONG,
+    "swap_hard_limit": ParamType.ULLONG,
+}
+MEMORY_FIELDS = {
+    "hard_limit": "memory_kib",
+    "soft_limit": "soft_limit_kib",
+    "swap_hard_limit": "swap_hard_limit_kib",
+}
 
 
 @handles(Proc.DOMAIN_SET_MEMORY_PARAMETERS)
 async def set_memory_parameters(session: Session, args: Unpacker) -> bytes:
-    """``hard_limit`` is the domain's memory, as setmem sets it (live and in its
-    definition); its swap limit follows it, since a domain has no swap of its own. A
-    soft limit or another swap limit cannot be set."""
+    """``hard_limit`` is the domain's memory, as setmem sets it; the three limits change
+    in one step, so they may be given in any order. A limit can be changed, not removed:
+    ``unlimited`` is NO_SUPPORT."""
     domain = read_domain(args)
     params = unpack_params(args, MEMORY_PARAMETERS_MAX)
-    check_flags(args.uint32(), 1 | 2, "virDomainSetMemoryParameters")
-    for name in params:
-        if name not in MEMORY_PARAMS:
-            raise VirtbusError.of(ErrorCode.INVALID_ARG, f"parameter '{name}' not supported")
-    for name in MEMORY_PARAMS[1:]:
-        if name in params:
+    flags = args.uint32()
+    check_flags(flags, 1 | 2, "virDomainSetMemoryParameters")
+    values = validated(params, MEMORY_PARAMS)
+    for name, kib in values.items():
+        if kib >= MEMORY_PARAM_UNLIMITED:
             raise VirtbusError.of(
-                ErrorCode.NO_SUPPORT,
-                f"memory parameter '{name}' on a virtbus host: a domain's one memory control "
-                "is its hard_limit",
+                ErrorCode.NO_SUPPORT, f"a {name} of unlimited on a virtbus host: give a size"
             )
-    hard = params.get("hard_limit")
-    if hard is None:
-        return b""
-    if not isinstance(hard, int) or not 0 < hard < MEMORY_PARAM_UNLIMITED:
-        raise VirtbusError.of(
-            ErrorCode.NO_SUPPORT, f"a hard_limit of {hard} on a virtbus host: give a size"
-        )
-    await on_domain(session, domain, SetMemory, DomainRecord, {"memory_kib": hard})
+    if values:
+        changes = {MEMORY_FIELDS[name]: kib for name, kib in values.items()}
+        await _set_tuning(session, domain, flags, changes)
     return b""

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from uuid import UUID
 
-from agent.errors import no_domain
+from agent.errors import VirtError, invalid, no_domain
 from agent.host.translate import Evidence
-from schemas.codes import DomainState, ShutoffReason, reason_of
+from schemas.codes import DomainState, ErrorCode, ShutoffReason, reason_of
 from schemas.commands import Command, CreateXml, Define, DomainCommand, ListFlag, Target
 from schemas.domain import DomainRecord, DomainSpec
 from schemas.events import DomainRef
@@ -127,6 +127,29 @@ _FLAG_GROUPS: tuple[frozenset[str], ...] = (
     frozenset({"autostart", "no_autostart"}),
     frozenset({"has_snapshot", "no_snapshot"}),
 )
+
+
+def affected(domain: DomainObj, live: bool, config: bool) -> tuple[bool, bool]:
+    """libvirt's VIR_DOMAIN_AFFECT_* rules: neither flag means the running definition of
+    an active domain and the persistent one of an inactive one."""
+    if not live and not config:
+        live, config = domain.active, not domain.active
+    if live and not domain.active:
+        raise invalid("domain is not running")
+    if config and not domain.persistent:
+        raise invalid("transient domains do not have any persistent config")
+    return live, config
+
+
+def read_live(domain: DomainObj, live: bool, config: bool) -> bool:
+    """For a call that reads one definition: True for the running one. Both flags are
+    INVALID_ARG, as libvirt's getters answer."""
+    if live and config:
+        raise VirtError(
+            ErrorCode.INVALID_ARG,
+            "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
+        )
+    return affected(domain, live, config)[0]
 
 
 class DomainTable:

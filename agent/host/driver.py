@@ -78,8 +78,8 @@ class Observed:
     pid: int
     exit_code: int
     oom_killed: bool
-    memory_kib: int | None
-    vcpus: int | None
+    tunables: Mapping[str, int]
+    """The container's controls as DomainSpec.tunables names them."""
     mounts: Mapping[str, str] = field(default_factory=dict)
     """Mount target → the host path Docker mounts there at each start."""
     restart_policy: str = "no"
@@ -318,7 +318,10 @@ class Driver(Protocol):
     async def pause(self, handle: str) -> None: ...
     async def unpause(self, handle: str) -> None: ...
     async def rename(self, handle: str, name: str) -> None: ...
-    async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None: ...
+    async def update(self, handle: str, spec: DomainSpec) -> None:
+        """Give the container the controls of ``spec`` (DomainSpec.tunables)."""
+        ...
+
     async def forbid_restarts(self, handle: str) -> None:
         """Set the container's restart policy to ``no`` (an earlier agent set others)."""
         ...
@@ -420,9 +423,24 @@ class _RestartPolicy(_Edge):
 
 class _HostConfig(_Edge):
     Memory: int = 0
+    MemorySwap: int = 0
+    MemoryReservation: int = 0
     NanoCpus: int = 0
+    CpuShares: int = 0
     Mounts: list[_Bind] | None = None
     RestartPolicy: _RestartPolicy = _RestartPolicy()
+
+    def tunables(self) -> dict[str, int]:
+        """As DomainSpec.tunables names them. A swap limit of -1 (unlimited swap, which no
+        spec gives) is left out, as one equal to the memory limit is."""
+        given = {
+            "memory_kib": self.Memory // 1024,
+            "soft_limit_kib": self.MemoryReservation // 1024,
+            "swap_hard_limit_kib": self.MemorySwap // 1024 if self.MemorySwap > self.Memory else 0,
+            "vcpus": self.NanoCpus // 1_000_000_000,
+            "cpu_shares": self.CpuShares,
+        }
+        return {name: value for name, value in given.items() if value}
 
 
 class _EndpointSettings(_Edge):
@@ -635,8 +653,7 @@ class DockerDriver:
             pid=facts.State.Pid,
             exit_code=facts.State.ExitCode,
             oom_killed=facts.State.OOMKilled,
-            memory_kib=facts.HostConfig.Memory // 1024 or None,
-            vcpus=facts.HostConfig.NanoCpus // 1_000_000_000 or None,
+            tunables=facts.HostConfig.tunables(),
             mounts={bind.Target: bind.Source for bind in facts.HostConfig.Mounts or []},
             restart_policy=facts.HostConfig.RestartPolicy.Name or "no",
         )
@@ -673,7 +690,7 @@ class DockerDriver:
             ],
             **unprivileged(spec.pids_limit or self._pids_limit),
         }
-        host_config.update(_limits(spec.memory_kib, spec.vcpus))
+        host_config.update(_limits(spec))
         # Docker makes a missing named volume at create: only this host's may be mounted
         mine = {(v.pool, v.name) for v in await self.volumes()} if spec.volumes else set()
         for wanted in spec.volumes:
@@ -894,13 +911,13 @@ class DockerDriver:
     async def rename(self, handle: str, name: str) -> None:
         await self._call(self._container(handle).rename(self.container_name(name)))
 
-    async def update(self, handle: str, memory_kib: int | None, vcpus: int | None) -> None:
+    async def update(self, handle: str, spec: DomainSpec) -> None:
         # aiodocker has no update
         await self._call(
             self.docker._query_json(
                 f"containers/{handle}/update",
                 method="POST",
-                data=json.dumps(_limits(memory_kib, vcpus)),
+                data=json.dumps(_limits(spec)),
             )
         )
 
@@ -1128,12 +1145,19 @@ def _docker_time(ns: int) -> str:
     return f"{seconds}.{nanos:09d}"
 
 
-def _limits(memory_kib: int | None, vcpus: int | None) -> dict[str, int]:
+def _limits(spec: DomainSpec) -> dict[str, int]:
+    """The HostConfig fields of the spec's controls. Docker leaves a field of 0 as it is,
+    so a control once given stays until the container is made again."""
     limits: dict[str, int] = {}
-    if memory_kib is not None:
-        limits["Memory"] = limits["MemorySwap"] = memory_kib * 1024
-    if vcpus is not None:
-        limits["NanoCpus"] = vcpus * 1_000_000_000
+    if spec.memory_kib is not None:
+        limits["Memory"] = spec.memory_kib * 1024
+        limits["MemorySwap"] = (spec.swap_hard_limit_kib or spec.memory_kib) * 1024
+    if spec.soft_limit_kib is not None:
+        limits["MemoryReservation"] = spec.soft_limit_kib * 1024
+    if spec.vcpus is not None:
+        limits["NanoCpus"] = spec.vcpus * 1_000_000_000
+    if spec.cpu_shares is not None:
+        limits["CpuShares"] = spec.cpu_shares
     return limits
 
 

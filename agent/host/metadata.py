@@ -13,8 +13,8 @@ from typing import Any
 
 from lxml import etree
 
-from agent.errors import VirtError, invalid
-from agent.host.domains import DomainObj
+from agent.errors import VirtError
+from agent.host.domains import affected, read_live
 from agent.host.operations import Operations, handles
 from schemas.codes import ErrorCode, MetadataType
 from schemas.commands import GetMetadata, MetadataKind, SetMetadata
@@ -26,29 +26,6 @@ from schemas.xmldoc import XmlError, fragment_of, parse_xml, read_fragment
 FIELDS: dict[MetadataKind, str] = {"description": "description", "title": "title"}
 """The spec field of each kind of metadata but elements (all in ``metadata_xml``)."""
 NOT_PRESENT = "Requested metadata element is not present"
-
-
-def affected(domain: DomainObj, live: bool, config: bool) -> tuple[bool, bool]:
-    """libvirt's VIR_DOMAIN_AFFECT_* rules: neither flag means the running definition of
-    an active domain and the persistent one of an inactive one."""
-    if not live and not config:
-        live, config = domain.active, not domain.active
-    if live and not domain.active:
-        raise invalid("domain is not running")
-    if config and not domain.persistent:
-        raise invalid("transient domains do not have any persistent config")
-    return live, config
-
-
-def read_live(domain: DomainObj, live: bool, config: bool) -> bool:
-    """For a call that reads one definition: True for the running one. Both flags are
-    INVALID_ARG, as libvirt's getters answer."""
-    if live and config:
-        raise VirtError(
-            ErrorCode.INVALID_ARG,
-            "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
-        )
-    return affected(domain, live, config)[0]
 
 
 def _with_element(spec: DomainSpec, uri: str, element: etree._Element | None) -> DomainSpec:

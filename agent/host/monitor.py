@@ -597,7 +597,7 @@ class Monitor:
         if Special.TUNABLE in transitions:
             tuning = expectation is not None and expectation.credits(Special.TUNABLE)
             params = expectation.params if expectation and tuning else await self._tunables(domain)
-            if not tuning and params == _tunables_of(domain):
+            if not tuning and params == domain.spec.tunables():
                 # an update of something else (the restart policy): no tunable changed
                 return
         when = datetime.fromtimestamp(event.time_ns / 1e9, UTC)
@@ -653,8 +653,7 @@ class Monitor:
         observed = await self._driver.observe(domain.handle) if domain.handle else None
         if observed is None:
             return {}
-        params = {"memory_kib": observed.memory_kib, "vcpus": observed.vcpus}
-        return {key: value for key, value in params.items() if value is not None}
+        return dict(observed.tunables)
 
     @staticmethod
     def _redundant(domain: DomainObj, transition: Transition) -> bool:
@@ -911,11 +910,6 @@ def _new_init(domain: DomainObj, found: Observed | None) -> bool:
 def _awaited(expectation: Expectation | None, transition: Transition) -> bool:
     """The event an operation in flight is waiting for."""
     return expectation is not None and expectation.waiting and expectation.credits(transition)
-
-
-def _tunables_of(domain: DomainObj) -> dict[str, int]:
-    limits = {"memory_kib": domain.spec.memory_kib, "vcpus": domain.spec.vcpus}
-    return {key: value for key, value in limits.items() if value is not None}
 
 
 def _transition(name: str) -> Transition:

@@ -22,7 +22,7 @@ from uuid import UUID, uuid4
 from agent import __version__
 from agent.errors import VirtError, invalid
 from agent.host.credentials import RegistryCredentials
-from agent.host.domains import DomainObj, DomainTable
+from agent.host.domains import DomainObj, DomainTable, affected
 from agent.host.driver import (
     CREATED_LABEL,
     SNAPSHOT_LABEL,
@@ -60,6 +60,7 @@ from schemas.commands import (
     Resume,
     SetAutostart,
     SetMemory,
+    SetTuning,
     SetVcpus,
     Shutdown,
     Suspend,
@@ -910,31 +911,56 @@ class Operations:
         domain.autostart = command.args.autostart
         return self._saved(domain)
 
-    async def set_tunables(
-        self,
-        command: SetMemory | SetVcpus,
-        memory_kib: int | None = None,
-        vcpus: int | None = None,
-    ) -> DomainRecord:
+    async def set_tunables(self, command: SetMemory | SetVcpus, **changes: int) -> DomainRecord:
+        """setmem and setvcpus: the running definition and the persistent one at once."""
         domain = self._domains.get(command.target)
-        self._check_vcpus(vcpus)
-        self._policy.check_limits(memory_kib, vcpus)
-        changes = {
-            key: value
-            for key, value in (("memory_kib", memory_kib), ("vcpus", vcpus))
-            if value is not None
-        }
+        self._check_vcpus(changes.get("vcpus"))
+        self._policy.check_limits(changes.get("memory_kib"), changes.get("vcpus"))
+        running = _tuned(domain.spec, changes)
+        pending = None if domain.pending is None else _tuned(domain.pending, changes)
+        await self._update(domain, command.id, running, changes)
+        domain.pending = pending
+        return self._saved(domain)
+
+    @handles(SetTuning)
+    async def set_tuning(self, command: SetTuning) -> DomainRecord:
+        """The running definition (its container changed at once), the persistent one,
+        or both (libvirt's VIR_DOMAIN_AFFECT_*). A change to the running definition alone
+        leaves the persistent one as it was: the next start makes the container again.
+        Every definition it would change is checked before anything changes."""
+        args = command.args
+        changes = args.changes()
+        domain = self._domains.get(command.target)
+        live, config = affected(domain, args.live, args.config)
+        self._policy.check_limits(changes.get("memory_kib"), None)
+        before, pending = domain.spec, domain.pending
+        # a shut-off domain's container is built from ``spec``: the persistent definition
+        # unless a pending one replaces it at the next start
+        in_place = live or (not domain.active and pending is None)
+        running = _tuned(before, changes) if in_place else before
+        separate = pending is not None or not in_place
+        persistent = _tuned(pending or before, changes) if config and separate else None
+        if in_place:
+            await self._update(domain, command.id, running, changes)
+        if persistent is not None:
+            domain.pending = persistent
+        elif live and not config and pending is None and domain.persistent:
+            domain.pending = before
+        return self._saved(domain)
+
+    async def _update(
+        self, domain: DomainObj, cause: str, spec: DomainSpec, changes: dict[str, int]
+    ) -> None:
+        """Give the domain's container the controls of ``spec``, which becomes its running
+        definition; one TUNABLE event carries ``changes``."""
         await self._act(
             domain,
-            command.id,
+            cause,
             frozenset({Special.TUNABLE}),
-            lambda: self._driver.update(self._handle(domain), memory_kib, vcpus),
+            lambda: self._driver.update(self._handle(domain), spec),
             params=changes,
         )
-        domain.spec = domain.spec.model_copy(update=changes)
-        if domain.pending is not None:
-            domain.pending = domain.pending.model_copy(update=changes)
-        return self._saved(domain)
+        domain.spec = spec
 
     @handles(Rename)
     async def rename(self, command: Rename) -> DomainRecord:
@@ -1055,6 +1081,16 @@ def _unseen(
 
 
 _OUTSIDE_THE_CONTAINER = {"title", "description", "metadata", "metadata_xml", "autostart"}
+
+
+def _tuned(spec: DomainSpec, changes: dict[str, int]) -> DomainSpec:
+    """``spec`` with ``changes``; INVALID_ARG if its memory limits are then out of order."""
+    tuned = spec.model_copy(update=changes)
+    try:
+        tuned.check_memory_limits()
+    except ValueError as error:
+        raise VirtError(ErrorCode.INVALID_ARG, str(error)) from None
+    return tuned
 
 
 def _container_of(spec: DomainSpec) -> DomainSpec:

@@ -20,8 +20,7 @@ from uuid import UUID
 
 from agent.errors import VirtError
 from agent.host import cgroups
-from agent.host.domains import DomainObj
-from agent.host.metadata import read_live
+from agent.host.domains import DomainObj, read_live
 from agent.host.node import (
     capabilities_xml,
     domain_capabilities_xml,
@@ -410,8 +409,9 @@ async def get_stats(ops: Operations, command: GetStats) -> DomainStats:
 @handles(GetTuning)
 def get_tuning(ops: Operations, command: GetTuning) -> DomainTuning:
     """Live: what the domain's cgroup holds. Config: what its definition asks Docker for
-    (a vCPU count is a CFS quota of that many periods; memory is the limit of memory and
-    swap together, so no swap), the rest unset, as libvirt reports an unset control."""
+    (a vCPU count is a CFS quota of that many periods; without a swap limit, memory is the
+    limit of memory and swap together, so no swap), the rest unset, as libvirt reports an
+    unset control."""
     domain = ops.domains.get(command.target)
     if read_live(domain, command.args.live, command.args.config):
         try:
@@ -431,12 +431,12 @@ def get_tuning(ops: Operations, command: GetTuning) -> DomainTuning:
         )
     spec = domain.next_definition
     return DomainTuning(
-        cpu_shares=0,
+        cpu_shares=spec.cpu_shares or 0,
         vcpu_period=CFS_PERIOD_US if spec.vcpus else 0,
         vcpu_quota=spec.vcpus * CFS_PERIOD_US if spec.vcpus else 0,
         hard_limit_kib=spec.memory_kib,
-        soft_limit_kib=None,
-        swap_hard_limit_kib=spec.memory_kib,
+        soft_limit_kib=spec.soft_limit_kib,
+        swap_hard_limit_kib=spec.swap_hard_limit_kib or spec.memory_kib,
     )
 
 

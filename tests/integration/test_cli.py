@@ -60,6 +60,12 @@ async def test_every_verb(host: Host, cli: CLI) -> None:
     scheduler = (await cli("schedinfo", "web", *on)).out.splitlines()
     assert scheduler[:2] == ["Scheduler  : posix", "cpu_shares : 1024"]
     assert scheduler[3] == "vcpu_quota : 100000"
+    assert (await cli("schedinfo", "web", "--set", "cpu_shares=512", *on)).status == 0
+    assert (await cli("memtune", "web", "--soft-limit", "16M", "--config", *on)).status == 0
+    assert (await cli("schedinfo", "web", *on)).out.splitlines()[1] == "cpu_shares : 512"
+    assert (await cli("memtune", "web", "--config", *on)).out.splitlines()[1] == (
+        "soft_limit     : 16384"
+    )
     shutdown = await cli("shutdown", "web", *on)
     assert shutdown.out.strip() == "Domain 'web' is being shutdown"
     assert (await cli("domstate", "web", *on)).out.strip() == "shut off"

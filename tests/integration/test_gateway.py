@@ -188,12 +188,57 @@ async def test_virsh_schedinfo_and_memtune_show_the_cgroups_controls(
     }
     live = _fields(await virsh.ok("memtune", "tuned"))
     assert live == configured | {"swap_hard_limit": "65536" if SWAP_ACCOUNTED else "unlimited"}
-    await virsh.ok("memtune", "tuned", "--hard-limit", "98304")
+    assert _fields(await virsh.ok("schedinfo", "--config", "tuned"))["cpu_shares"] == "0"
+
+
+async def test_virsh_schedinfo_and_memtune_set_by_libvirts_live_and_config_rules(
+    virsh: Virsh, host: Host
+) -> None:
+    await host.ok("domain.define", args={"spec": spec("tuned", memory_kib=65536, vcpus=1)})
+    await host.ok("domain.create", "tuned")
+    await virsh.ok("memtune", "tuned", "--hard-limit", "98304")  # current: live
     assert _fields(await virsh.ok("memtune", "tuned"))["hard_limit"] == "98304"
     assert "98304 KiB" in await virsh.ok("dominfo", "tuned")
-    refused = await virsh("memtune", "tuned", "--soft-limit", "1000")
-    assert refused.status == 1 and "'soft_limit'" in refused.err
-    assert _fields(await virsh.ok("schedinfo", "--config", "tuned"))["cpu_shares"] == "0"
+    assert _fields(await virsh.ok("memtune", "--config", "tuned"))["hard_limit"] == "65536"
+    await virsh.ok(
+        "memtune", "tuned", "--soft-limit", "32768", "--swap-hard-limit", "196608", "--live"
+    )
+    live = _fields(await virsh.ok("memtune", "tuned"))
+    swap = "196608" if SWAP_ACCOUNTED else "unlimited"
+    assert live == {"hard_limit": "98304", "soft_limit": "32768", "swap_hard_limit": swap}
+    shares = _fields(await virsh.ok("schedinfo", "tuned", "--set", "cpu_shares=512", "--live"))
+    assert shares["cpu_shares"] == str(cgroup_weight(512))
+    await virsh.ok("schedinfo", "tuned", "--set", "cpu_shares=300", "--config")
+    assert _fields(await virsh.ok("schedinfo", "--config", "tuned"))["cpu_shares"] == "300"
+    assert _fields(await virsh.ok("schedinfo", "tuned"))["cpu_shares"] == str(cgroup_weight(512))
+    assert "<shares>300</shares>" in await virsh.ok("dumpxml", "--inactive", "tuned")
+
+    below = await virsh("memtune", "tuned", "--soft-limit", "1000")
+    assert below.status == 1 and "soft_limit_kib" in below.err
+    crossed = await virsh("memtune", "tuned", "--hard-limit", "262144")
+    assert crossed.status == 1
+    assert "hard_limit tuning value must be less than or equal to swap_hard_limit" in crossed.err
+    quota = await virsh("schedinfo", "tuned", "--set", "vcpu_quota=50000")
+    assert quota.status == 1 and "its vCPU count (setvcpus)" in quota.err
+
+    # the next start makes the container from the persistent definition
+    await host.ok("domain.destroy", "tuned")
+    await host.ok("domain.create", "tuned")
+    assert _fields(await virsh.ok("schedinfo", "tuned"))["cpu_shares"] == str(cgroup_weight(300))
+    restarted = _fields(await virsh.ok("memtune", "tuned"))
+    assert restarted == {
+        "hard_limit": "65536",
+        "soft_limit": "unlimited",
+        "swap_hard_limit": ("65536" if SWAP_ACCOUNTED else "unlimited"),
+    }
+
+
+def cgroup_weight(shares: int) -> int:
+    """What the kernel shows for ``shares``: v1's cpu.shares, or the cpu.weight runc
+    converts them to on v2."""
+    if DEFAULT_CPU_SHARES == 1024:
+        return shares
+    return 1 + ((shares - 2) * 9999) // 262142
 
 
 DEFAULT_CPU_SHARES = 100 if Path("/sys/fs/cgroup/cgroup.controllers").exists() else 1024

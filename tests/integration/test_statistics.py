@@ -19,6 +19,7 @@ from lxml import etree
 
 from agent.client import connect
 from agent.gateway.server import Gateway
+from schemas.events import TunableEvent
 from tests.integration import test_gateway
 from tests.integration.test_gateway import Virsh
 from tests.support import BusPeer
@@ -282,6 +283,43 @@ async def test_libvirt_python_reads_statistics(
     assert set(found["node_memory"]) == {"total", "free", "buffers", "cached"}
     assert found["lib_version"] == 9_000_000
     assert f"<arch>{os.uname().machine}</arch>" in found["caps"]
+
+
+async def test_the_client_sets_tuning_in_the_cgroup_and_the_definition(host: Host) -> None:
+    await host.ok("domain.define", args={"spec": spec("tuned", memory_kib=65536)})
+    async with connect(AMQP_URL) as conn:
+        tuned = await conn.lookup_by_name(host.name, "tuned")
+        await tuned.create()
+        await tuned.set_tuning(cpu_shares=512, soft_limit_kib=32768, swap_hard_limit_kib=131072)
+        live = await tuned.tuning()
+        swap = 131072 if test_gateway.SWAP_ACCOUNTED else None
+        assert (live.cpu_shares, live.soft_limit_kib, live.swap_hard_limit_kib) == (
+            test_gateway.cgroup_weight(512),
+            32768,
+            swap,
+        )
+        config = await tuned.tuning(config=True)
+        assert (config.cpu_shares, config.soft_limit_kib, config.swap_hard_limit_kib) == (
+            0,
+            None,
+            65536,
+        )
+        tunable = await host.events.wait_for(lambda e: isinstance(e, TunableEvent))
+        assert isinstance(tunable, TunableEvent)
+        assert tunable.params == {
+            "cpu_shares": 512,
+            "soft_limit_kib": 32768,
+            "swap_hard_limit_kib": 131072,
+        }
+        await tuned.set_tuning(cpu_shares=300, config=True)
+        assert (await tuned.tuning()).cpu_shares == test_gateway.cgroup_weight(512)
+        await tuned.destroy()
+        await tuned.create()
+        restarted = await tuned.tuning()
+        assert (restarted.cpu_shares, restarted.soft_limit_kib) == (
+            test_gateway.cgroup_weight(300),
+            None,
+        )
 
 
 async def test_the_client_reads_a_domains_tuning_from_its_cgroup(host: Host) -> None:

@@ -183,6 +183,14 @@ def _args(op: str, hostility: Hostility) -> st.SearchStrategy[dict[str, Any]]:
         return st.fixed_dictionaries({"spec": specs(hostility)})
     if op == "domain.set_memory":
         return st.fixed_dictionaries({"memory_kib": field(st.sampled_from((8192, 65536, 131073)))})
+    if op == "domain.set_tuning":
+        return st.fixed_dictionaries(
+            {
+                "cpu_shares": field(st.sampled_from((1, 512, 262145))),
+                "swap_hard_limit_kib": field(st.sampled_from((8192, 2**41))),
+                "live": field(st.booleans()),
+            }
+        )
     if op == "domain.set_vcpus":
         return st.fixed_dictionaries({"vcpus": field(st.sampled_from((1, 2, 4096)))})
     if op == "domain.shutdown":

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.host.driver import CgroupLayout, _frozen
+from agent.host.driver import CgroupLayout, _frozen, _HostConfig, _limits
+from schemas.domain import DomainSpec
 
 HANDLE = "3f2a9c"
 
@@ -102,3 +103,33 @@ def test_a_cgroup_without_its_init_names_none(tmp_path: Path) -> None:
     other.mkdir(parents=True)
     (other / "cgroup.procs").write_text("43\n")
     assert layout.init_pid("b0c1d2") == 0
+
+
+BASE = {"name": "web", "image": "virtbus-test:latest"}
+
+
+@pytest.mark.parametrize(
+    ("controls", "host_config"),
+    [
+        ({}, {}),
+        ({"memory_kib": 65536}, {"Memory": 64 << 20, "MemorySwap": 64 << 20}),
+        (
+            {"memory_kib": 65536, "swap_hard_limit_kib": 131072, "soft_limit_kib": 32768},
+            {"Memory": 64 << 20, "MemorySwap": 128 << 20, "MemoryReservation": 32 << 20},
+        ),
+        ({"soft_limit_kib": 32768}, {"MemoryReservation": 32 << 20}),
+        ({"vcpus": 2, "cpu_shares": 512}, {"NanoCpus": 2_000_000_000, "CpuShares": 512}),
+    ],
+    ids=["none", "memory", "memory-limits", "soft-alone", "cpu"],
+)
+def test_a_specs_controls_are_docker_fields_and_read_back_the_same(
+    controls: dict[str, int], host_config: dict[str, int]
+) -> None:
+    spec = DomainSpec.model_validate({**BASE, **controls})
+    assert _limits(spec) == host_config
+    assert _HostConfig.model_validate(host_config).tunables() == spec.tunables() == controls
+
+
+def test_unlimited_swap_set_behind_the_agent_is_no_control() -> None:
+    set_by_hand = {"Memory": 64 << 20, "MemorySwap": -1}
+    assert _HostConfig.model_validate(set_by_hand).tunables() == {"memory_kib": 65536}

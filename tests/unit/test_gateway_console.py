@@ -188,6 +188,15 @@ def test_a_cpu_change_is_a_tunable_with_libvirts_typed_keys() -> None:
     assert event_message(3, EventId.BALLOON_CHANGE, tunable(vcpus=2)) is None
 
 
+def test_cpu_shares_are_a_tunable_and_memory_limits_are_not() -> None:
+    header, body = message_of(EventId.TUNABLE, tunable(cpu_shares=512, soft_limit_kib=8192))
+    assert header.procedure == Proc.DOMAIN_EVENT_CALLBACK_TUNABLE
+    assert body.uint32() == 1
+    assert (body.string(64), body.int32(), body.uint64()) == ("cputune.cpu_shares", 4, 512)
+    body.done()
+    assert event_message(3, EventId.TUNABLE, tunable(swap_hard_limit_kib=65536)) is None
+
+
 def test_a_metadata_change_carries_its_type_and_namespace() -> None:
     event = MetadataChangeEvent(
         host="h1",

@@ -287,46 +287,111 @@ def memory_params(*params: tuple[str, ParamType, int], flags: int = 0) -> bytes:
     return domain_payload() + packer.data()
 
 
+def scheduler_params(*params: tuple[str, ParamType, int], flags: int | None = None) -> bytes:
+    packer = Packer()
+    pack_params(packer, list(params))
+    if flags is not None:
+        packer.uint32(flags)
+    return domain_payload() + packer.data()
+
+
 async def test_a_hard_limit_set_is_the_domains_memory(peer: Peer, bus: FakeBus) -> None:
     await peer.open()
     await peer.ok(
         Proc.DOMAIN_SET_MEMORY_PARAMETERS, memory_params(("hard_limit", ParamType.ULLONG, 98304))
     )
-    assert bus.calls[-1][1:3] == ("domain.set_memory", {"memory_kib": 98304})
+    assert bus.calls[-1][1:3] == (
+        "domain.set_tuning",
+        {"live": False, "config": False, "memory_kib": 98304},
+    )
+
+
+async def test_memory_limits_set_together_in_one_command(peer: Peer, bus: FakeBus) -> None:
+    await peer.open()
+    params = memory_params(
+        ("swap_hard_limit", ParamType.ULLONG, 262144),
+        ("hard_limit", ParamType.ULLONG, 131072),
+        ("soft_limit", ParamType.ULLONG, 65536),
+        flags=2,
+    )
+    await peer.ok(Proc.DOMAIN_SET_MEMORY_PARAMETERS, params)
+    changes = {"memory_kib": 131072, "soft_limit_kib": 65536, "swap_hard_limit_kib": 262144}
+    assert bus.calls[-1][1:3] == ("domain.set_tuning", {"live": False, "config": True, **changes})
 
 
 @pytest.mark.parametrize(
-    ("param", "code", "text"),
+    ("procedure", "flags", "affect"),
+    [
+        (Proc.DOMAIN_SET_SCHEDULER_PARAMETERS, None, {"live": False, "config": False}),
+        (Proc.DOMAIN_SET_SCHEDULER_PARAMETERS_FLAGS, 1, {"live": True, "config": False}),
+        (Proc.DOMAIN_SET_SCHEDULER_PARAMETERS_FLAGS, 3, {"live": True, "config": True}),
+    ],
+    ids=["no-flags", "live", "live-and-config"],
+)
+async def test_cpu_shares_set_with_the_flags_given(
+    peer: Peer, bus: FakeBus, procedure: Proc, flags: int | None, affect: dict[str, bool]
+) -> None:
+    await peer.open()
+    params = scheduler_params(("cpu_shares", ParamType.ULLONG, 512), flags=flags)
+    await peer.ok(procedure, params)
+    assert bus.calls[-1][1:3] == ("domain.set_tuning", {**affect, "cpu_shares": 512})
+
+
+@pytest.mark.parametrize(
+    ("procedure", "param", "code", "text"),
     [
         (
-            ("soft_limit", ParamType.ULLONG, 1000),
+            Proc.DOMAIN_SET_MEMORY_PARAMETERS,
+            ("soft_limit", ParamType.ULLONG, 9007199254740991),
             ErrorCode.NO_SUPPORT,
-            "this function is not supported by the connection driver: memory parameter "
-            "'soft_limit' on a virtbus host: a domain's one memory control is its hard_limit",
+            "this function is not supported by the connection driver: a soft_limit of "
+            "unlimited on a virtbus host: give a size",
         ),
         (
-            ("hard_limit", ParamType.ULLONG, 9007199254740991),
-            ErrorCode.NO_SUPPORT,
-            "this function is not supported by the connection driver: a hard_limit of "
-            "9007199254740991 on a virtbus host: give a size",
-        ),
-        (
+            Proc.DOMAIN_SET_MEMORY_PARAMETERS,
             ("min_guarantee", ParamType.ULLONG, 1),
+            ErrorCode.ARGUMENT_UNSUPPORTED,
+            "argument unsupported: parameter 'min_guarantee' not supported",
+        ),
+        (
+            Proc.DOMAIN_SET_MEMORY_PARAMETERS,
+            ("hard_limit", ParamType.LLONG, 65536),
             ErrorCode.INVALID_ARG,
-            "invalid argument: parameter 'min_guarantee' not supported",
+            "invalid argument: invalid type 'llong' for parameter 'hard_limit', expected 'ullong'",
+        ),
+        (
+            Proc.DOMAIN_SET_SCHEDULER_PARAMETERS_FLAGS,
+            ("vcpu_quota", ParamType.LLONG, 50000),
+            ErrorCode.NO_SUPPORT,
+            "this function is not supported by the connection driver: scheduler parameter "
+            "'vcpu_quota' on a virtbus host: a domain's CPU bandwidth is its vCPU count "
+            "(setvcpus)",
+        ),
+        (
+            Proc.DOMAIN_SET_SCHEDULER_PARAMETERS_FLAGS,
+            ("weight", ParamType.UINT, 1),
+            ErrorCode.ARGUMENT_UNSUPPORTED,
+            "argument unsupported: parameter 'weight' not supported",
         ),
     ],
-    ids=["soft-limit", "unlimited", "unknown"],
+    ids=["unlimited", "unknown", "wrong-type", "quota", "xen-weight"],
 )
-async def test_memory_parameters_a_domain_has_not_are_refused_unsent(
-    peer: Peer, bus: FakeBus, param: tuple[str, ParamType, int], code: ErrorCode, text: str
+async def test_tuning_a_domain_cannot_have_is_refused_unsent(
+    peer: Peer,
+    bus: FakeBus,
+    procedure: Proc,
+    param: tuple[str, ParamType, int],
+    code: ErrorCode,
+    text: str,
 ) -> None:
     await peer.open()
     sent = len(bus.calls)
-    assert await peer.error(Proc.DOMAIN_SET_MEMORY_PARAMETERS, memory_params(param)) == (
-        code,
-        text,
+    payload = (
+        memory_params(param)
+        if procedure == Proc.DOMAIN_SET_MEMORY_PARAMETERS
+        else (scheduler_params(param, flags=0))
     )
+    assert await peer.error(procedure, payload) == (code, text)
     assert [op for _, op, _, _ in bus.calls[sent:]] == []
 
 

@@ -101,6 +101,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "domain.get_metadata": {"target": WEB, "args": {"type": "description"}},
     "domain.get_console_output": {"target": WEB},
     "domain.get_tuning": {"target": WEB},
+    "domain.set_tuning": {"target": WEB, "args": {"cpu_shares": 512}},
     "domain.open_console": {"target": WEB, "args": {"queue": "amq.gen-x"}},
 }
 """The smallest valid body of every op, without the envelope."""
@@ -223,6 +224,23 @@ REJECTIONS: dict[str, tuple[bytes, str]] = {
     "deadline without timezone": (body("host.ping", deadline="2026-11-28T21:00:05"), "deadline"),
     "deadline not a date": (body("host.ping", deadline="tomorrow"), "deadline"),
     "missing required args": (body("domain.set_memory", args={}), "args.memory_kib"),
+    "set_tuning of nothing": (body("domain.set_tuning", args={"live": True}), "no control to set"),
+    "cpu_shares below the kernel's": (
+        body("domain.set_tuning", args={"cpu_shares": 1}),
+        "args.cpu_shares",
+    ),
+    "swap without memory": (
+        spec_body(swap_hard_limit_kib=65536),
+        "a swap_hard_limit needs a memory hard_limit",
+    ),
+    "swap below memory": (
+        spec_body(memory_kib=65536, swap_hard_limit_kib=32768),
+        "must be less than or equal to swap_hard_limit",
+    ),
+    "soft above hard": (
+        spec_body(memory_kib=32768, soft_limit_kib=65536),
+        "soft_limit tuning value must be less than or equal to hard_limit",
+    ),
     "unknown list flag": (body("host.list_domains", args={"flags": ["zombie"]}), "args.flags"),
     "empty password": (
         body("host.login", args={"registry": "r.io", "username": "u", "password": ""}),
