@@ -478,11 +478,14 @@ async def test_tunables_respect_the_ceilings(rigs: RigFactory) -> None:
     assert reply.error is not None and reply.error.code == "OPERATION_DENIED"
     reply = await rig.call("domain.set_vcpus", "web", {"vcpus": 2})
     assert reply.error is not None and reply.error.code == "OPERATION_DENIED"
+    reply = await rig.call("domain.set_tuning", "web", {"memory_kib": 65537, "cpu_shares": 64})
+    assert reply.error is not None and reply.error.code == "OPERATION_DENIED"
     assert rig.driver.calls == []
-    assert (rig.denied("domain.set_memory", "memory"), rig.denied("domain.set_vcpus", "vcpus")) == (
-        1,
-        1,
-    )
+    assert (
+        rig.denied("domain.set_memory", "memory"),
+        rig.denied("domain.set_vcpus", "vcpus"),
+        rig.denied("domain.set_tuning", "memory"),
+    ) == (1, 1, 1)
     assert (await rig.call("domain.set_memory", "web", {"memory_kib": 65536})).ok
 
 
