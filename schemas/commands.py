@@ -588,6 +588,7 @@ class SetTuningArgs(WireModel):
     memory_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
     soft_limit_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
     swap_hard_limit_kib: int | None = Field(default=None, ge=MIN_MEMORY_KIB, le=2**40)
+    vcpus: int | None = Field(default=None, ge=1, le=4096)
 
     @model_validator(mode="after")
     def _something_to_set(self) -> SetTuningArgs:
@@ -601,7 +602,8 @@ class SetTuningArgs(WireModel):
 
 
 class SetTuning(DomainCommand):
-    """virDomainSetSchedulerParametersFlags and virDomainSetMemoryParameters."""
+    """virDomainSetSchedulerParametersFlags, virDomainSetMemoryParameters, and
+    virDomainSetMemoryFlags and virDomainSetVcpusFlags with their flags."""
 
     op: Literal["domain.set_tuning"]
     args: SetTuningArgs

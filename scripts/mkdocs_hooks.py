@@ -60,7 +60,10 @@ LIBVIRT: dict[str, str] = {
     "host.logout": "— (docker logout)",
     "domain.get_stats": "virDomainListGetStats (and its memory, block, interface, CPU stats)",
     "domain.get_tuning": "virDomainGetSchedulerParametersFlags, virDomainGetMemoryParameters",
-    "domain.set_tuning": "virDomainSetSchedulerParametersFlags, virDomainSetMemoryParameters",
+    "domain.set_tuning": (
+        "virDomainSetSchedulerParametersFlags, virDomainSetMemoryParameters, "
+        "virDomainSetMemoryFlags, virDomainSetVcpusFlags"
+    ),
     "host.get_all_domain_stats": "virConnectGetAllDomainStats",
     "host.get_capabilities": "virConnectGetCapabilities / GetDomainCapabilities / GetSysinfo",
     "host.get_node_stats": "virNodeGetMemoryStats / virNodeGetCPUStats",

@@ -48,6 +48,7 @@ from schemas.commands import (
     GetHostInfo,
     GetInfo,
     GetState,
+    GetTuning,
     GetXmlDesc,
     ListDomains,
     ListFlag,
@@ -57,14 +58,21 @@ from schemas.commands import (
     Rename,
     Resume,
     SetAutostart,
-    SetMemory,
-    SetVcpus,
+    SetTuning,
     Shutdown,
     Suspend,
     Undefine,
 )
 from schemas.domain import DomainRecord
-from schemas.replies import DomainInfo, DomainList, DomainStateInfo, DomainXml, HostInfo, Result
+from schemas.replies import (
+    DomainInfo,
+    DomainList,
+    DomainStateInfo,
+    DomainTuning,
+    DomainXml,
+    HostInfo,
+    Result,
+)
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Result)
@@ -131,7 +139,8 @@ GET_XML_INACTIVE = 2
 GET_XML_MIGRATABLE = 8
 GET_XML_ALL = 1 | 2 | 4 | 8
 DEFINE_VALIDATE = 1
-AFFECT_ALL = 1 | 2  # LIVE, CONFIG: a virtbus update is both
+AFFECT_LIVE, AFFECT_CONFIG = 1, 2
+AFFECT_ALL = AFFECT_LIVE | AFFECT_CONFIG
 MEMORY_ALL = AFFECT_ALL | 4  # MAXIMUM: a container's memory is its limit
 VCPUS_ALL = AFFECT_ALL | 4
 
@@ -643,9 +652,19 @@ async def get_max_memory(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.DOMAIN_GET_VCPUS_FLAGS)
 async def get_vcpus_flags(session: Session, args: Unpacker) -> bytes:
-    """Live, config and maximum are one count for a container."""
+    """The count of the definition the flags name (a container's maximum is its count):
+    the running one's, or with AFFECT_CONFIG the persistent one's, whose CFS quota is that
+    many periods (none: the host's CPUs)."""
     domain = read_domain(args)
-    check_flags(args.uint32(), VCPUS_ALL, "virDomainGetVcpusFlags")
+    flags = args.uint32()
+    check_flags(flags, VCPUS_ALL, "virDomainGetVcpusFlags")
+    if flags & AFFECT_ALL:
+        affect = {"live": bool(flags & AFFECT_LIVE), "config": bool(flags & AFFECT_CONFIG)}
+        tuning = await on_domain(session, domain, GetTuning, DomainTuning, affect)
+        if flags & AFFECT_CONFIG:
+            if tuning.vcpu_quota and tuning.vcpu_period:
+                return ints(tuning.vcpu_quota // tuning.vcpu_period)
+            return ints((await session.conn.host_info(session.target)).cpus)
     info = await on_domain(session, domain, GetInfo, DomainInfo)
     return ints(info.nr_virt_cpu)
 
@@ -727,6 +746,15 @@ async def lifecycle(
     session: Session, domain: WireDomain, op: type[CommandBase], **args: Any
 ) -> DomainRecord:
     return await on_domain(session, domain, op, DomainRecord, args or None)
+
+
+async def set_tuning(
+    session: Session, domain: WireDomain, flags: int, changes: dict[str, int]
+) -> None:
+    """``changes`` in the definitions VIR_DOMAIN_AFFECT_LIVE and _CONFIG in ``flags``
+    name (neither: the current one)."""
+    affect = {"live": bool(flags & AFFECT_LIVE), "config": bool(flags & AFFECT_CONFIG)}
+    await on_domain(session, domain, SetTuning, DomainRecord, {**affect, **changes})
 
 
 @handles(Proc.DOMAIN_CREATE)
@@ -815,19 +843,25 @@ async def undefine(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.DOMAIN_SET_MEMORY, Proc.DOMAIN_SET_MEMORY_FLAGS)
 async def set_memory(session: Session, args: Unpacker) -> bytes:
+    """The memory limit, in the definitions the flags name. Without flags, the current
+    definition: libvirt's virDomainSetMemory changes the running domain only, and
+    refuses a shut-off one, whose definition this changes."""
     domain = read_domain(args)
     memory_kib = args.uint64()
-    check_flags(flags_of(args, Proc.DOMAIN_SET_MEMORY_FLAGS), MEMORY_ALL, "virDomainSetMemoryFlags")
-    await lifecycle(session, domain, SetMemory, memory_kib=memory_kib)
+    flags = flags_of(args, Proc.DOMAIN_SET_MEMORY_FLAGS)
+    check_flags(flags, MEMORY_ALL, "virDomainSetMemoryFlags")
+    await set_tuning(session, domain, flags, {"memory_kib": memory_kib})
     return b""
 
 
 @handles(Proc.DOMAIN_SET_VCPUS, Proc.DOMAIN_SET_VCPUS_FLAGS)
 async def set_vcpus(session: Session, args: Unpacker) -> bytes:
+    """As set_memory, for the vCPU count."""
     domain = read_domain(args)
     vcpus = args.uint32()
-    check_flags(flags_of(args, Proc.DOMAIN_SET_VCPUS_FLAGS), VCPUS_ALL, "virDomainSetVcpusFlags")
-    await lifecycle(session, domain, SetVcpus, vcpus=vcpus)
+    flags = flags_of(args, Proc.DOMAIN_SET_VCPUS_FLAGS)
+    check_flags(flags, VCPUS_ALL, "virDomainSetVcpusFlags")
+    await set_tuning(session, domain, flags, {"vcpus": vcpus})
     return b""
 
 

@@ -28,6 +28,7 @@ from agent.gateway.procedures import (
     ints,
     on_domain,
     read_domain,
+    set_tuning,
     string,
 )
 from agent.gateway.protocol import LIST_MAX, STRING_MAX, Proc, WireDomain
@@ -41,11 +42,8 @@ from schemas.commands import (
     GetStats,
     GetTuning,
     ListFlag,
-    SetMemory,
-    SetTuning,
     StatGroup,
 )
-from schemas.domain import DomainRecord
 from schemas.replies import (
     DomainInfo,
     DomainStats,
@@ -537,10 +535,11 @@ async def get_max_vcpus_of(session: Session, args: Unpacker) -> bytes:
 
 @handles(Proc.DOMAIN_SET_MAX_MEMORY)
 async def set_max_memory(session: Session, args: Unpacker) -> bytes:
-    """A container's maximum and current memory are its one limit: as setmem."""
+    """A container's maximum and current memory are its one limit: as setmem, in the
+    current definition."""
     domain = read_domain(args)
     memory_kib = args.uint64()
-    await on_domain(session, domain, SetMemory, DomainRecord, {"memory_kib": memory_kib})
+    await set_tuning(session, domain, 0, {"memory_kib": memory_kib})
     return b""
 
 
@@ -681,13 +680,6 @@ def validated(
     return values
 
 
-async def _set_tuning(
-    session: Session, domain: WireDomain, flags: int, changes: dict[str, int]
-) -> None:
-    args: dict[str, int | bool] = {"live": bool(flags & 1), "config": bool(flags & 2)}
-    await on_domain(session, domain, SetTuning, DomainRecord, {**args, **changes})
-
-
 SCHEDULER_PARAMS = {
     "cpu_shares": ParamType.ULLONG,
     "vcpu_period": ParamType.ULLONG,
@@ -712,7 +704,7 @@ async def set_scheduler_parameters(session: Session, args: Unpacker) -> bytes:
                 "is its vCPU count (setvcpus)",
             )
     if values:
-        await _set_tuning(session, domain, flags, values)
+        await set_tuning(session, domain, flags, values)
     return b""
 
 
@@ -745,5 +737,5 @@ async def set_memory_parameters(session: Session, args: Unpacker) -> bytes:
             )
     if values:
         changes = {MEMORY_FIELDS[name]: kib for name, kib in values.items()}
-        await _set_tuning(session, domain, flags, changes)
+        await set_tuning(session, domain, flags, changes)
     return b""

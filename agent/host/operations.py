@@ -932,7 +932,8 @@ class Operations:
         changes = args.changes()
         domain = self._domains.get(command.target)
         live, config = affected(domain, args.live, args.config)
-        self._policy.check_limits(changes.get("memory_kib"), None)
+        self._check_vcpus(changes.get("vcpus"))
+        self._policy.check_limits(changes.get("memory_kib"), changes.get("vcpus"))
         before, pending = domain.spec, domain.pending
         # a shut-off domain's container is built from ``spec``: the persistent definition
         # unless a pending one replaces it at the next start

@@ -233,6 +233,38 @@ async def test_virsh_schedinfo_and_memtune_set_by_libvirts_live_and_config_rules
     }
 
 
+async def test_virsh_setvcpus_and_setmem_follow_libvirts_live_and_config_rules(
+    virsh: Virsh, host: Host
+) -> None:
+    await host.ok("domain.define", args={"spec": spec("tuned", memory_kib=65536, vcpus=1)})
+    assert _counts(await virsh.ok("vcpucount", "tuned")) == {
+        ("maximum", "config"): "1",
+        ("current", "config"): "1",
+    }
+    await host.ok("domain.create", "tuned")
+    await virsh.ok("setvcpus", "tuned", "2", "--config")
+    await virsh.ok("setmem", "tuned", "98304", "--config")
+    assert _counts(await virsh.ok("vcpucount", "tuned")) == {
+        ("maximum", "config"): "2",
+        ("maximum", "live"): "1",
+        ("current", "config"): "2",
+        ("current", "live"): "1",
+    }
+    assert "Max memory:     65536 KiB" in await virsh.ok("dominfo", "tuned")
+    await virsh.ok("setmem", "tuned", "32768")  # current: live only
+    assert "<memory unit='KiB'>98304</memory>" in await virsh.ok("dumpxml", "--inactive", "tuned")
+    await host.ok("domain.destroy", "tuned")
+    await host.ok("domain.create", "tuned")
+    assert "Max memory:     98304 KiB" in await virsh.ok("dominfo", "tuned")
+    assert (await virsh.ok("vcpucount", "tuned", "--live")).strip() == "2"
+
+
+def _counts(printed: str) -> dict[tuple[str, str], str]:
+    """virsh vcpucount's ``which  definition  count`` rows."""
+    rows = (line.split() for line in printed.splitlines() if line.strip())
+    return {(which, definition): count for which, definition, count in rows}
+
+
 def cgroup_weight(shares: int) -> int:
     """What the kernel shows for ``shares``: v1's cpu.shares, or the cpu.weight runc
     converts them to on v2."""

@@ -33,7 +33,7 @@ from schemas.codes import ErrorCode, EventId
 from schemas.commands import op_of
 from schemas.domain import DomainRecord
 from schemas.events import DomainRef, Event, LifecycleEvent
-from schemas.replies import DomainInfo, DomainList, Pong, Result
+from schemas.replies import DomainInfo, DomainList, DomainTuning, Pong, Result
 
 WEB = DomainRecord(
     name="web",
@@ -90,6 +90,8 @@ class FakeBus(Connection):
             )
         if op == "domain.get_state":
             return WEB
+        if op == "domain.get_tuning":
+            return DomainTuning(cpu_shares=0, vcpu_period=100000, vcpu_quota=300000)
         if op == "domain.destroy":
             raise VirtbusError.of(ErrorCode.OPERATION_INVALID, "domain is not running", host)
         if target == {"name": "web"} or target == {"uuid": str(WEB.uuid)}:
@@ -285,6 +287,50 @@ def memory_params(*params: tuple[str, ParamType, int], flags: int = 0) -> bytes:
     pack_params(packer, list(params))
     packer.uint32(flags)
     return domain_payload() + packer.data()
+
+
+@pytest.mark.parametrize(
+    ("procedure", "payload", "sent"),
+    [
+        (Proc.DOMAIN_SET_MEMORY, b"", {"live": False, "config": False, "memory_kib": 98304}),
+        (
+            Proc.DOMAIN_SET_MEMORY_FLAGS,
+            b"\0\0\0\2",
+            {"live": False, "config": True, "memory_kib": 98304},
+        ),
+        (Proc.DOMAIN_SET_VCPUS, b"", {"live": False, "config": False, "vcpus": 2}),
+        (Proc.DOMAIN_SET_VCPUS_FLAGS, b"\0\0\0\3", {"live": True, "config": True, "vcpus": 2}),
+    ],
+    ids=["setmem", "setmem-config", "setvcpus", "setvcpus-live-config"],
+)
+async def test_setmem_and_setvcpus_change_the_definitions_their_flags_name(
+    peer: Peer, bus: FakeBus, procedure: Proc, payload: bytes, sent: dict[str, Any]
+) -> None:
+    await peer.open()
+    packer = Packer()
+    if procedure in (Proc.DOMAIN_SET_MEMORY, Proc.DOMAIN_SET_MEMORY_FLAGS):
+        packer.uint64(98304)
+    else:
+        packer.uint32(2)
+    await peer.ok(procedure, domain_payload() + packer.data() + payload)
+    assert bus.calls[-1][1:3] == ("domain.set_tuning", sent)
+
+
+@pytest.mark.parametrize(
+    ("flags", "count", "asked"),
+    [(0, 2, ["domain.get_info"]), (2 | 4, 3, ["domain.get_tuning"])],
+    ids=["current", "config-maximum"],
+)
+async def test_vcpucount_config_is_the_persistent_definitions(
+    peer: Peer, bus: FakeBus, flags: int, count: int, asked: list[str]
+) -> None:
+    await peer.open()
+    sent = len(bus.calls)
+    packer = Packer()
+    packer.uint32(flags)
+    body = await peer.ok(Proc.DOMAIN_GET_VCPUS_FLAGS, domain_payload() + packer.data())
+    assert body.int32() == count
+    assert [op for _, op, _, _ in bus.calls[sent:]] == asked
 
 
 def scheduler_params(*params: tuple[str, ParamType, int], flags: int | None = None) -> bytes:

@@ -157,6 +157,17 @@ async def test_refused_before_anything_changes(
     assert rig.host.driver.calls.count("update") == updates
 
 
+async def test_a_vcpu_count_set_live_lasts_until_the_next_start(rig: Rig) -> None:
+    await running(rig, {**LIMITED, "vcpus": 1})
+    with pytest.raises(VirtError) as above:
+        await tune(rig, vcpus=3)
+    assert above.value.code is ErrorCode.INVALID_ARG
+    await tune(rig, vcpus=2)
+    assert (container(rig)["vcpus"], web(rig).next_definition.vcpus) == (2, 1)
+    await restart(rig)
+    assert container(rig)["vcpus"] == 1
+
+
 async def test_a_transient_domain_has_no_config_to_change(rig: Rig) -> None:
     await rig.run(command(CreateXml, spec=LIMITED))
     with pytest.raises(VirtError) as refused:
