@@ -22,7 +22,7 @@ from uuid import UUID, uuid4
 from weakref import WeakKeyDictionary
 
 from agent.errors import VirtError, invalid
-from agent.host.domains import DomainObj
+from agent.host.domains import DomainObj, affected
 from agent.host.operations import Operations, handles
 from agent.host.store import StoredNetwork, Transaction
 from schemas.codes import ErrorCode, NetworkLifecycle
@@ -369,18 +369,6 @@ def _with_nics(spec: DomainSpec, nics: list[Interface]) -> DomainSpec:
     )
 
 
-def _where(domain: DomainObj, live: bool, config: bool) -> tuple[bool, bool]:
-    """libvirt's AFFECT_CURRENT (neither flag): the running domain if it runs, else
-    its definition. AFFECT_CONFIG on a transient domain is refused, as libvirt does."""
-    if not live and not config:
-        live, config = domain.active, not domain.active
-    if live and not domain.active:
-        raise invalid("domain is not running")
-    if config and not domain.persistent:
-        raise invalid("cannot change persistent config of a transient domain")
-    return live, config
-
-
 def _configure(domain: DomainObj, change: DomainSpec) -> None:
     """Make ``change`` the definition of the domain's next start; an inactive domain's
     definition is the one it shows now, too."""
@@ -404,7 +392,7 @@ def _check_nic(ops: Operations, nic: Interface, live: bool) -> None:
 async def attach_device(ops: Operations, command: AttachDevice) -> DeviceChange:
     domain = ops.domains.get(command.target)
     args = command.args
-    live, config = _where(domain, args.live, args.config)
+    live, config = affected(domain, args.live, args.config)
     if args.filesystem is not None:
         return _attach_filesystem(ops, domain, args.filesystem, live)
     assert args.interface is not None
@@ -460,7 +448,7 @@ def _mac_for(domain: DomainObj, network: str) -> str:
 async def detach_device(ops: Operations, command: DetachDevice) -> DeviceChange:
     domain = ops.domains.get(command.target)
     args = command.args
-    live, config = _where(domain, args.live, args.config)
+    live, config = affected(domain, args.live, args.config)
     if args.filesystem is not None:
         return _detach_filesystem(ops, domain, args.filesystem, live)
     assert args.interface is not None
