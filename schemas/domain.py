@@ -27,11 +27,11 @@ from schemas.codes import DomainState, reason_of
 from schemas.xmldoc import normal_fragment
 
 MIN_MEMORY_KIB = 6 * 1024
-TUNABLES = ("memory_kib", "soft_limit_kib", "swap_hard_limit_kib", "vcpus", "cpu_shares")
-"""The spec's fields that can change while the domain runs (libvirt's tunables)."""
+"""Docker refuses a memory limit below 6 MiB."""
 MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144
 """The kernel's bounds of ``cpu.shares``."""
-"""Docker refuses a memory limit below 6 MiB."""
+TUNABLES = ("memory_kib", "soft_limit_kib", "swap_hard_limit_kib", "vcpus", "cpu_shares")
+"""The spec's fields that can change while the domain runs (libvirt's tunables)."""
 MAX_PIDS = 4_194_304
 """The kernel's highest ``pid_max``."""
 
@@ -223,11 +223,12 @@ class DomainSpec(WireModel):
             raise ValueError("a swap_hard_limit needs a memory hard_limit")
         if swap is not None and memory is not None and memory > swap:
             raise ValueError(
-                "memory hard_limit tuning value must be less than or equal to swap_hard_limit"
+                "memory hard_limit tunable value must be lower than or equal to swap_hard_limit"
             )
         if soft is not None and memory is not None and soft > memory:
             raise ValueError(
-                "memory soft_limit tuning value must be less than or equal to hard_limit"
+                "a memory soft_limit above the hard_limit: Docker refuses a reservation above "
+                "the memory limit"
             )
 
     def tunables(self) -> dict[str, int]:

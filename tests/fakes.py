@@ -40,6 +40,8 @@ from agent.host.driver import (
     RuntimeEvent,
     SnapshotImage,
     Usage,
+    _HostConfig,
+    _limits,
 )
 from agent.host.monitor import Monitor
 from agent.host.operations import Operations
@@ -78,6 +80,8 @@ class FakeContainer:
     status: str = "created"
     pid: int = 0
     exit_code: int = 0
+    host_config: dict[str, int] = field(default_factory=dict)
+    """The limits Docker holds, in HostConfig's fields."""
     tunables: dict[str, int] = field(default_factory=dict)
     restart_policy: str = "no"
 
@@ -210,7 +214,14 @@ class FakeDriver:
         if any(c.name == name for c in self.containers.values()):
             raise invalid(f"Conflict. The container name '{name}' is already in use")
         handle = f"c{next(self._ids)}"
-        container = FakeContainer(handle, uuid, name, spec, tunables=spec.tunables())
+        container = FakeContainer(
+            handle,
+            uuid,
+            name,
+            spec,
+            host_config=_limits(spec),
+            tunables=_HostConfig.model_validate(_limits(spec)).tunables(),
+        )
         self.containers[handle] = container
         self._emit(container, "create")
         await self._answer("create")
@@ -310,9 +321,11 @@ class FakeDriver:
         self._emit(container, "rename")
 
     async def update(self, handle: str, spec: DomainSpec) -> None:
+        """As Docker's: a field left 0 keeps its value."""
         await self._enter("update")
         container = self._get(handle)
-        container.tunables.update(spec.tunables())
+        container.host_config.update(_limits(spec))
+        container.tunables = _HostConfig.model_validate(container.host_config).tunables()
         self._emit(container, "update")
 
     async def forbid_restarts(self, handle: str) -> None:

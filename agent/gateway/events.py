@@ -83,14 +83,21 @@ def _reboot(event: Event) -> Body | None:
     return lambda packer: _domain(packer, event.domain)
 
 
+def _running_change(event: Event) -> TunableEvent | None:
+    """A tunable event of a running domain: libvirt tells of no change to a shut-off
+    domain's definition."""
+    return event if isinstance(event, TunableEvent) and event.domain.id > 0 else None
+
+
 def _balloon(event: Event) -> Body | None:
     """``remote_domain_event_callback_balloon_change_msg``: the new memory, KiB."""
-    if not isinstance(event, TunableEvent) or "memory_kib" not in event.params:
+    tunable = _running_change(event)
+    if tunable is None or "memory_kib" not in tunable.params:
         return None
-    actual = event.params["memory_kib"]
+    actual = tunable.params["memory_kib"]
 
     def body(packer: Packer) -> None:
-        _domain(packer, event.domain)
+        _domain(packer, tunable.domain)
         packer.uint64(actual)
 
     return body
@@ -100,20 +107,21 @@ def _tunable(event: Event) -> Body | None:
     """``remote_domain_event_callback_tunable_msg``: typed parameters, as libvirt's
     VIR_DOMAIN_TUNABLE_CPU_CPU_SHARES (ullong), _CPU_GLOBAL_PERIOD (ullong) and
     _GLOBAL_QUOTA (llong). A change of memory limits alone is no tunable event in libvirt."""
-    if not isinstance(event, TunableEvent):
+    tunable = _running_change(event)
+    if tunable is None:
         return None
     params: list[tuple[str, int, int]] = []
-    if "cpu_shares" in event.params:
-        params.append(("cputune.cpu_shares", TypedParam.ULLONG, event.params["cpu_shares"]))
-    if "vcpus" in event.params:
+    if "cpu_shares" in tunable.params:
+        params.append(("cputune.cpu_shares", TypedParam.ULLONG, tunable.params["cpu_shares"]))
+    if "vcpus" in tunable.params:
         params.append(("cputune.global_period", TypedParam.ULLONG, CFS_PERIOD_US))
-        quota = event.params["vcpus"] * CFS_PERIOD_US
+        quota = tunable.params["vcpus"] * CFS_PERIOD_US
         params.append(("cputune.global_quota", TypedParam.LLONG, quota))
     if not params:
         return None
 
     def body(packer: Packer) -> None:
-        _domain(packer, event.domain)
+        _domain(packer, tunable.domain)
         packer.uint32(len(params))
         for field, kind, value in params:
             packer.string(field)

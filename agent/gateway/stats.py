@@ -42,8 +42,10 @@ from schemas.commands import (
     GetStats,
     GetTuning,
     ListFlag,
+    Lookup,
     StatGroup,
 )
+from schemas.domain import DomainRecord
 from schemas.replies import (
     DomainInfo,
     DomainStats,
@@ -634,10 +636,10 @@ async def get_memory_parameters(session: Session, args: Unpacker) -> bytes:
 TypedValue = int | float | str
 
 
-def unpack_params(args: Unpacker, most: int) -> dict[str, tuple[ParamType, TypedValue]]:
+def unpack_params(args: Unpacker, most: int) -> list[tuple[str, ParamType, TypedValue]]:
     """``remote_typed_param<>``: each field name, its type, and the value."""
 
-    def one() -> tuple[str, tuple[ParamType, TypedValue]]:
+    def one() -> tuple[str, ParamType, TypedValue]:
         field = args.string(STRING_MAX)
         kind = args.int32()
         value: TypedValue
@@ -655,17 +657,22 @@ def unpack_params(args: Unpacker, most: int) -> dict[str, tuple[ParamType, Typed
             value = args.string(STRING_MAX)
         else:
             raise VirtbusError.of(ErrorCode.RPC, f"unknown parameter type {kind}")
-        return field, (ParamType(kind), value)
+        return field, ParamType(kind), value
 
-    return dict(args.array(one, most))
+    return args.array(one, most)
 
 
 def validated(
-    params: dict[str, tuple[ParamType, TypedValue]], known: dict[str, ParamType]
+    params: list[tuple[str, ParamType, TypedValue]], known: dict[str, ParamType]
 ) -> dict[str, int]:
-    """libvirt's virTypedParamsValidate: every parameter one the call knows, of its type."""
+    """libvirt's virTypedParamsValidate: every parameter one the call knows, of its type,
+    given once."""
     values: dict[str, int] = {}
-    for name, (kind, value) in params.items():
+    for name, kind, value in params:
+        if name in values:
+            raise VirtbusError.of(
+                ErrorCode.INVALID_ARG, f"parameter '{name}' occurs multiple times"
+            )
         if name not in known:
             raise VirtbusError.of(
                 ErrorCode.ARGUMENT_UNSUPPORTED, f"parameter '{name}' not supported"
@@ -703,8 +710,7 @@ async def set_scheduler_parameters(session: Session, args: Unpacker) -> bytes:
                 f"scheduler parameter '{name}' on a virtbus host: a domain's CPU bandwidth "
                 "is its vCPU count (setvcpus)",
             )
-    if values:
-        await set_tuning(session, domain, flags, values)
+    await _set_or_look_up(session, domain, flags, values)
     return b""
 
 
@@ -735,7 +741,16 @@ async def set_memory_parameters(session: Session, args: Unpacker) -> bytes:
             raise VirtbusError.of(
                 ErrorCode.NO_SUPPORT, f"a {name} of unlimited on a virtbus host: give a size"
             )
-    if values:
-        changes = {MEMORY_FIELDS[name]: kib for name, kib in values.items()}
-        await set_tuning(session, domain, flags, changes)
+    changes = {MEMORY_FIELDS[name]: kib for name, kib in values.items()}
+    await _set_or_look_up(session, domain, flags, changes)
     return b""
+
+
+async def _set_or_look_up(
+    session: Session, domain: WireDomain, flags: int, changes: dict[str, int]
+) -> None:
+    """No parameter changes nothing, for a domain that exists (as libvirt answers)."""
+    if changes:
+        await set_tuning(session, domain, flags, changes)
+    else:
+        await on_domain(session, domain, Lookup, DomainRecord)

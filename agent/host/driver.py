@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agent.errors import VirtError
 from agent.host.config import DOCKER_TIMEOUT_S
 from schemas.codes import ErrorCode
-from schemas.domain import DomainSpec
+from schemas.domain import TUNABLES, DomainSpec
 from schemas.network import NetworkSpec
 
 HOST_LABEL = "virtbus.host"
@@ -96,6 +96,8 @@ class EngineFacts:
     cpus: int
     memory_kib: int
     version: str
+    controls: frozenset[str] = frozenset(TUNABLES)
+    """The DomainSpec.tunables the host's kernel can apply."""
 
 
 @dataclass(frozen=True)
@@ -431,8 +433,8 @@ class _HostConfig(_Edge):
     RestartPolicy: _RestartPolicy = _RestartPolicy()
 
     def tunables(self) -> dict[str, int]:
-        """As DomainSpec.tunables names them. A swap limit of -1 (unlimited swap, which no
-        spec gives) is left out, as one equal to the memory limit is."""
+        """As DomainSpec.tunables names them. -1 (unlimited, which no spec gives) is left
+        out, and so is a swap limit equal to the memory limit."""
         given = {
             "memory_kib": self.Memory // 1024,
             "soft_limit_kib": self.MemoryReservation // 1024,
@@ -440,7 +442,7 @@ class _HostConfig(_Edge):
             "vcpus": self.NanoCpus // 1_000_000_000,
             "cpu_shares": self.CpuShares,
         }
-        return {name: value for name, value in given.items() if value}
+        return {name: value for name, value in given.items() if value > 0}
 
 
 class _EndpointSettings(_Edge):
@@ -488,6 +490,21 @@ class _Info(_Edge):
     NCPU: int
     MemTotal: int
     ServerVersion: str
+    MemoryLimit: bool = True
+    SwapLimit: bool = True
+    CPUShares: bool = True
+    CpuCfsQuota: bool = True
+
+    def controls(self) -> frozenset[str]:
+        """The tunables whose kernel control Docker found."""
+        found = {
+            "memory_kib": self.MemoryLimit,
+            "soft_limit_kib": self.MemoryLimit,
+            "swap_hard_limit_kib": self.SwapLimit,
+            "vcpus": self.CpuCfsQuota,
+            "cpu_shares": self.CPUShares,
+        }
+        return frozenset(name for name, present in found.items() if present)
 
 
 class _CpuUsage(_Edge):
@@ -987,7 +1004,10 @@ class DockerDriver:
     async def engine(self) -> EngineFacts:
         info = _Info.model_validate(await self._call(self.docker.system.info()))
         return EngineFacts(
-            cpus=info.NCPU, memory_kib=info.MemTotal // 1024, version=info.ServerVersion
+            cpus=info.NCPU,
+            memory_kib=info.MemTotal // 1024,
+            version=info.ServerVersion,
+            controls=info.controls(),
         )
 
     def volume_name(self, name: str) -> str:

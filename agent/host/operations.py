@@ -66,7 +66,7 @@ from schemas.commands import (
     Suspend,
     Undefine,
 )
-from schemas.domain import DomainRecord, DomainSpec
+from schemas.domain import TUNABLES, DomainRecord, DomainSpec
 from schemas.domxml import domain_xml
 from schemas.replies import (
     DomainCounts,
@@ -478,6 +478,22 @@ class Operations:
                 f"{vcpus} > {self._engine.cpus}",
             )
 
+    def _retune(self, domain: DomainObj, spec: DomainSpec) -> Step:
+        """A step that gives the container the controls of ``spec`` in a Docker update,
+        keeping the container and its filesystem. ``spec`` is the running definition from
+        then on, so Docker's report of the update is no tunable change."""
+
+        async def retune() -> None:
+            before = domain.spec
+            domain.spec = spec
+            try:
+                await self._driver.update(self._handle(domain), spec)
+            except BaseException:
+                domain.spec = before
+                raise
+
+        return retune
+
     def _rebuild(self, domain: DomainObj, spec: DomainSpec) -> list[Step]:
         """Steps that replace the domain's container by one built from ``spec``: built
         beside the old one first, so a definition Docker refuses leaves the old in place."""
@@ -500,6 +516,7 @@ class Operations:
         existing = self._domains.by_name(spec.name)
         self._mounts.admit(spec, existing.uuid if existing else None)
         self._check_vcpus(spec.vcpus)
+        self._check_controls(spec.tunables())
         same_uuid = self._domains.by_uuid(spec.uuid) if spec.uuid else None
         if same_uuid is not None and same_uuid.name != spec.name:
             raise _defined_with_uuid(same_uuid)
@@ -566,6 +583,7 @@ class Operations:
         spec = command.args.spec
         self._mounts.admit(spec)
         self._check_vcpus(spec.vcpus)
+        self._check_controls(spec.tunables())
         same_uuid = self._domains.by_uuid(spec.uuid) if spec.uuid else None
         if same_uuid is not None and same_uuid.name != spec.name:
             raise _defined_with_uuid(same_uuid)
@@ -614,7 +632,9 @@ class Operations:
         self._mounts.admit(spec, domain.uuid)
         steps = list(before or [])
         mode = Mode.PLAIN
-        if pending is not None and _container_of(pending) != _container_of(domain.spec):
+        if pending is not None and _retunable(domain.spec, pending):
+            steps.append(self._retune(domain, pending))
+        elif pending is not None and _container_of(pending) != _container_of(domain.spec):
             steps += self._rebuild(domain, pending)
             mode = Mode.REFRESH
         steps.append(lambda: self._verify_mounts(domain, spec))
@@ -916,6 +936,7 @@ class Operations:
         domain = self._domains.get(command.target)
         self._check_vcpus(changes.get("vcpus"))
         self._policy.check_limits(changes.get("memory_kib"), changes.get("vcpus"))
+        self._check_controls(changes)
         running = _tuned(domain.spec, changes)
         pending = None if domain.pending is None else _tuned(domain.pending, changes)
         await self._update(domain, command.id, running, changes)
@@ -925,29 +946,47 @@ class Operations:
     @handles(SetTuning)
     async def set_tuning(self, command: SetTuning) -> DomainRecord:
         """The running definition (its container changed at once), the persistent one,
-        or both (libvirt's VIR_DOMAIN_AFFECT_*). A change to the running definition alone
-        leaves the persistent one as it was: the next start makes the container again.
-        Every definition it would change is checked before anything changes."""
+        or both (libvirt's VIR_DOMAIN_AFFECT_*). Every definition it would change is
+        checked before anything changes.
+
+        A change to the running definition alone lasts until the next start, which gives
+        the container the persistent definition's controls again in a Docker update. A
+        control the persistent definition does not have reaches it too: Docker cannot
+        take a control away from a container, and a new container would not keep the
+        domain's filesystem."""
         args = command.args
         changes = args.changes()
         domain = self._domains.get(command.target)
         live, config = affected(domain, args.live, args.config)
         self._check_vcpus(changes.get("vcpus"))
         self._policy.check_limits(changes.get("memory_kib"), changes.get("vcpus"))
-        before, pending = domain.spec, domain.pending
+        self._check_controls(changes)
+        before = domain.spec
         # a shut-off domain's container is built from ``spec``: the persistent definition
         # unless a pending one replaces it at the next start
-        in_place = live or (not domain.active and pending is None)
+        in_place = live or (not domain.active and domain.pending is None)
         running = _tuned(before, changes) if in_place else before
-        separate = pending is not None or not in_place
-        persistent = _tuned(pending or before, changes) if config and separate else None
+        persistent = domain.next_definition
+        if config:
+            persistent = _tuned(persistent, changes)
+        elif domain.persistent:
+            persistent = _tuned(persistent, _irrevocable(running, persistent))
         if in_place:
             await self._update(domain, command.id, running, changes)
-        if persistent is not None:
-            domain.pending = persistent
-        elif live and not config and pending is None and domain.persistent:
-            domain.pending = before
+        if domain.persistent:
+            domain.pending = None if persistent == domain.spec else persistent
         return self._saved(domain)
+
+    def _check_controls(self, changes: dict[str, int]) -> None:
+        """CONFIG_UNSUPPORTED for a control the host's kernel does not have: Docker would
+        drop it with a warning."""
+        missing = sorted(name for name in changes if name not in self._engine.controls)
+        if missing:
+            raise VirtError(
+                ErrorCode.CONFIG_UNSUPPORTED,
+                f"the host's kernel has no control for {', '.join(missing)} "
+                "(Docker's info reports it unsupported)",
+            )
 
     async def _update(
         self, domain: DomainObj, cause: str, spec: DomainSpec, changes: dict[str, int]
@@ -1092,6 +1131,29 @@ def _tuned(spec: DomainSpec, changes: dict[str, int]) -> DomainSpec:
     except ValueError as error:
         raise VirtError(ErrorCode.INVALID_ARG, str(error)) from None
     return tuned
+
+
+def _irrevocable(running: DomainSpec, persistent: DomainSpec) -> dict[str, int]:
+    """The controls of ``running`` that ``persistent`` lacks and Docker cannot take back
+    from a container (all but swap, which goes back to the memory limit)."""
+    kept = persistent.tunables()
+    return {
+        name: value
+        for name, value in running.tunables().items()
+        if name not in kept and name != "swap_hard_limit_kib"
+    }
+
+
+def _retunable(running: DomainSpec, pending: DomainSpec) -> bool:
+    """Whether a Docker update makes the container of ``running`` that of ``pending``:
+    they differ in their controls alone, and ``pending`` takes none away."""
+    untuned = dict.fromkeys(TUNABLES)
+    return (
+        _container_of(running).model_copy(update=untuned)
+        == _container_of(pending).model_copy(update=untuned)
+        and running.tunables() != pending.tunables()
+        and not _irrevocable(running, pending)
+    )
 
 
 def _container_of(spec: DomainSpec) -> DomainSpec:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.host.driver import CgroupLayout, _frozen, _HostConfig, _limits
-from schemas.domain import DomainSpec
+from agent.host.driver import CgroupLayout, _frozen, _HostConfig, _Info, _limits
+from schemas.domain import TUNABLES, DomainSpec
 
 HANDLE = "3f2a9c"
 
@@ -133,3 +133,20 @@ def test_a_specs_controls_are_docker_fields_and_read_back_the_same(
 def test_unlimited_swap_set_behind_the_agent_is_no_control() -> None:
     set_by_hand = {"Memory": 64 << 20, "MemorySwap": -1}
     assert _HostConfig.model_validate(set_by_hand).tunables() == {"memory_kib": 65536}
+
+
+@pytest.mark.parametrize(
+    ("info", "lacking"),
+    [
+        ({}, set()),
+        ({"SwapLimit": False}, {"swap_hard_limit_kib"}),
+        ({"CPUShares": False, "CpuCfsQuota": False}, {"cpu_shares", "vcpus"}),
+        ({"MemoryLimit": False}, {"memory_kib", "soft_limit_kib"}),
+    ],
+    ids=["all", "no-swap-accounting", "no-cpu-controller", "no-memory-controller"],
+)
+def test_the_controls_a_host_has_are_those_dockers_info_found(
+    info: dict[str, bool], lacking: set[str]
+) -> None:
+    facts = _Info.model_validate({"NCPU": 2, "MemTotal": 1 << 30, "ServerVersion": "x", **info})
+    assert set(TUNABLES) - facts.controls() == lacking

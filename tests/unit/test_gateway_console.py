@@ -197,6 +197,14 @@ def test_cpu_shares_are_a_tunable_and_memory_limits_are_not() -> None:
     assert event_message(3, EventId.TUNABLE, tunable(swap_hard_limit_kib=65536)) is None
 
 
+def test_a_shut_off_domains_definition_changes_silently() -> None:
+    shut_off = REF.model_copy(update={"id": -1})
+    for params in ({"cpu_shares": 512}, {"memory_kib": 32768}, {"vcpus": 1}):
+        event = tunable(**params).model_copy(update={"domain": shut_off})
+        assert event_message(3, EventId.TUNABLE, event) is None
+        assert event_message(3, EventId.BALLOON_CHANGE, event) is None
+
+
 def test_a_metadata_change_carries_its_type_and_namespace() -> None:
     event = MetadataChangeEvent(
         host="h1",

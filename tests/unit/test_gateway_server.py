@@ -441,6 +441,27 @@ async def test_tuning_a_domain_cannot_have_is_refused_unsent(
     assert [op for _, op, _, _ in bus.calls[sent:]] == []
 
 
+async def test_a_parameter_given_twice_is_refused(peer: Peer, bus: FakeBus) -> None:
+    await peer.open()
+    sent = len(bus.calls)
+    twice = memory_params(
+        ("soft_limit", ParamType.ULLONG, 65536), ("soft_limit", ParamType.ULLONG, 32768)
+    )
+    assert await peer.error(Proc.DOMAIN_SET_MEMORY_PARAMETERS, twice) == (
+        ErrorCode.INVALID_ARG,
+        "invalid argument: parameter 'soft_limit' occurs multiple times",
+    )
+    assert bus.calls[sent:] == []
+
+
+async def test_no_parameters_change_nothing_of_a_domain_that_exists(
+    peer: Peer, bus: FakeBus
+) -> None:
+    await peer.open()
+    await peer.ok(Proc.DOMAIN_SET_MEMORY_PARAMETERS, memory_params())
+    assert bus.calls[-1][1:4] == ("domain.lookup", None, {"uuid": str(WEB.uuid)})
+
+
 async def test_an_unexpected_answer_is_internal_error_not_a_crash(peer: Peer) -> None:
     await peer.open()
     code, _ = await peer.error(Proc.DOMAIN_GET_STATE, domain_payload(0))

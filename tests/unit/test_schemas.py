@@ -235,11 +235,11 @@ REJECTIONS: dict[str, tuple[bytes, str]] = {
     ),
     "swap below memory": (
         spec_body(memory_kib=65536, swap_hard_limit_kib=32768),
-        "must be less than or equal to swap_hard_limit",
+        "must be lower than or equal to swap_hard_limit",
     ),
     "soft above hard": (
         spec_body(memory_kib=32768, soft_limit_kib=65536),
-        "soft_limit tuning value must be less than or equal to hard_limit",
+        "a memory soft_limit above the hard_limit",
     ),
     "unknown list flag": (body("host.list_domains", args={"flags": ["zombie"]}), "args.flags"),
     "empty password": (

@@ -5,6 +5,7 @@ checked before anything changes."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,50 @@ async def restart(rig: Rig) -> None:
     await rig.run(command(Create, "web"))
 
 
-async def test_a_live_change_lasts_until_the_next_start(rig: Rig) -> None:
-    await running(rig)
+async def test_a_live_change_lasts_until_the_next_start_which_keeps_the_container(
+    rig: Rig,
+) -> None:
+    await running(rig, {**LIMITED, "cpu_shares": 300, "soft_limit_kib": 16384})
+    handle = web(rig).handle
     await tune(rig, cpu_shares=512, soft_limit_kib=32768)  # current: live
     assert container(rig) == {"memory_kib": 65536, "soft_limit_kib": 32768, "cpu_shares": 512}
-    assert (web(rig).spec.cpu_shares, web(rig).next_definition.cpu_shares) == (512, None)
+    assert (web(rig).spec.cpu_shares, web(rig).next_definition.cpu_shares) == (512, 300)
     assert tunable_events(rig) == [{"cpu_shares": 512, "soft_limit_kib": 32768}]
     await restart(rig)
-    assert container(rig) == {"memory_kib": 65536}
-    assert (web(rig).spec.cpu_shares, web(rig).pending) == (None, None)
+    assert container(rig) == {"memory_kib": 65536, "soft_limit_kib": 16384, "cpu_shares": 300}
+    assert (web(rig).handle, web(rig).spec.cpu_shares, web(rig).pending) == (handle, 300, None)
+    assert len(tunable_events(rig)) == 1
+
+
+async def test_a_live_control_the_definition_lacks_reaches_it(rig: Rig) -> None:
+    await running(rig, {**LIMITED, "swap_hard_limit_kib": 131072})
+    handle = web(rig).handle
+    await tune(rig, cpu_shares=512, swap_hard_limit_kib=262144)  # Docker cannot unset shares
+    assert web(rig).next_definition.tunables() == {
+        "memory_kib": 65536,
+        "swap_hard_limit_kib": 131072,
+        "cpu_shares": 512,
+    }
+    await restart(rig)
+    assert container(rig) == {
+        "memory_kib": 65536,
+        "swap_hard_limit_kib": 131072,
+        "cpu_shares": 512,
+    }
+    assert web(rig).handle == handle
+
+
+async def test_a_redefinition_of_controls_alone_keeps_the_container(rig: Rig) -> None:
+    await running(rig, {**LIMITED, "swap_hard_limit_kib": 131072})
+    handle = web(rig).handle
+    redefined = {**LIMITED, "memory_kib": 98304, "uuid": str(web(rig).uuid)}
+    await rig.run(command(Define, spec=redefined))
+    await restart(rig)
+    assert (container(rig), web(rig).handle) == ({"memory_kib": 98304}, handle)
+    redefined = {**redefined, "command": ["sleep", "61"]}
+    await rig.run(command(Define, spec=redefined))
+    await restart(rig)
+    assert web(rig).handle != handle
 
 
 async def test_a_config_change_waits_for_the_next_start(rig: Rig) -> None:
@@ -128,7 +164,7 @@ async def test_memory_and_swap_move_together_in_one_update(rig: Rig) -> None:
             {**LIMITED, "swap_hard_limit_kib": 131072},
             {"memory_kib": 262144},
             ErrorCode.INVALID_ARG,
-            "memory hard_limit tuning value must be less than or equal to swap_hard_limit",
+            "memory hard_limit tunable value must be lower than or equal to swap_hard_limit",
         ),
         (
             SPEC,
@@ -140,7 +176,7 @@ async def test_memory_and_swap_move_together_in_one_update(rig: Rig) -> None:
             LIMITED,
             {"soft_limit_kib": 131072},
             ErrorCode.INVALID_ARG,
-            "memory soft_limit tuning value must be less than or equal to hard_limit",
+            "a memory soft_limit above the hard_limit",
         ),
     ],
     ids=["live-of-shut-off", "memory-above-swap", "swap-without-memory", "soft-above-hard"],
@@ -168,6 +204,14 @@ async def test_a_vcpu_count_set_live_lasts_until_the_next_start(rig: Rig) -> Non
     assert container(rig)["vcpus"] == 1
 
 
+async def test_swap_goes_back_to_none_as_docker_allows(rig: Rig) -> None:
+    await running(rig, {**LIMITED, "swap_hard_limit_kib": 131072})
+    handle = web(rig).handle
+    await tune(rig, swap_hard_limit_kib=65536, config=True)
+    await restart(rig)
+    assert (container(rig), web(rig).handle) == ({"memory_kib": 65536}, handle)
+
+
 async def test_a_transient_domain_has_no_config_to_change(rig: Rig) -> None:
     await rig.run(command(CreateXml, spec=LIMITED))
     with pytest.raises(VirtError) as refused:
@@ -186,3 +230,21 @@ async def test_setmem_keeps_the_swap_limit_above_memory(rig: Rig) -> None:
     assert refused.value.code is ErrorCode.INVALID_ARG
     await rig.run(command(SetMemory, "web", memory_kib=98304))
     assert container(rig) == {"memory_kib": 98304, "swap_hard_limit_kib": 131072}
+
+
+async def test_a_control_the_hosts_kernel_lacks_is_refused_not_dropped(rig: Rig) -> None:
+    rig.host.engine = replace(rig.host.engine, controls=frozenset({"memory_kib", "vcpus"}))
+    without_swap = Rig(rig.host, rig.host.operations())
+    await running(without_swap)
+    updates = rig.host.driver.calls.count("update")
+    with pytest.raises(VirtError) as refused:
+        await tune(without_swap, swap_hard_limit_kib=131072, cpu_shares=512)
+    assert (refused.value.code, refused.value.detail) == (
+        ErrorCode.CONFIG_UNSUPPORTED,
+        "the host's kernel has no control for cpu_shares, swap_hard_limit_kib "
+        "(Docker's info reports it unsupported)",
+    )
+    with pytest.raises(VirtError) as defining:
+        await without_swap.run(command(Define, spec={**LIMITED, "name": "db", "cpu_shares": 8}))
+    assert defining.value.code is ErrorCode.CONFIG_UNSUPPORTED
+    assert rig.host.driver.calls.count("update") == updates
