@@ -566,6 +566,15 @@ class Operations:
                 self._monitor.announce(domain, added, cause)
             return domain.record()
         domain.autostart = spec.autostart
+        retunable = _retunable(domain.spec, spec)
+        if retunable or _container_of(spec) == _container_of(domain.spec):
+            # the container stays, and with it the domain's filesystem
+            if retunable:
+                await self._retune(domain, spec)()
+            with self._monitor.kept(domain):
+                domain.spec, domain.pending = spec, None
+                self._monitor.announce(domain, Lifecycle.DEFINED_UPDATED, cause)
+            return domain.record()
         steps = self._rebuild(domain, spec)
         await self._act(
             domain, cause, frozenset({Lifecycle.DEFINED_UPDATED}), *steps, mode=Mode.REDEFINE

@@ -248,3 +248,19 @@ async def test_a_control_the_hosts_kernel_lacks_is_refused_not_dropped(rig: Rig)
         await without_swap.run(command(Define, spec={**LIMITED, "name": "db", "cpu_shares": 8}))
     assert defining.value.code is ErrorCode.CONFIG_UNSUPPORTED
     assert rig.host.driver.calls.count("update") == updates
+
+
+async def test_redefining_a_shut_off_domains_controls_keeps_its_container(rig: Rig) -> None:
+    await rig.run(command(Define, spec=LIMITED))
+    handle, uuid = web(rig).handle, str(web(rig).uuid)
+    await rig.run(command(Define, spec={**LIMITED, "uuid": uuid, "memory_kib": 98304}))
+    await rig.run(command(Define, spec={**LIMITED, "uuid": uuid, "description": "db"}))
+    assert (web(rig).handle, container(rig)) == (handle, {"memory_kib": 65536})
+    assert [(e.event, e.detail) for e in rig.events()] == [
+        ("defined", "added"),
+        ("defined", "updated"),
+        ("defined", "updated"),
+    ]
+    assert tunable_events(rig) == []
+    await rig.run(command(Define, spec={**LIMITED, "uuid": uuid, "command": ["sleep", "61"]}))
+    assert web(rig).handle != handle
