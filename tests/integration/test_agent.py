@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -291,3 +292,53 @@ async def test_reply_is_valid_wire_model(host: Host) -> None:
     raw = await host.call("domain.lookup", "nope")
     reply = Reply.model_validate(raw)
     assert reply.host == host.name and reply.error is not None
+
+
+async def test_tuning_and_redefining_controls_keep_the_domains_filesystem(host: Host) -> None:
+    """Each start appends a line to a file in the domain's own filesystem: the container
+    kept across a live change, a config change and a redefinition of controls alone has
+    one line per start."""
+    booting = spec("web", "sh", "-c", "echo boot >> /boots; exec sleep 3600", memory_kib=65536)
+    domain_uuid = (await host.ok("domain.define", args={"spec": booting}))["uuid"]
+    await host.ok("domain.create", "web")
+    assert await _boots(host, 1) == 1
+    await host.ok("domain.set_tuning", "web", {"memory_kib": 98304, "cpu_shares": 512})
+    await host.ok("domain.set_tuning", "web", {"soft_limit_kib": 32768, "config": True})
+    await host.ok("domain.destroy", "web")
+    await host.ok("domain.create", "web")
+    assert await _boots(host, 2) == 2
+    await host.ok("domain.destroy", "web")
+    # the controls set live and in the config are in the definition (Docker cannot take
+    # them away), and the new one keeps them
+    controls = {"memory_kib": 131072, "vcpus": 1, "cpu_shares": 512, "soft_limit_kib": 32768}
+    redefined = {**booting, "uuid": domain_uuid, **controls}
+    await host.ok("domain.define", args={"spec": redefined})
+    await host.ok("domain.create", "web")
+    assert await _boots(host, 3) == 3
+    info = await host.ok("domain.get_tuning", "web", {"config": True})
+    assert (info["hard_limit_kib"], info["soft_limit_kib"], info["cpu_shares"]) == (
+        131072,
+        32768,
+        512,
+    )
+
+
+async def _boots(host: Host, wanted: int, timeout_s: float = 15.0) -> int:
+    """The lines of the domain's /boots once it has ``wanted`` (the write follows the
+    start's answer), or as many as it has when ``timeout_s`` runs out."""
+    lines = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            while lines < wanted:
+                read = await asyncio.create_subprocess_exec(
+                    "docker",
+                    "exec",
+                    host.container_name("web"),
+                    "cat",
+                    "/boots",
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                out, _ = await read.communicate()
+                lines = len(out.splitlines())
+    return lines
