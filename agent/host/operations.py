@@ -979,7 +979,7 @@ class Operations:
         if config:
             persistent = _tuned(persistent, changes)
         elif domain.persistent:
-            persistent = _tuned(persistent, _irrevocable(running, persistent))
+            persistent = _keeping(persistent, running)
         if in_place:
             await self._update(domain, command.id, running, changes)
         if domain.persistent:
@@ -1151,6 +1151,17 @@ def _irrevocable(running: DomainSpec, persistent: DomainSpec) -> dict[str, int]:
         for name, value in running.tunables().items()
         if name not in kept and name != "swap_hard_limit_kib"
     }
+
+
+def _keeping(persistent: DomainSpec, running: DomainSpec) -> DomainSpec:
+    """``persistent`` with the controls of ``running`` it cannot be given back without (its
+    limits out of order beside them: all of ``running``'s)."""
+    kept = persistent.model_copy(update=_irrevocable(running, persistent))
+    try:
+        kept.check_memory_limits()
+    except ValueError:
+        return persistent.model_copy(update={name: getattr(running, name) for name in TUNABLES})
+    return kept
 
 
 def _retunable(running: DomainSpec, pending: DomainSpec) -> bool:

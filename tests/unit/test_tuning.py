@@ -264,3 +264,11 @@ async def test_redefining_a_shut_off_domains_controls_keeps_its_container(rig: R
     assert tunable_events(rig) == []
     await rig.run(command(Define, spec={**LIMITED, "uuid": uuid, "command": ["sleep", "61"]}))
     assert web(rig).handle != handle
+
+
+async def test_a_soft_limit_above_the_definitions_memory_takes_the_running_limits(
+    rig: Rig,
+) -> None:
+    await running(rig)
+    await tune(rig, memory_kib=131072, soft_limit_kib=98304)  # live
+    assert web(rig).next_definition.tunables() == {"memory_kib": 131072, "soft_limit_kib": 98304}
