@@ -658,14 +658,20 @@ async def get_vcpus_flags(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     flags = args.uint32()
     check_flags(flags, VCPUS_ALL, "virDomainGetVcpusFlags")
-    if flags & AFFECT_ALL:
-        affect = {"live": bool(flags & AFFECT_LIVE), "config": bool(flags & AFFECT_CONFIG)}
-        tuning = await on_domain(session, domain, GetTuning, DomainTuning, affect)
-        if flags & AFFECT_CONFIG:
-            if tuning.vcpu_quota and tuning.vcpu_period:
-                return ints(tuning.vcpu_quota // tuning.vcpu_period)
-            return ints((await session.conn.host_info(session.target)).cpus)
+    if flags & AFFECT_ALL == AFFECT_ALL:
+        raise VirtbusError.of(
+            ErrorCode.INVALID_ARG,
+            "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
+        )
+    if flags & AFFECT_CONFIG:
+        config = {"config": True}
+        tuning = await on_domain(session, domain, GetTuning, DomainTuning, config)
+        if tuning.vcpu_quota and tuning.vcpu_period:
+            return ints(tuning.vcpu_quota // tuning.vcpu_period)
+        return ints((await session.conn.host_info(session.target)).cpus)
     info = await on_domain(session, domain, GetInfo, DomainInfo)
+    if flags & AFFECT_LIVE and info.state == DomainState.SHUTOFF:
+        raise VirtbusError.of(ErrorCode.OPERATION_INVALID, "domain is not running")
     return ints(info.nr_virt_cpu)
 
 

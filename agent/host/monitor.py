@@ -259,10 +259,16 @@ class Monitor:
         is not one: that is left alone."""
         return self._domains.by_uuid(found.uuid) is None and self._store.made(found.uuid)
 
-    def announce(self, domain: DomainObj, transition: Lifecycle, cause: str) -> None:
-        """Publish a transition that has no Docker event of its own."""
+    def announce(
+        self, domain: DomainObj, transition: Lifecycle, cause: str, whole: bool = False
+    ) -> None:
+        """Publish a transition that has no Docker event of its own. ``whole``: it is the
+        whole effect of command ``cause``, whose retry then answers at once."""
         with self.kept(domain), self._store.transaction() as tx:
             self._emit(tx, domain, transition, "agent", cause, datetime.now(UTC))
+            if whole:
+                tx.intend(cause, domain.uuid, Mode.PLAIN.value, [transition.name])
+                tx.reached(cause)
             if self._domains.by_uuid(domain.uuid) is domain:
                 tx.save(domain)
         self._on_queued()

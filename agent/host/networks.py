@@ -370,11 +370,9 @@ def _with_nics(spec: DomainSpec, nics: list[Interface]) -> DomainSpec:
 
 
 def _configure(domain: DomainObj, change: DomainSpec) -> None:
-    """Make ``change`` the definition of the domain's next start; an inactive domain's
-    definition is the one it shows now, too."""
+    """Make ``change`` the definition of the domain's next start (what an inactive domain
+    shows now): ``spec`` stays what its container was built from."""
     domain.pending = change
-    if not domain.active:
-        domain.spec = change
 
 
 def _check_nic(ops: Operations, nic: Interface, live: bool) -> None:

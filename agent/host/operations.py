@@ -12,6 +12,7 @@ sequence of commands never races Docker (libvirt's per-domain job lock).
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -481,7 +482,8 @@ class Operations:
     def _retune(self, domain: DomainObj, spec: DomainSpec) -> Step:
         """A step that gives the container the controls of ``spec`` in a Docker update,
         keeping the container and its filesystem. ``spec`` is the running definition from
-        then on, so Docker's report of the update is no tunable change."""
+        then on (stored once Docker has it), so Docker's report of the update is no
+        tunable change."""
 
         async def retune() -> None:
             before = domain.spec
@@ -491,8 +493,18 @@ class Operations:
             except BaseException:
                 domain.spec = before
                 raise
+            self._saved(domain)
 
         return retune
+
+    async def _pinned_still(self, domain: DomainObj, spec: DomainSpec) -> bool:
+        """Whether each mount source of ``spec`` resolves to the path the container holds
+        (else a new container pins the path it resolves to now)."""
+        if not spec.mounts:
+            return True
+        observed = await self._driver.observe(self._handle(domain))
+        held = observed.mounts if observed else {}
+        return all(held.get(m.target) == m.source for m in self._mounts.pinned(spec).mounts)
 
     def _rebuild(self, domain: DomainObj, spec: DomainSpec) -> list[Step]:
         """Steps that replace the domain's container by one built from ``spec``: built
@@ -563,17 +575,17 @@ class Operations:
                 domain.autostart, domain.pending = spec.autostart, spec
                 was_persistent, domain.persistent = domain.persistent, True
                 added = Lifecycle.DEFINED_UPDATED if was_persistent else Lifecycle.DEFINED_ADDED
-                self._monitor.announce(domain, added, cause)
+                self._monitor.announce(domain, added, cause, whole=True)
             return domain.record()
         domain.autostart = spec.autostart
-        retunable = _retunable(domain.spec, spec)
-        if retunable or _container_of(spec) == _container_of(domain.spec):
+        change = _change(domain.spec, spec)
+        if change is not Change.REBUILD and await self._pinned_still(domain, spec):
             # the container stays, and with it the domain's filesystem
-            if retunable:
+            if change is Change.RETUNE:
                 await self._retune(domain, spec)()
             with self._monitor.kept(domain):
                 domain.spec, domain.pending = spec, None
-                self._monitor.announce(domain, Lifecycle.DEFINED_UPDATED, cause)
+                self._monitor.announce(domain, Lifecycle.DEFINED_UPDATED, cause, whole=True)
             return domain.record()
         steps = self._rebuild(domain, spec)
         await self._act(
@@ -641,10 +653,11 @@ class Operations:
         self._mounts.admit(spec, domain.uuid)
         steps = list(before or [])
         mode = Mode.PLAIN
-        if pending is not None and _retunable(domain.spec, pending):
-            steps.append(self._retune(domain, pending))
-        elif pending is not None and _container_of(pending) != _container_of(domain.spec):
-            steps += self._rebuild(domain, pending)
+        change = Change.NONE if pending is None else _change(domain.spec, pending)
+        if change is Change.RETUNE:
+            steps.append(self._retune(domain, spec))
+        elif change is Change.REBUILD:
+            steps += self._rebuild(domain, spec)
             mode = Mode.REFRESH
         steps.append(lambda: self._verify_mounts(domain, spec))
         steps.append(lambda: self._driver.start(self._handle(domain)))
@@ -978,7 +991,8 @@ class Operations:
         persistent = domain.next_definition
         if config:
             persistent = _tuned(persistent, changes)
-        elif domain.persistent:
+        elif domain.persistent and _alike_but_controls(running, persistent):
+            # the next start gives the container ``persistent``'s controls by an update
             persistent = _keeping(persistent, running)
         if in_place:
             await self._update(domain, command.id, running, changes)
@@ -1164,16 +1178,31 @@ def _keeping(persistent: DomainSpec, running: DomainSpec) -> DomainSpec:
     return kept
 
 
-def _retunable(running: DomainSpec, pending: DomainSpec) -> bool:
-    """Whether a Docker update makes the container of ``running`` that of ``pending``:
-    they differ in their controls alone, and ``pending`` takes none away."""
+def _alike_but_controls(one: DomainSpec, other: DomainSpec) -> bool:
+    """Whether the containers of two definitions differ in their controls at most."""
     untuned = dict.fromkeys(TUNABLES)
-    return (
-        _container_of(running).model_copy(update=untuned)
-        == _container_of(pending).model_copy(update=untuned)
-        and running.tunables() != pending.tunables()
-        and not _irrevocable(running, pending)
+    return _container_of(one).model_copy(update=untuned) == _container_of(other).model_copy(
+        update=untuned
     )
+
+
+class Change(enum.Enum):
+    """What it takes to give a domain's container another definition."""
+
+    NONE = "none"
+    """They differ outside the container (metadata) or not at all."""
+    RETUNE = "retune"
+    """They differ in controls a Docker update can set."""
+    REBUILD = "rebuild"
+    """A new container: anything else differs, or a control is taken away."""
+
+
+def _change(running: DomainSpec, new: DomainSpec) -> Change:
+    if not _alike_but_controls(running, new):
+        return Change.REBUILD
+    if running.tunables() == new.tunables():
+        return Change.NONE
+    return Change.REBUILD if _irrevocable(running, new) else Change.RETUNE
 
 
 def _container_of(spec: DomainSpec) -> DomainSpec:

@@ -318,18 +318,27 @@ async def test_setmem_and_setvcpus_change_the_definitions_their_flags_name(
 
 @pytest.mark.parametrize(
     ("flags", "count", "asked"),
-    [(0, 2, ["domain.get_info"]), (2 | 4, 3, ["domain.get_tuning"])],
-    ids=["current", "config-maximum"],
+    [
+        (0, 2, ["domain.get_info"]),
+        (2 | 4, 3, ["domain.get_tuning"]),
+        (1, 2, ["domain.get_info"]),
+        (3, None, []),
+    ],
+    ids=["current", "config-maximum", "live", "live-and-config"],
 )
 async def test_vcpucount_config_is_the_persistent_definitions(
-    peer: Peer, bus: FakeBus, flags: int, count: int, asked: list[str]
+    peer: Peer, bus: FakeBus, flags: int, count: int | None, asked: list[str]
 ) -> None:
     await peer.open()
     sent = len(bus.calls)
     packer = Packer()
     packer.uint32(flags)
-    body = await peer.ok(Proc.DOMAIN_GET_VCPUS_FLAGS, domain_payload() + packer.data())
-    assert body.int32() == count
+    payload = domain_payload() + packer.data()
+    if count is None:
+        code, _ = await peer.error(Proc.DOMAIN_GET_VCPUS_FLAGS, payload)
+        assert code in (ErrorCode.OPERATION_INVALID, ErrorCode.INVALID_ARG)
+    else:
+        assert (await peer.ok(Proc.DOMAIN_GET_VCPUS_FLAGS, payload)).int32() == count
     assert [op for _, op, _, _ in bus.calls[sent:]] == asked
 
 

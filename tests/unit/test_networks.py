@@ -271,3 +271,16 @@ async def test_what_cannot_be_plugged_live_goes_to_the_definition(rig: Rig) -> N
     assert live_mount.value.code is ErrorCode.OPERATION_UNSUPPORTED
     assert not [e for e in rig.events() if isinstance(e, DeviceEvent)]
     assert "connect" not in rig.host.driver.calls
+
+
+async def test_a_config_attach_to_a_shut_off_domain_reaches_its_container_at_start(
+    rig: Rig,
+) -> None:
+    await started(rig, "lan")
+    await rig.run(command(Define, spec=SPEC))
+    await rig.run(command(AttachDevice, "web", interface={"network": "lan"}, config=True))
+    domain = rig.host.domains.by_name("web")
+    assert domain is not None and domain.definition.network == "lan"
+    await rig.run(command(Create, "web"))
+    assert domain.handle is not None
+    assert rig.host.driver.containers[domain.handle].spec.network == "lan"

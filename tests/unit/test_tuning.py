@@ -272,3 +272,35 @@ async def test_a_soft_limit_above_the_definitions_memory_takes_the_running_limit
     await running(rig)
     await tune(rig, memory_kib=131072, soft_limit_kib=98304)  # live
     assert web(rig).next_definition.tunables() == {"memory_kib": 131072, "soft_limit_kib": 98304}
+
+
+async def test_a_swap_limit_equal_to_memory_changes_no_container(rig: Rig) -> None:
+    await running(rig)
+    handle, calls = web(rig).handle, len(rig.host.driver.calls)
+    await tune(rig, swap_hard_limit_kib=65536, config=True)  # the same as no swap
+    await restart(rig)
+    assert web(rig).handle == handle
+    assert [c for c in rig.host.driver.calls[calls:] if c in ("create", "update")] == []
+
+
+async def test_a_live_change_stays_out_of_a_definition_that_makes_a_new_container(
+    rig: Rig,
+) -> None:
+    await running(rig)
+    redefined = {**LIMITED, "command": ["sleep", "61"], "uuid": str(web(rig).uuid)}
+    await rig.run(command(Define, spec=redefined))
+    await tune(rig, cpu_shares=512)  # live
+    assert web(rig).next_definition.cpu_shares is None
+    await restart(rig)
+    assert container(rig) == {"memory_kib": 65536}
+
+
+async def test_a_retried_redefinition_is_announced_once(rig: Rig) -> None:
+    await rig.run(command(Define, spec=LIMITED))
+    redefine = command(Define, spec={**LIMITED, "uuid": str(web(rig).uuid), "title": "db"})
+    await rig.run(redefine)
+    await rig.run(redefine, retry=True)
+    assert [(e.event, e.detail) for e in rig.events()] == [
+        ("defined", "added"),
+        ("defined", "updated"),
+    ]
