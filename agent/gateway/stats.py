@@ -16,6 +16,7 @@ from enum import IntEnum
 
 from agent.client import VirtbusError
 from agent.gateway.procedures import (
+    AFFECT_ALL,
     LIST_FLAGS,
     LIST_OTHER,
     STATE_FLAGS,
@@ -551,7 +552,7 @@ async def set_max_memory(session: Session, args: Unpacker) -> bytes:
 SCHEDULER = "posix"
 """What libvirt's LXC driver calls the CFS scheduler of a container's cgroup."""
 MEMORY_PARAM_UNLIMITED = 9007199254740991  # VIR_DOMAIN_MEMORY_PARAM_UNLIMITED
-TUNING_FLAGS = 1 | 2 | 4  # AFFECT_LIVE, AFFECT_CONFIG, TYPED_PARAM_STRING_OKAY
+TUNING_FLAGS = AFFECT_ALL | 4  # and TYPED_PARAM_STRING_OKAY
 SCHEDULER_PARAMETERS_MAX = 16  # remote_protocol.x REMOTE_DOMAIN_SCHEDULER_PARAMETERS_MAX
 MEMORY_PARAMETERS_MAX = 16  # remote_protocol.x REMOTE_DOMAIN_MEMORY_PARAMETERS_MAX
 
@@ -701,7 +702,7 @@ async def set_scheduler_parameters(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     params = unpack_params(args, SCHEDULER_PARAMETERS_MAX)
     flags = flags_of(args, Proc.DOMAIN_SET_SCHEDULER_PARAMETERS_FLAGS)
-    check_flags(flags, 1 | 2, "virDomainSetSchedulerParametersFlags")
+    check_flags(flags, AFFECT_ALL, "virDomainSetSchedulerParametersFlags")
     values = validated(params, SCHEDULER_PARAMS)
     for name in ("vcpu_period", "vcpu_quota"):
         if name in values:
@@ -734,7 +735,7 @@ async def set_memory_parameters(session: Session, args: Unpacker) -> bytes:
     domain = read_domain(args)
     params = unpack_params(args, MEMORY_PARAMETERS_MAX)
     flags = args.uint32()
-    check_flags(flags, 1 | 2, "virDomainSetMemoryParameters")
+    check_flags(flags, AFFECT_ALL, "virDomainSetMemoryParameters")
     values = validated(params, MEMORY_PARAMS)
     for name, kib in values.items():
         if kib >= MEMORY_PARAM_UNLIMITED:
