@@ -5,7 +5,9 @@ from __future__ import annotations
 from agent.client import VirtbusError
 from agent.gateway.procedures import (
     AFFECT_ALL,
+    AFFECT_CONFIG,
     Session,
+    affect,
     check_flags,
     handles,
     on_domain,
@@ -19,8 +21,6 @@ from schemas.commands import GetMetadata, MetadataKind, SetMetadata
 from schemas.domain import DomainRecord
 from schemas.replies import Metadata
 
-AFFECT_LIVE = 1
-AFFECT_CONFIG = 2
 KINDS: dict[int, MetadataKind] = {
     MetadataType.DESCRIPTION: "description",
     MetadataType.TITLE: "title",
@@ -55,8 +55,7 @@ async def set_metadata(session: Session, args: Unpacker) -> bytes:
         DomainRecord,
         {
             **{name: value for name, value in fields.items() if value is not None},
-            "live": bool(flags & AFFECT_LIVE),
-            "config": bool(flags & AFFECT_CONFIG),
+            **affect(flags),
         },
     )
     return b""
@@ -71,8 +70,7 @@ async def get_metadata(session: Session, args: Unpacker) -> bytes:
     check_flags(flags, AFFECT_ALL, "virDomainGetMetadata")
     asked: dict[str, object] = {
         "type": kind,
-        "live": bool(flags & AFFECT_LIVE),
-        "config": bool(flags & AFFECT_CONFIG),
+        **affect(flags),
     }
     if uri is not None:
         asked["uri"] = uri

@@ -13,8 +13,10 @@ from typing import Any
 
 from agent.client import VirtbusError
 from agent.gateway.procedures import (
+    AFFECT_ALL,
     REPLIED,
     Session,
+    affect,
     check_flags,
     expect,
     flags_of,
@@ -67,7 +69,6 @@ NETWORK_LIST_FLAGS: dict[int, NetworkListFlag] = {
     32: "no_autostart",
 }
 NETWORK_XML_INACTIVE = 1
-AFFECT_LIVE, AFFECT_CONFIG = 1, 2
 ADDRESS_SOURCES = {0: "lease", 1: "agent", 2: "arp"}
 NETWORK_EVENT_LIFECYCLE = 0
 
@@ -297,8 +298,8 @@ async def device(session: Session, args: Unpacker) -> bytes:
     flagged = Proc.DOMAIN_ATTACH_DEVICE_FLAGS if attach else Proc.DOMAIN_DETACH_DEVICE_FLAGS
     flags = flags_of(args, flagged)
     api = "virDomainAttachDeviceFlags" if attach else "virDomainDetachDeviceFlags"
-    check_flags(flags, AFFECT_LIVE | AFFECT_CONFIG, api)
-    values = {"xml": xml, "live": bool(flags & AFFECT_LIVE), "config": bool(flags & AFFECT_CONFIG)}
+    check_flags(flags, AFFECT_ALL, api)
+    values = {"xml": xml, **affect(flags)}
     op = AttachDevice if attach else DetachDevice
     await on_domain(session, domain, op, DeviceChange, values)
     return b""

@@ -664,8 +664,7 @@ async def get_vcpus_flags(session: Session, args: Unpacker) -> bytes:
             "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive",
         )
     if flags & AFFECT_CONFIG:
-        config = {"config": True}
-        tuning = await on_domain(session, domain, GetTuning, DomainTuning, config)
+        tuning = await on_domain(session, domain, GetTuning, DomainTuning, affect(flags))
         if tuning.vcpu_quota and tuning.vcpu_period:
             return ints(tuning.vcpu_quota // tuning.vcpu_period)
         return ints((await session.conn.host_info(session.target)).cpus)
@@ -754,13 +753,17 @@ async def lifecycle(
     return await on_domain(session, domain, op, DomainRecord, args or None)
 
 
+def affect(flags: int) -> dict[str, bool]:
+    """The ``live`` and ``config`` args of VIR_DOMAIN_AFFECT_LIVE and _CONFIG in ``flags``
+    (neither: the current definition)."""
+    return {"live": bool(flags & AFFECT_LIVE), "config": bool(flags & AFFECT_CONFIG)}
+
+
 async def set_tuning(
     session: Session, domain: WireDomain, flags: int, changes: dict[str, int]
 ) -> None:
-    """``changes`` in the definitions VIR_DOMAIN_AFFECT_LIVE and _CONFIG in ``flags``
-    name (neither: the current one)."""
-    affect = {"live": bool(flags & AFFECT_LIVE), "config": bool(flags & AFFECT_CONFIG)}
-    await on_domain(session, domain, SetTuning, DomainRecord, {**affect, **changes})
+    """``changes`` in the definitions ``flags`` name."""
+    await on_domain(session, domain, SetTuning, DomainRecord, {**affect(flags), **changes})
 
 
 @handles(Proc.DOMAIN_CREATE)

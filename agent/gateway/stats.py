@@ -22,6 +22,7 @@ from agent.gateway.procedures import (
     STATE_FLAGS,
     Session,
     access_api,
+    affect,
     check_flags,
     expect,
     flags_of,
@@ -558,8 +559,7 @@ MEMORY_PARAMETERS_MAX = 16  # remote_protocol.x REMOTE_DOMAIN_MEMORY_PARAMETERS_
 
 
 async def _tuning(session: Session, domain: WireDomain, flags: int) -> DomainTuning:
-    args = {"live": bool(flags & 1), "config": bool(flags & 2)}
-    return await on_domain(session, domain, GetTuning, DomainTuning, args)
+    return await on_domain(session, domain, GetTuning, DomainTuning, affect(flags))
 
 
 def _scheduler_params(tuning: DomainTuning) -> list[Param]:
